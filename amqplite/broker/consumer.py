@@ -1,0 +1,156 @@
+"""Consumers and the broker's side of a channel: delivery tags, unacked messages and QoS."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+import attrs
+
+from amqplite.broker.message import QueueEntry
+from amqplite.broker.queue import Queue
+from amqplite.protocol.constants import ReplyCode
+from amqplite.protocol.errors import ChannelException
+
+
+class DeliverySink(Protocol):
+    """What the core needs from a client connection to hand it deliveries."""
+
+    def deliver(
+        self, channel_id: int, consumer_tag: str, delivery_tag: int, entry: QueueEntry
+    ) -> None:
+        """Send basic.deliver with the entry's message."""
+
+    def cancel_consumer(self, channel_id: int, consumer_tag: str) -> None:
+        """Send a server-initiated basic.cancel (the queue went away)."""
+
+    def has_capacity(self) -> bool:
+        """False while the connection's outbound buffer is full."""
+
+
+@attrs.define(slots=True, eq=False)
+class Unacked:
+    """A delivered message awaiting ack: where it came from and who got it."""
+
+    entry: QueueEntry
+    queue: Queue
+    consumer: Consumer | None
+
+
+@attrs.define(eq=False)
+class Consumer:
+    """A basic.consume subscription of one channel to one queue."""
+
+    tag: str
+    queue: Queue
+    channel: DeliveryChannel
+    no_ack: bool = False
+    exclusive: bool = False
+    prefetch_count: int = 0
+    arguments: dict[str, Any] = attrs.field(factory=dict)
+    unacked: int = 0
+
+    def can_take(self) -> bool:
+        """True when a delivery now would respect prefetch, flow and the outbound buffer."""
+        channel = self.channel
+        if not channel.active or not channel.sink.has_capacity():
+            return False
+        if self.no_ack:
+            return True
+        if self.prefetch_count and self.unacked >= self.prefetch_count:
+            return False
+        return not (channel.global_prefetch and channel.global_unacked >= channel.global_prefetch)
+
+    def deliver(self, entry: QueueEntry) -> None:
+        """Hand one entry taken from the queue to this consumer's channel."""
+        self.channel.deliver(self, entry)
+
+
+@attrs.define(eq=False)
+class DeliveryChannel:
+    """The broker's view of one AMQP channel: delivery tags, unacked messages, prefetch."""
+
+    channel_id: int
+    sink: DeliverySink
+    prefetch_count: int = 0
+    global_prefetch: int = 0
+    global_unacked: int = 0
+    active: bool = True
+    next_tag: int = 1
+    unacked: dict[int, Unacked] = attrs.field(factory=dict)
+    consumers: dict[str, Consumer] = attrs.field(factory=dict)
+
+    def _new_tag(self) -> int:
+        tag = self.next_tag
+        self.next_tag += 1
+        return tag
+
+    def deliver(self, consumer: Consumer, entry: QueueEntry) -> None:
+        """Assign a delivery tag, track the message unless auto-acked, and send it."""
+        tag = self._new_tag()
+        queue = consumer.queue
+        if consumer.no_ack:
+            self.sink.deliver(self.channel_id, consumer.tag, tag, entry)
+            entry.delivery_count += 1
+            return
+        self.unacked[tag] = Unacked(entry, queue, consumer)
+        consumer.unacked += 1
+        self.global_unacked += 1
+        queue.unacked_count += 1
+        self.sink.deliver(self.channel_id, consumer.tag, tag, entry)
+        entry.delivery_count += 1
+
+    def get(self, queue: Queue, no_ack: bool) -> tuple[int, QueueEntry, bool] | None:
+        """basic.get: take the head (tag, entry, redelivered), tracked as unacked unless no_ack."""
+        entry = queue.take()
+        if entry is None:
+            return None
+        tag = self._new_tag()
+        redelivered = entry.redelivered
+        entry.delivery_count += 1
+        if not no_ack:
+            self.unacked[tag] = Unacked(entry, queue, None)
+            queue.unacked_count += 1
+        return tag, entry, redelivered
+
+    def _settle(self, tag: int) -> Unacked:
+        """Remove one unacked delivery and release the prefetch credit it held."""
+        item = self.unacked.pop(tag)
+        item.queue.unacked_count -= 1
+        if item.consumer is not None:
+            item.consumer.unacked -= 1
+            self.global_unacked -= 1
+        return item
+
+    def settle(self, delivery_tag: int, multiple: bool) -> list[Unacked]:
+        """Remove the deliveries an ack/nack/reject names; unknown tags are a 406."""
+        if multiple:
+            tags = [t for t in self._tags_up_to(delivery_tag)]
+            if delivery_tag and not tags and delivery_tag not in self.unacked:
+                raise ChannelException(
+                    ReplyCode.PRECONDITION_FAILED, f"unknown delivery tag {delivery_tag}"
+                )
+            return [self._settle(t) for t in tags]
+        if delivery_tag not in self.unacked:
+            raise ChannelException(
+                ReplyCode.PRECONDITION_FAILED, f"unknown delivery tag {delivery_tag}"
+            )
+        return [self._settle(delivery_tag)]
+
+    def _tags_up_to(self, delivery_tag: int) -> Iterator[int]:
+        """Unacked tags up to and including delivery_tag (all of them for 0), oldest first."""
+        for tag in self.unacked:
+            if delivery_tag and tag > delivery_tag:
+                break
+            yield tag
+
+    def settle_all(self) -> list[Unacked]:
+        """Remove every unacked delivery (channel close, recover)."""
+        return [self._settle(t) for t in list(self.unacked)]
+
+    def queues_with_consumers(self) -> list[Queue]:
+        """The distinct queues this channel consumes from."""
+        seen: dict[int, Queue] = {}
+        for consumer in self.consumers.values():
+            seen.setdefault(id(consumer.queue), consumer.queue)
+        return list(seen.values())

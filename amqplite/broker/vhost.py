@@ -1,0 +1,512 @@
+"""VHost: the exchanges, queues and bindings of one virtual host, and routing through them."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import attrs
+
+from amqplite.broker.message import Message
+from amqplite.broker.plugin_api import Arguments, Destination, ExchangeTypeRegistry, Router
+from amqplite.broker.queue import Queue
+from amqplite.protocol.constants import ClassId, ReplyCode
+from amqplite.protocol.errors import ChannelException, ConnectionException
+
+BUILTIN_EXCHANGES = (
+    ("amq.direct", "direct"),
+    ("amq.fanout", "fanout"),
+    ("amq.topic", "topic"),
+    ("amq.headers", "headers"),
+    ("amq.match", "headers"),
+)
+
+# Queue arguments compared on redeclare (as RabbitMQ does); others may differ.
+EQUIVALENT_QUEUE_ARGS = (
+    "x-message-ttl",
+    "x-expires",
+    "x-max-length",
+    "x-max-length-bytes",
+    "x-max-priority",
+    "x-dead-letter-exchange",
+    "x-dead-letter-routing-key",
+    "x-overflow",
+    "x-queue-type",
+    "x-single-active-consumer",
+    "x-delivery-limit",
+)
+
+
+def freeze(value: Any) -> Any:
+    """A hashable, order-independent form of a decoded field value (for binding identity)."""
+    if isinstance(value, dict):
+        return tuple(sorted((k, freeze(v)) for k, v in value.items()))
+    if isinstance(value, list):
+        return tuple(freeze(v) for v in value)
+    return value
+
+
+def _fmt(value: Any) -> str:
+    """Render a value the way RabbitMQ's inequivalent-arg messages do."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "none"
+    return str(value)
+
+
+@attrs.frozen(slots=True)
+class Binding:
+    """A binding from a source exchange to a destination, as listed and deleted."""
+
+    source: str
+    destination: Destination
+    routing_key: str
+    arguments: Arguments = attrs.field(eq=False, hash=False)
+    arguments_key: Any = attrs.field(default=None)
+
+    @classmethod
+    def make(
+        cls, source: str, destination: Destination, routing_key: str, arguments: Arguments
+    ) -> Binding:
+        """Build a binding whose identity includes its arguments."""
+        return cls(source, destination, routing_key, arguments, freeze(arguments))
+
+
+@attrs.define(eq=False)
+class Exchange:
+    """An exchange: its settings and the router holding its bindings."""
+
+    name: str
+    type_name: str
+    router: Router
+    durable: bool = False
+    auto_delete: bool = False
+    internal: bool = False
+    arguments: Arguments = attrs.field(factory=dict)
+
+
+class VHost:
+    """Exchanges, queues and bindings of one virtual host; every name lookup raises 404 itself."""
+
+    def __init__(self, name: str, registry: ExchangeTypeRegistry) -> None:
+        self.name = name
+        self.registry = registry
+        self.exchanges: dict[str, Exchange] = {}
+        self.queues: dict[str, Queue] = {}
+        self.bindings_by_source: dict[str, dict[Binding, None]] = {}
+        self.bindings_by_destination: dict[Destination, dict[Binding, None]] = {}
+        self.on_queue_deleted: list[Callable[[Queue], None]] = []
+        self._add_exchange(Exchange("", "direct", self._router("direct"), durable=True))
+        for name_, type_name in BUILTIN_EXCHANGES:
+            self._add_exchange(Exchange(name_, type_name, self._router(type_name), durable=True))
+
+    def _router(self, type_name: str) -> Router:
+        exchange_type = self.registry.get(type_name)
+        assert exchange_type is not None
+        return exchange_type.create_router()
+
+    def _add_exchange(self, exchange: Exchange) -> None:
+        self.exchanges[exchange.name] = exchange
+
+    # -- lookups -------------------------------------------------------------------------
+
+    def exchange(self, name: str) -> Exchange:
+        """The named exchange, or 404."""
+        try:
+            return self.exchanges[name]
+        except KeyError:
+            raise ChannelException(
+                ReplyCode.NOT_FOUND, f"no exchange '{name}' in vhost '{self.name}'"
+            ) from None
+
+    def queue(self, name: str, owner: object | None = None) -> Queue:
+        """The named queue, or 404; 405 if it is exclusive to another connection."""
+        try:
+            queue = self.queues[name]
+        except KeyError:
+            raise ChannelException(
+                ReplyCode.NOT_FOUND, f"no queue '{name}' in vhost '{self.name}'"
+            ) from None
+        self.check_exclusive(queue, owner)
+        return queue
+
+    def check_exclusive(self, queue: Queue, owner: object | None) -> None:
+        """405 RESOURCE_LOCKED when the queue is exclusive to another connection."""
+        if queue.exclusive_owner is not None and queue.exclusive_owner is not owner:
+            raise ChannelException(
+                ReplyCode.RESOURCE_LOCKED,
+                f"cannot obtain exclusive access to locked queue '{queue.name}' in vhost "
+                f"'{self.name}'. It could be originally declared on another connection or the "
+                "exclusive property value does not match that of the original declaration.",
+            )
+
+    # -- exchanges -----------------------------------------------------------------------
+
+    def declare_exchange(
+        self,
+        name: str,
+        type_name: str,
+        *,
+        passive: bool = False,
+        durable: bool = False,
+        auto_delete: bool = False,
+        internal: bool = False,
+        arguments: Arguments | None = None,
+    ) -> Exchange:
+        """exchange.declare: create, or check that the existing one is equivalent."""
+        arguments = arguments or {}
+        if passive:
+            return self.exchange(name)
+        existing = self.exchanges.get(name)
+        if existing is None and (name == "" or name.startswith("amq.")):
+            raise ChannelException(
+                ReplyCode.ACCESS_REFUSED,
+                f"exchange name '{name}' contains reserved prefix 'amq.*'",
+                ClassId.EXCHANGE,
+                10,
+            )
+        exchange_type = self.registry.get(type_name)
+        if exchange_type is None:
+            raise ConnectionException(
+                ReplyCode.COMMAND_INVALID,
+                f"unknown exchange type '{type_name}'",
+                ClassId.EXCHANGE,
+                10,
+            )
+        if existing is not None:
+            self._check_exchange_equivalent(
+                existing, type_name, durable, auto_delete, internal, arguments
+            )
+            return existing
+        exchange_type.validate(arguments)
+        exchange = Exchange(
+            name,
+            type_name,
+            exchange_type.create_router(),
+            durable,
+            auto_delete,
+            internal,
+            arguments,
+        )
+        self._add_exchange(exchange)
+        return exchange
+
+    def _check_exchange_equivalent(
+        self,
+        existing: Exchange,
+        type_name: str,
+        durable: bool,
+        auto_delete: bool,
+        internal: bool,
+        arguments: Arguments,
+    ) -> None:
+        checks: list[tuple[str, Any, Any]] = [
+            ("type", type_name, existing.type_name),
+            ("durable", durable, existing.durable),
+            ("auto_delete", auto_delete, existing.auto_delete),
+            ("internal", internal, existing.internal),
+        ]
+        for key in sorted(set(arguments) | set(existing.arguments)):
+            checks.append((key, arguments.get(key), existing.arguments.get(key)))
+        for what, received, current in checks:
+            if freeze(received) != freeze(current):
+                raise ChannelException(
+                    ReplyCode.PRECONDITION_FAILED,
+                    f"inequivalent arg '{what}' for exchange '{existing.name}' in vhost "
+                    f"'{self.name}': received '{_fmt(received)}' but current is '{_fmt(current)}'",
+                    ClassId.EXCHANGE,
+                    10,
+                )
+
+    def delete_exchange(self, name: str, if_unused: bool = False) -> None:
+        """exchange.delete; a missing exchange is not an error (as RabbitMQ)."""
+        if name == "" or name.startswith("amq."):
+            raise ChannelException(
+                ReplyCode.ACCESS_REFUSED,
+                "operation not permitted on the default exchange"
+                if name == ""
+                else f"deletion of system exchange '{name}' in vhost '{self.name}' refused",
+                ClassId.EXCHANGE,
+                20,
+            )
+        exchange = self.exchanges.get(name)
+        if exchange is None:
+            return
+        if if_unused and self.bindings_by_source.get(name):
+            raise ChannelException(
+                ReplyCode.PRECONDITION_FAILED,
+                f"exchange '{name}' in vhost '{self.name}' in use",
+                ClassId.EXCHANGE,
+                20,
+            )
+        self._remove_exchange(exchange)
+
+    def _remove_exchange(self, exchange: Exchange) -> None:
+        for binding in list(self.bindings_by_source.get(exchange.name, ())):
+            self._remove_binding(binding, cascade=False)
+        dest = Destination("exchange", exchange.name)
+        for binding in list(self.bindings_by_destination.get(dest, ())):
+            self._remove_binding(binding)
+        self.bindings_by_source.pop(exchange.name, None)
+        self.exchanges.pop(exchange.name, None)
+
+    # -- queues --------------------------------------------------------------------------
+
+    def declare_queue(
+        self,
+        name: str,
+        *,
+        passive: bool = False,
+        durable: bool = False,
+        exclusive: bool = False,
+        auto_delete: bool = False,
+        arguments: Arguments | None = None,
+        owner: object | None = None,
+    ) -> Queue:
+        """queue.declare: create, or check the existing queue is equivalent and accessible."""
+        arguments = arguments or {}
+        if passive:
+            return self.queue(name, owner)
+        if name == "":
+            name = "amq.gen-" + secrets.token_urlsafe(16)
+        elif name.startswith("amq."):
+            raise ChannelException(
+                ReplyCode.ACCESS_REFUSED,
+                f"queue name '{name}' contains reserved prefix 'amq.*'",
+                ClassId.QUEUE,
+                10,
+            )
+        existing = self.queues.get(name)
+        if existing is not None:
+            self.check_exclusive(existing, owner)
+            self._check_queue_equivalent(existing, durable, exclusive, auto_delete, arguments)
+            return existing
+        queue = Queue(
+            name,
+            self.name,
+            durable=durable,
+            exclusive_owner=owner if exclusive else None,
+            auto_delete=auto_delete,
+            arguments=arguments,
+        )
+        self.queues[name] = queue
+        return queue
+
+    def _check_queue_equivalent(
+        self,
+        existing: Queue,
+        durable: bool,
+        exclusive: bool,
+        auto_delete: bool,
+        arguments: Arguments,
+    ) -> None:
+        checks: list[tuple[str, Any, Any]] = [
+            ("durable", durable, existing.durable),
+            ("exclusive", exclusive, existing.exclusive),
+            ("auto_delete", auto_delete, existing.auto_delete),
+        ]
+        for key in EQUIVALENT_QUEUE_ARGS:
+            if key in arguments or key in existing.arguments:
+                checks.append((key, arguments.get(key), existing.arguments.get(key)))
+        for what, received, current in checks:
+            if freeze(received) != freeze(current):
+                raise ChannelException(
+                    ReplyCode.PRECONDITION_FAILED,
+                    f"inequivalent arg '{what}' for queue '{existing.name}' in vhost "
+                    f"'{self.name}': received '{_fmt(received)}' but current is '{_fmt(current)}'",
+                    ClassId.QUEUE,
+                    10,
+                )
+
+    def delete_queue(
+        self,
+        name: str,
+        *,
+        if_unused: bool = False,
+        if_empty: bool = False,
+        owner: object | None = None,
+    ) -> int:
+        """queue.delete: the number of ready messages deleted; a missing queue gives 0."""
+        queue = self.queues.get(name)
+        if queue is None:
+            return 0
+        self.check_exclusive(queue, owner)
+        if if_unused and queue.consumers:
+            raise ChannelException(
+                ReplyCode.PRECONDITION_FAILED,
+                f"queue '{name}' in vhost '{self.name}' in use",
+                ClassId.QUEUE,
+                40,
+            )
+        if if_empty and queue.message_count:
+            raise ChannelException(
+                ReplyCode.PRECONDITION_FAILED,
+                f"queue '{name}' in vhost '{self.name}' is not empty",
+                ClassId.QUEUE,
+                40,
+            )
+        return self.remove_queue(queue)
+
+    def remove_queue(self, queue: Queue) -> int:
+        """Delete a queue: drop its bindings, cancel its consumers, return its ready count."""
+        if queue.deleted:
+            return 0
+        count = queue.message_count
+        queue.deleted = True
+        self.queues.pop(queue.name, None)
+        for binding in list(self.bindings_by_destination.get(Destination("queue", queue.name), ())):
+            self._remove_binding(binding)
+        for consumer in list(queue.consumers):
+            consumer.channel.consumers.pop(consumer.tag, None)
+            consumer.channel.sink.cancel_consumer(consumer.channel.channel_id, consumer.tag)
+        queue.consumers.clear()
+        queue.purge()
+        for hook in self.on_queue_deleted:
+            hook(queue)
+        return count
+
+    # -- bindings ------------------------------------------------------------------------
+
+    def _check_bindable_source(self, name: str) -> Exchange:
+        if name == "":
+            raise ChannelException(
+                ReplyCode.ACCESS_REFUSED, "operation not permitted on the default exchange"
+            )
+        return self.exchange(name)
+
+    def bind(
+        self,
+        source: str,
+        destination: Destination,
+        routing_key: str,
+        arguments: Arguments | None = None,
+        owner: object | None = None,
+    ) -> None:
+        """queue.bind / exchange.bind; binding twice is a no-op."""
+        arguments = arguments or {}
+        self._check_destination(destination, owner)
+        exchange = self._check_bindable_source(source)
+        binding = Binding.make(source, destination, routing_key, arguments)
+        bindings = self.bindings_by_source.setdefault(source, {})
+        if binding in bindings:
+            return
+        exchange_type = self.registry.get(exchange.type_name)
+        assert exchange_type is not None
+        exchange_type.validate_binding(routing_key, arguments)
+        exchange.router.bind(destination, routing_key, arguments)
+        bindings[binding] = None
+        self.bindings_by_destination.setdefault(destination, {})[binding] = None
+
+    def unbind(
+        self,
+        source: str,
+        destination: Destination,
+        routing_key: str,
+        arguments: Arguments | None = None,
+        owner: object | None = None,
+    ) -> None:
+        """queue.unbind / exchange.unbind; a missing binding is not an error."""
+        arguments = arguments or {}
+        self._check_destination(destination, owner)
+        self._check_bindable_source(source)
+        binding = Binding.make(source, destination, routing_key, arguments)
+        if binding in self.bindings_by_source.get(source, {}):
+            self._remove_binding(binding)
+
+    def _check_destination(self, destination: Destination, owner: object | None) -> None:
+        if destination.kind == "queue":
+            self.queue(destination.name, owner)
+        elif destination.name == "":
+            raise ChannelException(
+                ReplyCode.ACCESS_REFUSED, "operation not permitted on the default exchange"
+            )
+        else:
+            self.exchange(destination.name)
+
+    def _remove_binding(self, binding: Binding, cascade: bool = True) -> None:
+        exchange = self.exchanges.get(binding.source)
+        by_source = self.bindings_by_source.get(binding.source, {})
+        by_source.pop(binding, None)
+        by_dest = self.bindings_by_destination.get(binding.destination, {})
+        by_dest.pop(binding, None)
+        if not by_dest:
+            self.bindings_by_destination.pop(binding.destination, None)
+        if exchange is None:
+            return
+        exchange.router.unbind(binding.destination, binding.routing_key, binding.arguments)
+        if cascade and exchange.auto_delete and not by_source:
+            self._remove_exchange(exchange)
+
+    def bindings(self) -> Iterable[Binding]:
+        """Every binding of the vhost (the default exchange's implicit ones excluded)."""
+        for bindings in self.bindings_by_source.values():
+            yield from bindings
+
+    # -- routing -------------------------------------------------------------------------
+
+    def route(self, exchange: Exchange, routing_key: str, headers: Arguments | None) -> list[Queue]:
+        """The distinct queues a message reaches, through e2e bindings and alternate exchanges."""
+        found: dict[str, Queue] = {}
+        visited: set[str] = set()
+        pending = [exchange]
+        while pending:
+            current = pending.pop()
+            if current.name in visited:
+                continue
+            visited.add(current.name)
+            before = len(found)
+            routed_any = self._route_one(current, routing_key, headers, found, pending)
+            if not routed_any and len(found) == before:
+                alternate = current.arguments.get("alternate-exchange")
+                if isinstance(alternate, bytes):
+                    alternate = alternate.decode()
+                if isinstance(alternate, str) and alternate in self.exchanges:
+                    pending.append(self.exchanges[alternate])
+        return list(found.values())
+
+    def _route_one(
+        self,
+        exchange: Exchange,
+        routing_key: str,
+        headers: Arguments | None,
+        found: dict[str, Queue],
+        pending: list[Exchange],
+    ) -> bool:
+        if exchange.name == "":
+            queue = self.queues.get(routing_key)
+            if queue is not None:
+                found[queue.name] = queue
+                return True
+            return False
+        routed_any = False
+        for dest in exchange.router.route(routing_key, headers):
+            routed_any = True
+            if dest.kind == "queue":
+                queue = self.queues.get(dest.name)
+                if queue is not None:
+                    found[queue.name] = queue
+            else:
+                target = self.exchanges.get(dest.name)
+                if target is not None:
+                    pending.append(target)
+        return routed_any
+
+    def publish(self, exchange_name: str, message: Message) -> list[Queue]:
+        """Route a message and enqueue it; returns the queues it reached (empty: unroutable)."""
+        exchange = self.exchange(exchange_name)
+        if exchange.internal:
+            raise ChannelException(
+                ReplyCode.ACCESS_REFUSED,
+                f"cannot publish to internal exchange '{exchange_name}' in vhost '{self.name}'",
+                ClassId.BASIC,
+                40,
+            )
+        queues = self.route(exchange, message.routing_key, message.headers)
+        for queue in queues:
+            queue.enqueue(message)
+        for queue in queues:
+            if queue.consumers:
+                queue.dispatch()
+        return queues

@@ -1,0 +1,117 @@
+"""run_node: build the broker from config, listen, serve connections, shut down gracefully."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from collections.abc import AsyncIterator
+
+import trio
+
+from amqplite.broker.broker import Broker
+from amqplite.config.models import Config
+from amqplite.protocol.constants import ReplyCode
+from amqplite.server.connection import ClientConnection
+from amqplite.session.connection import Session, SessionSettings
+
+log = logging.getLogger("amqplite.server")
+
+
+def build_broker(config: Config) -> Broker:
+    """A broker with the configured vhosts and users."""
+    broker = Broker()
+    for vhost in config.vhosts:
+        broker.add_vhost(vhost)
+    for user in config.users:
+        broker.add_user(user.name, user.password, user.tags)
+    return broker
+
+
+def session_settings(config: Config) -> SessionSettings:
+    """What each session offers clients, from the limits section."""
+    limits = config.limits
+    return SessionSettings(
+        heartbeat=limits.heartbeat,
+        frame_max=limits.frame_max,
+        channel_max=limits.channel_max,
+        max_message_size=limits.max_message_size,
+        max_outbound_bytes=limits.max_outbound_bytes,
+    )
+
+
+class Node:
+    """A running broker node: the broker core plus the connections served on its listeners."""
+
+    def __init__(self, config: Config, broker: Broker | None = None) -> None:
+        self.config = config
+        self.broker = broker or build_broker(config)
+        self.settings = session_settings(config)
+        self.connections: set[ClientConnection] = set()
+        self.shutting_down = False
+
+    async def handle_stream(self, stream: trio.SocketStream) -> None:
+        """Serve one accepted TCP connection."""
+        try:
+            host, port = stream.socket.getpeername()[:2]
+            peer = f"{host}:{port}"
+        except OSError:
+            peer = "?"
+        await self.serve_stream(stream, peer)
+
+    async def serve_stream(self, stream: trio.abc.Stream, peer: str) -> None:
+        """Serve one connection over any stream (memory streams in tests)."""
+        session = Session(self.broker, self.settings, peer=peer)
+        conn = ClientConnection(stream, session, self.config.limits)
+        self.connections.add(conn)
+        try:
+            await conn.run()
+        finally:
+            self.connections.discard(conn)
+
+    async def close_all(self, grace: float) -> None:
+        """Send 320 CONNECTION_FORCED to every client and wait (at most `grace` s) for them to go."""
+        connections = list(self.connections)
+        for conn in connections:
+            conn.session.force_close(ReplyCode.CONNECTION_FORCED, "broker shutdown")
+            conn.wake()
+        with trio.move_on_after(grace):
+            for conn in connections:
+                await conn.finished.wait()
+
+
+async def run_node(
+    config: Config, *, task_status: trio.TaskStatus[list[int]] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Serve until SIGINT/SIGTERM: stop accepting, close clients with 320, exit; a second signal exits at once."""
+    node = Node(config)
+    listeners = await trio.open_tcp_listeners(config.listener.port, host=config.listener.host)
+    ports = [listener.socket.getsockname()[1] for listener in listeners]
+    log.info("amqplite listening on %s port %s", config.listener.host, ports[0])
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as handlers:
+            accept_scope = trio.CancelScope()
+
+            async def accept() -> None:
+                with accept_scope:
+                    await trio.serve_listeners(
+                        node.handle_stream, listeners, handler_nursery=handlers
+                    )
+
+            handlers.start_soon(accept)
+            task_status.started(ports)
+            async for signum in signals:
+                log.info("%s: shutting down", signal.Signals(signum).name)
+                break
+            accept_scope.cancel()
+            handlers.start_soon(_exit_on_second_signal, signals)
+            await node.close_all(grace=5.0)
+            handlers.cancel_scope.cancel()
+    log.info("amqplite stopped")
+
+
+async def _exit_on_second_signal(signals: AsyncIterator[int]) -> None:
+    """A second SIGINT/SIGTERM during shutdown exits immediately."""
+    async for _ in signals:
+        log.warning("second signal: exiting now")
+        os._exit(1)

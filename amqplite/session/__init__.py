@@ -1,0 +1,1 @@
+"""amqplite.session."""

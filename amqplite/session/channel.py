@@ -1,0 +1,44 @@
+"""Per-channel session state: open/closing, confirm sequence numbers, tx buffer, last queue."""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+import attrs
+
+from amqplite.broker.consumer import DeliveryChannel
+
+
+class ChannelState(enum.Enum):
+    """Lifecycle of one channel as the server sees it."""
+
+    OPEN = "open"
+    CLOSING = "closing"  # we sent channel.close and wait for close-ok
+
+
+class ConfirmMode(enum.Enum):
+    """Publisher-side mode of a channel: plain, confirms, or transactional (exclusive)."""
+
+    NONE = "none"
+    CONFIRM = "confirm"
+    TX = "tx"
+
+
+@attrs.define(eq=False)
+class ChannelSession:
+    """One open channel of a connection."""
+
+    channel_id: int
+    delivery: DeliveryChannel
+    state: ChannelState = ChannelState.OPEN
+    mode: ConfirmMode = ConfirmMode.NONE
+    publish_seq: int = 0
+    pending_confirms: list[tuple[int, bool]] = attrs.field(factory=list)
+    tx_ops: list[tuple[Any, ...]] = attrs.field(factory=list)
+    last_queue: str = ""
+
+    def next_publish_seq(self) -> int:
+        """The confirm sequence number of the next publish (1-based)."""
+        self.publish_seq += 1
+        return self.publish_seq

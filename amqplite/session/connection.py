@@ -1,0 +1,907 @@
+"""Session: one client connection's AMQP 0-9-1 semantics, bytes in and bytes out, no I/O."""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+from amqplite import __version__
+from amqplite.broker.broker import Broker, User
+from amqplite.broker.consumer import DeliveryChannel
+from amqplite.broker.message import Message, QueueEntry
+from amqplite.broker.plugin_api import Destination
+from amqplite.broker.vhost import VHost
+from amqplite.protocol.assembler import Command, ContentAssembler
+from amqplite.protocol.constants import (
+    FRAME_MIN_SIZE,
+    PROTOCOL_HEADER,
+    ClassId,
+    ReplyCode,
+)
+from amqplite.protocol.errors import AMQPError, ChannelException, ConnectionException
+from amqplite.protocol.frames import (
+    NEED_DATA,
+    BadProtocolHeader,
+    FrameReader,
+    HeartbeatFrame,
+    MethodFrame,
+    ProtocolHeaderReceived,
+    encode_ack,
+    encode_deliver,
+    encode_get_ok,
+    encode_nack,
+    encode_return,
+)
+from amqplite.protocol.methods import (
+    BasicAck,
+    BasicNack,
+    BasicPublish,
+    BasicReject,
+    encode_method,
+    method_ids,
+    spec,
+)
+from amqplite.protocol.properties import read_facts
+from amqplite.session.auth import MECHANISMS, parse_credentials
+from amqplite.session.channel import ChannelSession, ChannelState, ConfirmMode
+
+log = logging.getLogger("amqplite.session")
+
+
+class ConnectionState(enum.Enum):
+    """Lifecycle of a client connection."""
+
+    AWAIT_HEADER = "await_header"
+    AWAIT_START_OK = "await_start_ok"
+    AWAIT_TUNE_OK = "await_tune_ok"
+    AWAIT_OPEN = "await_open"
+    OPEN = "open"
+    CLOSING = "closing"  # we sent connection.close, waiting for close-ok
+    CLOSED = "closed"
+
+
+@attrs.frozen
+class SessionSettings:
+    """Limits and identity a session offers to clients (from the broker configuration)."""
+
+    heartbeat: int = 60
+    frame_max: int = 131072
+    channel_max: int = 2047
+    max_message_size: int = 128 * 1024 * 1024
+    max_outbound_bytes: int = 1024 * 1024
+    product: str = "amqplite"
+
+
+CAPABILITIES = {
+    "publisher_confirms": True,
+    "exchange_exchange_bindings": True,
+    "basic.nack": True,
+    "consumer_cancel_notify": True,
+    "connection.blocked": True,
+    "consumer_priorities": True,
+    "authentication_failure_close": True,
+    "per_consumer_qos": True,
+    "direct_reply_to": False,
+}
+
+
+def _m(cls: Any, **fields: Any) -> Any:
+    """Build a pamqp method without its name validation (RabbitMQ allows any UTF-8 name)."""
+    method = cls()
+    for name, value in fields.items():
+        setattr(method, name, value)
+    return method
+
+
+def _noop() -> None:
+    """Default output notification: nothing to wake."""
+
+
+class Session:
+    """AMQP 0-9-1 for one client connection: feed bytes in, take bytes out (h11 style)."""
+
+    def __init__(
+        self,
+        broker: Broker,
+        settings: SessionSettings | None = None,
+        peer: str = "",
+        on_output: Callable[[], None] = _noop,
+    ) -> None:
+        self.broker = broker
+        self.settings = settings or SessionSettings()
+        self.peer = peer
+        self.on_output = on_output
+        self.state = ConnectionState.AWAIT_HEADER
+        self.reader = FrameReader(max(self.settings.frame_max, FRAME_MIN_SIZE))
+        self.assembler = ContentAssembler(self.settings.max_message_size)
+        self.frame_max = self.settings.frame_max
+        self.channel_max = self.settings.channel_max
+        self.heartbeat = 0
+        self.user: User | None = None
+        self.vhost: VHost | None = None
+        self.client_properties: dict[str, Any] = {}
+        self.channels: dict[int, ChannelSession] = {}
+        self.close_reason: str = ""
+        self._out: list[bytes] = []
+        self._out_size = 0
+        self._starved = False
+        self._confirming: dict[int, ChannelSession] = {}
+        self._released = False
+
+    # -- I/O boundary ------------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        """True when the connection is finished: flush what is left, then close the socket."""
+        return self.state is ConnectionState.CLOSED
+
+    def receive_data(self, data: bytes) -> None:
+        """Process bytes from the client; replies and deliveries accumulate for data_to_send."""
+        if self.state in (ConnectionState.CLOSED,):
+            return
+        self.reader.receive_data(data)
+        try:
+            while self.state is not ConnectionState.CLOSED:
+                frame = self.reader.next_frame()
+                if frame is NEED_DATA:
+                    break
+                self._handle_frame(frame)
+        except BadProtocolHeader:
+            self._write(PROTOCOL_HEADER)
+            self._finish("bad protocol header")
+        except ConnectionException as exc:
+            self._connection_error(exc)
+        except Exception as exc:  # never a traceback on the wire: 541 on this connection only
+            log.exception("internal error on connection %s", self.peer)
+            self._connection_error(
+                ConnectionException(
+                    ReplyCode.INTERNAL_ERROR, f"Unexpected error, please report: {exc!r}"
+                )
+            )
+        self._flush_confirms()
+
+    def data_to_send(self) -> bytes:
+        """Take every byte queued for the client."""
+        if not self._out:
+            return b""
+        data = b"".join(self._out)
+        self._out.clear()
+        self._out_size = 0
+        return data
+
+    def data_to_send_pending(self) -> bool:
+        """True if bytes are waiting for the client."""
+        return bool(self._out)
+
+    def send_raw(self, data: bytes) -> None:
+        """Queue already-encoded bytes (heartbeat frames from the server's timer)."""
+        self._write(data)
+
+    def on_drained(self) -> None:
+        """The server wrote our buffered bytes: resume deliveries paused for room."""
+        if self._starved and self.state is ConnectionState.OPEN:
+            self._starved = False
+            for channel in list(self.channels.values()):
+                if channel.state is ChannelState.OPEN:
+                    self.broker.resume(channel.delivery)
+            self._flush_confirms()
+
+    def connection_lost(self) -> None:
+        """The socket is gone: release channels, requeue unacked, drop exclusive queues."""
+        self._release()
+        self.state = ConnectionState.CLOSED
+
+    def force_close(self, code: ReplyCode, text: str) -> None:
+        """Close from the server side (e.g. 320 CONNECTION_FORCED at shutdown)."""
+        if self.state in (ConnectionState.OPEN, ConnectionState.AWAIT_OPEN):
+            self._connection_error(ConnectionException(code, text))
+        elif self.state is not ConnectionState.CLOSING:
+            self._finish(text)
+
+    def _write(self, data: bytes) -> None:
+        self._out.append(data)
+        self._out_size += len(data)
+        self.on_output()
+
+    def _send(self, channel: int, method: Any) -> None:
+        self._write(encode_method(channel, method))
+
+    def _finish(self, reason: str) -> None:
+        self.close_reason = self.close_reason or reason
+        self._release()
+        self.state = ConnectionState.CLOSED
+
+    # -- DeliverySink ------------------------------------------------------------------------
+
+    def deliver(
+        self, channel_id: int, consumer_tag: str, delivery_tag: int, entry: QueueEntry
+    ) -> None:
+        """Send basic.deliver for a queue entry."""
+        m = entry.message
+        self._write(
+            encode_deliver(
+                channel_id,
+                consumer_tag,
+                delivery_tag,
+                entry.redelivered,
+                m.exchange,
+                m.routing_key,
+                m.properties_bin,
+                m.body,
+                self.frame_max,
+            )
+        )
+
+    def cancel_consumer(self, channel_id: int, consumer_tag: str) -> None:
+        """Server-initiated basic.cancel (consumer_cancel_notify)."""
+        channel = self.channels.get(channel_id)
+        if channel is not None and channel.state is ChannelState.OPEN:
+            self._send(channel_id, _m(spec.Basic.Cancel, consumer_tag=consumer_tag, nowait=True))
+
+    def has_capacity(self) -> bool:
+        """False while the outbound buffer is over its bound (deliveries pause)."""
+        if self._out_size < self.settings.max_outbound_bytes:
+            return True
+        self._starved = True
+        return False
+
+    # -- frames ------------------------------------------------------------------------------
+
+    def _handle_frame(self, frame: Any) -> None:
+        if isinstance(frame, ProtocolHeaderReceived):
+            self._start()
+            return
+        if isinstance(frame, HeartbeatFrame):
+            return
+        if self.state is ConnectionState.CLOSING:
+            if isinstance(frame, MethodFrame) and frame.channel == 0:
+                if isinstance(frame.method, spec.Connection.CloseOk):
+                    self._finish("closed")
+                elif isinstance(frame.method, spec.Connection.Close):
+                    self._send(0, spec.Connection.CloseOk())
+                    self._finish("closed")
+            return
+        if frame.channel == 0:
+            if not isinstance(frame, MethodFrame):
+                raise ConnectionException(
+                    ReplyCode.UNEXPECTED_FRAME, "unexpected content frame on channel 0"
+                )
+            self._handle_connection_method(frame.method)
+            return
+        if self.state is not ConnectionState.OPEN:
+            raise ConnectionException(
+                ReplyCode.COMMAND_INVALID, "connection not open, channel frames not allowed"
+            )
+        channel = self.channels.get(frame.channel)
+        if isinstance(frame, MethodFrame) and channel is None:
+            self._handle_channel_open(frame.channel, frame.method)
+            return
+        if channel is None:
+            raise ConnectionException(
+                ReplyCode.CHANNEL_ERROR, f"expected 'channel.open' on channel {frame.channel}"
+            )
+        try:
+            command = self.assembler.handle(frame)
+        except ChannelException as exc:  # e.g. 406 message too large, known from the header
+            if channel.state is ChannelState.OPEN:
+                self._channel_error(channel, exc, None)
+            return
+        if command is None:
+            return
+        if channel.state is ChannelState.CLOSING:
+            self._handle_closing_channel(channel, command.method)
+            return
+        try:
+            self._handle_command(channel, command)
+        except ChannelException as exc:
+            self._channel_error(channel, exc, command.method)
+
+    # -- connection class --------------------------------------------------------------------
+
+    def _start(self) -> None:
+        self.state = ConnectionState.AWAIT_START_OK
+        self._send(
+            0,
+            _m(
+                spec.Connection.Start,
+                version_major=0,
+                version_minor=9,
+                server_properties={
+                    "product": self.settings.product,
+                    "version": __version__,
+                    "platform": "Python/trio",
+                    "copyright": "amqplite developers",
+                    "information": "https://pypi.org/project/amqplite/",
+                    "capabilities": dict(CAPABILITIES),
+                    "cluster_name": "amqplite",
+                },
+                mechanisms=" ".join(MECHANISMS),
+                locales="en_US",
+            ),
+        )
+
+    def _handle_connection_method(self, method: Any) -> None:
+        state = self.state
+        if isinstance(method, spec.Connection.StartOk) and state is ConnectionState.AWAIT_START_OK:
+            self._start_ok(method)
+        elif isinstance(method, spec.Connection.TuneOk) and state is ConnectionState.AWAIT_TUNE_OK:
+            self._tune_ok(method)
+        elif isinstance(method, spec.Connection.Open) and state is ConnectionState.AWAIT_OPEN:
+            self._open(method)
+        elif isinstance(method, spec.Connection.Close):
+            self._send(0, spec.Connection.CloseOk())
+            self._finish("closed by client")
+        elif isinstance(method, spec.Connection.CloseOk):
+            self._finish("closed")
+        elif isinstance(method, (spec.Connection.Blocked, spec.Connection.Unblocked)):
+            return
+        elif method_ids(method)[0] != ClassId.CONNECTION:
+            class_id, method_id = method_ids(method)
+            raise ConnectionException(
+                ReplyCode.CHANNEL_ERROR,
+                f"expected 'channel.open' on channel 0, got {type(method).__qualname__}",
+                class_id,
+                method_id,
+            )
+        else:
+            class_id, method_id = method_ids(method)
+            raise ConnectionException(
+                ReplyCode.COMMAND_INVALID,
+                f"unexpected method {type(method).__qualname__} on channel 0 in state {state.value}",
+                class_id,
+                method_id,
+            )
+
+    def _start_ok(self, method: Any) -> None:
+        self.client_properties = dict(method.client_properties or {})
+        mechanism = method.mechanism or ""
+        if mechanism not in MECHANISMS:
+            raise ConnectionException(
+                ReplyCode.COMMAND_INVALID,
+                f"unknown authentication mechanism '{mechanism}'; offered {' '.join(MECHANISMS)}",
+                ClassId.CONNECTION,
+                11,
+            )
+        credentials = parse_credentials(mechanism, method.response or "")
+        user = self.broker.authenticate(*credentials) if credentials else None
+        if user is None:
+            self._refuse_login(mechanism, f"user '{credentials[0] if credentials else '?'}'")
+            return
+        self.user = user
+        self.state = ConnectionState.AWAIT_TUNE_OK
+        self._send(
+            0,
+            _m(
+                spec.Connection.Tune,
+                channel_max=self.settings.channel_max,
+                frame_max=self.settings.frame_max,
+                heartbeat=self.settings.heartbeat,
+            ),
+        )
+
+    def _refuse_login(self, mechanism: str, detail: str) -> None:
+        log.warning("login refused from %s: %s (%s)", self.peer, detail, mechanism)
+        self._connection_error(
+            ConnectionException(
+                ReplyCode.ACCESS_REFUSED,
+                f"Login was refused using authentication mechanism {mechanism}. "
+                "For details see the broker logfile.",
+            )
+        )
+
+    def _tune_ok(self, method: Any) -> None:
+        frame_max = method.frame_max or self.settings.frame_max
+        if frame_max < FRAME_MIN_SIZE:
+            raise ConnectionException(
+                ReplyCode.NOT_ALLOWED,
+                f"frame_max={frame_max} < {FRAME_MIN_SIZE} min size",
+                ClassId.CONNECTION,
+                31,
+            )
+        if frame_max > self.settings.frame_max:
+            raise ConnectionException(
+                ReplyCode.NOT_ALLOWED,
+                f"frame_max={frame_max} > {self.settings.frame_max} max size",
+                ClassId.CONNECTION,
+                31,
+            )
+        channel_max = method.channel_max or self.settings.channel_max
+        self.channel_max = min(channel_max, self.settings.channel_max) or self.settings.channel_max
+        self.frame_max = frame_max
+        self.reader.frame_max = frame_max
+        self.heartbeat = method.heartbeat or 0
+        self.state = ConnectionState.AWAIT_OPEN
+
+    def _open(self, method: Any) -> None:
+        self.vhost = self.broker.vhost(method.virtual_host or "/")
+        self.state = ConnectionState.OPEN
+        self._send(0, spec.Connection.OpenOk())
+        log.info(
+            "connection open from %s user=%s vhost=%s",
+            self.peer,
+            self.user.name if self.user else "?",
+            self.vhost.name,
+        )
+
+    def _connection_error(self, exc: ConnectionException) -> None:
+        if self.state in (ConnectionState.CLOSING, ConnectionState.CLOSED):
+            return
+        if (
+            exc.reply_code is not ReplyCode.CONNECTION_FORCED
+            and self.state is not ConnectionState.AWAIT_START_OK
+        ):
+            log.warning("closing connection %s: %s", self.peer, exc.reply_text)
+        self.close_reason = exc.reply_text
+        self._send(
+            0,
+            _m(
+                spec.Connection.Close,
+                reply_code=int(exc.reply_code),
+                reply_text=exc.reply_text[:255],
+                class_id=exc.class_id,
+                method_id=exc.method_id,
+            ),
+        )
+        self._release()
+        self.state = ConnectionState.CLOSING
+
+    def _release(self) -> None:
+        if self._released:
+            return
+        self._released = True
+        vhost = self.vhost
+        for channel in list(self.channels.values()):
+            if vhost is not None:
+                self.broker.close_channel(vhost, channel.delivery)
+        self.channels.clear()
+        self._confirming.clear()
+        self.broker.close_connection(vhost, self)
+
+    # -- channel class -----------------------------------------------------------------------
+
+    def _handle_channel_open(self, channel_id: int, method: Any) -> None:
+        if not isinstance(method, spec.Channel.Open):
+            class_id, method_id = method_ids(method)
+            raise ConnectionException(
+                ReplyCode.CHANNEL_ERROR,
+                f"expected 'channel.open' on channel {channel_id}",
+                class_id,
+                method_id,
+            )
+        if channel_id > self.channel_max:
+            raise ConnectionException(
+                ReplyCode.NOT_ALLOWED,
+                f"channel {channel_id} exceeds channel_max {self.channel_max}",
+                ClassId.CHANNEL,
+                10,
+            )
+        self.channels[channel_id] = ChannelSession(channel_id, DeliveryChannel(channel_id, self))
+        self._send(channel_id, spec.Channel.OpenOk())
+
+    def _handle_closing_channel(self, channel: ChannelSession, method: Any) -> None:
+        if isinstance(method, spec.Channel.CloseOk):
+            self._drop_channel(channel)
+        elif isinstance(method, spec.Channel.Close):
+            self._send(channel.channel_id, spec.Channel.CloseOk())
+            self._drop_channel(channel)
+
+    def _drop_channel(self, channel: ChannelSession) -> None:
+        self.channels.pop(channel.channel_id, None)
+        self._confirming.pop(channel.channel_id, None)
+        self.assembler.reset(channel.channel_id)
+        if self.vhost is not None:
+            self.broker.close_channel(self.vhost, channel.delivery)
+
+    def _channel_error(self, channel: ChannelSession, exc: ChannelException, method: Any) -> None:
+        class_id, method_id = exc.class_id, exc.method_id
+        if not class_id and method is not None:
+            class_id, method_id = method_ids(method)
+        self._flush_confirms()
+        self._send(
+            channel.channel_id,
+            _m(
+                spec.Channel.Close,
+                reply_code=int(exc.reply_code),
+                reply_text=exc.reply_text[:255],
+                class_id=class_id,
+                method_id=method_id,
+            ),
+        )
+        channel.state = ChannelState.CLOSING
+        self._confirming.pop(channel.channel_id, None)
+        if self.vhost is not None:
+            self.broker.close_channel(self.vhost, channel.delivery)
+
+    # -- commands on an open channel ---------------------------------------------------------
+
+    def _handle_command(self, channel: ChannelSession, command: Command) -> None:
+        method = command.method
+        handler = _HANDLERS.get(type(method))
+        if handler is None:
+            class_id, method_id = method_ids(method)
+            raise ConnectionException(
+                ReplyCode.COMMAND_INVALID,
+                f"method {type(method).__qualname__} not allowed from a client",
+                class_id,
+                method_id,
+            )
+        handler(self, channel, command)
+
+    def _queue_name(self, channel: ChannelSession, name: str) -> str:
+        """An empty queue name means the channel's last declared queue (spec rule)."""
+        if name:
+            return name
+        if not channel.last_queue:
+            raise ChannelException(ReplyCode.NOT_FOUND, "no previously declared queue")
+        return channel.last_queue
+
+    @property
+    def _vh(self) -> VHost:
+        assert self.vhost is not None
+        return self.vhost
+
+    def _channel_close(self, channel: ChannelSession, command: Command) -> None:
+        self._send(channel.channel_id, spec.Channel.CloseOk())
+        self._drop_channel(channel)
+
+    def _channel_close_ok(self, channel: ChannelSession, command: Command) -> None:
+        return
+
+    def _channel_flow(self, channel: ChannelSession, command: Command) -> None:
+        active = bool(command.method.active)
+        channel.delivery.active = active
+        self._send(channel.channel_id, _m(spec.Channel.FlowOk, active=active))
+        if active:
+            self.broker.resume(channel.delivery)
+
+    def _channel_open_again(self, channel: ChannelSession, command: Command) -> None:
+        raise ConnectionException(
+            ReplyCode.CHANNEL_ERROR,
+            f"second 'channel.open' seen on channel {channel.channel_id}",
+            ClassId.CHANNEL,
+            10,
+        )
+
+    # exchange
+
+    def _exchange_declare(self, channel: ChannelSession, command: Command) -> None:
+        m = command.method
+        self._vh.declare_exchange(
+            m.exchange,
+            m.exchange_type,
+            passive=m.passive,
+            durable=m.durable,
+            auto_delete=m.auto_delete,
+            internal=m.internal,
+            arguments=dict(m.arguments or {}),
+        )
+        if not m.nowait:
+            self._send(channel.channel_id, spec.Exchange.DeclareOk())
+
+    def _exchange_delete(self, channel: ChannelSession, command: Command) -> None:
+        m = command.method
+        self._vh.delete_exchange(m.exchange, if_unused=m.if_unused)
+        if not m.nowait:
+            self._send(channel.channel_id, spec.Exchange.DeleteOk())
+
+    def _exchange_bind(self, channel: ChannelSession, command: Command) -> None:
+        m = command.method
+        self._vh.bind(
+            m.source, Destination("exchange", m.destination), m.routing_key, dict(m.arguments or {})
+        )
+        if not m.nowait:
+            self._send(channel.channel_id, spec.Exchange.BindOk())
+
+    def _exchange_unbind(self, channel: ChannelSession, command: Command) -> None:
+        m = command.method
+        self._vh.unbind(
+            m.source, Destination("exchange", m.destination), m.routing_key, dict(m.arguments or {})
+        )
+        if not m.nowait:
+            self._send(channel.channel_id, spec.Exchange.UnbindOk())
+
+    # queue
+
+    def _queue_declare(self, channel: ChannelSession, command: Command) -> None:
+        m = command.method
+        name = m.queue if m.queue or not m.passive else self._queue_name(channel, m.queue)
+        queue = self._vh.declare_queue(
+            name,
+            passive=m.passive,
+            durable=m.durable,
+            exclusive=m.exclusive,
+            auto_delete=m.auto_delete,
+            arguments=dict(m.arguments or {}),
+            owner=self,
+        )
+        channel.last_queue = queue.name
+        if not m.nowait:
+            self._send(
+                channel.channel_id,
+                _m(
+                    spec.Queue.DeclareOk,
+                    queue=queue.name,
+                    message_count=queue.message_count,
+                    consumer_count=len(queue.consumers),
+                ),
+            )
+
+    def _queue_bind(self, channel: ChannelSession, command: Command) -> None:
+        m = command.method
+        queue = self._queue_name(channel, m.queue)
+        routing_key = m.routing_key if (m.queue or m.routing_key) else queue
+        self._vh.bind(
+            m.exchange,
+            Destination("queue", queue),
+            routing_key,
+            dict(m.arguments or {}),
+            owner=self,
+        )
+        if not m.nowait:
+            self._send(channel.channel_id, spec.Queue.BindOk())
+
+    def _queue_unbind(self, channel: ChannelSession, command: Command) -> None:
+        m = command.method
+        queue = self._queue_name(channel, m.queue)
+        self._vh.unbind(
+            m.exchange,
+            Destination("queue", queue),
+            m.routing_key,
+            dict(m.arguments or {}),
+            owner=self,
+        )
+        self._send(channel.channel_id, spec.Queue.UnbindOk())
+
+    def _queue_purge(self, channel: ChannelSession, command: Command) -> None:
+        m = command.method
+        count = self._vh.queue(self._queue_name(channel, m.queue), self).purge()
+        if not m.nowait:
+            self._send(channel.channel_id, _m(spec.Queue.PurgeOk, message_count=count))
+
+    def _queue_delete(self, channel: ChannelSession, command: Command) -> None:
+        m = command.method
+        count = self._vh.delete_queue(
+            self._queue_name(channel, m.queue),
+            if_unused=m.if_unused,
+            if_empty=m.if_empty,
+            owner=self,
+        )
+        if not m.nowait:
+            self._send(channel.channel_id, _m(spec.Queue.DeleteOk, message_count=count))
+
+    # basic
+
+    def _basic_qos(self, channel: ChannelSession, command: Command) -> None:
+        m = command.method
+        if m.global_:
+            channel.delivery.global_prefetch = m.prefetch_count
+        else:
+            channel.delivery.prefetch_count = m.prefetch_count
+        self._send(channel.channel_id, spec.Basic.QosOk())
+        self.broker.resume(channel.delivery)
+
+    def _basic_consume(self, channel: ChannelSession, command: Command) -> None:
+        m = command.method
+        consumer = self.broker.consume(
+            self._vh,
+            channel.delivery,
+            self._queue_name(channel, m.queue),
+            m.consumer_tag or "",
+            no_ack=m.no_ack,
+            exclusive=m.exclusive,
+            arguments=dict(m.arguments or {}),
+            owner=self,
+        )
+        if not m.nowait:
+            self._send(channel.channel_id, _m(spec.Basic.ConsumeOk, consumer_tag=consumer.tag))
+        consumer.queue.dispatch()
+
+    def _basic_cancel(self, channel: ChannelSession, command: Command) -> None:
+        m = command.method
+        self.broker.cancel(self._vh, channel.delivery, m.consumer_tag)
+        if not m.nowait:
+            self._send(channel.channel_id, _m(spec.Basic.CancelOk, consumer_tag=m.consumer_tag))
+
+    def _basic_get(self, channel: ChannelSession, command: Command) -> None:
+        m = command.method
+        queue = self._vh.queue(self._queue_name(channel, m.queue), self)
+        got = channel.delivery.get(queue, m.no_ack)
+        if got is None:
+            self._send(channel.channel_id, spec.Basic.GetEmpty())
+            return
+        tag, entry, redelivered = got
+        msg = entry.message
+        self._write(
+            encode_get_ok(
+                channel.channel_id,
+                tag,
+                redelivered,
+                msg.exchange,
+                msg.routing_key,
+                queue.message_count,
+                msg.properties_bin,
+                msg.body,
+                self.frame_max,
+            )
+        )
+
+    def _basic_publish(self, channel: ChannelSession, command: Command) -> None:
+        m: BasicPublish = command.method
+        vhost = self._vh
+        vhost.exchange(m.exchange)  # 404 before anything else
+        properties_bin = command.properties_bin or b"\x00\x00"
+        facts = read_facts(properties_bin)
+        expiration_ms: int | None = None
+        if facts.expiration is not None:
+            try:
+                expiration_ms = int(facts.expiration)
+                if expiration_ms < 0:
+                    raise ValueError
+            except ValueError:
+                raise ChannelException(
+                    ReplyCode.PRECONDITION_FAILED,
+                    f"invalid expiration '{facts.expiration}'",
+                    ClassId.BASIC,
+                    40,
+                ) from None
+        message = Message(
+            m.exchange,
+            m.routing_key,
+            properties_bin,
+            command.body or b"",
+            persistent=facts.delivery_mode == 2,
+            priority=facts.priority or 0,
+            expiration_ms=expiration_ms,
+            headers=facts.headers,
+        )
+        if channel.mode is ConfirmMode.TX:
+            channel.tx_ops.append(("publish", m.exchange, m.mandatory, message))
+            return
+        self._route(channel, m.exchange, m.mandatory, message)
+
+    def _route(
+        self, channel: ChannelSession, exchange: str, mandatory: bool, message: Message
+    ) -> None:
+        queues = self.broker.publish(self._vh, exchange, message)
+        if not queues and mandatory:
+            self._write(
+                encode_return(
+                    channel.channel_id,
+                    int(ReplyCode.NO_ROUTE),
+                    "NO_ROUTE",
+                    exchange,
+                    message.routing_key,
+                    message.properties_bin,
+                    message.body,
+                    self.frame_max,
+                )
+            )
+        if channel.mode is ConfirmMode.CONFIRM:
+            channel.pending_confirms.append((channel.next_publish_seq(), True))
+            self._confirming[channel.channel_id] = channel
+
+    def _flush_confirms(self) -> None:
+        """Send the confirms gathered in this batch, runs of acks as one ack(multiple)."""
+        if not self._confirming:
+            return
+        for channel in self._confirming.values():
+            pending = channel.pending_confirms
+            i = 0
+            while i < len(pending):
+                seq, ok = pending[i]
+                if not ok:
+                    self._write(encode_nack(channel.channel_id, seq, False, False))
+                    i += 1
+                    continue
+                j = i
+                while j + 1 < len(pending) and pending[j + 1][1]:
+                    j += 1
+                last = pending[j][0]
+                self._write(encode_ack(channel.channel_id, last, j > i))
+                i = j + 1
+            pending.clear()
+        self._confirming.clear()
+
+    def _basic_ack(self, channel: ChannelSession, command: Command) -> None:
+        m: BasicAck = command.method
+        if channel.mode is ConfirmMode.TX:
+            channel.tx_ops.append(("ack", m.delivery_tag, m.multiple))
+            return
+        self.broker.ack(channel.delivery, m.delivery_tag, m.multiple)
+
+    def _basic_nack(self, channel: ChannelSession, command: Command) -> None:
+        m: BasicNack = command.method
+        if channel.mode is ConfirmMode.TX:
+            channel.tx_ops.append(("reject", m.delivery_tag, m.multiple, m.requeue))
+            return
+        self.broker.reject(channel.delivery, m.delivery_tag, m.multiple, m.requeue)
+
+    def _basic_reject(self, channel: ChannelSession, command: Command) -> None:
+        m: BasicReject = command.method
+        if channel.mode is ConfirmMode.TX:
+            channel.tx_ops.append(("reject", m.delivery_tag, False, m.requeue))
+            return
+        self.broker.reject(channel.delivery, m.delivery_tag, False, m.requeue)
+
+    def _basic_recover(self, channel: ChannelSession, command: Command) -> None:
+        self.broker.recover(channel.delivery)
+        if isinstance(command.method, spec.Basic.Recover):
+            self._send(channel.channel_id, spec.Basic.RecoverOk())
+
+    # confirm / tx
+
+    def _confirm_select(self, channel: ChannelSession, command: Command) -> None:
+        if channel.mode is ConfirmMode.TX:
+            raise ChannelException(
+                ReplyCode.PRECONDITION_FAILED, "cannot switch from tx to confirm mode"
+            )
+        channel.mode = ConfirmMode.CONFIRM
+        if not command.method.nowait:
+            self._send(channel.channel_id, spec.Confirm.SelectOk())
+
+    def _tx_select(self, channel: ChannelSession, command: Command) -> None:
+        if channel.mode is ConfirmMode.CONFIRM:
+            raise ChannelException(
+                ReplyCode.PRECONDITION_FAILED, "cannot switch from confirm to tx mode"
+            )
+        channel.mode = ConfirmMode.TX
+        self._send(channel.channel_id, spec.Tx.SelectOk())
+
+    def _tx_commit(self, channel: ChannelSession, command: Command) -> None:
+        if channel.mode is not ConfirmMode.TX:
+            raise ChannelException(ReplyCode.PRECONDITION_FAILED, "channel is not transactional")
+        ops, channel.tx_ops = channel.tx_ops, []
+        for op in ops:
+            if op[0] == "publish":
+                _, exchange, mandatory, message = op
+                self._route(channel, exchange, mandatory, message)
+            elif op[0] == "ack":
+                self.broker.ack(channel.delivery, op[1], op[2])
+            else:
+                self.broker.reject(channel.delivery, op[1], op[2], op[3])
+        self._send(channel.channel_id, spec.Tx.CommitOk())
+
+    def _tx_rollback(self, channel: ChannelSession, command: Command) -> None:
+        if channel.mode is not ConfirmMode.TX:
+            raise ChannelException(ReplyCode.PRECONDITION_FAILED, "channel is not transactional")
+        channel.tx_ops.clear()
+        self._send(channel.channel_id, spec.Tx.RollbackOk())
+
+
+_Handler = Callable[[Session, ChannelSession, Command], None]
+
+_HANDLERS: dict[type, _Handler] = {
+    spec.Channel.Open: Session._channel_open_again,
+    spec.Channel.Close: Session._channel_close,
+    spec.Channel.CloseOk: Session._channel_close_ok,
+    spec.Channel.Flow: Session._channel_flow,
+    spec.Exchange.Declare: Session._exchange_declare,
+    spec.Exchange.Delete: Session._exchange_delete,
+    spec.Exchange.Bind: Session._exchange_bind,
+    spec.Exchange.Unbind: Session._exchange_unbind,
+    spec.Queue.Declare: Session._queue_declare,
+    spec.Queue.Bind: Session._queue_bind,
+    spec.Queue.Unbind: Session._queue_unbind,
+    spec.Queue.Purge: Session._queue_purge,
+    spec.Queue.Delete: Session._queue_delete,
+    spec.Basic.Qos: Session._basic_qos,
+    spec.Basic.Consume: Session._basic_consume,
+    spec.Basic.Cancel: Session._basic_cancel,
+    spec.Basic.Get: Session._basic_get,
+    BasicPublish: Session._basic_publish,
+    BasicAck: Session._basic_ack,
+    BasicNack: Session._basic_nack,
+    BasicReject: Session._basic_reject,
+    spec.Basic.Recover: Session._basic_recover,
+    spec.Basic.RecoverAsync: Session._basic_recover,
+    spec.Confirm.Select: Session._confirm_select,
+    spec.Tx.Select: Session._tx_select,
+    spec.Tx.Commit: Session._tx_commit,
+    spec.Tx.Rollback: Session._tx_rollback,
+}
+
+__all__ = ["AMQPError", "ConnectionState", "Session", "SessionSettings"]

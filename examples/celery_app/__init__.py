@@ -1,0 +1,1 @@
+"""Example Celery application on amqplite (see README.md)."""
