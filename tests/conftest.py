@@ -62,6 +62,11 @@ class BrokerProcess:
         return f"amqp://{self.user}:{self.password}@{self.host}:{self.port}/{vhost}"
 
     @property
+    def management_url(self) -> str:
+        """Base URL of the HTTP management endpoint (no trailing slash)."""
+        return f"http://{self.host}:{self.management_port or 15672}"
+
+    @property
     def is_amqplite(self) -> bool:
         """True when the tests run against our own subprocess, not an external broker."""
         return self.proc is not None
@@ -92,6 +97,7 @@ class BrokerProcess:
 def start_broker(data_dir: Path, *extra_args: str, port: int | None = None) -> BrokerProcess:
     """Start `amqplite serve` as a subprocess on a free port and wait until it listens."""
     port = port or free_port()
+    management_port = free_port()
     cmd = [
         sys.executable,
         "-m",
@@ -103,6 +109,8 @@ def start_broker(data_dir: Path, *extra_args: str, port: int | None = None) -> B
         str(port),
         "--data-dir",
         str(data_dir),
+        "--management-port",
+        str(management_port),
         *extra_args,
     ]
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -112,6 +120,7 @@ def start_broker(data_dir: Path, *extra_args: str, port: int | None = None) -> B
     broker = BrokerProcess(
         "127.0.0.1",
         port,
+        management_port=management_port,
         data_dir=data_dir,
         proc=proc,
         extra_args=tuple(extra_args),
@@ -164,4 +173,5 @@ def fresh_broker(tmp_path: Path) -> Iterator[BrokerProcess]:
 @pytest.fixture
 def uid(request: pytest.FixtureRequest) -> str:
     """A name unique to this test, for queues and exchanges on the shared broker."""
-    return f"{request.node.name[:60]}-{os.getpid()}-{time.monotonic_ns() % 10**9}"
+    name = "".join(c if c.isalnum() or c in "-_." else "-" for c in request.node.name[:60])
+    return f"{name}-{os.getpid()}-{time.monotonic_ns() % 10**9}"

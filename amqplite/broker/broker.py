@@ -12,6 +12,7 @@ from amqplite.broker.consumer import Consumer, DeliveryChannel, Unacked
 from amqplite.broker.message import Message
 from amqplite.broker.plugin_api import ExchangeTypeRegistry
 from amqplite.broker.queue import Queue
+from amqplite.broker.stats import MessageStats
 from amqplite.broker.vhost import VHost
 from amqplite.protocol.constants import ClassId, ReplyCode
 from amqplite.protocol.errors import ChannelException, ConnectionException
@@ -31,6 +32,7 @@ class Broker:
 
     def __init__(self, registry: ExchangeTypeRegistry | None = None) -> None:
         self.registry = registry or ExchangeTypeRegistry.with_builtins()
+        self.totals = MessageStats()
         self.vhosts: dict[str, VHost] = {}
         self.users: dict[str, User] = {}
         self._consumer_counter = 0
@@ -39,7 +41,7 @@ class Broker:
         """Create a vhost (no-op if it exists)."""
         vhost = self.vhosts.get(name)
         if vhost is None:
-            vhost = self.vhosts[name] = VHost(name, self.registry)
+            vhost = self.vhosts[name] = VHost(name, self.registry, self.totals)
         return vhost
 
     def add_user(self, name: str, password: str, tags: Iterable[str] = ()) -> None:
@@ -126,6 +128,9 @@ class Broker:
     def ack(self, channel: DeliveryChannel, delivery_tag: int, multiple: bool) -> None:
         """basic.ack: the messages are done; credit frees up for more deliveries."""
         settled = channel.settle(delivery_tag, multiple)
+        for item in settled:
+            item.queue.stats.ack += 1
+        self.totals.ack += len(settled)
         self._redispatch(settled)
 
     def reject(
@@ -156,6 +161,10 @@ class Broker:
         if requeue:
             for item in settled:
                 item.queue.requeue(item.entry)
+        else:
+            for item in settled:
+                item.queue.stats.reject += 1
+            self.totals.reject += len(settled)
         self._redispatch(settled)
 
     @staticmethod

@@ -89,10 +89,18 @@ class DeliveryChannel:
         """Assign a delivery tag, track the message unless auto-acked, and send it."""
         tag = self._new_tag()
         queue = consumer.queue
+        stats, totals = queue.stats, queue.totals
+        if entry.delivery_count:
+            stats.redeliver += 1
+            totals.redeliver += 1
         if consumer.no_ack:
+            stats.deliver_no_ack += 1
+            totals.deliver_no_ack += 1
             self.sink.deliver(self.channel_id, consumer.tag, tag, entry)
             entry.delivery_count += 1
             return
+        stats.deliver += 1
+        totals.deliver += 1
         self.unacked[tag] = Unacked(entry, queue, consumer)
         consumer.unacked += 1
         self.global_unacked += 1
@@ -108,6 +116,13 @@ class DeliveryChannel:
         tag = self._new_tag()
         redelivered = entry.redelivered
         entry.delivery_count += 1
+        for stats in (queue.stats, queue.totals):
+            if redelivered:
+                stats.redeliver += 1
+            if no_ack:
+                stats.get_no_ack += 1
+            else:
+                stats.get += 1
         if not no_ack:
             self.unacked[tag] = Unacked(entry, queue, None)
             queue.unacked_count += 1

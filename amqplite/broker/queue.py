@@ -10,6 +10,7 @@ import attrs
 from sortedcontainers import SortedKeyList
 
 from amqplite.broker.message import Message, QueueEntry
+from amqplite.broker.stats import MessageStats
 
 if TYPE_CHECKING:
     from amqplite.broker.consumer import Consumer
@@ -77,6 +78,8 @@ class Queue:
     next_seq: int = 0
     had_consumer: bool = False
     deleted: bool = False
+    stats: MessageStats = attrs.field(factory=MessageStats)
+    totals: MessageStats = attrs.field(factory=MessageStats)  # the broker's, shared by its queues
 
     @property
     def exclusive(self) -> bool:
@@ -94,6 +97,8 @@ class Queue:
         self.next_seq += 1
         self.ready.append(entry)
         self.ready_bytes += message.size
+        self.stats.publish += 1
+        self.totals.publish += 1
         return entry
 
     def take(self) -> QueueEntry | None:
@@ -109,6 +114,8 @@ class Queue:
             return
         self.ready.requeue(entry)
         self.ready_bytes += entry.message.size
+        self.stats.requeue += 1
+        self.totals.requeue += 1
 
     def purge(self) -> int:
         """Drop every ready message and return how many there were."""

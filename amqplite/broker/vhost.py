@@ -11,6 +11,7 @@ import attrs
 from amqplite.broker.message import Message
 from amqplite.broker.plugin_api import Arguments, Destination, ExchangeTypeRegistry, Router
 from amqplite.broker.queue import Queue
+from amqplite.broker.stats import MessageStats
 from amqplite.protocol.constants import ClassId, ReplyCode
 from amqplite.protocol.errors import ChannelException, ConnectionException
 
@@ -90,9 +91,12 @@ class Exchange:
 class VHost:
     """Exchanges, queues and bindings of one virtual host; every name lookup raises 404 itself."""
 
-    def __init__(self, name: str, registry: ExchangeTypeRegistry) -> None:
+    def __init__(
+        self, name: str, registry: ExchangeTypeRegistry, totals: MessageStats | None = None
+    ) -> None:
         self.name = name
         self.registry = registry
+        self.totals = totals if totals is not None else MessageStats()
         self.exchanges: dict[str, Exchange] = {}
         self.queues: dict[str, Queue] = {}
         self.bindings_by_source: dict[str, dict[Binding, None]] = {}
@@ -290,6 +294,7 @@ class VHost:
             exclusive_owner=owner if exclusive else None,
             auto_delete=auto_delete,
             arguments=arguments,
+            totals=self.totals,
         )
         self.queues[name] = queue
         return queue

@@ -29,6 +29,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="listen address (env AMQPLITE_HOST)")
     serve.add_argument("--port", type=int, help="AMQP port (env AMQPLITE_PORT)")
     serve.add_argument("--data-dir", help="data directory (env AMQPLITE_DATA_DIR)")
+    serve.add_argument(
+        "--management-port",
+        type=int,
+        help="HTTP management port, 0 disables (env AMQPLITE_MANAGEMENT_PORT)",
+    )
     serve.add_argument("--log-level", help="debug, info, warning, error (env AMQPLITE_LOG_LEVEL)")
     return parser
 
@@ -48,9 +53,18 @@ def resolve_config(args: argparse.Namespace) -> Config:
         host=host or config.listener.host,
         port=port if port is not None else config.listener.port,
     )
+    mgmt_port = args.management_port
+    if mgmt_port is None and os.environ.get("AMQPLITE_MANAGEMENT_PORT"):
+        mgmt_port = int(os.environ["AMQPLITE_MANAGEMENT_PORT"])
+    management = config.management
+    if mgmt_port is not None:
+        management = attrs.evolve(
+            management, port=mgmt_port or management.port, enabled=mgmt_port != 0
+        )
     return attrs.evolve(
         config,
         listener=listener,
+        management=management,
         data_dir=args.data_dir or os.environ.get("AMQPLITE_DATA_DIR") or config.data_dir,
         log_level=args.log_level or os.environ.get("AMQPLITE_LOG_LEVEL") or config.log_level,
     )

@@ -9,7 +9,15 @@ from typing import Any
 import attrs
 import yaml
 
-from amqplite.config.models import Config, Limits, Listener, UserConfig
+from amqplite.config.models import (
+    Config,
+    Limits,
+    Listener,
+    ManagementConfig,
+    QueueDefaults,
+    StoreConfig,
+    UserConfig,
+)
 
 
 class ConfigError(Exception):
@@ -28,6 +36,9 @@ _MODELS: dict[str, type] = {
     "Listener": Listener,
     "UserConfig": UserConfig,
     "Limits": Limits,
+    "ManagementConfig": ManagementConfig,
+    "QueueDefaults": QueueDefaults,
+    "StoreConfig": StoreConfig,
 }
 
 

@@ -14,6 +14,15 @@ class Listener:
 
 
 @attrs.frozen
+class ManagementConfig:
+    """The HTTP management endpoint (API, metrics, dashboard, SQS-style messaging)."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 15672
+
+
+@attrs.frozen
 class UserConfig:
     """A user created at boot."""
 
@@ -35,12 +44,33 @@ class Limits:
 
 
 @attrs.frozen
+class QueueDefaults:
+    """Broker-wide queue behaviour that a queue's arguments or a policy may override."""
+
+    consumer_timeout_ms: int = 30 * 60 * 1000
+
+
+@attrs.frozen
+class StoreConfig:
+    """Durability: the journal of durable queues and its fsync policy."""
+
+    fsync: bool = True  # false: survives a process crash, not a power loss
+    segment_bytes: int = 16 * 1024 * 1024
+    snapshot_ratio: float = 2.0  # snapshot when journal bytes exceed live bytes times this
+    memory_budget_bytes: int = 256 * 1024 * 1024  # beyond this, bodies are read back from disk
+
+
+@attrs.frozen
 class Config:
     """The whole broker configuration."""
 
     listener: Listener = Listener()
+    management: ManagementConfig = ManagementConfig()
     data_dir: str = "./data"
     log_level: str = "info"
+    definitions: str = ""  # path of a definitions YAML applied at boot ("" = none)
     vhosts: tuple[str, ...] = ("/",)
     users: tuple[UserConfig, ...] = (UserConfig(),)
     limits: Limits = Limits()
+    queues: QueueDefaults = QueueDefaults()
+    store: StoreConfig = StoreConfig()
