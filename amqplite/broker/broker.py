@@ -9,6 +9,7 @@ from typing import Any
 import attrs
 
 from amqplite.broker.consumer import Consumer, DeliveryChannel, Unacked
+from amqplite.broker.durability import CommitTracker, MetadataListener, NoCommits
 from amqplite.broker.message import Message
 from amqplite.broker.plugin_api import ExchangeTypeRegistry
 from amqplite.broker.queue import Queue
@@ -33,6 +34,8 @@ class Broker:
     def __init__(self, registry: ExchangeTypeRegistry | None = None) -> None:
         self.registry = registry or ExchangeTypeRegistry.with_builtins()
         self.totals = MessageStats()
+        self.commits: CommitTracker = NoCommits()
+        self.metadata: MetadataListener | None = None
         self.vhosts: dict[str, VHost] = {}
         self.users: dict[str, User] = {}
         self._consumer_counter = 0
@@ -42,6 +45,7 @@ class Broker:
         vhost = self.vhosts.get(name)
         if vhost is None:
             vhost = self.vhosts[name] = VHost(name, self.registry, self.totals)
+            vhost.metadata = self.metadata
         return vhost
 
     def add_user(self, name: str, password: str, tags: Iterable[str] = ()) -> None:
@@ -130,6 +134,7 @@ class Broker:
         settled = channel.settle(delivery_tag, multiple)
         for item in settled:
             item.queue.stats.ack += 1
+            item.queue.settle(item.entry)
         self.totals.ack += len(settled)
         self._redispatch(settled)
 
@@ -164,6 +169,7 @@ class Broker:
         else:
             for item in settled:
                 item.queue.stats.reject += 1
+                item.queue.settle(item.entry)
             self.totals.reject += len(settled)
         self._redispatch(settled)
 

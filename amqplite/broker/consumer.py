@@ -98,6 +98,7 @@ class DeliveryChannel:
             totals.deliver_no_ack += 1
             self.sink.deliver(self.channel_id, consumer.tag, tag, entry)
             entry.delivery_count += 1
+            queue.settle(entry)
             return
         stats.deliver += 1
         totals.deliver += 1
@@ -123,7 +124,9 @@ class DeliveryChannel:
                 stats.get_no_ack += 1
             else:
                 stats.get += 1
-        if not no_ack:
+        if no_ack:
+            queue.settle(entry)
+        else:
             self.unacked[tag] = Unacked(entry, queue, None)
             queue.unacked_count += 1
         return tag, entry, redelivered

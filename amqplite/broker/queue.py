@@ -14,6 +14,7 @@ from amqplite.broker.stats import MessageStats
 
 if TYPE_CHECKING:
     from amqplite.broker.consumer import Consumer
+    from amqplite.broker.durability import QueueJournal
 
 
 def _entry_seq(entry: QueueEntry) -> int:
@@ -80,6 +81,7 @@ class Queue:
     deleted: bool = False
     stats: MessageStats = attrs.field(factory=MessageStats)
     totals: MessageStats = attrs.field(factory=MessageStats)  # the broker's, shared by its queues
+    journal: QueueJournal | None = None  # set by the store for durable queues
 
     @property
     def exclusive(self) -> bool:
@@ -99,7 +101,14 @@ class Queue:
         self.ready_bytes += message.size
         self.stats.publish += 1
         self.totals.publish += 1
+        if self.journal is not None and message.persistent:
+            self.journal.enqueue(entry)
         return entry
+
+    def settle(self, entry: QueueEntry) -> None:
+        """An entry leaves the queue for good (acked, auto-acked, dropped): tell the journal."""
+        if self.journal is not None and entry.message.persistent and not self.deleted:
+            self.journal.remove(entry)
 
     def take(self) -> QueueEntry | None:
         """Remove the head entry for delivery; it becomes unacked (or gone if auto-acked)."""
@@ -121,6 +130,8 @@ class Queue:
         """Drop every ready message and return how many there were."""
         entries = self.ready.clear()
         self.ready_bytes = 0
+        for entry in entries:
+            self.settle(entry)
         return len(entries)
 
     def dispatch(self) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 
 import attrs
 
+from amqplite.broker.durability import MetadataListener
 from amqplite.broker.message import Message
 from amqplite.broker.plugin_api import Arguments, Destination, ExchangeTypeRegistry, Router
 from amqplite.broker.queue import Queue
@@ -97,6 +98,7 @@ class VHost:
         self.name = name
         self.registry = registry
         self.totals = totals if totals is not None else MessageStats()
+        self.metadata: MetadataListener | None = None
         self.exchanges: dict[str, Exchange] = {}
         self.queues: dict[str, Queue] = {}
         self.bindings_by_source: dict[str, dict[Binding, None]] = {}
@@ -195,6 +197,8 @@ class VHost:
             arguments,
         )
         self._add_exchange(exchange)
+        if durable and self.metadata is not None:
+            self.metadata.exchange_declared(exchange)
         return exchange
 
     def _check_exchange_equivalent(
@@ -255,6 +259,8 @@ class VHost:
             self._remove_binding(binding)
         self.bindings_by_source.pop(exchange.name, None)
         self.exchanges.pop(exchange.name, None)
+        if exchange.durable and self.metadata is not None:
+            self.metadata.exchange_deleted(exchange)
 
     # -- queues --------------------------------------------------------------------------
 
@@ -297,6 +303,8 @@ class VHost:
             totals=self.totals,
         )
         self.queues[name] = queue
+        if durable and not exclusive and self.metadata is not None:
+            self.metadata.queue_declared(queue)
         return queue
 
     def _check_queue_equivalent(
@@ -370,6 +378,8 @@ class VHost:
         queue.purge()
         for hook in self.on_queue_deleted:
             hook(queue)
+        if queue.durable and not queue.exclusive and self.metadata is not None:
+            self.metadata.queue_deleted(queue)
         return count
 
     # -- bindings ------------------------------------------------------------------------
@@ -403,6 +413,19 @@ class VHost:
         exchange.router.bind(destination, routing_key, arguments)
         bindings[binding] = None
         self.bindings_by_destination.setdefault(destination, {})[binding] = None
+        if self.metadata is not None and self.is_durable_binding(binding):
+            self.metadata.binding_added(binding)
+
+    def is_durable_binding(self, binding: Binding) -> bool:
+        """True when both ends are durable, so the binding is stored and comes back at boot."""
+        source = self.exchanges.get(binding.source)
+        if source is None or not source.durable:
+            return False
+        if binding.destination.kind == "queue":
+            queue = self.queues.get(binding.destination.name)
+            return queue is not None and queue.durable and not queue.exclusive
+        target = self.exchanges.get(binding.destination.name)
+        return target is not None and target.durable
 
     def unbind(
         self,
@@ -431,6 +454,8 @@ class VHost:
             self.exchange(destination.name)
 
     def _remove_binding(self, binding: Binding, cascade: bool = True) -> None:
+        if self.metadata is not None and self.is_durable_binding(binding):
+            self.metadata.binding_removed(binding)
         exchange = self.exchanges.get(binding.source)
         by_source = self.bindings_by_source.get(binding.source, {})
         by_source.pop(binding, None)

@@ -34,7 +34,7 @@ class ChannelSession:
     state: ChannelState = ChannelState.OPEN
     mode: ConfirmMode = ConfirmMode.NONE
     publish_seq: int = 0
-    pending_confirms: list[tuple[int, bool]] = attrs.field(factory=list)
+    pending_confirms: list[tuple[int, bool, int]] = attrs.field(factory=list)  # seq, ack?, ticket
     tx_ops: list[tuple[Any, ...]] = attrs.field(factory=list)
     last_queue: str = ""
 

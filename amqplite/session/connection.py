@@ -781,30 +781,45 @@ class Session:
                 )
             )
         if channel.mode is ConfirmMode.CONFIRM:
-            channel.pending_confirms.append((channel.next_publish_seq(), True))
+            ticket = 0
+            if message.persistent and any(q.durable for q in queues):
+                ticket = self.broker.commits.write_ticket()
+            channel.pending_confirms.append((channel.next_publish_seq(), True, ticket))
             self._confirming[channel.channel_id] = channel
 
     def _flush_confirms(self) -> None:
-        """Send the confirms gathered in this batch, runs of acks as one ack(multiple)."""
+        """Send the confirms whose records are on disk, in order; runs of acks as one ack(multiple)."""
         if not self._confirming:
             return
-        for channel in self._confirming.values():
+        committed = self.broker.commits.committed_ticket()
+        done: list[int] = []
+        for channel_id, channel in self._confirming.items():
             pending = channel.pending_confirms
+            ready = 0
+            while ready < len(pending) and pending[ready][2] <= committed:
+                ready += 1
             i = 0
-            while i < len(pending):
-                seq, ok = pending[i]
+            while i < ready:
+                seq, ok, _ = pending[i]
                 if not ok:
-                    self._write(encode_nack(channel.channel_id, seq, False, False))
+                    self._write(encode_nack(channel_id, seq, False, False))
                     i += 1
                     continue
                 j = i
-                while j + 1 < len(pending) and pending[j + 1][1]:
+                while j + 1 < ready and pending[j + 1][1]:
                     j += 1
-                last = pending[j][0]
-                self._write(encode_ack(channel.channel_id, last, j > i))
+                self._write(encode_ack(channel_id, pending[j][0], j > i))
                 i = j + 1
-            pending.clear()
-        self._confirming.clear()
+            del pending[:ready]
+            if not pending:
+                done.append(channel_id)
+        for channel_id in done:
+            del self._confirming[channel_id]
+
+    def on_commit(self) -> None:
+        """The store made more records durable: release the confirms they cover."""
+        if self.state is ConnectionState.OPEN:
+            self._flush_confirms()
 
     def _basic_ack(self, channel: ChannelSession, command: Command) -> None:
         m: BasicAck = command.method
