@@ -6,11 +6,9 @@ import datetime
 import decimal
 import hashlib
 import random
-from collections.abc import Iterator
 from typing import Any
 
 import pika
-import pytest
 from pika import spec
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 from pika_helpers import (
@@ -24,7 +22,6 @@ from pika_helpers import (
     pump_until,
     ready_count,
     wait_ready_count,
-    watchdog,
 )
 
 Delivery = tuple[spec.Basic.Deliver, spec.BasicProperties, bytes]
@@ -32,41 +29,6 @@ Delivery = tuple[spec.Basic.Deliver, spec.BasicProperties, bytes]
 # Settle time for "no further delivery happens" checks: deliveries that should not happen at
 # all are given this long to show up before the test looks at what arrived.
 SETTLE = 0.3
-
-
-@pytest.fixture(autouse=True)
-def _watchdog() -> Iterator[None]:
-    """Fail a test that hangs waiting for a broker reply instead of blocking the run."""
-    with watchdog():
-        yield
-
-
-@pytest.fixture
-def conn(broker: Any) -> Iterator[BlockingConnection]:
-    """A connection closed at teardown."""
-    with connection(broker) as c:
-        yield c
-
-
-@pytest.fixture
-def ch(conn: BlockingConnection) -> BlockingChannel:
-    """A channel on `conn`."""
-    return conn.channel()
-
-
-@pytest.fixture
-def cleanup(broker: Any) -> Iterator[Cleanup]:
-    """Queues and exchanges to delete at teardown."""
-    c = Cleanup()
-    yield c
-    c.run(broker)
-
-
-@pytest.fixture
-def queue(ch: BlockingChannel, cleanup: Cleanup, uid: str) -> str:
-    """A fresh, empty, non-exclusive queue named after the test."""
-    ch.queue_declare(cleanup.queue(uid))
-    return uid
 
 
 def publish_bodies(ch: BlockingChannel, queue: str, bodies: list[bytes]) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pika
@@ -20,50 +20,7 @@ from pika_helpers import (
     drain,
     get_message,
     parameters,
-    watchdog,
 )
-
-
-@pytest.fixture(autouse=True)
-def _watchdog() -> Iterator[None]:
-    """Fail a test that hangs waiting for a broker reply instead of blocking the run."""
-    with watchdog():
-        yield
-
-
-@pytest.fixture
-def conn(broker: Any) -> Iterator[BlockingConnection]:
-    """A connection closed at teardown."""
-    with connection(broker) as c:
-        yield c
-
-
-@pytest.fixture
-def ch(conn: BlockingConnection) -> BlockingChannel:
-    """A channel on `conn`."""
-    return conn.channel()
-
-
-@pytest.fixture
-def other_conn(broker: Any) -> Iterator[BlockingConnection]:
-    """A second connection (owner of an exclusive queue, for 405)."""
-    with connection(broker) as c:
-        yield c
-
-
-@pytest.fixture
-def cleanup(broker: Any) -> Iterator[Cleanup]:
-    """Queues and exchanges to delete at teardown."""
-    c = Cleanup()
-    yield c
-    c.run(broker)
-
-
-@pytest.fixture
-def queue(ch: BlockingChannel, cleanup: Cleanup, uid: str) -> str:
-    """A fresh, empty queue named after the test."""
-    ch.queue_declare(cleanup.queue(uid))
-    return uid
 
 
 def send_raw(conn: BlockingConnection, channel_number: int, method: Any) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pika
@@ -11,40 +10,10 @@ from pika.adapters.blocking_connection import BlockingChannel, BlockingConnectio
 from pika_helpers import (
     Cleanup,
     channel_error,
-    connection,
     drain,
     exchange_exists,
     get_message,
-    watchdog,
 )
-
-
-@pytest.fixture(autouse=True)
-def _watchdog() -> Iterator[None]:
-    """Fail a test that hangs waiting for a broker reply instead of blocking the run."""
-    with watchdog():
-        yield
-
-
-@pytest.fixture
-def conn(broker: Any) -> Iterator[BlockingConnection]:
-    """A connection closed at teardown."""
-    with connection(broker) as c:
-        yield c
-
-
-@pytest.fixture
-def ch(conn: BlockingConnection) -> BlockingChannel:
-    """A channel on `conn`."""
-    return conn.channel()
-
-
-@pytest.fixture
-def cleanup(broker: Any) -> Iterator[Cleanup]:
-    """Queues and exchanges to delete at teardown."""
-    c = Cleanup()
-    yield c
-    c.run(broker)
 
 
 def bound_queue(

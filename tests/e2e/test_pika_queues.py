@@ -2,59 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 from pika_helpers import (
     Cleanup,
     channel_error,
     connect,
-    connection,
     drain,
     get_message,
     queue_exists,
     ready_count,
     wait_queue_gone,
     wait_ready_count,
-    watchdog,
 )
-
-
-@pytest.fixture(autouse=True)
-def _watchdog() -> Iterator[None]:
-    """Fail a test that hangs waiting for a broker reply instead of blocking the run."""
-    with watchdog():
-        yield
-
-
-@pytest.fixture
-def conn(broker: Any) -> Iterator[BlockingConnection]:
-    """A connection closed at teardown."""
-    with connection(broker) as c:
-        yield c
-
-
-@pytest.fixture
-def ch(conn: BlockingConnection) -> BlockingChannel:
-    """A channel on `conn`."""
-    return conn.channel()
-
-
-@pytest.fixture
-def other_conn(broker: Any) -> Iterator[BlockingConnection]:
-    """A second connection, for exclusivity checks."""
-    with connection(broker) as c:
-        yield c
-
-
-@pytest.fixture
-def cleanup(broker: Any) -> Iterator[Cleanup]:
-    """Queues and exchanges to delete at teardown."""
-    c = Cleanup()
-    yield c
-    c.run(broker)
 
 
 def publish_n(ch: BlockingChannel, queue: str, n: int) -> None:

@@ -1,0 +1,129 @@
+"""The trio server over memory streams, on virtual time: heartbeats, silent peers, close timeout."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from amqplite.config.models import Config, Limits
+from amqplite.protocol.constants import PROTOCOL_HEADER, ReplyCode
+from amqplite.protocol.frames import (
+    NEED_DATA,
+    FrameReader,
+    HeartbeatFrame,
+    MethodFrame,
+    ProtocolHeaderReceived,
+)
+from amqplite.protocol.methods import encode_method, spec
+from amqplite.server.node import Node
+
+
+def build(cls: Any, **fields: Any) -> Any:
+    method = cls()
+    for name, value in fields.items():
+        setattr(method, name, value)
+    return method
+
+
+class StreamClient:
+    """A client on one end of a memory stream pair."""
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+        self.reader = FrameReader(1 << 20)
+        self.reader.receive_data(PROTOCOL_HEADER)
+        assert isinstance(self.reader.next_frame(), ProtocolHeaderReceived)
+
+    async def send(self, channel: int, method: Any) -> None:
+        await self.stream.send_all(encode_method(channel, method))
+
+    async def next_frame(self) -> Any:
+        """The next frame from the server, or None once it closed the stream."""
+        while (frame := self.reader.next_frame()) is NEED_DATA:
+            data = await self.stream.receive_some(65536)
+            if not data:
+                return None
+            self.reader.receive_data(data)
+        return frame
+
+    async def expect(self, cls: type) -> Any:
+        frame = await self.next_frame()
+        while isinstance(frame, HeartbeatFrame):
+            frame = await self.next_frame()
+        assert isinstance(frame, MethodFrame), frame
+        assert isinstance(frame.method, cls), frame.method
+        return frame.method
+
+    async def handshake(self, heartbeat: int) -> None:
+        await self.stream.send_all(PROTOCOL_HEADER)
+        await self.expect(spec.Connection.Start)
+        await self.send(
+            0, build(spec.Connection.StartOk, mechanism="PLAIN", response="\x00guest\x00guest")
+        )
+        await self.expect(spec.Connection.Tune)
+        await self.send(
+            0, build(spec.Connection.TuneOk, channel_max=0, frame_max=131072, heartbeat=heartbeat)
+        )
+        await self.send(0, build(spec.Connection.Open, virtual_host="/"))
+        await self.expect(spec.Connection.OpenOk)
+
+    async def wait_closed(self) -> int:
+        """Read until the server closes the stream; returns how many heartbeats arrived."""
+        heartbeats = 0
+        while (frame := await self.next_frame()) is not None:
+            heartbeats += isinstance(frame, HeartbeatFrame)
+        return heartbeats
+
+
+async def serve_one(node: Node, nursery: trio.Nursery) -> StreamClient:
+    client_end, server_end = trio.testing.memory_stream_pair()
+    nursery.start_soon(node.serve_stream, server_end, "memory")
+    return StreamClient(client_end)
+
+
+@pytest.mark.trio
+async def test_silent_peer_is_dropped_after_two_heartbeat_intervals(autojump_clock: Any) -> None:
+    node = Node(Config())
+    async with trio.open_nursery() as nursery:
+        client = await serve_one(node, nursery)
+        await client.handshake(heartbeat=5)
+        start = trio.current_time()
+        heartbeats = await client.wait_closed()
+        waited = trio.current_time() - start
+    assert 10 <= waited <= 12
+    assert heartbeats >= 3  # the server kept sending its own heartbeats meanwhile
+    assert not node.connections
+
+
+@pytest.mark.trio
+async def test_peer_that_never_answers_close_ok_is_dropped_after_the_close_timeout(
+    autojump_clock: Any,
+) -> None:
+    node = Node(Config(limits=Limits(close_timeout=3.0)))
+    async with trio.open_nursery() as nursery:
+        client = await serve_one(node, nursery)
+        await client.handshake(heartbeat=0)
+        await client.send(5, spec.Queue.Declare())  # channel 5 is not open: 504
+        close = await client.expect(spec.Connection.Close)
+        start = trio.current_time()
+        await client.wait_closed()
+        waited = trio.current_time() - start
+    assert close.reply_code == ReplyCode.CHANNEL_ERROR
+    assert 3 <= waited <= 4
+
+
+@pytest.mark.trio
+async def test_shutdown_closes_clients_with_connection_forced(autojump_clock: Any) -> None:
+    node = Node(Config())
+    async with trio.open_nursery() as nursery:
+        client = await serve_one(node, nursery)
+        await client.handshake(heartbeat=0)
+        nursery.start_soon(node.close_all, 5.0)
+        close = await client.expect(spec.Connection.Close)
+        await client.send(0, spec.Connection.CloseOk())
+        await client.wait_closed()
+    assert close.reply_code == ReplyCode.CONNECTION_FORCED
+    assert not node.connections

@@ -1,0 +1,249 @@
+"""Session without sockets: bytes in, bytes out, checked by decoding what the server sends."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+import pytest
+
+from amqplite.broker.broker import Broker
+from amqplite.protocol.assembler import Command, ContentAssembler
+from amqplite.protocol.constants import PROTOCOL_HEADER, ReplyCode
+from amqplite.protocol.frames import (
+    NEED_DATA,
+    FrameReader,
+    HeartbeatFrame,
+    ProtocolHeaderReceived,
+    encode_content,
+)
+from amqplite.protocol.methods import BasicAck, BasicPublish, encode_method, spec
+from amqplite.session.connection import ConnectionState, Session, SessionSettings
+
+
+def plain(user: str, password: str) -> str:
+    return f"\x00{user}\x00{password}"
+
+
+def build(cls: Any, **fields: Any) -> Any:
+    method = cls()
+    for name, value in fields.items():
+        setattr(method, name, value)
+    return method
+
+
+@attrs.define
+class HeldCommits:
+    """A store whose fsync the test completes by hand."""
+
+    written: int = 0
+    committed: int = 0
+
+    def write_ticket(self) -> int:
+        self.written += 1
+        return self.written
+
+    def committed_ticket(self) -> int:
+        return self.committed
+
+
+class Client:
+    """A test client speaking to a Session in memory."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.reader = FrameReader(1 << 20)
+        self.reader.receive_data(PROTOCOL_HEADER)
+        assert isinstance(self.reader.next_frame(), ProtocolHeaderReceived)
+        self.assembler = ContentAssembler()
+
+    def send(self, channel: int, method: Any) -> None:
+        self.session.receive_data(encode_method(channel, method))
+
+    def publish(self, channel: int, routing_key: str, body: bytes, exchange: str = "") -> None:
+        self.session.receive_data(
+            encode_method(channel, BasicPublish(exchange, routing_key, False, False))
+            + encode_content(channel, 60, b"\x10\x00\x02", body, 131072)  # delivery_mode 2
+        )
+
+    def received(self) -> list[Command]:
+        """Every complete command the server sent since the last call."""
+        self.reader.receive_data(self.session.data_to_send())
+        commands = []
+        while (frame := self.reader.next_frame()) is not NEED_DATA:
+            if isinstance(frame, HeartbeatFrame):
+                continue
+            command = self.assembler.handle(frame)  # type: ignore[arg-type]
+            if command is not None:
+                commands.append(command)
+        return commands
+
+    def handshake(self, vhost: str = "/") -> None:
+        self.session.receive_data(PROTOCOL_HEADER)
+        self.send(
+            0, build(spec.Connection.StartOk, mechanism="PLAIN", response=plain("guest", "guest"))
+        )
+        self.send(0, build(spec.Connection.TuneOk, channel_max=0, frame_max=131072, heartbeat=0))
+        self.send(0, build(spec.Connection.Open, virtual_host=vhost))
+        kinds = [type(c.method) for c in self.received()]
+        assert kinds == [spec.Connection.Start, spec.Connection.Tune, spec.Connection.OpenOk]
+
+    def open_channel(self, channel: int) -> None:
+        self.send(channel, spec.Channel.Open())
+        assert [type(c.method) for c in self.received()] == [spec.Channel.OpenOk]
+
+
+@pytest.fixture
+def broker() -> Broker:
+    b = Broker()
+    b.add_vhost("/")
+    b.add_user("guest", "guest")
+    return b
+
+
+def test_handshake_then_publish_and_consume(broker: Broker) -> None:
+    client = Client(Session(broker))
+    client.handshake()
+    client.open_channel(1)
+    client.send(1, build(spec.Queue.Declare, queue="q"))
+    client.send(1, build(spec.Basic.Consume, queue="q", consumer_tag="c"))
+    client.publish(1, "q", b"hello")
+    commands = client.received()
+    assert [type(c.method) for c in commands] == [
+        spec.Queue.DeclareOk,
+        spec.Basic.ConsumeOk,
+        spec.Basic.Deliver,
+    ]
+    deliver = commands[-1]
+    assert deliver.body == b"hello"
+    assert deliver.method.delivery_tag == 1
+    assert deliver.method.redelivered is False
+
+
+def test_wrong_password_is_access_refused(broker: Broker) -> None:
+    session = Session(broker)
+    client = Client(session)
+    session.receive_data(PROTOCOL_HEADER)
+    client.send(
+        0, build(spec.Connection.StartOk, mechanism="PLAIN", response=plain("guest", "nope"))
+    )
+    close = client.received()[-1].method
+    assert isinstance(close, spec.Connection.Close)
+    assert close.reply_code == ReplyCode.ACCESS_REFUSED
+
+
+def test_channel_error_closes_only_that_channel(broker: Broker) -> None:
+    client = Client(Session(broker))
+    client.handshake()
+    client.open_channel(1)
+    client.open_channel(2)
+    client.send(1, build(spec.Queue.Declare, queue="missing", passive=True))
+    close = client.received()[-1].method
+    assert isinstance(close, spec.Channel.Close)
+    assert close.reply_code == ReplyCode.NOT_FOUND
+    assert "no queue 'missing' in vhost '/'" in close.reply_text
+    client.send(2, build(spec.Queue.Declare, queue="other"))
+    assert isinstance(client.received()[-1].method, spec.Queue.DeclareOk)
+
+
+def test_frames_on_a_closing_channel_are_ignored_until_close_ok(broker: Broker) -> None:
+    client = Client(Session(broker))
+    client.handshake()
+    client.open_channel(1)
+    client.send(1, build(spec.Queue.Declare, queue="missing", passive=True))
+    client.received()
+    client.send(1, build(spec.Queue.Declare, queue="ignored"))
+    assert client.received() == []
+    assert "ignored" not in broker.vhosts["/"].queues
+    client.send(1, spec.Channel.CloseOk())
+    client.open_channel(1)
+
+
+def test_bad_frame_end_closes_connection_with_frame_error(broker: Broker) -> None:
+    session = Session(broker)
+    client = Client(session)
+    client.handshake()
+    frame = bytearray(encode_method(0, spec.Connection.Blocked()))
+    frame[-1] = 0x00
+    session.receive_data(bytes(frame))
+    close = client.received()[-1].method
+    assert isinstance(close, spec.Connection.Close)
+    assert close.reply_code == ReplyCode.FRAME_ERROR
+    assert session.state is ConnectionState.CLOSING
+    # The byte stream is out of step now: nothing more is parsed (the server's close timeout ends it).
+    client.send(0, spec.Connection.CloseOk())
+    assert client.received() == []
+
+
+def test_unknown_method_closes_with_540_and_close_ok_finishes(broker: Broker) -> None:
+    session = Session(broker)
+    client = Client(session)
+    client.handshake()
+    client.open_channel(1)
+    payload = bytes([0, 60, 0, 99])  # basic class, no such method
+    session.receive_data(bytes([1, 0, 1, 0, 0, 0, len(payload)]) + payload + b"\xce")
+    close = client.received()[-1].method
+    assert isinstance(close, spec.Connection.Close)
+    assert close.reply_code == ReplyCode.NOT_IMPLEMENTED
+    client.send(0, spec.Connection.CloseOk())
+    assert session.closed
+
+
+def test_confirm_waits_for_the_commit_covering_a_persistent_message(broker: Broker) -> None:
+    commits = HeldCommits()
+    broker.commits = commits
+    session = Session(broker)
+    client = Client(session)
+    client.handshake()
+    client.open_channel(1)
+    client.send(1, build(spec.Queue.Declare, queue="dq", durable=True))
+    client.send(1, spec.Confirm.Select())
+    client.received()
+    client.publish(1, "dq", b"a")
+    client.publish(1, "dq", b"b")
+    assert client.received() == []  # nothing is on disk yet
+    commits.committed = 1
+    session.on_commit()
+    acks = [c.method for c in client.received()]
+    assert [(type(a), a.delivery_tag, a.multiple) for a in acks] == [(BasicAck, 1, False)]
+    commits.committed = 2
+    session.on_commit()
+    acks = [c.method for c in client.received()]
+    assert [(a.delivery_tag, a.multiple) for a in acks] == [(2, False)]
+
+
+def test_confirms_of_a_batch_are_coalesced_into_one_multiple_ack(broker: Broker) -> None:
+    client = Client(Session(broker))
+    client.handshake()
+    client.open_channel(1)
+    client.send(1, build(spec.Queue.Declare, queue="q"))
+    client.send(1, spec.Confirm.Select())
+    client.received()
+    data = b"".join(
+        encode_method(1, BasicPublish("", "q", False, False))
+        + encode_content(1, 60, b"\x00\x00", b"x", 131072)
+        for _ in range(5)
+    )
+    client.session.receive_data(data)
+    acks = [c.method for c in client.received()]
+    assert [(a.delivery_tag, a.multiple) for a in acks] == [(5, True)]
+
+
+def test_deliveries_pause_while_the_outbound_buffer_is_full(broker: Broker) -> None:
+    session = Session(broker, SessionSettings(max_outbound_bytes=2000))
+    client = Client(session)
+    client.handshake()
+    client.open_channel(1)
+    client.send(1, build(spec.Queue.Declare, queue="q"))
+    for _ in range(20):
+        client.publish(1, "q", b"x" * 500)
+    client.send(1, build(spec.Basic.Consume, queue="q", consumer_tag="c", no_ack=True))
+    first = [c for c in client.received() if isinstance(c.method, spec.Basic.Deliver)]
+    assert 0 < len(first) < 20
+    delivered = len(first)
+    while delivered < 20:
+        session.on_drained()
+        batch = [c for c in client.received() if isinstance(c.method, spec.Basic.Deliver)]
+        assert batch, "resuming after a drain must deliver more"
+        delivered += len(batch)
+    assert delivered == 20
