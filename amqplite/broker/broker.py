@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterable
+import heapq
+import itertools
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import attrs
 
+from amqplite.broker.auth import Permission, check_password, hash_password
 from amqplite.broker.consumer import Consumer, DeliveryChannel, Unacked
+from amqplite.broker.deadletter import dead_letter_message, is_cycle
 from amqplite.broker.durability import CommitTracker, MetadataListener, NoCommits
-from amqplite.broker.message import Message
+from amqplite.broker.message import Message, QueueEntry
 from amqplite.broker.plugin_api import ExchangeTypeRegistry
-from amqplite.broker.queue import Queue
+from amqplite.broker.policy import Policy, effective_policy, validate_policy
+from amqplite.broker.queue import Queue, Timed
 from amqplite.broker.stats import MessageStats
-from amqplite.broker.vhost import VHost
+from amqplite.broker.vhost import Routed, VHost
 from amqplite.protocol.constants import ClassId, ReplyCode
 from amqplite.protocol.errors import ChannelException, ConnectionException
 
@@ -24,20 +28,36 @@ class User:
     """A user that may log in, with its management tags."""
 
     name: str
-    password: str
+    password: str  # "" when only the hash is known (imported definitions)
     tags: tuple[str, ...] = ()
+    password_hash: str = ""  # RabbitMQ's rabbit_password_hashing_sha256 form (auth.py)
 
 
 class Broker:
     """The pure core: every vhost, every user, and operations on consumers and deliveries."""
 
-    def __init__(self, registry: ExchangeTypeRegistry | None = None) -> None:
+    def __init__(
+        self,
+        registry: ExchangeTypeRegistry | None = None,
+        *,
+        clock: Callable[[], float] | None = None,
+        wall_clock: Callable[[], float] | None = None,
+        consumer_timeout_ms: int | None = None,
+    ) -> None:
         self.registry = registry or ExchangeTypeRegistry.with_builtins()
+        self.clock = clock or _frozen_clock  # monotonic seconds; the server passes a real one
+        self.wall_clock = wall_clock or _frozen_clock  # POSIX seconds, for x-death times
+        self.default_consumer_timeout_ms = consumer_timeout_ms
+        self.policies: dict[tuple[str, str], Policy] = {}
+        self.on_timer_change: Callable[[], None] = _no_wake  # the timer task's wake-up
+        self._timers: list[tuple[float, int, Timed]] = []
+        self._timer_seq = itertools.count()
         self.totals = MessageStats()
         self.commits: CommitTracker = NoCommits()
         self.metadata: MetadataListener | None = None
         self.vhosts: dict[str, VHost] = {}
         self.users: dict[str, User] = {}
+        self.permissions: dict[tuple[str, str], Permission] = {}  # (user, vhost)
         self._consumer_counter = 0
 
     def add_vhost(self, name: str) -> VHost:
@@ -46,18 +66,53 @@ class Broker:
         if vhost is None:
             vhost = self.vhosts[name] = VHost(name, self.registry, self.totals)
             vhost.metadata = self.metadata
+            vhost.host = self
         return vhost
 
-    def add_user(self, name: str, password: str, tags: Iterable[str] = ()) -> None:
-        """Create or replace a user."""
-        self.users[name] = User(name, password, tuple(tags))
+    def add_user(
+        self, name: str, password: str, tags: Iterable[str] = (), *, password_hash: str = ""
+    ) -> None:
+        """Create or replace a user (from a plain password, or a RabbitMQ password_hash)."""
+        password_hash = password_hash or hash_password(password)
+        self.users[name] = User(name, password, tuple(tags), password_hash)
 
     def authenticate(self, name: str, password: str) -> User | None:
         """The user if the password is right, else None."""
         user = self.users.get(name)
-        if user is None or user.password != password:
+        if user is None or not check_password(password, user.password_hash):
             return None
         return user
+
+    def delete_user(self, name: str) -> None:
+        """Remove a user and its permissions (KeyError if missing)."""
+        del self.users[name]
+        for key in [k for k in self.permissions if k[0] == name]:
+            del self.permissions[key]
+
+    def set_permissions(self, user: str, vhost: str, permission: Permission) -> None:
+        """Grant a user configure/write/read regexes on a vhost (KeyError if either is missing)."""
+        if user not in self.users or vhost not in self.vhosts:
+            raise KeyError(user if user not in self.users else vhost)
+        self.permissions[(user, vhost)] = permission
+
+    def clear_permissions(self, user: str, vhost: str) -> None:
+        """Take away a user's access to a vhost (no-op if there was none)."""
+        self.permissions.pop((user, vhost), None)
+
+    def permissions_of(self, user: str, vhost: str) -> Permission | None:
+        """The user's permissions on the vhost, or None (no access)."""
+        return self.permissions.get((user, vhost))
+
+    def delete_vhost(self, name: str) -> None:
+        """Remove a vhost with its queues, exchanges and permissions (KeyError if missing)."""
+        vhost = self.vhosts.pop(name)
+        for queue in list(vhost.queues.values()):
+            vhost.remove_queue(queue)
+        for exchange in list(vhost.exchanges):
+            if exchange and not exchange.startswith("amq."):
+                vhost.delete_exchange(exchange)
+        for key in [k for k in self.permissions if k[1] == name]:
+            del self.permissions[key]
 
     def vhost(self, name: str) -> VHost:
         """The named vhost, or 530 NOT_ALLOWED (connection.open to a missing vhost)."""
@@ -109,10 +164,10 @@ class Broker:
             exclusive=exclusive,
             prefetch_count=channel.prefetch_count,
             arguments=arguments or {},
+            priority=_consumer_priority(arguments),
         )
         channel.consumers[tag] = consumer
-        queue.consumers.append(consumer)
-        queue.had_consumer = True
+        queue.add_consumer(consumer)
         return consumer
 
     def cancel(self, vhost: VHost, channel: DeliveryChannel, tag: str) -> bool:
@@ -121,8 +176,9 @@ class Broker:
         if consumer is None:
             return False
         queue = consumer.queue
-        with contextlib.suppress(ValueError):
-            queue.consumers.remove(consumer)
+        queue.remove_consumer(consumer)
+        if queue.settings.single_active_consumer and queue.consumers:
+            queue.dispatch()  # the next consumer takes over
         if queue.auto_delete and not queue.consumers and queue.had_consumer:
             vhost.remove_queue(queue)
         return True
@@ -168,9 +224,7 @@ class Broker:
                 item.queue.requeue(item.entry)
         else:
             for item in settled:
-                item.queue.stats.reject += 1
-                item.queue.settle(item.entry)
-            self.totals.reject += len(settled)
+                item.queue.reject(item.entry)
         self._redispatch(settled)
 
     @staticmethod
@@ -194,3 +248,151 @@ class Broker:
     def publish(self, vhost: VHost, exchange: str, message: Message) -> list[Queue]:
         """Route and enqueue a message; the queues it reached."""
         return vhost.publish(exchange, message)
+
+    def route(self, vhost: VHost, exchange: str, message: Message) -> Routed:
+        """Route and enqueue a message; which queues took it and which refused it (limits)."""
+        return vhost.route_message(exchange, message)
+
+    # -- clocks and timers (QueueHost) ---------------------------------------------------
+
+    def now(self) -> float:
+        """Monotonic seconds from the injected clock."""
+        return self.clock()
+
+    def wall_time(self) -> float:
+        """POSIX seconds from the injected wall clock."""
+        return self.wall_clock()
+
+    def consumer_timeout_ms(self) -> int | None:
+        """The broker-wide consumer acknowledgement timeout (None: none)."""
+        return self.default_consumer_timeout_ms
+
+    def schedule(self, target: Timed, deadline: float) -> None:
+        """Call target.on_timer at the deadline (kept if the target already has an earlier one)."""
+        if target.timer_due is not None and target.timer_due <= deadline:
+            return
+        target.timer_due = deadline
+        earliest = self._timers[0][0] if self._timers else None
+        heapq.heappush(self._timers, (deadline, next(self._timer_seq), target))
+        if earliest is None or deadline < earliest:
+            self.on_timer_change()
+
+    def next_deadline(self) -> float | None:
+        """When fire_timers next has something to do (monotonic seconds), or None."""
+        timers = self._timers
+        while timers and timers[0][2].timer_due != timers[0][0]:
+            heapq.heappop(timers)  # superseded by an earlier deadline of the same target
+        return timers[0][0] if timers else None
+
+    def fire_timers(self, now: float | None = None) -> int:
+        """Run every timer due at `now` once (TTL expiry, x-expires, consumer timeouts)."""
+        if now is None:
+            now = self.clock()
+        timers = self._timers
+        again: list[Timed] = []
+        fired = 0
+        while timers and timers[0][0] <= now:
+            deadline, _, target = heapq.heappop(timers)
+            if target.timer_due != deadline:
+                continue
+            target.timer_due = None
+            fired += 1
+            following = target.on_timer(now)
+            if following is None:
+                continue
+            if following <= now:
+                again.append(target)  # more work than one turn: continue on the next turn
+            else:
+                self.schedule(target, following)
+        for target in again:
+            self.schedule(target, now)
+        return fired
+
+    # -- dead-lettering and policies (QueueHost) -----------------------------------------
+
+    def dead_letter(self, queue: Queue, entry: QueueEntry, reason: str) -> bool:
+        """Republish through the queue's dead-letter exchange (a missing one drops the message)."""
+        settings = queue.settings
+        vhost = self.vhosts.get(queue.vhost)
+        if settings.dead_letter_exchange is None or vhost is None:
+            return False
+        exchange = vhost.exchanges.get(settings.dead_letter_exchange)
+        if exchange is None:
+            return False
+        message = dead_letter_message(
+            entry.message,
+            queue.name,
+            reason,
+            self.wall_clock(),
+            exchange.name,
+            settings.dead_letter_routing_key,
+        )
+        deaths = (message.headers or {}).get("x-death") or []
+        targets = [
+            q
+            for q in vhost.route(exchange, message.routing_key, message.headers)
+            if not is_cycle(q.name, deaths)
+        ]
+        for target in targets:
+            target.enqueue(message)
+        for target in targets:
+            if target.consumers:
+                target.dispatch()
+            target.expire_if_due_now()
+        return True
+
+    def policy_for(self, queue: Queue) -> Mapping[str, Any] | None:
+        """The definition of the policy applying to the queue (highest priority match)."""
+        if not self.policies:
+            return None
+        policy = effective_policy(
+            (p for p in self.policies.values() if p.vhost == queue.vhost), queue.name
+        )
+        return policy.definition if policy is not None else None
+
+    def set_policy(self, policy: Policy) -> None:
+        """Create or replace a policy (ValueError if invalid) and re-apply it to existing queues."""
+        validate_policy(policy)
+        self.policies[(policy.vhost, policy.name)] = policy
+        self._reapply_policies(policy.vhost)
+
+    def clear_policy(self, vhost: str, name: str) -> None:
+        """Remove a policy (KeyError if missing); its queues return to their own arguments."""
+        del self.policies[(vhost, name)]
+        self._reapply_policies(vhost)
+
+    def list_policies(self, vhost: str | None = None) -> list[Policy]:
+        """Policies of one vhost, or of all, by vhost and name."""
+        return sorted(
+            (p for p in self.policies.values() if vhost is None or p.vhost == vhost),
+            key=lambda p: (p.vhost, p.name),
+        )
+
+    def _reapply_policies(self, vhost_name: str) -> None:
+        vhost = self.vhosts.get(vhost_name)
+        if vhost is None:
+            return
+        for queue in list(vhost.queues.values()):
+            queue.reconfigure()
+
+
+def _frozen_clock() -> float:
+    """The default clock of a broker nobody gave one: time stands still (tests)."""
+    return 0.0
+
+
+def _no_wake() -> None:
+    """Default timer wake-up: nothing to wake."""
+
+
+def _consumer_priority(arguments: Mapping[str, Any] | None) -> int:
+    """The x-priority consume argument (406 unless an integer)."""
+    value = (arguments or {}).get("x-priority", 0)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ChannelException(
+            ReplyCode.PRECONDITION_FAILED,
+            f"invalid arg 'x-priority' for consumer: {value!r}",
+            ClassId.BASIC,
+            20,
+        )
+    return value

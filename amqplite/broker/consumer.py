@@ -35,6 +35,8 @@ class Unacked:
     entry: QueueEntry
     queue: Queue
     consumer: Consumer | None
+    deadline: float | None = None  # consumer acknowledgement timeout (monotonic seconds)
+    timeout_ms: int = 0
 
 
 @attrs.define(eq=False)
@@ -49,6 +51,7 @@ class Consumer:
     prefetch_count: int = 0
     arguments: dict[str, Any] = attrs.field(factory=dict)
     unacked: int = 0
+    priority: int = 0  # x-priority: higher-priority consumers receive first
 
     def can_take(self) -> bool:
         """True when a delivery now would respect prefetch, flow and the outbound buffer."""
@@ -79,6 +82,8 @@ class DeliveryChannel:
     next_tag: int = 1
     unacked: dict[int, Unacked] = attrs.field(factory=dict)
     consumers: dict[str, Consumer] = attrs.field(factory=dict)
+    timer_due: float | None = None
+    timed_out: bool = False
 
     def _new_tag(self) -> int:
         tag = self.next_tag
@@ -102,7 +107,7 @@ class DeliveryChannel:
             return
         stats.deliver += 1
         totals.deliver += 1
-        self.unacked[tag] = Unacked(entry, queue, consumer)
+        self.unacked[tag] = self._track(entry, queue, consumer)
         consumer.unacked += 1
         self.global_unacked += 1
         queue.unacked_count += 1
@@ -111,6 +116,8 @@ class DeliveryChannel:
 
     def get(self, queue: Queue, no_ack: bool) -> tuple[int, QueueEntry, bool] | None:
         """basic.get: take the head (tag, entry, redelivered), tracked as unacked unless no_ack."""
+        if queue.settings.expires is not None:
+            queue.touch()
         entry = queue.take()
         if entry is None:
             return None
@@ -127,9 +134,54 @@ class DeliveryChannel:
         if no_ack:
             queue.settle(entry)
         else:
-            self.unacked[tag] = Unacked(entry, queue, None)
+            self.unacked[tag] = self._track(entry, queue, None)
             queue.unacked_count += 1
         return tag, entry, redelivered
+
+    def _track(self, entry: QueueEntry, queue: Queue, consumer: Consumer | None) -> Unacked:
+        """An unacked delivery, with its acknowledgement deadline when the queue has a timeout."""
+        timeout = queue.settings.consumer_timeout
+        if timeout is None:
+            timeout = queue.host.consumer_timeout_ms()
+        if not timeout:
+            return Unacked(entry, queue, consumer)
+        host = queue.host
+        deadline = host.now() + timeout / 1000
+        if self.timer_due is None:
+            host.schedule(self, deadline)
+        return Unacked(entry, queue, consumer, deadline, timeout)
+
+    def on_timer(self, now: float) -> float | None:
+        """Timer callback: a delivery unacked past its deadline closes the channel (406)."""
+        due: float | None = None
+        for tag, item in self.unacked.items():
+            if item.deadline is None:
+                continue
+            if item.deadline <= now:
+                self._time_out(tag, item)
+                return None
+            if due is None or item.deadline < due:
+                due = item.deadline
+        return due
+
+    def _time_out(self, tag: int, item: Unacked) -> None:
+        """Tell the client why (406, as RabbitMQ words it); its unacked messages are requeued."""
+        self.timed_out = True
+        text = (
+            f"delivery acknowledgement on channel {self.channel_id} timed out. Timeout value "
+            f"used: {item.timeout_ms} ms. This timeout value can be configured, see consumers "
+            "doc guide to learn more"
+        )
+        closer = getattr(self.sink, "close_channel", None)
+        if closer is not None:
+            closer(self.channel_id, ReplyCode.PRECONDITION_FAILED, text)
+            return
+        queues: dict[int, Queue] = {}
+        for unacked in self.settle_all():  # a sink that cannot close channels: requeue anyway
+            unacked.queue.requeue(unacked.entry)
+            queues[id(unacked.queue)] = unacked.queue
+        for queue in queues.values():
+            queue.dispatch()
 
     def _settle(self, tag: int) -> Unacked:
         """Remove one unacked delivery and release the prefetch credit it held."""

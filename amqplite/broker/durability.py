@@ -19,6 +19,9 @@ class QueueJournal(Protocol):
     def remove(self, entry: QueueEntry) -> None:
         """A persistent message left the queue for good (acked, dropped, expired, dead-lettered)."""
 
+    def delivered(self, entry: QueueEntry) -> None:
+        """A persistent message was taken for delivery (its delivery count is journaled)."""
+
 
 class MetadataListener(Protocol):
     """Told about durable entities so they come back at boot; transient ones are not reported."""

@@ -33,6 +33,9 @@ class QueueEntry:
     seq: int
     message: Message
     delivery_count: int = 0
+    level: int = 0  # priority level in the queue (0 when the queue has no x-max-priority)
+    expires_at: float | None = None  # monotonic deadline from the message and queue TTLs
+    ready: bool = False  # in the queue's ready list (False once taken, expired or dropped)
 
     @property
     def redelivered(self) -> bool:

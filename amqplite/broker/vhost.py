@@ -11,7 +11,7 @@ import attrs
 from amqplite.broker.durability import MetadataListener
 from amqplite.broker.message import Message
 from amqplite.broker.plugin_api import Arguments, Destination, ExchangeTypeRegistry, Router
-from amqplite.broker.queue import Queue
+from amqplite.broker.queue import DETACHED, Queue, QueueHost
 from amqplite.broker.stats import MessageStats
 from amqplite.protocol.constants import ClassId, ReplyCode
 from amqplite.protocol.errors import ChannelException, ConnectionException
@@ -76,6 +76,19 @@ class Binding:
         return cls(source, destination, routing_key, arguments, freeze(arguments))
 
 
+@attrs.frozen
+class Routed:
+    """Where a published message went: queues that took it, and queues whose limits refused it."""
+
+    accepted: list[Queue]
+    rejected: list[Queue]
+
+    @property
+    def queues(self) -> list[Queue]:
+        """Every queue the message was routed to (empty: unroutable)."""
+        return self.accepted + self.rejected if self.rejected else self.accepted
+
+
 @attrs.define(eq=False)
 class Exchange:
     """An exchange: its settings and the router holding its bindings."""
@@ -99,6 +112,7 @@ class VHost:
         self.registry = registry
         self.totals = totals if totals is not None else MessageStats()
         self.metadata: MetadataListener | None = None
+        self.host: QueueHost = DETACHED  # the broker: clocks, timers, dead-lettering, policies
         self.exchanges: dict[str, Exchange] = {}
         self.queues: dict[str, Queue] = {}
         self.bindings_by_source: dict[str, dict[Binding, None]] = {}
@@ -278,7 +292,9 @@ class VHost:
         """queue.declare: create, or check the existing queue is equivalent and accessible."""
         arguments = arguments or {}
         if passive:
-            return self.queue(name, owner)
+            queue = self.queue(name, owner)
+            queue.touch()  # a passive declare renews x-expires too, as in RabbitMQ
+            return queue
         if name == "":
             name = "amq.gen-" + secrets.token_urlsafe(16)
         elif name.startswith("amq."):
@@ -292,6 +308,7 @@ class VHost:
         if existing is not None:
             self.check_exclusive(existing, owner)
             self._check_queue_equivalent(existing, durable, exclusive, auto_delete, arguments)
+            existing.touch()
             return existing
         queue = Queue(
             name,
@@ -300,7 +317,9 @@ class VHost:
             exclusive_owner=owner if exclusive else None,
             auto_delete=auto_delete,
             arguments=arguments,
+            host=self.host,
             totals=self.totals,
+            on_delete=self.remove_queue,
         )
         self.queues[name] = queue
         if durable and not exclusive and self.metadata is not None:
@@ -525,6 +544,10 @@ class VHost:
 
     def publish(self, exchange_name: str, message: Message) -> list[Queue]:
         """Route a message and enqueue it; returns the queues it reached (empty: unroutable)."""
+        return self.route_message(exchange_name, message).queues
+
+    def route_message(self, exchange_name: str, message: Message) -> Routed:
+        """Route a message and enqueue it where the queues' limits allow."""
         exchange = self.exchange(exchange_name)
         if exchange.internal:
             raise ChannelException(
@@ -534,9 +557,14 @@ class VHost:
                 40,
             )
         queues = self.route(exchange, message.routing_key, message.headers)
+        rejected: list[Queue] = []
         for queue in queues:
-            queue.enqueue(message)
+            if queue.enqueue(message) is None:
+                rejected.append(queue)
         for queue in queues:
             if queue.consumers:
                 queue.dispatch()
-        return queues
+            queue.expire_if_due_now()
+        if rejected:
+            return Routed([q for q in queues if q not in rejected], rejected)
+        return Routed(queues, rejected)

@@ -1,19 +1,27 @@
-"""The `amqplite` command: serve (more subcommands come with later issues)."""
+"""The `amqplite` command: serve, ctl, definitions."""
 
 from __future__ import annotations
 
 import argparse
-import logging
+import importlib
+import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TextIO
 
 import attrs
-import trio
+import yaml
 
 from amqplite import __version__
+from amqplite.cli import ctl
+from amqplite.cli.api import DEFAULT_URL, ApiError, ManagementClient, client_from
+from amqplite.cli.logs import setup_logging
+from amqplite.config.definitions import load_definitions, parse_definitions
 from amqplite.config.loader import ConfigError, load_config
 from amqplite.config.models import Config
+from amqplite.config.source import read_yaml
 
 DEFAULT_CONFIG = Path("conf/amqplite.yaml")
 
@@ -22,6 +30,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="amqplite", description="An AMQP 0-9-1 broker on trio.")
     parser.add_argument("--version", action="version", version=f"amqplite {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+
     serve = sub.add_parser("serve", help="run the broker")
     serve.add_argument(
         "--config", help=f"YAML settings file (default: {DEFAULT_CONFIG} if present)"
@@ -35,67 +44,209 @@ def _parser() -> argparse.ArgumentParser:
         help="HTTP management port, 0 disables (env AMQPLITE_MANAGEMENT_PORT)",
     )
     serve.add_argument("--log-level", help="debug, info, warning, error (env AMQPLITE_LOG_LEVEL)")
+    serve.add_argument(
+        "--definitions", help="definitions YAML applied at boot (env AMQPLITE_DEFINITIONS)"
+    )
+
+    defs = sub.add_parser("definitions", help="validate, export and import routing definitions")
+    defs_sub = defs.add_subparsers(dest="action", required=True)
+    validate = defs_sub.add_parser("validate", help="check definitions files, start nothing")
+    validate.add_argument("files", nargs="+", metavar="FILE")
+    for action, helptext in (
+        ("export", "print a running broker's definitions"),
+        ("import", "apply a definitions file to a running broker"),
+    ):
+        p = defs_sub.add_parser(action, help=helptext)
+        p.add_argument("--url", help="management API (env AMQPLITE_MANAGEMENT_URL)")
+        p.add_argument("--user", help="user (env AMQPLITE_USER, default guest)")
+        p.add_argument("--password", help="password (env AMQPLITE_PASSWORD, default guest)")
+        if action == "export":
+            p.add_argument("--format", choices=("json", "yaml"), default="json")
+            p.add_argument("--output", "-o", help="write to this file instead of stdout")
+        else:
+            p.add_argument("file", metavar="FILE", help="YAML or JSON definitions")
+
+    ctl.add_arguments(sub.add_parser("ctl", help="inspect and operate a running broker"))
     return parser
+
+
+def _env_int(name: str) -> int | None:
+    text = os.environ.get(name)
+    if not text:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"environment {name}", name, "expected an integer", value=text) from None
 
 
 def resolve_config(args: argparse.Namespace) -> Config:
     """The file's settings, overridden by environment variables, overridden by flags."""
-    path = args.config
+    path = getattr(args, "config", None)
     if path is None and DEFAULT_CONFIG.exists():
         path = DEFAULT_CONFIG
     config = load_config(path)
-    host = args.host or os.environ.get("AMQPLITE_HOST")
-    port = args.port or (
-        int(os.environ["AMQPLITE_PORT"]) if os.environ.get("AMQPLITE_PORT") else None
-    )
+    host = getattr(args, "host", None) or os.environ.get("AMQPLITE_HOST")
+    port = getattr(args, "port", None)
+    if port is None:
+        port = _env_int("AMQPLITE_PORT")
     listener = attrs.evolve(
         config.listener,
         host=host or config.listener.host,
         port=port if port is not None else config.listener.port,
     )
-    mgmt_port = args.management_port
-    if mgmt_port is None and os.environ.get("AMQPLITE_MANAGEMENT_PORT"):
-        mgmt_port = int(os.environ["AMQPLITE_MANAGEMENT_PORT"])
+    mgmt_port = getattr(args, "management_port", None)
+    if mgmt_port is None:
+        mgmt_port = _env_int("AMQPLITE_MANAGEMENT_PORT")
     management = config.management
     if mgmt_port is not None:
         management = attrs.evolve(
             management, port=mgmt_port or management.port, enabled=mgmt_port != 0
         )
+    log_level = (
+        getattr(args, "log_level", None) or os.environ.get("AMQPLITE_LOG_LEVEL") or config.log_level
+    ).lower()
+    if log_level not in ("debug", "info", "warning", "error", "critical"):
+        raise ConfigError(
+            "--log-level",
+            "log_level",
+            "expected one of debug, info, warning, error",
+            value=log_level,
+        )
     return attrs.evolve(
         config,
         listener=listener,
         management=management,
-        data_dir=args.data_dir or os.environ.get("AMQPLITE_DATA_DIR") or config.data_dir,
-        log_level=args.log_level or os.environ.get("AMQPLITE_LOG_LEVEL") or config.log_level,
+        data_dir=getattr(args, "data_dir", None)
+        or os.environ.get("AMQPLITE_DATA_DIR")
+        or config.data_dir,
+        log_level=log_level,
+        definitions=getattr(args, "definitions", None)
+        or os.environ.get("AMQPLITE_DEFINITIONS")
+        or config.definitions,
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `amqplite` command."""
-    args = _parser().parse_args(argv)
-    if args.command == "serve":
+def _check_startable(config: Config) -> None:
+    """Everything that can be refused before the node starts: definitions and plugins."""
+    if config.definitions:
+        load_definitions(config.definitions)
+    for i, name in enumerate(config.plugins):
         try:
-            config = resolve_config(args)
-        except ConfigError as exc:
-            print(f"amqplite: configuration error: {exc}", file=sys.stderr)
-            return 2
-        except ValueError as exc:
-            print(f"amqplite: bad environment setting: {exc}", file=sys.stderr)
-            return 2
-        logging.basicConfig(
-            level=config.log_level.upper(),
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-            stream=sys.stderr,
-        )
-        from amqplite.server.node import run_node
-
-        try:
-            trio.run(run_node, config)
-        except OSError as exc:
-            print(
-                f"amqplite: cannot listen on {config.listener.host}:{config.listener.port}: {exc}",
-                file=sys.stderr,
+            module = importlib.import_module(name)
+        except ImportError as exc:
+            raise ConfigError(
+                "configuration",
+                f"plugins[{i}]",
+                f"expected an importable module ({exc})",
+                value=name,
+            ) from None
+        if not callable(getattr(module, "register", None)):
+            raise ConfigError(
+                "configuration",
+                f"plugins[{i}]",
+                "expected a module with a register(registry) function",
+                value=name,
             )
-            return 1
+
+
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        config = resolve_config(args)
+        _check_startable(config)
+    except ConfigError as exc:
+        print(f"amqplite: configuration error: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(config)
+    import trio
+
+    from amqplite.server.node import run_node
+
+    try:
+        trio.run(run_node, config)
+    except ConfigError as exc:
+        print(f"amqplite: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(
+            f"amqplite: cannot listen on {config.listener.host}:{config.listener.port}: {exc}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _default_management_url() -> str:
+    """http://host:port of the management listener in conf/amqplite.yaml, if it is readable."""
+    try:
+        config = load_config(DEFAULT_CONFIG) if DEFAULT_CONFIG.exists() else Config()
+    except ConfigError:
+        return DEFAULT_URL
+    host = config.management.host
+    host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    return f"http://{host}:{config.management.port}"
+
+
+def _definitions(args: argparse.Namespace, out: TextIO) -> int:
+    if args.action == "validate":
+        status = 0
+        for file in args.files:
+            try:
+                defs = load_definitions(file)
+            except ConfigError as exc:
+                print(f"amqplite: {exc}", file=sys.stderr)
+                status = 1
+                continue
+            sections = attrs.asdict(defs, recurse=False)
+            counts = ", ".join(f"{len(items)} {name}" for name, items in sections.items())
+            out.write(f"{file}: valid ({counts})\n")
+        return status
+    client = client_from(args, _default_management_url())
+    if args.action == "export":
+        document = client.get("/api/definitions")
+        if args.format == "yaml":
+            text = yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
+        else:
+            text = json.dumps(document, indent=2) + "\n"
+        if args.output:
+            Path(args.output).write_text(text, encoding="utf-8")
+        else:
+            out.write(text)
         return 0
-    return 2
+    src = read_yaml(args.file)
+    parse_definitions(src)  # refuse a bad file here, with its line numbers
+    try:
+        answer = client.request("POST", "/api/definitions", src.data)
+    except ApiError as exc:
+        answer = exc.body
+        if not (isinstance(answer, dict) and answer.get("conflicts")):
+            raise
+    conflicts = answer.get("conflicts", []) if isinstance(answer, dict) else []
+    for conflict in conflicts:
+        print(f"amqplite: conflict: {conflict}", file=sys.stderr)
+    out.write(f"{args.file}: imported ({len(conflicts)} conflicts)\n")
+    return 1 if conflicts else 0
+
+
+def _ctl(args: argparse.Namespace, out: TextIO) -> int:
+    client: ManagementClient = client_from(args, _default_management_url())
+    return ctl.run(args, client, out)
+
+
+def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
+    """Entry point of the `amqplite` command; the exit status."""
+    args = _parser().parse_args(argv)
+    stdout = out or sys.stdout
+    commands: dict[str, Callable[[], int]] = {
+        "serve": lambda: _serve(args),
+        "definitions": lambda: _definitions(args, stdout),
+        "ctl": lambda: _ctl(args, stdout),
+    }
+    try:
+        return commands[args.command]()
+    except ConfigError as exc:
+        print(f"amqplite: {exc}", file=sys.stderr)
+        return 2
+    except ApiError as exc:
+        print(f"amqplite: {exc}", file=sys.stderr)
+        return 1

@@ -1,4 +1,4 @@
-"""Load conf/amqplite.yaml into Config; a bad file gives ConfigError naming file, key and expectation."""
+"""Load conf/amqplite.yaml into Config; a bad file gives ConfigError with file, line, key, value."""
 
 from __future__ import annotations
 
@@ -7,29 +7,21 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-import yaml
 
 from amqplite.config.models import (
+    ClusterConfig,
     Config,
     Limits,
     Listener,
+    LoggingConfig,
     ManagementConfig,
     QueueDefaults,
     StoreConfig,
     UserConfig,
 )
+from amqplite.config.source import ConfigError, Path_, Source, read_yaml
 
-
-class ConfigError(Exception):
-    """A configuration problem: which file, which key, what was found and what was expected."""
-
-    def __init__(self, file: str, key: str, message: str, line: int | None = None) -> None:
-        where = f"{file}:{line}" if line else file
-        super().__init__(f"{where}: {key}: {message}")
-        self.file = file
-        self.key = key
-        self.line = line
-
+__all__ = ["ConfigError", "build_config", "load_config"]
 
 _MODELS: dict[str, type] = {
     "Config": Config,
@@ -39,71 +31,80 @@ _MODELS: dict[str, type] = {
     "ManagementConfig": ManagementConfig,
     "QueueDefaults": QueueDefaults,
     "StoreConfig": StoreConfig,
+    "LoggingConfig": LoggingConfig,
+    "ClusterConfig": ClusterConfig,
 }
 
 
-def _build(cls: type, data: Any, file: str, prefix: str) -> Any:
-    """Build an attrs model from a mapping, checking keys and value types."""
+def _build(cls: type, data: Any, src: Source, path: Path_) -> Any:
+    """Build an attrs model from a mapping, checking keys, value types and ranges."""
     if not isinstance(data, dict):
-        raise ConfigError(file, prefix or "(top level)", f"expected a mapping, got {data!r}")
+        raise src.error(path, f"a mapping of {cls.__name__} settings", data)
     hints = typing.get_type_hints(cls, localns=_MODELS)
-    names = {f.name for f in attrs.fields(cls)}
+    fields = {f.name: f for f in attrs.fields(cls)}
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
-        path = f"{prefix}.{key}" if prefix else str(key)
-        if key not in names:
-            raise ConfigError(file, path, f"unknown setting; expected one of {sorted(names)}")
-        kwargs[key] = _convert(hints[key], value, file, path)
+        here = (*path, str(key))
+        field = fields.get(str(key))
+        if field is None:
+            raise src.error(here, f"one of the settings {', '.join(fields)}", key)
+        kwargs[field.name] = _convert(hints[field.name], value, src, here)
+        _check_limits(field.metadata, kwargs[field.name], src, here)
     return cls(**kwargs)
 
 
-def _convert(hint: Any, value: Any, file: str, path: str) -> Any:
-    origin = typing.get_origin(hint)
+def _check_limits(meta: Any, value: Any, src: Source, path: Path_) -> None:
+    low, high, choices = meta.get("min"), meta.get("max"), meta.get("choices")
+    if choices is not None and value not in choices:
+        raise src.error(path, f"one of {', '.join(choices)}", value)
+    if low is not None and high is not None and not low <= value <= high:
+        raise src.error(path, f"a number from {low} to {high}", value)
+    if low is not None and value < low:
+        raise src.error(path, f"a number >= {low}", value)
+    if high is not None and value > high:
+        raise src.error(path, f"a number <= {high}", value)
+
+
+def _convert(hint: Any, value: Any, src: Source, path: Path_) -> Any:
     if attrs.has(hint):
-        return _build(hint, value, file, path)
-    if origin is tuple:
-        (item,) = typing.get_args(hint)[:1]
+        return _build(hint, value, src, path)
+    if typing.get_origin(hint) is tuple:
+        item = typing.get_args(hint)[0]
+        if isinstance(value, str) and item is str:
+            value = [value]  # `vhosts: /` reads as a one-item list
         if not isinstance(value, list):
-            raise ConfigError(file, path, f"expected a list, got {value!r}")
-        return tuple(_convert(item, v, file, f"{path}[{i}]") for i, v in enumerate(value))
+            raise src.error(path, "a list", value)
+        return tuple(_convert(item, v, src, (*path, i)) for i, v in enumerate(value))
     if hint is bool:
         if not isinstance(value, bool):
-            raise ConfigError(file, path, f"expected true or false, got {value!r}")
+            raise src.error(path, "true or false", value)
         return value
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(file, path, f"expected an integer, got {value!r}")
+            raise src.error(path, "an integer", value)
         return value
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(file, path, f"expected a number, got {value!r}")
+            raise src.error(path, "a number", value)
         return float(value)
     if hint is str:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)
         if not isinstance(value, str):
-            raise ConfigError(file, path, f"expected a string, got {value!r}")
+            raise src.error(path, "a string", value)
         return value
     return value
 
 
+def build_config(src: Source) -> Config:
+    """The Config of a parsed document (an empty document gives the defaults)."""
+    if src.data is None:
+        return Config()
+    return typing.cast(Config, _build(Config, src.data, src, ()))
+
+
 def load_config(path: str | Path | None) -> Config:
-    """Read a YAML config file (None or a missing default gives the built-in defaults)."""
+    """Read a YAML config file (None gives the built-in defaults)."""
     if path is None:
         return Config()
-    file = str(path)
-    try:
-        text = Path(path).read_text()
-    except OSError as exc:
-        raise ConfigError(file, "(file)", f"cannot read: {exc.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise ConfigError(
-            file,
-            "(syntax)",
-            f"not valid YAML: {getattr(exc, 'problem', exc)}",
-            line=mark.line + 1 if mark else None,
-        ) from None
-    if data is None:
-        return Config()
-    return typing.cast(Config, _build(Config, data, file, ""))
+    return build_config(read_yaml(path))

@@ -2,7 +2,23 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import attrs
+
+
+def limit(
+    *,
+    min: float | None = None,
+    max: float | None = None,
+    choices: tuple[str, ...] | None = None,
+) -> dict[str, Any]:
+    """Field metadata the loader checks: a numeric range or the allowed words."""
+    return {"min": min, "max": max, "choices": choices}
+
+
+PORT = limit(min=0, max=65535)
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
 @attrs.frozen
@@ -10,7 +26,7 @@ class Listener:
     """Where AMQP clients connect."""
 
     host: str = "127.0.0.1"
-    port: int = 5672
+    port: int = attrs.field(default=5672, metadata=PORT)
 
 
 @attrs.frozen
@@ -19,12 +35,12 @@ class ManagementConfig:
 
     enabled: bool = True
     host: str = "127.0.0.1"
-    port: int = 15672
+    port: int = attrs.field(default=15672, metadata=PORT)
 
 
 @attrs.frozen
 class UserConfig:
-    """A user created at boot."""
+    """A user created at boot, with full permissions on every configured vhost."""
 
     name: str = "guest"
     password: str = "guest"
@@ -35,19 +51,19 @@ class UserConfig:
 class Limits:
     """Protocol limits offered to clients."""
 
-    heartbeat: int = 60
-    frame_max: int = 131072
-    channel_max: int = 2047
-    max_message_size: int = 128 * 1024 * 1024
-    max_outbound_bytes: int = 1024 * 1024
-    close_timeout: float = 3.0
+    heartbeat: int = attrs.field(default=60, metadata=limit(min=0, max=65535))
+    frame_max: int = attrs.field(default=131072, metadata=limit(min=4096, max=2**31 - 1))
+    channel_max: int = attrs.field(default=2047, metadata=limit(min=1, max=65535))
+    max_message_size: int = attrs.field(default=128 * 1024 * 1024, metadata=limit(min=1))
+    max_outbound_bytes: int = attrs.field(default=1024 * 1024, metadata=limit(min=4096))
+    close_timeout: float = attrs.field(default=3.0, metadata=limit(min=0))
 
 
 @attrs.frozen
 class QueueDefaults:
     """Broker-wide queue behaviour that a queue's arguments or a policy may override."""
 
-    consumer_timeout_ms: int = 30 * 60 * 1000
+    consumer_timeout_ms: int = attrs.field(default=30 * 60 * 1000, metadata=limit(min=0))
 
 
 @attrs.frozen
@@ -55,9 +71,28 @@ class StoreConfig:
     """Durability: the journal of durable queues and its fsync policy."""
 
     fsync: bool = True  # false: survives a process crash, not a power loss
-    segment_bytes: int = 16 * 1024 * 1024
-    snapshot_ratio: float = 2.0  # snapshot when journal bytes exceed live bytes times this
-    memory_budget_bytes: int = 256 * 1024 * 1024  # beyond this, bodies are read back from disk
+    segment_bytes: int = attrs.field(default=16 * 1024 * 1024, metadata=limit(min=4096))
+    # snapshot when journal bytes exceed live bytes times this
+    snapshot_ratio: float = attrs.field(default=2.0, metadata=limit(min=1.0))
+    # beyond this, bodies are read back from disk
+    memory_budget_bytes: int = attrs.field(default=256 * 1024 * 1024, metadata=limit(min=0))
+
+
+@attrs.frozen
+class LoggingConfig:
+    """How the broker logs: the line format and where the lines go."""
+
+    format: str = attrs.field(default="text", metadata=limit(choices=("text", "json")))
+    file: str = ""  # "" = standard error
+
+
+@attrs.frozen
+class ClusterConfig:
+    """Cluster membership (through etcd); disabled means one node with no external service."""
+
+    enabled: bool = False
+    node_name: str = "amqplite@localhost"
+    etcd_endpoints: tuple[str, ...] = ("http://127.0.0.1:2379",)
 
 
 @attrs.frozen
@@ -67,10 +102,13 @@ class Config:
     listener: Listener = Listener()
     management: ManagementConfig = ManagementConfig()
     data_dir: str = "./data"
-    log_level: str = "info"
+    log_level: str = attrs.field(default="info", metadata=limit(choices=LOG_LEVELS))
     definitions: str = ""  # path of a definitions YAML applied at boot ("" = none)
     vhosts: tuple[str, ...] = ("/",)
     users: tuple[UserConfig, ...] = (UserConfig(),)
     limits: Limits = Limits()
     queues: QueueDefaults = QueueDefaults()
     store: StoreConfig = StoreConfig()
+    logging: LoggingConfig = LoggingConfig()
+    plugins: tuple[str, ...] = ()  # modules imported at boot; each may register exchange types
+    cluster: ClusterConfig = ClusterConfig()

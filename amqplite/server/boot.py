@@ -2,19 +2,59 @@
 
 from __future__ import annotations
 
+import importlib
+import logging
+import time
+
+from amqplite.broker.auth import FULL_ACCESS
 from amqplite.broker.broker import Broker
+from amqplite.broker.definitions import apply_definitions
+from amqplite.broker.plugin_api import ExchangeTypeRegistry
+from amqplite.config.definitions import load_definitions
 from amqplite.config.models import Config
 from amqplite.session.connection import SessionSettings
 
+log = logging.getLogger("amqplite.boot")
+
 
 def build_broker(config: Config) -> Broker:
-    """A broker with the configured vhosts and users."""
-    broker = Broker()
+    """A broker with the configured plugins, vhosts and users (full access to those vhosts)."""
+    registry = ExchangeTypeRegistry.with_builtins()
+    for name in config.plugins:
+        importlib.import_module(name).register(registry)
+    broker = Broker(
+        registry,
+        clock=time.monotonic,
+        wall_clock=time.time,
+        consumer_timeout_ms=config.queues.consumer_timeout_ms or None,
+    )
     for vhost in config.vhosts:
         broker.add_vhost(vhost)
     for user in config.users:
         broker.add_user(user.name, user.password, user.tags)
+        for vhost in config.vhosts:
+            broker.set_permissions(user.name, vhost, FULL_ACCESS)
     return broker
+
+
+def apply_boot_definitions(broker: Broker, config: Config) -> None:
+    """Apply config.definitions (after recovery, so durable entities reach the store).
+
+    Conflicts are logged as warnings and change nothing; a bad file raises ConfigError.
+    """
+    if not config.definitions:
+        return
+    path = config.definitions
+    report = apply_definitions(broker, load_definitions(path))
+    log.info(
+        "definitions %s: %d created, %d unchanged, %d conflicts",
+        path,
+        len(report.created),
+        report.unchanged,
+        len(report.conflicts),
+    )
+    for conflict in report.conflicts:
+        log.warning("definitions %s: %s", path, conflict)
 
 
 def session_settings(config: Config) -> SessionSettings:

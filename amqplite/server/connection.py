@@ -44,8 +44,9 @@ class ClientConnection:
             if not self.session.closed:
                 self.session.connection_lost()
             log.info(
-                "connection closed %s: %s",
+                "connection closed %s user=%s: %s",
                 self.session.peer,
+                self.session.user.name if self.session.user else "?",
                 self.session.close_reason or "peer went away",
             )
             with trio.CancelScope(shield=True):

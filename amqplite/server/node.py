@@ -6,14 +6,17 @@ import logging
 import os
 import signal
 from collections.abc import AsyncIterator
+from functools import partial
 
 import trio
 
 from amqplite.broker.broker import Broker
 from amqplite.config.models import Config
 from amqplite.protocol.constants import ReplyCode
-from amqplite.server.boot import build_broker, session_settings
+from amqplite.server.boot import apply_boot_definitions, build_broker, session_settings
+from amqplite.server.committer import Committer, open_store
 from amqplite.server.connection import ClientConnection
+from amqplite.server.timers import run_broker_timers
 from amqplite.session.connection import Session
 
 log = logging.getLogger("amqplite.server")
@@ -64,6 +67,10 @@ async def run_node(
 ) -> None:
     """Serve until SIGINT/SIGTERM: stop accepting, close clients with 320, exit; a second signal exits at once."""
     node = Node(config)
+    committer = Committer(  # recover durable state before listening
+        open_store(config, node.broker), lambda: [c.session for c in node.connections]
+    )
+    apply_boot_definitions(node.broker, config)  # after recovery: durable entities reach the store
     listeners = await trio.open_tcp_listeners(config.listener.port, host=config.listener.host)
     ports = [listener.socket.getsockname()[1] for listener in listeners]
     log.info("amqplite listening on %s port %s", config.listener.host, ports[0])
@@ -78,6 +85,14 @@ async def run_node(
                     )
 
             handlers.start_soon(accept)
+            handlers.start_soon(committer.run)
+            handlers.start_soon(run_broker_timers, node.broker)
+            if config.management.enabled:
+                from amqplite.management.server import run_management
+
+                await handlers.start(
+                    partial(run_management, node, config.management, store=committer.store)
+                )
             task_status.started(ports)
             async for signum in signals:
                 log.info("%s: shutting down", signal.Signals(signum).name)
@@ -86,6 +101,7 @@ async def run_node(
             handlers.start_soon(_exit_on_second_signal, signals)
             await node.close_all(grace=5.0)
             handlers.cancel_scope.cancel()
+    committer.close()
     log.info("amqplite stopped")
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import attrs
 
 from amqplite import __version__
+from amqplite.broker.auth import check_access, vhost_refused
 from amqplite.broker.broker import Broker, User
 from amqplite.broker.consumer import DeliveryChannel
 from amqplite.broker.message import Message, QueueEntry
@@ -131,6 +132,8 @@ class Session:
         self._starved = False
         self._confirming: dict[int, ChannelSession] = {}
         self._released = False
+        self._allowed: set[tuple[str, str, str]] = set()  # permission checks passed
+        self._allowed_for: object = None  # the Permission those checks were made against
 
     # -- I/O boundary ------------------------------------------------------------------------
 
@@ -241,6 +244,12 @@ class Session:
         channel = self.channels.get(channel_id)
         if channel is not None and channel.state is ChannelState.OPEN:
             self._send(channel_id, _m(spec.Basic.Cancel, consumer_tag=consumer_tag, nowait=True))
+
+    def close_channel(self, channel_id: int, reply_code: ReplyCode, reply_text: str) -> None:
+        """Close a channel from the server side (a consumer acknowledgement timeout)."""
+        channel = self.channels.get(channel_id)
+        if channel is not None and channel.state is ChannelState.OPEN:
+            self._channel_error(channel, ChannelException(reply_code, reply_text), None)
 
     def has_capacity(self) -> bool:
         """False while the outbound buffer is over its bound (deliveries pause)."""
@@ -417,7 +426,14 @@ class Session:
         self.state = ConnectionState.AWAIT_OPEN
 
     def _open(self, method: Any) -> None:
-        self.vhost = self.broker.vhost(method.virtual_host or "/")
+        vhost = self.broker.vhost(method.virtual_host or "/")
+        user = self.user.name if self.user else ""
+        if self.broker.permissions_of(user, vhost.name) is None:
+            log.warning(
+                "vhost access refused from %s: user=%s vhost=%s", self.peer, user, vhost.name
+            )
+            raise vhost_refused(vhost.name, user)
+        self.vhost = vhost
         self.state = ConnectionState.OPEN
         self._send(0, spec.Connection.OpenOk())
         log.info(
@@ -434,7 +450,13 @@ class Session:
             exc.reply_code is not ReplyCode.CONNECTION_FORCED
             and self.state is not ConnectionState.AWAIT_START_OK
         ):
-            log.warning("closing connection %s: %s", self.peer, exc.reply_text)
+            log.warning(
+                "closing connection %s user=%s: %d %s",
+                self.peer,
+                self.user.name if self.user else "?",
+                int(exc.reply_code),
+                exc.reply_text,
+            )
         self.close_reason = exc.reply_text
         self._send(
             0,
@@ -568,8 +590,27 @@ class Session:
 
     # exchange
 
+    def _allow(self, access: str, kind: str, name: str, class_id: int, method_id: int) -> None:
+        """403 ACCESS_REFUSED unless the user's permissions on this vhost allow the access."""
+        user = self.user.name if self.user else ""
+        permission = self.broker.permissions_of(user, self._vh.name)
+        if permission is not self._allowed_for:
+            self._allowed_for = permission
+            self._allowed.clear()
+        key = (access, kind, name)
+        if key in self._allowed:
+            return
+        check_access(permission, access, kind, name, self._vh.name, user, class_id, method_id)
+        self._allowed.add(key)
+
     def _exchange_declare(self, channel: ChannelSession, command: Command) -> None:
         m = command.method
+        if not m.passive:
+            self._allow("configure", "exchange", m.exchange, ClassId.EXCHANGE, 10)
+            alternate = (m.arguments or {}).get("alternate-exchange")
+            if isinstance(alternate, str):
+                self._allow("write", "exchange", alternate, ClassId.EXCHANGE, 10)
+                self._allow("read", "exchange", m.exchange, ClassId.EXCHANGE, 10)
         self._vh.declare_exchange(
             m.exchange,
             m.exchange_type,
@@ -584,12 +625,15 @@ class Session:
 
     def _exchange_delete(self, channel: ChannelSession, command: Command) -> None:
         m = command.method
+        self._allow("configure", "exchange", m.exchange, ClassId.EXCHANGE, 20)
         self._vh.delete_exchange(m.exchange, if_unused=m.if_unused)
         if not m.nowait:
             self._send(channel.channel_id, spec.Exchange.DeleteOk())
 
     def _exchange_bind(self, channel: ChannelSession, command: Command) -> None:
         m = command.method
+        self._allow("write", "exchange", m.destination, ClassId.EXCHANGE, 30)
+        self._allow("read", "exchange", m.source, ClassId.EXCHANGE, 30)
         self._vh.bind(
             m.source, Destination("exchange", m.destination), m.routing_key, dict(m.arguments or {})
         )
@@ -598,6 +642,8 @@ class Session:
 
     def _exchange_unbind(self, channel: ChannelSession, command: Command) -> None:
         m = command.method
+        self._allow("write", "exchange", m.destination, ClassId.EXCHANGE, 40)
+        self._allow("read", "exchange", m.source, ClassId.EXCHANGE, 40)
         self._vh.unbind(
             m.source, Destination("exchange", m.destination), m.routing_key, dict(m.arguments or {})
         )
@@ -609,6 +655,12 @@ class Session:
     def _queue_declare(self, channel: ChannelSession, command: Command) -> None:
         m = command.method
         name = m.queue if m.queue or not m.passive else self._queue_name(channel, m.queue)
+        if not m.passive:
+            self._allow("configure", "queue", name or "amq.gen", ClassId.QUEUE, 10)
+            dlx = (m.arguments or {}).get("x-dead-letter-exchange")
+            if isinstance(dlx, str):
+                self._allow("write", "exchange", dlx, ClassId.QUEUE, 10)
+                self._allow("read", "queue", name or "amq.gen", ClassId.QUEUE, 10)
         queue = self._vh.declare_queue(
             name,
             passive=m.passive,
@@ -634,6 +686,8 @@ class Session:
         m = command.method
         queue = self._queue_name(channel, m.queue)
         routing_key = m.routing_key if (m.queue or m.routing_key) else queue
+        self._allow("write", "queue", queue, ClassId.QUEUE, 20)
+        self._allow("read", "exchange", m.exchange, ClassId.QUEUE, 20)
         self._vh.bind(
             m.exchange,
             Destination("queue", queue),
@@ -647,6 +701,8 @@ class Session:
     def _queue_unbind(self, channel: ChannelSession, command: Command) -> None:
         m = command.method
         queue = self._queue_name(channel, m.queue)
+        self._allow("write", "queue", queue, ClassId.QUEUE, 50)
+        self._allow("read", "exchange", m.exchange, ClassId.QUEUE, 50)
         self._vh.unbind(
             m.exchange,
             Destination("queue", queue),
@@ -658,12 +714,14 @@ class Session:
 
     def _queue_purge(self, channel: ChannelSession, command: Command) -> None:
         m = command.method
+        self._allow("read", "queue", self._queue_name(channel, m.queue), ClassId.QUEUE, 30)
         count = self._vh.queue(self._queue_name(channel, m.queue), self).purge()
         if not m.nowait:
             self._send(channel.channel_id, _m(spec.Queue.PurgeOk, message_count=count))
 
     def _queue_delete(self, channel: ChannelSession, command: Command) -> None:
         m = command.method
+        self._allow("configure", "queue", self._queue_name(channel, m.queue), ClassId.QUEUE, 40)
         count = self._vh.delete_queue(
             self._queue_name(channel, m.queue),
             if_unused=m.if_unused,
@@ -686,6 +744,7 @@ class Session:
 
     def _basic_consume(self, channel: ChannelSession, command: Command) -> None:
         m = command.method
+        self._allow("read", "queue", self._queue_name(channel, m.queue), ClassId.BASIC, 20)
         consumer = self.broker.consume(
             self._vh,
             channel.delivery,
@@ -708,6 +767,7 @@ class Session:
 
     def _basic_get(self, channel: ChannelSession, command: Command) -> None:
         m = command.method
+        self._allow("read", "queue", self._queue_name(channel, m.queue), ClassId.BASIC, 70)
         queue = self._vh.queue(self._queue_name(channel, m.queue), self)
         got = channel.delivery.get(queue, m.no_ack)
         if got is None:
@@ -732,6 +792,7 @@ class Session:
     def _basic_publish(self, channel: ChannelSession, command: Command) -> None:
         m: BasicPublish = command.method
         vhost = self._vh
+        self._allow("write", "exchange", m.exchange, ClassId.BASIC, 40)
         vhost.exchange(m.exchange)  # 404 before anything else
         properties_bin = command.properties_bin or b"\x00\x00"
         facts = read_facts(properties_bin)
@@ -766,7 +827,8 @@ class Session:
     def _route(
         self, channel: ChannelSession, exchange: str, mandatory: bool, message: Message
     ) -> None:
-        queues = self.broker.publish(self._vh, exchange, message)
+        routed = self.broker.route(self._vh, exchange, message)
+        queues = routed.queues
         if not queues and mandatory:
             self._write(
                 encode_return(
@@ -782,9 +844,11 @@ class Session:
             )
         if channel.mode is ConfirmMode.CONFIRM:
             ticket = 0
-            if message.persistent and any(q.durable for q in queues):
+            if message.persistent and any(q.durable for q in routed.accepted):
                 ticket = self.broker.commits.write_ticket()
-            channel.pending_confirms.append((channel.next_publish_seq(), True, ticket))
+            # reject-publish: a queue refused it, so the publisher gets basic.nack (as RabbitMQ)
+            ok = not routed.rejected
+            channel.pending_confirms.append((channel.next_publish_seq(), ok, ticket))
             self._confirming[channel.channel_id] = channel
 
     def _flush_confirms(self) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 import attrs
 import pytest
 
+from amqplite.broker.auth import Permission
 from amqplite.broker.broker import Broker
 from amqplite.protocol.assembler import Command, ContentAssembler
 from amqplite.protocol.constants import PROTOCOL_HEADER, ReplyCode
@@ -98,6 +99,7 @@ def broker() -> Broker:
     b = Broker()
     b.add_vhost("/")
     b.add_user("guest", "guest")
+    b.set_permissions("guest", "/", Permission())
     return b
 
 

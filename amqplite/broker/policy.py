@@ -1,0 +1,94 @@
+"""Policies: queue settings applied by name pattern, the queue's own arguments taking precedence."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any, Final
+
+import attrs
+
+from amqplite.broker.queue import OVERFLOW_MODES, POLICY_KEYS
+
+APPLY_TO: Final = ("queues", "exchanges", "all")
+# Keys RabbitMQ knows that we accept (so exported definitions import) but do not act on.
+IGNORED_KEYS: Final = (
+    "alternate-exchange",
+    "queue-mode",
+    "queue-version",
+    "ha-mode",
+    "ha-params",
+    "ha-sync-mode",
+    "ha-promote-on-shutdown",
+    "ha-promote-on-failure",
+    "queue-master-locator",
+    "queue-leader-locator",
+    "max-age",
+    "stream-max-segment-size-bytes",
+)
+_MINIMUM: Final = {
+    "message-ttl": 0,
+    "expires": 1,
+    "max-length": 0,
+    "max-length-bytes": 0,
+    "delivery-limit": 0,
+    "consumer-timeout": 0,
+}
+
+
+@attrs.frozen
+class Policy:
+    """A named policy of a vhost: a definition applied to queues whose names match pattern."""
+
+    vhost: str
+    name: str
+    pattern: str
+    definition: dict[str, Any]
+    priority: int = 0
+    apply_to: str = "queues"
+
+    def applies_to_queue(self, queue: str) -> bool:
+        """True when the policy applies to queues and the pattern matches (anywhere) in the name."""
+        return self.apply_to in ("queues", "all") and re.search(self.pattern, queue) is not None
+
+
+def validate_policy(policy: Policy) -> None:
+    """Raise ValueError("reason") for a bad pattern, apply-to, definition key or value."""
+    if not policy.name:
+        raise ValueError("policy name must not be empty")
+    if policy.apply_to not in APPLY_TO:
+        raise ValueError(f"apply-to must be one of {', '.join(APPLY_TO)}, not {policy.apply_to!r}")
+    if isinstance(policy.priority, bool) or not isinstance(policy.priority, int):
+        raise ValueError(f"priority must be an integer, not {policy.priority!r}")
+    try:
+        re.compile(policy.pattern)
+    except re.error as exc:
+        raise ValueError(f"invalid pattern {policy.pattern!r}: {exc}") from None
+    if not policy.definition:
+        raise ValueError("policy definition must not be empty")
+    for key, value in policy.definition.items():
+        if key in IGNORED_KEYS:
+            continue
+        if key not in POLICY_KEYS:
+            raise ValueError(f"unknown policy key {key!r}")
+        if key in _MINIMUM:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"{key} must be an integer, not {value!r}")
+            if value < _MINIMUM[key]:
+                raise ValueError(f"{key} must be at least {_MINIMUM[key]}, not {value}")
+        elif key == "overflow":
+            if value not in OVERFLOW_MODES:
+                raise ValueError(f"overflow must be one of {', '.join(OVERFLOW_MODES)}")
+        elif not isinstance(value, str):
+            raise ValueError(f"{key} must be a string, not {value!r}")
+
+
+def effective_policy(policies: Iterable[Policy], queue: str) -> Policy | None:
+    """The policy that applies to a queue: the matching one with the highest priority."""
+    best: Policy | None = None
+    for policy in policies:
+        if policy.applies_to_queue(queue) and (
+            best is None or (policy.priority, policy.name) > (best.priority, best.name)
+        ):
+            best = policy
+    return best

@@ -1,0 +1,191 @@
+"""`amqplite ctl`: list and act on a running broker through its management API."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from amqplite.cli.api import ManagementClient, quote
+
+# What each listing shows: (column header, dotted path into the API's JSON object).
+COLUMNS: dict[str, list[tuple[str, str]]] = {
+    "queues": [
+        ("vhost", "vhost"),
+        ("name", "name"),
+        ("ready", "messages_ready"),
+        ("unacked", "messages_unacknowledged"),
+        ("consumers", "consumers"),
+        ("publish/s", "message_stats.publish_details.rate"),
+        ("deliver/s", "message_stats.deliver_get_details.rate"),
+        ("ack/s", "message_stats.ack_details.rate"),
+    ],
+    "exchanges": [
+        ("vhost", "vhost"),
+        ("name", "name"),
+        ("type", "type"),
+        ("durable", "durable"),
+        ("auto_delete", "auto_delete"),
+        ("internal", "internal"),
+        ("arguments", "arguments"),
+    ],
+    "bindings": [
+        ("vhost", "vhost"),
+        ("source", "source"),
+        ("destination_type", "destination_type"),
+        ("destination", "destination"),
+        ("routing_key", "routing_key"),
+        ("arguments", "arguments"),
+    ],
+    "connections": [
+        ("name", "name"),
+        ("user", "user"),
+        ("vhost", "vhost"),
+        ("channels", "channels"),
+        ("state", "state"),
+        ("recv/s", "recv_oct_details.rate"),
+        ("send/s", "send_oct_details.rate"),
+    ],
+    "channels": [
+        ("name", "name"),
+        ("user", "user"),
+        ("vhost", "vhost"),
+        ("consumers", "consumer_count"),
+        ("unacked", "messages_unacknowledged"),
+        ("prefetch", "prefetch_count"),
+        ("confirm", "confirm"),
+    ],
+    "consumers": [
+        ("vhost", "queue.vhost"),
+        ("queue", "queue.name"),
+        ("consumer_tag", "consumer_tag"),
+        ("channel", "channel_details.name"),
+        ("ack_required", "ack_required"),
+        ("prefetch", "prefetch_count"),
+    ],
+}
+
+_DEFAULT_SORT = {
+    "queues": ("vhost", "name"),
+    "exchanges": ("vhost", "name"),
+    "bindings": ("vhost", "source", "destination", "routing_key"),
+    "connections": ("name",),
+    "channels": ("name",),
+    "consumers": ("queue.vhost", "queue.name", "consumer_tag"),
+}
+
+
+def lookup(item: Any, path: str) -> Any:
+    """The value at a dotted path of a JSON object, or None."""
+    for part in path.split("."):
+        if not isinstance(item, dict):
+            return None
+        item = item.get(part)
+    return item
+
+
+def cell(value: Any) -> str:
+    """One table cell: booleans and numbers as an operator reads them."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:.1f}"
+    if isinstance(value, dict | list):
+        return json.dumps(value, sort_keys=True) if value else ""
+    return str(value)
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Columns padded to their widest cell, numbers right-aligned, two spaces apart."""
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+    numeric = [
+        bool(rows) and all(_is_number(row[i]) for row in rows if row[i])
+        for i in range(len(headers))
+    ]
+
+    def line(cells: Sequence[str]) -> str:
+        parts = [
+            c.rjust(w) if num else c.ljust(w)
+            for c, w, num in zip(cells, widths, numeric, strict=True)
+        ]
+        return "  ".join(parts).rstrip()
+
+    return "\n".join([line(headers), *(line(row) for row in rows)])
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def list_items(client: ManagementClient, kind: str, vhost: str | None) -> list[dict[str, Any]]:
+    """The API's objects of one kind, optionally of one vhost, in a stable order."""
+    path = f"/api/{kind}" + (f"/{quote(vhost)}" if vhost else "")
+    items = client.get(path) or []
+    if isinstance(items, dict) and "items" in items:  # a paginated answer
+        items = items["items"]
+    keys = _DEFAULT_SORT[kind]
+    return sorted(items, key=lambda it: tuple(cell(lookup(it, k)) for k in keys))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The `ctl` subcommands."""
+    parser.add_argument("--url", help="management API (env AMQPLITE_MANAGEMENT_URL)")
+    parser.add_argument("--user", help="user (env AMQPLITE_USER, default guest)")
+    parser.add_argument("--password", help="password (env AMQPLITE_PASSWORD, default guest)")
+    parser.add_argument("--json", action="store_true", help="JSON output for scripts")
+    sub = parser.add_subparsers(dest="action", required=True)
+    listing = sub.add_parser("list", help="list queues, exchanges, bindings, connections, ...")
+    listing.add_argument("kind", choices=sorted(COLUMNS))
+    listing.add_argument("--vhost", help="only this vhost")
+    for action, helptext in (
+        ("purge", "remove every ready message of a queue"),
+        ("delete-queue", "delete a queue"),
+    ):
+        p = sub.add_parser(action, help=helptext)
+        p.add_argument("queue")
+        p.add_argument("--vhost", default="/")
+    close = sub.add_parser("close-connection", help="close a client connection")
+    close.add_argument("name", help="the connection's name, as `ctl list connections` shows it")
+    close.add_argument("--reason", default="closed via amqplite ctl")
+
+
+def run(args: argparse.Namespace, client: ManagementClient, out: TextIO) -> int:
+    """Execute a parsed `ctl` command; the exit status."""
+    if args.action == "list":
+        items = list_items(client, args.kind, args.vhost)
+        if args.json:
+            out.write(json.dumps(items, indent=2, sort_keys=True) + "\n")
+            return 0
+        columns = COLUMNS[args.kind]
+        rows = [[cell(lookup(it, path)) for _, path in columns] for it in items]
+        out.write(format_table([h for h, _ in columns], rows) + "\n")
+        return 0
+    if args.action == "purge":
+        client.request("DELETE", f"/api/queues/{quote(args.vhost)}/{quote(args.queue)}/contents")
+        return _done(args, out, {"purged": args.queue, "vhost": args.vhost})
+    if args.action == "delete-queue":
+        client.request("DELETE", f"/api/queues/{quote(args.vhost)}/{quote(args.queue)}")
+        return _done(args, out, {"deleted": args.queue, "vhost": args.vhost})
+    if args.action == "close-connection":
+        client.request(
+            "DELETE", f"/api/connections/{quote(args.name)}", headers={"X-Reason": args.reason}
+        )
+        return _done(args, out, {"closed": args.name})
+    return 2
+
+
+def _done(args: argparse.Namespace, out: TextIO, result: dict[str, str]) -> int:
+    if args.json:
+        out.write(json.dumps(result, sort_keys=True) + "\n")
+    else:
+        out.write(" ".join(f"{k}={v}" for k, v in result.items()) + "\n")
+    return 0

@@ -1,0 +1,149 @@
+"""/metrics in the Prometheus text format: queues, message counters, connections, store, memory."""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from amqplite.management.app import ManagementApp
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+FSYNC_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+# (metric suffix, MessageStats fields summed, help)
+COUNTERS: tuple[tuple[str, tuple[str, ...], str], ...] = (
+    ("published", ("publish",), "Messages enqueued"),
+    ("delivered", ("deliver", "deliver_no_ack", "get", "get_no_ack"), "Messages delivered or got"),
+    ("acked", ("ack",), "Messages acknowledged by clients"),
+    ("redelivered", ("redeliver",), "Deliveries with the redelivered flag"),
+    ("rejected", ("reject",), "Messages rejected or nacked without requeue"),
+    ("requeued", ("requeue",), "Messages returned to their queue"),
+    ("dead_lettered", ("dead_lettered",), "Messages dead-lettered"),
+    ("expired", ("expired",), "Messages expired by TTL"),
+    ("dropped", ("dropped",), "Messages dropped by a length limit"),
+)
+
+
+class LatencyHistogram:
+    """A Prometheus histogram kept in O(log buckets) per observation (fsync latency)."""
+
+    def __init__(self, buckets: Sequence[float] = FSYNC_BUCKETS) -> None:
+        self.buckets = tuple(buckets)
+        self.counts = [0] * (len(self.buckets) + 1)  # the last one is +Inf
+        self.sum = 0.0
+        self.count = 0
+
+    def observe(self, seconds: float) -> None:
+        """Record one latency."""
+        self.counts[bisect.bisect_left(self.buckets, seconds)] += 1
+        self.sum += seconds
+        self.count += 1
+
+    def cumulative(self) -> list[tuple[str, int]]:
+        """(le, cumulative count) pairs, ending with +Inf."""
+        out: list[tuple[str, int]] = []
+        running = 0
+        for bound, count in zip((*map(_num, self.buckets), "+Inf"), self.counts, strict=True):
+            running += count
+            out.append((bound, running))
+        return out
+
+
+def _num(value: float) -> str:
+    return repr(float(value)) if not float(value).is_integer() else str(int(value))
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _header(lines: list[str], name: str, kind: str, text: str) -> None:
+    lines.append(f"# HELP {name} {text}")
+    lines.append(f"# TYPE {name} {kind}")
+
+
+def _store_numbers(store: Any) -> tuple[int, LatencyHistogram | None]:
+    """Journal bytes on disk and the fsync histogram, read from the store if it offers them."""
+    if store is None:
+        return 0, None
+    journal_bytes = 0
+    total = getattr(store, "journal_bytes", None)
+    if callable(total):
+        total = total()
+    if isinstance(total, int):
+        journal_bytes = total
+    else:
+        for journal in list(getattr(store, "journals", {}).values()):
+            size = getattr(journal, "journal_bytes", None)
+            size = size() if callable(size) else size
+            if isinstance(size, int):
+                journal_bytes += size
+    histogram = getattr(store, "fsync_histogram", None)
+    if not isinstance(histogram, LatencyHistogram):
+        histogram = None
+    return journal_bytes, histogram
+
+
+def render_metrics(app: ManagementApp, memory_bytes: int) -> str:
+    """Every metric of the node in the text exposition format."""
+    from amqplite.management.resources.connections import _open_connections
+
+    broker = app.broker
+    lines: list[str] = []
+    queues = [q for v in broker.vhosts.values() for q in v.queues.values()]
+    for name, attr, text in (
+        ("amqplite_queue_messages_ready", "ready", "Messages ready for delivery"),
+        (
+            "amqplite_queue_messages_unacked",
+            "unacked",
+            "Messages delivered and not yet acknowledged",
+        ),
+        ("amqplite_queue_consumers", "consumers", "Consumers of the queue"),
+        ("amqplite_queue_messages_ready_bytes", "bytes", "Body bytes of ready messages"),
+    ):
+        _header(lines, name, "gauge", text)
+        for q in queues:
+            if attr == "ready":
+                value = len(q.ready)
+            elif attr == "unacked":
+                value = q.unacked_count
+            elif attr == "consumers":
+                value = len(q.consumers)
+            else:
+                value = q.ready_bytes
+            lines.append(f'{name}{{vhost="{_label(q.vhost)}",queue="{_label(q.name)}"}} {value}')
+    for suffix, fields, text in COUNTERS:
+        name = f"amqplite_queue_messages_{suffix}_total"
+        _header(lines, name, "counter", f"{text} (per queue)")
+        for q in queues:
+            value = sum(getattr(q.stats, f, 0) for f in fields)
+            lines.append(f'{name}{{vhost="{_label(q.vhost)}",queue="{_label(q.name)}"}} {value}')
+    for suffix, fields, text in COUNTERS:
+        name = f"amqplite_global_messages_{suffix}_total"
+        _header(lines, name, "counter", text)
+        lines.append(f"{name} {sum(getattr(broker.totals, f, 0) for f in fields)}")
+    conns = _open_connections(app)
+    gauges: Iterable[tuple[str, int, str]] = (
+        ("amqplite_connections", len(conns), "Open AMQP connections"),
+        ("amqplite_channels", sum(len(c.session.channels) for c in conns), "Open AMQP channels"),
+        ("amqplite_consumers", sum(len(q.consumers) for q in queues), "Consumers"),
+        ("amqplite_queues", len(queues), "Queues"),
+        ("amqplite_process_resident_memory_bytes", memory_bytes, "Resident memory of the broker"),
+    )
+    for name, value, text in gauges:
+        _header(lines, name, "gauge", text)
+        lines.append(f"{name} {value}")
+    journal_bytes, histogram = _store_numbers(app.store)
+    _header(lines, "amqplite_journal_bytes", "gauge", "Bytes of queue journals on disk")
+    lines.append(f"amqplite_journal_bytes {journal_bytes}")
+    histogram = histogram or LatencyHistogram()
+    name = "amqplite_fsync_seconds"
+    _header(lines, name, "histogram", "Latency of group-commit fsyncs")
+    for bound, count in histogram.cumulative():
+        lines.append(f'{name}_bucket{{le="{bound}"}} {count}')
+    lines.append(f"{name}_sum {histogram.sum}")
+    lines.append(f"{name}_count {histogram.count}")
+    lines.append("")
+    return "\n".join(lines)

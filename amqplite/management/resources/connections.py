@@ -1,0 +1,229 @@
+"""/api/connections (GET, DELETE = close), /api/channels, /api/consumers."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from amqplite.broker.consumer import Consumer
+from amqplite.management.app import MANAGEMENT, Call, Router, jsonable
+from amqplite.management.http import HttpError, Response
+from amqplite.management.listing import render_list
+from amqplite.management.resources.common import (
+    connection_details,
+    connection_name,
+    local_address,
+    split_peer,
+)
+from amqplite.protocol.constants import ReplyCode
+
+if TYPE_CHECKING:
+    from amqplite.management.app import ManagementApp
+
+CLOSED_VIA_MANAGEMENT = "Closed via management plugin"
+
+
+def register(router: Router) -> None:
+    """Routes of this resource."""
+    router.add("GET", "/api/connections", list_connections, MANAGEMENT)
+    router.add("GET", "/api/vhosts/{vhost}/connections", list_connections, MANAGEMENT)
+    router.add("GET", "/api/connections/{name}", show_connection, MANAGEMENT)
+    router.add("DELETE", "/api/connections/{name}", close_connection, MANAGEMENT)
+    router.add("GET", "/api/connections/{name}/channels", connection_channels, MANAGEMENT)
+    router.add("GET", "/api/channels", list_channels, MANAGEMENT)
+    router.add("GET", "/api/vhosts/{vhost}/channels", list_channels, MANAGEMENT)
+    router.add("GET", "/api/channels/{name}", show_channel, MANAGEMENT)
+    router.add("GET", "/api/consumers", list_consumers, MANAGEMENT)
+    router.add("GET", "/api/consumers/{vhost}", list_consumers, MANAGEMENT)
+
+
+def _open_connections(app: ManagementApp) -> list[Any]:
+    """Connections past the handshake (they have a vhost), in a stable order."""
+    conns = [
+        c for c in app.node.connections if c.session.vhost is not None and not c.session.closed
+    ]
+    conns.sort(key=lambda c: c.session.peer)
+    return conns
+
+
+def _visible(call: Call, conn: Any) -> bool:
+    """Users see their own connections; monitoring and administrators see all."""
+    if "vhost" in call.params and conn.session.vhost.name != call.params["vhost"]:
+        return False
+    user = call.user
+    if user is None or {"monitoring", "administrator"}.intersection(user.tags):
+        return True
+    return conn.session.user is not None and conn.session.user.name == user.name
+
+
+def render_connection(app: ManagementApp, conn: Any) -> dict[str, Any]:
+    """A connection as RabbitMQ's JSON object."""
+    session = conn.session
+    peer_host, peer_port = split_peer(session.peer)
+    host, port = local_address(conn)
+    connected_at = app.connected_at.setdefault(session, app.wall_clock())
+    return {
+        "name": connection_name(conn),
+        "node": app.node_name,
+        "type": "network",
+        "protocol": "AMQP 0-9-1",
+        "state": "running" if session.state.value == "open" else session.state.value,
+        "vhost": session.vhost.name,
+        "user": session.user.name if session.user else "",
+        "auth_mechanism": getattr(session, "auth_mechanism", "PLAIN"),
+        "peer_host": peer_host,
+        "peer_port": peer_port,
+        "host": host,
+        "port": port,
+        "ssl": False,
+        "channels": len(session.channels),
+        "channel_max": session.channel_max,
+        "frame_max": session.frame_max,
+        "timeout": session.heartbeat,
+        "client_properties": jsonable(session.client_properties),
+        "connected_at": int(connected_at * 1000),
+    }
+
+
+def _find_connection(call: Call) -> Any:
+    name = call.params["name"]
+    for conn in _open_connections(call.app):
+        if connection_name(conn) == name and _visible(call, conn):
+            return conn
+    raise HttpError(404, "Not Found", "Object Not Found")
+
+
+def list_connections(call: Call) -> Response:
+    """Open AMQP connections."""
+    if "vhost" in call.params:
+        call.vhost()
+    conns = [c for c in _open_connections(call.app) if _visible(call, c)]
+    return Response.json(
+        render_list(conns, connection_name, lambda c: render_connection(call.app, c), call.query)
+    )
+
+
+def show_connection(call: Call) -> Response:
+    """One connection."""
+    return call.one(render_connection(call.app, _find_connection(call)))
+
+
+def close_connection(call: Call) -> Response:
+    """DELETE: close the connection with 320 CONNECTION_FORCED (reason from the X-Reason header)."""
+    conn = _find_connection(call)
+    reason = call.request.headers.get("x-reason") or CLOSED_VIA_MANAGEMENT
+    conn.session.force_close(ReplyCode.CONNECTION_FORCED, reason)
+    conn.wake()
+    return Response.empty()
+
+
+def _channels(call: Call, conns: list[Any]) -> list[tuple[Any, Any]]:
+    return [
+        (conn, channel)
+        for conn in conns
+        for channel in sorted(conn.session.channels.values(), key=lambda ch: ch.channel_id)
+    ]
+
+
+def channel_name(conn: Any, channel: Any) -> str:
+    """RabbitMQ's channel name: "<connection name> (<number>)"."""
+    return f"{connection_name(conn)} ({channel.channel_id})"
+
+
+def render_channel(app: ManagementApp, conn: Any, channel: Any) -> dict[str, Any]:
+    """A channel as RabbitMQ's JSON object."""
+    session = conn.session
+    delivery = channel.delivery
+    mode = getattr(channel.mode, "value", "none")
+    return {
+        "name": channel_name(conn, channel),
+        "number": channel.channel_id,
+        "node": app.node_name,
+        "vhost": session.vhost.name if session.vhost else "",
+        "user": session.user.name if session.user else "",
+        "state": "running" if getattr(channel.state, "value", "open") == "open" else "closing",
+        "connection_details": connection_details(conn),
+        "consumer_count": len(delivery.consumers),
+        "messages_unacknowledged": len(delivery.unacked),
+        "prefetch_count": delivery.prefetch_count,
+        "global_prefetch_count": delivery.global_prefetch,
+        "confirm": mode == "confirm",
+        "transactional": mode == "tx",
+    }
+
+
+def list_channels(call: Call) -> Response:
+    """Open channels of visible connections."""
+    if "vhost" in call.params:
+        call.vhost()
+    conns = [c for c in _open_connections(call.app) if _visible(call, c)]
+    pairs = _channels(call, conns)
+    return Response.json(
+        render_list(
+            pairs,
+            lambda p: channel_name(*p),
+            lambda p: render_channel(call.app, *p),
+            call.query,
+        )
+    )
+
+
+def connection_channels(call: Call) -> Response:
+    """The channels of one connection."""
+    conn = _find_connection(call)
+    pairs = _channels(call, [conn])
+    return Response.json([render_channel(call.app, *p) for p in pairs])
+
+
+def show_channel(call: Call) -> Response:
+    """One channel by name."""
+    name = call.params["name"]
+    conns = [c for c in _open_connections(call.app) if _visible(call, c)]
+    for conn, channel in _channels(call, conns):
+        if channel_name(conn, channel) == name:
+            return call.one(render_channel(call.app, conn, channel))
+    raise HttpError(404, "Not Found", "Object Not Found")
+
+
+def render_consumer(app: ManagementApp, consumer: Consumer, conn: Any = None) -> dict[str, Any]:
+    """A consumer as RabbitMQ's JSON object."""
+    sink = consumer.channel.sink
+    if conn is None:
+        conn = next((c for c in app.node.connections if c.session is sink), None)
+    channel_details: dict[str, Any] = {"number": consumer.channel.channel_id}
+    if conn is not None:
+        details = connection_details(conn)
+        channel_details.update(
+            {
+                "name": f"{details['name']} ({consumer.channel.channel_id})",
+                "connection_name": details["name"],
+                "peer_host": details["peer_host"],
+                "peer_port": details["peer_port"],
+                "user": conn.session.user.name if conn.session.user else "",
+            }
+        )
+    return {
+        "consumer_tag": consumer.tag,
+        "queue": {"name": consumer.queue.name, "vhost": consumer.queue.vhost},
+        "channel_details": channel_details,
+        "ack_required": not consumer.no_ack,
+        "exclusive": consumer.exclusive,
+        "prefetch_count": consumer.prefetch_count,
+        "arguments": jsonable(consumer.arguments) if consumer.arguments else {},
+        "active": True,
+        "activity_status": "up",
+    }
+
+
+def list_consumers(call: Call) -> Response:
+    """Every consumer of the visible vhosts (or one vhost)."""
+    vhosts = [call.vhost()] if "vhost" in call.params else list(call.app.visible_vhosts(call.user))
+    by_session = {id(c.session): c for c in call.app.node.connections}
+    items: list[dict[str, Any]] = []
+    for vhost in vhosts:
+        for queue in vhost.queues.values():
+            for consumer in queue.consumers:
+                conn = by_session.get(id(consumer.channel.sink))
+                items.append(render_consumer(call.app, consumer, conn))
+    return Response.json(
+        render_list(items, lambda c: str(c["consumer_tag"]), lambda c: c, call.query)
+    )

@@ -1,0 +1,179 @@
+"""/api/queues: list, show, declare (PUT), delete, purge (DELETE contents), get (peek)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from amqplite.broker.consumer import DeliveryChannel
+from amqplite.broker.message import QueueEntry
+from amqplite.management.app import MANAGEMENT, Call, Router, jsonable
+from amqplite.management.http import HttpError, Response
+from amqplite.management.listing import render_list
+from amqplite.management.resources.common import encode_payload, render_properties, render_queue
+from amqplite.management.resources.connections import render_consumer
+
+
+def register(router: Router) -> None:
+    """Routes of this resource."""
+    router.add("GET", "/api/queues", list_queues, MANAGEMENT)
+    router.add("GET", "/api/queues/{vhost}", list_queues, MANAGEMENT)
+    router.add("GET", "/api/queues/{vhost}/{name}", show_queue, MANAGEMENT)
+    router.add("PUT", "/api/queues/{vhost}/{name}", declare_queue, MANAGEMENT)
+    router.add("DELETE", "/api/queues/{vhost}/{name}", delete_queue, MANAGEMENT)
+    router.add("DELETE", "/api/queues/{vhost}/{name}/contents", purge_queue, MANAGEMENT)
+    router.add("POST", "/api/queues/{vhost}/{name}/get", get_messages, MANAGEMENT)
+
+
+def list_queues(call: Call) -> Response:
+    """Every queue the user may see, or those of one vhost."""
+    app = call.app
+    vhosts = [call.vhost()] if "vhost" in call.params else list(app.visible_vhosts(call.user))
+    queues = [q for v in vhosts for q in v.queues.values()]
+    now = app.clock()
+    if not call.query:  # the whole list, as is: cached JSON per unchanged queue
+        queues.sort(key=_queue_name)
+        body = "[" + ",".join([app.queue_json.render(app, q, now) for q in queues]) + "]"
+        return Response(200, body.encode())
+    return Response.json(
+        render_list(queues, _queue_name, lambda q: render_queue(app, q, now), call.query)
+    )
+
+
+def _queue_name(queue: Any) -> str:
+    return str(queue.name)
+
+
+def show_queue(call: Call) -> Response:
+    """One queue, with its consumers."""
+    vhost = call.vhost()
+    queue = call.queue(vhost)
+    item = render_queue(call.app, queue, call.app.clock())
+    item["consumer_details"] = [render_consumer(call.app, c) for c in queue.consumers]
+    return call.one(item)
+
+
+def _bool(body: dict[str, Any], key: str, default: bool = False) -> bool:
+    value = body.get(key, default)
+    if not isinstance(value, bool):
+        raise HttpError(400, f"'{key}' must be true or false")
+    return value
+
+
+def _arguments(body: dict[str, Any]) -> dict[str, Any]:
+    arguments = body.get("arguments") or {}
+    if not isinstance(arguments, dict):
+        raise HttpError(400, "'arguments' must be an object")
+    return arguments
+
+
+def declare_queue(call: Call) -> Response:
+    """PUT: create the queue (201), or check an existing one is equivalent (204)."""
+    name = call.params["name"]
+    vhost = call.vhost("configure", name)
+    body = call.json_object()
+    if not name:
+        raise HttpError(400, "a queue name is required")
+    durable = _bool(body, "durable", True)
+    auto_delete = _bool(body, "auto_delete")
+    arguments = _arguments(body)
+    existed = name in vhost.queues
+    vhost.declare_queue(name, durable=durable, auto_delete=auto_delete, arguments=arguments)
+    return Response.empty(204 if existed else 201)
+
+
+def delete_queue(call: Call) -> Response:
+    """DELETE, honouring `if-empty=true` and `if-unused=true`."""
+    name = call.params["name"]
+    vhost = call.vhost("configure", name)
+    queue = call.queue(vhost)
+    vhost.delete_queue(
+        name,
+        if_unused=call.flag("if-unused"),
+        if_empty=call.flag("if-empty"),
+        owner=queue.exclusive_owner,
+    )
+    return Response.empty()
+
+
+def purge_queue(call: Call) -> Response:
+    """DELETE contents: drop every ready message."""
+    name = call.params["name"]
+    vhost = call.vhost("read", name)
+    call.queue(vhost).purge()
+    return Response.empty()
+
+
+ACKMODES = {
+    "ack_requeue_true": True,
+    "reject_requeue_true": True,
+    "ack_requeue_false": False,
+    "reject_requeue_false": False,
+}
+
+
+class _NoSink:
+    """A management channel never has consumers, so nothing is ever delivered to it."""
+
+    def deliver(
+        self, channel_id: int, consumer_tag: str, delivery_tag: int, entry: QueueEntry
+    ) -> None:
+        """Unused."""
+
+    def cancel_consumer(self, channel_id: int, consumer_tag: str) -> None:
+        """Unused."""
+
+    def has_capacity(self) -> bool:
+        """Always room."""
+        return True
+
+
+def get_messages(call: Call) -> Response:
+    """POST get: take up to `count` messages, then requeue them or remove them (ackmode)."""
+    name = call.params["name"]
+    vhost = call.vhost("read", name)
+    queue = call.queue(vhost)
+    body = call.json_object(empty_ok=False)
+    count = body.get("count", 1)
+    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+        raise HttpError(400, "'count' must be a positive integer")
+    ackmode = body.get("ackmode", "ack_requeue_true")
+    if ackmode not in ACKMODES:
+        raise HttpError(400, f"'ackmode' must be one of {', '.join(ACKMODES)}")
+    encoding = body.get("encoding", "auto")
+    if encoding not in ("auto", "base64"):
+        raise HttpError(400, "'encoding' must be auto or base64")
+    truncate = body.get("truncate")
+    if truncate is not None and (not isinstance(truncate, int) or truncate < 0):
+        raise HttpError(400, "'truncate' must be a non-negative integer")
+    channel = DeliveryChannel(0, _NoSink())
+    out: list[dict[str, Any]] = []
+    got_any = False
+    for _ in range(count):
+        got = channel.get(queue, False)
+        if got is None:
+            break
+        got_any = True
+        _tag, entry, redelivered = got
+        message = entry.message
+        payload_bytes = message.body if truncate is None else message.body[:truncate]
+        payload, payload_encoding = encode_payload(payload_bytes, encoding)
+        out.append(
+            {
+                "payload_bytes": len(message.body),
+                "redelivered": redelivered,
+                "exchange": message.exchange,
+                "routing_key": message.routing_key,
+                "message_count": queue.message_count,
+                "properties": render_properties(message.properties_bin),
+                "payload": payload,
+                "payload_encoding": payload_encoding,
+            }
+        )
+    if got_any:
+        if ACKMODES[ackmode]:
+            call.broker.reject(channel, 0, True, requeue=True)
+        elif ackmode.startswith("ack"):
+            call.broker.ack(channel, 0, True)
+        else:
+            call.broker.reject(channel, 0, True, requeue=False)
+    return Response.json(jsonable(out))

@@ -1,0 +1,188 @@
+"""Append-only segment files of one queue: buffered appends, written and synced by the committer."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import BinaryIO
+
+import attrs
+
+from amqplite.store.records import (
+    FILE_HEADER,
+    FileKind,
+    StoreFileError,
+    file_header,
+    read_header,
+    scan,
+)
+
+log = logging.getLogger("amqplite.store")
+
+SEGMENT_SUFFIX = ".seg"
+
+
+def segment_path(directory: Path, number: int) -> Path:
+    """The file of segment `number`."""
+    return directory / f"{number:010d}{SEGMENT_SUFFIX}"
+
+
+def list_segments(directory: Path) -> list[tuple[int, Path]]:
+    """(number, path) of every segment file in the directory, oldest first."""
+    found: list[tuple[int, Path]] = []
+    if not directory.is_dir():
+        return found
+    for path in directory.iterdir():
+        if path.suffix == SEGMENT_SUFFIX and path.stem.isdigit():
+            found.append((int(path.stem), path))
+    found.sort()
+    return found
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a directory's entries (created, renamed, removed files) durable."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@attrs.define(eq=False)
+class SyncJob:
+    """Everything one group commit must make durable; run() happens in a worker thread."""
+
+    ticket: int
+    fsync: bool = True
+    files: list[BinaryIO] = attrs.field(factory=list)
+    dirs: set[Path] = attrs.field(factory=set)
+    close_after: list[BinaryIO] = attrs.field(factory=list)
+    remove_dirs: list[Path] = attrs.field(factory=list)
+    after_sync: list[SyncTask] = attrs.field(factory=list)
+    fsync_calls: int = 0
+    bytes_written: int = 0
+
+    def add_file(self, file: BinaryIO) -> None:
+        """Sync this file (once, however often it was written)."""
+        if not any(f is file for f in self.files):
+            self.files.append(file)
+
+    def run(self) -> None:
+        """fsync the files and directories, then close, remove and snapshot (blocking)."""
+        if self.fsync:
+            for file in self.files:
+                os.fsync(file.fileno())
+            for directory in self.dirs:
+                fsync_dir(directory)
+            self.fsync_calls += len(self.files) + len(self.dirs)
+        for file in self.close_after:
+            file.close()
+        for directory in self.remove_dirs:
+            _remove_tree(directory)
+            if self.fsync and directory.parent.exists():
+                fsync_dir(directory.parent)
+        for task in self.after_sync:
+            task.run(self.fsync)
+
+
+class SyncTask:
+    """Work that follows the fsync of a commit (snapshots)."""
+
+    def run(self, fsync: bool) -> None:
+        """Do the work in the committer's worker thread."""
+        raise NotImplementedError
+
+
+def _remove_tree(directory: Path) -> None:
+    if not directory.exists():
+        return
+    for path in directory.iterdir():
+        path.unlink()
+    directory.rmdir()
+
+
+class SegmentWriter:
+    """Appends records to numbered segment files of one directory, rotating at segment_bytes."""
+
+    def __init__(self, directory: Path, next_number: int, segment_bytes: int) -> None:
+        self.directory = directory
+        self.segment_bytes = segment_bytes
+        self.buffer = bytearray()
+        self.file: BinaryIO | None = None
+        self.number = next_number - 1  # number of the open segment (none open yet)
+        self.size = 0
+        self.sizes: dict[int, int] = {}  # bytes of every segment on disk, by number
+
+    @property
+    def bytes_on_disk(self) -> int:
+        """Total size of the segments (what a snapshot would reclaim)."""
+        return sum(self.sizes.values())
+
+    def append(self, record: bytes) -> None:
+        """Buffer a record; it reaches the file at the next write()."""
+        self.buffer += record
+
+    def write(self, job: SyncJob) -> None:
+        """Write the buffer to the open segment (rotating when full) and enlist it for fsync."""
+        if not self.buffer:
+            return
+        if self.file is None or self.size >= self.segment_bytes:
+            self.rotate(job)
+            self._open_next(job)
+        assert self.file is not None
+        self.file.write(self.buffer)
+        job.bytes_written += len(self.buffer)
+        self.size += len(self.buffer)
+        self.sizes[self.number] = self.size
+        self.buffer.clear()
+        job.add_file(self.file)
+
+    def rotate(self, job: SyncJob) -> int:
+        """Retire the open segment (synced, then closed by the job); return the last number used."""
+        if self.file is not None:
+            job.add_file(self.file)
+            job.close_after.append(self.file)
+            self.file = None
+        return self.number
+
+    def _open_next(self, job: SyncJob) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.number += 1
+        path = segment_path(self.directory, self.number)
+        self.file = open(path, "xb", buffering=0)  # noqa: SIM115 - closed by a SyncJob
+        header = file_header(FileKind.SEGMENT, self.number)
+        self.file.write(header)
+        self.size = len(header)
+        self.sizes[self.number] = self.size
+        job.dirs.add(self.directory)
+        job.dirs.add(self.directory.parent)
+
+
+@attrs.frozen
+class SegmentScan:
+    """What replaying one segment found."""
+
+    records: list[tuple[int, memoryview, int]]
+    size: int
+    problem: str | None
+    problem_offset: int
+
+
+def read_segment(path: Path) -> SegmentScan:
+    """Read a segment's records; a bad header or a torn/corrupt record ends it with a problem."""
+    data = path.read_bytes()
+    try:
+        read_header(data, FileKind.SEGMENT)
+    except StoreFileError as exc:
+        return SegmentScan([], len(data), f"bad segment header: {exc}", 0)
+    result = scan(data, FILE_HEADER.size)
+    return SegmentScan(result.records, len(data), result.problem, result.end)
+
+
+def cut_tail(path: Path, offset: int) -> None:
+    """Truncate a file at offset and make it durable."""
+    with open(path, "r+b") as file:
+        file.truncate(offset)
+        file.flush()
+        os.fsync(file.fileno())

@@ -1,0 +1,271 @@
+"""Journal records on disk: a file header with the schema version, then [len][crc32][type][payload]."""
+
+from __future__ import annotations
+
+import enum
+import struct
+import zlib
+from typing import Any
+
+import attrs
+
+from amqplite.protocol import codec
+
+MAGIC = b"AQLT"
+SCHEMA_VERSION = 1
+FILE_HEADER = struct.Struct(">4sHBxQ")  # magic, schema version, file kind, pad, extra (u64)
+RECORD_HEAD = struct.Struct(">II")  # length of type+payload, crc32 of type+payload
+MAX_RECORD = 1 << 31
+
+_ENQUEUE = struct.Struct(">QIBq")  # seq, delivery count, priority, expiration ms (-1: none)
+_U64 = struct.Struct(">Q")
+_DELIVERED = struct.Struct(">QI")
+_U16 = struct.Struct(">H")
+_U32 = struct.Struct(">I")
+
+
+class FileKind(enum.IntEnum):
+    """What a store file holds; checked with the schema version when the file is opened."""
+
+    SEGMENT = 1  # queue journal segment; extra = segment number
+    SNAPSHOT = 2  # queue snapshot; extra = last segment number it covers
+    METADATA = 3  # metadata log; extra = 0
+
+
+class RecordType(enum.IntEnum):
+    """The type byte of a record."""
+
+    ENQUEUE = 1
+    REMOVE = 2
+    DELIVERED = 3
+    SNAPSHOT_END = 9
+    EXCHANGE = 10
+    EXCHANGE_DELETED = 11
+    QUEUE = 12
+    QUEUE_DELETED = 13
+    BINDING = 14
+    BINDING_REMOVED = 15
+
+
+class StoreFileError(Exception):
+    """A store file has a wrong magic, kind or schema version."""
+
+
+def file_header(kind: FileKind, extra: int = 0) -> bytes:
+    """The header at the start of every store file."""
+    return FILE_HEADER.pack(MAGIC, SCHEMA_VERSION, int(kind), extra)
+
+
+def read_header(data: bytes | memoryview, kind: FileKind) -> int:
+    """Check a file header and return its extra field; StoreFileError if it is not ours."""
+    if len(data) < FILE_HEADER.size:
+        raise StoreFileError(f"short header ({len(data)} bytes)")
+    magic, version, got_kind, extra = FILE_HEADER.unpack_from(data, 0)
+    if magic != MAGIC:
+        raise StoreFileError(f"bad magic {magic!r}")
+    if version != SCHEMA_VERSION:
+        raise StoreFileError(f"schema version {version}, expected {SCHEMA_VERSION}")
+    if got_kind != kind:
+        raise StoreFileError(f"file kind {got_kind}, expected {int(kind)}")
+    return int(extra)
+
+
+def frame(record_type: RecordType, payload: bytes) -> bytes:
+    """One record: length and crc32 cover the type byte and the payload."""
+    body = bytes((record_type,)) + payload
+    return RECORD_HEAD.pack(len(body), zlib.crc32(body)) + body
+
+
+@attrs.frozen
+class ScanResult:
+    """Records read from a buffer: (type, payload, offset), where good data ends, and why it stopped."""
+
+    records: list[tuple[int, memoryview, int]]
+    end: int
+    problem: str | None  # None: clean end of data
+
+
+def scan(data: bytes | memoryview, start: int) -> ScanResult:
+    """Read records from start until the end or the first torn or corrupt record."""
+    view = memoryview(data)
+    size = len(view)
+    offset = start
+    records: list[tuple[int, memoryview, int]] = []
+    head = RECORD_HEAD.size
+    while offset < size:
+        if size - offset < head:
+            return ScanResult(records, offset, f"torn record header ({size - offset} bytes)")
+        length, crc = RECORD_HEAD.unpack_from(view, offset)
+        if length == 0 or length > MAX_RECORD:
+            return ScanResult(records, offset, f"bad record length {length}")
+        if size - offset - head < length:
+            return ScanResult(
+                records, offset, f"torn record ({size - offset - head} of {length} bytes)"
+            )
+        body = view[offset + head : offset + head + length]
+        if zlib.crc32(body) != crc:
+            return ScanResult(records, offset, "checksum mismatch")
+        records.append((body[0], body[1:], offset))
+        offset += head + length
+    return ScanResult(records, offset, None)
+
+
+# -- queue records ---------------------------------------------------------------------------
+
+
+@attrs.frozen
+class StoredMessage:
+    """A journaled message as read back: what is needed to rebuild the Message and its entry."""
+
+    seq: int
+    delivery_count: int
+    priority: int
+    expiration_ms: int | None
+    exchange: str
+    routing_key: str
+    properties_bin: bytes
+    body: bytes
+
+
+def encode_enqueue(
+    seq: int,
+    delivery_count: int,
+    priority: int,
+    expiration_ms: int | None,
+    exchange: str,
+    routing_key: str,
+    properties_bin: bytes,
+    body: bytes,
+) -> bytes:
+    """An ENQUEUE record carrying the whole message."""
+    ex = exchange.encode()
+    rk = routing_key.encode()
+    payload = b"".join(
+        (
+            _ENQUEUE.pack(
+                seq, delivery_count, priority & 0xFF, -1 if expiration_ms is None else expiration_ms
+            ),
+            _U16.pack(len(ex)),
+            ex,
+            _U16.pack(len(rk)),
+            rk,
+            _U32.pack(len(properties_bin)),
+            properties_bin,
+            body,
+        )
+    )
+    return frame(RecordType.ENQUEUE, payload)
+
+
+def decode_enqueue(payload: memoryview) -> StoredMessage:
+    """The message of an ENQUEUE payload."""
+    seq, count, priority, expiration = _ENQUEUE.unpack_from(payload, 0)
+    offset = _ENQUEUE.size
+    (n,) = _U16.unpack_from(payload, offset)
+    exchange = bytes(payload[offset + 2 : offset + 2 + n]).decode()
+    offset += 2 + n
+    (n,) = _U16.unpack_from(payload, offset)
+    routing_key = bytes(payload[offset + 2 : offset + 2 + n]).decode()
+    offset += 2 + n
+    (n,) = _U32.unpack_from(payload, offset)
+    properties_bin = bytes(payload[offset + 4 : offset + 4 + n])
+    body = bytes(payload[offset + 4 + n :])
+    return StoredMessage(
+        seq,
+        count,
+        priority,
+        None if expiration < 0 else expiration,
+        exchange,
+        routing_key,
+        properties_bin,
+        body,
+    )
+
+
+def enqueue_body_offset(payload: memoryview) -> int:
+    """Where the body starts inside an ENQUEUE payload (lazy bodies are read from there)."""
+    offset: int = _ENQUEUE.size
+    offset += 2 + int(_U16.unpack_from(payload, offset)[0])
+    offset += 2 + int(_U16.unpack_from(payload, offset)[0])
+    return offset + 4 + int(_U32.unpack_from(payload, offset)[0])
+
+
+def encode_remove(seq: int) -> bytes:
+    """A REMOVE record: the message left the queue for good."""
+    return frame(RecordType.REMOVE, _U64.pack(seq))
+
+
+def encode_delivered(seq: int, delivery_count: int) -> bytes:
+    """A DELIVERED record: the message has been handed out delivery_count times."""
+    return frame(RecordType.DELIVERED, _DELIVERED.pack(seq, delivery_count))
+
+
+def decode_seq(payload: memoryview) -> int:
+    """The sequence number of a REMOVE payload."""
+    return int(_U64.unpack_from(payload, 0)[0])
+
+
+def decode_delivered(payload: memoryview) -> tuple[int, int]:
+    """(seq, delivery count) of a DELIVERED payload."""
+    seq, count = _DELIVERED.unpack_from(payload, 0)
+    return int(seq), int(count)
+
+
+def encode_snapshot_end(count: int) -> bytes:
+    """The last record of a complete snapshot: how many messages it holds."""
+    return frame(RecordType.SNAPSHOT_END, _U64.pack(count))
+
+
+# -- metadata records ------------------------------------------------------------------------
+
+
+def _str(value: str) -> bytes:
+    raw = value.encode("utf-8", "surrogateescape")
+    return _U32.pack(len(raw)) + raw
+
+
+def _read_str(payload: memoryview, offset: int) -> tuple[str, int]:
+    (n,) = _U32.unpack_from(payload, offset)
+    return bytes(payload[offset + 4 : offset + 4 + n]).decode(
+        "utf-8", "surrogateescape"
+    ), offset + 4 + n
+
+
+def encode_fields(record_type: RecordType, *fields: str | bool | dict[str, Any]) -> bytes:
+    """A metadata record: strings, booleans and AMQP field tables (arguments) in order."""
+    parts: list[bytes] = []
+    for value in fields:
+        if isinstance(value, bool):
+            parts.append(b"\x01" if value else b"\x00")
+        elif isinstance(value, str):
+            parts.append(_str(value))
+        else:
+            parts.append(codec.write_table(value))
+    return frame(record_type, b"".join(parts))
+
+
+def decode_fields(payload: memoryview, layout: str) -> list[Any]:
+    """Decode a metadata record by layout: 's' string, 'b' boolean, 't' field table."""
+    values: list[Any] = []
+    offset = 0
+    for kind in layout:
+        if kind == "s":
+            text, offset = _read_str(payload, offset)
+            values.append(text)
+        elif kind == "b":
+            values.append(payload[offset] == 1)
+            offset += 1
+        else:
+            table, offset = codec.read_table(payload, offset, "surrogateescape")
+            values.append(table)
+    return values
+
+
+METADATA_LAYOUT: dict[RecordType, str] = {
+    RecordType.EXCHANGE: "sssbbt",  # vhost, name, type, auto_delete, internal, arguments
+    RecordType.EXCHANGE_DELETED: "ss",  # vhost, name
+    RecordType.QUEUE: "sssbt",  # vhost, name, directory, auto_delete, arguments
+    RecordType.QUEUE_DELETED: "ss",  # vhost, name
+    RecordType.BINDING: "ssssst",  # vhost, source, kind, destination, routing key, arguments
+    RecordType.BINDING_REMOVED: "ssssst",
+}

@@ -1,0 +1,268 @@
+"""amqplite's benchmark suite: AMQP load from separate publisher and consumer processes.
+
+Examples (from the repository root):
+
+    .venv/bin/python scripts/bench.py --spawn --compare amqp://guest:guest@127.0.0.1:5672/%2F
+    .venv/bin/python scripts/bench.py --url amqp://guest:guest@127.0.0.1:5672/%2F -s transient
+    .venv/bin/python scripts/bench.py --spawn -s latency-1k --duration 5 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import attrs
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from benchlib.client import DEFAULT_URL, BrokerURL, Client
+from benchlib.procinfo import find_listener_pid
+from benchlib.report import document, table
+from benchlib.scenarios import SCENARIOS, Result, Settings, Target, run_scenario
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command-line options."""
+    p = argparse.ArgumentParser(
+        prog="amqplite bench",
+        description="Benchmark an AMQP 0-9-1 broker (and compare it with another).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="scenarios: " + ", ".join(SCENARIOS),
+    )
+    p.add_argument("--url", default=None, help=f"broker under test (default {DEFAULT_URL})")
+    p.add_argument(
+        "--spawn",
+        action="store_true",
+        help="test `amqplite serve` started on a free port, afresh for every scenario",
+    )
+    p.add_argument(
+        "--amqplite-root",
+        metavar="DIR",
+        default=str(ROOT),
+        help="source tree whose `amqplite serve` --spawn starts (default this repository)",
+    )
+    p.add_argument("--compare", metavar="URL", help="run the same scenarios against this broker")
+    p.add_argument("--broker-pid", type=int, help="pid of the --url broker (default: by port)")
+    p.add_argument("--compare-pid", type=int, help="pid of the --compare broker (default: by port)")
+    p.add_argument(
+        "-s",
+        "--scenario",
+        action="append",
+        choices=list(SCENARIOS),
+        help="scenario to run (repeatable; default all)",
+    )
+    p.add_argument("--duration", type=float, default=10.0, help="seconds per flow (default 10)")
+    p.add_argument("--count", type=int, help="publish exactly this many messages per flow instead")
+    p.add_argument("--size", type=int, default=1024, help="message body bytes (default 1024)")
+    p.add_argument(
+        "--backlog-count", type=int, default=1_000_000, help="backlog messages (default 1,000,000)"
+    )
+    p.add_argument("--connections", type=int, default=1000, help="idle connections (default 1000)")
+    p.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=60.0,
+        help="give up when a consumer gets nothing for this long (default 60 s)",
+    )
+    p.add_argument(
+        "--json", nargs="?", const="-", metavar="PATH", help="write JSON (to stdout without PATH)"
+    )
+    p.add_argument(
+        "--repeat", type=int, default=1, help="run each scenario N times, report medians"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    return p
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def spawned_amqplite(root: Path) -> Iterator[tuple[str, int]]:
+    """Run `amqplite serve` from ``root`` on a free port in a temporary data dir; yield (url, pid)."""
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="amqplite-bench-") as tmp:
+        log = Path(tmp) / "broker.log"
+        cmd = [
+            sys.executable,
+            "-m",
+            "amqplite",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(Path(tmp) / "data"),
+            "--management-port",
+            "0",
+            "--log-level",
+            "warning",
+        ]
+        with open(log, "wb") as out:
+            env = {**os.environ, "PYTHONPATH": str(root)}
+            proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 20
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"amqplite exited with {proc.returncode}: {log.read_text()}")
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("amqplite did not start listening") from None
+                    time.sleep(0.05)
+            yield f"amqp://guest:guest@127.0.0.1:{port}/%2F", proc.pid
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def make_target(url: str, pid: int | None, taken: set[str]) -> Target:
+    """Connect once to learn the broker's name; find its pid by port on this machine."""
+    parts = BrokerURL.parse(url)
+    if parts.host not in ("127.0.0.1", "localhost", "::1"):
+        raise SystemExit(f"bench: refusing a non-local broker {parts.host} (use 127.0.0.1)")
+    client = Client(url)
+    name = client.product
+    client.close()
+    while name in taken:
+        name += "'"
+    taken.add(name)
+    if pid is None:
+        pid = find_listener_pid(parts.port)
+        if pid is None:
+            print(
+                f"bench: cannot find the process listening on port {parts.port}; "
+                "pass --broker-pid/--compare-pid for CPU and memory figures",
+                file=sys.stderr,
+            )
+    return Target(url, pid, name)
+
+
+class Broker:
+    """Where a scenario runs: a fixed URL, or a fresh `amqplite serve` for every scenario."""
+
+    def __init__(self, url: str | None, pid: int | None, root: Path | None, taken: set[str]):
+        self.root = root
+        if root is not None:
+            with spawned_amqplite(root) as (spawned_url, spawned_pid):
+                self.target = make_target(spawned_url, spawned_pid, taken)
+        else:
+            self.target = make_target(url or DEFAULT_URL, pid, taken)
+
+    @contextmanager
+    def session(self) -> Iterator[Target]:
+        """The broker for one scenario (freshly started when spawned)."""
+        if self.root is None:
+            yield self.target
+            return
+        with spawned_amqplite(self.root) as (url, pid):
+            yield attrs.evolve(self.target, url=url, pid=pid)
+
+
+def combine(runs: list[Result]) -> Result:
+    """One result from repeated runs: the median of each metric over the runs that succeeded."""
+    good = [r for r in runs if r.error is None]
+    if not good:
+        return runs[0]
+    names = dict.fromkeys(name for r in good for name in r.metrics)
+    metrics = {
+        name: statistics.median(r.metrics[name] for r in good if name in r.metrics)
+        for name in names
+    }
+    return attrs.evolve(good[0], metrics=metrics)
+
+
+def redact(url: str) -> str:
+    """The URL without its password."""
+    parts = urllib.parse.urlparse(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return parts._replace(netloc=netloc).geturl()
+
+
+def run(args: argparse.Namespace, url: str | None, pid: int | None) -> int:
+    """Run the chosen scenarios against the broker (and the --compare broker), then report."""
+    settings = Settings(
+        duration=args.duration,
+        count=args.count,
+        size=args.size,
+        backlog_count=args.backlog_count,
+        connections=args.connections,
+        drain_timeout=args.drain_timeout,
+        progress=not args.quiet,
+    )
+    taken: set[str] = set()
+    root = Path(args.amqplite_root) if args.spawn else None
+    brokers_under_test = [Broker(url, pid, root, taken)]
+    if args.compare:
+        brokers_under_test.append(Broker(args.compare, args.compare_pid, None, taken))
+    targets = [b.target for b in brokers_under_test]
+    names = args.scenario or list(SCENARIOS)
+    results: list[Result] = []
+    for name in names:
+        for broker in brokers_under_test:
+            runs = []
+            for _ in range(args.repeat):
+                with broker.session() as target:
+                    runs.append(run_scenario(name, target, settings))
+            results.append(combine(runs))
+    brokers = [t.name for t in targets]
+    command = shlex.join(["scripts/bench.py", *sys.argv[1:]])
+    if args.json:
+        text = json.dumps(
+            document(results, brokers, [redact(t.url) for t in targets], settings, command),
+            indent=2,
+        )
+        if args.json == "-":
+            print(text)
+        else:
+            Path(args.json).write_text(text + "\n")
+    if args.json != "-":
+        print(table(results, brokers))
+    return 1 if any(r.error for r in results) else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `scripts/bench.py` and `amqplite bench`."""
+    args = parser().parse_args(argv)
+    if args.list:
+        for name, scenario in SCENARIOS.items():
+            print(f"{name:<18} {(scenario.__doc__ or '').strip()}")
+        return 0
+    if args.spawn and args.url:
+        raise SystemExit("bench: --spawn and --url exclude each other")
+    return run(args, args.url, args.broker_pid)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,262 @@
+"""Durability benchmark: confirmed publish throughput, fsyncs, recovery time, disk use after churn.
+
+Examples (from the repository root):
+
+    .venv/bin/python scripts/bench_durability.py                       # everything, default sizes
+    .venv/bin/python scripts/bench_durability.py throughput --messages 50000
+    .venv/bin/python scripts/bench_durability.py recovery --counts 100000 1000000
+    .venv/bin/python scripts/bench_durability.py disk --messages 1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchlib.client import Client, Consumer, publish_frames
+
+from amqplite.broker.broker import Broker
+from amqplite.broker.message import Message
+from amqplite.config.models import StoreConfig
+from amqplite.store.journal import SegmentWriter, SyncJob
+from amqplite.store.records import encode_enqueue
+from amqplite.store.store import Store
+
+ROOT = Path(__file__).resolve().parent.parent
+BODY = b"x" * 1024
+PERSISTENT_PROPS = b"\x10\x00\x02"
+
+
+# -- a broker subprocess -------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Broker_:
+    """`amqplite serve` on a data directory, started and stopped by the benchmark."""
+
+    def __init__(self, data_dir: Path, *extra: str) -> None:
+        self.port = free_port()
+        self.log_path = data_dir.parent / f"{data_dir.name}-{self.port}.log"
+        cmd = [
+            sys.executable,
+            "-m",
+            "amqplite",
+            "serve",
+            "--port",
+            str(self.port),
+            "--data-dir",
+            str(data_dir),
+            "--management-port",
+            str(free_port()),
+            *extra,
+        ]
+        self.started = time.monotonic()
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        self.ready_after = self._wait()
+
+    @property
+    def url(self) -> str:
+        """The amqp:// URL of the broker."""
+        return f"amqp://guest:guest@127.0.0.1:{self.port}/%2F"
+
+    def _wait(self, timeout: float = 600.0) -> float:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"broker exited: {self.log_path.read_text()[-2000:]}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return time.monotonic() - self.started
+            except OSError:
+                time.sleep(0.01)
+        raise RuntimeError("broker did not listen")
+
+    def rss_mb(self) -> float:
+        """Resident memory of the broker process in MB."""
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+    def stop(self) -> str:
+        """SIGTERM, wait, and return the broker's log."""
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=120)
+        return self.log_path.read_text()
+
+
+# -- throughput ----------------------------------------------------------------------------
+
+
+def publish_confirmed(url: str, queue: str, count: int, persistent: bool, window: int) -> float:
+    """Publish `count` 1 KB messages with at most `window` unconfirmed; seconds it took."""
+    client = Client(url)
+    client.open_channel()
+    client.confirm_select()
+    frames = publish_frames("", queue, BODY, persistent=persistent)
+    confirms = Consumer()
+    sent = 0
+    started = time.perf_counter()
+    while confirms.confirmed < count:
+        room = min(window - (sent - confirms.confirmed), count - sent)
+        if room > 0:
+            client.send(frames * room)
+            sent += room
+        client.receive(timeout=60)
+        confirms.feed(client.buffer, 0)
+    elapsed = time.perf_counter() - started
+    assert confirms.nacked == 0
+    client.close()
+    return elapsed
+
+
+def throughput(messages: int, window: int, fsync: bool) -> None:
+    """Transient and persistent confirmed publish in the same broker run, and its group commits."""
+    with tempfile.TemporaryDirectory() as tmp:
+        extra: list[str] = []
+        if not fsync:
+            config = Path(tmp) / "amqplite.yaml"
+            config.write_text("store:\n  fsync: false\n")
+            extra = ["--config", str(config)]
+        broker = Broker_(Path(tmp) / "data", *extra)
+        setup = Client(broker.url)
+        setup.open_channel()
+        setup.declare_queue("bench-transient", durable=False)
+        setup.declare_queue("bench-durable", durable=True)
+        setup.close()
+        transient = publish_confirmed(broker.url, "bench-transient", messages, False, window)
+        persistent = publish_confirmed(broker.url, "bench-durable", messages, True, window)
+        log = broker.stop()
+    match = re.search(r"store closed: (\d+) group commits, (\d+) fsync calls", log)
+    commits, fsyncs = (int(match.group(1)), int(match.group(2))) if match else (0, 0)
+    print(f"confirmed publish, 1 KB, {window} in flight, {messages} messages, fsync={fsync}")
+    print(f"  transient  (non-durable queue): {messages / transient:10,.0f} msg/s")
+    print(f"  persistent (durable queue)    : {messages / persistent:10,.0f} msg/s")
+    print(
+        f"  group commits: {commits} ({commits / persistent:,.0f}/s, "
+        f"{messages / max(commits, 1):,.0f} messages per commit); fsync calls: {fsyncs} "
+        f"({fsyncs / persistent:,.0f}/s)"
+    )
+
+
+# -- recovery ------------------------------------------------------------------------------
+
+
+def build_backlog(data_dir: Path, count: int) -> None:
+    """A data directory holding one durable queue with `count` persistent 1 KB messages."""
+    broker = Broker()
+    broker.add_vhost("/")
+    store = Store(data_dir, StoreConfig())
+    store.recover_into(broker)
+    broker.vhosts["/"].declare_queue("backlog", durable=True)
+    journal = store.journals[("/", "backlog")]
+    store.close()
+    writer = SegmentWriter(journal.directory, 1, StoreConfig().segment_bytes)
+    job = SyncJob(0)
+    for seq in range(count):
+        writer.append(encode_enqueue(seq, 0, 0, None, "", "backlog", PERSISTENT_PROPS, BODY))
+        if seq % 10_000 == 9_999:
+            writer.write(job)
+    writer.write(job)
+    writer.rotate(job)
+    job.run()
+
+
+def recovery(counts: list[int]) -> None:
+    """Boot time (until the port listens) and memory of a broker recovering a backlog."""
+    for count in counts:
+        with tempfile.TemporaryDirectory() as tmp:
+            data_dir = Path(tmp) / "data"
+            started = time.perf_counter()
+            build_backlog(data_dir, count)
+            built = time.perf_counter() - started
+            on_disk = sum(p.stat().st_size for p in data_dir.rglob("*") if p.is_file())
+            broker = Broker_(data_dir)
+            rss = broker.rss_mb()
+            log = broker.stop()
+            match = re.search(r"recovered .* (\d+) messages from .* in ([\d.]+) s", log)
+            replay = float(match.group(2)) if match else float("nan")
+            print(
+                f"recovery of {count:,} messages of 1 KB ({on_disk / 1e6:,.0f} MB journal, built in "
+                f"{built:.1f} s): listening after {broker.ready_after:.2f} s "
+                f"(replay {replay:.2f} s), RSS {rss:,.0f} MB"
+            )
+
+
+# -- disk use after churn ------------------------------------------------------------------
+
+
+def disk(messages: int, batch: int) -> None:
+    """Publish and ack `messages` persistent 1 KB messages through the store; bytes left on disk."""
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = Path(tmp) / "data"
+        broker = Broker()
+        broker.add_vhost("/")
+        store = Store(data_dir, StoreConfig())
+        store.recover_into(broker)
+        vhost = broker.vhosts["/"]
+        queue = vhost.declare_queue("churn", durable=True)
+        started = time.perf_counter()
+        peak = 0
+        for start in range(0, messages, batch):
+            for _ in range(min(batch, messages - start)):
+                vhost.publish("", Message("", "churn", PERSISTENT_PROPS, BODY, persistent=True))
+            while (entry := queue.take()) is not None:
+                queue.settle(entry)
+            store.commit()
+            if start % (100 * batch) == 0:
+                peak = max(peak, sum(p.stat().st_size for p in data_dir.rglob("*") if p.is_file()))
+        elapsed = time.perf_counter() - started
+        stats = store.statistics()
+        store.close()
+        on_disk = sum(p.stat().st_size for p in data_dir.rglob("*") if p.is_file())
+        files = sorted(p.name for p in data_dir.rglob("*") if p.is_file())
+    print(
+        f"publish/ack cycle of {messages:,} persistent 1 KB messages ({batch} per commit, "
+        f"{elapsed:.1f} s): {stats.bytes_written / 1e9:.2f} GB written, {stats.snapshots} snapshots, "
+        f"{on_disk:,} bytes on disk after (peak sampled {peak / 1e6:.1f} MB), files: {files}"
+    )
+
+
+def main() -> None:
+    """Run the chosen benchmarks."""
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("what", nargs="*", default=["throughput", "recovery", "disk"])
+    p.add_argument("--messages", type=int, default=None)
+    p.add_argument("--window", type=int, default=1000)
+    p.add_argument("--no-fsync", action="store_true", help="store.fsync: false")
+    p.add_argument("--counts", type=int, nargs="+", default=[100_000, 1_000_000])
+    args = p.parse_args()
+    for what in args.what:
+        if what == "throughput":
+            throughput(args.messages or 50_000, args.window, not args.no_fsync)
+        elif what == "recovery":
+            recovery(args.counts)
+        elif what == "disk":
+            disk(args.messages or 1_000_000, 1000)
+        else:
+            p.error(f"unknown benchmark {what!r}")
+
+
+if __name__ == "__main__":
+    main()

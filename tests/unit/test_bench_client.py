@@ -1,0 +1,162 @@
+"""The benchmark's lean client, /proc readers and report, without a broker."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+
+from benchlib.client import (
+    BrokerURL,
+    Consumer,
+    ack_frame,
+    acks_each,
+    publish_frames,
+    stamp_body,
+)
+from benchlib.procinfo import find_listener_pid, sample
+from benchlib.report import ratios, table
+from benchlib.roles import Flow, latency_summary, percentile
+from benchlib.scenarios import Result
+
+from amqplite.protocol import (
+    NEED_DATA,
+    PROTOCOL_HEADER,
+    BasicAck,
+    BasicPublish,
+    BodyFrame,
+    FrameReader,
+    HeaderFrame,
+    MethodFrame,
+    encode_ack,
+    encode_deliver,
+)
+
+
+def _frames(data: bytes) -> list[object]:
+    reader = FrameReader()
+    reader.receive_data(PROTOCOL_HEADER + data)
+    reader.next_frame()
+    frames = []
+    while (frame := reader.next_frame()) is not NEED_DATA:
+        frames.append(frame)
+    return frames
+
+
+def test_publish_frames_decode_as_a_publish_with_its_persistent_content() -> None:
+    frames = _frames(publish_frames("ex", "key", b"hello", persistent=True))
+    assert frames[0] == MethodFrame(1, BasicPublish("ex", "key"))
+    assert isinstance(frames[1], HeaderFrame)
+    assert frames[1].body_size == 5
+    assert frames[1].properties_bin == b"\x10\x00\x02"
+    assert frames[2] == BodyFrame(1, b"hello")
+
+
+def test_ack_frames_match_the_protocol_encoder() -> None:
+    assert _frames(ack_frame(7, True)) == [MethodFrame(1, BasicAck(7, True))]
+    assert _frames(acks_each(3, 5)) == [MethodFrame(1, BasicAck(tag, False)) for tag in (3, 4, 5)]
+
+
+def test_consumer_counts_deliveries_and_keeps_a_partial_frame() -> None:
+    data = b"".join(
+        encode_deliver(1, "bench-0", tag, False, "", "q", b"\x00\x00", b"x" * 10, 131072)
+        for tag in (1, 2, 3)
+    )
+    consumer = Consumer(keep_tags=True)
+    buffer = bytearray(data[:-5])
+    consumer.feed(buffer, 0)
+    assert consumer.tags == [1, 2, 3]
+    assert consumer.deliveries == 3
+    assert len(buffer) > 0  # the third body frame is incomplete and stays
+    buffer += data[-5:]
+    consumer.feed(buffer, 0)
+    assert buffer == bytearray()
+    assert consumer.deliveries == 3
+
+
+def test_consumer_reads_latency_from_stamped_bodies() -> None:
+    body = stamp_body(64)(1_000_000)
+    assert len(body) == 64
+    consumer = Consumer(stamps=True)
+    buffer = bytearray(encode_deliver(1, "c", 1, False, "", "q", b"\x00\x00", body, 131072))
+    consumer.feed(buffer, 3_500_000)
+    assert consumer.latencies_ns == [2_500_000]
+
+
+def test_consumer_tracks_publisher_confirms_by_highest_tag() -> None:
+    consumer = Consumer()
+    buffer = bytearray(encode_ack(1, 10, True) + encode_ack(1, 11, False))
+    consumer.feed(buffer, 0)
+    assert consumer.confirmed == 11
+    assert consumer.deliveries == 0
+
+
+def test_broker_url_parses_percent_encoded_vhost_and_defaults() -> None:
+    assert BrokerURL.parse("amqp://u:p@127.0.0.1:5673/%2F") == BrokerURL(
+        "127.0.0.1", 5673, "u", "p", "/"
+    )
+    assert BrokerURL.parse("amqp://localhost").vhost == "/"
+    with pytest.raises(ValueError, match="amqp://"):
+        BrokerURL.parse("http://localhost/")
+
+
+def test_percentiles_use_nearest_rank() -> None:
+    values = list(range(1, 1001))
+    assert percentile(values, 0.5) == 500
+    assert percentile(values, 0.99) == 990
+    assert percentile(values, 0.999) == 999
+    assert percentile([], 0.5) == 0
+    summary = latency_summary([2_000_000, 1_000_000])
+    assert summary["p50_ms"] == 1.0
+    assert summary["max_ms"] == 2.0
+
+
+def test_flow_batches_cycle_over_every_routing_key() -> None:
+    from benchlib.roles import _batches
+
+    class FakeClient:
+        frame_max = 131072
+
+    flow = Flow(queues=("q",), routing_keys=tuple(f"k{i}" for i in range(3)), batch=4, size=2)
+    batches = _batches(FakeClient(), flow)  # type: ignore[arg-type]
+    keys = [
+        f.method.routing_key
+        for batch in batches
+        for f in _frames(batch)
+        if isinstance(f, MethodFrame)
+    ]
+    assert keys == ["k0", "k1", "k2"] * 4
+
+
+def test_sample_reads_cpu_and_memory_of_this_process() -> None:
+    now = sample(os.getpid())
+    assert now.rss_bytes > 1_000_000
+    assert now.cpu_seconds > 0
+
+
+def test_listener_pid_is_found_by_port() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        assert find_listener_pid(sock.getsockname()[1]) == os.getpid()
+
+
+def test_ratios_and_table_orient_better_by_metric() -> None:
+    results = [
+        Result("transient", "A", {"msg_per_s": 50.0, "cpu_us_per_msg": 20.0}),
+        Result("transient", "B", {"msg_per_s": 100.0, "cpu_us_per_msg": 40.0}),
+        Result("backlog", "A", {}, error="RuntimeError: boom"),
+        Result("backlog", "B", {"backlog_mb": 10.0}),
+    ]
+    assert ratios(results, "A", "B") == {"transient": {"msg_per_s": 0.5, "cpu_us_per_msg": 0.5}}
+    text = table(results, ["A", "B"])
+    throughput = next(line for line in text.splitlines() if "throughput" in line)
+    cpu = next(line for line in text.splitlines() if "broker CPU" in line)
+    assert throughput.split()[-2:] == ["0.50x", "no"]
+    assert cpu.split()[-2:] == ["0.50x", "yes"]
+    assert "ERROR A: RuntimeError: boom" in text
