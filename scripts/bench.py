@@ -45,7 +45,9 @@ def parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="scenarios: " + ", ".join(SCENARIOS),
     )
-    p.add_argument("--url", default=None, help=f"broker under test (default {DEFAULT_URL})")
+    p.add_argument(
+        "--url", default=None, help=f"broker under test (default {DEFAULT_URL.replace('%', '%%')})"
+    )
     p.add_argument(
         "--spawn",
         action="store_true",

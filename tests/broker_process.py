@@ -92,8 +92,14 @@ class BrokerProcess:
         return self.log_path.read_text(errors="replace")
 
 
-def start_broker(data_dir: Path, *extra_args: str, port: int | None = None) -> BrokerProcess:
-    """Start `amqplite serve` as a subprocess on a free port and wait until it listens."""
+def start_broker(
+    data_dir: Path, *extra_args: str, port: int | None = None, management: bool = True
+) -> BrokerProcess:
+    """Start `amqplite serve` on free ports; return once AMQP (and management, if on) listen.
+
+    The management listener starts after the AMQP one, so both are waited for; pass
+    management=False for a broker whose config turns the management endpoint off.
+    """
     port = port or free_port()
     management_port = free_port()
     cmd = [
@@ -126,6 +132,8 @@ def start_broker(data_dir: Path, *extra_args: str, port: int | None = None) -> B
     )
     try:
         wait_for_port("127.0.0.1", port, proc)
+        if management:
+            wait_for_port("127.0.0.1", management_port, proc)
     except Exception:
         broker.stop()
         raise

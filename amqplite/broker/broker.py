@@ -12,7 +12,12 @@ import attrs
 from amqplite.broker.auth import Permission, check_password, hash_password
 from amqplite.broker.consumer import Consumer, DeliveryChannel, Unacked
 from amqplite.broker.deadletter import dead_letter_message, is_cycle
-from amqplite.broker.durability import CommitTracker, MetadataListener, NoCommits
+from amqplite.broker.durability import (
+    CommitTracker,
+    ConfigListener,
+    MetadataListener,
+    NoCommits,
+)
 from amqplite.broker.message import Message, QueueEntry
 from amqplite.broker.plugin_api import ExchangeTypeRegistry
 from amqplite.broker.policy import Policy, effective_policy, validate_policy
@@ -55,6 +60,7 @@ class Broker:
         self.totals = MessageStats()
         self.commits: CommitTracker = NoCommits()
         self.metadata: MetadataListener | None = None
+        self.config_listener: ConfigListener | None = None  # the store: users, policies, vhosts
         self.vhosts: dict[str, VHost] = {}
         self.users: dict[str, User] = {}
         self.permissions: dict[tuple[str, str], Permission] = {}  # (user, vhost)
@@ -67,6 +73,9 @@ class Broker:
             vhost = self.vhosts[name] = VHost(name, self.registry, self.totals)
             vhost.metadata = self.metadata
             vhost.host = self
+            vhost.apply_policies(p for p in self.policies.values() if p.vhost == name)
+            if self.config_listener is not None:
+                self.config_listener.vhost_added(name)
         return vhost
 
     def add_user(
@@ -75,6 +84,8 @@ class Broker:
         """Create or replace a user (from a plain password, or a RabbitMQ password_hash)."""
         password_hash = password_hash or hash_password(password)
         self.users[name] = User(name, password, tuple(tags), password_hash)
+        if self.config_listener is not None:
+            self.config_listener.user_set(name, password_hash, tuple(tags))
 
     def authenticate(self, name: str, password: str) -> User | None:
         """The user if the password is right, else None."""
@@ -88,16 +99,21 @@ class Broker:
         del self.users[name]
         for key in [k for k in self.permissions if k[0] == name]:
             del self.permissions[key]
+        if self.config_listener is not None:
+            self.config_listener.user_deleted(name)
 
     def set_permissions(self, user: str, vhost: str, permission: Permission) -> None:
         """Grant a user configure/write/read regexes on a vhost (KeyError if either is missing)."""
         if user not in self.users or vhost not in self.vhosts:
             raise KeyError(user if user not in self.users else vhost)
         self.permissions[(user, vhost)] = permission
+        if self.config_listener is not None:
+            self.config_listener.permissions_set(user, vhost, permission)
 
     def clear_permissions(self, user: str, vhost: str) -> None:
         """Take away a user's access to a vhost (no-op if there was none)."""
-        self.permissions.pop((user, vhost), None)
+        if self.permissions.pop((user, vhost), None) is not None and self.config_listener:
+            self.config_listener.permissions_cleared(user, vhost)
 
     def permissions_of(self, user: str, vhost: str) -> Permission | None:
         """The user's permissions on the vhost, or None (no access)."""
@@ -113,6 +129,8 @@ class Broker:
                 vhost.delete_exchange(exchange)
         for key in [k for k in self.permissions if k[1] == name]:
             del self.permissions[key]
+        if self.config_listener is not None:
+            self.config_listener.vhost_deleted(name)
 
     def vhost(self, name: str) -> VHost:
         """The named vhost, or 530 NOT_ALLOWED (connection.open to a missing vhost)."""
@@ -230,10 +248,13 @@ class Broker:
     @staticmethod
     def _redispatch(settled: list[Unacked]) -> None:
         queues: dict[int, Queue] = {}
+        channels: set[int] = set()
         for item in settled:
             queues.setdefault(id(item.queue), item.queue)
-            if item.consumer is not None:
-                for queue in item.consumer.channel.queues_with_consumers():
+            consumer = item.consumer
+            if consumer is not None and id(consumer.channel) not in channels:
+                channels.add(id(consumer.channel))
+                for queue in consumer.channel.queues_with_consumers():
                     queues.setdefault(id(queue), queue)
         for queue in queues.values():
             if queue.consumers and not queue.deleted:
@@ -355,11 +376,15 @@ class Broker:
         validate_policy(policy)
         self.policies[(policy.vhost, policy.name)] = policy
         self._reapply_policies(policy.vhost)
+        if self.config_listener is not None:
+            self.config_listener.policy_set(policy)
 
     def clear_policy(self, vhost: str, name: str) -> None:
         """Remove a policy (KeyError if missing); its queues return to their own arguments."""
         del self.policies[(vhost, name)]
         self._reapply_policies(vhost)
+        if self.config_listener is not None:
+            self.config_listener.policy_cleared(vhost, name)
 
     def list_policies(self, vhost: str | None = None) -> list[Policy]:
         """Policies of one vhost, or of all, by vhost and name."""
@@ -372,6 +397,7 @@ class Broker:
         vhost = self.vhosts.get(vhost_name)
         if vhost is None:
             return
+        vhost.apply_policies(p for p in self.policies.values() if p.vhost == vhost_name)
         for queue in list(vhost.queues.values()):
             queue.reconfigure()
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from amqplite.broker.auth import Permission
     from amqplite.broker.message import QueueEntry
+    from amqplite.broker.policy import Policy
     from amqplite.broker.queue import Queue
     from amqplite.broker.vhost import Binding, Exchange
 
@@ -43,6 +45,34 @@ class MetadataListener(Protocol):
 
     def binding_removed(self, binding: Binding) -> None:
         """A binding between durable ends was removed."""
+
+
+class ConfigListener(Protocol):
+    """Told about vhosts, users, permissions and policies so that run-time changes survive a restart."""
+
+    def vhost_added(self, name: str) -> None:
+        """A vhost was created."""
+
+    def vhost_deleted(self, name: str) -> None:
+        """A vhost was deleted."""
+
+    def user_set(self, name: str, password_hash: str, tags: tuple[str, ...]) -> None:
+        """A user was created or replaced."""
+
+    def user_deleted(self, name: str) -> None:
+        """A user was deleted (with its permissions)."""
+
+    def permissions_set(self, user: str, vhost: str, permission: Permission) -> None:
+        """A user was granted permissions on a vhost."""
+
+    def permissions_cleared(self, user: str, vhost: str) -> None:
+        """A user's permissions on a vhost were taken away."""
+
+    def policy_set(self, policy: Policy) -> None:
+        """A policy was created or replaced."""
+
+    def policy_cleared(self, vhost: str, name: str) -> None:
+        """A policy was removed."""
 
 
 class CommitTracker(Protocol):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 
@@ -24,6 +24,71 @@ class Message:
     def size(self) -> int:
         """Body size in bytes (what x-max-length-bytes counts)."""
         return len(self.body)
+
+
+class BodyLocation(Protocol):
+    """Where the store keeps a body that is no longer in memory."""
+
+    length: int
+
+    def read(self) -> bytes:
+        """The body, read back from disk."""
+        ...
+
+
+_BODY_SLOT: Any = Message.__dict__["body"]  # the slot: a PagedMessage keeps its BodyLocation there
+_COPIED = (
+    "exchange",
+    "routing_key",
+    "properties_bin",
+    "persistent",
+    "priority",
+    "expiration_ms",
+    "headers",
+)
+
+
+class PagedMessage(Message):
+    """A message whose body was dropped from memory; every read of `body` goes to the store."""
+
+    __slots__ = ()
+
+    @classmethod
+    def of(cls, message: Message, location: BodyLocation) -> PagedMessage:
+        """A copy of message (for one queue entry) whose body lives at location."""
+        paged = object.__new__(cls)
+        for name in _COPIED:
+            setattr(paged, name, getattr(message, name))
+        _BODY_SLOT.__set__(paged, location)
+        return paged
+
+    @property
+    def body(self) -> bytes:
+        """The body, read back from disk."""
+        location: BodyLocation = _BODY_SLOT.__get__(self)
+        return location.read()
+
+    @body.setter
+    def body(self, value: bytes) -> None:
+        """Only the constructor sets it, with the body's location."""
+        if isinstance(value, bytes | bytearray | memoryview):
+            raise AttributeError("a paged message's body cannot be replaced by bytes")
+        _BODY_SLOT.__set__(self, value)
+
+    @property
+    def location(self) -> BodyLocation:
+        """Where the body is."""
+        location: BodyLocation = _BODY_SLOT.__get__(self)
+        return location
+
+    @location.setter
+    def location(self, value: BodyLocation) -> None:
+        _BODY_SLOT.__set__(self, value)
+
+    @property
+    def size(self) -> int:
+        """Body size in bytes, without reading it."""
+        return _BODY_SLOT.__get__(self).length  # type: ignore[no-any-return]
 
 
 @attrs.define(slots=True, eq=False)

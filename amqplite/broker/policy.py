@@ -1,4 +1,4 @@
-"""Policies: queue settings applied by name pattern, the queue's own arguments taking precedence."""
+"""Policies: queue and exchange settings applied by name pattern, own arguments taking precedence."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ import attrs
 from amqplite.broker.queue import OVERFLOW_MODES, POLICY_KEYS
 
 APPLY_TO: Final = ("queues", "exchanges", "all")
+# Keys that apply to exchanges (apply-to exchanges or all): string values.
+EXCHANGE_KEYS: Final = ("alternate-exchange",)
 # Keys RabbitMQ knows that we accept (so exported definitions import) but do not act on.
 IGNORED_KEYS: Final = (
-    "alternate-exchange",
     "queue-mode",
     "queue-version",
     "ha-mode",
@@ -38,7 +39,7 @@ _MINIMUM: Final = {
 
 @attrs.frozen
 class Policy:
-    """A named policy of a vhost: a definition applied to queues whose names match pattern."""
+    """A named policy of a vhost: a definition applied to queues or exchanges matching pattern."""
 
     vhost: str
     name: str
@@ -50,6 +51,12 @@ class Policy:
     def applies_to_queue(self, queue: str) -> bool:
         """True when the policy applies to queues and the pattern matches (anywhere) in the name."""
         return self.apply_to in ("queues", "all") and re.search(self.pattern, queue) is not None
+
+    def applies_to_exchange(self, exchange: str) -> bool:
+        """True when the policy applies to exchanges and the pattern matches in the name."""
+        return (
+            self.apply_to in ("exchanges", "all") and re.search(self.pattern, exchange) is not None
+        )
 
 
 def validate_policy(policy: Policy) -> None:
@@ -69,6 +76,10 @@ def validate_policy(policy: Policy) -> None:
     for key, value in policy.definition.items():
         if key in IGNORED_KEYS:
             continue
+        if key in EXCHANGE_KEYS:
+            if not isinstance(value, str) or not value:
+                raise ValueError(f"{key} must be an exchange name, not {value!r}")
+            continue
         if key not in POLICY_KEYS:
             raise ValueError(f"unknown policy key {key!r}")
         if key in _MINIMUM:
@@ -85,10 +96,17 @@ def validate_policy(policy: Policy) -> None:
 
 def effective_policy(policies: Iterable[Policy], queue: str) -> Policy | None:
     """The policy that applies to a queue: the matching one with the highest priority."""
+    return _highest(p for p in policies if p.applies_to_queue(queue))
+
+
+def effective_exchange_policy(policies: Iterable[Policy], exchange: str) -> Policy | None:
+    """The policy that applies to an exchange: the matching one with the highest priority."""
+    return _highest(p for p in policies if p.applies_to_exchange(exchange))
+
+
+def _highest(policies: Iterable[Policy]) -> Policy | None:
     best: Policy | None = None
     for policy in policies:
-        if policy.applies_to_queue(queue) and (
-            best is None or (policy.priority, policy.name) > (best.priority, best.name)
-        ):
+        if best is None or (policy.priority, policy.name) > (best.priority, best.name):
             best = policy
     return best

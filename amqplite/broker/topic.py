@@ -150,25 +150,42 @@ class TopicTrie:
         assert total == self._binding_count, (total, self._binding_count)
 
 
-class TopicRouter:
-    """The router of one topic exchange: binding arguments are ignored, as RabbitMQ does."""
+MATCH_CACHE_SIZE: Final = 4096
+"""Routing keys whose matches a topic router remembers (the cache is emptied when full)."""
 
-    __slots__ = ("trie",)
+
+class TopicRouter:
+    """The router of one topic exchange: binding arguments are ignored, as RabbitMQ does.
+
+    Matches are cached per routing key until the next bind or unbind, so a publisher cycling
+    through a few thousand keys walks the trie once per key.
+    """
+
+    __slots__ = ("_cache", "trie")
 
     def __init__(self) -> None:
         self.trie = TopicTrie()
+        self._cache: dict[str, list[Destination]] = {}
 
     def bind(self, destination: Destination, routing_key: str, arguments: Arguments) -> None:
         """Add a binding of `destination` for the pattern `routing_key`."""
         self.trie.add(routing_key, destination)
+        self._cache.clear()
 
     def unbind(self, destination: Destination, routing_key: str, arguments: Arguments) -> None:
         """Remove one binding of `destination` for the pattern `routing_key`."""
         self.trie.remove(routing_key, destination)
+        self._cache.clear()
 
     def route(self, routing_key: str, headers: Arguments | None) -> list[Destination]:
-        """Return the destinations whose patterns match `routing_key`."""
-        return self.trie.match(routing_key)
+        """Return the destinations whose patterns match `routing_key` (shared: do not modify)."""
+        cache = self._cache
+        found = cache.get(routing_key)
+        if found is None:
+            if len(cache) >= MATCH_CACHE_SIZE:
+                cache.clear()
+            found = cache[routing_key] = self.trie.match(routing_key)
+        return found
 
     def binding_count(self) -> int:
         """Return how many bindings the router holds."""

@@ -11,6 +11,7 @@ import attrs
 from amqplite.broker.durability import MetadataListener
 from amqplite.broker.message import Message
 from amqplite.broker.plugin_api import Arguments, Destination, ExchangeTypeRegistry, Router
+from amqplite.broker.policy import Policy, effective_exchange_policy
 from amqplite.broker.queue import DETACHED, Queue, QueueHost
 from amqplite.broker.stats import MessageStats
 from amqplite.protocol.constants import ClassId, ReplyCode
@@ -100,6 +101,15 @@ class Exchange:
     auto_delete: bool = False
     internal: bool = False
     arguments: Arguments = attrs.field(factory=dict)
+    policy: str | None = None  # the name of the policy that applies (apply-to exchanges or all)
+    policy_alternate: str | None = None  # that policy's alternate-exchange
+
+    def alternate_exchange(self) -> str | None:
+        """The alternate exchange: the `alternate-exchange` argument, else the policy's."""
+        alternate = self.arguments.get("alternate-exchange")
+        if isinstance(alternate, bytes):
+            alternate = alternate.decode()
+        return alternate if isinstance(alternate, str) else self.policy_alternate
 
 
 class VHost:
@@ -118,6 +128,7 @@ class VHost:
         self.bindings_by_source: dict[str, dict[Binding, None]] = {}
         self.bindings_by_destination: dict[Destination, dict[Binding, None]] = {}
         self.on_queue_deleted: list[Callable[[Queue], None]] = []
+        self.exchange_policies: list[Policy] = []  # this vhost's policies, for exchanges
         self._add_exchange(Exchange("", "direct", self._router("direct"), durable=True))
         for name_, type_name in BUILTIN_EXCHANGES:
             self._add_exchange(Exchange(name_, type_name, self._router(type_name), durable=True))
@@ -129,6 +140,20 @@ class VHost:
 
     def _add_exchange(self, exchange: Exchange) -> None:
         self.exchanges[exchange.name] = exchange
+        if self.exchange_policies:
+            self._apply_policy(exchange)
+
+    def apply_policies(self, policies: Iterable[Policy]) -> None:
+        """Set this vhost's policies and re-apply them to every exchange (queues re-apply theirs)."""
+        self.exchange_policies = [p for p in policies if p.apply_to in ("exchanges", "all")]
+        for exchange in self.exchanges.values():
+            self._apply_policy(exchange)
+
+    def _apply_policy(self, exchange: Exchange) -> None:
+        policy = effective_exchange_policy(self.exchange_policies, exchange.name)
+        exchange.policy = policy.name if policy is not None else None
+        alternate = policy.definition.get("alternate-exchange") if policy is not None else None
+        exchange.policy_alternate = alternate if isinstance(alternate, str) else None
 
     # -- lookups -------------------------------------------------------------------------
 
@@ -508,10 +533,8 @@ class VHost:
             before = len(found)
             routed_any = self._route_one(current, routing_key, headers, found, pending)
             if not routed_any and len(found) == before:
-                alternate = current.arguments.get("alternate-exchange")
-                if isinstance(alternate, bytes):
-                    alternate = alternate.decode()
-                if isinstance(alternate, str) and alternate in self.exchanges:
+                alternate = current.alternate_exchange()
+                if alternate is not None and alternate in self.exchanges:
                     pending.append(self.exchanges[alternate])
         return list(found.values())
 

@@ -67,6 +67,7 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("file", metavar="FILE", help="YAML or JSON definitions")
 
     ctl.add_arguments(sub.add_parser("ctl", help="inspect and operate a running broker"))
+    sub.add_parser("bench", help="benchmark suite (scripts/bench.py; amqplite bench --help)")
     return parser
 
 
@@ -233,8 +234,25 @@ def _ctl(args: argparse.Namespace, out: TextIO) -> int:
     return ctl.run(args, client, out)
 
 
+def _bench(argv: list[str]) -> int:
+    """`amqplite bench ...`: the benchmark suite of the source tree (scripts/bench.py)."""
+    import runpy
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "scripts" / "bench.py"
+    if not script.is_file():
+        print(f"amqplite: bench needs the source tree ({script} not found)", file=sys.stderr)
+        return 2
+    bench = runpy.run_path(str(script), run_name="amqplite_bench")
+    status: int = bench["main"](argv)
+    return status
+
+
 def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     """Entry point of the `amqplite` command; the exit status."""
+    rest = sys.argv[1:] if argv is None else argv
+    if rest[:1] == ["bench"]:
+        return _bench(rest[1:])
     args = _parser().parse_args(argv)
     stdout = out or sys.stdout
     commands: dict[str, Callable[[], int]] = {

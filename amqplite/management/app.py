@@ -241,6 +241,7 @@ class ManagementApp:
         store: object | None = None,
     ) -> None:
         from amqplite.management import resources  # the handlers register themselves
+        from amqplite.management.metrics import QueueMetricLines
         from amqplite.management.resources.common import QueueJsonCache
         from amqplite.management.sqs import SqsMessaging
 
@@ -255,6 +256,7 @@ class ManagementApp:
         self.rates = RateTracker()
         self.sqs = SqsMessaging(self.broker)
         self.queue_json = QueueJsonCache()
+        self.queue_metrics = QueueMetricLines()
         self.connected_at: weakref.WeakKeyDictionary[object, float] = weakref.WeakKeyDictionary()
         self.router = Router()
         resources.register_all(self.router)

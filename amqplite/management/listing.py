@@ -46,7 +46,7 @@ def select_columns(item: Mapping[str, Any], columns: Sequence[str]) -> dict[str,
         parts = column.split(".")
         value: Any = item
         for part in parts:
-            if not isinstance(value, Mapping) or part not in value:
+            if not isinstance(value, dict | Mapping) or part not in value:
                 break
             value = value[part]
         else:
@@ -74,8 +74,13 @@ def render_list(
     name_of: Callable[[T], str],
     render: Callable[[T], dict[str, Any]],
     query: Mapping[str, str],
+    fields: Callable[[T, Iterable[str]], Mapping[str, Any]] | None = None,
 ) -> Any:
-    """Render a collection as RabbitMQ does: a plain list, or a page object with `page=`."""
+    """Render a collection as RabbitMQ does: a plain list, or a page object with `page=`.
+
+    `fields(obj, names)`, when given, renders only the named top-level fields: sorting then
+    reads just the sort field of every object, and `columns=` renders just those columns.
+    """
     items = list(objects)
     total = len(items)
     paginate = "page" in query or _flag(query, "pagination")
@@ -102,21 +107,26 @@ def render_list(
         page_count = max(1, math.ceil(len(items) / page_size))
         if page < 1 or page > page_count:
             raise HttpError(400, f"page out of range: {page} of {page_count}")
-    rendered: list[dict[str, Any]]
+    partial = fields is not None
+    if fields is None:
+        render = _once(render)  # sorting and the page then share one rendering per object
+        fields = _whole(render)
     if sort in ("", "name"):
-        # Sorting by name needs no rendering: page first, render only what is shown.
-        items.sort(key=name_of, reverse=reverse)
-        if paginate:
-            items = items[(page - 1) * page_size : page * page_size]
-        rendered = [render(o) for o in items]
+        items.sort(key=name_of, reverse=reverse)  # no rendering: page first, render what is shown
     else:
-        rendered = [render(o) for o in items]
-        rendered.sort(key=_sort_key(sort), reverse=reverse)
-        if paginate:
-            rendered = rendered[(page - 1) * page_size : page * page_size]
+        top, key = (sort.split(".")[0],), _sort_key(sort)
+        items.sort(key=lambda o: key(fields(o, top)), reverse=reverse)
+    if paginate:
+        items = items[(page - 1) * page_size : page * page_size]
     columns = [c for c in query.get("columns", "").split(",") if c]
     if columns:
-        rendered = [select_columns(r, columns) for r in rendered]
+        tops = tuple(dict.fromkeys(c.split(".")[0] for c in columns))
+        if partial and list(tops) == columns:  # top-level columns only: that is the row
+            rendered = [dict(fields(o, tops)) for o in items]
+        else:
+            rendered = [select_columns(fields(o, tops), columns) for o in items]
+    else:
+        rendered = [render(o) for o in items]
     if not paginate:
         return rendered
     return {
@@ -128,3 +138,19 @@ def render_list(
         "page_size": page_size,
         "total_count": total,
     }
+
+
+def _once(render: Callable[[T], dict[str, Any]]) -> Callable[[T], dict[str, Any]]:
+    done: dict[int, dict[str, Any]] = {}
+
+    def cached(obj: T) -> dict[str, Any]:
+        item = done.get(id(obj))
+        if item is None:
+            item = done[id(obj)] = render(obj)
+        return item
+
+    return cached
+
+
+def _whole(render: Callable[[T], dict[str, Any]]) -> Callable[[T, Iterable[str]], dict[str, Any]]:
+    return lambda obj, _names: render(obj)

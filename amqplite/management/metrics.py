@@ -86,6 +86,70 @@ def _store_numbers(store: Any) -> tuple[int, LatencyHistogram | None]:
     return journal_bytes, histogram
 
 
+# Per-queue families: (name, type, help); their values come from QueueMetricLines.values.
+QUEUE_FAMILIES: tuple[tuple[str, str, str], ...] = (
+    ("amqplite_queue_messages_ready", "gauge", "Messages ready for delivery"),
+    ("amqplite_queue_messages_unacked", "gauge", "Messages delivered and not yet acknowledged"),
+    ("amqplite_queue_consumers", "gauge", "Consumers of the queue"),
+    ("amqplite_queue_messages_ready_bytes", "gauge", "Body bytes of ready messages"),
+    *(
+        (f"amqplite_queue_messages_{suffix}_total", "counter", f"{text} (per queue)")
+        for suffix, _fields, text in COUNTERS
+    ),
+)
+
+
+class QueueMetricLines:
+    """Each queue's sample lines, re-formatted only when one of its values has changed."""
+
+    def __init__(self) -> None:
+        self._cache: dict[Any, tuple[tuple[int, ...], tuple[str, ...], str]] = {}
+
+    @staticmethod
+    def values(queue: Any) -> tuple[int, ...]:
+        """The queue's value of each QUEUE_FAMILIES metric."""
+        s = queue.stats
+        return (
+            len(queue.ready),
+            queue.unacked_count,
+            len(queue.consumers),
+            queue.ready_bytes,
+            s.publish,
+            s.deliver + s.deliver_no_ack + s.get + s.get_no_ack,
+            s.ack,
+            s.redeliver,
+            s.reject,
+            s.requeue,
+            s.dead_lettered,
+            s.expired,
+            s.dropped,
+        )
+
+    def lines(self, queues: Sequence[Any]) -> list[tuple[str, ...]]:
+        """One tuple of sample lines per queue, in QUEUE_FAMILIES order."""
+        cache = self._cache
+        out: list[tuple[str, ...]] = []
+        for queue in queues:
+            values = self.values(queue)
+            cached = cache.get(queue)
+            if cached is None or cached[0] != values:
+                label = (
+                    cached[2]
+                    if cached is not None
+                    else f'{{vhost="{_label(queue.vhost)}",queue="{_label(queue.name)}"}}'
+                )
+                formatted = tuple(
+                    f"{family[0]}{label} {value}"
+                    for family, value in zip(QUEUE_FAMILIES, values, strict=True)
+                )
+                cached = cache[queue] = (values, formatted, label)
+            out.append(cached[1])
+        if len(cache) > 2 * len(queues) + 64:  # forget deleted queues
+            keep = set(queues)
+            self._cache = {q: v for q, v in cache.items() if q in keep}
+        return out
+
+
 def render_metrics(app: ManagementApp, memory_bytes: int) -> str:
     """Every metric of the node in the text exposition format."""
     from amqplite.management.resources.connections import _open_connections
@@ -93,33 +157,12 @@ def render_metrics(app: ManagementApp, memory_bytes: int) -> str:
     broker = app.broker
     lines: list[str] = []
     queues = [q for v in broker.vhosts.values() for q in v.queues.values()]
-    for name, attr, text in (
-        ("amqplite_queue_messages_ready", "ready", "Messages ready for delivery"),
-        (
-            "amqplite_queue_messages_unacked",
-            "unacked",
-            "Messages delivered and not yet acknowledged",
-        ),
-        ("amqplite_queue_consumers", "consumers", "Consumers of the queue"),
-        ("amqplite_queue_messages_ready_bytes", "bytes", "Body bytes of ready messages"),
-    ):
-        _header(lines, name, "gauge", text)
-        for q in queues:
-            if attr == "ready":
-                value = len(q.ready)
-            elif attr == "unacked":
-                value = q.unacked_count
-            elif attr == "consumers":
-                value = len(q.consumers)
-            else:
-                value = q.ready_bytes
-            lines.append(f'{name}{{vhost="{_label(q.vhost)}",queue="{_label(q.name)}"}} {value}')
-    for suffix, fields, text in COUNTERS:
-        name = f"amqplite_queue_messages_{suffix}_total"
-        _header(lines, name, "counter", f"{text} (per queue)")
-        for q in queues:
-            value = sum(getattr(q.stats, f, 0) for f in fields)
-            lines.append(f'{name}{{vhost="{_label(q.vhost)}",queue="{_label(q.name)}"}} {value}')
+    per_queue = list(zip(*app.queue_metrics.lines(queues), strict=True)) or [()] * len(
+        QUEUE_FAMILIES
+    )
+    for (name, kind, text), samples in zip(QUEUE_FAMILIES, per_queue, strict=True):
+        _header(lines, name, kind, text)
+        lines.extend(samples)
     for suffix, fields, text in COUNTERS:
         name = f"amqplite_global_messages_{suffix}_total"
         _header(lines, name, "counter", text)

@@ -1,4 +1,7 @@
-"""Messages published over HTTP: JSON properties -> properties_bin -> a core Message."""
+"""Messages published over HTTP: JSON properties -> properties_bin, payloads -> bodies.
+
+The core Message is then built by amqplite.broker.publishing.make_message, as for AMQP.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +9,10 @@ import base64
 import binascii
 from typing import Any
 
-from amqplite.broker.message import Message
 from amqplite.management.http import HttpError
 from amqplite.protocol.errors import AMQPError
 from amqplite.protocol.methods import spec
-from amqplite.protocol.properties import encode_properties, read_facts
+from amqplite.protocol.properties import encode_properties
 
 _STRING_PROPERTIES = {
     "content_type": "content_type",
@@ -76,29 +78,3 @@ def decode_payload(payload: Any, encoding: Any) -> bytes:
         except binascii.Error:
             raise HttpError(400, "'payload' is not valid base64") from None
     raise HttpError(400, "'payload_encoding' must be string or base64")
-
-
-def build_message(exchange: str, routing_key: str, properties_bin: bytes, body: bytes) -> Message:
-    """A core Message with the routing facts read from the properties, as the session does."""
-    try:
-        facts = read_facts(properties_bin)
-    except AMQPError as exc:
-        raise HttpError(400, exc.reply_text) from None
-    expiration_ms: int | None = None
-    if facts.expiration is not None:
-        try:
-            expiration_ms = int(facts.expiration)
-            if expiration_ms < 0:
-                raise ValueError
-        except ValueError:
-            raise HttpError(400, f"invalid expiration '{facts.expiration}'") from None
-    return Message(
-        exchange,
-        routing_key,
-        properties_bin,
-        body,
-        persistent=facts.delivery_mode == 2,
-        priority=facts.priority or 0,
-        expiration_ms=expiration_ms,
-        headers=facts.headers,
-    )

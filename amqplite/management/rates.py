@@ -52,6 +52,17 @@ class RateTracker:
             series.counts = tuple(counts)
         return series.rates
 
+    def settled(self, key: object, counts: Sequence[float]) -> bool:
+        """True when the last sample holds these counts and zero rates (they stay zero until
+        the counts change)."""
+        series = self._series.get(id(key))
+        return (
+            series is not None
+            and series.ref() is key
+            and series.counts == tuple(counts)
+            and series.rates == series.zeros
+        )
+
     def _forget(self, ident: int, ref: weakref.ref[object]) -> None:
         series = self._series.get(ident)
         if series is not None and series.ref is ref:

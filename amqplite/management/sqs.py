@@ -54,8 +54,8 @@ class Received:
     redelivered: bool
 
 
-class _NoSink:
-    """The management channel has no consumers: nothing is pushed to it."""
+class NoSink:
+    """A management channel has no consumers: nothing is ever pushed to it."""
 
     def deliver(
         self, channel_id: int, consumer_tag: str, delivery_tag: int, entry: QueueEntry
@@ -70,6 +70,11 @@ class _NoSink:
         return True
 
 
+def management_channel() -> DeliveryChannel:
+    """A delivery channel of management's own (HTTP get and receive, the aliveness test)."""
+    return DeliveryChannel(0, NoSink())
+
+
 def _noop() -> None:
     """Default change notification."""
 
@@ -79,7 +84,7 @@ class SqsMessaging:
 
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
-        self.channel = DeliveryChannel(0, _NoSink())
+        self.channel = management_channel()
         self.in_flight: dict[str, InFlight] = {}
         self._deadlines: SortedKeyList[InFlight] = SortedKeyList(key=lambda f: f.deadline)
         self._delayed: SortedKeyList[Delayed] = SortedKeyList(key=lambda d: d.due)

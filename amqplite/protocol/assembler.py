@@ -82,6 +82,10 @@ class ContentAssembler:
         """Drop any partial content of a channel (when the channel closes)."""
         self._pending.pop(channel, None)
 
+    def has_pending(self, channel: int) -> bool:
+        """True while content is in progress on `channel`."""
+        return channel in self._pending
+
     def pending_channels(self) -> frozenset[int]:
         """The channels with content in progress."""
         return frozenset(self._pending)

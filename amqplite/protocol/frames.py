@@ -22,7 +22,7 @@ one complete frame only, and the frames after it (such as connection.close-ok) s
 from __future__ import annotations
 
 import struct
-from typing import Final, TypeAlias
+from typing import Any, Final, TypeAlias
 
 import attrs
 
@@ -108,6 +108,14 @@ _HEADER_FRAME_PREFIX: Final = struct.Struct(">BHIHHQ")
 _END: Final = bytes([FRAME_END])
 _KNOWN_TYPES: Final = frozenset(int(t) for t in FrameType)
 _COMPACT_MIN: Final = 65536
+_HOT_PREFIX: Final = struct.Struct(">BHII")
+_TAG_BITS: Final = struct.Struct(">QB")
+_PUBLISH_IDS: Final = 0x003C0028
+
+HOT_PUBLISH: Final = 0
+"""`FrameReader.peek_hot` kind: basic.publish with its content."""
+HOT_ACK: Final = 1
+"""`FrameReader.peek_hot` kind: basic.ack."""
 
 
 class FrameReader:
@@ -125,7 +133,7 @@ class FrameReader:
         """Bytes received but not yet returned as frames."""
         return len(self._buffer) - self._offset
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes | bytearray) -> None:
         """Append received bytes (dropped once the reader has failed)."""
         if self._error is None:
             self._buffer += data
@@ -217,6 +225,93 @@ class FrameReader:
             )
         return HeartbeatFrame(channel)
 
+    def peek_hot(self) -> tuple[Any, ...] | None:
+        """Decode the next basic.publish with all its content, or basic.ack, without consuming.
+
+        Returns ``(HOT_PUBLISH, channel, length, exchange, routing_key, bits, properties_bin,
+        body)`` for a publish whose method, content header and single body frame have all
+        arrived, or ``(HOT_ACK, channel, length, delivery_tag, multiple)``; ``length`` is what
+        `skip` must consume. None for anything else, incomplete or malformed: `next_frame`
+        then reads it (and raises the precise error where there is one).
+        """
+        if self._error is not None or not self._header_seen:
+            return None
+        buffer = self._buffer
+        start = self._offset
+        total = len(buffer)
+        if total - start < 12:
+            return None
+        frame_type, channel, size, ids = _HOT_PREFIX.unpack_from(buffer, start)
+        end = start + FRAME_HEADER_SIZE + size
+        limit = self.frame_max - FRAME_OVERHEAD
+        if frame_type != 1 or size > limit or end >= total or buffer[end] != FRAME_END:
+            return None
+        if ids == _ACK_IDS:
+            if size != 13:
+                return None
+            tag, bits = _TAG_BITS.unpack_from(buffer, start + 11)
+            return (HOT_ACK, channel, size + FRAME_OVERHEAD, tag, bool(bits & 1))
+        if ids != _PUBLISH_IDS or size < 9:
+            return None
+        at = start + 13  # frame header, class and method ids, ticket
+        key_at = at + 1 + buffer[at]
+        if key_at >= end:
+            return None
+        bits_at = key_at + 1 + buffer[key_at]
+        if bits_at + 1 != end:
+            return None
+        header = end + 1
+        if total - header < 22:
+            return None
+        header_type, header_channel, header_size, class_id, _weight, body_size = (
+            _HEADER_FRAME_PREFIX.unpack_from(buffer, header)
+        )
+        header_end = header + FRAME_HEADER_SIZE + header_size
+        if (
+            header_type != 2
+            or header_channel != channel
+            or header_size < 14
+            or header_size > limit
+            or class_id != 60
+            or header_end >= total
+            or buffer[header_end] != FRAME_END
+        ):
+            return None
+        body_at = header_end + 1
+        if body_size:
+            if total - body_at < FRAME_HEADER_SIZE:
+                return None
+            body_type, body_channel, body_frame_size = _FRAME_HEADER.unpack_from(buffer, body_at)
+            body_end = body_at + FRAME_HEADER_SIZE + body_frame_size
+            if (
+                body_type != 3
+                or body_channel != channel
+                or body_frame_size != body_size
+                or body_size > limit
+                or body_end >= total
+                or buffer[body_end] != FRAME_END
+            ):
+                return None
+            body = bytes(buffer[body_at + FRAME_HEADER_SIZE : body_end])
+            stop = body_end + 1
+        else:
+            body = b""
+            stop = body_at
+        return (
+            HOT_PUBLISH,
+            channel,
+            stop - start,
+            buffer[at + 1 : key_at].decode("utf-8", "surrogateescape"),
+            buffer[key_at + 1 : bits_at].decode("utf-8", "surrogateescape"),
+            buffer[bits_at],
+            bytes(buffer[header + 19 : header_end]),
+            body,
+        )
+
+    def skip(self, size: int) -> None:
+        """Consume `size` bytes that `peek_hot` decoded."""
+        self._consume(size)
+
     def _check(self) -> None:
         """Assert the buffer invariants (for tests): the consumed prefix is dropped in time."""
         assert 0 <= self._offset <= len(self._buffer)
@@ -298,6 +393,25 @@ def encode_content(
     return b"".join(parts)
 
 
+_SHORTSTR_CACHE: Final[dict[str, bytes]] = {}
+_SHORTSTR_CACHE_SIZE: Final = 8192
+_DELIVER_HEAD: Final = struct.Struct(">BHII")  # method frame header, class and method ids
+_TAG_REDELIVERED: Final = struct.Struct(">QB")
+_END_HEADER_PREFIX: Final = struct.Struct(">BBHIHHQ")  # frame end, then a content header's start
+_END_FRAME_HEADER: Final = struct.Struct(">BBHI")  # frame end, then a frame header
+
+
+def _cached_shortstr(value: str) -> bytes:
+    """`_shortstr`, remembered for the consumer tags, exchanges and keys that repeat."""
+    encoded = _SHORTSTR_CACHE.get(value)
+    if encoded is None:
+        encoded = _shortstr(value)
+        if len(_SHORTSTR_CACHE) >= _SHORTSTR_CACHE_SIZE:
+            _SHORTSTR_CACHE.clear()
+        _SHORTSTR_CACHE[value] = encoded
+    return encoded
+
+
 def encode_deliver(
     channel: int,
     consumer_tag: str,
@@ -310,19 +424,34 @@ def encode_deliver(
     frame_max: int,
 ) -> bytes:
     """Encode basic.deliver with its content header and body frames."""
-    payload = b"".join(
+    tag = _cached_shortstr(consumer_tag)
+    exchange_bin = _cached_shortstr(exchange)
+    key_bin = _cached_shortstr(routing_key)
+    size = len(body)
+    head = _DELIVER_HEAD.pack(
+        FrameType.METHOD, channel, 13 + len(tag) + len(exchange_bin) + len(key_bin), 0x003C003C
+    )
+    if not 0 < size <= frame_max - FRAME_OVERHEAD:  # no body, or several body frames
+        payload = b"".join((tag, _TAG_REDELIVERED.pack(delivery_tag, redelivered), exchange_bin))
+        parts: list[bytes | memoryview] = [head, payload, key_bin, _END]
+        _content_parts(parts, channel, 60, properties_bin, body, frame_max)
+        return b"".join(parts)
+    return b"".join(
         (
-            _DELIVER_IDS,
-            _shortstr(consumer_tag),
-            U64.pack(delivery_tag),
-            b"\x01" if redelivered else b"\x00",
-            _shortstr(exchange),
-            _shortstr(routing_key),
+            head,
+            tag,
+            _TAG_REDELIVERED.pack(delivery_tag, redelivered),
+            exchange_bin,
+            key_bin,
+            _END_HEADER_PREFIX.pack(
+                FRAME_END, FrameType.HEADER, channel, 12 + len(properties_bin), 60, 0, size
+            ),
+            properties_bin,
+            _END_FRAME_HEADER.pack(FRAME_END, FrameType.BODY, channel, size),
+            body,
+            _END,
         )
     )
-    parts: list[bytes | memoryview] = [_method_frame(channel, payload)]
-    _content_parts(parts, channel, 60, properties_bin, body, frame_max)
-    return b"".join(parts)
 
 
 def encode_get_ok(

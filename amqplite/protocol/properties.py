@@ -77,8 +77,28 @@ def _read_flags(properties_bin: bytes) -> tuple[int, int]:
     return flags, offset
 
 
+_FACTS_CACHE: Final[dict[bytes, MessageFacts]] = {}
+_FACTS_CACHE_SIZE: Final = 1024
+_FACTS_CACHE_BLOB: Final = 64  # longer property blobs (ids, timestamps) rarely repeat
+
+
 def read_facts(properties_bin: bytes) -> MessageFacts:
-    """Read delivery_mode, priority, expiration and headers, stopping after the last of them."""
+    """Read delivery_mode, priority, expiration and headers, stopping after the last of them.
+
+    Facts without headers (immutable then) are remembered per short property blob: most
+    publishers repeat a few, such as delivery_mode 2 alone.
+    """
+    facts = _FACTS_CACHE.get(properties_bin)
+    if facts is None:
+        facts = _read_facts(properties_bin)
+        if facts.headers is None and len(properties_bin) <= _FACTS_CACHE_BLOB:
+            if len(_FACTS_CACHE) >= _FACTS_CACHE_SIZE:
+                _FACTS_CACHE.clear()
+            _FACTS_CACHE[bytes(properties_bin)] = facts
+    return facts
+
+
+def _read_facts(properties_bin: bytes) -> MessageFacts:
     try:
         flags, offset = _read_flags(properties_bin)
         if not flags & _FACT_FLAGS:

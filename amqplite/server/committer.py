@@ -12,6 +12,7 @@ import trio
 
 from amqplite.broker.broker import Broker
 from amqplite.config.models import Config
+from amqplite.management.metrics import LatencyHistogram
 from amqplite.session.connection import Session
 from amqplite.store.store import Store
 
@@ -46,8 +47,12 @@ class Committer:
     def __init__(self, store: Store, sessions: Callable[[], Iterable[Session]]) -> None:
         self.store = store
         self.sessions = sessions
+        if store.fsync_histogram is None:
+            store.fsync_histogram = LatencyHistogram()  # read by /metrics
         self._wake = trio.Event()
         store.on_dirty = self._wake.set
+        if store.pending:  # appended before there was anyone to wake (recovery, boot)
+            self._wake.set()
 
     async def run(self) -> None:
         """Commit whenever something was appended; never fsync on the event loop."""
@@ -67,9 +72,11 @@ class Committer:
         self.store.close()
         stats = self.store.statistics()
         log.info(
-            "store closed: %d group commits, %d fsync calls, %d bytes written, %d snapshots",
+            "store closed: %d group commits, %d fsync calls, %d bytes written, %d snapshots, "
+            "%d body bytes paged out of memory",
             stats.commits,
             stats.fsync_calls,
             stats.bytes_written,
             stats.snapshots,
+            stats.paged_out_bytes,
         )

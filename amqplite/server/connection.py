@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import trio
 
@@ -14,9 +15,18 @@ log = logging.getLogger("amqplite.server")
 
 RECEIVE_SIZE = 256 * 1024
 
+_batch: list[ClientConnection] | None = None
+"""While a reader processes received bytes: the connections that got output meanwhile."""
+
 
 class ClientConnection:
-    """Drives one Session over one stream; owns the tasks of that connection."""
+    """Drives one Session over one stream; owns the tasks of that connection.
+
+    Output produced while some connection's reader handles a receive (replies, deliveries to
+    any connection, confirms) is written straight to the socket when that receive is done,
+    one write per connection, if the socket takes it without blocking; the writer task sends
+    whatever is left, and all output produced outside a receive (timers, commits).
+    """
 
     def __init__(self, stream: trio.abc.Stream, session: Session, limits: Limits) -> None:
         self.stream = stream
@@ -26,11 +36,40 @@ class ClientConnection:
         self._last_received = trio.current_time()
         self._last_sent = trio.current_time()
         self.finished = trio.Event()
+        self._fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else -1
+        self._batched = False  # in _batch
+        self._sending = False  # the writer task is inside send_all
+        self._leftover = b""  # the part of a direct write the socket did not take
         session.on_output = self.wake
 
     def wake(self) -> None:
         """Tell the writer there is output (called by the session, possibly for deliveries)."""
-        self._wake.set()
+        if _batch is None:
+            self._wake.set()
+        elif not self._batched:
+            self._batched = True
+            _batch.append(self)
+
+    def _write_now(self) -> bool:
+        """Send the output without blocking; False when the writer task has to (finish) it."""
+        session = self.session
+        if self._fd < 0 or self._sending or self._leftover or session.closed:
+            return False
+        data = session.data_to_send()
+        if not data:
+            return True
+        try:
+            sent = os.write(self._fd, data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            sent = 0  # the writer task meets the error again and ends the connection
+        self._last_sent = trio.current_time()
+        if sent < len(data):
+            self._leftover = data[sent:]
+            return False
+        session.on_drained()
+        return True
 
     async def run(self) -> None:
         """Serve the connection until it closes; never raises for client misbehaviour."""
@@ -64,7 +103,7 @@ class ClientConnection:
                 session.connection_lost()
                 return
             self._last_received = trio.current_time()
-            session.receive_data(data)
+            _receive(session, data)
 
     async def _writer(self, scope: trio.CancelScope) -> None:
         session = self.session
@@ -72,7 +111,10 @@ class ClientConnection:
             await self._wake.wait()
             self._wake = trio.Event()
             data = session.data_to_send()
+            if self._leftover:
+                data, self._leftover = self._leftover + data, b""
             if data:
+                self._sending = True
                 try:
                     with trio.CancelScope(shield=True):
                         await self.stream.send_all(data)
@@ -80,6 +122,8 @@ class ClientConnection:
                     session.connection_lost()
                     scope.cancel()
                     return
+                finally:
+                    self._sending = False
                 self._last_sent = trio.current_time()
                 session.on_drained()
             if session.closed and not session.data_to_send_pending():
@@ -108,3 +152,28 @@ class ClientConnection:
                     return
                 if now - self._last_sent >= heartbeat / 2:
                     session.send_raw(HEARTBEAT_FRAME)
+
+
+def _receive(session: Session, data: bytes | bytearray) -> None:
+    """Let the session handle received bytes, then write the output it caused, per connection."""
+    global _batch
+    if _batch is not None:  # not expected: receives do not nest
+        session.receive_data(data)
+        return
+    batch: list[ClientConnection] = []
+    _batch = batch
+    i = 0
+    try:
+        session.receive_data(data)
+        i = 0
+        while i < len(batch):  # a write may resume deliveries, adding connections
+            conn = batch[i]
+            i += 1
+            conn._batched = False
+            if not conn._write_now():
+                conn._wake.set()
+    finally:
+        _batch = None
+        for conn in batch[i:]:
+            conn._batched = False
+            conn._wake.set()

@@ -15,6 +15,7 @@ from amqplite.broker.broker import Broker, User
 from amqplite.broker.consumer import DeliveryChannel
 from amqplite.broker.message import Message, QueueEntry
 from amqplite.broker.plugin_api import Destination
+from amqplite.broker.publishing import make_message
 from amqplite.broker.vhost import VHost
 from amqplite.protocol.assembler import Command, ContentAssembler
 from amqplite.protocol.constants import (
@@ -25,6 +26,7 @@ from amqplite.protocol.constants import (
 )
 from amqplite.protocol.errors import AMQPError, ChannelException, ConnectionException
 from amqplite.protocol.frames import (
+    HOT_PUBLISH,
     NEED_DATA,
     BadProtocolHeader,
     FrameReader,
@@ -46,7 +48,6 @@ from amqplite.protocol.methods import (
     method_ids,
     spec,
 )
-from amqplite.protocol.properties import read_facts
 from amqplite.session.auth import MECHANISMS, parse_credentials
 from amqplite.session.channel import ChannelSession, ChannelState, ConfirmMode
 
@@ -142,14 +143,17 @@ class Session:
         """True when the connection is finished: flush what is left, then close the socket."""
         return self.state is ConnectionState.CLOSED
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes | bytearray) -> None:
         """Process bytes from the client; replies and deliveries accumulate for data_to_send."""
         if self.state in (ConnectionState.CLOSED,):
             return
-        self.reader.receive_data(data)
+        reader = self.reader
+        reader.receive_data(data)
         try:
             while self.state is not ConnectionState.CLOSED:
-                frame = self.reader.next_frame()
+                if self.state is ConnectionState.OPEN:
+                    self._receive_hot()
+                frame = reader.next_frame()
                 if frame is NEED_DATA:
                     break
                 self._handle_frame(frame)
@@ -166,6 +170,44 @@ class Session:
                 )
             )
         self._flush_confirms()
+
+    def _receive_hot(self) -> None:
+        """Publishes and acks straight from the read buffer while they come in a row."""
+        reader = self.reader
+        channels = self.channels
+        assembler = self.assembler
+        max_body = assembler.max_body_size
+        while self.state is ConnectionState.OPEN:
+            hot = reader.peek_hot()
+            if hot is None:
+                return
+            channel_id = hot[1]
+            channel = channels.get(channel_id)
+            if (
+                channel is None
+                or channel.state is not ChannelState.OPEN
+                or assembler.has_pending(channel_id)
+            ):
+                return
+            if hot[0] == HOT_PUBLISH:
+                _, _, size, exchange, routing_key, bits, properties_bin, body = hot
+                if len(body) > max_body:
+                    return
+                reader.skip(size)
+                try:
+                    self._publish(
+                        channel, exchange, routing_key, bool(bits & 1), properties_bin, body
+                    )
+                except ChannelException as exc:
+                    method = BasicPublish(exchange, routing_key, bool(bits & 1), bool(bits & 2))
+                    self._channel_error(channel, exc, method)
+            else:
+                _, _, size, delivery_tag, multiple = hot
+                reader.skip(size)
+                try:
+                    self._ack(channel, delivery_tag, multiple)
+                except ChannelException as exc:
+                    self._channel_error(channel, exc, BasicAck(delivery_tag, multiple))
 
     def data_to_send(self) -> bytes:
         """Take every byte queued for the client."""
@@ -791,38 +833,32 @@ class Session:
 
     def _basic_publish(self, channel: ChannelSession, command: Command) -> None:
         m: BasicPublish = command.method
-        vhost = self._vh
-        self._allow("write", "exchange", m.exchange, ClassId.BASIC, 40)
-        vhost.exchange(m.exchange)  # 404 before anything else
-        properties_bin = command.properties_bin or b"\x00\x00"
-        facts = read_facts(properties_bin)
-        expiration_ms: int | None = None
-        if facts.expiration is not None:
-            try:
-                expiration_ms = int(facts.expiration)
-                if expiration_ms < 0:
-                    raise ValueError
-            except ValueError:
-                raise ChannelException(
-                    ReplyCode.PRECONDITION_FAILED,
-                    f"invalid expiration '{facts.expiration}'",
-                    ClassId.BASIC,
-                    40,
-                ) from None
-        message = Message(
+        self._publish(
+            channel,
             m.exchange,
             m.routing_key,
-            properties_bin,
+            m.mandatory,
+            command.properties_bin or b"\x00\x00",
             command.body or b"",
-            persistent=facts.delivery_mode == 2,
-            priority=facts.priority or 0,
-            expiration_ms=expiration_ms,
-            headers=facts.headers,
         )
+
+    def _publish(
+        self,
+        channel: ChannelSession,
+        exchange: str,
+        routing_key: str,
+        mandatory: bool,
+        properties_bin: bytes,
+        body: bytes,
+    ) -> None:
+        vhost = self._vh
+        self._allow("write", "exchange", exchange, ClassId.BASIC, 40)
+        vhost.exchange(exchange)  # 404 before anything else
+        message = make_message(exchange, routing_key, properties_bin, body)
         if channel.mode is ConfirmMode.TX:
-            channel.tx_ops.append(("publish", m.exchange, m.mandatory, message))
+            channel.tx_ops.append(("publish", exchange, mandatory, message))
             return
-        self._route(channel, m.exchange, m.mandatory, message)
+        self._route(channel, exchange, mandatory, message)
 
     def _route(
         self, channel: ChannelSession, exchange: str, mandatory: bool, message: Message
@@ -887,10 +923,13 @@ class Session:
 
     def _basic_ack(self, channel: ChannelSession, command: Command) -> None:
         m: BasicAck = command.method
+        self._ack(channel, m.delivery_tag, m.multiple)
+
+    def _ack(self, channel: ChannelSession, delivery_tag: int, multiple: bool) -> None:
         if channel.mode is ConfirmMode.TX:
-            channel.tx_ops.append(("ack", m.delivery_tag, m.multiple))
+            channel.tx_ops.append(("ack", delivery_tag, multiple))
             return
-        self.broker.ack(channel.delivery, m.delivery_tag, m.multiple)
+        self.broker.ack(channel.delivery, delivery_tag, multiple)
 
     def _basic_nack(self, channel: ChannelSession, command: Command) -> None:
         m: BasicNack = command.method

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import mmap
 import os
+import time
 from pathlib import Path
 from typing import BinaryIO
 
@@ -62,6 +64,7 @@ class SyncJob:
     after_sync: list[SyncTask] = attrs.field(factory=list)
     fsync_calls: int = 0
     bytes_written: int = 0
+    sync_seconds: float = 0.0  # how long the fsyncs took (0 when fsync is off)
 
     def add_file(self, file: BinaryIO) -> None:
         """Sync this file (once, however often it was written)."""
@@ -70,11 +73,13 @@ class SyncJob:
 
     def run(self) -> None:
         """fsync the files and directories, then close, remove and snapshot (blocking)."""
-        if self.fsync:
+        if self.fsync and (self.files or self.dirs):
+            started = time.perf_counter()
             for file in self.files:
                 os.fsync(file.fileno())
             for directory in self.dirs:
                 fsync_dir(directory)
+            self.sync_seconds = time.perf_counter() - started
             self.fsync_calls += len(self.files) + len(self.dirs)
         for file in self.close_after:
             file.close()
@@ -123,20 +128,25 @@ class SegmentWriter:
         """Buffer a record; it reaches the file at the next write()."""
         self.buffer += record
 
-    def write(self, job: SyncJob) -> None:
-        """Write the buffer to the open segment (rotating when full) and enlist it for fsync."""
+    def write(self, job: SyncJob) -> tuple[int, int]:
+        """Write the buffer to the open segment (rotating when full) and enlist it for fsync.
+
+        Returns (segment number, file offset) where the buffer landed ((0, 0) when it was empty).
+        """
         if not self.buffer:
-            return
+            return 0, 0
         if self.file is None or self.size >= self.segment_bytes:
             self.rotate(job)
             self._open_next(job)
         assert self.file is not None
+        base = self.size
         self.file.write(self.buffer)
         job.bytes_written += len(self.buffer)
         self.size += len(self.buffer)
         self.sizes[self.number] = self.size
         self.buffer.clear()
         job.add_file(self.file)
+        return self.number, base
 
     def rotate(self, job: SyncJob) -> int:
         """Retire the open segment (synced, then closed by the job); return the last number used."""
@@ -167,17 +177,27 @@ class SegmentScan:
     size: int
     problem: str | None
     problem_offset: int
+    data: bytes | memoryview = b""  # the file's contents (mapped): recovery locates bodies in it
+
+
+def map_file(path: Path) -> bytes | memoryview:
+    """A file's contents, mapped read-only (pages stay in the page cache, not on the heap)."""
+    with open(path, "rb") as file:
+        size = os.fstat(file.fileno()).st_size
+        if size == 0:
+            return b""
+        return memoryview(mmap.mmap(file.fileno(), size, access=mmap.ACCESS_READ))
 
 
 def read_segment(path: Path) -> SegmentScan:
     """Read a segment's records; a bad header or a torn/corrupt record ends it with a problem."""
-    data = path.read_bytes()
+    data = map_file(path)
     try:
         read_header(data, FileKind.SEGMENT)
     except StoreFileError as exc:
         return SegmentScan([], len(data), f"bad segment header: {exc}", 0)
     result = scan(data, FILE_HEADER.size)
-    return SegmentScan(result.records, len(data), result.problem, result.end)
+    return SegmentScan(result.records, len(data), result.problem, result.end, data)
 
 
 def cut_tail(path: Path, offset: int) -> None:

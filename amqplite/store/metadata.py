@@ -9,7 +9,7 @@ from typing import Any, BinaryIO
 
 import attrs
 
-from amqplite.store.journal import SyncJob, cut_tail, fsync_dir
+from amqplite.store.journal import SyncJob, SyncTask, cut_tail, fsync_dir
 from amqplite.store.records import (
     FILE_HEADER,
     MAGIC,
@@ -92,6 +92,14 @@ class MetadataLog:
         self.exchanges: dict[tuple[str, str], ExchangeRecord] = {}
         self.queues: dict[tuple[str, str], QueueRecord] = {}
         self.bindings: dict[tuple[Any, ...], BindingRecord] = {}
+        # vhosts, users, permissions and policies: the fields of their records, by identity
+        self.vhosts: dict[str, list[Any]] = {}
+        self.users: dict[str, list[Any]] = {}
+        self.permissions: dict[tuple[str, str], list[Any]] = {}
+        self.policies: dict[tuple[str, str], list[Any]] = {}
+        # deleted at run time: undone at boot even if the configuration creates them again
+        self.deleted_users: set[str] = set()
+        self.cleared_permissions: set[tuple[str, str]] = set()
         self.record_count = 0
         self.buffer = bytearray()
         self.file: BinaryIO | None = None
@@ -100,7 +108,17 @@ class MetadataLog:
     @property
     def live_count(self) -> int:
         """How many records a compacted log would hold."""
-        return len(self.exchanges) + len(self.queues) + len(self.bindings)
+        return (
+            len(self.exchanges)
+            + len(self.queues)
+            + len(self.bindings)
+            + len(self.vhosts)
+            + len(self.users)
+            + len(self.permissions)
+            + len(self.policies)
+            + len(self.deleted_users)
+            + len(self.cleared_permissions)
+        )
 
     # -- reading -------------------------------------------------------------------------
 
@@ -114,7 +132,7 @@ class MetadataLog:
             tmp.unlink()
         if path.exists():
             meta._load()
-        if not path.exists() or meta.record_count > max(compact_over, 2 * meta.live_count):
+        if not path.exists() or meta.due_for_compaction(compact_over):
             meta.compact()
         meta.file = open(path, "ab", buffering=0)  # noqa: SIM115 - closed in close()
         return meta
@@ -178,6 +196,40 @@ class MetadataLog:
             self.bindings[binding.key] = binding
         elif record_type == RecordType.BINDING_REMOVED:
             self.bindings.pop(BindingRecord(*fields).key, None)
+        else:
+            self._apply_config(record_type, fields)
+
+    def _apply_config(self, record_type: RecordType, fields: list[Any]) -> None:
+        if record_type == RecordType.VHOST:
+            self.vhosts[fields[0]] = fields
+        elif record_type == RecordType.VHOST_DELETED:
+            name = fields[0]
+            self.vhosts.pop(name, None)
+            for key in [k for k in self.permissions if k[1] == name]:
+                del self.permissions[key]
+            for key in [k for k in self.policies if k[0] == name]:
+                del self.policies[key]
+        elif record_type == RecordType.USER:
+            self.users[fields[0]] = fields
+            self.deleted_users.discard(fields[0])
+        elif record_type == RecordType.USER_DELETED:
+            name = fields[0]
+            self.users.pop(name, None)
+            self.deleted_users.add(name)
+            for key in [k for k in self.permissions if k[0] == name]:
+                del self.permissions[key]
+        elif record_type == RecordType.PERMISSION:
+            key = (fields[0], fields[1])
+            self.permissions[key] = fields
+            self.cleared_permissions.discard(key)
+        elif record_type == RecordType.PERMISSION_CLEARED:
+            key = (fields[0], fields[1])
+            self.permissions.pop(key, None)
+            self.cleared_permissions.add(key)
+        elif record_type == RecordType.POLICY:
+            self.policies[(fields[0], fields[1])] = fields
+        elif record_type == RecordType.POLICY_CLEARED:
+            self.policies.pop((fields[0], fields[1]), None)
 
     # -- writing -------------------------------------------------------------------------
 
@@ -196,6 +248,18 @@ class MetadataLog:
 
     def _live_records(self) -> list[bytes]:
         out: list[bytes] = []
+        for fields in self.vhosts.values():
+            out.append(encode_fields(RecordType.VHOST, *fields))
+        for name in sorted(self.deleted_users):
+            out.append(encode_fields(RecordType.USER_DELETED, name))
+        for fields in self.users.values():
+            out.append(encode_fields(RecordType.USER, *fields))
+        for user, vhost in sorted(self.cleared_permissions):
+            out.append(encode_fields(RecordType.PERMISSION_CLEARED, user, vhost))
+        for fields in self.permissions.values():
+            out.append(encode_fields(RecordType.PERMISSION, *fields))
+        for fields in self.policies.values():
+            out.append(encode_fields(RecordType.POLICY, *fields))
         for e in self.exchanges.values():
             out.append(
                 encode_fields(
@@ -230,20 +294,63 @@ class MetadataLog:
 
     def compact(self) -> None:
         """Rewrite the log with only live records: temp file, fsync, rename, fsync directory."""
-        tmp = self.path.with_name(self.path.name + ".tmp")
         records = self._live_records()
-        with open(tmp, "wb") as file:
-            file.write(file_header(FileKind.METADATA))
-            for record in records:
-                file.write(record)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, self.path)
-        fsync_dir(self.path.parent)
+        _rewrite(self.path, records, fsync=True)
         self.record_count = len(records)
+
+    def due_for_compaction(self, compact_over: int = 1000) -> bool:
+        """True when most records are dead (deleted or replaced entities)."""
+        return self.record_count > max(compact_over, 2 * self.live_count)
+
+    def start_compaction(self, job: SyncJob) -> MetadataCompaction:
+        """Rewrite the log after this commit's fsync (call after write(job)); complete it afterwards."""
+        task = MetadataCompaction(self, self._live_records(), self.record_count)
+        job.after_sync.append(task)
+        return task
+
+    def compaction_done(self, task: MetadataCompaction) -> None:
+        """Append to the compacted file from now on (the old one was replaced by rename)."""
+        if not task.ok:
+            return
+        if self.file is not None:
+            self.file.close()
+            self.file = open(self.path, "ab", buffering=0)  # noqa: SIM115 - closed in close()
+        self.record_count = len(task.records) + self.record_count - task.count_at_start
 
     def close(self) -> None:
         """Close the file (write() and a sync first, or the buffer is lost)."""
         if self.file is not None:
             self.file.close()
             self.file = None
+
+
+def _rewrite(path: Path, records: list[bytes], fsync: bool) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as file:
+        file.write(file_header(FileKind.METADATA))
+        for record in records:
+            file.write(record)
+        file.flush()
+        if fsync:
+            os.fsync(file.fileno())
+    os.replace(tmp, path)
+    if fsync:
+        fsync_dir(path.parent)
+
+
+class MetadataCompaction(SyncTask):
+    """Rewrite the metadata log with its live records, in the committer's worker thread."""
+
+    def __init__(self, log_: MetadataLog, records: list[bytes], count_at_start: int) -> None:
+        self.path = log_.path
+        self.records = records
+        self.count_at_start = count_at_start
+        self.ok = False
+
+    def run(self, fsync: bool) -> None:
+        """Temp file, fsync, rename, fsync the directory; on failure the old log stays."""
+        try:
+            _rewrite(self.path, self.records, fsync)
+            self.ok = True
+        except OSError:
+            log.exception("compaction of %s failed; the log stays as it is", self.path)

@@ -20,6 +20,7 @@ MAX_RECORD = 1 << 31
 _ENQUEUE = struct.Struct(">QIBq")  # seq, delivery count, priority, expiration ms (-1: none)
 _U64 = struct.Struct(">Q")
 _DELIVERED = struct.Struct(">QI")
+_EXPIRES = struct.Struct(">Qd")
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
 
@@ -38,6 +39,7 @@ class RecordType(enum.IntEnum):
     ENQUEUE = 1
     REMOVE = 2
     DELIVERED = 3
+    EXPIRES = 4  # the message's TTL deadline as POSIX milliseconds (absolute across restarts)
     SNAPSHOT_END = 9
     EXCHANGE = 10
     EXCHANGE_DELETED = 11
@@ -45,6 +47,14 @@ class RecordType(enum.IntEnum):
     QUEUE_DELETED = 13
     BINDING = 14
     BINDING_REMOVED = 15
+    VHOST = 16
+    VHOST_DELETED = 17
+    USER = 18
+    USER_DELETED = 19
+    PERMISSION = 20
+    PERMISSION_CLEARED = 21
+    POLICY = 22
+    POLICY_CLEARED = 23
 
 
 class StoreFileError(Exception):
@@ -125,6 +135,9 @@ class StoredMessage:
     routing_key: str
     properties_bin: bytes
     body: bytes
+    source: int = -1  # >= 0: the body was left in recovery source file `source` (body is b"")
+    body_offset: int = 0  # where the body starts in that file
+    body_length: int = 0
 
 
 def encode_enqueue(
@@ -157,8 +170,8 @@ def encode_enqueue(
     return frame(RecordType.ENQUEUE, payload)
 
 
-def decode_enqueue(payload: memoryview) -> StoredMessage:
-    """The message of an ENQUEUE payload."""
+def decode_enqueue(payload: memoryview, source: int = -1, payload_at: int = 0) -> StoredMessage:
+    """The message of an ENQUEUE payload; with a source, the body is located (at payload_at) not copied."""
     seq, count, priority, expiration = _ENQUEUE.unpack_from(payload, 0)
     offset = _ENQUEUE.size
     (n,) = _U16.unpack_from(payload, offset)
@@ -169,7 +182,22 @@ def decode_enqueue(payload: memoryview) -> StoredMessage:
     offset += 2 + n
     (n,) = _U32.unpack_from(payload, offset)
     properties_bin = bytes(payload[offset + 4 : offset + 4 + n])
-    body = bytes(payload[offset + 4 + n :])
+    start = offset + 4 + n
+    if source >= 0:
+        return StoredMessage(
+            seq,
+            count,
+            priority,
+            None if expiration < 0 else expiration,
+            exchange,
+            routing_key,
+            properties_bin,
+            b"",
+            source,
+            payload_at + start,
+            len(payload) - start,
+        )
+    body = bytes(payload[start:])
     return StoredMessage(
         seq,
         count,
@@ -180,6 +208,11 @@ def decode_enqueue(payload: memoryview) -> StoredMessage:
         properties_bin,
         body,
     )
+
+
+def enqueue_seq(payload: memoryview) -> int:
+    """The sequence number of an ENQUEUE payload (without decoding the rest)."""
+    return int(_U64.unpack_from(payload, 0)[0])
 
 
 def enqueue_body_offset(payload: memoryview) -> int:
@@ -198,6 +231,17 @@ def encode_remove(seq: int) -> bytes:
 def encode_delivered(seq: int, delivery_count: int) -> bytes:
     """A DELIVERED record: the message has been handed out delivery_count times."""
     return frame(RecordType.DELIVERED, _DELIVERED.pack(seq, delivery_count))
+
+
+def encode_expires(seq: int, deadline_ms: float) -> bytes:
+    """An EXPIRES record: the message expires at this wall-clock time (POSIX ms)."""
+    return frame(RecordType.EXPIRES, _EXPIRES.pack(seq, deadline_ms))
+
+
+def decode_expires(payload: memoryview) -> tuple[int, float]:
+    """(seq, deadline in POSIX ms) of an EXPIRES payload."""
+    seq, deadline = _EXPIRES.unpack_from(payload, 0)
+    return int(seq), float(deadline)
 
 
 def decode_seq(payload: memoryview) -> int:
@@ -268,4 +312,12 @@ METADATA_LAYOUT: dict[RecordType, str] = {
     RecordType.QUEUE_DELETED: "ss",  # vhost, name
     RecordType.BINDING: "ssssst",  # vhost, source, kind, destination, routing key, arguments
     RecordType.BINDING_REMOVED: "ssssst",
+    RecordType.VHOST: "s",
+    RecordType.VHOST_DELETED: "s",
+    RecordType.USER: "sst",  # name, password hash, {"tags": [...]}
+    RecordType.USER_DELETED: "s",
+    RecordType.PERMISSION: "sssss",  # user, vhost, configure, write, read
+    RecordType.PERMISSION_CLEARED: "ss",
+    RecordType.POLICY: "ssstt",  # vhost, name, pattern, definition, {"priority", "apply-to"}
+    RecordType.POLICY_CLEARED: "ss",
 }

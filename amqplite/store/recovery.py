@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import struct
+from collections.abc import Iterator
 from pathlib import Path
 
 import attrs
@@ -10,46 +12,96 @@ import attrs
 from amqplite.store.journal import cut_tail, list_segments, read_segment
 from amqplite.store.records import (
     FILE_HEADER,
+    RECORD_HEAD,
     RecordType,
     StoredMessage,
     decode_delivered,
     decode_enqueue,
+    decode_expires,
     decode_seq,
+    enqueue_seq,
 )
-from amqplite.store.snapshot import read_snapshot, remove_temp_files
+from amqplite.store.snapshot import SNAPSHOT_NAME, read_snapshot, remove_temp_files
 
 log = logging.getLogger("amqplite.store")
+
+_LENGTH = struct.Struct(">I")
+
+
+_SOURCE_SHIFT = 48  # a record's place: source index << 48 | offset of the record in that file
 
 
 @attrs.frozen
 class RecoveredQueue:
-    """The live messages of a queue after recovery, in queue order, and where its journal stands."""
+    """The live messages of a queue after recovery, in queue order, and where its journal stands.
 
-    messages: list[StoredMessage]
-    sizes: list[int]  # record bytes of each message (what the journal counts as live)
+    Messages are kept as places of their records in the (mapped) source files and decoded one at a
+    time by stored(): a backlog of millions never exists twice in memory.
+    """
+
+    places: list[int]  # (source << 48 | record offset) of each live message, in queue order
+    counts: dict[int, int]  # seq -> delivery count journaled after the message's record
+    deadlines: dict[int, float]  # seq -> TTL deadline as POSIX milliseconds
     next_seq: int
     last_segment: int
     segment_sizes: dict[int, int]
-    live_bytes: int
     problems: list[str]
+    # the files the records are in (StoredMessage.source indexes this)
+    sources: list[tuple[Path, bytes | memoryview]] = attrs.field(factory=list)
+
+    def stored(self) -> Iterator[tuple[StoredMessage, int]]:
+        """(message with its body located, not copied; record bytes) in queue order."""
+        counts = self.counts
+        views = [memoryview(data) for _, data in self.sources]
+        head = RECORD_HEAD.size
+        for place in self.places:
+            source = place >> _SOURCE_SHIFT
+            offset = place & ((1 << _SOURCE_SHIFT) - 1)
+            view = views[source]
+            (length,) = _LENGTH.unpack_from(view, offset)
+            message = decode_enqueue(
+                view[offset + head + 1 : offset + head + length], source, offset + head + 1
+            )
+            count = counts.get(message.seq)
+            if count is not None:
+                message = attrs.evolve(message, delivery_count=count)
+            yield message, head + length
+
+    @property
+    def messages(self) -> list[StoredMessage]:
+        """The live messages (bodies located, not copied)."""
+        return [message for message, _ in self.stored()]
+
+    @property
+    def live_bytes(self) -> int:
+        """Record bytes of the live messages."""
+        return sum(size for _, size in self.stored())
 
 
 class _State:
     def __init__(self) -> None:
-        self.live: dict[int, tuple[StoredMessage, int]] = {}  # seq -> (message, record size)
+        self.live: dict[int, int] = {}  # seq -> place of its ENQUEUE record
         self.counts: dict[int, int] = {}
+        self.deadlines: dict[int, float] = {}  # seq -> TTL deadline, POSIX ms
         self.max_seq = -1
 
-    def apply(self, record_type: int, payload: memoryview) -> None:
+    def apply(self, record_type: int, payload: memoryview, source: int, record_at: int) -> None:
         if record_type == RecordType.ENQUEUE:
-            message = decode_enqueue(payload)
-            self.live[message.seq] = (message, len(payload) + 9)
-            self.counts.pop(message.seq, None)
-            self.max_seq = max(self.max_seq, message.seq)
+            seq = enqueue_seq(payload)
+            self.live[seq] = source << _SOURCE_SHIFT | record_at
+            self.counts.pop(seq, None)
+            self.deadlines.pop(seq, None)
+            if seq > self.max_seq:
+                self.max_seq = seq
         elif record_type == RecordType.REMOVE:
             seq = decode_seq(payload)
             self.live.pop(seq, None)
             self.counts.pop(seq, None)
+            self.deadlines.pop(seq, None)
+        elif record_type == RecordType.EXPIRES:
+            seq, deadline = decode_expires(payload)
+            if seq in self.live:
+                self.deadlines[seq] = deadline
         elif record_type == RecordType.DELIVERED:
             seq, count = decode_delivered(payload)
             if seq in self.live:
@@ -61,14 +113,16 @@ def recover_queue(directory: Path) -> RecoveredQueue:
     problems: list[str] = []
     state = _State()
     if not directory.is_dir():
-        return RecoveredQueue([], [], 0, 0, {}, 0, problems)
+        return RecoveredQueue([], {}, {}, 0, 0, {}, problems)
     remove_temp_files(directory)
     covers = 0
+    sources: list[tuple[Path, bytes | memoryview]] = []
     snapshot = read_snapshot(directory)
     if snapshot is not None:
         covers = snapshot.covers_through
-        for record_type, payload, _ in snapshot.records:
-            state.apply(record_type, payload)
+        sources.append((directory / SNAPSHOT_NAME, snapshot.data))
+        for record_type, payload, offset in snapshot.records:
+            state.apply(record_type, payload, 0, offset)
         if snapshot.problem is not None:
             text = f"{directory}: damaged snapshot ({snapshot.problem}); kept what read cleanly"
             log.error("%s", text)
@@ -90,8 +144,10 @@ def recover_queue(directory: Path) -> RecoveredQueue:
             path.unlink()
             continue
         found = read_segment(path)
-        for record_type, payload, _ in found.records:
-            state.apply(record_type, payload)
+        source = len(sources)
+        sources.append((path, found.data))
+        for record_type, payload, offset in found.records:
+            state.apply(record_type, payload, source, offset)
         if found.problem is None:
             sizes[number] = found.size
             continue
@@ -108,16 +164,14 @@ def recover_queue(directory: Path) -> RecoveredQueue:
         else:
             cut_tail(path, offset)
             sizes[number] = offset
-    for seq, count in state.counts.items():
-        message, size = state.live[seq]
-        state.live[seq] = (attrs.evolve(message, delivery_count=count), size)
-    ordered = sorted(state.live.values(), key=lambda item: item[0].seq)
+    live = state.live
     return RecoveredQueue(
-        [message for message, _ in ordered],
-        [size for _, size in ordered],
+        [live[seq] for seq in sorted(live)],
+        state.counts,
+        state.deadlines,
         state.max_seq + 1,
         last,
         sizes,
-        sum(size for _, size in ordered),
         problems,
+        sources,
     )

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import attrs
 
-from amqplite.store.journal import fsync_dir, list_segments
+from amqplite.store.journal import fsync_dir, list_segments, map_file
 from amqplite.store.records import (
     FILE_HEADER,
     FileKind,
@@ -86,6 +86,7 @@ class SnapshotScan:
     records: list[tuple[int, memoryview, int]]
     covers_through: int
     problem: str | None
+    data: bytes | memoryview = b""  # the file's contents (mapped): recovery locates bodies in it
 
 
 def read_snapshot(directory: Path) -> SnapshotScan | None:
@@ -93,7 +94,7 @@ def read_snapshot(directory: Path) -> SnapshotScan | None:
     path = directory / SNAPSHOT_NAME
     if not path.exists():
         return None
-    data = path.read_bytes()
+    data = map_file(path)
     try:
         covers = read_header(data, FileKind.SNAPSHOT)
     except StoreFileError as exc:
@@ -107,7 +108,7 @@ def read_snapshot(directory: Path) -> SnapshotScan | None:
         problem = f"{problem} at offset {result.end}"
     if records and records[-1][0] == RecordType.SNAPSHOT_END:
         records = records[:-1]
-    return SnapshotScan(records, covers, problem)
+    return SnapshotScan(records, covers, problem, data)
 
 
 def remove_temp_files(directory: Path) -> None:

@@ -6,29 +6,40 @@ import logging
 import os
 import secrets
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import attrs
 
+from amqplite.broker.auth import Permission
 from amqplite.broker.broker import Broker
-from amqplite.broker.message import Message, QueueEntry
+from amqplite.broker.message import Message, PagedMessage, QueueEntry
 from amqplite.broker.plugin_api import Destination
+from amqplite.broker.policy import Policy
 from amqplite.broker.queue import Queue
 from amqplite.broker.stats import MessageStats
 from amqplite.broker.vhost import Binding, Exchange, VHost
 from amqplite.config.models import StoreConfig
 from amqplite.protocol.properties import read_facts
-from amqplite.store.journal import SegmentWriter, SyncJob, SyncTask, fsync_dir
-from amqplite.store.metadata import METADATA_NAME, BindingRecord, MetadataLog
+from amqplite.store.bodies import BodyFile, BodyRef
+from amqplite.store.journal import SegmentWriter, SyncJob, SyncTask, fsync_dir, segment_path
+from amqplite.store.metadata import (
+    METADATA_NAME,
+    BindingRecord,
+    MetadataCompaction,
+    MetadataLog,
+)
 from amqplite.store.records import (
+    FILE_HEADER,
     RecordType,
     encode_delivered,
     encode_enqueue,
+    encode_expires,
     encode_remove,
 )
 from amqplite.store.recovery import RecoveredQueue, recover_queue
-from amqplite.store.snapshot import write_snapshot
+from amqplite.store.snapshot import SNAPSHOT_NAME, write_snapshot
 
 log = logging.getLogger("amqplite.store")
 
@@ -38,6 +49,16 @@ CLEAN_MARKER = "clean-shutdown"
 
 def _noop() -> None:
     """Default dirty notification: nobody to wake."""
+
+
+_INTS: dict[int, int] = {}
+
+
+def _shared_int(value: int) -> int:
+    """One object per distinct size: paged messages keep millions of equal lengths."""
+    if len(_INTS) < 4096:
+        return _INTS.setdefault(value, value)
+    return _INTS.get(value, value)
 
 
 def _encode_entry(seq: int, delivery_count: int, message: Message) -> bytes:
@@ -64,6 +85,8 @@ class StoreStatistics:
     queues: int
     live_messages: int
     journal_bytes: int
+    resident_bytes: int = 0
+    paged_out_bytes: int = 0
 
 
 @attrs.frozen
@@ -81,21 +104,44 @@ class SnapshotTask(SyncTask):
     """Write one queue's snapshot after a commit's fsync, in the worker thread."""
 
     def __init__(
-        self, journal: QueueStore, covers_through: int, items: list[tuple[int, int, Message]]
+        self,
+        journal: QueueStore,
+        covers_through: int,
+        items: list[tuple[int, int, Message]],
+        deadlines: dict[int, float] | None = None,
     ) -> None:
         self.journal = journal
+        self.deadlines = deadlines or {}  # seq -> TTL deadline, POSIX ms
         self.covers_through = covers_through
         self.items = items
         self.ok = False
+        self.body_offsets: list[int] = []  # where each item's body starts in the snapshot file
+        self.body_file: BodyFile | None = None  # opened when paged bodies must move to the snapshot
+
+    def _records(self) -> Iterator[bytes]:
+        position = FILE_HEADER.size
+        offsets = self.body_offsets
+        deadlines = self.deadlines
+        for seq, count, message in self.items:
+            record = _encode_entry(seq, count, message)
+            position += len(record)
+            offsets.append(position - message.size)  # the body ends the record
+            yield record
+            if deadlines and seq in deadlines:
+                record = encode_expires(seq, deadlines[seq])
+                position += len(record)
+                yield record
 
     def run(self, fsync: bool) -> None:
         """Write the snapshot; a failure is logged and the segments stay."""
-        records = (_encode_entry(seq, count, message) for seq, count, message in self.items)
+        directory = self.journal.directory
         try:
-            write_snapshot(self.journal.directory, self.covers_through, records, fsync=fsync)
+            write_snapshot(directory, self.covers_through, self._records(), fsync=fsync)
+            if any(type(message) is PagedMessage for _, _, message in self.items):
+                self.body_file = BodyFile(directory / SNAPSHOT_NAME)
             self.ok = True
         except OSError:
-            log.exception("snapshot of %s failed; its journal stays", self.journal.directory)
+            log.exception("snapshot of %s failed; its journal stays", directory)
 
 
 class QueueStore:
@@ -111,8 +157,11 @@ class QueueStore:
         self.writer = SegmentWriter(directory, next_segment, store.config.segment_bytes)
         if recovered is not None:
             self.writer.sizes.update(recovered.segment_sizes)
-        self.live: dict[int, tuple[QueueEntry, int]] = {}  # seq -> (entry, record bytes)
+        # seq -> (entry, record bytes); the size is negative while the body is paged out (on disk only)
+        self.live: dict[int, tuple[QueueEntry, int]] = {}
         self.live_bytes = 0
+        self.page_out: list[tuple[QueueEntry, int]] = []  # (entry, end of its record in the buffer)
+        self.body_files: dict[int, BodyFile] = {}  # open segments that paged bodies point into
         self.delivered_pending: dict[int, QueueEntry] = {}
         self.snapshot_running = False
         self.dead = False
@@ -121,11 +170,27 @@ class QueueStore:
     # -- QueueJournal --------------------------------------------------------------------
 
     def enqueue(self, entry: QueueEntry) -> None:
-        """Journal a persistent message that entered the queue."""
-        record = _encode_entry(entry.seq, entry.delivery_count, entry.message)
+        """Journal a persistent message that entered the queue; beyond the budget, page it out."""
+        message = entry.message
+        record = _encode_entry(entry.seq, entry.delivery_count, message)
         self.writer.append(record)
-        self.live[entry.seq] = (entry, len(record))
-        self.live_bytes += len(record)
+        end = len(self.writer.buffer)
+        size = len(record)
+        self.live_bytes += size
+        queue = self.queue
+        ttl = queue.settings.message_ttl
+        if message.expiration_ms is not None and (ttl is None or message.expiration_ms < ttl):
+            ttl = message.expiration_ms
+        if ttl is not None:
+            self.writer.append(encode_expires(entry.seq, queue.host.wall_time() * 1000 + ttl))
+        if type(message) is PagedMessage:
+            self.live[entry.seq] = (entry, -size)
+        else:
+            self.live[entry.seq] = (entry, size)
+            store = self.store
+            store.resident_bytes += message.size
+            if store.resident_bytes > store.config.memory_budget_bytes:
+                self.page_out.append((entry, end))
         self.store.appended(self)
 
     def remove(self, entry: QueueEntry) -> None:
@@ -134,7 +199,12 @@ class QueueStore:
         if item is None:
             return
         self.delivered_pending.pop(entry.seq, None)
-        self.live_bytes -= item[1]
+        size = item[1]
+        if size > 0:
+            self.live_bytes -= size
+            self.store.resident_bytes -= item[0].message.size
+        else:
+            self.live_bytes += size
         self.writer.append(encode_remove(entry.seq))
         self.store.appended(self)
 
@@ -152,7 +222,9 @@ class QueueStore:
             for seq, entry in self.delivered_pending.items():
                 self.writer.append(encode_delivered(seq, max(entry.delivery_count, 1)))
             self.delivered_pending.clear()
-        self.writer.write(job)
+        number, base = self.writer.write(job)
+        if self.page_out:
+            self._page_out(number, base)
         if self.snapshot_running:
             return
         on_disk = self.writer.bytes_on_disk
@@ -162,11 +234,41 @@ class QueueStore:
         if on_disk > threshold:
             self.start_snapshot(job)
 
+    def _page_out(self, number: int, base: int) -> None:
+        """Drop the bodies of the messages just written from memory: they are read from the segment."""
+        file = self.body_files.get(number)
+        if file is None:
+            file = self.body_files[number] = BodyFile(segment_path(self.writer.directory, number))
+        live = self.live
+        freed = 0
+        for entry, end in self.page_out:
+            item = live.get(entry.seq)
+            if item is None or item[0] is not entry or item[1] < 0:
+                continue
+            message = entry.message
+            if type(message) is PagedMessage:
+                continue
+            length = message.size
+            location = BodyRef(file, base + end - length, _shared_int(length))
+            entry.message = PagedMessage.of(message, location)
+            live[entry.seq] = (entry, _shared_int(-item[1]))
+            freed += length
+        self.page_out.clear()
+        self.store.resident_bytes -= freed
+        self.store.paged_out += freed
+
     def start_snapshot(self, job: SyncJob) -> SnapshotTask:
         """Retire the open segment and snapshot the live messages after this commit's fsync."""
         covers = self.writer.rotate(job)
         items = [(seq, e.delivery_count, e.message) for seq, (e, _) in self.live.items()]
-        task = SnapshotTask(self, covers, items)
+        host = self.queue.host
+        to_wall = (host.wall_time() - host.now()) * 1000
+        deadlines = {
+            seq: e.expires_at * 1000 + to_wall
+            for seq, (e, _) in self.live.items()
+            if e.expires_at is not None
+        }
+        task = SnapshotTask(self, covers, items, deadlines)
         job.after_sync.append(task)
         self.snapshot_running = True
         return task
@@ -178,6 +280,23 @@ class QueueStore:
             self.snapshots_taken += 1
             for number in [n for n in self.writer.sizes if n <= task.covers_through]:
                 del self.writer.sizes[number]
+            for number in [n for n in self.body_files if n <= task.covers_through]:
+                del self.body_files[number]
+            if task.body_file is not None:
+                self._repoint(task, task.body_file)
+
+    def _repoint(self, task: SnapshotTask, file: BodyFile) -> None:
+        """Paged bodies now read from the snapshot (the segments they were in are deleted)."""
+        live = self.live
+        for (seq, _, message), offset in zip(task.items, task.body_offsets, strict=True):
+            if type(message) is not PagedMessage:
+                continue
+            item = live.get(seq)
+            if item is None:
+                continue
+            current = item[0].message
+            if type(current) is PagedMessage:
+                current.location = BodyRef(file, offset, current.size)
 
     @property
     def journal_bytes(self) -> int:
@@ -211,6 +330,11 @@ class Store:
         self.problems: list[str] = list(self.metadata_log.problems)
         self.broker: Broker | None = None
         self._commits = self._fsync_calls = self._bytes_written = 0
+        self.metadata_compact_over = 1000  # compact the metadata log beyond this many records
+        # the server may set one (management.metrics.LatencyHistogram): observe(seconds) per commit
+        self.fsync_histogram: Any = None
+        self.resident_bytes = 0  # bodies of journaled messages held in memory
+        self.paged_out = 0  # body bytes dropped from memory since the store opened
         self._exchange_vhosts: dict[int, str] = {}
 
     def statistics(self) -> StoreStatistics:
@@ -224,6 +348,8 @@ class Store:
             queues=len(self.journals),
             live_messages=sum(len(j.live) for j in journals),
             journal_bytes=sum(j.journal_bytes for j in journals),
+            resident_bytes=self.resident_bytes,
+            paged_out_bytes=self.paged_out,
         )
 
     @property
@@ -289,6 +415,9 @@ class Store:
         journal = self.journals.pop((queue.vhost, queue.name), None)
         if journal is not None:
             journal.dead = True
+            self.resident_bytes -= sum(
+                e.message.size for e, size in journal.live.values() if size > 0
+            )
             self._dirty.pop(id(journal), None)
             self._doomed.append(journal)
         if queue.journal is journal:
@@ -361,6 +490,8 @@ class Store:
         job = SyncJob(self._ticket, fsync=self.config.fsync)
         self._signalled = False
         self.metadata_log.write(job)
+        if self.metadata_log.due_for_compaction(self.metadata_compact_over):
+            self.metadata_log.start_compaction(job)
         dirty = list(self._dirty.values())
         self._dirty.clear()
         for journal in dirty:
@@ -377,9 +508,13 @@ class Store:
         self._commits += 1
         self._fsync_calls += job.fsync_calls
         self._bytes_written += job.bytes_written
+        if job.fsync_calls and self.fsync_histogram is not None:
+            self.fsync_histogram.observe(job.sync_seconds)
         for task in job.after_sync:
             if isinstance(task, SnapshotTask):
                 task.journal.snapshot_done(task)
+            elif isinstance(task, MetadataCompaction):
+                self.metadata_log.compaction_done(task)
 
     def commit(self) -> None:
         """Flush, sync and complete in the calling thread (tests, shutdown)."""
@@ -408,6 +543,7 @@ class Store:
         meta = self.metadata_log
         totals = attrs.asdict(broker.totals)
         exchanges = queues = bindings = messages = 0
+        self._restore_config(broker, problems)
         for record in meta.exchanges.values():
             vhost = broker.add_vhost(record.vhost)
             try:
@@ -459,40 +595,157 @@ class Store:
             log.warning("recovery: %s", text)
         return RecoveryReport(exchanges, queues, bindings, messages, problems)
 
+    def _restore_config(self, broker: Broker, problems: list[str]) -> None:
+        """Vhosts, users, permissions and policies as last changed (deletions included)."""
+        meta = self.metadata_log
+        for name in meta.vhosts:
+            broker.add_vhost(name)
+        for name in meta.deleted_users:
+            if name in broker.users:
+                broker.delete_user(name)
+        for name, password_hash, extra in meta.users.values():
+            broker.add_user(name, "", extra.get("tags", ()), password_hash=password_hash)
+        for user, vhost in meta.cleared_permissions:
+            broker.clear_permissions(user, vhost)
+        for user, vhost, configure, write, read in meta.permissions.values():
+            if user in broker.users and vhost in broker.vhosts:
+                broker.set_permissions(user, vhost, Permission(configure, write, read))
+        for vhost, name, pattern, definition, extra in meta.policies.values():
+            broker.add_vhost(vhost)
+            try:
+                broker.set_policy(
+                    Policy(
+                        vhost,
+                        name,
+                        pattern,
+                        dict(definition),
+                        int(extra.get("priority", 0)),
+                        str(extra.get("apply-to", "queues")),
+                    )
+                )
+            except (ValueError, KeyError) as exc:
+                problems.append(f"policy {name!r} in {vhost!r} not restored: {exc}")
+
+    # -- ConfigListener ------------------------------------------------------------------
+
+    def _config_record(self, record_type: RecordType, *fields: Any) -> None:
+        self.metadata_log.append(record_type, *fields)
+        self.appended(None)
+
+    def vhost_added(self, name: str) -> None:
+        """Record a vhost."""
+        if name not in self.metadata_log.vhosts:
+            self._config_record(RecordType.VHOST, name)
+
+    def vhost_deleted(self, name: str) -> None:
+        """Forget a vhost (its permissions and policies with it)."""
+        self._config_record(RecordType.VHOST_DELETED, name)
+
+    def user_set(self, name: str, password_hash: str, tags: tuple[str, ...]) -> None:
+        """Record a user (its password hash only, never the password)."""
+        fields = [name, password_hash, {"tags": list(tags)}]
+        if self.metadata_log.users.get(name) != fields:
+            self._config_record(RecordType.USER, *fields)
+
+    def user_deleted(self, name: str) -> None:
+        """Record that a user is gone (also when the configuration creates it at boot)."""
+        self._config_record(RecordType.USER_DELETED, name)
+
+    def permissions_set(self, user: str, vhost: str, permission: Permission) -> None:
+        """Record a user's permissions on a vhost."""
+        fields = [user, vhost, permission.configure, permission.write, permission.read]
+        if self.metadata_log.permissions.get((user, vhost)) != fields:
+            self._config_record(RecordType.PERMISSION, *fields)
+
+    def permissions_cleared(self, user: str, vhost: str) -> None:
+        """Record that a user lost access to a vhost."""
+        self._config_record(RecordType.PERMISSION_CLEARED, user, vhost)
+
+    def policy_set(self, policy: Policy) -> None:
+        """Record a policy."""
+        fields = [
+            policy.vhost,
+            policy.name,
+            policy.pattern,
+            dict(policy.definition),
+            {"priority": policy.priority, "apply-to": policy.apply_to},
+        ]
+        if self.metadata_log.policies.get((policy.vhost, policy.name)) != fields:
+            self._config_record(RecordType.POLICY, *fields)
+
+    def policy_cleared(self, vhost: str, name: str) -> None:
+        """Forget a policy."""
+        self._config_record(RecordType.POLICY_CLEARED, vhost, name)
+
     def _restore(self, queue: Queue, directory: Path, recovered: RecoveredQueue) -> int:
         queue.journal = None
         entries: list[tuple[QueueEntry, int]] = []
         no_headers: set[bytes] = set()  # properties seen without headers: skip decoding them
-        for stored, size in zip(recovered.messages, recovered.sizes, strict=True):
+        shared: dict[object, object] = {}  # one copy of repeated names and properties
+        sources = recovered.sources
+        files: dict[int, BodyFile] = {}
+        budget = self.config.memory_budget_bytes
+        deadlines = recovered.deadlines
+        wall_ms = queue.host.wall_time() * 1000
+        small_ints: dict[int, int] = {}  # one object per distinct length (millions of them alike)
+        for stored, size in recovered.stored():
             props = stored.properties_bin
             headers = None
             if props not in no_headers:
                 headers = read_facts(props).headers
                 if headers is None and len(no_headers) < 10_000:
                     no_headers.add(props)
-            message = Message(
-                stored.exchange,
-                stored.routing_key,
+            exchange, routing_key = stored.exchange, stored.routing_key
+            if len(shared) < 30_000:
+                exchange = shared.setdefault(exchange, exchange)  # type: ignore[assignment]
+                routing_key = shared.setdefault(routing_key, routing_key)  # type: ignore[assignment]
+                props = shared.setdefault(props, props)  # type: ignore[assignment]
+            source, start, length = stored.source, stored.body_offset, stored.body_length
+            paged = source >= 0 and self.resident_bytes + length > budget
+            body: Any = stored.body
+            if paged:
+                file = files.get(source)
+                if file is None:
+                    file = files[source] = BodyFile(sources[source][0])
+                length = small_ints.setdefault(length, length)
+                body = BodyRef(file, start, length)
+                size = small_ints.setdefault(size, size)
+            elif source >= 0:
+                body = bytes(sources[source][1][start : start + length])
+            message = (PagedMessage if paged else Message)(
+                exchange,
+                routing_key,
                 props,
-                stored.body,
+                body,
                 persistent=True,
                 priority=stored.priority,
                 expiration_ms=stored.expiration_ms,
                 headers=headers,
             )
             queue.next_seq = stored.seq
+            deadline = deadlines.get(stored.seq)
+            if deadline is not None:  # the rest of its TTL: the deadline is absolute
+                message.expiration_ms = max(0, int(deadline - wall_ms))
             entry = queue.enqueue(message)
+            if deadline is not None:
+                message.expiration_ms = stored.expiration_ms
+                if entry is not None:
+                    entry.message.expiration_ms = stored.expiration_ms
             if entry is not None:
                 entry.delivery_count = stored.delivery_count
                 if self.crashed and not entry.delivery_count:
                     entry.delivery_count = 1  # may have been delivered before the crash
-                entries.append((entry, size))
+                if paged:
+                    entries.append((entry, -size))
+                else:
+                    self.resident_bytes += message.size
+                    entries.append((entry, size))
         queue.next_seq = max(queue.next_seq, recovered.next_seq)
         queue.stats = MessageStats()
         journal = self._attach(queue, directory, recovered)
         for entry, size in entries:
             journal.live[entry.seq] = (entry, size)
-            journal.live_bytes += size
+            journal.live_bytes += abs(size)
         return len(entries)
 
     def _prune_orphans(self) -> None:
@@ -511,6 +764,7 @@ class Store:
         self.broker = broker
         broker.commits = self
         broker.metadata = self
+        broker.config_listener = self
         for vhost in broker.vhosts.values():
             vhost.metadata = self
         self._adopt(broker)
@@ -518,6 +772,14 @@ class Store:
     def _adopt(self, broker: Broker) -> None:
         """Record durable entities that exist but were never reported (declared before attach)."""
         meta = self.metadata_log
+        for name in broker.vhosts:
+            self.vhost_added(name)
+        for user in broker.users.values():
+            self.user_set(user.name, user.password_hash, user.tags)
+        for (user_name, vhost_name), permission in broker.permissions.items():
+            self.permissions_set(user_name, vhost_name, permission)
+        for policy in broker.policies.values():
+            self.policy_set(policy)
         for name, vhost in broker.vhosts.items():
             for exchange in vhost.exchanges.values():
                 if not exchange.durable or _builtin(exchange.name):

@@ -77,18 +77,3 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: floa
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         time.sleep(interval)
-
-
-def wait_port(host: str, port: int, timeout: float = 20.0) -> None:
-    """Block until host:port accepts TCP connections (the management listener starts last)."""
-    import socket
-
-    wait_for(lambda: _connects(socket, host, port), timeout=timeout)
-
-
-def _connects(socket: Any, host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False

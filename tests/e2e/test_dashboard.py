@@ -11,7 +11,7 @@ import urllib.parse
 from typing import Any
 
 import pytest
-from mgmt_helpers import call, q, wait_port
+from mgmt_helpers import call, q
 
 CHROMIUM_FLAGS = (
     "--headless",
@@ -107,7 +107,6 @@ def dump_dom(chromium: str, url: str) -> str:
 def test_dashboard_shows_a_new_queue_with_its_depth(broker: Any, uid: str, chromium: str) -> None:
     if not broker.is_amqplite:
         pytest.skip("the dashboard is amqplite's own")
-    wait_port(broker.host, broker.management_port)
     base = broker.management_url
     assert call(base, "PUT", f"/api/queues/{q('/')}/{q(uid)}", {"durable": False}).status == 201
     try:
@@ -140,7 +139,6 @@ def test_dashboard_shows_a_new_queue_with_its_depth(broker: Any, uid: str, chrom
 def test_dashboard_without_credentials_shows_the_login_form(broker: Any, chromium: str) -> None:
     if not broker.is_amqplite:
         pytest.skip("the dashboard is amqplite's own")
-    wait_port(broker.host, broker.management_port)
     dom = dump_dom(chromium, f"{broker.management_url}/")
     assert '<form id="login">' in dom
     assert '<main id="app" hidden="">' in dom

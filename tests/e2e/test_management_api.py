@@ -10,7 +10,7 @@ from typing import Any
 
 import pika
 import pytest
-from mgmt_helpers import Reply, call, q, wait_for, wait_port
+from mgmt_helpers import Reply, call, q, wait_for
 
 VH = q("/")
 
@@ -20,7 +20,6 @@ def api(broker: Any) -> Any:
     """call() bound to the shared broker's management URL."""
     if not broker.is_amqplite:
         pytest.skip("management tests run against amqplite's own endpoint")
-    wait_port(broker.host, broker.management_port or 15672)
     base = broker.management_url
 
     def bound(method: str, path: str, body: Any = None, **kwargs: Any) -> Reply:
@@ -452,6 +451,41 @@ def test_policies_round_trip(api: Any, uid: str) -> None:
     finally:
         assert api("DELETE", path).status == 204
     assert api("GET", path).status == 404
+
+
+def test_policy_alternate_exchange_catches_unroutable_pika_publishes(
+    api: Any, broker: Any, uid: str, queue: str
+) -> None:
+    source, alternate = f"{uid}-src", f"{uid}-ae"
+    policy = f"/api/policies/{VH}/{q(uid)}"
+    for name, kind in ((source, "direct"), (alternate, "fanout")):
+        assert api("PUT", f"/api/exchanges/{VH}/{q(name)}", {"type": kind}).status == 201
+    assert api("POST", f"/api/bindings/{VH}/e/{q(alternate)}/q/{q(queue)}", {}).status == 201
+    body = {
+        "pattern": f"^{uid}-src$",
+        "definition": {"alternate-exchange": alternate},
+        "apply-to": "exchanges",
+    }
+    assert api("PUT", policy, body).status == 201
+    try:
+        assert api("GET", f"/api/exchanges/{VH}/{q(source)}").json["policy"] == uid
+        connection = pika.BlockingConnection(pika.URLParameters(broker.url + "?heartbeat=0"))
+        try:
+            channel = connection.channel()
+            channel.confirm_delivery()
+            channel.basic_publish(source, "no-binding", b"caught", mandatory=True)
+        finally:
+            connection.close()
+        wait_for(lambda: get_queue(api, queue)["messages"] == 1)
+        got = api(
+            "POST", f"/api/queues/{VH}/{q(queue)}/get", {"count": 1, "ackmode": "ack_requeue_false"}
+        )
+        assert got.json[0]["payload"] == "caught"
+        assert got.json[0]["exchange"] == source
+    finally:
+        assert api("DELETE", policy).status == 204
+        for name in (source, alternate):
+            api("DELETE", f"/api/exchanges/{VH}/{q(name)}")
 
 
 def test_definitions_export_and_import(api: Any, uid: str) -> None:

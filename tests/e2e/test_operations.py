@@ -17,19 +17,10 @@ from typing import Any
 import pika
 import pika.exceptions
 import pytest
-from broker_process import BrokerProcess, wait_for_port
-from broker_process import start_broker as _start_broker
+from broker_process import BrokerProcess, start_broker
 from pika_helpers import connect, connection
 
 from amqplite.cli.main import main
-
-
-def start_broker(data_dir: Path, *args: str) -> BrokerProcess:
-    """start_broker, returning once the management API listens too (it starts after AMQP)."""
-    broker = _start_broker(data_dir, *args)
-    wait_for_port(broker.host, broker.management_port, broker.proc)
-    return broker
-
 
 ROOT = Path(__file__).resolve().parents[2]
 ORDERS = ROOT / "examples" / "definitions" / "orders.yaml"

@@ -160,3 +160,11 @@ def test_ratios_and_table_orient_better_by_metric() -> None:
     assert throughput.split()[-2:] == ["0.50x", "no"]
     assert cpu.split()[-2:] == ["0.50x", "yes"]
     assert "ERROR A: RuntimeError: boom" in text
+
+
+def test_amqplite_bench_runs_the_bench_script(capsys: pytest.CaptureFixture[str]) -> None:
+    from amqplite.cli.main import main
+
+    assert main(["bench", "--list"]) == 0
+    listed = capsys.readouterr().out.split()
+    assert "transient" in listed and "latency-10k" in listed

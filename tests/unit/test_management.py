@@ -217,6 +217,8 @@ def test_render_list_filters_sorts_pages_and_selects_columns() -> None:
     assert page["item_count"] == 3
     assert all(set(item) == {"name", "message_stats"} for item in page["items"])
     assert render_list(items, lambda x: x["name"], dict, {"name": "q1"}) == [items[1]]
+    top_level = render_list(items, lambda x: x["name"], dict, {"columns": "name,messages"})
+    assert top_level[:2] == [{"name": "q0", "messages": 0}, {"name": "q1", "messages": 1}]
     assert select_columns({"a": {"b": 1, "c": 2}, "d": 3}, ["a.b", "x"]) == {"a": {"b": 1}}
 
 
@@ -305,3 +307,84 @@ def test_sqs_survives_its_deliveries_being_requeued_behind_its_back() -> None:
     assert sqs.expire(now=10.0) == 1
     assert len(queue.ready) == 1
     assert sqs.delete(got.receipt) is False
+
+
+def _queues_with_depths(app: ManagementApp, depths: dict[str, int]) -> None:
+    vhost = app.broker.vhosts["/"]
+    for name, depth in depths.items():
+        vhost.declare_queue(name, durable=False)
+        for _ in range(depth):
+            app.broker.publish(vhost, "", Message("", name, b"\x00\x00", b"x" * depth))
+
+
+def test_columns_and_sort_render_only_what_they_need_and_match_the_full_objects() -> None:
+    app, _clock = make_app()
+    _queues_with_depths(app, {"q1": 2, "q2": 0, "q3": 5, "q4": 1})
+    full = {item["name"]: item for item in json.loads(request(app, "GET", "/api/queues").body)}
+    sorted_page = json.loads(
+        request(
+            app, "GET", "/api/queues", query="page=1&page_size=3&sort=messages&sort_reverse=true"
+        ).body
+    )
+    assert [item["name"] for item in sorted_page["items"]] == ["q3", "q1", "q4"]
+    assert sorted_page["items"] == [full[n] for n in ("q3", "q1", "q4")]
+    by_rate = json.loads(
+        request(app, "GET", "/api/queues", query="sort=message_stats.publish&columns=name").body
+    )
+    assert by_rate == [{"name": n} for n in ("q2", "q4", "q1", "q3")]
+    columns = "name,messages,message_stats.publish,message_stats.ack_details.rate,nope"
+    picked = json.loads(request(app, "GET", "/api/queues", query=f"columns={columns}").body)
+    assert picked[2] == {
+        "name": "q3",
+        "messages": 5,
+        "message_stats": {"publish": 5, "ack_details": {"rate": 0.0}},
+    }
+    assert picked == [select_columns(full[item["name"]], columns.split(",")) for item in picked]
+
+
+def test_metrics_lines_follow_queue_changes_and_forget_deleted_queues() -> None:
+    app, _clock = make_app()
+    _queues_with_depths(app, {"m1": 1, "m2": 0})
+
+    def metrics() -> str:
+        return request(app, "GET", "/metrics").body.decode()
+
+    assert 'amqplite_queue_messages_ready{vhost="/",queue="m1"} 1\n' in metrics()
+    vhost = app.broker.vhosts["/"]
+    app.broker.publish(vhost, "", Message("", "m1", b"\x00\x00", b"more"))
+    text = metrics()
+    assert 'amqplite_queue_messages_ready{vhost="/",queue="m1"} 2\n' in text
+    assert 'amqplite_queue_messages_published_total{vhost="/",queue="m1"} 2\n' in text
+    # every family's samples stay together, right after its TYPE line (Prometheus requires it)
+    families = re.findall(r"^# TYPE (\S+) ", text, re.M)
+    assert len(families) == len(set(families))
+    block = text.split("# TYPE amqplite_queue_consumers gauge\n")[1].split("# HELP")[0]
+    assert block.splitlines() == [
+        'amqplite_queue_consumers{vhost="/",queue="m1"} 0',
+        'amqplite_queue_consumers{vhost="/",queue="m2"} 0',
+    ]
+    vhost.delete_queue("m2")
+    assert 'queue="m2"' not in metrics()
+
+
+def test_full_list_rates_rise_settle_at_zero_and_rise_again() -> None:
+    app, clock = make_app()
+    _queues_with_depths(app, {"r": 2})
+    vhost = app.broker.vhosts["/"]
+
+    def publish_rate() -> float:
+        [item] = json.loads(request(app, "GET", "/api/queues").body)
+        return float(item["message_stats"]["publish_details"]["rate"])
+
+    assert publish_rate() == 0.0  # the first sample
+    for _ in range(3):
+        app.broker.publish(vhost, "", Message("", "r", b"\x00\x00", b"x"))
+    clock.now += 1.5
+    assert publish_rate() == 2.0
+    clock.now += 1.0
+    assert publish_rate() == 0.0  # no change since: settled
+    clock.now += 0.5
+    assert publish_rate() == 0.0
+    app.broker.publish(vhost, "", Message("", "r", b"\x00\x00", b"x"))
+    clock.now += 0.5
+    assert publish_rate() == 1.0

@@ -1,4 +1,4 @@
-"""Policies: queue settings by name pattern; the queue's own arguments take precedence."""
+"""Policies: queue and exchange settings by name pattern; own arguments take precedence."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import pytest
 from queue_helpers import FakeClock, get_all, make_broker, msg
 
 from amqplite.broker.broker import Broker
+from amqplite.broker.plugin_api import Destination
 from amqplite.broker.policy import Policy
 
 
@@ -109,3 +110,76 @@ def test_invalid_pattern_or_apply_to_is_refused(broker: Broker) -> None:
         broker.set_policy(Policy("/", "bad", "(", {"max-length": 1}))
     with pytest.raises(ValueError, match="apply-to"):
         broker.set_policy(Policy("/", "bad", ".*", {"max-length": 1}, apply_to="topics"))
+
+
+# -- alternate-exchange from a policy (apply-to exchanges or all) -------------------------------
+
+
+def _ae_setup(broker: Broker) -> None:
+    vhost = broker.vhosts["/"]
+    vhost.declare_exchange("orders", "direct")
+    vhost.declare_exchange("unrouted", "fanout")
+    vhost.declare_queue("lost")
+    vhost.bind("unrouted", Destination("queue", "lost"), "")
+
+
+def test_policy_alternate_exchange_routes_unroutable_messages(broker: Broker) -> None:
+    _ae_setup(broker)
+    vhost = broker.vhosts["/"]
+    assert broker.route(vhost, "orders", msg(b"before", "nowhere")).queues == []
+    broker.set_policy(
+        Policy("/", "ae", "^orders$", {"alternate-exchange": "unrouted"}, apply_to="exchanges")
+    )
+    assert vhost.exchanges["orders"].policy == "ae"
+    assert [q.name for q in broker.route(vhost, "orders", msg(b"after", "nowhere")).queues] == [
+        "lost"
+    ]
+    assert get_all(broker, "lost") == [b"after"]
+    broker.clear_policy("/", "ae")
+    assert vhost.exchanges["orders"].policy is None
+    assert broker.route(vhost, "orders", msg(b"cleared", "nowhere")).queues == []
+
+
+def test_policy_alternate_exchange_applies_to_exchanges_declared_later(broker: Broker) -> None:
+    broker.set_policy(
+        Policy("/", "ae", "^orders", {"alternate-exchange": "unrouted"}, apply_to="all")
+    )
+    _ae_setup(broker)
+    routed = broker.route(broker.vhosts["/"], "orders", msg(b"m", "nowhere"))
+    assert [q.name for q in routed.queues] == ["lost"]
+
+
+def test_exchange_argument_takes_precedence_over_policy_alternate(broker: Broker) -> None:
+    _ae_setup(broker)
+    vhost = broker.vhosts["/"]
+    vhost.declare_exchange("own-ae", "fanout")
+    vhost.declare_queue("own")
+    vhost.bind("own-ae", Destination("queue", "own"), "")
+    vhost.declare_exchange("tagged", "direct", arguments={"alternate-exchange": "own-ae"})
+    broker.set_policy(
+        Policy("/", "ae", ".*", {"alternate-exchange": "unrouted"}, apply_to="exchanges")
+    )
+    assert [q.name for q in broker.route(vhost, "tagged", msg(b"m", "x")).queues] == ["own"]
+
+
+def test_queue_only_policy_alternate_exchange_does_not_apply_to_exchanges(broker: Broker) -> None:
+    _ae_setup(broker)
+    broker.set_policy(Policy("/", "ae", ".*", {"alternate-exchange": "unrouted"}))  # queues
+    assert broker.route(broker.vhosts["/"], "orders", msg(b"m", "x")).queues == []
+
+
+def test_only_the_highest_priority_exchange_policy_applies(broker: Broker) -> None:
+    _ae_setup(broker)
+    broker.set_policy(
+        Policy("/", "ae", ".*", {"alternate-exchange": "unrouted"}, apply_to="exchanges")
+    )
+    broker.set_policy(
+        Policy("/", "other", "^orders$", {"max-length": 3}, priority=9, apply_to="all")
+    )
+    assert broker.vhosts["/"].exchanges["orders"].policy == "other"
+    assert broker.route(broker.vhosts["/"], "orders", msg(b"m", "x")).queues == []
+
+
+def test_invalid_alternate_exchange_in_policy_is_refused(broker: Broker) -> None:
+    with pytest.raises(ValueError, match="alternate-exchange"):
+        broker.set_policy(Policy("/", "bad", ".*", {"alternate-exchange": 5}, apply_to="all"))

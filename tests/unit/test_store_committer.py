@@ -120,3 +120,29 @@ async def test_confirms_of_persistent_messages_follow_the_group_commit(tmp_path:
     Store(tmp_path / "data").recover_into(broker)
     queue = broker.vhosts["/"].queues["jobs"]
     assert [e.message.body for e in queue.ready] == [b"job %d" % i for i in range(50)]
+
+
+def test_committer_records_each_group_commit_fsync_in_the_metrics_histogram(
+    tmp_path: Path,
+) -> None:
+    from amqplite.broker.message import Message
+    from amqplite.management.metrics import LatencyHistogram
+
+    broker = Broker()
+    broker.add_vhost("/")
+    store = Store(tmp_path, StoreConfig())
+    store.recover_into(broker)
+    Committer(store, lambda: [])
+    histogram = store.fsync_histogram
+    assert isinstance(histogram, LatencyHistogram)
+    vhost = broker.vhosts["/"]
+    vhost.declare_queue("q", durable=True)
+    store.commit()
+    for i in range(3):
+        vhost.publish("", Message("", "q", PERSISTENT_PROPS, b"m%d" % i, persistent=True))
+        store.commit()
+    store.commit()  # nothing pending: no fsync, nothing observed
+    assert histogram.count == 4
+    assert histogram.sum > 0
+    assert histogram.cumulative()[-1] == ("+Inf", 4)
+    store.close()

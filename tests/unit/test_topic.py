@@ -238,3 +238,25 @@ def test_random_bind_unbind_sequences_keep_the_trie_equal_to_a_model(seed: int) 
         assert trie.remove(key, destination)
         trie._check()
     assert trie.node_count() == 1
+
+
+def test_cached_matches_follow_binds_and_unbinds() -> None:
+    router = TopicRouter()
+    router.bind(Q1, "a.*", {})
+    assert router.route("a.b", None) == [Q1]
+    router.bind(Q2, "#.b", {})
+    assert sorted(router.route("a.b", None)) == [Q1, Q2]
+    router.unbind(Q1, "a.*", {})
+    assert router.route("a.b", None) == [Q2]
+    assert router.route("a.c", None) == []
+
+
+def test_match_cache_stays_bounded_and_correct() -> None:
+    from amqplite.broker.topic import MATCH_CACHE_SIZE
+
+    router = TopicRouter()
+    router.bind(Q1, "k.*", {})
+    for i in range(MATCH_CACHE_SIZE + 10):
+        assert router.route(f"k.{i}", None) == [Q1]
+    assert len(router._cache) <= MATCH_CACHE_SIZE
+    assert router.route("other", None) == []

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import weakref
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from amqplite.broker.queue import Queue
@@ -66,71 +66,164 @@ def queue_sample(queue: Queue) -> tuple[int, ...]:
     return (*stat_counts(queue.stats), ready + unacked, ready, unacked)
 
 
+class QueueRow:
+    """One queue's /api/queues fields, each computed on demand (`columns=` and `sort=` read few)."""
+
+    __slots__ = ("_counts", "_rates", "app", "now", "queue")
+
+    def __init__(self, app: ManagementApp, queue: Queue, now: float) -> None:
+        self.app = app
+        self.queue = queue
+        self.now = now
+        self._counts: tuple[int, ...] | None = None
+        self._rates: tuple[float, ...] | None = None
+
+    @property
+    def counts(self) -> tuple[int, ...]:
+        """queue_sample(queue), taken once."""
+        if self._counts is None:
+            self._counts = queue_sample(self.queue)
+        return self._counts
+
+    @property
+    def rates(self) -> tuple[float, ...]:
+        """The rates of the counts (observing them once)."""
+        if self._rates is None:
+            self._rates = self.app.rates.observe(self.queue, self.now, self.counts)
+        return self._rates
+
+    def fields(self, names: Iterable[str]) -> dict[str, Any]:
+        """The named top-level fields (unknown names, and an absent owner, left out)."""
+        out: dict[str, Any] = {}
+        for name in names:
+            field = QUEUE_FIELDS.get(name)
+            if field is not None:
+                value = field(self)
+                if value is not _ABSENT:
+                    out[name] = value
+        return out
+
+
+_ABSENT: Any = object()
+_N = len(STAT_FIELDS)
+_SAMPLE_SIZE = _N + 3  # queue_sample(): the counters, then messages, ready and unacked
+
+
+def _policy_name(row: QueueRow) -> Any:
+    policy = getattr(row.queue, "policy", None)
+    return getattr(policy, "name", policy) if policy is not None else None
+
+
+def _owner_details(row: QueueRow) -> Any:
+    owner = row.queue.exclusive_owner
+    details = app_connection_details(row.app, owner) if owner is not None else None
+    return details if details is not None else _ABSENT
+
+
+def _depth(i: int) -> Callable[[QueueRow], Any]:
+    return lambda row: row.counts[_N + i]
+
+
+def _depth_rate(i: int) -> Callable[[QueueRow], Any]:
+    return lambda row: {"rate": row.rates[_N + i]}
+
+
+# /api/queues fields in RabbitMQ's order: name -> value of a row
+QUEUE_FIELDS: dict[str, Callable[[QueueRow], Any]] = {
+    "name": lambda row: row.queue.name,
+    "vhost": lambda row: row.queue.vhost,
+    "durable": lambda row: row.queue.durable,
+    "auto_delete": lambda row: row.queue.auto_delete,
+    "exclusive": lambda row: row.queue.exclusive,
+    "arguments": lambda row: jsonable(row.queue.arguments) if row.queue.arguments else {},
+    "node": lambda row: row.app.node_name,
+    "type": lambda row: "classic",
+    "state": lambda row: "running",
+    "consumers": lambda row: len(row.queue.consumers),
+    "exclusive_consumer_tag": lambda row: next(
+        (c.tag for c in row.queue.consumers if c.exclusive), None
+    ),
+    "consumer_utilisation": lambda row: None,
+    "policy": _policy_name,
+    "memory": lambda row: queue_memory(row.queue),
+    "messages": _depth(0),
+    "messages_details": _depth_rate(0),
+    "messages_ready": _depth(1),
+    "messages_ready_details": _depth_rate(1),
+    "messages_unacknowledged": _depth(2),
+    "messages_unacknowledged_details": _depth_rate(2),
+    "message_bytes_ready": lambda row: row.queue.ready_bytes,
+    "message_stats": lambda row: message_stats(row.counts[:_N], row.rates[:_N]),
+    "owner_pid_details": _owner_details,
+}
+
+
 def render_queue(app: ManagementApp, queue: Queue, now: float) -> dict[str, Any]:
     """A queue as RabbitMQ's /api/queues object."""
-    counts = queue_sample(queue)
-    rates = app.rates.observe(queue, now, counts)
-    n = len(STAT_FIELDS)
-    messages, ready, unacked = counts[n], counts[n + 1], counts[n + 2]
-    exclusive_consumer = next((c.tag for c in queue.consumers if c.exclusive), None)
-    policy = getattr(queue, "policy", None)
-    item: dict[str, Any] = {
-        "name": queue.name,
-        "vhost": queue.vhost,
-        "durable": queue.durable,
-        "auto_delete": queue.auto_delete,
-        "exclusive": queue.exclusive,
-        "arguments": jsonable(queue.arguments) if queue.arguments else {},
-        "node": app.node_name,
-        "type": "classic",
-        "state": "running",
-        "consumers": len(queue.consumers),
-        "exclusive_consumer_tag": exclusive_consumer,
-        "consumer_utilisation": None,
-        "policy": getattr(policy, "name", policy) if policy is not None else None,
-        "memory": queue_memory(queue),
-        "messages": messages,
-        "messages_details": {"rate": rates[n]},
-        "messages_ready": ready,
-        "messages_ready_details": {"rate": rates[n + 1]},
-        "messages_unacknowledged": unacked,
-        "messages_unacknowledged_details": {"rate": rates[n + 2]},
-        "message_bytes_ready": queue.ready_bytes,
-        "message_stats": message_stats(counts[:n], rates[:n]),
-    }
-    if queue.exclusive_owner is not None:
-        details = app_connection_details(app, queue.exclusive_owner)
-        if details is not None:
-            item["owner_pid_details"] = details
-    return item
+    return QueueRow(app, queue, now).fields(QUEUE_FIELDS)
+
+
+def queue_fields(
+    app: ManagementApp, now: float
+) -> Callable[[Queue, Iterable[str]], dict[str, Any]]:
+    """A partial renderer for render_list: only the named top-level fields of a queue."""
+    return lambda queue, names: QueueRow(app, queue, now).fields(names)
 
 
 class QueueJsonCache:
-    """Each queue's JSON text, re-rendered only when something /api/queues shows has changed."""
+    """Each queue's JSON text, re-rendered only when something /api/queues shows has changed.
+
+    An idle queue whose rates have settled at zero costs one tuple and one comparison: its
+    rates stay zero while its counters do, so its rate series need not even be consulted.
+    """
 
     def __init__(self) -> None:
-        self._cache: weakref.WeakKeyDictionary[Queue, tuple[Any, str]] = weakref.WeakKeyDictionary()
+        # queue (identity) -> (state, settled, text, rates); deleted queues pruned by prune()
+        self._cache: dict[Queue, tuple[tuple[Any, ...], bool, str, tuple[float, ...]]] = {}
 
     def render(self, app: ManagementApp, queue: Queue, now: float) -> str:
         """The queue's JSON object as text."""
-        counts = queue_sample(queue)
-        rates = app.rates.observe(queue, now, counts)
-        key = (
-            counts,
-            rates,
+        stats = queue.stats
+        ready = len(queue.ready)
+        unacked = queue.unacked_count
+        state: tuple[Any, ...] = (
+            stats.publish,
+            stats.deliver,
+            stats.deliver_no_ack,
+            stats.get,
+            stats.get_no_ack,
+            stats.deliver + stats.deliver_no_ack + stats.get + stats.get_no_ack,
+            stats.ack,
+            stats.redeliver,
+            ready + unacked,
+            ready,
+            unacked,
             len(queue.consumers),
             queue.ready_bytes,
             id(queue.arguments),
             len(queue.arguments),
-            getattr(queue, "policy", None),
             queue.exclusive_owner is not None,
+            getattr(queue, "policy", None),
         )
         cached = self._cache.get(queue)
-        if cached is not None and cached[0] == key:
-            return cached[1]
-        text = json.dumps(render_queue(app, queue, now), separators=(",", ":"), ensure_ascii=False)
-        self._cache[queue] = (key, text)
+        if cached is not None and cached[1] and cached[0] == state:
+            return cached[2]
+        counts = state[:_SAMPLE_SIZE]
+        rates = app.rates.observe(queue, now, counts)
+        if cached is not None and cached[0] == state and cached[3] == rates:
+            text = cached[2]
+        else:
+            row = render_queue(app, queue, now)
+            text = json.dumps(row, separators=(",", ":"), ensure_ascii=False)
+        settled = not any(rates) and app.rates.settled(queue, counts)
+        self._cache[queue] = (state, settled, text, rates)
         return text
+
+    def prune(self, live: int, queues: Iterable[Queue]) -> None:
+        """Forget deleted queues once the cache holds many more entries than `live` queues."""
+        if len(self._cache) > 2 * live + 64:
+            keep = set(queues)
+            self._cache = {q: v for q, v in self._cache.items() if q in keep}
 
 
 def app_connection_details(app: ManagementApp, session: object) -> dict[str, Any] | None:
@@ -183,18 +276,26 @@ def sample_all(app: ManagementApp) -> None:
     app.rates.observe(app.broker.totals, now, totals_sample(app))
 
 
-def totals_sample(app: ManagementApp) -> tuple[int, ...]:
-    """Broker-wide counters and depths, as one rate sample."""
-    ready = unacked = 0
+def queue_totals(app: ManagementApp) -> tuple[int, int, int]:
+    """(ready, unacked, consumers) summed over every queue, in one pass."""
+    ready = unacked = consumers = 0
     for vhost in app.broker.vhosts.values():
         for queue in vhost.queues.values():
             ready += len(queue.ready)
             unacked += queue.unacked_count
+            consumers += len(queue.consumers)
+    return ready, unacked, consumers
+
+
+def totals_sample(
+    app: ManagementApp, totals: tuple[int, int, int] | None = None
+) -> tuple[int, ...]:
+    """Broker-wide counters and depths, as one rate sample (from queue_totals() if given)."""
+    ready, unacked, _consumers = totals or queue_totals(app)
     return (*stat_counts(app.broker.totals), ready + unacked, ready, unacked)
 
 
-# pamqp attribute names that RabbitMQ's JSON spells differently
-_PROPERTY_NAMES = {"message_type": "type"}
+# Message properties in RabbitMQ's JSON order and spelling; pamqp says message_type for type.
 PROPERTY_FIELDS = (
     "content_type",
     "content_encoding",
@@ -211,6 +312,9 @@ PROPERTY_FIELDS = (
     "app_id",
     "cluster_id",
 )
+_PAMQP_NAMES = tuple(
+    (field, "message_type" if field == "type" else field) for field in PROPERTY_FIELDS
+)
 
 
 def render_properties(properties_bin: bytes) -> dict[str, Any]:
@@ -223,25 +327,10 @@ def render_properties(properties_bin: bytes) -> dict[str, Any]:
     except AMQPError:
         return {}
     out: dict[str, Any] = {}
-    for name in (
-        "content_type",
-        "content_encoding",
-        "headers",
-        "delivery_mode",
-        "priority",
-        "correlation_id",
-        "reply_to",
-        "expiration",
-        "message_id",
-        "timestamp",
-        "message_type",
-        "user_id",
-        "app_id",
-        "cluster_id",
-    ):
-        value = getattr(props, name, None)
+    for field, attribute in _PAMQP_NAMES:
+        value = getattr(props, attribute, None)
         if value is not None and value != "":
-            out[_PROPERTY_NAMES.get(name, name)] = jsonable(value)
+            out[field] = jsonable(value)
     return out
 
 

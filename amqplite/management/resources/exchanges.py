@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from amqplite.broker.publishing import make_message
 from amqplite.broker.vhost import Exchange, VHost
 from amqplite.management.app import MANAGEMENT, Call, Router, jsonable
 from amqplite.management.http import HttpError, Response
 from amqplite.management.listing import render_list
-from amqplite.management.publishing import build_message, decode_payload, encode_json_properties
+from amqplite.management.publishing import decode_payload, encode_json_properties
 
 DEFAULT_EXCHANGE_ALIAS = "amq.default"
 
@@ -33,6 +34,7 @@ def render_exchange(vhost: VHost, exchange: Exchange) -> dict[str, Any]:
         "auto_delete": exchange.auto_delete,
         "internal": exchange.internal,
         "arguments": jsonable(exchange.arguments) if exchange.arguments else {},
+        "policy": exchange.policy,
         "user_who_performed_action": "rmq-internal" if _builtin(exchange.name) else "",
     }
 
@@ -115,6 +117,6 @@ def publish(call: Call) -> Response:
         raise HttpError(400, "'payload' is required")
     payload = decode_payload(body["payload"], body.get("payload_encoding"))
     properties_bin = encode_json_properties(body.get("properties") or {})
-    message = build_message(name, routing_key, properties_bin, payload)
+    message = make_message(name, routing_key, properties_bin, payload)
     queues = call.broker.publish(vhost, name, message)
     return Response.json({"routed": bool(queues)})

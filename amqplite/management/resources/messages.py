@@ -6,9 +6,10 @@ import math
 import uuid
 from typing import Any
 
+from amqplite.broker.publishing import make_message
 from amqplite.management.app import USER, Call, Router, jsonable
 from amqplite.management.http import HttpError, Response
-from amqplite.management.publishing import build_message, decode_payload, encode_json_properties
+from amqplite.management.publishing import decode_payload, encode_json_properties
 from amqplite.management.resources.common import encode_payload, render_properties
 from amqplite.management.sqs import MAX_DELAY, MAX_RECEIVE, MAX_VISIBILITY_TIMEOUT
 
@@ -61,7 +62,7 @@ def send_message(call: Call) -> Response:
     if body.get("persistent"):
         properties["delivery_mode"] = 2
     delay = _number(body.get("delay", 0), "delay", 0, MAX_DELAY)
-    message = build_message("", name, encode_json_properties(properties), payload)
+    message = make_message("", name, encode_json_properties(properties), payload)
     call.app.sqs.publish(vhost.name, name, message, delay, call.app.clock())
     return Response.json({"message_id": properties["message_id"], "delayed": delay > 0}, 201)
 

@@ -7,17 +7,18 @@ import resource
 from typing import Any
 
 from amqplite import __version__
-from amqplite.broker.consumer import DeliveryChannel
+from amqplite.broker.publishing import make_message
 from amqplite.management.app import ADMINISTRATOR, MANAGEMENT, Call, ManagementApp, Router
 from amqplite.management.http import HttpError, Response
 from amqplite.management.listing import render_list
-from amqplite.management.publishing import build_message, encode_json_properties
+from amqplite.management.publishing import encode_json_properties
 from amqplite.management.resources.common import (
     STAT_FIELDS,
     message_stats,
+    queue_totals,
     totals_sample,
 )
-from amqplite.management.resources.queues import _NoSink
+from amqplite.management.sqs import management_channel
 
 ALIVENESS_QUEUE = "aliveness-test"
 RABBITMQ_COMPATIBLE_VERSION = "3.10.0"
@@ -55,18 +56,14 @@ def fd_used() -> int:
         return 0
 
 
-def _object_totals(app: ManagementApp) -> dict[str, int]:
+def _object_totals(app: ManagementApp, consumers: int) -> dict[str, int]:
     conns = [c for c in app.node.connections if c.session.vhost is not None]
-    queues = exchanges = consumers = 0
-    for vhost in app.broker.vhosts.values():
-        queues += len(vhost.queues)
-        exchanges += len(vhost.exchanges)
-        consumers += sum(len(q.consumers) for q in vhost.queues.values())
+    vhosts = app.broker.vhosts.values()
     return {
         "connections": len(conns),
         "channels": sum(len(c.session.channels) for c in conns),
-        "exchanges": exchanges,
-        "queues": queues,
+        "exchanges": sum(len(v.exchanges) for v in vhosts),
+        "queues": sum(len(v.queues) for v in vhosts),
         "consumers": consumers,
     }
 
@@ -74,7 +71,8 @@ def _object_totals(app: ManagementApp) -> dict[str, int]:
 def overview(call: Call) -> Response:
     """The broker at a glance: versions, object and message totals with rates, listeners."""
     app = call.app
-    counts = totals_sample(app)
+    totals = queue_totals(app)  # one pass over the queues serves both totals
+    counts = totals_sample(app, totals)
     rates = app.rates.observe(app.broker.totals, app.clock(), counts)
     n = len(STAT_FIELDS)
     config = app.node.config
@@ -96,7 +94,7 @@ def overview(call: Call) -> Response:
                 "messages_unacknowledged": counts[n + 2],
                 "messages_unacknowledged_details": {"rate": rates[n + 2]},
             },
-            "object_totals": _object_totals(app),
+            "object_totals": _object_totals(app, totals[2]),
             "listeners": [
                 {
                     "node": app.node_name,
@@ -238,9 +236,9 @@ def aliveness_test(call: Call) -> Response:
     """Declare `aliveness-test`, publish a message to it and get it back."""
     vhost = call.vhost("configure", ALIVENESS_QUEUE)
     queue = vhost.declare_queue(ALIVENESS_QUEUE, durable=False)
-    message = build_message("", ALIVENESS_QUEUE, encode_json_properties({}), b"test_message")
+    message = make_message("", ALIVENESS_QUEUE, encode_json_properties({}), b"test_message")
     call.broker.publish(vhost, "", message)
-    channel = DeliveryChannel(0, _NoSink())
+    channel = management_channel()
     for _ in range(len(queue.ready)):
         got = channel.get(queue, True)
         if got is not None and got[1].message is message:

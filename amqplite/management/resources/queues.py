@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import operator
 from typing import Any
 
-from amqplite.broker.consumer import DeliveryChannel
-from amqplite.broker.message import QueueEntry
 from amqplite.management.app import MANAGEMENT, Call, Router, jsonable
 from amqplite.management.http import HttpError, Response
 from amqplite.management.listing import render_list
-from amqplite.management.resources.common import encode_payload, render_properties, render_queue
+from amqplite.management.resources.common import (
+    encode_payload,
+    queue_fields,
+    render_properties,
+    render_queue,
+)
 from amqplite.management.resources.connections import render_consumer
+from amqplite.management.sqs import management_channel
 
 
 def register(router: Router) -> None:
@@ -31,12 +36,24 @@ def list_queues(call: Call) -> Response:
     queues = [q for v in vhosts for q in v.queues.values()]
     now = app.clock()
     if not call.query:  # the whole list, as is: cached JSON per unchanged queue
-        queues.sort(key=_queue_name)
-        body = "[" + ",".join([app.queue_json.render(app, q, now) for q in queues]) + "]"
+        queues.sort(key=_BY_NAME)
+        cache = app.queue_json
+        body = "[" + ",".join([cache.render(app, q, now) for q in queues]) + "]"
+        if "vhost" not in call.params:
+            cache.prune(len(queues), queues)
         return Response(200, body.encode())
     return Response.json(
-        render_list(queues, _queue_name, lambda q: render_queue(app, q, now), call.query)
+        render_list(
+            queues,
+            _queue_name,
+            lambda q: render_queue(app, q, now),
+            call.query,
+            queue_fields(app, now),
+        )
     )
+
+
+_BY_NAME = operator.attrgetter("name")
 
 
 def _queue_name(queue: Any) -> str:
@@ -111,22 +128,6 @@ ACKMODES = {
 }
 
 
-class _NoSink:
-    """A management channel never has consumers, so nothing is ever delivered to it."""
-
-    def deliver(
-        self, channel_id: int, consumer_tag: str, delivery_tag: int, entry: QueueEntry
-    ) -> None:
-        """Unused."""
-
-    def cancel_consumer(self, channel_id: int, consumer_tag: str) -> None:
-        """Unused."""
-
-    def has_capacity(self) -> bool:
-        """Always room."""
-        return True
-
-
 def get_messages(call: Call) -> Response:
     """POST get: take up to `count` messages, then requeue them or remove them (ackmode)."""
     name = call.params["name"]
@@ -145,7 +146,7 @@ def get_messages(call: Call) -> Response:
     truncate = body.get("truncate")
     if truncate is not None and (not isinstance(truncate, int) or truncate < 0):
         raise HttpError(400, "'truncate' must be a non-negative integer")
-    channel = DeliveryChannel(0, _NoSink())
+    channel = management_channel()
     out: list[dict[str, Any]] = []
     got_any = False
     for _ in range(count):

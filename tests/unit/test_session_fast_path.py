@@ -1,0 +1,119 @@
+"""The publish/ack fast path of Session.receive_data gives what the frame-by-frame path gives."""
+
+from __future__ import annotations
+
+import pytest
+from test_session import Client, build
+
+from amqplite.broker.auth import Permission
+from amqplite.broker.broker import Broker
+from amqplite.protocol.constants import ReplyCode
+from amqplite.protocol.frames import HOT_ACK, HOT_PUBLISH, FrameReader, encode_content
+from amqplite.protocol.methods import BasicAck, BasicPublish, encode_method, spec
+from amqplite.session.connection import Session, SessionSettings
+
+
+@pytest.fixture
+def broker() -> Broker:
+    b = Broker()
+    b.add_vhost("/")
+    b.add_user("guest", "guest")
+    b.set_permissions("guest", "/", Permission())
+    return b
+
+
+def publish_bytes(channel: int, routing_key: str, body: bytes, frame_max: int = 131072) -> bytes:
+    return encode_method(channel, BasicPublish("", routing_key, False, False)) + encode_content(
+        channel, 60, b"\x10\x00\x01", body, frame_max
+    )
+
+
+def consuming_client(broker: Broker, settings: SessionSettings | None = None) -> Client:
+    client = Client(Session(broker, settings))
+    client.handshake()
+    client.open_channel(1)
+    client.send(1, build(spec.Queue.Declare, queue="q"))
+    client.send(1, build(spec.Basic.Consume, queue="q", consumer_tag="c"))
+    client.received()
+    return client
+
+
+def test_peek_hot_decodes_a_complete_publish_and_leaves_partial_ones() -> None:
+    data = b"AMQP\x00\x00\x09\x01" + publish_bytes(3, "key", b"body")
+    reader = FrameReader(131072)
+    reader.receive_data(data[:-1])
+    assert reader.next_frame() is not None  # the protocol header
+    assert reader.peek_hot() is None  # the body frame's end octet is missing
+    reader.receive_data(data[-1:])
+    hot = reader.peek_hot()
+    assert hot is not None
+    kind, channel, length, exchange, routing_key, bits, properties_bin, body = hot
+    assert (kind, channel, exchange, routing_key, bits) == (HOT_PUBLISH, 3, "", "key", 0)
+    assert (properties_bin, body) == (b"\x10\x00\x01", b"body")
+    assert length == len(data) - 8
+    reader.skip(length)
+    assert reader.buffered_bytes == 0
+
+
+def test_peek_hot_decodes_an_ack_and_refuses_a_body_in_several_frames() -> None:
+    reader = FrameReader(4096)
+    reader.receive_data(b"AMQP\x00\x00\x09\x01" + encode_method(2, BasicAck(77, True)))
+    reader.next_frame()
+    assert reader.peek_hot() == (HOT_ACK, 2, 21, 77, True)
+    reader.skip(21)
+    reader.receive_data(publish_bytes(1, "q", b"x" * 5000, frame_max=4096))
+    assert reader.peek_hot() is None  # two body frames: the frame-by-frame path assembles it
+
+
+def test_many_publishes_in_one_receive_equal_byte_by_byte_delivery(broker: Broker) -> None:
+    bodies = [b"m%d" % i * (i + 1) for i in range(50)] + [b""]
+    data = b"".join(publish_bytes(1, "q", body) for body in bodies)
+    whole = consuming_client(broker)
+    whole.session.receive_data(data)
+    at_once = [(c.method.delivery_tag, c.body) for c in whole.received()]
+    broker2 = Broker()
+    broker2.add_vhost("/")
+    broker2.add_user("guest", "guest")
+    broker2.set_permissions("guest", "/", Permission())
+    split = consuming_client(broker2)
+    for i in range(len(data)):
+        split.session.receive_data(data[i : i + 1])
+    one_by_one = [(c.method.delivery_tag, c.body) for c in split.received()]
+    assert at_once == one_by_one == [(i + 1, body) for i, body in enumerate(bodies)]
+
+
+def test_fast_ack_of_an_unknown_tag_closes_the_channel_with_406(broker: Broker) -> None:
+    client = consuming_client(broker)
+    client.publish(1, "q", b"one")
+    client.received()
+    client.session.receive_data(
+        encode_method(1, BasicAck(1, False)) + encode_method(1, BasicAck(9, False))
+    )
+    close = client.received()[-1].method
+    assert isinstance(close, spec.Channel.Close)
+    assert close.reply_code == ReplyCode.PRECONDITION_FAILED
+    assert (close.class_id, close.method_id) == (60, 80)
+    assert broker.vhosts["/"].queues["q"].unacked_count == 0
+
+
+def test_fast_publish_over_max_message_size_is_refused_with_406(broker: Broker) -> None:
+    client = consuming_client(broker, SessionSettings(max_message_size=10))
+    client.session.receive_data(publish_bytes(1, "q", b"x" * 11) + publish_bytes(1, "q", b"y"))
+    commands = client.received()
+    close = commands[-1].method
+    assert isinstance(close, spec.Channel.Close)
+    assert close.reply_code == ReplyCode.PRECONDITION_FAILED
+    assert broker.vhosts["/"].queues["q"].message_count == 0
+    assert not any(isinstance(c.method, spec.Basic.Deliver) for c in commands)
+
+
+def test_fast_publish_to_a_missing_exchange_names_basic_publish(broker: Broker) -> None:
+    client = consuming_client(broker)
+    client.session.receive_data(
+        encode_method(1, BasicPublish("nope", "q", False, False))
+        + encode_content(1, 60, b"\x00\x00", b"b", 131072)
+    )
+    close = client.received()[-1].method
+    assert isinstance(close, spec.Channel.Close)
+    assert close.reply_code == ReplyCode.NOT_FOUND
+    assert (close.class_id, close.method_id) == (60, 40)
