@@ -37,6 +37,7 @@ class ChannelSession:
     pending_confirms: list[tuple[int, bool, int]] = attrs.field(factory=list)  # seq, ack?, ticket
     tx_ops: list[tuple[Any, ...]] = attrs.field(factory=list)
     last_queue: str = ""
+    metadata_ticket: int = 0  # the last metadata record this channel wrote (its replies wait)
 
     def next_publish_seq(self) -> int:
         """The confirm sequence number of the next publish (1-based)."""

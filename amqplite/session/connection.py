@@ -103,6 +103,15 @@ def _noop() -> None:
     """Default output notification: nothing to wake."""
 
 
+@attrs.define(eq=False)
+class _Held:
+    """A channel's reply waiting for the commit of the metadata record it announces."""
+
+    ticket: int
+    reply: bytes
+    deferred: list[Command | ChannelException]  # the channel's later input, run after the reply
+
+
 class Session:
     """AMQP 0-9-1 for one client connection: feed bytes in, take bytes out (h11 style)."""
 
@@ -132,6 +141,7 @@ class Session:
         self._out_size = 0
         self._starved = False
         self._confirming: dict[int, ChannelSession] = {}
+        self._held: dict[int, _Held] = {}  # channel id -> reply held until its record is on disk
         self._released = False
         self._allowed: set[tuple[str, str, str]] = set()  # permission checks passed
         self._allowed_for: object = None  # the Permission those checks were made against
@@ -176,6 +186,7 @@ class Session:
         reader = self.reader
         channels = self.channels
         assembler = self.assembler
+        held = self._held
         max_body = assembler.max_body_size
         while self.state is ConnectionState.OPEN:
             hot = reader.peek_hot()
@@ -187,6 +198,7 @@ class Session:
                 channel is None
                 or channel.state is not ChannelState.OPEN
                 or assembler.has_pending(channel_id)
+                or channel_id in held
             ):
                 return
             if hot[0] == HOT_PUBLISH:
@@ -335,14 +347,23 @@ class Session:
             raise ConnectionException(
                 ReplyCode.CHANNEL_ERROR, f"expected 'channel.open' on channel {frame.channel}"
             )
+        held = self._held.get(frame.channel)
         try:
             command = self.assembler.handle(frame)
         except ChannelException as exc:  # e.g. 406 message too large, known from the header
-            if channel.state is ChannelState.OPEN:
+            if held is not None:
+                held.deferred.append(exc)
+            elif channel.state is ChannelState.OPEN:
                 self._channel_error(channel, exc, None)
             return
         if command is None:
             return
+        if held is not None:  # a reply of this channel waits for a commit: so does the rest
+            held.deferred.append(command)
+            return
+        self._dispatch(channel, command)
+
+    def _dispatch(self, channel: ChannelSession, command: Command) -> None:
         if channel.state is ChannelState.CLOSING:
             self._handle_closing_channel(channel, command.method)
             return
@@ -523,6 +544,7 @@ class Session:
                 self.broker.close_channel(vhost, channel.delivery)
         self.channels.clear()
         self._confirming.clear()
+        self._held.clear()
         self.broker.close_connection(vhost, self)
 
     # -- channel class -----------------------------------------------------------------------
@@ -556,6 +578,7 @@ class Session:
     def _drop_channel(self, channel: ChannelSession) -> None:
         self.channels.pop(channel.channel_id, None)
         self._confirming.pop(channel.channel_id, None)
+        self._held.pop(channel.channel_id, None)
         self.assembler.reset(channel.channel_id)
         if self.vhost is not None:
             self.broker.close_channel(self.vhost, channel.delivery)
@@ -577,6 +600,7 @@ class Session:
         )
         channel.state = ChannelState.CLOSING
         self._confirming.pop(channel.channel_id, None)
+        self._held.pop(channel.channel_id, None)  # the channel is gone: so is its held reply
         if self.vhost is not None:
             self.broker.close_channel(self.vhost, channel.delivery)
 
@@ -645,6 +669,65 @@ class Session:
         check_access(permission, access, kind, name, self._vh.name, user, class_id, method_id)
         self._allowed.add(key)
 
+    def _write_mark(self) -> int:
+        """The write ticket before a metadata change (-1 when no store records metadata)."""
+        if self._vh.metadata is None:
+            return -1
+        return self.broker.commits.write_ticket()
+
+    def _reply_when_durable(self, channel: ChannelSession, mark: int, reply: Any) -> None:
+        """Send a declare/bind/delete reply once the records this channel wrote are on disk.
+
+        Until then the reply is held and the channel's later input waits behind it, so the
+        channel's replies stay in order; `reply` None (nowait) only notes what was written.
+        """
+        if mark >= 0:
+            written = self.broker.commits.write_ticket()
+            if written != mark:
+                channel.metadata_ticket = written
+        if reply is None:
+            return
+        frame = encode_method(channel.channel_id, reply)
+        ticket = channel.metadata_ticket
+        if ticket and ticket > self.broker.commits.committed_ticket():
+            self._held[channel.channel_id] = _Held(ticket, frame, [])
+        else:
+            self._write(frame)
+
+    def _release_held(self) -> None:
+        """Send the held replies the commits now cover, then run what their channels deferred."""
+        committed = self.broker.commits.committed_ticket()
+        for channel_id, held in list(self._held.items()):
+            if self.state is not ConnectionState.OPEN:
+                return
+            if held.ticket > committed or self._held.get(channel_id) is not held:
+                continue
+            del self._held[channel_id]
+            self._write(held.reply)
+            channel = self.channels.get(channel_id)
+            if channel is not None:
+                self._run_deferred(channel, held.deferred)
+
+    def _run_deferred(
+        self, channel: ChannelSession, deferred: list[Command | ChannelException]
+    ) -> None:
+        channel_id = channel.channel_id
+        for i, item in enumerate(deferred):
+            if (
+                self.state is not ConnectionState.OPEN
+                or self.channels.get(channel_id) is not channel
+            ):
+                return
+            again = self._held.get(channel_id)
+            if again is not None:  # a deferred command is itself waiting for a commit
+                again.deferred.extend(deferred[i:])
+                return
+            if isinstance(item, ChannelException):
+                if channel.state is ChannelState.OPEN:
+                    self._channel_error(channel, item, None)
+            else:
+                self._dispatch(channel, item)
+
     def _exchange_declare(self, channel: ChannelSession, command: Command) -> None:
         m = command.method
         if not m.passive:
@@ -653,6 +736,7 @@ class Session:
             if isinstance(alternate, str):
                 self._allow("write", "exchange", alternate, ClassId.EXCHANGE, 10)
                 self._allow("read", "exchange", m.exchange, ClassId.EXCHANGE, 10)
+        mark = self._write_mark()
         self._vh.declare_exchange(
             m.exchange,
             m.exchange_type,
@@ -662,35 +746,34 @@ class Session:
             internal=m.internal,
             arguments=dict(m.arguments or {}),
         )
-        if not m.nowait:
-            self._send(channel.channel_id, spec.Exchange.DeclareOk())
+        self._reply_when_durable(channel, mark, None if m.nowait else spec.Exchange.DeclareOk())
 
     def _exchange_delete(self, channel: ChannelSession, command: Command) -> None:
         m = command.method
         self._allow("configure", "exchange", m.exchange, ClassId.EXCHANGE, 20)
+        mark = self._write_mark()
         self._vh.delete_exchange(m.exchange, if_unused=m.if_unused)
-        if not m.nowait:
-            self._send(channel.channel_id, spec.Exchange.DeleteOk())
+        self._reply_when_durable(channel, mark, None if m.nowait else spec.Exchange.DeleteOk())
 
     def _exchange_bind(self, channel: ChannelSession, command: Command) -> None:
         m = command.method
         self._allow("write", "exchange", m.destination, ClassId.EXCHANGE, 30)
         self._allow("read", "exchange", m.source, ClassId.EXCHANGE, 30)
+        mark = self._write_mark()
         self._vh.bind(
             m.source, Destination("exchange", m.destination), m.routing_key, dict(m.arguments or {})
         )
-        if not m.nowait:
-            self._send(channel.channel_id, spec.Exchange.BindOk())
+        self._reply_when_durable(channel, mark, None if m.nowait else spec.Exchange.BindOk())
 
     def _exchange_unbind(self, channel: ChannelSession, command: Command) -> None:
         m = command.method
         self._allow("write", "exchange", m.destination, ClassId.EXCHANGE, 40)
         self._allow("read", "exchange", m.source, ClassId.EXCHANGE, 40)
+        mark = self._write_mark()
         self._vh.unbind(
             m.source, Destination("exchange", m.destination), m.routing_key, dict(m.arguments or {})
         )
-        if not m.nowait:
-            self._send(channel.channel_id, spec.Exchange.UnbindOk())
+        self._reply_when_durable(channel, mark, None if m.nowait else spec.Exchange.UnbindOk())
 
     # queue
 
@@ -703,6 +786,7 @@ class Session:
             if isinstance(dlx, str):
                 self._allow("write", "exchange", dlx, ClassId.QUEUE, 10)
                 self._allow("read", "queue", name or "amq.gen", ClassId.QUEUE, 10)
+        mark = self._write_mark()
         queue = self._vh.declare_queue(
             name,
             passive=m.passive,
@@ -713,16 +797,15 @@ class Session:
             owner=self,
         )
         channel.last_queue = queue.name
+        reply = None
         if not m.nowait:
-            self._send(
-                channel.channel_id,
-                _m(
-                    spec.Queue.DeclareOk,
-                    queue=queue.name,
-                    message_count=queue.message_count,
-                    consumer_count=len(queue.consumers),
-                ),
+            reply = _m(
+                spec.Queue.DeclareOk,
+                queue=queue.name,
+                message_count=queue.message_count,
+                consumer_count=len(queue.consumers),
             )
+        self._reply_when_durable(channel, mark, reply)
 
     def _queue_bind(self, channel: ChannelSession, command: Command) -> None:
         m = command.method
@@ -730,6 +813,7 @@ class Session:
         routing_key = m.routing_key if (m.queue or m.routing_key) else queue
         self._allow("write", "queue", queue, ClassId.QUEUE, 20)
         self._allow("read", "exchange", m.exchange, ClassId.QUEUE, 20)
+        mark = self._write_mark()
         self._vh.bind(
             m.exchange,
             Destination("queue", queue),
@@ -737,14 +821,14 @@ class Session:
             dict(m.arguments or {}),
             owner=self,
         )
-        if not m.nowait:
-            self._send(channel.channel_id, spec.Queue.BindOk())
+        self._reply_when_durable(channel, mark, None if m.nowait else spec.Queue.BindOk())
 
     def _queue_unbind(self, channel: ChannelSession, command: Command) -> None:
         m = command.method
         queue = self._queue_name(channel, m.queue)
         self._allow("write", "queue", queue, ClassId.QUEUE, 50)
         self._allow("read", "exchange", m.exchange, ClassId.QUEUE, 50)
+        mark = self._write_mark()
         self._vh.unbind(
             m.exchange,
             Destination("queue", queue),
@@ -752,7 +836,7 @@ class Session:
             dict(m.arguments or {}),
             owner=self,
         )
-        self._send(channel.channel_id, spec.Queue.UnbindOk())
+        self._reply_when_durable(channel, mark, spec.Queue.UnbindOk())
 
     def _queue_purge(self, channel: ChannelSession, command: Command) -> None:
         m = command.method
@@ -764,14 +848,15 @@ class Session:
     def _queue_delete(self, channel: ChannelSession, command: Command) -> None:
         m = command.method
         self._allow("configure", "queue", self._queue_name(channel, m.queue), ClassId.QUEUE, 40)
+        mark = self._write_mark()
         count = self._vh.delete_queue(
             self._queue_name(channel, m.queue),
             if_unused=m.if_unused,
             if_empty=m.if_empty,
             owner=self,
         )
-        if not m.nowait:
-            self._send(channel.channel_id, _m(spec.Queue.DeleteOk, message_count=count))
+        reply = None if m.nowait else _m(spec.Queue.DeleteOk, message_count=count)
+        self._reply_when_durable(channel, mark, reply)
 
     # basic
 
@@ -917,9 +1002,24 @@ class Session:
             del self._confirming[channel_id]
 
     def on_commit(self) -> None:
-        """The store made more records durable: release the confirms they cover."""
-        if self.state is ConnectionState.OPEN:
-            self._flush_confirms()
+        """The store made more records durable: release the confirms and replies they cover."""
+        if self.state is not ConnectionState.OPEN:
+            return
+        self._flush_confirms()
+        if not self._held:
+            return
+        try:
+            self._release_held()
+        except ConnectionException as exc:
+            self._connection_error(exc)
+        except Exception as exc:  # as in receive_data: 541 on this connection only
+            log.exception("internal error on connection %s", self.peer)
+            self._connection_error(
+                ConnectionException(
+                    ReplyCode.INTERNAL_ERROR, f"Unexpected error, please report: {exc!r}"
+                )
+            )
+        self._flush_confirms()
 
     def _basic_ack(self, channel: ChannelSession, command: Command) -> None:
         m: BasicAck = command.method
