@@ -10,7 +10,8 @@ from queue_helpers import Client, FakeClock, get_all, headers_of, make_broker, m
 
 from amqplite.broker.broker import Broker
 from amqplite.broker.consumer import DeliveryChannel
-from amqplite.broker.queue import EXPIRE_BATCH
+from amqplite.broker.message import QueueEntry
+from amqplite.broker.queue import EXPIRE_BATCH, ReadyList
 from amqplite.broker.vhost import VHost
 from amqplite.protocol.errors import ChannelException
 
@@ -502,3 +503,136 @@ def test_random_operations_keep_queue_invariants(
         queue._check()
         assert queue.message_count <= 40
         assert queue.unacked_count == len(ch.unacked)
+
+
+# -- ready list and expiry at scale ----------------------------------------------------------
+
+
+def test_ready_list_keeps_queue_order_under_random_removal_across_blocks() -> None:
+    rng = random.Random(99)
+    ready = ReadyList()
+    model: dict[int, QueueEntry] = {}  # seq -> entry, what should be ready
+    taken: list[QueueEntry] = []
+    seq = 0
+    for step in range(20_000):
+        op = rng.random()
+        if op < 0.45:
+            seq += rng.choice([1, 1, 1, 7, 900, 3000])  # gaps as other priority levels leave
+            entry = QueueEntry(seq, msg(b"m"))
+            ready.append(entry)
+            model[seq] = entry
+        elif op < 0.6:
+            head = ready.popleft()
+            if model:
+                assert head is model.pop(min(model))
+                taken.append(head)
+            else:
+                assert head is None
+        elif op < 0.7 and taken:
+            back = taken.pop(rng.randrange(len(taken)))
+            ready.requeue(back)
+            model[back.seq] = back
+        elif model:
+            gone = model.pop(rng.choice(list(model)))
+            ready.remove(gone)
+            assert not gone.ready
+        if step % 500 == 0:
+            assert [e.seq for e in ready] == sorted(model)
+        assert len(ready) == len(model)
+    for expected in sorted(model):
+        entry = ready.popleft()
+        assert entry is not None
+        assert entry.seq == expected
+    assert ready.popleft() is None
+    assert len(ready) == 0
+
+
+def test_entries_removed_from_the_middle_release_their_blocks() -> None:
+    ready = ReadyList()
+    entries = [QueueEntry(seq, msg(b"m")) for seq in range(50_000)]
+    for entry in entries:
+        ready.append(entry)
+    for entry in entries[1:]:  # everything but the head expires: no pass over the rest
+        ready.remove(entry)
+    assert len(ready) == 1
+    assert len(ready._blocks) <= 2  # the head's and the tail's
+    assert list(ready) == [entries[0]]
+
+
+def test_expired_messages_are_never_delivered_while_the_sweep_is_behind(
+    broker: Broker, vhost: VHost, clock: FakeClock
+) -> None:
+    vhost.declare_queue("dlq")
+    queue = vhost.declare_queue(
+        "q", arguments={"x-dead-letter-exchange": "", "x-dead-letter-routing-key": "dlq"}
+    )
+    vhost.publish("", msg(b"old1", expiration_ms=100))
+    vhost.publish("", msg(b"keep"))
+    vhost.publish("", msg(b"old2", expiration_ms=100))
+    vhost.publish("", msg(b"late", expiration_ms=60_000))
+    clock.advance(1)  # past two deadlines, and no timer turn has run
+    client = Client(broker)
+    ch = client.channel()
+    consume(broker, ch, "q", "c", no_ack=True)
+    assert client.bodies() == [b"keep", b"late"]
+    assert queue.stats.expired == 2
+    assert queue.message_count == 0
+    queue._check()
+    assert get_all(broker, "dlq") == [b"old1", b"old2"]
+
+
+def test_basic_get_skips_expired_heads_when_the_sweep_is_behind(
+    broker: Broker, vhost: VHost, clock: FakeClock
+) -> None:
+    queue = vhost.declare_queue("q", arguments={"x-message-ttl": 10})
+    for i in range(3 * EXPIRE_BATCH):
+        vhost.publish("", msg(b"%d" % i))
+    clock.advance(0.5)
+    broker.fire_timers()  # one turn expires a batch; the rest wait for later turns
+    assert queue.message_count == 2 * EXPIRE_BATCH
+    assert get_all(broker, "q") == []
+    assert queue.stats.expired == 3 * EXPIRE_BATCH
+    assert not queue.deadlines  # the index lost the lazily expired ones too
+    queue._check()
+
+
+def test_ttl_zero_message_is_offered_at_publish_but_an_expired_backlog_is_not(
+    broker: Broker, vhost: VHost, clock: FakeClock
+) -> None:
+    queue = vhost.declare_queue("q")
+    client = Client(broker)
+    ch = client.channel()
+    ch.prefetch_count = 1
+    vhost.publish("", msg(b"first"))
+    consume(broker, ch, "q", "c")
+    vhost.publish("", msg(b"stale", expiration_ms=10))
+    clock.advance(1)
+    vhost.publish("", msg(b"zero", expiration_ms=0))  # no room: expires at once
+    broker.ack(ch, 1, False)  # room again: the stale one is past its deadline
+    assert client.bodies() == [b"first"]
+    assert queue.stats.expired == 2
+    vhost.publish("", msg(b"now", expiration_ms=0))
+    assert client.bodies() == [b"first", b"now"]
+    queue._check()
+
+
+def test_mass_expiry_in_random_order_leaves_the_rest_in_order(
+    broker: Broker, vhost: VHost, clock: FakeClock
+) -> None:
+    rng = random.Random(5)
+    queue = vhost.declare_queue("q", arguments={"x-max-priority": 2})
+    survivors: list[bytes] = []
+    for i in range(6000):
+        body = b"%d" % i
+        if rng.random() < 0.1:
+            vhost.publish("", msg(body))
+            survivors.append(body)
+        else:
+            vhost.publish("", msg(body, expiration_ms=rng.randrange(1, 2000)))
+    for _ in range(25):
+        clock.advance(0.1)
+        while (deadline := broker.next_deadline()) is not None and deadline <= clock.now:
+            broker.fire_timers()
+        queue._check()
+    assert queue.stats.expired == 6000 - len(survivors)
+    assert get_all(broker, "q") == survivors
