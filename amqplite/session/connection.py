@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import attrs
 
@@ -155,7 +155,7 @@ class Session:
 
     def receive_data(self, data: bytes | bytearray) -> None:
         """Process bytes from the client; replies and deliveries accumulate for data_to_send."""
-        if self.state in (ConnectionState.CLOSED,):
+        if self.closed:
             return
         reader = self.reader
         reader.receive_data(data)
@@ -640,7 +640,7 @@ class Session:
         return
 
     def _channel_flow(self, channel: ChannelSession, command: Command) -> None:
-        active = bool(command.method.active)
+        active = bool(cast(spec.Channel.Flow, command.method).active)
         channel.delivery.active = active
         self._send(channel.channel_id, _m(spec.Channel.FlowOk, active=active))
         if active:
@@ -729,7 +729,7 @@ class Session:
                 self._dispatch(channel, item)
 
     def _exchange_declare(self, channel: ChannelSession, command: Command) -> None:
-        m = command.method
+        m = cast(spec.Exchange.Declare, command.method)
         if not m.passive:
             self._allow("configure", "exchange", m.exchange, ClassId.EXCHANGE, 10)
             alternate = (m.arguments or {}).get("alternate-exchange")
@@ -749,14 +749,14 @@ class Session:
         self._reply_when_durable(channel, mark, None if m.nowait else spec.Exchange.DeclareOk())
 
     def _exchange_delete(self, channel: ChannelSession, command: Command) -> None:
-        m = command.method
+        m = cast(spec.Exchange.Delete, command.method)
         self._allow("configure", "exchange", m.exchange, ClassId.EXCHANGE, 20)
         mark = self._write_mark()
         self._vh.delete_exchange(m.exchange, if_unused=m.if_unused)
         self._reply_when_durable(channel, mark, None if m.nowait else spec.Exchange.DeleteOk())
 
     def _exchange_bind(self, channel: ChannelSession, command: Command) -> None:
-        m = command.method
+        m = cast(spec.Exchange.Bind, command.method)
         self._allow("write", "exchange", m.destination, ClassId.EXCHANGE, 30)
         self._allow("read", "exchange", m.source, ClassId.EXCHANGE, 30)
         mark = self._write_mark()
@@ -766,7 +766,7 @@ class Session:
         self._reply_when_durable(channel, mark, None if m.nowait else spec.Exchange.BindOk())
 
     def _exchange_unbind(self, channel: ChannelSession, command: Command) -> None:
-        m = command.method
+        m = cast(spec.Exchange.Unbind, command.method)
         self._allow("write", "exchange", m.destination, ClassId.EXCHANGE, 40)
         self._allow("read", "exchange", m.source, ClassId.EXCHANGE, 40)
         mark = self._write_mark()
@@ -778,7 +778,7 @@ class Session:
     # queue
 
     def _queue_declare(self, channel: ChannelSession, command: Command) -> None:
-        m = command.method
+        m = cast(spec.Queue.Declare, command.method)
         name = m.queue if m.queue or not m.passive else self._queue_name(channel, m.queue)
         if not m.passive:
             self._allow("configure", "queue", name or "amq.gen", ClassId.QUEUE, 10)
@@ -808,7 +808,7 @@ class Session:
         self._reply_when_durable(channel, mark, reply)
 
     def _queue_bind(self, channel: ChannelSession, command: Command) -> None:
-        m = command.method
+        m = cast(spec.Queue.Bind, command.method)
         queue = self._queue_name(channel, m.queue)
         routing_key = m.routing_key if (m.queue or m.routing_key) else queue
         self._allow("write", "queue", queue, ClassId.QUEUE, 20)
@@ -824,7 +824,7 @@ class Session:
         self._reply_when_durable(channel, mark, None if m.nowait else spec.Queue.BindOk())
 
     def _queue_unbind(self, channel: ChannelSession, command: Command) -> None:
-        m = command.method
+        m = cast(spec.Queue.Unbind, command.method)
         queue = self._queue_name(channel, m.queue)
         self._allow("write", "queue", queue, ClassId.QUEUE, 50)
         self._allow("read", "exchange", m.exchange, ClassId.QUEUE, 50)
@@ -839,14 +839,14 @@ class Session:
         self._reply_when_durable(channel, mark, spec.Queue.UnbindOk())
 
     def _queue_purge(self, channel: ChannelSession, command: Command) -> None:
-        m = command.method
+        m = cast(spec.Queue.Purge, command.method)
         self._allow("read", "queue", self._queue_name(channel, m.queue), ClassId.QUEUE, 30)
         count = self._vh.queue(self._queue_name(channel, m.queue), self).purge()
         if not m.nowait:
             self._send(channel.channel_id, _m(spec.Queue.PurgeOk, message_count=count))
 
     def _queue_delete(self, channel: ChannelSession, command: Command) -> None:
-        m = command.method
+        m = cast(spec.Queue.Delete, command.method)
         self._allow("configure", "queue", self._queue_name(channel, m.queue), ClassId.QUEUE, 40)
         mark = self._write_mark()
         count = self._vh.delete_queue(
@@ -861,7 +861,7 @@ class Session:
     # basic
 
     def _basic_qos(self, channel: ChannelSession, command: Command) -> None:
-        m = command.method
+        m = cast(spec.Basic.Qos, command.method)
         if m.global_:
             channel.delivery.global_prefetch = m.prefetch_count
         else:
@@ -870,7 +870,7 @@ class Session:
         self.broker.resume(channel.delivery)
 
     def _basic_consume(self, channel: ChannelSession, command: Command) -> None:
-        m = command.method
+        m = cast(spec.Basic.Consume, command.method)
         self._allow("read", "queue", self._queue_name(channel, m.queue), ClassId.BASIC, 20)
         consumer = self.broker.consume(
             self._vh,
@@ -887,13 +887,13 @@ class Session:
         consumer.queue.dispatch()
 
     def _basic_cancel(self, channel: ChannelSession, command: Command) -> None:
-        m = command.method
-        self.broker.cancel(self._vh, channel.delivery, m.consumer_tag)
+        m = cast(spec.Basic.Cancel, command.method)
+        self.broker.cancel(self._vh, channel.delivery, m.consumer_tag or "")
         if not m.nowait:
             self._send(channel.channel_id, _m(spec.Basic.CancelOk, consumer_tag=m.consumer_tag))
 
     def _basic_get(self, channel: ChannelSession, command: Command) -> None:
-        m = command.method
+        m = cast(spec.Basic.Get, command.method)
         self._allow("read", "queue", self._queue_name(channel, m.queue), ClassId.BASIC, 70)
         queue = self._vh.queue(self._queue_name(channel, m.queue), self)
         got = channel.delivery.get(queue, m.no_ack)
@@ -917,7 +917,7 @@ class Session:
         )
 
     def _basic_publish(self, channel: ChannelSession, command: Command) -> None:
-        m: BasicPublish = command.method
+        m = cast(BasicPublish, command.method)
         self._publish(
             channel,
             m.exchange,
@@ -1022,7 +1022,7 @@ class Session:
         self._flush_confirms()
 
     def _basic_ack(self, channel: ChannelSession, command: Command) -> None:
-        m: BasicAck = command.method
+        m = cast(BasicAck, command.method)
         self._ack(channel, m.delivery_tag, m.multiple)
 
     def _ack(self, channel: ChannelSession, delivery_tag: int, multiple: bool) -> None:
@@ -1032,14 +1032,14 @@ class Session:
         self.broker.ack(channel.delivery, delivery_tag, multiple)
 
     def _basic_nack(self, channel: ChannelSession, command: Command) -> None:
-        m: BasicNack = command.method
+        m = cast(BasicNack, command.method)
         if channel.mode is ConfirmMode.TX:
             channel.tx_ops.append(("reject", m.delivery_tag, m.multiple, m.requeue))
             return
         self.broker.reject(channel.delivery, m.delivery_tag, m.multiple, m.requeue)
 
     def _basic_reject(self, channel: ChannelSession, command: Command) -> None:
-        m: BasicReject = command.method
+        m = cast(BasicReject, command.method)
         if channel.mode is ConfirmMode.TX:
             channel.tx_ops.append(("reject", m.delivery_tag, False, m.requeue))
             return
@@ -1058,7 +1058,7 @@ class Session:
                 ReplyCode.PRECONDITION_FAILED, "cannot switch from tx to confirm mode"
             )
         channel.mode = ConfirmMode.CONFIRM
-        if not command.method.nowait:
+        if not cast(spec.Confirm.Select, command.method).nowait:
             self._send(channel.channel_id, spec.Confirm.SelectOk())
 
     def _tx_select(self, channel: ChannelSession, command: Command) -> None:
