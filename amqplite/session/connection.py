@@ -13,9 +13,7 @@ from amqplite import __version__
 from amqplite.broker.auth import check_access, vhost_refused
 from amqplite.broker.broker import Broker, User
 from amqplite.broker.consumer import DeliveryChannel
-from amqplite.broker.message import Message, QueueEntry
-from amqplite.broker.plugin_api import Destination
-from amqplite.broker.publishing import make_message
+from amqplite.broker.message import QueueEntry
 from amqplite.broker.vhost import VHost
 from amqplite.protocol.assembler import Command, ContentAssembler
 from amqplite.protocol.constants import (
@@ -33,11 +31,7 @@ from amqplite.protocol.frames import (
     HeartbeatFrame,
     MethodFrame,
     ProtocolHeaderReceived,
-    encode_ack,
     encode_deliver,
-    encode_get_ok,
-    encode_nack,
-    encode_return,
 )
 from amqplite.protocol.methods import (
     BasicAck,
@@ -48,8 +42,11 @@ from amqplite.protocol.methods import (
     method_ids,
     spec,
 )
+from amqplite.session import basic, exchange_queue, tx_confirm
 from amqplite.session.auth import MECHANISMS, parse_credentials
-from amqplite.session.channel import ChannelSession, ChannelState, ConfirmMode
+from amqplite.session.basic import ack, flush_confirms, publish
+from amqplite.session.channel import ChannelSession, ChannelState
+from amqplite.session.replies import _m
 
 log = logging.getLogger("amqplite.session")
 
@@ -89,14 +86,6 @@ CAPABILITIES = {
     "per_consumer_qos": True,
     "direct_reply_to": False,
 }
-
-
-def _m(cls: Any, **fields: Any) -> Any:
-    """Build a pamqp method without its name validation (RabbitMQ allows any UTF-8 name)."""
-    method = cls()
-    for name, value in fields.items():
-        setattr(method, name, value)
-    return method
 
 
 def _noop() -> None:
@@ -179,7 +168,7 @@ class Session:
                     ReplyCode.INTERNAL_ERROR, f"Unexpected error, please report: {exc!r}"
                 )
             )
-        self._flush_confirms()
+        flush_confirms(self)
 
     def _receive_hot(self) -> None:
         """Publishes and acks straight from the read buffer while they come in a row."""
@@ -207,8 +196,8 @@ class Session:
                     return
                 reader.skip(size)
                 try:
-                    self._publish(
-                        channel, exchange, routing_key, bool(bits & 1), properties_bin, body
+                    publish(
+                        self, channel, exchange, routing_key, bool(bits & 1), properties_bin, body
                     )
                 except ChannelException as exc:
                     method = BasicPublish(exchange, routing_key, bool(bits & 1), bool(bits & 2))
@@ -217,7 +206,7 @@ class Session:
                 _, _, size, delivery_tag, multiple = hot
                 reader.skip(size)
                 try:
-                    self._ack(channel, delivery_tag, multiple)
+                    ack(self, channel, delivery_tag, multiple)
                 except ChannelException as exc:
                     self._channel_error(channel, exc, BasicAck(delivery_tag, multiple))
 
@@ -245,7 +234,7 @@ class Session:
             for channel in list(self.channels.values()):
                 if channel.state is ChannelState.OPEN:
                     self.broker.resume(channel.delivery)
-            self._flush_confirms()
+            flush_confirms(self)
 
     def connection_lost(self) -> None:
         """The socket is gone: release channels, requeue unacked, drop exclusive queues."""
@@ -587,7 +576,7 @@ class Session:
         class_id, method_id = exc.class_id, exc.method_id
         if not class_id and method is not None:
             class_id, method_id = method_ids(method)
-        self._flush_confirms()
+        flush_confirms(self)
         self._send(
             channel.channel_id,
             _m(
@@ -654,7 +643,7 @@ class Session:
             10,
         )
 
-    # exchange
+    # -- shared by the command handlers ----------------------------------------------------
 
     def _allow(self, access: str, kind: str, name: str, class_id: int, method_id: int) -> None:
         """403 ACCESS_REFUSED unless the user's permissions on this vhost allow the access."""
@@ -728,284 +717,11 @@ class Session:
             else:
                 self._dispatch(channel, item)
 
-    def _exchange_declare(self, channel: ChannelSession, command: Command) -> None:
-        m = cast(spec.Exchange.Declare, command.method)
-        if not m.passive:
-            self._allow("configure", "exchange", m.exchange, ClassId.EXCHANGE, 10)
-            alternate = (m.arguments or {}).get("alternate-exchange")
-            if isinstance(alternate, str):
-                self._allow("write", "exchange", alternate, ClassId.EXCHANGE, 10)
-                self._allow("read", "exchange", m.exchange, ClassId.EXCHANGE, 10)
-        mark = self._write_mark()
-        self._vh.declare_exchange(
-            m.exchange,
-            m.exchange_type,
-            passive=m.passive,
-            durable=m.durable,
-            auto_delete=m.auto_delete,
-            internal=m.internal,
-            arguments=dict(m.arguments or {}),
-        )
-        self._reply_when_durable(channel, mark, None if m.nowait else spec.Exchange.DeclareOk())
-
-    def _exchange_delete(self, channel: ChannelSession, command: Command) -> None:
-        m = cast(spec.Exchange.Delete, command.method)
-        self._allow("configure", "exchange", m.exchange, ClassId.EXCHANGE, 20)
-        mark = self._write_mark()
-        self._vh.delete_exchange(m.exchange, if_unused=m.if_unused)
-        self._reply_when_durable(channel, mark, None if m.nowait else spec.Exchange.DeleteOk())
-
-    def _exchange_bind(self, channel: ChannelSession, command: Command) -> None:
-        m = cast(spec.Exchange.Bind, command.method)
-        self._allow("write", "exchange", m.destination, ClassId.EXCHANGE, 30)
-        self._allow("read", "exchange", m.source, ClassId.EXCHANGE, 30)
-        mark = self._write_mark()
-        self._vh.bind(
-            m.source, Destination("exchange", m.destination), m.routing_key, dict(m.arguments or {})
-        )
-        self._reply_when_durable(channel, mark, None if m.nowait else spec.Exchange.BindOk())
-
-    def _exchange_unbind(self, channel: ChannelSession, command: Command) -> None:
-        m = cast(spec.Exchange.Unbind, command.method)
-        self._allow("write", "exchange", m.destination, ClassId.EXCHANGE, 40)
-        self._allow("read", "exchange", m.source, ClassId.EXCHANGE, 40)
-        mark = self._write_mark()
-        self._vh.unbind(
-            m.source, Destination("exchange", m.destination), m.routing_key, dict(m.arguments or {})
-        )
-        self._reply_when_durable(channel, mark, None if m.nowait else spec.Exchange.UnbindOk())
-
-    # queue
-
-    def _queue_declare(self, channel: ChannelSession, command: Command) -> None:
-        m = cast(spec.Queue.Declare, command.method)
-        name = m.queue if m.queue or not m.passive else self._queue_name(channel, m.queue)
-        if not m.passive:
-            self._allow("configure", "queue", name or "amq.gen", ClassId.QUEUE, 10)
-            dlx = (m.arguments or {}).get("x-dead-letter-exchange")
-            if isinstance(dlx, str):
-                self._allow("write", "exchange", dlx, ClassId.QUEUE, 10)
-                self._allow("read", "queue", name or "amq.gen", ClassId.QUEUE, 10)
-        mark = self._write_mark()
-        queue = self._vh.declare_queue(
-            name,
-            passive=m.passive,
-            durable=m.durable,
-            exclusive=m.exclusive,
-            auto_delete=m.auto_delete,
-            arguments=dict(m.arguments or {}),
-            owner=self,
-        )
-        channel.last_queue = queue.name
-        reply = None
-        if not m.nowait:
-            reply = _m(
-                spec.Queue.DeclareOk,
-                queue=queue.name,
-                message_count=queue.message_count,
-                consumer_count=len(queue.consumers),
-            )
-        self._reply_when_durable(channel, mark, reply)
-
-    def _queue_bind(self, channel: ChannelSession, command: Command) -> None:
-        m = cast(spec.Queue.Bind, command.method)
-        queue = self._queue_name(channel, m.queue)
-        routing_key = m.routing_key if (m.queue or m.routing_key) else queue
-        self._allow("write", "queue", queue, ClassId.QUEUE, 20)
-        self._allow("read", "exchange", m.exchange, ClassId.QUEUE, 20)
-        mark = self._write_mark()
-        self._vh.bind(
-            m.exchange,
-            Destination("queue", queue),
-            routing_key,
-            dict(m.arguments or {}),
-            owner=self,
-        )
-        self._reply_when_durable(channel, mark, None if m.nowait else spec.Queue.BindOk())
-
-    def _queue_unbind(self, channel: ChannelSession, command: Command) -> None:
-        m = cast(spec.Queue.Unbind, command.method)
-        queue = self._queue_name(channel, m.queue)
-        self._allow("write", "queue", queue, ClassId.QUEUE, 50)
-        self._allow("read", "exchange", m.exchange, ClassId.QUEUE, 50)
-        mark = self._write_mark()
-        self._vh.unbind(
-            m.exchange,
-            Destination("queue", queue),
-            m.routing_key,
-            dict(m.arguments or {}),
-            owner=self,
-        )
-        self._reply_when_durable(channel, mark, spec.Queue.UnbindOk())
-
-    def _queue_purge(self, channel: ChannelSession, command: Command) -> None:
-        m = cast(spec.Queue.Purge, command.method)
-        self._allow("read", "queue", self._queue_name(channel, m.queue), ClassId.QUEUE, 30)
-        count = self._vh.queue(self._queue_name(channel, m.queue), self).purge()
-        if not m.nowait:
-            self._send(channel.channel_id, _m(spec.Queue.PurgeOk, message_count=count))
-
-    def _queue_delete(self, channel: ChannelSession, command: Command) -> None:
-        m = cast(spec.Queue.Delete, command.method)
-        self._allow("configure", "queue", self._queue_name(channel, m.queue), ClassId.QUEUE, 40)
-        mark = self._write_mark()
-        count = self._vh.delete_queue(
-            self._queue_name(channel, m.queue),
-            if_unused=m.if_unused,
-            if_empty=m.if_empty,
-            owner=self,
-        )
-        reply = None if m.nowait else _m(spec.Queue.DeleteOk, message_count=count)
-        self._reply_when_durable(channel, mark, reply)
-
-    # basic
-
-    def _basic_qos(self, channel: ChannelSession, command: Command) -> None:
-        m = cast(spec.Basic.Qos, command.method)
-        if m.global_:
-            channel.delivery.global_prefetch = m.prefetch_count
-        else:
-            channel.delivery.prefetch_count = m.prefetch_count
-        self._send(channel.channel_id, spec.Basic.QosOk())
-        self.broker.resume(channel.delivery)
-
-    def _basic_consume(self, channel: ChannelSession, command: Command) -> None:
-        m = cast(spec.Basic.Consume, command.method)
-        self._allow("read", "queue", self._queue_name(channel, m.queue), ClassId.BASIC, 20)
-        consumer = self.broker.consume(
-            self._vh,
-            channel.delivery,
-            self._queue_name(channel, m.queue),
-            m.consumer_tag or "",
-            no_ack=m.no_ack,
-            exclusive=m.exclusive,
-            arguments=dict(m.arguments or {}),
-            owner=self,
-        )
-        if not m.nowait:
-            self._send(channel.channel_id, _m(spec.Basic.ConsumeOk, consumer_tag=consumer.tag))
-        consumer.queue.dispatch()
-
-    def _basic_cancel(self, channel: ChannelSession, command: Command) -> None:
-        m = cast(spec.Basic.Cancel, command.method)
-        self.broker.cancel(self._vh, channel.delivery, m.consumer_tag or "")
-        if not m.nowait:
-            self._send(channel.channel_id, _m(spec.Basic.CancelOk, consumer_tag=m.consumer_tag))
-
-    def _basic_get(self, channel: ChannelSession, command: Command) -> None:
-        m = cast(spec.Basic.Get, command.method)
-        self._allow("read", "queue", self._queue_name(channel, m.queue), ClassId.BASIC, 70)
-        queue = self._vh.queue(self._queue_name(channel, m.queue), self)
-        got = channel.delivery.get(queue, m.no_ack)
-        if got is None:
-            self._send(channel.channel_id, spec.Basic.GetEmpty())
-            return
-        tag, entry, redelivered = got
-        msg = entry.message
-        self._write(
-            encode_get_ok(
-                channel.channel_id,
-                tag,
-                redelivered,
-                msg.exchange,
-                msg.routing_key,
-                queue.message_count,
-                msg.properties_bin,
-                msg.body,
-                self.frame_max,
-            )
-        )
-
-    def _basic_publish(self, channel: ChannelSession, command: Command) -> None:
-        m = cast(BasicPublish, command.method)
-        self._publish(
-            channel,
-            m.exchange,
-            m.routing_key,
-            m.mandatory,
-            command.properties_bin or b"\x00\x00",
-            command.body or b"",
-        )
-
-    def _publish(
-        self,
-        channel: ChannelSession,
-        exchange: str,
-        routing_key: str,
-        mandatory: bool,
-        properties_bin: bytes,
-        body: bytes,
-    ) -> None:
-        vhost = self._vh
-        self._allow("write", "exchange", exchange, ClassId.BASIC, 40)
-        vhost.exchange(exchange)  # 404 before anything else
-        message = make_message(exchange, routing_key, properties_bin, body)
-        if channel.mode is ConfirmMode.TX:
-            channel.tx_ops.append(("publish", exchange, mandatory, message))
-            return
-        self._route(channel, exchange, mandatory, message)
-
-    def _route(
-        self, channel: ChannelSession, exchange: str, mandatory: bool, message: Message
-    ) -> None:
-        routed = self.broker.route(self._vh, exchange, message)
-        queues = routed.queues
-        if not queues and mandatory:
-            self._write(
-                encode_return(
-                    channel.channel_id,
-                    int(ReplyCode.NO_ROUTE),
-                    "NO_ROUTE",
-                    exchange,
-                    message.routing_key,
-                    message.properties_bin,
-                    message.body,
-                    self.frame_max,
-                )
-            )
-        if channel.mode is ConfirmMode.CONFIRM:
-            ticket = 0
-            if message.persistent and any(q.durable for q in routed.accepted):
-                ticket = self.broker.commits.write_ticket()
-            # reject-publish: a queue refused it, so the publisher gets basic.nack (as RabbitMQ)
-            ok = not routed.rejected
-            channel.pending_confirms.append((channel.next_publish_seq(), ok, ticket))
-            self._confirming[channel.channel_id] = channel
-
-    def _flush_confirms(self) -> None:
-        """Send the confirms whose records are on disk, in order; runs of acks as one ack(multiple)."""
-        if not self._confirming:
-            return
-        committed = self.broker.commits.committed_ticket()
-        done: list[int] = []
-        for channel_id, channel in self._confirming.items():
-            pending = channel.pending_confirms
-            ready = 0
-            while ready < len(pending) and pending[ready][2] <= committed:
-                ready += 1
-            i = 0
-            while i < ready:
-                seq, ok, _ = pending[i]
-                if not ok:
-                    self._write(encode_nack(channel_id, seq, False, False))
-                    i += 1
-                    continue
-                j = i
-                while j + 1 < ready and pending[j + 1][1]:
-                    j += 1
-                self._write(encode_ack(channel_id, pending[j][0], j > i))
-                i = j + 1
-            del pending[:ready]
-            if not pending:
-                done.append(channel_id)
-        for channel_id in done:
-            del self._confirming[channel_id]
-
     def on_commit(self) -> None:
         """The store made more records durable: release the confirms and replies they cover."""
         if self.state is not ConnectionState.OPEN:
             return
-        self._flush_confirms()
+        flush_confirms(self)
         if not self._held:
             return
         try:
@@ -1019,75 +735,7 @@ class Session:
                     ReplyCode.INTERNAL_ERROR, f"Unexpected error, please report: {exc!r}"
                 )
             )
-        self._flush_confirms()
-
-    def _basic_ack(self, channel: ChannelSession, command: Command) -> None:
-        m = cast(BasicAck, command.method)
-        self._ack(channel, m.delivery_tag, m.multiple)
-
-    def _ack(self, channel: ChannelSession, delivery_tag: int, multiple: bool) -> None:
-        if channel.mode is ConfirmMode.TX:
-            channel.tx_ops.append(("ack", delivery_tag, multiple))
-            return
-        self.broker.ack(channel.delivery, delivery_tag, multiple)
-
-    def _basic_nack(self, channel: ChannelSession, command: Command) -> None:
-        m = cast(BasicNack, command.method)
-        if channel.mode is ConfirmMode.TX:
-            channel.tx_ops.append(("reject", m.delivery_tag, m.multiple, m.requeue))
-            return
-        self.broker.reject(channel.delivery, m.delivery_tag, m.multiple, m.requeue)
-
-    def _basic_reject(self, channel: ChannelSession, command: Command) -> None:
-        m = cast(BasicReject, command.method)
-        if channel.mode is ConfirmMode.TX:
-            channel.tx_ops.append(("reject", m.delivery_tag, False, m.requeue))
-            return
-        self.broker.reject(channel.delivery, m.delivery_tag, False, m.requeue)
-
-    def _basic_recover(self, channel: ChannelSession, command: Command) -> None:
-        self.broker.recover(channel.delivery)
-        if isinstance(command.method, spec.Basic.Recover):
-            self._send(channel.channel_id, spec.Basic.RecoverOk())
-
-    # confirm / tx
-
-    def _confirm_select(self, channel: ChannelSession, command: Command) -> None:
-        if channel.mode is ConfirmMode.TX:
-            raise ChannelException(
-                ReplyCode.PRECONDITION_FAILED, "cannot switch from tx to confirm mode"
-            )
-        channel.mode = ConfirmMode.CONFIRM
-        if not cast(spec.Confirm.Select, command.method).nowait:
-            self._send(channel.channel_id, spec.Confirm.SelectOk())
-
-    def _tx_select(self, channel: ChannelSession, command: Command) -> None:
-        if channel.mode is ConfirmMode.CONFIRM:
-            raise ChannelException(
-                ReplyCode.PRECONDITION_FAILED, "cannot switch from confirm to tx mode"
-            )
-        channel.mode = ConfirmMode.TX
-        self._send(channel.channel_id, spec.Tx.SelectOk())
-
-    def _tx_commit(self, channel: ChannelSession, command: Command) -> None:
-        if channel.mode is not ConfirmMode.TX:
-            raise ChannelException(ReplyCode.PRECONDITION_FAILED, "channel is not transactional")
-        ops, channel.tx_ops = channel.tx_ops, []
-        for op in ops:
-            if op[0] == "publish":
-                _, exchange, mandatory, message = op
-                self._route(channel, exchange, mandatory, message)
-            elif op[0] == "ack":
-                self.broker.ack(channel.delivery, op[1], op[2])
-            else:
-                self.broker.reject(channel.delivery, op[1], op[2], op[3])
-        self._send(channel.channel_id, spec.Tx.CommitOk())
-
-    def _tx_rollback(self, channel: ChannelSession, command: Command) -> None:
-        if channel.mode is not ConfirmMode.TX:
-            raise ChannelException(ReplyCode.PRECONDITION_FAILED, "channel is not transactional")
-        channel.tx_ops.clear()
-        self._send(channel.channel_id, spec.Tx.RollbackOk())
+        flush_confirms(self)
 
 
 _Handler = Callable[[Session, ChannelSession, Command], None]
@@ -1097,29 +745,29 @@ _HANDLERS: dict[type, _Handler] = {
     spec.Channel.Close: Session._channel_close,
     spec.Channel.CloseOk: Session._channel_close_ok,
     spec.Channel.Flow: Session._channel_flow,
-    spec.Exchange.Declare: Session._exchange_declare,
-    spec.Exchange.Delete: Session._exchange_delete,
-    spec.Exchange.Bind: Session._exchange_bind,
-    spec.Exchange.Unbind: Session._exchange_unbind,
-    spec.Queue.Declare: Session._queue_declare,
-    spec.Queue.Bind: Session._queue_bind,
-    spec.Queue.Unbind: Session._queue_unbind,
-    spec.Queue.Purge: Session._queue_purge,
-    spec.Queue.Delete: Session._queue_delete,
-    spec.Basic.Qos: Session._basic_qos,
-    spec.Basic.Consume: Session._basic_consume,
-    spec.Basic.Cancel: Session._basic_cancel,
-    spec.Basic.Get: Session._basic_get,
-    BasicPublish: Session._basic_publish,
-    BasicAck: Session._basic_ack,
-    BasicNack: Session._basic_nack,
-    BasicReject: Session._basic_reject,
-    spec.Basic.Recover: Session._basic_recover,
-    spec.Basic.RecoverAsync: Session._basic_recover,
-    spec.Confirm.Select: Session._confirm_select,
-    spec.Tx.Select: Session._tx_select,
-    spec.Tx.Commit: Session._tx_commit,
-    spec.Tx.Rollback: Session._tx_rollback,
+    spec.Exchange.Declare: exchange_queue.exchange_declare,
+    spec.Exchange.Delete: exchange_queue.exchange_delete,
+    spec.Exchange.Bind: exchange_queue.exchange_bind,
+    spec.Exchange.Unbind: exchange_queue.exchange_unbind,
+    spec.Queue.Declare: exchange_queue.queue_declare,
+    spec.Queue.Bind: exchange_queue.queue_bind,
+    spec.Queue.Unbind: exchange_queue.queue_unbind,
+    spec.Queue.Purge: exchange_queue.queue_purge,
+    spec.Queue.Delete: exchange_queue.queue_delete,
+    spec.Basic.Qos: basic.basic_qos,
+    spec.Basic.Consume: basic.basic_consume,
+    spec.Basic.Cancel: basic.basic_cancel,
+    spec.Basic.Get: basic.basic_get,
+    BasicPublish: basic.basic_publish,
+    BasicAck: basic.basic_ack,
+    BasicNack: basic.basic_nack,
+    BasicReject: basic.basic_reject,
+    spec.Basic.Recover: basic.basic_recover,
+    spec.Basic.RecoverAsync: basic.basic_recover,
+    spec.Confirm.Select: tx_confirm.confirm_select,
+    spec.Tx.Select: tx_confirm.tx_select,
+    spec.Tx.Commit: tx_confirm.tx_commit,
+    spec.Tx.Rollback: tx_confirm.tx_rollback,
 }
 
 __all__ = ["AMQPError", "ConnectionState", "Session", "SessionSettings"]
