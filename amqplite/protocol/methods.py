@@ -121,6 +121,14 @@ _FIELDS: Final[dict[int, tuple[type[base.Frame], tuple[tuple[str, str], ...]]]] 
 """index -> (pamqp class, ((attribute, AMQP type), ...)) for every 0-9-1 method."""
 
 
+def build_method(cls: Any, **fields: Any) -> Any:
+    """A pamqp method with the given fields, without pamqp's name validation (RabbitMQ allows any UTF-8)."""
+    method = cls()
+    for name, value in fields.items():
+        setattr(method, name, value)
+    return method
+
+
 def method_ids(method: Method) -> tuple[int, int]:
     """The (class_id, method_id) of a method, for error replies."""
     return method.index >> 16, method.index & 0xFFFF

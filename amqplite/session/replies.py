@@ -2,12 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
+from amqplite.protocol.methods import build_method as _m
 
-
-def _m(cls: Any, **fields: Any) -> Any:
-    """Build a pamqp method without its name validation (RabbitMQ allows any UTF-8 name)."""
-    method = cls()
-    for name, value in fields.items():
-        setattr(method, name, value)
-    return method
+__all__ = ["_m"]

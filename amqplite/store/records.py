@@ -183,21 +183,7 @@ def decode_enqueue(payload: memoryview, source: int = -1, payload_at: int = 0) -
     (n,) = _U32.unpack_from(payload, offset)
     properties_bin = bytes(payload[offset + 4 : offset + 4 + n])
     start = offset + 4 + n
-    if source >= 0:
-        return StoredMessage(
-            seq,
-            count,
-            priority,
-            None if expiration < 0 else expiration,
-            exchange,
-            routing_key,
-            properties_bin,
-            b"",
-            source,
-            payload_at + start,
-            len(payload) - start,
-        )
-    body = bytes(payload[start:])
+    located = source >= 0  # the body stays in the source file; only its place is kept
     return StoredMessage(
         seq,
         count,
@@ -206,7 +192,10 @@ def decode_enqueue(payload: memoryview, source: int = -1, payload_at: int = 0) -
         exchange,
         routing_key,
         properties_bin,
-        body,
+        b"" if located else bytes(payload[start:]),
+        source,
+        payload_at + start if located else 0,
+        len(payload) - start if located else 0,
     )
 
 

@@ -17,15 +17,9 @@ from amqplite.protocol.frames import (
     MethodFrame,
     ProtocolHeaderReceived,
 )
+from amqplite.protocol.methods import build_method as build
 from amqplite.protocol.methods import encode_method, spec
 from amqplite.server.node import Node
-
-
-def build(cls: Any, **fields: Any) -> Any:
-    method = cls()
-    for name, value in fields.items():
-        setattr(method, name, value)
-    return method
 
 
 class StreamClient:

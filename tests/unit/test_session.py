@@ -19,18 +19,12 @@ from amqplite.protocol.frames import (
     encode_content,
 )
 from amqplite.protocol.methods import BasicAck, BasicPublish, encode_method, spec
+from amqplite.protocol.methods import build_method as build
 from amqplite.session.connection import ConnectionState, Session, SessionSettings
 
 
 def plain(user: str, password: str) -> str:
     return f"\x00{user}\x00{password}"
-
-
-def build(cls: Any, **fields: Any) -> Any:
-    method = cls()
-    for name, value in fields.items():
-        setattr(method, name, value)
-    return method
 
 
 @attrs.define

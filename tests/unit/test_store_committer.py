@@ -21,6 +21,7 @@ from amqplite.protocol.frames import (
     ProtocolHeaderReceived,
 )
 from amqplite.protocol.methods import BasicAck, spec
+from amqplite.protocol.methods import build_method as build
 from amqplite.server.committer import Committer, open_store
 from amqplite.server.node import Node
 from amqplite.store.records import FILE_HEADER, RecordType, scan
@@ -36,13 +37,6 @@ def enqueues_on_disk(data_dir: Path) -> int:
         records = scan(path.read_bytes(), FILE_HEADER.size).records
         count += sum(1 for record_type, _, _ in records if record_type == RecordType.ENQUEUE)
     return count
-
-
-def build(cls: Any, **fields: Any) -> Any:
-    method = cls()
-    for name, value in fields.items():
-        setattr(method, name, value)
-    return method
 
 
 class Client:
