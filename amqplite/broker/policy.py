@@ -8,7 +8,7 @@ from typing import Any, Final
 
 import attrs
 
-from amqplite.broker.queue import OVERFLOW_MODES, POLICY_KEYS
+from amqplite.broker.queue import OVERFLOW_MODES, POLICY_INT_MINIMUMS, POLICY_KEYS
 
 APPLY_TO: Final = ("queues", "exchanges", "all")
 # Keys that apply to exchanges (apply-to exchanges or all): string values.
@@ -27,14 +27,6 @@ IGNORED_KEYS: Final = (
     "max-age",
     "stream-max-segment-size-bytes",
 )
-_MINIMUM: Final = {
-    "message-ttl": 0,
-    "expires": 1,
-    "max-length": 0,
-    "max-length-bytes": 0,
-    "delivery-limit": 0,
-    "consumer-timeout": 0,
-}
 
 
 @attrs.frozen
@@ -82,11 +74,11 @@ def validate_policy(policy: Policy) -> None:
             continue
         if key not in POLICY_KEYS:
             raise ValueError(f"unknown policy key {key!r}")
-        if key in _MINIMUM:
+        if key in POLICY_INT_MINIMUMS:
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ValueError(f"{key} must be an integer, not {value!r}")
-            if value < _MINIMUM[key]:
-                raise ValueError(f"{key} must be at least {_MINIMUM[key]}, not {value}")
+            if value < POLICY_INT_MINIMUMS[key]:
+                raise ValueError(f"{key} must be at least {POLICY_INT_MINIMUMS[key]}, not {value}")
         elif key == "overflow":
             if value not in OVERFLOW_MODES:
                 raise ValueError(f"overflow must be one of {', '.join(OVERFLOW_MODES)}")

@@ -128,9 +128,8 @@ def _integer(value: Any, key: str, minimum: int, queue: str, vhost: str) -> int:
     return value
 
 
-# (key without "x-", minimum, policy may set it)
-_INT_KEYS: Final = {
-    "max-priority": 0,
+# Integer settings (key without "x-") a policy may set, with their minimum values.
+POLICY_INT_MINIMUMS: Final = {
     "message-ttl": 0,
     "expires": 1,
     "max-length": 0,
@@ -138,6 +137,7 @@ _INT_KEYS: Final = {
     "delivery-limit": 0,
     "consumer-timeout": 0,
 }
+_INT_KEYS: Final = {"max-priority": 0, **POLICY_INT_MINIMUMS}
 # Numeric limits set by both a policy and an argument: the smaller wins (RabbitMQ's res_min).
 _MIN_KEYS: Final = ("message-ttl", "expires", "max-length", "max-length-bytes", "delivery-limit")
 POLICY_KEYS: Final = (
