@@ -21,7 +21,8 @@ from amqplite.broker.durability import (
 from amqplite.broker.message import Message, QueueEntry
 from amqplite.broker.plugin_api import ExchangeTypeRegistry
 from amqplite.broker.policy import Policy, effective_policy, validate_policy
-from amqplite.broker.queue import Queue, Timed
+from amqplite.broker.queue import Queue
+from amqplite.broker.queue_host import Timed
 from amqplite.broker.stats import MessageStats
 from amqplite.broker.vhost import Routed, VHost
 from amqplite.protocol.constants import ClassId, ReplyCode
