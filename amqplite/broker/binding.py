@@ -6,16 +6,7 @@ from typing import Any
 
 import attrs
 
-from amqplite.broker.plugin_api import Arguments, Destination
-
-
-def freeze(value: Any) -> Any:
-    """A hashable, order-independent form of a decoded field value (for binding identity)."""
-    if isinstance(value, dict):
-        return tuple(sorted((k, freeze(v)) for k, v in value.items()))
-    if isinstance(value, list):
-        return tuple(freeze(v) for v in value)
-    return value
+from amqplite.broker.plugin_api import Arguments, Destination, freeze
 
 
 @attrs.frozen(slots=True)

@@ -147,7 +147,14 @@ class VHost:
             )
         if existing is not None:
             check_exchange_equivalent(
-                self.name, existing, type_name, durable, auto_delete, internal, arguments
+                self.name,
+                existing,
+                exchange_type,
+                type_name,
+                durable,
+                auto_delete,
+                internal,
+                arguments,
             )
             return existing
         exchange_type.validate(arguments)
