@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import random
 from typing import Any
 
 import pytest
-from queue_helpers import Client, FakeClock, get_all, headers_of, make_broker, msg
+from queue_helpers import (
+    Client,
+    FakeClock,
+    JournalRefusingOnce,
+    get_all,
+    headers_of,
+    make_broker,
+    msg,
+    persistent,
+)
 
 from amqplite.broker.broker import Broker
 from amqplite.broker.consumer import DeliveryChannel
@@ -152,6 +162,26 @@ def test_unacked_message_does_not_expire_but_expires_when_requeued_late(
     broker.reject(ch, 1, False, requeue=True)
     assert queue.message_count == 0
     assert queue.stats.expired == 1
+
+
+def test_a_failing_timer_callback_is_logged_and_the_queue_keeps_expiring(
+    broker: Broker, vhost: VHost, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    queue = vhost.declare_queue("q", durable=True)
+    journal = queue.journal = JournalRefusingOnce()
+    for i, ttl in enumerate((1000, 2000, 3000)):
+        vhost.publish("", persistent(f"m{i}".encode(), ttl))
+    clock.advance(1)
+    with caplog.at_level(logging.ERROR, logger="amqplite.broker"):
+        broker.fire_timers()  # expiring m0 fails in the journal
+    assert "No space left on device" in caplog.text
+    assert queue.message_count == 2
+    clock.advance(3)  # past the other deadlines and any retry delay
+    while (deadline := broker.next_deadline()) is not None and deadline <= clock.now:
+        broker.fire_timers()
+    assert queue.message_count == 0
+    assert journal.removed == [1, 2]
+    queue._check()
 
 
 def test_many_messages_expire_in_bounded_turns(
