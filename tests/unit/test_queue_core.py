@@ -23,6 +23,7 @@ from amqplite.broker.consumer import DeliveryChannel
 from amqplite.broker.message import QueueEntry
 from amqplite.broker.queue import EXPIRE_BATCH
 from amqplite.broker.ready_list import ReadyList
+from amqplite.broker.ttl_index import TtlIndex
 from amqplite.broker.vhost import VHost
 from amqplite.protocol.errors import ChannelException
 
@@ -667,3 +668,27 @@ def test_mass_expiry_in_random_order_leaves_the_rest_in_order(
         queue._check()
     assert queue.stats.expired == 6000 - len(survivors)
     assert get_all(broker, "q") == survivors
+
+
+def test_ttl_index_hands_out_due_entries_by_deadline_then_position() -> None:
+    rng = random.Random(12)
+    index = TtlIndex()
+    entries = [QueueEntry(seq, msg(str(seq).encode())) for seq in range(200)]
+    for entry in entries:
+        assert isinstance(index.add(entry, float(rng.randrange(20))), bool)
+    removed = entries[::7]
+    for entry in removed:
+        index.remove(entry)
+    live = [e for e in entries if e not in removed]
+    expected = sorted(live, key=lambda e: (e.expires_at, e.seq))
+    assert index.next_deadline() == expected[0].expires_at
+    got: list[QueueEntry] = []
+    for now in (4.5, 9.0, 30.0):
+        while (entry := index.pop_due(now)) is not None:
+            assert entry.expires_at is not None
+            assert entry.expires_at <= now
+            got.append(entry)
+        assert not index.has_due(now)
+    assert got == expected
+    assert len(index) == 0
+    assert index.next_deadline() is None
