@@ -8,6 +8,7 @@ from amqplite.broker.message import Message
 from amqplite.broker.publishing import make_message
 from amqplite.protocol.assembler import Command
 from amqplite.protocol.constants import ClassId, ReplyCode
+from amqplite.protocol.errors import ConnectionException
 from amqplite.protocol.frames import encode_get_ok, encode_return
 from amqplite.protocol.methods import (
     BasicAck,
@@ -15,6 +16,7 @@ from amqplite.protocol.methods import (
     BasicPublish,
     BasicReject,
     build_method,
+    method_ids,
     spec,
 )
 from amqplite.session.channel import ChannelSession, ConfirmMode
@@ -23,6 +25,10 @@ from amqplite.session.context import SessionContext
 
 def basic_qos(ctx: SessionContext, channel: ChannelSession, command: Command) -> None:
     m = cast(spec.Basic.Qos, command.method)
+    if m.prefetch_size:  # as RabbitMQ: a byte limit is not implemented, and said so
+        raise ConnectionException(
+            ReplyCode.NOT_IMPLEMENTED, f"prefetch_size!=0 ({m.prefetch_size})", ClassId.BASIC, 10
+        )
     if m.global_:
         channel.delivery.global_prefetch = m.prefetch_count
     else:
@@ -83,6 +89,8 @@ def basic_get(ctx: SessionContext, channel: ChannelSession, command: Command) ->
 
 def basic_publish(ctx: SessionContext, channel: ChannelSession, command: Command) -> None:
     m = cast(BasicPublish, command.method)
+    if m.immediate:  # removed in RabbitMQ 3.0, which refuses it so
+        raise ConnectionException(ReplyCode.NOT_IMPLEMENTED, "immediate=true", ClassId.BASIC, 40)
     publish(
         ctx,
         channel,
@@ -173,6 +181,12 @@ def basic_reject(ctx: SessionContext, channel: ChannelSession, command: Command)
 
 
 def basic_recover(ctx: SessionContext, channel: ChannelSession, command: Command) -> None:
+    if not cast(spec.Basic.Recover, command.method).requeue:  # as RabbitMQ
+        raise ConnectionException(
+            ReplyCode.NOT_IMPLEMENTED,
+            "requeue=false",
+            *method_ids(command.method),
+        )
     ctx.broker.recover(channel.delivery)
     if isinstance(command.method, spec.Basic.Recover):
         ctx.send(channel.channel_id, spec.Basic.RecoverOk())

@@ -40,6 +40,7 @@ class ChannelSession:
     tx_ops: list[tuple[Any, ...]] = attrs.field(factory=list)
     last_queue: str = ""
     metadata_ticket: int = 0  # the last metadata record this channel wrote (its replies wait)
+    held_cancels: list[bytes] | None = None  # basic.cancel frames held while it deletes a queue
 
     def next_publish_seq(self) -> int:
         """The confirm sequence number of the next publish (1-based)."""

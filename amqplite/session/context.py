@@ -47,8 +47,10 @@ class SessionContext(Protocol):
     def write_mark(self) -> int:
         """The write ticket before a metadata change (-1 when no store records metadata)."""
 
-    def reply_when_durable(self, channel: ChannelSession, mark: int, reply: Method | None) -> None:
-        """Send `reply` once the records written since `mark` are on disk (None: nowait)."""
+    def reply_when_durable(
+        self, channel: ChannelSession, mark: int, reply: Method | None, then: bytes = b""
+    ) -> None:
+        """Send `reply`, then the frames `then`, once the records since `mark` are on disk."""
 
     def drop_channel(self, channel: ChannelSession) -> None:
         """Forget a closed channel and release what it held in the broker."""

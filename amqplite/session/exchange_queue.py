@@ -139,11 +139,17 @@ def queue_delete(ctx: SessionContext, channel: ChannelSession, command: Command)
     m = cast(spec.Queue.Delete, command.method)
     ctx.allow("configure", "queue", channel.queue_name(m.queue), ClassId.QUEUE, 40)
     mark = ctx.write_mark()
-    count = ctx.open_vhost.delete_queue(
-        channel.queue_name(m.queue),
-        if_unused=m.if_unused,
-        if_empty=m.if_empty,
-        owner=ctx.owner,
-    )
+    # This channel's own consumers hear basic.cancel after delete-ok, as from RabbitMQ (kombu
+    # fails on the reverse order); other channels hear it at once.
+    channel.held_cancels = []
+    try:
+        count = ctx.open_vhost.delete_queue(
+            channel.queue_name(m.queue),
+            if_unused=m.if_unused,
+            if_empty=m.if_empty,
+            owner=ctx.owner,
+        )
+    finally:
+        cancels, channel.held_cancels = channel.held_cancels, None
     reply = None if m.nowait else build_method(spec.Queue.DeleteOk, message_count=count)
-    ctx.reply_when_durable(channel, mark, reply)
+    ctx.reply_when_durable(channel, mark, reply, b"".join(cancels))
