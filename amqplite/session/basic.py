@@ -6,6 +6,7 @@ from typing import cast
 
 from amqplite.broker.message import Message
 from amqplite.broker.publishing import make_message
+from amqplite.broker.vhost import Routed
 from amqplite.protocol.assembler import Command
 from amqplite.protocol.constants import ClassId, ReplyCode
 from amqplite.protocol.errors import ConnectionException
@@ -19,6 +20,7 @@ from amqplite.protocol.methods import (
     method_ids,
     spec,
 )
+from amqplite.session import direct_reply
 from amqplite.session.channel import ChannelSession, ConfirmMode
 from amqplite.session.context import SessionContext
 
@@ -39,6 +41,9 @@ def basic_qos(ctx: SessionContext, channel: ChannelSession, command: Command) ->
 
 def basic_consume(ctx: SessionContext, channel: ChannelSession, command: Command) -> None:
     m = cast(spec.Basic.Consume, command.method)
+    if m.queue == direct_reply.PSEUDO_QUEUE:
+        direct_reply.consume(ctx, channel, m.consumer_tag or "", m.no_ack, m.nowait)
+        return
     ctx.allow("read", "queue", channel.queue_name(m.queue), ClassId.BASIC, 20)
     consumer = ctx.broker.consume(
         ctx.open_vhost,
@@ -115,6 +120,8 @@ def publish(
     vhost = ctx.open_vhost
     ctx.allow("write", "exchange", exchange, ClassId.BASIC, 40)
     vhost.exchange(exchange)  # 404 before anything else
+    if direct_reply.MARK in properties_bin:  # reply_to=amq.rabbitmq.reply-to, most likely
+        properties_bin = direct_reply.stamp_reply_to(ctx, channel, properties_bin)
     message = make_message(exchange, routing_key, properties_bin, body)
     if channel.mode is ConfirmMode.TX:
         channel.tx_ops.append(("publish", exchange, mandatory, message))
@@ -126,9 +133,13 @@ def route(
     ctx: SessionContext, channel: ChannelSession, exchange: str, mandatory: bool, message: Message
 ) -> None:
     """Route a message; basic.return when mandatory and unrouted; queue its confirm."""
-    routed = ctx.broker.route(ctx.open_vhost, exchange, message)
-    queues = routed.queues
-    if not queues and mandatory:
+    if exchange == "" and message.routing_key.startswith(direct_reply.PREFIX):
+        routed = Routed([], [])
+        delivered = direct_reply.route_reply(ctx, message)
+    else:
+        routed = ctx.broker.route(ctx.open_vhost, exchange, message)
+        delivered = bool(routed.queues)
+    if not delivered and mandatory:
         ctx.write(
             encode_return(
                 channel.channel_id,
