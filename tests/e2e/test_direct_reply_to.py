@@ -8,8 +8,12 @@ from typing import Any
 
 import mgmt_helpers
 import pika
+import pika.exceptions
+from pamqp import commands, header
+from pamqp import frame as pamqp_frame
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
-from pika_helpers import Cleanup, channel_error, connection
+from pika_helpers import channel_error, connection
+from raw_client import body_frame, connected, method_frame
 
 PSEUDO = "amq.rabbitmq.reply-to"
 
@@ -97,23 +101,39 @@ def test_publishing_with_reply_to_without_a_reply_consumer_is_406(
 
 
 def test_a_reply_to_a_consumer_that_has_gone_is_dropped_and_the_publisher_carries_on(
-    broker: Any, queue: str, cleanup: Cleanup
+    broker: Any, queue: str
 ) -> None:
-    with connection(broker) as client_conn:
-        client = client_conn.channel()
-        client.basic_consume(PSEUDO, lambda *_: None, auto_ack=True)
-        client.basic_publish("", queue, b"req", pika.BasicProperties(reply_to=PSEUDO))
-        client_conn.process_data_events(0)
-        with connection(broker) as server_conn:
-            server = server_conn.channel()
-            _, props, _ = get_within(server, queue)
-    # The requester's connection is closed: its reply-to name reaches nobody now.
+    # The requester vanishes without cancelling its consumer or closing its channel.
+    requester = connected(broker)
+    requester.open_channel(1)
+    requester.send_method(1, commands.Basic.Consume(queue=PSEUDO, consumer_tag="r", no_ack=True))
+    requester.expect(commands.Basic.ConsumeOk, channel=1)
+    request = commands.Basic.Properties(reply_to=PSEUDO, correlation_id="1")
+    requester.send(
+        method_frame(1, commands.Basic.Publish(exchange="", routing_key=queue))
+        + pamqp_frame.marshal(header.ContentHeader(0, 3, request), 1)
+        + body_frame(1, b"req")
+    )
+    with connection(broker) as server_conn:
+        _, props, _ = get_within(server_conn.channel(), queue)
+    requester.abort()
     with connection(broker) as server_conn:
         server = server_conn.channel()
         server.confirm_delivery()
+        deadline = time.monotonic() + 5
+        while True:  # the broker notices the requester's end of stream soon, not at once
+            try:
+                server_conn.channel().queue_declare(props.reply_to, passive=True)
+            except pika.exceptions.ChannelClosedByBroker as exc:
+                code = exc.reply_code
+            else:
+                code = 200
+            if code == 404:
+                break
+            assert time.monotonic() < deadline, "the reply-to name outlived its connection"
+            time.sleep(0.02)
         server.basic_publish("", props.reply_to, b"too late")  # confirmed, not an error
-        with channel_error(404):
-            server.queue_declare(props.reply_to, passive=True)
+        assert server.is_open
     if broker.is_amqplite:
         assert_dropped_counted(broker)
 
