@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
 import subprocess
 import time
-import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import attrs
-from broker_process import free_port
+from broker_process import BrokerProcess, free_port, start_broker
+
+T = TypeVar("T")
 
 
 def etcd_binary() -> str | None:
@@ -109,3 +113,50 @@ def start_etcd(data_dir: Path) -> EtcdProcess:
     etcd = EtcdProcess(data_dir, free_port(), free_port())
     etcd.start()
     return etcd
+
+
+def start_node(
+    data_dir: Path, name: str, etcd: EtcdProcess, *extra_args: str, lease_ttl: int = 2
+) -> BrokerProcess:
+    """`amqplite serve --node-name name --etcd url --cluster-port P` with a short lease TTL."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    config = data_dir.parent / f"{data_dir.name}.yaml"
+    config.write_text(f"cluster:\n  lease_ttl: {lease_ttl}\n")
+    return start_broker(
+        data_dir,
+        "--config",
+        str(config),
+        "--node-name",
+        name,
+        "--etcd",
+        etcd.url,
+        "--cluster-port",
+        str(free_port()),
+        *extra_args,
+    )
+
+
+def api_get(broker: BrokerProcess, path: str) -> Any:
+    """GET a management path as guest; the decoded JSON."""
+    request = urllib.request.Request(broker.management_url + path)
+    token = base64.b64encode(b"guest:guest").decode()
+    request.add_header("authorization", f"Basic {token}")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.load(response)
+
+
+def node_names(broker: BrokerProcess) -> list[str]:
+    """The names /api/nodes lists."""
+    return [node["name"] for node in api_get(broker, "/api/nodes")]
+
+
+def wait_for(predicate: Callable[[], T], what: str, timeout: float = 30.0) -> T:
+    """Poll predicate until it is truthy and return its value; fail naming `what` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout}s: {what}")
+        time.sleep(0.05)
