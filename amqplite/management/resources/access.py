@@ -4,21 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from amqplite.management.app import (
-    ADMINISTRATOR,
-    MANAGEMENT,
-    POLICYMAKER,
-    Call,
-    Router,
-    jsonable,
-)
+from amqplite.management.app import Call
 from amqplite.management.http import HttpError, Response
+from amqplite.management.json_values import jsonable
 from amqplite.management.listing import render_list
+from amqplite.management.routing import ADMINISTRATOR, MANAGEMENT, POLICYMAKER, Router
 
 HASHING_ALGORITHM = "rabbit_password_hashing_sha256"
 
 
-def register(router: Router) -> None:
+def register(router: Router[Call]) -> None:
     """Routes of this resource."""
     router.add("GET", "/api/users", list_users, ADMINISTRATOR)
     router.add("GET", "/api/users/{user}", show_user, ADMINISTRATOR)

@@ -5,13 +5,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from amqplite.broker.consumer import Consumer
-from amqplite.management.app import MANAGEMENT, Call, Router, jsonable
+from amqplite.management.app import Call
 from amqplite.management.http import HttpError, Response
+from amqplite.management.json_values import jsonable
 from amqplite.management.listing import render_list
-from amqplite.management.resources.common import (
+from amqplite.management.routing import MANAGEMENT, Router
+from amqplite.management.views import (
     connection_details,
     connection_name,
     local_address,
+    open_connections,
     split_peer,
 )
 from amqplite.protocol.constants import ReplyCode
@@ -22,7 +25,7 @@ if TYPE_CHECKING:
 CLOSED_VIA_MANAGEMENT = "Closed via management plugin"
 
 
-def register(router: Router) -> None:
+def register(router: Router[Call]) -> None:
     """Routes of this resource."""
     router.add("GET", "/api/connections", list_connections, MANAGEMENT)
     router.add("GET", "/api/vhosts/{vhost}/connections", list_connections, MANAGEMENT)
@@ -34,15 +37,6 @@ def register(router: Router) -> None:
     router.add("GET", "/api/channels/{name}", show_channel, MANAGEMENT)
     router.add("GET", "/api/consumers", list_consumers, MANAGEMENT)
     router.add("GET", "/api/consumers/{vhost}", list_consumers, MANAGEMENT)
-
-
-def _open_connections(app: ManagementApp) -> list[Any]:
-    """Connections past the handshake (they have a vhost), in a stable order."""
-    conns = [
-        c for c in app.node.connections if c.session.vhost is not None and not c.session.closed
-    ]
-    conns.sort(key=lambda c: c.session.peer)
-    return conns
 
 
 def _visible(call: Call, conn: Any) -> bool:
@@ -86,7 +80,7 @@ def render_connection(app: ManagementApp, conn: Any) -> dict[str, Any]:
 
 def _find_connection(call: Call) -> Any:
     name = call.params["name"]
-    for conn in _open_connections(call.app):
+    for conn in open_connections(call.app.node):
         if connection_name(conn) == name and _visible(call, conn):
             return conn
     raise HttpError(404, "Not Found", "Object Not Found")
@@ -96,7 +90,7 @@ def list_connections(call: Call) -> Response:
     """Open AMQP connections."""
     if "vhost" in call.params:
         call.vhost()
-    conns = [c for c in _open_connections(call.app) if _visible(call, c)]
+    conns = [c for c in open_connections(call.app.node) if _visible(call, c)]
     return Response.json(
         render_list(conns, connection_name, lambda c: render_connection(call.app, c), call.query)
     )
@@ -155,7 +149,7 @@ def list_channels(call: Call) -> Response:
     """Open channels of visible connections."""
     if "vhost" in call.params:
         call.vhost()
-    conns = [c for c in _open_connections(call.app) if _visible(call, c)]
+    conns = [c for c in open_connections(call.app.node) if _visible(call, c)]
     pairs = _channels(call, conns)
     return Response.json(
         render_list(
@@ -177,7 +171,7 @@ def connection_channels(call: Call) -> Response:
 def show_channel(call: Call) -> Response:
     """One channel by name."""
     name = call.params["name"]
-    conns = [c for c in _open_connections(call.app) if _visible(call, c)]
+    conns = [c for c in open_connections(call.app.node) if _visible(call, c)]
     for conn, channel in _channels(call, conns):
         if channel_name(conn, channel) == name:
             return call.one(render_channel(call.app, conn, channel))
