@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from amqplite.broker.queue import Queue
 from amqplite.management.views import NodeView, open_connections
 from amqplite.store.latency import LatencyHistogram
 
@@ -72,10 +73,10 @@ class QueueMetricLines:
     """Each queue's sample lines, re-formatted only when one of its values has changed."""
 
     def __init__(self) -> None:
-        self._cache: dict[Any, tuple[tuple[int, ...], tuple[str, ...], str]] = {}
+        self._cache: dict[Queue, tuple[tuple[int, ...], tuple[str, ...], str]] = {}
 
     @staticmethod
-    def values(queue: Any) -> tuple[int, ...]:
+    def values(queue: Queue) -> tuple[int, ...]:
         """The queue's value of each QUEUE_FAMILIES metric."""
         s = queue.stats
         return (
@@ -94,7 +95,7 @@ class QueueMetricLines:
             s.dropped,
         )
 
-    def lines(self, queues: Sequence[Any]) -> list[tuple[str, ...]]:
+    def lines(self, queues: Sequence[Queue]) -> list[tuple[str, ...]]:
         """One tuple of sample lines per queue, in QUEUE_FAMILIES order."""
         cache = self._cache
         out: list[tuple[str, ...]] = []

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from amqplite.broker.auth import Permission
+from amqplite.broker.broker import User
+from amqplite.broker.policy import Policy
 from amqplite.management.app import Call
 from amqplite.management.http import HttpError, Response
 from amqplite.management.json_values import jsonable
@@ -37,7 +40,7 @@ def register(router: Router[Call]) -> None:
 # -- users -------------------------------------------------------------------------------------
 
 
-def render_user(user: Any) -> dict[str, Any]:
+def render_user(user: User) -> dict[str, Any]:
     """A user as RabbitMQ's JSON object (the hash, never the password)."""
     return {
         "name": user.name,
@@ -114,7 +117,7 @@ def delete_user(call: Call) -> Response:
 # -- permissions -------------------------------------------------------------------------------
 
 
-def _render_permission(user: str, vhost: str, permission: Any) -> dict[str, Any]:
+def _render_permission(user: str, vhost: str, permission: Permission) -> dict[str, Any]:
     return {
         "user": user,
         "vhost": vhost,
@@ -169,7 +172,6 @@ def show_permission(call: Call) -> Response:
 
 def put_permission(call: Call) -> Response:
     """Set a user's configure/write/read regexes on a vhost (201 new, 204 replaced)."""
-    from amqplite.broker.auth import Permission
 
     vhost = call.vhost()
     _user(call)
@@ -199,7 +201,7 @@ def delete_permission(call: Call) -> Response:
 # -- policies ----------------------------------------------------------------------------------
 
 
-def render_policy(policy: Any) -> dict[str, Any]:
+def render_policy(policy: Policy) -> dict[str, Any]:
     """A policy as RabbitMQ's JSON object."""
     return {
         "vhost": policy.vhost,
@@ -236,7 +238,6 @@ def show_policy(call: Call) -> Response:
 
 def put_policy(call: Call) -> Response:
     """Create (201) or replace (204) a policy: pattern, definition, priority, apply-to."""
-    from amqplite.broker.policy import Policy
 
     vhost = call.vhost()
     name = call.params["name"]

@@ -11,13 +11,16 @@ from amqplite.management.json_values import jsonable
 from amqplite.management.listing import render_list
 from amqplite.management.routing import MANAGEMENT, Router
 from amqplite.management.views import (
+    ConnectionView,
     connection_details,
     connection_name,
     local_address,
     open_connections,
     split_peer,
+    vhost_name,
 )
 from amqplite.protocol.constants import ReplyCode
+from amqplite.session.channel import ChannelSession
 
 if TYPE_CHECKING:
     from amqplite.management.app import ManagementApp
@@ -39,9 +42,9 @@ def register(router: Router[Call]) -> None:
     router.add("GET", "/api/consumers/{vhost}", list_consumers, MANAGEMENT)
 
 
-def _visible(call: Call, conn: Any) -> bool:
+def _visible(call: Call, conn: ConnectionView) -> bool:
     """Users see their own connections; monitoring and administrators see all."""
-    if "vhost" in call.params and conn.session.vhost.name != call.params["vhost"]:
+    if "vhost" in call.params and vhost_name(conn) != call.params["vhost"]:
         return False
     user = call.user
     if user is None or {"monitoring", "administrator"}.intersection(user.tags):
@@ -49,7 +52,7 @@ def _visible(call: Call, conn: Any) -> bool:
     return conn.session.user is not None and conn.session.user.name == user.name
 
 
-def render_connection(app: ManagementApp, conn: Any) -> dict[str, Any]:
+def render_connection(app: ManagementApp, conn: ConnectionView) -> dict[str, Any]:
     """A connection as RabbitMQ's JSON object."""
     session = conn.session
     peer_host, peer_port = split_peer(session.peer)
@@ -61,7 +64,7 @@ def render_connection(app: ManagementApp, conn: Any) -> dict[str, Any]:
         "type": "network",
         "protocol": "AMQP 0-9-1",
         "state": "running" if session.state.value == "open" else session.state.value,
-        "vhost": session.vhost.name,
+        "vhost": vhost_name(conn),
         "user": session.user.name if session.user else "",
         "auth_mechanism": getattr(session, "auth_mechanism", "PLAIN"),
         "peer_host": peer_host,
@@ -78,7 +81,7 @@ def render_connection(app: ManagementApp, conn: Any) -> dict[str, Any]:
     }
 
 
-def _find_connection(call: Call) -> Any:
+def _find_connection(call: Call) -> ConnectionView:
     name = call.params["name"]
     for conn in open_connections(call.app.node):
         if connection_name(conn) == name and _visible(call, conn):
@@ -110,7 +113,9 @@ def close_connection(call: Call) -> Response:
     return Response.empty()
 
 
-def _channels(call: Call, conns: list[Any]) -> list[tuple[Any, Any]]:
+def _channels(
+    call: Call, conns: list[ConnectionView]
+) -> list[tuple[ConnectionView, ChannelSession]]:
     return [
         (conn, channel)
         for conn in conns
@@ -118,12 +123,14 @@ def _channels(call: Call, conns: list[Any]) -> list[tuple[Any, Any]]:
     ]
 
 
-def channel_name(conn: Any, channel: Any) -> str:
+def channel_name(conn: ConnectionView, channel: ChannelSession) -> str:
     """RabbitMQ's channel name: "<connection name> (<number>)"."""
     return f"{connection_name(conn)} ({channel.channel_id})"
 
 
-def render_channel(app: ManagementApp, conn: Any, channel: Any) -> dict[str, Any]:
+def render_channel(
+    app: ManagementApp, conn: ConnectionView, channel: ChannelSession
+) -> dict[str, Any]:
     """A channel as RabbitMQ's JSON object."""
     session = conn.session
     delivery = channel.delivery
@@ -178,7 +185,9 @@ def show_channel(call: Call) -> Response:
     raise HttpError(404, "Not Found", "Object Not Found")
 
 
-def render_consumer(app: ManagementApp, consumer: Consumer, conn: Any = None) -> dict[str, Any]:
+def render_consumer(
+    app: ManagementApp, consumer: Consumer, conn: ConnectionView | None = None
+) -> dict[str, Any]:
     """A consumer as RabbitMQ's JSON object."""
     sink = consumer.channel.sink
     if conn is None:

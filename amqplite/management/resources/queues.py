@@ -5,6 +5,7 @@ from __future__ import annotations
 import operator
 from typing import Any
 
+from amqplite.broker.queue import Queue
 from amqplite.management.app import Call
 from amqplite.management.http import HttpError, Response
 from amqplite.management.json_values import jsonable
@@ -54,7 +55,7 @@ def list_queues(call: Call) -> Response:
 _BY_NAME = operator.attrgetter("name")
 
 
-def _queue_name(queue: Any) -> str:
+def _queue_name(queue: Queue) -> str:
     return str(queue.name)
 
 
