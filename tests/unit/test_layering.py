@@ -42,7 +42,14 @@ PURE_LAYERS = ("protocol", "broker", "session", "store", "config")
 IO_MODULES = frozenset({"trio", "h11", "httpx", "socket", "asyncio", "selectors"})
 PLUGIN_API = "amqplite.broker.plugin_api"
 PAMQP_SEAMS = frozenset({"amqplite.protocol.methods", "amqplite.protocol.properties"})
-ACYCLIC_LAYERS = ("protocol", "config", "session", "management", "server", "cli")  # no module imports one that imports it back
+ACYCLIC_LAYERS = (
+    "protocol",
+    "config",
+    "session",
+    "management",
+    "server",
+    "cli",
+)  # no module imports one that imports it back
 
 # Violations other branches are removing. Each must still exist (so the list shrinks to empty):
 # "<layer> -> <layer>" for an edge against the arrows, "<module> imports <module>.<_name>" for a
