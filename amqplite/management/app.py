@@ -13,6 +13,7 @@ from typing import Any
 
 import attrs
 
+from amqplite.broker.auth import FULL_ACCESS, Permission
 from amqplite.broker.broker import Broker, User
 from amqplite.broker.queue import Queue
 from amqplite.broker.vhost import VHost
@@ -181,12 +182,11 @@ class ManagementApp:
 
     # -- permissions -------------------------------------------------------------------------
 
-    def permission_of(self, user: User | None, vhost: str) -> Any:
-        """The user's permission on the vhost (None: none); full access if the broker has no ACLs."""
-        permissions_of = getattr(self.broker, "permissions_of", None)
-        if user is None or permissions_of is None:
-            return _FULL
-        return permissions_of(user.name, vhost)
+    def permission_of(self, user: User | None, vhost: str) -> Permission | None:
+        """The user's permission on the vhost (None: none); full access for public routes."""
+        if user is None:
+            return FULL_ACCESS
+        return self.broker.permissions_of(user.name, vhost)
 
     def can_see(self, user: User | None, vhost: str) -> bool:
         """True when the user may list the vhost's objects (monitoring sees every vhost)."""
@@ -221,13 +221,3 @@ class ManagementApp:
     def sample(self) -> None:
         """Take a rate sample of every queue and the totals (the server calls this every few s)."""
         sample_all(self, self.clock())
-
-
-@attrs.frozen
-class _FullPermission:
-    configure: str = ".*"
-    write: str = ".*"
-    read: str = ".*"
-
-
-_FULL = _FullPermission()
