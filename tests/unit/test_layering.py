@@ -34,22 +34,16 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
         {"root", "management", "cluster", "session", "broker", "store", "protocol", "config"}
     ),
     "cli": frozenset(
-        {"root", "server", "management", "cluster", "session", "broker", "store", "protocol"}
-        | {"config"}
+        {"root", "server", "management", "cluster", "session", "broker", "store"}
+        | {"protocol", "config"}
     ),
 }
 PURE_LAYERS = ("protocol", "broker", "session", "store", "config")
 IO_MODULES = frozenset({"trio", "h11", "httpx", "socket", "asyncio", "selectors"})
 PLUGIN_API = "amqplite.broker.plugin_api"
 PAMQP_SEAMS = frozenset({"amqplite.protocol.methods", "amqplite.protocol.properties"})
-ACYCLIC_LAYERS = (
-    "protocol",
-    "config",
-    "session",
-    "management",
-    "server",
-    "cli",
-)  # no module imports one that imports it back
+# Layers where no module imports one that imports it back (broker's type-only cycles remain).
+ACYCLIC_LAYERS = ("protocol", "config", "session", "management", "server", "cli")
 
 # Violations other branches are removing. Each must still exist (so the list shrinks to empty):
 # "<layer> -> <layer>" for an edge against the arrows, "<module> imports <module>.<_name>" for a
