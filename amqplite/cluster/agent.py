@@ -7,6 +7,8 @@ from typing import Any
 
 import trio
 
+from amqplite.broker.broker import Broker
+from amqplite.cluster.definitions_sync import DefinitionsSync
 from amqplite.cluster.etcd_client import EtcdClient
 from amqplite.cluster.etcd_codec import Compare, EtcdError, Get, Put, RangeResult
 from amqplite.cluster.keys import node_key, nodes_prefix, range_of
@@ -29,6 +31,12 @@ class ClusterAgent:
         self.etcd_reachable = True
         self.record: NodeRecord | None = None
         self._watch_scope: trio.CancelScope | None = None
+        self.definitions: DefinitionsSync | None = None
+
+    def attach(self, broker: Broker) -> None:
+        """Share the broker's durable definitions through etcd (after the store is attached)."""
+        self.definitions = DefinitionsSync(self.config.name, self.client, broker)
+        self.definitions.attach()
 
     @classmethod
     async def connect(cls, config: ClusterConfig) -> ClusterAgent:
@@ -63,6 +71,8 @@ class ClusterAgent:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._keep_alive)
                 nursery.start_soon(self._watch_members)
+                if self.definitions is not None:
+                    nursery.start_soon(self.definitions.run)
                 task_status.started()
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(2.0):

@@ -103,15 +103,18 @@ class RangeResult:
     kvs: tuple[KeyValue, ...]
     count: int
     more: bool
+    cluster_id: int = 0  # etcd's cluster id: a new one means an etcd that started empty
 
     @classmethod
     def decode(cls, obj: Mapping[str, Any]) -> RangeResult:
         """A range answer (also one inside a txn)."""
+        header = obj.get("header", {})
         return cls(
             revision=header_revision(obj),
             kvs=tuple(KeyValue.decode(kv) for kv in obj.get("kvs", ())),
             count=_int(obj, "count"),
             more=bool(obj.get("more", False)),
+            cluster_id=_int(header, "cluster_id") if isinstance(header, Mapping) else 0,
         )
 
 

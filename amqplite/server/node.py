@@ -86,6 +86,8 @@ async def run_node(
         open_store(config, node.broker), lambda: [c.session for c in node.connections]
     )
     apply_boot_definitions(node.broker, config)  # after recovery: durable entities reach the store
+    if node.cluster is not None:  # definitions are shared through etcd from here on
+        node.cluster.attach(node.broker)
     tune_gc()
     listeners = await trio.open_tcp_listeners(config.listener.port, host=config.listener.host)
     ports = [listener.socket.getsockname()[1] for listener in listeners]

@@ -63,6 +63,7 @@ def test_a_range_answer_decodes_string_int64s_and_omitted_zeros() -> None:
     }
     result = RangeResult.decode(answer)
     assert result.revision == 7
+    assert result.cluster_id == 32495
     assert result.count == 2
     assert not result.more
     assert result.kvs == (
