@@ -73,9 +73,9 @@ def decode_item(value: bytes) -> Item:
 
 
 def durable_items(cluster: str, document: Mapping[str, Any]) -> dict[bytes, bytes]:
-    """The entities of an export that the cluster shares: durable ones, users, vhosts, policies."""
-    exchanges = [e for e in document.get("exchanges", ()) if e.get("durable")]
-    queues = [q for q in document.get("queues", ()) if q.get("durable")]
+    """The shared part of an export: lasting exchanges, queues, their bindings; vhosts, users, policies."""
+    exchanges = [e for e in document.get("exchanges", ()) if _shared(e)]
+    queues = [q for q in document.get("queues", ()) if _shared(q)]
     durable_exchanges = {(e["vhost"], e["name"]) for e in exchanges}
     durable_queues = {(q["vhost"], q["name"]) for q in queues}
 
@@ -101,6 +101,11 @@ def durable_items(cluster: str, document: Mapping[str, Any]) -> dict[bytes, byte
     return {
         item_key(cluster, kind, item): encode_item(item) for kind in KINDS for item in chosen[kind]
     }
+
+
+def _shared(item: Mapping[str, Any]) -> bool:
+    """Durable and not auto-delete: an auto-delete entity lives and dies with local use."""
+    return bool(item.get("durable")) and not item.get("auto_delete")
 
 
 @attrs.frozen

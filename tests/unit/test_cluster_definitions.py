@@ -37,13 +37,14 @@ def test_keys_percent_encode_names_and_name_their_kind() -> None:
     assert one.startswith(b"/amqplite/c/defs/bindings/%2F/x/queue/q/")
 
 
-def test_only_durable_entities_and_their_bindings_are_shared() -> None:
+def test_only_durable_entities_that_do_not_auto_delete_and_their_bindings_are_shared() -> None:
     b = broker()
     vhost = b.vhosts["/"]
     vhost.declare_exchange("dx", "topic", durable=True)
     vhost.declare_exchange("tx", "fanout", durable=False)
     vhost.declare_queue("dq", durable=True)
     vhost.declare_queue("tq", durable=False)
+    vhost.declare_queue("adq", durable=True, auto_delete=True)
     vhost.bind("dx", Destination.queue("dq"), "k", {})
     vhost.bind("dx", Destination.queue("tq"), "k", {})
     vhost.bind("amq.direct", Destination.queue("dq"), "k", {})
@@ -53,6 +54,7 @@ def test_only_durable_entities_and_their_bindings_are_shared() -> None:
     assert ("queues", "dq") in items
     assert ("exchanges", "dx") in items
     assert ("queues", "tq") not in items
+    assert ("queues", "adq") not in items
     assert ("exchanges", "tx") not in items
     sources = sorted(
         decode_item(v)["source"] for k, v in shared.items() if kind_of_key("c", k) == "bindings"
