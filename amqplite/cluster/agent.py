@@ -126,6 +126,8 @@ class ClusterAgent:
                 self.etcd_reachable = True
                 if self._watch_scope is not None:
                     self._watch_scope.cancel()  # a watch may have died silently: resync
+                if self.definitions is not None:
+                    self.definitions.resync()
 
     def _lost(self, reason: str) -> None:
         if self.etcd_reachable:

@@ -59,6 +59,7 @@ class DefinitionsSync:
         self._wake = trio.Event()
         self._ready = trio.Event()  # the first range is in: local items may be published
         self._etcd_id = 0  # the cluster id of the etcd that `state` reflects
+        self._watch_scope: trio.CancelScope | None = None
 
     def attach(self) -> None:
         """Hear of the broker's definition changes (beside the store, which keeps hearing them)."""
@@ -78,30 +79,37 @@ class DefinitionsSync:
             nursery.start_soon(self._watch)
             nursery.start_soon(self._sync)
 
+    def resync(self) -> None:
+        """Drop the watch and start again from a range (it may have died without a word)."""
+        if self._watch_scope is not None:
+            self._watch_scope.cancel()
+
     async def _watch(self) -> None:
         """A range of defs/ (the catch-up of a node that joins), then a watch from after it."""
-        first = True
         while True:
-            try:
-                key, end = range_of(defs_prefix(self.cluster))
-                self._resync(await self.client.range(key, end), first)
-                first = False
-                start = self.state.revision + 1
-                async with self.client.watch(key, end, start_revision=start) as stream:
-                    async for response in stream:
-                        if response.canceled:
-                            break
-                        for event in response.events:
-                            deleted = event.type == "delete"
-                            value = b"" if deleted else event.kv.value
-                            self.pending[event.kv.key] = Change(event.kv.key, deleted, value)
-                        self.state.revision = max(self.state.revision, response.revision)
-                        self._wake.set()
-            except EtcdError as exc:
-                log.debug("cluster: definitions watch ended: %s", exc)
+            with trio.CancelScope() as self._watch_scope:
+                try:
+                    await self._range_then_watch()
+                except EtcdError as exc:
+                    log.debug("cluster: definitions watch ended: %s", exc)
             await trio.sleep(RETRY_INTERVAL)
 
-    def _resync(self, result: RangeResult, first: bool) -> None:
+    async def _range_then_watch(self) -> None:
+        key, end = range_of(defs_prefix(self.cluster))
+        self._resync(await self.client.range(key, end))
+        start = self.state.revision + 1
+        async with self.client.watch(key, end, start_revision=start) as stream:
+            async for response in stream:
+                if response.canceled:
+                    return  # compacted past our revision: a range again
+                for event in response.events:
+                    deleted = event.type == "delete"
+                    value = b"" if deleted else event.kv.value
+                    self.pending[event.kv.key] = Change(event.kv.key, deleted, value)
+                self.state.revision = max(self.state.revision, response.revision)
+                self._wake.set()
+
+    def _resync(self, result: RangeResult) -> None:
         """Queue what changed in etcd while unwatched; after a data loss, offer ours again."""
         fresh = {kv.key: kv.value for kv in result.kvs}
         # etcd came back without our history: a new cluster id, or a revision behind ours
@@ -109,7 +117,7 @@ class DefinitionsSync:
         self._etcd_id = result.cluster_id
         for key in list(self.state.remote):
             if key not in fresh:
-                if lost or first:
+                if lost:
                     self.state.agreed.pop(key, None)  # not a delete: publish ours again
                     self.state.remote.pop(key, None)
                 else:

@@ -122,3 +122,20 @@ def test_definitions_are_offered_again_to_an_etcd_that_lost_every_key(
             late.stop()
     finally:
         a.stop()
+
+
+def test_a_declare_during_an_etcd_outage_reaches_the_other_node_once_etcd_is_back(
+    tmp_path: Path, etcd: EtcdProcess
+) -> None:
+    a = start_node(tmp_path / "a", "node-a", etcd)
+    b = start_node(tmp_path / "b", "node-b", etcd)
+    try:
+        etcd.stop()
+        assert send(a, "PUT", "/api/queues/%2F/during-outage", {"durable": True}) == 201
+        etcd.start()
+        wait_for(lambda: "during-outage" in names(b, "queues"), "queue on node-b after the outage")
+        assert a.proc is not None
+        assert a.proc.poll() is None
+    finally:
+        a.stop()
+        b.stop()
