@@ -12,7 +12,7 @@ from amqplite.cluster.definitions_sync import DefinitionsSync
 from amqplite.cluster.etcd_client import EtcdClient
 from amqplite.cluster.etcd_codec import Compare, EtcdError, Get, Put, RangeResult
 from amqplite.cluster.keys import node_key, nodes_prefix, range_of
-from amqplite.cluster.membership import ClusterError, MemberView, NodeRecord
+from amqplite.cluster.membership import ClusterError, LeaseClock, MemberView, NodeRecord
 from amqplite.config.models import ClusterConfig
 
 log = logging.getLogger("amqplite.cluster")
@@ -28,6 +28,7 @@ class ClusterAgent:
         self.client = client
         self.members = MemberView(config.name)
         self.lease_id = 0
+        self.lease_clock = LeaseClock()
         self.etcd_reachable = True
         self.record: NodeRecord | None = None
         self._watch_scope: trio.CancelScope | None = None
@@ -81,6 +82,7 @@ class ClusterAgent:
     async def register(self) -> None:
         """Put this node's record under a new lease; refuse a name a live node at another address holds."""
         assert self.record is not None
+        sent_at = trio.current_time()
         lease = await self.client.lease_grant(self.config.lease_ttl)
         value = self.record.encode()
         absent = [Compare(self.key, "version", "==", 0)]
@@ -97,6 +99,8 @@ class ClusterAgent:
                 )
             await self.client.put(self.key, value, lease=lease.id)  # our previous incarnation's
         self.lease_id = lease.id
+        self.lease_clock.expired()  # a new lease: only its own grant counts
+        self.lease_clock.renewed(sent_at, lease.ttl)
         log.info(
             "cluster: registered %s in cluster %s (lease %x, ttl %ss)",
             self.config.node_name,
@@ -111,10 +115,14 @@ class ClusterAgent:
         while True:
             await trio.sleep(interval if self.etcd_reachable else RETRY_INTERVAL)
             try:
+                sent_at = trio.current_time()
                 lease = await self.client.lease_keepalive(self.lease_id)
                 if lease.ttl == 0:
+                    self.lease_clock.expired()
                     log.warning("cluster: lease %x expired; registering again", self.lease_id)
                     await self.register()
+                else:
+                    self.lease_clock.renewed(sent_at, lease.ttl)
             except ClusterError as exc:
                 self._lost(str(exc))
                 continue

@@ -15,6 +15,26 @@ from amqplite.cluster.keys import node_of_key
 log = logging.getLogger("amqplite.cluster")
 
 
+@attrs.define
+class LeaseClock:
+    """Until when this node's lease surely holds, by its own monotonic clock (minus a margin)."""
+
+    margin: float = 0.5  # seconds taken off for clock-rate drift and scheduling delay
+    valid_until: float = float("-inf")
+
+    def renewed(self, sent_at: float, ttl: int) -> None:
+        """A grant or keepalive sent at `sent_at` came back with `ttl` (etcd renewed it later)."""
+        self.valid_until = max(self.valid_until, sent_at + ttl - self.margin)
+
+    def expired(self) -> None:
+        """etcd said the lease is gone."""
+        self.valid_until = float("-inf")
+
+    def valid(self, now: float) -> bool:
+        """Whether the lease holds at `now`: a leader confirms only while this is true."""
+        return now < self.valid_until
+
+
 class ClusterError(Exception):
     """Cluster mode cannot go on as asked (e.g. the node name is taken by a live node)."""
 

@@ -6,7 +6,7 @@ import pytest
 
 from amqplite.cluster.etcd_codec import KeyValue, RangeResult, WatchEvent, WatchResponse
 from amqplite.cluster.keys import node_key, node_of_key, nodes_prefix
-from amqplite.cluster.membership import MemberView, NodeRecord
+from amqplite.cluster.membership import LeaseClock, MemberView, NodeRecord
 
 
 def record(name: str, port: int = 5672) -> NodeRecord:
@@ -63,3 +63,15 @@ def test_the_view_follows_a_range_then_joins_and_leaves() -> None:
     assert view.revision == 12
     view.reset(RangeResult(20, (), 0, False))  # an empty etcd: nobody registered
     assert view.sorted() == []
+
+
+def test_the_lease_clock_counts_from_when_the_keepalive_was_sent() -> None:
+    clock = LeaseClock(margin=0.5)
+    assert not clock.valid(0.0)
+    clock.renewed(sent_at=10.0, ttl=2)
+    assert clock.valid(11.4)
+    assert not clock.valid(11.5)
+    clock.renewed(sent_at=9.0, ttl=2)  # a late answer to an older keepalive never shortens it
+    assert clock.valid(11.4)
+    clock.expired()
+    assert not clock.valid(10.0)
