@@ -1,4 +1,4 @@
-"""Cluster mode: coordination through etcd (membership now; definitions and mirrored queues next)."""
+"""Cluster mode through etcd: membership, shared definitions, leadership (mirrored queues next)."""
 
 from amqplite.cluster.etcd_client import EtcdClient
 from amqplite.cluster.etcd_codec import EtcdError, EtcdUnavailable

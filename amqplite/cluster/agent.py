@@ -1,4 +1,4 @@
-"""The cluster task of a node: register under a lease, keep it alive, watch who else is there."""
+"""The cluster task of a node: register under a lease, keep it alive, watch members, share definitions."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ RETRY_INTERVAL = 0.5  # seconds between attempts while etcd is unreachable
 
 
 class ClusterAgent:
-    """One node's membership: its lease and registration, and the view of every registered node."""
+    """One node in the cluster: its lease and registration, the member view, the definitions sync."""
 
     def __init__(self, config: ClusterConfig, client: EtcdClient) -> None:
         self.config = config
