@@ -139,3 +139,29 @@ def test_a_declare_during_an_etcd_outage_reaches_the_other_node_once_etcd_is_bac
     finally:
         a.stop()
         b.stop()
+
+
+def test_a_consumer_on_one_node_is_cancelled_when_another_node_deletes_its_queue(
+    tmp_path: Path, etcd: EtcdProcess
+) -> None:
+    a = start_node(tmp_path / "a", "node-a", etcd)
+    b = start_node(tmp_path / "b", "node-b", etcd)
+    try:
+        with pika.BlockingConnection(pika.URLParameters(b.url)) as conn:
+            ch = conn.channel()
+            ch.queue_declare("watched", durable=True)
+            cancelled: list[str] = []
+            ch.add_on_cancel_callback(lambda frame: cancelled.append(frame.method.consumer_tag))
+            tag = ch.basic_consume("watched", lambda *args: None)
+            wait_for(lambda: "watched" in names(a, "queues"), "queue on node-a")
+            send(a, "DELETE", "/api/queues/%2F/watched")
+
+            def seen() -> bool:
+                conn.process_data_events(time_limit=0.1)
+                return bool(cancelled)
+
+            wait_for(seen, "basic.cancel on node-b")
+            assert cancelled == [tag]
+    finally:
+        a.stop()
+        b.stop()
