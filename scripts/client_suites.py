@@ -391,7 +391,12 @@ def read_junit(path: Path) -> tuple[int, int, int, int, tuple[str, ...]]:
 
 
 def run_suite(
-    suite: Suite, python: Path, cache: Path, sources: dict[str, Path], external: Broker | None
+    suite: Suite,
+    python: Path,
+    cache: Path,
+    sources: dict[str, Path],
+    external: Broker | None,
+    select: str | None = None,
 ) -> Outcome:
     """Copy the suite's tree, start a broker, point the tests at it, run them."""
     workdir = cache / "runs" / suite.name
@@ -408,6 +413,8 @@ def run_suite(
         if suite.name in ("aiormq", "aio-pika"):
             command += ["-p", "no:asyncio"]  # their own pyproject addopts, cleared above
         selected = [e.what for e in suite.excluded if not e.ignore_path]
+        if select:
+            selected.append(f"({select})")
         command += [f"--ignore={e.what}" for e in suite.excluded if e.ignore_path]
         if selected:
             command += ["-k", " and ".join(selected)]
@@ -442,6 +449,9 @@ def main(argv: list[str] | None = None) -> int:
         "--source", action="append", default=[], metavar="NAME=PATH", help="a git clone to use"
     )
     parser.add_argument("--show-failures", action="store_true", help="list failing test ids")
+    parser.add_argument(
+        "-k", dest="select", help="only the tests matching this pytest -k expression"
+    )
     args = parser.parse_args(argv)
     cache: Path = args.cache.expanduser().resolve()
     cache.mkdir(parents=True, exist_ok=True)
@@ -456,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"client suites against {target}")
     failed_any = False
     for suite in chosen:
-        outcome = run_suite(suite, python, cache, sources, external)
+        outcome = run_suite(suite, python, cache, sources, external, args.select)
         failed_any = failed_any or bool(outcome.failed or outcome.errors)
         broker_note = (
             ""
