@@ -50,6 +50,17 @@ def create_app(broker_url: str, queue: str = DEFAULT_QUEUE) -> Celery:
         result_expires=300,
     )
 
+    # A periodic task for `celery beat` (or a worker started with -B), when asked for.
+    beat_seconds = os.environ.get("CELERY_BEAT_SECONDS")
+    if beat_seconds:
+        app.conf.beat_schedule = {
+            "job-every-few-seconds": {
+                "task": "celery_app.tasks.job",
+                "schedule": float(beat_seconds),
+                "args": ("beat",),
+            }
+        }
+
     @app.task(name="celery_app.tasks.add", shared=False)
     def add(x: int, y: int) -> int:
         """Add two numbers."""

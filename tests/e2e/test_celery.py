@@ -231,3 +231,18 @@ def test_celery_higher_priority_tasks_overtake_lower_ones_in_a_backlog(broker, w
         ]
     finally:
         app.close()
+
+
+def test_celery_beat_sends_the_periodic_task_to_the_worker(broker, workers, tmp_path, monkeypatch):
+    # The worker runs beat too (-B); the example app schedules job("beat") when asked to.
+    monkeypatch.setenv("CELERY_BEAT_SECONDS", "0.5")
+    name = unique("celery-beat")
+    worker = start_worker(
+        broker, workers, tmp_path, name, "--beat", f"--schedule={tmp_path / 'sched'}"
+    )
+
+    def ran_twice() -> bool | None:
+        runs = [line for line in worker.log().splitlines() if "'label': 'beat'" in line]
+        return True if len(runs) >= 2 else None
+
+    poll(ran_twice, "two runs of the periodic task")
