@@ -124,10 +124,16 @@ def _restore_queue(
             auto_delete=record.auto_delete,
             arguments=dict(record.arguments),
         )
-    except Exception as exc:
-        problems.append(f"queue {record.name!r} in {record.vhost!r} not restored: {exc}")
+    except Exception as exc:  # its data is kept aside, never deleted by a later redeclare
+        store.quarantine(record, f"declare failed: {exc}")
         return None
-    return _restore_messages(queue, store, record)
+    try:
+        return _restore_messages(queue, store, record)
+    except Exception as exc:
+        log.exception("reading the journal of queue %r in %r failed", record.name, record.vhost)
+        vhost.delete_queue(record.name)  # never recorded: the store was not listening yet
+        store.quarantine(record, f"its journal could not be read: {exc!r}")
+        return None
 
 
 def _restore_messages(queue: Queue, store: DurableStore, record: QueueRecord) -> int:

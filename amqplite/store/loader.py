@@ -21,7 +21,9 @@ from amqplite.store.interface import (
     UserRecord,
 )
 from amqplite.store.metadata import MetadataLog
+from amqplite.store.quarantine import QuarantinedQueue, list_quarantine, move_aside
 from amqplite.store.queue_store import QueueStore
+from amqplite.store.records import RecordType
 from amqplite.store.recovery import RecoveredQueue, recover_queue
 
 log = logging.getLogger("amqplite.store")
@@ -118,11 +120,16 @@ class RecoveryReader:
 
     config: StoreConfig
     metadata_log: MetadataLog
+    directory: Path
     problems: list[str]
     crashed: bool
     resident_bytes: int
+    quarantine_count: int
 
-    if TYPE_CHECKING:  # provided by the Store and its metadata writer
+    if TYPE_CHECKING:  # provided by the Store, its metadata writer and commit bookkeeping
+
+        def appended(self, journal: QueueStore | None) -> None:
+            """A record was appended."""
 
         @property
         def queues_directory(self) -> Path:
@@ -179,3 +186,20 @@ class RecoveryReader:
             if path.name not in known:
                 log.info("removing orphaned queue journal %s", path)
                 shutil.rmtree(path, ignore_errors=True)
+
+    def quarantine(self, record: QueueRecord, reason: str) -> None:
+        """Move a queue's journal aside (never deleted), log it, and forget the queue."""
+        source = self.queues_directory / record.directory
+        path = move_aside(self.directory, source, record, reason)
+        self.quarantine_count += 1
+        self.problems.append(
+            f"queue {record.name!r} in {record.vhost!r} not restored ({reason}); "
+            f"its journal is kept in {path}"
+        )
+        if self.metadata_log.queues.get((record.vhost, record.name)) == record:
+            self.metadata_log.append(RecordType.QUEUE_DELETED, record.vhost, record.name)
+            self.appended(None)
+
+    def quarantined(self) -> list[QuarantinedQueue]:
+        """The journals of queues that could not be recovered, kept under quarantine/."""
+        return list_quarantine(self.directory)

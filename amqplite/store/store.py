@@ -14,6 +14,7 @@ from amqplite.store.journal import SyncJob, fsync_dir
 from amqplite.store.loader import RecoveryReader
 from amqplite.store.metadata import METADATA_NAME, MetadataLog
 from amqplite.store.metadata_writer import MetadataWriter
+from amqplite.store.quarantine import list_quarantine
 from amqplite.store.queue_store import QueueStore
 
 __all__ = ["CLEAN_MARKER", "QUEUES_DIR", "Store", "StoreStatistics"]
@@ -35,6 +36,7 @@ class StoreStatistics:
     journal_bytes: int
     resident_bytes: int = 0
     paged_out_bytes: int = 0
+    quarantined: int = 0  # journals of queues that could not be recovered, kept aside
 
 
 class Store(Commits, MetadataWriter, RecoveryReader):
@@ -56,6 +58,7 @@ class Store(Commits, MetadataWriter, RecoveryReader):
         self.journals: dict[tuple[str, str], QueueStore] = {}
         self.init_commits()
         self.problems: list[str] = list(self.metadata_log.problems)
+        self.quarantine_count = len(list_quarantine(self.directory))
         self.paging: Paging | None = None  # set by the layer above: how it drops bodies from memory
         self.metadata_compact_over = 1000  # compact the metadata log beyond this many records
         self.resident_bytes = 0  # bodies of journaled messages held in memory
@@ -74,6 +77,7 @@ class Store(Commits, MetadataWriter, RecoveryReader):
             journal_bytes=sum(j.journal_bytes for j in journals),
             resident_bytes=self.resident_bytes,
             paged_out_bytes=self.paged_out,
+            quarantined=self.quarantine_count,
         )
 
     @property
