@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from amqplite.config.models import StoreConfig
 from amqplite.store.bodies import BodyFile, BodyRef
+from amqplite.store.clean_index import remove_index, write_index
 from amqplite.store.interface import JournaledEntry, JournaledMessage, JournaledQueue, Paging
 from amqplite.store.journal import SegmentWriter, SyncJob, SyncTask, segment_path
 from amqplite.store.records import (
@@ -81,15 +82,19 @@ class SnapshotTask(SyncTask):
         self.items = items
         self.ok = False
         self.body_offsets: list[int] = []  # where each item's body starts in the snapshot file
+        self.record_sizes: list[int] = []  # bytes of each item's ENQUEUE record
         self.body_file: BodyFile | None = None  # opened when paged bodies must move to the snapshot
+        self.index = False  # also write the clean-shutdown index (graceful shutdown)
 
     def _records(self) -> Iterator[bytes]:
         position = FILE_HEADER.size
         offsets = self.body_offsets
+        sizes = self.record_sizes
         deadlines = self.deadlines
         for seq, count, message in self.items:
             record = encode_entry(seq, count, message)
             position += len(record)
+            sizes.append(len(record))
             offsets.append(position - message.size)  # the body ends the record
             yield record
             if deadlines and seq in deadlines:
@@ -102,6 +107,18 @@ class SnapshotTask(SyncTask):
         directory = self.journal.directory
         try:
             write_snapshot(directory, self.covers_through, self._records(), fsync=fsync)
+            if self.index:
+                write_index(
+                    directory,
+                    self.covers_through,
+                    self.items,
+                    self.body_offsets,
+                    self.record_sizes,
+                    self.deadlines,
+                    fsync,
+                )
+            else:
+                remove_index(directory)  # it described the snapshot just replaced
             paging = self.journal.store.paging
             if paging is not None and any(paging.is_paged(m) for _, _, m in self.items):
                 self.body_file = BodyFile(directory / SNAPSHOT_NAME)
@@ -138,6 +155,7 @@ class QueueStore:
         self.snapshot_running = False
         self.dead = False
         self.snapshots_taken = 0
+        self.index_current = False  # the clean index on disk describes this queue (nothing since)
 
     # -- QueueJournal --------------------------------------------------------------------
 
@@ -235,6 +253,7 @@ class QueueStore:
     def start_snapshot(self, job: SyncJob) -> SnapshotTask:
         """Retire the open segment and snapshot the live messages after this commit's fsync."""
         covers = self.writer.rotate(job)
+        self.index_current = False  # a new snapshot replaces the one the index describes
         items = [(seq, e.delivery_count, e.message) for seq, (e, _) in self.live.items()]
         host = self.queue.host
         to_wall = (host.wall_time() - host.now()) * 1000
@@ -247,6 +266,12 @@ class QueueStore:
         job.after_sync.append(task)
         self.snapshot_running = True
         return task
+
+    def clean_snapshot(self, job: SyncJob) -> None:
+        """At a graceful shutdown: a snapshot with its index, unless the one on disk is current."""
+        if self.snapshot_running or (self.index_current and not self.writer.sizes):
+            return
+        self.start_snapshot(job).index = True
 
     def snapshot_done(self, task: SnapshotTask) -> None:
         """Forget the segments a finished snapshot replaced."""

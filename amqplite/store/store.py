@@ -91,6 +91,7 @@ class Store(Commits, MetadataWriter, RecoveryReader):
         job = SyncJob(self.write_ticket(), fsync=self.config.fsync)
         for journal in self.journals.values():
             journal.writer.rotate(job)
+            journal.clean_snapshot(job)  # the next boot reads the snapshots' indexes, not records
         job.run()
         self.metadata_log.close()
         marker = self.directory / CLEAN_MARKER
