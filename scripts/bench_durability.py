@@ -32,8 +32,8 @@ from benchlib.client import Client, Consumer, publish_frames
 
 from amqplite.broker.broker import Broker
 from amqplite.broker.message import Message
-from amqplite.broker.restore import recover_into
 from amqplite.config.models import StoreConfig
+from amqplite.server.restore import recover_into
 from amqplite.store.journal import SegmentWriter, SyncJob
 from amqplite.store.records import encode_enqueue
 from amqplite.store.store import Store

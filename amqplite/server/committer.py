@@ -11,10 +11,10 @@ from pathlib import Path
 import trio
 
 from amqplite.broker.broker import Broker
-from amqplite.broker.restore import recover_into
 from amqplite.config.models import Config
-from amqplite.management.metrics import LatencyHistogram
+from amqplite.server.restore import recover_into
 from amqplite.session.connection import Session
+from amqplite.store.latency import LatencyHistogram
 from amqplite.store.store import Store
 
 log = logging.getLogger("amqplite.store")

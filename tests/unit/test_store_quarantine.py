@@ -9,8 +9,8 @@ import pytest
 
 from amqplite.broker.broker import Broker
 from amqplite.broker.message import Message
-from amqplite.broker.restore import recover_into
 from amqplite.config.models import StoreConfig
+from amqplite.server.restore import recover_into
 from amqplite.store.records import RecordType
 from amqplite.store.store import Store
 

@@ -8,23 +8,24 @@ from typing import Any
 
 from amqplite import __version__
 from amqplite.broker.publishing import make_message
-from amqplite.management.app import ADMINISTRATOR, MANAGEMENT, Call, ManagementApp, Router
+from amqplite.management.app import Call, ManagementApp
 from amqplite.management.http import HttpError, Response
 from amqplite.management.listing import render_list
 from amqplite.management.publishing import encode_json_properties
-from amqplite.management.resources.common import (
+from amqplite.management.queue_rows import (
     STAT_FIELDS,
     message_stats,
     queue_totals,
     totals_sample,
 )
+from amqplite.management.routing import ADMINISTRATOR, MANAGEMENT, Router
 from amqplite.management.sqs import management_channel
 
 ALIVENESS_QUEUE = "aliveness-test"
 RABBITMQ_COMPATIBLE_VERSION = "3.10.0"
 
 
-def register(router: Router) -> None:
+def register(router: Router[Call]) -> None:
     """Routes of this resource."""
     router.add("GET", "/api/overview", overview, MANAGEMENT)
     router.add("GET", "/api/whoami", whoami, MANAGEMENT)

@@ -13,8 +13,8 @@ from amqplite.broker.plugin_api import Destination
 from amqplite.broker.policy import Policy
 from amqplite.broker.queue import Queue
 from amqplite.broker.stats import MessageStats
-from amqplite.broker.store_link import attach
 from amqplite.protocol.properties import read_facts
+from amqplite.server.store_link import attach
 from amqplite.store.interface import DurableStore, JournaledEntry, QueueRecord, Recovery
 
 log = logging.getLogger("amqplite.store")
