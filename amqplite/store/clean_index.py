@@ -51,6 +51,14 @@ class CleanIndex:
             return 0
         return int(_ENTRY.unpack_from(self.entries, len(self.entries) - _ENTRY.size)[0]) + 1
 
+    def places(self) -> Iterator[tuple[int, int, float | None, int]]:
+        """(seq, delivery count, TTL deadline or None, where its ENQUEUE record starts in the
+        snapshot) in queue order: what journal replay needs to start from the snapshot."""
+        for seq, count, _, _, deadline, offset, length, size, _, _, _ in _ENTRY.iter_unpack(
+            self.entries
+        ):
+            yield seq, count, None if deadline != deadline else deadline, offset + length - size
+
     def messages(
         self, file: BodyFile, data: bytes | memoryview, crashed: bool, room: int
     ) -> Iterator[RecoveredMessage]:
@@ -144,11 +152,14 @@ def write_index(
         fsync_dir(directory)
 
 
-def read_index(directory: Path) -> CleanIndex | None:
-    """The index, if it describes the snapshot exactly and no segment followed it; else None."""
+def read_index(directory: Path, *, with_segments: bool = False) -> CleanIndex | None:
+    """The index, if it describes the snapshot exactly and (unless with_segments) no segment
+    followed it; else None."""
     path = directory / INDEX_NAME
     snapshot = directory / SNAPSHOT_NAME
-    if not path.exists() or not snapshot.exists() or list_segments(directory):
+    if not path.exists() or not snapshot.exists():
+        return None
+    if not with_segments and list_segments(directory):
         return None
     data = path.read_bytes()
     if len(data) < _HEADER.size + _CRC.size:

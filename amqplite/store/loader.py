@@ -200,7 +200,7 @@ class RecoveryReader:
             remove_temp_files(directory)
             recovered = RecoveredQueue([], {}, {}, 0, index.covers_through, {}, [])
             return QueueLoader(self, directory, recovered, index)
-        recovered = recover_queue(directory)
+        recovered = recover_queue(directory, read_index(directory, with_segments=True))
         self.problems.extend(recovered.problems)
         return QueueLoader(self, directory, recovered)
 

@@ -87,7 +87,7 @@ def test_restart_from_the_index_pages_bodies_beyond_the_budget(tmp_path: Path) -
     store.close()
 
 
-def test_index_is_ignored_once_the_journal_moved_on_and_the_broker_crashed(
+def test_after_a_crash_the_index_and_the_journal_tail_give_the_queue_as_committed(
     tmp_path: Path,
 ) -> None:
     broker, store = boot(tmp_path)
