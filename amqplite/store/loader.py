@@ -65,8 +65,11 @@ class QueueLoader:
     def messages(self) -> Iterator[RecoveredMessage]:
         """The live messages in queue order; bodies beyond the memory budget stay on disk."""
         if self.index is not None:
-            yield from self._indexed(self.index)
-            return
+            return self._indexed(self.index)
+        return self._replayed()
+
+    def _replayed(self) -> Iterator[RecoveredMessage]:
+        """From the snapshot and journal replay: records decoded one at a time."""
         store = self.store
         recovered = self.recovered
         shared: dict[Any, Any] = {}  # one copy of repeated names and properties
@@ -119,8 +122,8 @@ class QueueLoader:
         path = self.directory / SNAPSHOT_NAME
         store = self.store
         room = store.config.memory_budget_bytes - store.resident_bytes
-        yield from index.messages(BodyFile(path), map_file(path), store.crashed, room)
         self.next_seq = max(self.next_seq, index.next_seq)
+        return index.messages(BodyFile(path), map_file(path), store.crashed, room)
 
     def open(self, queue: JournaledQueue, kept: Sequence[tuple[JournaledEntry, int]]) -> QueueStore:
         """The queue's journal, holding the entries kept (size negative: body on disk)."""
@@ -128,13 +131,16 @@ class QueueLoader:
         journal = store.attach_journal(queue, self.directory, self.recovered)
         journal.index_current = self.index is not None
         live = journal.live
+        live_bytes = resident = 0
         for entry, size in kept:
             live[entry.seq] = (entry, size)
             if size > 0:
-                journal.live_bytes += size
-                store.resident_bytes += entry.message.size
+                live_bytes += size
+                resident += entry.message.size
             else:
-                journal.live_bytes -= size
+                live_bytes -= size
+        journal.live_bytes += live_bytes
+        store.resident_bytes += resident
         return journal
 
 
