@@ -31,8 +31,8 @@ if __package__ in (None, ""):
 
 from benchlib.client import DEFAULT_URL, BrokerURL, Client
 from benchlib.procinfo import find_listener_pid
-from benchlib.report import document, table
-from benchlib.scenarios import SCENARIOS, Result, Settings, Target, run_scenario
+from benchlib.report import document, flow_table, memory_table, table
+from benchlib.scenarios import COMPARE, SCENARIOS, Result, Settings, Target, run_scenario
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -67,7 +67,9 @@ def parser() -> argparse.ArgumentParser:
         "--scenario",
         action="append",
         choices=list(SCENARIOS),
-        help="scenario to run (repeatable; default all)",
+        help="scenario to run (repeatable; default all, with --compare: "
+        + ", ".join(COMPARE)
+        + ")",
     )
     p.add_argument("--duration", type=float, default=10.0, help="seconds per flow (default 10)")
     p.add_argument("--count", type=int, help="publish exactly this many messages per flow instead")
@@ -86,7 +88,23 @@ def parser() -> argparse.ArgumentParser:
         "--json", nargs="?", const="-", metavar="PATH", help="write JSON (to stdout without PATH)"
     )
     p.add_argument(
-        "--repeat", type=int, default=1, help="run each scenario N times, report medians"
+        "--repeat",
+        type=int,
+        default=1,
+        help="run each scenario N times (brokers interleaved), report medians",
+    )
+    p.add_argument(
+        "--max-in-flight",
+        type=int,
+        metavar="N",
+        help="hold publishers to N messages ahead of the consumer "
+        "(default: none, they send as fast as the broker reads)",
+    )
+    p.add_argument(
+        "--plot",
+        metavar="FILE.png",
+        help="draw rates, queue depth and RSS over time per broker (needs matplotlib; "
+        "FILE-scenario.png per scenario when several run)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--list", action="store_true", help="list the scenarios and exit")
@@ -191,7 +209,10 @@ class Broker:
 
 
 def combine(runs: list[Result]) -> Result:
-    """One result from repeated runs: the median of each metric over the runs that succeeded."""
+    """One result from repeated runs: the median of each metric over the runs that succeeded.
+
+    Its time series is the one of the run whose delivered rate is the median.
+    """
     good = [r for r in runs if r.error is None]
     if not good:
         return runs[0]
@@ -200,7 +221,10 @@ def combine(runs: list[Result]) -> Result:
         name: statistics.median(r.metrics[name] for r in good if name in r.metrics)
         for name in names
     }
-    return attrs.evolve(good[0], metrics=metrics)
+    key = "delivered_per_s" if "delivered_per_s" in metrics else "msg_per_s"
+    ranked = sorted(good, key=lambda r: r.metrics.get(key, 0.0))
+    median_run = ranked[(len(ranked) - 1) // 2]
+    return attrs.evolve(median_run, metrics=metrics)
 
 
 def redact(url: str) -> str:
@@ -222,6 +246,7 @@ def run(args: argparse.Namespace, url: str | None, pid: int | None) -> int:
         connections=args.connections,
         drain_timeout=args.drain_timeout,
         progress=not args.quiet,
+        max_in_flight=args.max_in_flight,
     )
     taken: set[str] = set()
     root = Path(args.amqplite_root) if args.spawn else None
@@ -229,15 +254,16 @@ def run(args: argparse.Namespace, url: str | None, pid: int | None) -> int:
     if args.compare:
         brokers_under_test.append(Broker(args.compare, args.compare_pid, None, taken))
     targets = [b.target for b in brokers_under_test]
-    names = args.scenario or list(SCENARIOS)
+    names = args.scenario or list(COMPARE if args.compare else SCENARIOS)
     results: list[Result] = []
     for name in names:
-        for broker in brokers_under_test:
-            runs = []
-            for _ in range(args.repeat):
+        runs: list[list[Result]] = [[] for _ in brokers_under_test]
+        for _ in range(args.repeat):
+            # interleaved: each repetition visits every broker, so drifting load hits both
+            for index, broker in enumerate(brokers_under_test):
                 with broker.session() as target:
-                    runs.append(run_scenario(name, target, settings))
-            results.append(combine(runs))
+                    runs[index].append(run_scenario(name, target, settings))
+        results.extend(combine(r) for r in runs)
     brokers = [t.name for t in targets]
     command = shlex.join(["scripts/bench.py", *sys.argv[1:]])
     if args.json:
@@ -251,6 +277,17 @@ def run(args: argparse.Namespace, url: str | None, pid: int | None) -> int:
             Path(args.json).write_text(text + "\n")
     if args.json != "-":
         print(table(results, brokers))
+        if len(brokers) > 1 and any("delivered_per_s" in r.metrics for r in results):
+            print()
+            print(flow_table(results, brokers))
+        if any("rss_start_mb" in r.metrics for r in results):
+            print()
+            print(memory_table(results, brokers))
+    if args.plot:
+        from benchlib.plot import plot
+
+        for written in plot(results, brokers, Path(args.plot)):
+            print(f"bench: wrote {written}", file=sys.stderr)
     return 1 if any(r.error for r in results) else 0
 
 
