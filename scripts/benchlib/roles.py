@@ -273,6 +273,12 @@ def _consume(url: str, flow: Flow, shared: Shared) -> dict[str, Any]:
                 break
         elif shared.stop.value:
             break
+    if tracker.last_tag > acked:
+        # settle the last deliveries: closing with them unacked would put them back
+        if flow.ack_multiple:
+            client.send(ack_frame(tracker.last_tag, True))
+        else:
+            client.send(acks_each(acked + 1, tracker.last_tag))
     cpu = _cpu_seconds() - cpu0
     client.close()
     result: dict[str, Any] = {
