@@ -18,10 +18,12 @@ from amqplite.broker.durability import (
     MetadataListener,
     NoCommits,
 )
+from amqplite.broker.exchange_types import builtin_registry
 from amqplite.broker.message import Message, QueueEntry
 from amqplite.broker.plugin_api import ExchangeTypeRegistry
 from amqplite.broker.policy import Policy, effective_policy, validate_policy
-from amqplite.broker.queue import Queue, Timed
+from amqplite.broker.queue import Queue
+from amqplite.broker.queue_host import Timed
 from amqplite.broker.stats import MessageStats
 from amqplite.broker.vhost import Routed, VHost
 from amqplite.protocol.constants import ClassId, ReplyCode
@@ -49,7 +51,7 @@ class Broker:
         wall_clock: Callable[[], float] | None = None,
         consumer_timeout_ms: int | None = None,
     ) -> None:
-        self.registry = registry or ExchangeTypeRegistry.with_builtins()
+        self.registry = registry or builtin_registry()
         self.clock = clock or _frozen_clock  # monotonic seconds; the server passes a real one
         self.wall_clock = wall_clock or _frozen_clock  # POSIX seconds, for x-death times
         self.default_consumer_timeout_ms = consumer_timeout_ms

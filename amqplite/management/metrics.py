@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
+
+from amqplite.store.latency import LatencyHistogram
 
 if TYPE_CHECKING:
     from amqplite.management.app import ManagementApp
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-FSYNC_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 # (metric suffix, MessageStats fields summed, help)
 COUNTERS: tuple[tuple[str, tuple[str, ...], str], ...] = (
@@ -24,35 +24,6 @@ COUNTERS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("expired", ("expired",), "Messages expired by TTL"),
     ("dropped", ("dropped",), "Messages dropped by a length limit"),
 )
-
-
-class LatencyHistogram:
-    """A Prometheus histogram kept in O(log buckets) per observation (fsync latency)."""
-
-    def __init__(self, buckets: Sequence[float] = FSYNC_BUCKETS) -> None:
-        self.buckets = tuple(buckets)
-        self.counts = [0] * (len(self.buckets) + 1)  # the last one is +Inf
-        self.sum = 0.0
-        self.count = 0
-
-    def observe(self, seconds: float) -> None:
-        """Record one latency."""
-        self.counts[bisect.bisect_left(self.buckets, seconds)] += 1
-        self.sum += seconds
-        self.count += 1
-
-    def cumulative(self) -> list[tuple[str, int]]:
-        """(le, cumulative count) pairs, ending with +Inf."""
-        out: list[tuple[str, int]] = []
-        running = 0
-        for bound, count in zip((*map(_num, self.buckets), "+Inf"), self.counts, strict=True):
-            running += count
-            out.append((bound, running))
-        return out
-
-
-def _num(value: float) -> str:
-    return repr(float(value)) if not float(value).is_integer() else str(int(value))
 
 
 def _label(value: str) -> str:

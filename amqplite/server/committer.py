@@ -12,8 +12,8 @@ import trio
 
 from amqplite.broker.broker import Broker
 from amqplite.config.models import Config
-from amqplite.management.metrics import LatencyHistogram
 from amqplite.session.connection import Session
+from amqplite.store.latency import LatencyHistogram
 from amqplite.store.store import Store
 
 log = logging.getLogger("amqplite.store")

@@ -53,12 +53,14 @@ class Node:
             self.connections.discard(conn)
 
     async def close_all(self, grace: float) -> None:
-        """Send 320 CONNECTION_FORCED to every client and wait (at most `grace` s) for them to go."""
+        """Send 320 CONNECTION_FORCED to every client; drop whoever is still there after `grace` s."""
+        deadline = trio.current_time() + grace
         connections = list(self.connections)
         for conn in connections:
             conn.session.force_close(ReplyCode.CONNECTION_FORCED, "broker shutdown")
+            conn.drop_at(deadline)  # a peer that stops reading cannot hold the close send
             conn.wake()
-        with trio.move_on_after(grace):
+        with trio.move_on_at(deadline + 1.0):  # dropped ones finish at once; this is a backstop
             for conn in connections:
                 await conn.finished.wait()
 

@@ -17,10 +17,10 @@ from amqplite.config.models import Config
 from amqplite.management.app import ManagementApp
 from amqplite.management.http import HttpConnection, HttpLimits, Request, Response
 from amqplite.management.listing import render_list, select_columns
-from amqplite.management.metrics import LatencyHistogram
 from amqplite.management.rates import RateTracker
 from amqplite.management.sqs import SqsMessaging
 from amqplite.server.node import Node
+from amqplite.store.latency import LatencyHistogram
 
 AUTH = {"authorization": "Basic " + base64.b64encode(b"guest:guest").decode()}
 

@@ -11,7 +11,8 @@ from queue_helpers import Client, FakeClock, get_all, headers_of, make_broker, m
 from amqplite.broker.broker import Broker
 from amqplite.broker.consumer import DeliveryChannel
 from amqplite.broker.message import QueueEntry
-from amqplite.broker.queue import EXPIRE_BATCH, ReadyList
+from amqplite.broker.queue import EXPIRE_BATCH
+from amqplite.broker.ready_list import ReadyList
 from amqplite.broker.vhost import VHost
 from amqplite.protocol.errors import ChannelException
 
