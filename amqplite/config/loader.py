@@ -9,6 +9,7 @@ from typing import Any
 import attrs
 
 from amqplite.config.models import (
+    AlarmsConfig,
     ClusterConfig,
     Config,
     Limits,
@@ -33,6 +34,7 @@ _MODELS: dict[str, type] = {
     "StoreConfig": StoreConfig,
     "LoggingConfig": LoggingConfig,
     "ClusterConfig": ClusterConfig,
+    "AlarmsConfig": AlarmsConfig,
 }
 
 

@@ -121,9 +121,26 @@ class QueueMetricLines:
         return out
 
 
+def _alarm_gauges(snapshot: dict[str, Any]) -> list[tuple[str, int, str]]:
+    """Resource alarms (1 while set) and the limits they watch."""
+    gauges = [
+        ("amqplite_alarm_memory", int(snapshot["mem_alarm"]), "1 while the memory alarm is set"),
+        ("amqplite_alarm_disk", int(snapshot["disk_free_alarm"]), "1 while the disk alarm is set"),
+    ]
+    for key, name, text in (
+        ("mem_limit", "amqplite_memory_high_watermark_bytes", "Memory high watermark"),
+        ("disk_free", "amqplite_disk_free_bytes", "Free disk space on the data directory"),
+        ("disk_free_limit", "amqplite_disk_free_limit_bytes", "Free disk space limit"),
+    ):
+        if key in snapshot:
+            gauges.append((name, int(snapshot[key]), text))
+    return gauges
+
+
 def render_metrics(app: ManagementApp, memory_bytes: int) -> str:
     """Every metric of the node in the text exposition format."""
     from amqplite.management.resources.connections import _open_connections
+    from amqplite.management.resources.overview import alarm_snapshot
 
     broker = app.broker
     lines: list[str] = []
@@ -145,6 +162,7 @@ def render_metrics(app: ManagementApp, memory_bytes: int) -> str:
         ("amqplite_consumers", sum(len(q.consumers) for q in queues), "Consumers"),
         ("amqplite_queues", len(queues), "Queues"),
         ("amqplite_process_resident_memory_bytes", memory_bytes, "Resident memory of the broker"),
+        *_alarm_gauges(alarm_snapshot(app)),
     )
     for name, value, text in gauges:
         _header(lines, name, "gauge", text)

@@ -48,6 +48,15 @@ def memory_used() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def alarm_snapshot(app: ManagementApp) -> dict[str, Any]:
+    """The node's resource alarms and their figures (server.alarms.Alarms), or no alarms."""
+    alarms = getattr(app.node, "alarms", None)
+    if alarms is None:
+        return {"mem_used": memory_used(), "mem_alarm": False, "disk_free_alarm": False}
+    snapshot: dict[str, Any] = alarms.snapshot()
+    return snapshot
+
+
 def fd_used() -> int:
     """Open file descriptors of the broker process."""
     try:
@@ -134,9 +143,7 @@ def _node(app: ManagementApp) -> dict[str, Any]:
         "running": True,
         "being_drained": False,
         "uptime": int((app.clock() - app.started) * 1000),
-        "mem_used": memory_used(),
-        "mem_alarm": False,
-        "disk_free_alarm": False,
+        **alarm_snapshot(app),
         "fd_used": fd_used(),
         "fd_total": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
         "sockets_used": len(app.node.connections),
@@ -228,8 +235,17 @@ def delete_vhost(call: Call) -> Response:
 
 
 def health_alarms(call: Call) -> Response:
-    """200 {"status": "ok"} without resource alarms (amqplite raises none yet)."""
-    return Response.json({"status": "ok"})
+    """200 {"status": "ok"} without resource alarms, 503 naming them while any is set."""
+    snapshot = alarm_snapshot(call.app)
+    names = [
+        kind
+        for kind, key in (("memory", "mem_alarm"), ("disk", "disk_free_alarm"))
+        if snapshot[key]
+    ]
+    if not names:
+        return Response.json({"status": "ok"})
+    reason = f"resource alarm(s) in effect: {', '.join(names)}"
+    return Response.json({"status": "failed", "reason": reason, "alarms": names}, 503)
 
 
 def aliveness_test(call: Call) -> Response:
