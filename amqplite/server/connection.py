@@ -181,7 +181,9 @@ class ClientConnection:
                     self.drop()  # the writer may be stuck sending the close to a peer not reading
                     return
             heartbeat = session.heartbeat
-            if heartbeat and session.state is ConnectionState.OPEN and not self.blocked:
+            if heartbeat and session.state is ConnectionState.OPEN:
+                if self.blocked:  # not read while blocked: its heartbeats wait in the socket
+                    self._last_received = now
                 if now - self._last_received > 2 * heartbeat:
                     log.warning("missed heartbeats from %s, closing", session.peer)
                     session.close_reason = "missed heartbeats from client"

@@ -13,6 +13,7 @@ import pytest
 from broker_process import BrokerProcess, start_broker
 from mgmt_helpers import call, wait_for
 from pika_helpers import connect, connection, watchdog
+from raw_client import FRAME_HEARTBEAT, connected
 
 MB = 2**20
 BODY = b"x" * (256 * 1024)
@@ -51,9 +52,12 @@ def _idle_rss(tmp_path: Path) -> int:
 
 
 def _publish_until_blocked(broker: BrokerProcess, queue: str, out: dict[str, Any]) -> None:
-    """Publish until connection.blocked arrives, wait for connection.unblocked, publish once more."""
+    """Publish until connection.blocked arrives, wait for connection.unblocked, publish once more.
+
+    Heartbeats every second: a blocked connection must stay up although it is not read.
+    """
     events: list[tuple[str, str]] = out["events"]
-    conn = connect(broker, blocked_connection_timeout=None)
+    conn = connect(broker, blocked_connection_timeout=None, heartbeat=1)
     try:
         conn.add_on_connection_blocked_callback(
             lambda _c, frame: events.append(("blocked", frame.method.reason))
@@ -115,6 +119,21 @@ def test_publisher_is_blocked_past_the_watermark_and_unblocked_as_a_consumer_dra
             assert "amqplite_alarm_memory 1\n" in metrics
             assert f"amqplite_memory_high_watermark_bytes {watermark}\n" in metrics
 
+            # a second publisher, without the connection.blocked capability and heartbeats of
+            # 1 s it never sends: blocked for 3 s, it is sent heartbeats, told nothing, not dropped
+            with connected(broker, heartbeat=1) as raw:
+                raw.open_channel()
+                raw.publish(1, uid, b"raw")
+                frames = []
+                held_until = time.monotonic() + 3.0
+                while time.monotonic() < held_until:
+                    frames.append(raw.read_frame(timeout=2.0))
+                assert sum(f.frame_type == FRAME_HEARTBEAT for f in frames) >= 2
+                assert all(f.frame_type == FRAME_HEARTBEAT for f in frames), frames
+                assert _alarm_status(broker) == 503
+            assert publisher.is_alive(), out
+            assert "error" not in out, out
+
             # a consumer still drains (its acks are read) although the publisher is not
             received = 0
             with connection(broker) as consumer_conn:
@@ -124,14 +143,14 @@ def test_publisher_is_blocked_past_the_watermark_and_unblocked_as_a_consumer_dra
                     if method is not None:
                         ch.basic_ack(method.delivery_tag)
                         received += 1
-                    if not publisher.is_alive() and received >= out.get("sent", 0):
+                    if not publisher.is_alive() and received >= out.get("sent", 0) + 1:
                         break
                 ch.cancel()
             publisher.join(10)
 
         assert "error" not in out, out
         assert out["events"] == [("blocked", "low on memory"), ("unblocked", "")]
-        assert received == out["sent"] > out["sent_before_block"] > 0
+        assert received - 1 == out["sent"] > out["sent_before_block"] > 0  # and the raw one
         assert _alarm_status(broker) == 200
         node = call(broker.management_url, "GET", "/api/nodes").json[0]
         assert node["mem_alarm"] is False
