@@ -13,15 +13,13 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import trio
 
 from amqplite.config.models import AlarmsConfig
 from amqplite.protocol.methods import spec
-
-if TYPE_CHECKING:
-    from amqplite.server.connection import ClientConnection
+from amqplite.session.connection import Session
 
 log = logging.getLogger("amqplite.server")
 
@@ -86,6 +84,13 @@ def announces_blocked(client_properties: dict[str, Any]) -> bool:
     """True when the client's capabilities include connection.blocked."""
     capabilities = client_properties.get("capabilities")
     return isinstance(capabilities, dict) and bool(capabilities.get("connection.blocked"))
+
+
+class Holdable(Protocol):
+    """What `Alarms.hold` needs of a connection (server.connection.ClientConnection)."""
+
+    session: Session
+    blocked: bool
 
 
 class Alarms:
@@ -168,7 +173,7 @@ class Alarms:
             self.check()
             await trio.sleep(self.interval)
 
-    async def hold(self, conn: ClientConnection) -> None:
+    async def hold(self, conn: Holdable) -> None:
         """Keep a publishing connection's reader parked until every alarm has cleared."""
         session = conn.session
         notify = announces_blocked(session.client_properties)

@@ -8,23 +8,25 @@ from typing import Any
 
 from amqplite import __version__
 from amqplite.broker.publishing import make_message
-from amqplite.management.app import ADMINISTRATOR, MANAGEMENT, Call, ManagementApp, Router
+from amqplite.management.app import Call, ManagementApp
 from amqplite.management.http import HttpError, Response
 from amqplite.management.listing import render_list
 from amqplite.management.publishing import encode_json_properties
-from amqplite.management.resources.common import (
+from amqplite.management.queue_rows import (
     STAT_FIELDS,
     message_stats,
     queue_totals,
     totals_sample,
 )
+from amqplite.management.routing import ADMINISTRATOR, MANAGEMENT, Router
 from amqplite.management.sqs import management_channel
+from amqplite.management.views import alarm_snapshot
 
 ALIVENESS_QUEUE = "aliveness-test"
 RABBITMQ_COMPATIBLE_VERSION = "3.10.0"
 
 
-def register(router: Router) -> None:
+def register(router: Router[Call]) -> None:
     """Routes of this resource."""
     router.add("GET", "/api/overview", overview, MANAGEMENT)
     router.add("GET", "/api/whoami", whoami, MANAGEMENT)
@@ -46,15 +48,6 @@ def memory_used() -> int:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def alarm_snapshot(app: ManagementApp) -> dict[str, Any]:
-    """The node's resource alarms and their figures (server.alarms.Alarms), or no alarms."""
-    alarms = getattr(app.node, "alarms", None)
-    if alarms is None:
-        return {"mem_used": memory_used(), "mem_alarm": False, "disk_free_alarm": False}
-    snapshot: dict[str, Any] = alarms.snapshot()
-    return snapshot
 
 
 def fd_used() -> int:
@@ -143,7 +136,7 @@ def _node(app: ManagementApp) -> dict[str, Any]:
         "running": True,
         "being_drained": False,
         "uptime": int((app.clock() - app.started) * 1000),
-        **alarm_snapshot(app),
+        **alarm_snapshot(app.node, memory_used()),
         "fd_used": fd_used(),
         "fd_total": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
         "sockets_used": len(app.node.connections),
@@ -157,15 +150,32 @@ def _node(app: ManagementApp) -> dict[str, Any]:
 
 
 def list_nodes(call: Call) -> Response:
-    """The node list (one node)."""
-    return Response.json([_node(call.app)])
+    """Every node: this one, or in cluster mode each node registered in etcd."""
+    return Response.json(_nodes(call.app))
 
 
 def show_node(call: Call) -> Response:
     """One node by name."""
-    if call.params["node"] != call.app.node_name:
-        raise HttpError(404, "Not Found", "Object Not Found")
-    return Response.json(_node(call.app))
+    for node in _nodes(call.app):
+        if node["name"] == call.params["node"]:
+            return Response.json(node)
+    raise HttpError(404, "Not Found", "Object Not Found")
+
+
+def _nodes(app: ManagementApp) -> list[dict[str, Any]]:
+    """This node's details, plus (cluster mode) every registered node's addresses."""
+    cluster = getattr(app.node, "cluster", None)  # server.node.Node's ClusterAgent, when on
+    if cluster is None:
+        return [_node(app)]
+    nodes = []
+    for record in cluster.node_list():
+        if record["name"] == app.node_name:
+            nodes.append({**_node(app), **record})
+        else:
+            nodes.append({"name": record["name"], "type": "disc", "running": True, **record})
+    if not any(n["name"] == app.node_name for n in nodes):  # not (yet, or no longer) in etcd
+        nodes.append({**_node(app), "this_node": True, "registered": False})
+    return sorted(nodes, key=lambda n: str(n["name"]))
 
 
 def _render_vhost(app: ManagementApp, name: str) -> dict[str, Any]:
@@ -236,7 +246,7 @@ def delete_vhost(call: Call) -> Response:
 
 def health_alarms(call: Call) -> Response:
     """200 {"status": "ok"} without resource alarms, 503 naming them while any is set."""
-    snapshot = alarm_snapshot(call.app)
+    snapshot = alarm_snapshot(call.app.node, memory_used())
     names = [
         kind
         for kind, key in (("memory", "mem_alarm"), ("disk", "disk_free_alarm"))
