@@ -12,8 +12,15 @@ from typing import Any
 import pytest
 from broker_process import BrokerProcess, start_broker
 from mgmt_helpers import call, wait_for
+from pamqp import commands
 from pika_helpers import connect, connection, watchdog
-from raw_client import FRAME_HEARTBEAT, connected
+from raw_client import (
+    FRAME_HEARTBEAT,
+    RawClient,
+    connected,
+    plain_response,
+    start_ok_frame,
+)
 
 MB = 2**20
 BODY = b"x" * (256 * 1024)
@@ -157,5 +164,47 @@ def test_publisher_is_blocked_past_the_watermark_and_unblocked_as_a_consumer_dra
         log = broker.output()
         assert "memory alarm set" in log
         assert "memory alarm cleared" in log
+    finally:
+        broker.stop()
+
+
+def test_a_disk_alarm_blocks_publishers_that_published_and_not_other_clients(
+    tmp_path: Path, uid: str
+) -> None:
+    config = tmp_path / "amqplite.yaml"
+    config.write_text(f"alarms:\n  disk_free_limit: {2**62}\n  check_interval: 0.05\n")
+    broker = start_broker(tmp_path / "data", "--config", str(config))
+    try:
+        wait_for(lambda: _alarm_status(broker) == 503)
+        health = call(broker.management_url, "GET", "/api/health/checks/alarms").json
+        assert health["alarms"] == ["disk"]
+        node = call(broker.management_url, "GET", "/api/nodes").json[0]
+        assert node["disk_free_alarm"] is True
+        assert node["mem_alarm"] is False
+        assert node["disk_free_limit"] == 2**62 > node["disk_free"]
+        with connection(broker) as conn:
+            ch = conn.channel()
+            ch.queue_declare(uid)
+            # a client announcing the capability: its first publish is read, then it is held
+            with RawClient.for_broker(broker) as raw:
+                raw.send_protocol_header()
+                raw.read_start()
+                capabilities = {"capabilities": {"connection.blocked": True}}
+                raw.send(start_ok_frame("PLAIN", plain_response("guest", "guest"), capabilities))
+                raw.read_tune()
+                raw.tune_ok()
+                raw.open_vhost()
+                raw.expect(commands.Connection.OpenOk, channel=0)
+                raw.open_channel()
+                raw.publish(1, uid, b"before the hold")
+                blocked = raw.expect(commands.Connection.Blocked, channel=0)
+                assert blocked.reason == "low on disk"
+                raw.publish(1, uid, b"held")
+                # a client that has not published is still read: it declares and gets
+                method, _props, body = ch.basic_get(uid, auto_ack=True)
+                assert method is not None
+                assert body == b"before the hold"
+                assert ch.queue_declare(uid, passive=True).method.message_count == 0
+        assert "disk alarm set" in broker.output()
     finally:
         broker.stop()
