@@ -117,6 +117,12 @@ class Alarms:
         self._trim = _malloc_trim()
         self._clear = trio.Event()
         self._clear.set()
+        log.info(
+            "memory high watermark %.0f MB, disk free limit %.0f MB on %s",
+            self.mem_limit / 2**20,
+            self.disk_free_limit / 1e6,
+            data_dir,
+        )
 
     @property
     def active(self) -> bool:

@@ -59,6 +59,17 @@ def test_bench_flows_report_accepted_and_delivered_depth_and_rss_over_time(broke
         assert series["window_end"] is not None
 
 
+def test_bench_max_in_flight_bounds_the_queue_it_builds(broker: Any) -> None:
+    doc = _bench(broker, "-s", "fanout", "--count", "10000", "--max-in-flight", "500")
+    (result,) = doc["results"]
+    assert result["error"] is None
+    # the publisher waits while 500 messages (x 10 queues) are unconsumed, then sends a batch
+    # of 100: no more is ready over the 10 queues (unbounded, fanout builds a backlog)
+    assert 0 <= result["metrics"]["depth_peak"] <= 6000
+    assert max(result["series"]["depth"]) <= 6000
+    assert result["series"]["delivered"][-1] == 100_000
+
+
 def test_bench_compare_interleaves_runs_and_prints_the_side_by_side_table(
     broker: Any, tmp_path: Path
 ) -> None:
