@@ -117,12 +117,6 @@ class Alarms:
         self._trim = _malloc_trim()
         self._clear = trio.Event()
         self._clear.set()
-        log.info(
-            "memory high watermark %.0f MB, disk free limit %.0f MB on %s",
-            self.mem_limit / 2**20,
-            self.disk_free_limit / 1e6,
-            data_dir,
-        )
 
     @property
     def active(self) -> bool:
@@ -175,6 +169,12 @@ class Alarms:
 
     async def run(self) -> None:
         """Check every `interval` seconds, forever."""
+        log.info(
+            "memory high watermark %.0f MB, disk free limit %.0f MB on %s",
+            self.mem_limit / 2**20,
+            self.disk_free_limit / 1e6,
+            self.data_dir,
+        )
         while True:
             self.check()
             await trio.sleep(self.interval)
