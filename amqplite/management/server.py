@@ -9,6 +9,7 @@ import time
 import trio
 
 from amqplite.config.models import ManagementConfig
+from amqplite.config.source import ListenError
 from amqplite.management.app import ManagementApp
 from amqplite.management.http import HttpLimits, serve_http
 from amqplite.management.resources import build_app
@@ -29,7 +30,12 @@ async def run_management(
 ) -> None:
     """Serve the management API on config.host:config.port until cancelled."""
     app = build_app(node, clock=trio.current_time, wall_clock=time.time, store=store)
-    listeners = await trio.open_tcp_listeners(config.port, host=config.host)
+    try:
+        listeners = await trio.open_tcp_listeners(config.port, host=config.host)
+    except OSError as exc:
+        setting = "--management-port, AMQPLITE_MANAGEMENT_PORT or management.port"
+        reason = exc.strerror or str(exc)
+        raise ListenError("the management API", config.host, config.port, setting, reason) from None
     port = listeners[0].socket.getsockname()[1]
     async with trio.open_nursery() as nursery:
         await nursery.start(serve_http, app.handle, listeners, limits or HttpLimits())

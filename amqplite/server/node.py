@@ -13,6 +13,7 @@ import trio
 
 from amqplite.broker.broker import Broker
 from amqplite.config.models import Config
+from amqplite.config.source import ListenError
 from amqplite.protocol.constants import ReplyCode
 from amqplite.server.boot import apply_boot_definitions, build_broker, session_settings
 from amqplite.server.committer import Committer, open_store
@@ -75,7 +76,12 @@ async def run_node(
     )
     apply_boot_definitions(node.broker, config)  # after recovery: durable entities reach the store
     tune_gc()
-    listeners = await trio.open_tcp_listeners(config.listener.port, host=config.listener.host)
+    try:
+        listeners = await trio.open_tcp_listeners(config.listener.port, host=config.listener.host)
+    except OSError as exc:
+        setting = "--port, AMQPLITE_PORT or listener.port"
+        host, port, reason = config.listener.host, config.listener.port, exc.strerror or str(exc)
+        raise ListenError("AMQP", host, port, setting, reason) from None
     ports = [listener.socket.getsockname()[1] for listener in listeners]
     log.info("amqplite listening on %s port %s", config.listener.host, ports[0])
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:

@@ -147,7 +147,7 @@ def test_environment_overrides_file_and_flags_override_environment(
 
 def test_bad_environment_value_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AMQPLITE_PORT", "fifty")
-    with pytest.raises(ConfigError, match="AMQPLITE_PORT: got 'fifty', expected an integer"):
+    with pytest.raises(ConfigError, match="AMQPLITE_PORT: got 'fifty', expected a port number"):
         resolve_config(_args())
 
 
