@@ -127,7 +127,7 @@ class Broker:
         return self.permissions.get((user, vhost))
 
     def delete_vhost(self, name: str) -> None:
-        """Remove a vhost with its queues, exchanges and permissions (KeyError if missing)."""
+        """Remove a vhost with its queues, exchanges, permissions and policies (KeyError if missing)."""
         vhost = self.vhosts.pop(name)
         for queue in list(vhost.queues.values()):
             vhost.remove_queue(queue)
@@ -136,6 +136,10 @@ class Broker:
                 vhost.delete_exchange(exchange)
         for key in [k for k in self.permissions if k[1] == name]:
             del self.permissions[key]
+        for vhost_name, policy_name in [k for k in self.policies if k[0] == name]:
+            del self.policies[(vhost_name, policy_name)]  # as RabbitMQ: they go with the vhost
+            if self.config_listener is not None:
+                self.config_listener.policy_cleared(vhost_name, policy_name)
         if self.config_listener is not None:
             self.config_listener.vhost_deleted(name)
 

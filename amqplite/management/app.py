@@ -18,6 +18,7 @@ from amqplite.broker.broker import Broker, User
 from amqplite.broker.queue import Queue
 from amqplite.broker.vhost import VHost
 from amqplite.management.http import HttpError, Request, Response
+from amqplite.management.json_values import BodyValueError
 from amqplite.management.listing import select_columns
 from amqplite.management.metrics import QueueMetricLines
 from amqplite.management.queue_rows import QueueJsonCache, sample_all
@@ -154,6 +155,8 @@ class ManagementApp:
             response = exc.response()
         except AMQPError as exc:
             response = amqp_error(exc).response()
+        except BodyValueError as exc:
+            response = HttpError(400, str(exc), "bad_request").response()
         if request.method == "HEAD":
             return attrs.evolve(response, body=b"")
         return response

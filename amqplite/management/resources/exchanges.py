@@ -8,7 +8,7 @@ from amqplite.broker.publishing import make_message
 from amqplite.broker.vhost import Exchange, VHost
 from amqplite.management.app import Call
 from amqplite.management.http import HttpError, Response
-from amqplite.management.json_values import jsonable
+from amqplite.management.json_values import body_bool, jsonable
 from amqplite.management.listing import render_list
 from amqplite.management.publishing import decode_payload, encode_json_properties
 from amqplite.management.routing import MANAGEMENT, Router
@@ -85,10 +85,7 @@ def declare_exchange(call: Call) -> Response:
         raise HttpError(400, f"unknown exchange type '{type_name}'")
     flags: dict[str, bool] = {}
     for key, default in (("durable", True), ("auto_delete", False), ("internal", False)):
-        value = body.get(key, default)
-        if not isinstance(value, bool):
-            raise HttpError(400, f"'{key}' must be true or false")
-        flags[key] = value
+        flags[key] = body_bool(body, key, default)
     arguments = body.get("arguments") or {}
     if not isinstance(arguments, dict):
         raise HttpError(400, "'arguments' must be an object")
