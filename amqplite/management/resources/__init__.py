@@ -10,6 +10,7 @@ from amqplite.management.resources import (
     bindings,
     connections,
     exchanges,
+    health,
     messages,
     overview,
     pages,
@@ -23,7 +24,8 @@ __all__ = ["build_app", "register_all"]
 
 def register_all(router: Router[Call]) -> None:
     """Register every resource's routes."""
-    for module in (overview, queues, exchanges, bindings, connections, access, messages, pages):
+    modules = (overview, queues, exchanges, bindings, connections, access, messages, pages, health)
+    for module in modules:
         module.register(router)
 
 
