@@ -459,6 +459,12 @@ class VHost:
                 40,
             )
         queues = self.route(exchange, message.routing_key, message.headers)
+        self.totals.received += 1
+        exchange.publish_in += 1
+        if queues:
+            exchange.publish_out += 1
+        else:
+            self.totals.unroutable += 1
         rejected: list[Queue] = []
         for queue in queues:
             if queue.enqueue(message) is None:

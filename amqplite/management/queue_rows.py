@@ -58,7 +58,10 @@ STAT_FIELDS = (
     "deliver_get",
     "ack",
     "redeliver",
+    "get_empty",
 )
+# broker-wide only, after the depths in totals_sample(): (overview field, MessageStats fields)
+TOTALS_ONLY = ("confirm", "drop_unroutable", "return_unroutable")
 
 
 def stat_counts(stats: MessageStats) -> tuple[int, ...]:
@@ -73,6 +76,7 @@ def stat_counts(stats: MessageStats) -> tuple[int, ...]:
         deliver_get,
         stats.ack,
         stats.redeliver,
+        stats.get_empty,
     )
 
 
@@ -82,6 +86,15 @@ def message_stats(counts: tuple[int, ...], rates: tuple[float, ...]) -> dict[str
     for i, name in enumerate(STAT_FIELDS):
         out[name] = counts[i]
         out[name + "_details"] = {"rate": rates[i]}
+    return out
+
+
+def totals_only_stats(counts: tuple[int, ...], rates: tuple[float, ...]) -> dict[str, Any]:
+    """The overview's confirm, drop_unroutable and return_unroutable with their rates."""
+    out: dict[str, Any] = {}
+    for name, count, rate in zip(TOTALS_ONLY, counts, rates, strict=True):
+        out[name] = count
+        out[name + "_details"] = {"rate": rate}
     return out
 
 
@@ -313,6 +326,7 @@ class QueueJsonCache:
             stats.deliver + stats.deliver_no_ack + stats.get + stats.get_no_ack,
             stats.ack,
             stats.redeliver,
+            stats.get_empty,
             ready + unacked,
             ready,
             unacked,
@@ -366,4 +380,13 @@ def queue_totals(app: QueueContext) -> tuple[int, int, int]:
 def totals_sample(app: QueueContext, totals: tuple[int, int, int] | None = None) -> tuple[int, ...]:
     """Broker-wide counters and depths, as one rate sample (from queue_totals() if given)."""
     ready, unacked, _consumers = totals or queue_totals(app)
-    return (*stat_counts(app.broker.totals), ready + unacked, ready, unacked)
+    t = app.broker.totals
+    return (
+        *stat_counts(t),
+        ready + unacked,
+        ready,
+        unacked,
+        t.confirm,
+        t.unroutable - t.returned,
+        t.returned,
+    )

@@ -229,3 +229,35 @@ def test_node_and_overview_list_exchange_types_and_mechanisms(api: Any, broker: 
     assert node["sockets_total"] > 0
     overview = api("GET", "/api/overview").json
     assert {t["name"] for t in overview["exchange_types"]} == types
+
+
+def test_exchange_and_overview_message_counters(
+    api: Any, client: pika.BlockingConnection, uid: str
+) -> None:
+    before = api("GET", "/api/overview").json["message_stats"]
+    exchange = f"x-{uid}"
+    ch = client.channel()
+    ch.exchange_declare(exchange, "direct", auto_delete=True)
+    ch.queue_declare(uid, auto_delete=True)
+    ch.queue_bind(uid, exchange, "hit")
+    assert "message_stats" not in api("GET", f"/api/exchanges/{VH}/{q(exchange)}").json
+    ch.confirm_delivery()
+    ch.basic_publish(exchange, "hit", b"1")
+    ch.basic_publish(exchange, "miss", b"2")  # dropped: no queue, not mandatory
+    with pytest.raises(pika.exceptions.UnroutableError):
+        ch.basic_publish(exchange, "miss", b"3", mandatory=True)  # returned
+    assert ch.basic_get(uid, auto_ack=True)[0] is not None
+    assert ch.basic_get(uid, auto_ack=True)[0] is None  # get_empty
+    stats = api("GET", f"/api/exchanges/{VH}/{q(exchange)}").json["message_stats"]
+    assert (stats["publish_in"], stats["publish_out"]) == (3, 1)
+    assert set(stats["publish_in_details"]) == {"rate"}
+    assert api("GET", f"/api/queues/{VH}/{q(uid)}").json["message_stats"]["get_empty"] == 1
+    after = api("GET", "/api/overview").json["message_stats"]
+    for field, grew in (
+        ("drop_unroutable", 1),
+        ("return_unroutable", 1),
+        ("confirm", 3),
+        ("get_empty", 1),
+    ):
+        assert after[field] - before.get(field, 0) >= grew, field
+        assert field + "_details" in after

@@ -17,8 +17,8 @@ FEATURE_FLAGS = (
         False,
         "Support setting version for classic mirrored queues",
     ),
-    ("drop_unroutable_metric", False, "Count unroutable publishes to be dropped in stats"),
-    ("empty_basic_get_metric", False, "Count AMQP `basic.get` on empty queues in stats"),
+    ("drop_unroutable_metric", True, "Count unroutable publishes to be dropped in stats"),
+    ("empty_basic_get_metric", True, "Count AMQP `basic.get` on empty queues in stats"),
     (
         "implicit_default_bindings",
         True,

@@ -18,6 +18,7 @@ from amqplite.management.queue_rows import (
     message_stats,
     queue_totals,
     stat_counts,
+    totals_only_stats,
     totals_sample,
 )
 from amqplite.management.routing import ADMINISTRATOR, MANAGEMENT, Router
@@ -88,7 +89,10 @@ def overview(call: Call) -> Response:
             "rabbitmq_version": RABBITMQ_COMPATIBLE_VERSION,
             "cluster_name": app.node_name,
             "node": app.node_name,
-            "message_stats": message_stats(counts[:n], rates[:n]),
+            "message_stats": {
+                **message_stats(counts[:n], rates[:n]),
+                **totals_only_stats(counts[n + 3 :], rates[n + 3 :]),
+            },
             "queue_totals": {
                 "messages": counts[n],
                 "messages_details": {"rate": rates[n]},
