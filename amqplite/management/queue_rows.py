@@ -220,13 +220,17 @@ def _sac_tag(row: QueueRow) -> Any:
     return queue.consumers[0].tag
 
 
+_WALL_OFFSETS: dict[int, float] = {}
+
+
 def _idle_since(row: QueueRow) -> Any:
     """When the queue was last used, while nothing happens to it (RabbitMQ's idle_since)."""
     if any(row.rates):
         return _ABSENT
-    queue = row.queue
-    idle_for = max(0.0, queue.host.now() - queue.last_used)  # the broker's clock, not the app's
-    return rabbit_time(row.app.wall_clock() - idle_for)
+    offset = _WALL_OFFSETS.get(id(row.app))
+    if offset is None:  # the broker's monotonic clock -> wall clock, fixed once so it is stable
+        offset = _WALL_OFFSETS[id(row.app)] = row.app.wall_clock() - row.app.broker.now()
+    return rabbit_time(min(row.queue.last_used, row.app.broker.now()) + offset)
 
 
 def _ram(i: int, paged: Callable[[Contents], int]) -> Callable[[QueueRow], Any]:
