@@ -30,3 +30,16 @@ class MessageStats:
     def snapshot(self) -> dict[str, int]:
         """The counters as a plain dict (for the management API and metrics)."""
         return attrs.asdict(self)
+
+
+@attrs.define(slots=True)
+class Churn:
+    """Objects created and closed since boot (RabbitMQ's churn_rates); counted at open/close."""
+
+    connection_created: int = 0
+    connection_closed: int = 0
+    channel_created: int = 0
+    channel_closed: int = 0
+    queue_declared: int = 0
+    queue_created: int = 0
+    queue_deleted: int = 0

@@ -51,6 +51,12 @@ def _parser() -> argparse.ArgumentParser:
         type=port_arg,
         help="HTTP management port, 0 disables (env AMQPLITE_MANAGEMENT_PORT)",
     )
+    serve.add_argument(
+        "--prometheus-port",
+        type=port_arg,
+        help="rabbitmq_* metrics port, no auth; 0 disables (default 15692 if free;"
+        " env AMQPLITE_PROMETHEUS_PORT)",
+    )
     serve.add_argument("--log-level", help="debug, info, warning, error (env AMQPLITE_LOG_LEVEL)")
     serve.add_argument(
         "--definitions", help="definitions YAML applied at boot (env AMQPLITE_DEFINITIONS)"
@@ -102,6 +108,11 @@ def resolve_config(args: argparse.Namespace) -> Config:
         management = attrs.evolve(
             management, port=mgmt_port or management.port, enabled=mgmt_port != 0
         )
+    prometheus_port = getattr(args, "prometheus_port", None)
+    if prometheus_port is None:
+        prometheus_port = env_port("AMQPLITE_PROMETHEUS_PORT")
+    if prometheus_port is not None:
+        management = attrs.evolve(management, prometheus_port=prometheus_port)
     log_level = (
         getattr(args, "log_level", None) or os.environ.get("AMQPLITE_LOG_LEVEL") or config.log_level
     ).lower()

@@ -141,6 +141,7 @@ class ManagementApp:
         self.queue_metrics = QueueMetricLines()
         self.connected_at: weakref.WeakKeyDictionary[object, float] = weakref.WeakKeyDictionary()
         self.router = router
+        self.prometheus_port: int | None = None  # where rabbitmq_* metrics are served, if anywhere
 
     # -- dispatch ----------------------------------------------------------------------------
 

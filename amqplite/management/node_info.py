@@ -62,9 +62,33 @@ def node_extras(app: ManagementApp) -> dict[str, Any]:
     }
 
 
+CHURN_FIELDS = (
+    "channel_closed",
+    "channel_created",
+    "connection_closed",
+    "connection_created",
+    "queue_created",
+    "queue_declared",
+    "queue_deleted",
+)
+
+
+def churn_rates(app: ManagementApp) -> dict[str, Any]:
+    """Connections, channels and queues created and closed since boot, with rates."""
+    churn = app.broker.churn
+    counts = tuple(getattr(churn, name) for name in CHURN_FIELDS)
+    rates = app.rates.observe(churn, app.clock(), counts)
+    out: dict[str, Any] = {}
+    for name, count, rate in zip(CHURN_FIELDS, counts, rates, strict=True):
+        out[name] = count
+        out[name + "_details"] = {"rate": rate}
+    return out
+
+
 def overview_extras(app: ManagementApp) -> dict[str, Any]:
     """The /api/overview fields beyond the basics."""
     return {
+        "churn_rates": churn_rates(app),
         "exchange_types": exchange_types(app),
         "disable_stats": False,
         "enable_queue_totals": False,

@@ -261,3 +261,21 @@ def test_exchange_and_overview_message_counters(
     ):
         assert after[field] - before.get(field, 0) >= grew, field
         assert field + "_details" in after
+
+
+def test_overview_churn_rates_count_what_was_created_and_closed(
+    api: Any, client: pika.BlockingConnection, uid: str
+) -> None:
+    before = api("GET", "/api/overview").json["churn_rates"]
+    ch = client.channel()
+    ch.queue_declare(uid)
+    ch.queue_declare(uid)  # declared again: not created again
+    ch.queue_delete(uid)
+    ch.close()
+    after = api("GET", "/api/overview").json["churn_rates"]
+    assert after["queue_declared"] - before["queue_declared"] == 2
+    assert after["queue_created"] - before["queue_created"] == 1
+    assert after["queue_deleted"] - before["queue_deleted"] >= 1
+    assert after["channel_created"] - before["channel_created"] >= 1
+    assert after["channel_closed"] - before["channel_closed"] >= 1
+    assert set(after["connection_created_details"]) == {"rate"}

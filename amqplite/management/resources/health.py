@@ -96,9 +96,8 @@ def _listeners(call: Call) -> list[tuple[str, int]]:
     """(protocol, port) of every listener, as RabbitMQ names the protocols."""
     config = call.app.node.config
     listeners = [("amqp", config.listener.port), ("http", config.management.port)]
-    prometheus = getattr(config, "prometheus", None)
-    if prometheus is not None and prometheus.enabled:
-        listeners.append(("http/prometheus", prometheus.port))
+    if call.app.prometheus_port is not None:
+        listeners.append(("http/prometheus", call.app.prometheus_port))
     return listeners
 
 
