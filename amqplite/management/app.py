@@ -134,7 +134,9 @@ class ManagementApp:
         self.wall_clock = wall_clock
         self.started = clock()
         self.started_wall = wall_clock()
-        self.node_name = node_name or f"amqplite@{socket.gethostname()}"
+        cluster = node.config.cluster
+        default_name = cluster.node_name if cluster.enabled else f"amqplite@{socket.gethostname()}"
+        self.node_name = node_name or default_name
         self.rates = RateTracker()
         self.sqs = SqsMessaging(self.broker)
         self.queue_json = QueueJsonCache()

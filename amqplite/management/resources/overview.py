@@ -159,15 +159,32 @@ def _node(app: ManagementApp) -> dict[str, Any]:
 
 
 def list_nodes(call: Call) -> Response:
-    """The node list (one node)."""
-    return Response.json([_node(call.app)])
+    """Every node: this one, or in cluster mode each node registered in etcd."""
+    return Response.json(_nodes(call.app))
 
 
 def show_node(call: Call) -> Response:
     """One node by name."""
-    if call.params["node"] != call.app.node_name:
-        raise HttpError(404, "Not Found", "Object Not Found")
-    return Response.json(_node(call.app))
+    for node in _nodes(call.app):
+        if node["name"] == call.params["node"]:
+            return Response.json(node)
+    raise HttpError(404, "Not Found", "Object Not Found")
+
+
+def _nodes(app: ManagementApp) -> list[dict[str, Any]]:
+    """This node's details, plus (cluster mode) every registered node's addresses."""
+    cluster = getattr(app.node, "cluster", None)  # server.node.Node's ClusterAgent, when on
+    if cluster is None:
+        return [_node(app)]
+    nodes = []
+    for record in cluster.node_list():
+        if record["name"] == app.node_name:
+            nodes.append({**_node(app), **record})
+        else:
+            nodes.append({"name": record["name"], "type": "disc", "running": True, **record})
+    if not any(n["name"] == app.node_name for n in nodes):  # not (yet, or no longer) in etcd
+        nodes.append({**_node(app), "this_node": True, "registered": False})
+    return sorted(nodes, key=lambda n: str(n["name"]))
 
 
 def _render_vhost(app: ManagementApp, name: str) -> dict[str, Any]:
