@@ -38,10 +38,18 @@ def exchange_types(app: ManagementApp) -> list[dict[str, Any]]:
 
 
 def node_extras(app: ManagementApp) -> dict[str, Any]:
-    """The /api/nodes fields beyond the basics: limits, process, plugins, mechanisms."""
+    """The /api/nodes fields beyond the basics: limits, process, plugins, mechanisms, churn."""
+    from amqplite.management.resources.overview import fd_used, memory_used
+
     config = app.node.config
     fd_total = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    gauges = (memory_used(), fd_used(), len(app.node.connections), 1)
+    rates = app.rates.observe(app, app.clock(), gauges)
+    details = ("mem_used", "fd_used", "sockets_used", "proc_used")
     return {
+        **{f"{name}_details": {"rate": rate} for name, rate in zip(details, rates, strict=True)},
+        **churn_rates(app),
+        "cluster_links": [],
         "os_pid": str(os.getpid()),
         "proc_total": PROCESS_LIMIT,
         "sockets_total": fd_total,

@@ -279,3 +279,20 @@ def test_overview_churn_rates_count_what_was_created_and_closed(
     assert after["channel_created"] - before["channel_created"] >= 1
     assert after["channel_closed"] - before["channel_closed"] >= 1
     assert set(after["connection_created_details"]) == {"rate"}
+
+
+@pytest.mark.parametrize(
+    ("path", "feature"),
+    [
+        (f"/api/vhost-limits/{VH}/max-connections", "vhost limits"),
+        ("/api/global-parameters/cluster_name", "global parameters"),
+        ("/api/cluster-name", "renaming the cluster"),
+        (f"/api/topic-permissions/{VH}/guest", "topic permissions"),
+    ],
+)
+def test_writes_to_what_amqplite_lacks_answer_405_saying_so(
+    api: Any, path: str, feature: str
+) -> None:
+    reply = api("PUT", path, {"value": {"max-connections": 1}})
+    assert reply.status == 405
+    assert feature in reply.json["reason"]

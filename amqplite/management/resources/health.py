@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from amqplite.management.app import Call
 from amqplite.management.http import HttpError, Response
-from amqplite.management.routing import MANAGEMENT, PUBLIC, Router
+from amqplite.management.routing import ADMINISTRATOR, MANAGEMENT, PUBLIC, Router
 
 OK = {"status": "ok"}
 
@@ -71,8 +72,32 @@ def register(router: Router[Call]) -> None:
     router.add("GET", "/api/parameters/{component}/{vhost}/{name}", not_found, MANAGEMENT)
     router.add("PUT", "/api/parameters/{component}/{vhost}/{name}", no_component, MANAGEMENT)
     router.add("GET", "/api/global-parameters/{name}", not_found, MANAGEMENT)
+    for path, feature in UNSUPPORTED_WRITES:
+        for method in ("PUT", "DELETE"):
+            router.add(method, path, unsupported(feature), ADMINISTRATOR)
     router.add("GET", "/api/vhosts/{vhost}/topic-permissions", vhost_topic_permissions, MANAGEMENT)
     router.add("GET", "/api/users/{user}/topic-permissions", user_topic_permissions, MANAGEMENT)
+
+
+# Writes amqplite refuses with 405 and the reason: (path, what it does not implement)
+UNSUPPORTED_WRITES = (
+    ("/api/vhost-limits/{vhost}/{name}", "vhost limits"),
+    ("/api/user-limits/{user}/{name}", "user limits"),
+    ("/api/global-parameters/{name}", "global parameters"),
+    ("/api/cluster-name", "renaming the cluster (its name is the node's)"),
+    ("/api/topic-permissions/{vhost}/{user}", "topic permissions"),
+    ("/api/operator-policies/{vhost}/{name}", "operator policies"),
+)
+
+
+def unsupported(feature: str) -> Callable[[Call], Response]:
+    """A handler answering 405: amqplite does not implement `feature`."""
+
+    def refuse(call: Call) -> Response:
+        reason = f"amqplite does not implement {feature}"
+        raise HttpError(405, reason, "method_not_allowed", (("allow", "GET, HEAD"),))
+
+    return refuse
 
 
 def health_ok(call: Call) -> Response:
