@@ -37,13 +37,11 @@ def exchange_types(app: ManagementApp) -> list[dict[str, Any]]:
     return out
 
 
-def node_extras(app: ManagementApp) -> dict[str, Any]:
+def node_extras(app: ManagementApp, memory: int, fds: int) -> dict[str, Any]:
     """The /api/nodes fields beyond the basics: limits, process, plugins, mechanisms, churn."""
-    from amqplite.management.resources.overview import fd_used, memory_used
-
     config = app.node.config
     fd_total = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    gauges = (memory_used(), fd_used(), len(app.node.connections), 1)
+    gauges = (memory, fds, len(app.node.connections), 1)
     rates = app.rates.observe(app, app.clock(), gauges)
     details = ("mem_used", "fd_used", "sockets_used", "proc_used")
     return {

@@ -255,3 +255,25 @@ def test_a_rabbitmq_export_imports_with_its_password_hashes(
             conn.close()
     finally:
         fresh.stop()
+
+
+@pytest.mark.parametrize(
+    ("argv", "prog"),
+    [
+        ([], "amqplite"),
+        (["ctl", "list", "nope"], "amqplite ctl list"),
+        (["definitions"], "amqplite definitions"),
+        (["ctl", "purge"], "amqplite ctl purge"),
+        (["serve", "--bogus"], "amqplite"),
+    ],
+)
+def test_usage_errors_of_every_subcommand_are_one_line_and_exit_2(
+    argv: list[str], prog: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith(f"{prog}: error: ")
+    assert err.rstrip().endswith(f"(see {prog} --help)")

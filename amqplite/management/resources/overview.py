@@ -154,7 +154,7 @@ def _node(app: ManagementApp) -> dict[str, Any]:
         "applications": [
             {"name": "amqplite", "description": "AMQP 0-9-1 broker", "version": __version__}
         ],
-        **node_extras(app),
+        **node_extras(app, memory_used(), fd_used()),
     }
 
 
