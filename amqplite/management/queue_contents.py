@@ -10,6 +10,8 @@ import attrs
 
 from amqplite.broker.message import Message, PagedMessage, QueueEntry
 from amqplite.broker.queue import Queue
+from amqplite.protocol.errors import AMQPError
+from amqplite.protocol.properties import decode_properties
 
 
 @attrs.frozen
@@ -21,6 +23,9 @@ class Contents:
     paged_ready: int = 0
     paged_unacked: int = 0
     paged_bytes: int = 0
+
+
+NOTHING = Contents()
 
 
 def body_size(message: Message) -> int:
@@ -37,7 +42,7 @@ def queue_contents(queue: Queue) -> Contents:
     """
     live = getattr(queue.journal, "live", None)  # store.queue_store.QueueStore: seq -> entry
     if not live:
-        return Contents()
+        return NOTHING
     persistent_bytes = paged_ready = paged_unacked = paged_bytes = 0
     for entry, _size in live.values():
         message = entry.message
@@ -64,9 +69,8 @@ def unacked_bytes_by_queue(channels: Iterable[Any]) -> dict[Queue, int]:
 
 def head_timestamp(queue: Queue) -> int | None:
     """The `timestamp` property of the message at the head of the queue (None without one)."""
-    from amqplite.protocol.errors import AMQPError
-    from amqplite.protocol.properties import decode_properties
-
+    if not len(queue.ready):
+        return None
     head: QueueEntry | None = next(iter(queue.ready), None)
     if head is None:
         return None
@@ -79,7 +83,16 @@ def head_timestamp(queue: Queue) -> int | None:
     return int(stamp) if isinstance(stamp, int) else None
 
 
+_RABBIT_TIMES: dict[float, str] = {}
+
+
 def rabbit_time(wall: float) -> str:
     """A wall-clock time as RabbitMQ 3.10 writes idle_since: 2024-01-31T12:00:00.000+00:00."""
-    moment = datetime.datetime.fromtimestamp(wall, datetime.UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}+00:00"
+    text = _RABBIT_TIMES.get(wall)
+    if text is None:
+        if len(_RABBIT_TIMES) > 100_000:  # idle queues keep their time: a hit almost always
+            _RABBIT_TIMES.clear()
+        moment = datetime.datetime.fromtimestamp(wall, datetime.UTC)
+        millis = moment.microsecond // 1000
+        text = _RABBIT_TIMES[wall] = moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{millis:03d}+00:00"
+    return text
