@@ -14,6 +14,7 @@ from amqplite.management.resources import (
     messages,
     overview,
     pages,
+    quarantine,
     queues,
 )
 from amqplite.management.routing import Router
@@ -24,8 +25,18 @@ __all__ = ["build_app", "register_all"]
 
 def register_all(router: Router[Call]) -> None:
     """Register every resource's routes."""
-    modules = (overview, queues, exchanges, bindings, connections, access, messages, pages, health)
-    for module in modules:
+    for module in (
+        overview,
+        queues,
+        exchanges,
+        bindings,
+        connections,
+        access,
+        messages,
+        pages,
+        quarantine,
+        health,
+    ):
         module.register(router)
 
 
