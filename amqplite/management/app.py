@@ -31,6 +31,7 @@ from amqplite.management.routing import (
     parse_query,
     split_path,
 )
+from amqplite.management.sockets import socket_counters
 from amqplite.management.sqs import SqsMessaging
 from amqplite.management.views import NodeView
 from amqplite.protocol.constants import ReplyCode
@@ -225,5 +226,11 @@ class ManagementApp:
     # -- periodic work -----------------------------------------------------------------------
 
     def sample(self) -> None:
-        """Take a rate sample of every queue and the totals (the server calls this every few s)."""
-        sample_all(self, self.clock())
+        """Take a rate sample of every queue, connection and the totals (every few seconds), so a
+        one-shot reader such as `amqplite ctl` sees rates."""
+        now = self.clock()
+        sample_all(self, now)
+        for conn in list(self.node.connections):
+            counters = socket_counters(conn.stream)
+            if counters is not None:  # the same series render_connection observes
+                self.rates.observe(conn.session, now, (counters.recv_oct, counters.send_oct))
