@@ -11,6 +11,7 @@ from typing import Any
 import attrs
 
 from amqplite.config.models import (
+    AlarmsConfig,
     ClusterConfig,
     ClusterListener,
     Config,
@@ -37,6 +38,7 @@ _MODELS: dict[str, type] = {
     "LoggingConfig": LoggingConfig,
     "ClusterConfig": ClusterConfig,
     "ClusterListener": ClusterListener,
+    "AlarmsConfig": AlarmsConfig,
 }
 
 
