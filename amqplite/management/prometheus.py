@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 import resource
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from amqplite import __version__
 from amqplite.broker.queue import Queue
 from amqplite.management.http import HttpError, Request, Response
 from amqplite.management.metrics import CONTENT_TYPE
-from amqplite.management.views import connection_name, open_connections
+from amqplite.management.views import alarm_snapshot, connection_name, open_connections
 
 if TYPE_CHECKING:
     from amqplite.management.app import ManagementApp
@@ -127,8 +127,7 @@ def _node_gauges(app: ManagementApp, memory_bytes: int) -> list[tuple[str, int, 
         ("rabbitmq_process_resident_memory_bytes", memory_bytes, "Memory used in bytes"),
         ("rabbitmq_erlang_uptime_seconds", int(app.clock() - app.started), "Node uptime"),
     ]
-    alarms: Any = getattr(node, "alarms", None)
-    snapshot: dict[str, Any] = alarms.snapshot() if alarms is not None else {}
+    snapshot = alarm_snapshot(node, memory_bytes)
     disk_free = snapshot.get("disk_free", _disk_free(node.config.data_dir))
     if disk_free is not None:
         gauges.append(("rabbitmq_disk_space_available_bytes", int(disk_free), "Disk space available in bytes"))  # fmt: skip

@@ -16,8 +16,7 @@ from mgmt_helpers import call
 from prometheus_client.parser import text_string_to_metric_families
 
 # Every family the RabbitMQ-Overview Grafana dashboard of RabbitMQ 3.10.8 queries
-# (rabbitmq_prometheus/docker/grafana/dashboards/RabbitMQ-Overview.json at v3.10.8), except
-# rabbitmq_resident_memory_limit_bytes, which comes with the memory alarm's limit.
+# (rabbitmq_prometheus/docker/grafana/dashboards/RabbitMQ-Overview.json at v3.10.8).
 DASHBOARD_FAMILIES = {
     "rabbitmq_build_info",
     "rabbitmq_identity_info",
@@ -54,6 +53,7 @@ DASHBOARD_FAMILIES = {
     "rabbitmq_queues_created",
     "rabbitmq_queues_declared",
     "rabbitmq_queues_deleted",
+    "rabbitmq_resident_memory_limit_bytes",
 }  # counters' family names as the parser gives them: without _total
 
 
