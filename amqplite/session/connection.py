@@ -16,6 +16,7 @@ from amqplite.protocol.assembler import Command, ContentAssembler
 from amqplite.protocol.constants import FRAME_MIN_SIZE, PROTOCOL_HEADER, ClassId, ReplyCode
 from amqplite.protocol.errors import AMQPError, ChannelException, ConnectionException
 from amqplite.protocol.frames import (
+    HOT_PARTIAL,
     HOT_PUBLISH,
     NEED_DATA,
     BadProtocolHeader,
@@ -23,7 +24,6 @@ from amqplite.protocol.frames import (
     HeartbeatFrame,
     MethodFrame,
     ProtocolHeaderReceived,
-    encode_deliver,
 )
 from amqplite.protocol.methods import (
     BasicAck,
@@ -34,6 +34,7 @@ from amqplite.protocol.methods import (
     method_ids,
     spec,
 )
+from amqplite.protocol.writers import Deliver, Part, deliver_parts
 from amqplite.session import handshake
 from amqplite.session.basic import ack, publish
 from amqplite.session.channel import ChannelSession, ChannelState
@@ -88,7 +89,8 @@ class Session:
         self.channels: dict[int, ChannelSession] = {}
         self.close_reason: str = ""
         self.closed_by_client = False  # we answered the client's connection.close with close-ok
-        self._out: list[bytes] = []
+        self.publishing = False  # set by the first basic.publish (resource alarms block such)
+        self._out: list[Part] = []  # joined once, in data_to_send: the one copy of a body
         self._out_size = 0
         self._starved = False
         self.confirms = PublisherConfirms()
@@ -112,8 +114,8 @@ class Session:
         reader.receive_data(data)
         try:
             while self.state is not ConnectionState.CLOSED:
-                if self.state is ConnectionState.OPEN:
-                    self._receive_hot()
+                if self.state is ConnectionState.OPEN and self._receive_hot():
+                    break  # a publish waits for the rest of its content, to be taken whole
                 frame = reader.next_frame()
                 if frame is NEED_DATA:
                     break
@@ -132,8 +134,11 @@ class Session:
             )
         self._flush_confirms()
 
-    def _receive_hot(self) -> None:
-        """Publishes and acks straight from the read buffer while they come in a row."""
+    def _receive_hot(self) -> bool:
+        """Publishes and acks straight from the read buffer while they come in a row.
+
+        True when the next publish has not fully arrived: reading waits for the rest of it.
+        """
         reader = self.reader
         channels = self.channels
         assembler = self.assembler
@@ -142,7 +147,7 @@ class Session:
         while self.state is ConnectionState.OPEN:
             hot = reader.peek_hot()
             if hot is None:
-                return
+                return False
             channel_id = hot[1]
             channel = channels.get(channel_id)
             if (
@@ -151,11 +156,14 @@ class Session:
                 or assembler.has_pending(channel_id)
                 or channel_id in held
             ):
-                return
-            if hot[0] == HOT_PUBLISH:
+                return False
+            kind = hot[0]
+            if kind == HOT_PARTIAL:  # the rest of this publish is on its way: take it whole
+                return True
+            if kind == HOT_PUBLISH:
                 _, _, size, exchange, routing_key, bits, properties_bin, body = hot
                 if len(body) > max_body or bits & 2:  # immediate: refused on the slow path
-                    return
+                    return False
                 reader.skip(size)
                 try:
                     publish(
@@ -171,6 +179,7 @@ class Session:
                     ack(self, channel, delivery_tag, multiple)
                 except ChannelException as exc:
                     self._channel_error(channel, exc, BasicAck(delivery_tag, multiple))
+        return False
 
     def data_to_send(self) -> bytes:
         """Take every byte queued for the client."""
@@ -216,6 +225,12 @@ class Session:
         self._out_size += len(data)
         self.on_output()
 
+    def write_parts(self, parts: list[Part]) -> None:
+        """Queue frames given as parts (a writer's output, the body among them uncopied)."""
+        self._out += parts
+        self._out_size += sum(map(len, parts))
+        self.on_output()
+
     def send(self, channel_id: int, method: Method) -> None:
         """Encode a method frame and queue it for the client."""
         self.write(encode_method(channel_id, method))
@@ -234,21 +249,12 @@ class Session:
     def deliver(
         self, channel_id: int, consumer_tag: str, delivery_tag: int, entry: QueueEntry
     ) -> None:
-        """Send basic.deliver for a queue entry."""
-        m = entry.message
-        self.write(
-            encode_deliver(
-                channel_id,
-                consumer_tag,
-                delivery_tag,
-                entry.redelivered,
-                m.exchange,
-                m.routing_key,
-                m.properties_bin,
-                m.body,
-                self.frame_max,
-            )
-        )
+        """Send basic.deliver for a queue entry (its body joins the outbound bytes uncopied)."""
+        deliver = Deliver(channel_id, consumer_tag, delivery_tag, entry.redelivered)
+        parts = deliver_parts(deliver, entry.message, self.frame_max)
+        self._out += parts
+        self._out_size += sum(map(len, parts))
+        self.on_output()
 
     def cancel_consumer(self, channel_id: int, consumer_tag: str) -> None:
         """Server-initiated basic.cancel (consumer_cancel_notify)."""
@@ -396,6 +402,7 @@ class Session:
     def _open(self, method: Any) -> None:
         self.vhost = handshake.open_vhost(self.broker, self.peer, self.user, method)
         self.state = ConnectionState.OPEN
+        self.broker.churn.connection_created += 1
         self.send(0, spec.Connection.OpenOk())
         log.info(
             "connection open from %s user=%s vhost=%s",
@@ -440,6 +447,7 @@ class Session:
         for channel in list(self.channels.values()):
             if vhost is not None:
                 self.broker.close_channel(vhost, channel.delivery)
+        self.broker.churn.channel_closed += len(self.channels)
         self.channels.clear()
         self.confirms.clear()
         self._held.clear()
@@ -450,6 +458,7 @@ class Session:
     def _handle_channel_open(self, channel_id: int, method: Method) -> None:
         check_channel_open(channel_id, method, self.channel_max, len(self.channels))
         self.channels[channel_id] = ChannelSession(channel_id, DeliveryChannel(channel_id, self))
+        self.broker.churn.channel_created += 1
         self.send(channel_id, spec.Channel.OpenOk())
 
     def _handle_closing_channel(self, channel: ChannelSession, method: Any) -> None:
@@ -460,7 +469,8 @@ class Session:
             self.drop_channel(channel)
 
     def drop_channel(self, channel: ChannelSession) -> None:
-        self.channels.pop(channel.channel_id, None)
+        if self.channels.pop(channel.channel_id, None) is not None:
+            self.broker.churn.channel_closed += 1
         self.confirms.forget(channel.channel_id)
         self._held.forget(channel.channel_id)
         self.assembler.reset(channel.channel_id)
@@ -506,16 +516,15 @@ class Session:
     def allow(self, access: str, kind: str, name: str, class_id: int, method_id: int) -> None:
         """403 ACCESS_REFUSED unless the user's permissions on this vhost allow the access."""
         user = self.user.name if self.user else ""
-        permission = self.broker.permissions_of(user, self.open_vhost.name)
+        vhost = self.open_vhost.name
+        permission = self.broker.permissions_of(user, vhost)
         if permission is not self._allowed_for:
             self._allowed_for = permission
             self._allowed.clear()
         key = (access, kind, name)
         if key in self._allowed:
             return
-        check_access(
-            permission, access, kind, name, self.open_vhost.name, user, class_id, method_id
-        )
+        check_access(permission, access, kind, name, vhost, user, class_id, method_id)
         self._allowed.add(key)
 
     def write_mark(self) -> int:
