@@ -365,29 +365,27 @@ def parse_broker_url(url: str) -> Broker:
 
 
 def read_junit(path: Path) -> tuple[int, int, int, int, tuple[str, ...]]:
-    """passed, failed, errors, skipped and the failing test ids from a junit XML report."""
-    counts = {"passed": 0, "failed": 0, "errors": 0, "skipped": 0}
-    failing: list[str] = []
+    """passed, failed, errors, skipped and the failing test ids from a junit XML report.
+
+    A test rerun by pytest-rerunfailures appears once per attempt: its last attempt counts.
+    """
+    outcome: dict[str, str] = {}
     for case in ET.parse(path).getroot().iter("testcase"):
         kinds = {child.tag for child in case}
         test_id = f"{case.get('classname')}::{case.get('name')}"
         if "failure" in kinds:
-            counts["failed"] += 1
-            failing.append(test_id)
+            outcome[test_id] = "failed"
         elif "error" in kinds:
-            counts["errors"] += 1
-            failing.append(test_id)
+            outcome[test_id] = "errors"
         elif "skipped" in kinds:
-            counts["skipped"] += 1
+            outcome[test_id] = "skipped"
         else:
-            counts["passed"] += 1
-    return (
-        counts["passed"],
-        counts["failed"],
-        counts["errors"],
-        counts["skipped"],
-        tuple(failing),
-    )
+            outcome[test_id] = "passed"
+    counts = {kind: 0 for kind in ("passed", "failed", "errors", "skipped")}
+    for kind in outcome.values():
+        counts[kind] += 1
+    failing = tuple(t for t, kind in outcome.items() if kind in ("failed", "errors"))
+    return counts["passed"], counts["failed"], counts["errors"], counts["skipped"], failing
 
 
 def run_suite(
