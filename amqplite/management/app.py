@@ -269,7 +269,12 @@ class ManagementApp:
             route, params = self.router.match(request.method, split_path(request.path))
             user = self.authenticate(request, route.level)
             call = Call(self, request, params, parse_query(request.query), user)
+            commits = self.broker.commits
+            before = commits.write_ticket()
             response = route.handler(call)
+            written = commits.write_ticket()
+            if written != before:  # the answer waits until what the request wrote is on disk
+                response = attrs.evolve(response, durable_mark=written)
         except HttpError as exc:
             response = exc.response()
         except AMQPError as exc:

@@ -14,6 +14,7 @@ from amqplite.broker.broker import Broker
 from amqplite.config.models import Config
 from amqplite.management.metrics import LatencyHistogram
 from amqplite.session.connection import Session
+from amqplite.store.journal import SyncJob
 from amqplite.store.store import Store
 
 log = logging.getLogger("amqplite.store")
@@ -44,9 +45,17 @@ def open_store(config: Config, broker: Broker) -> Store:
 class Committer:
     """Runs group commits and hands the confirms they cover back to the sessions."""
 
-    def __init__(self, store: Store, sessions: Callable[[], Iterable[Session]]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        sessions: Callable[[], Iterable[Session]],
+        *,
+        sync_hook: Callable[[SyncJob], None] | None = None,
+    ) -> None:
         self.store = store
         self.sessions = sessions
+        self.sync_hook = sync_hook  # tests only: runs in the worker thread after each job's fsync
+        self._committed = trio.Event()  # set (and replaced) after every commit
         if store.fsync_histogram is None:
             store.fsync_histogram = LatencyHistogram()  # read by /metrics
         self._wake = trio.Event()
@@ -62,10 +71,23 @@ class Committer:
             self._wake = trio.Event()
             store.on_dirty = self._wake.set
             job = store.flush()
-            await trio.to_thread.run_sync(job.run)
+            await trio.to_thread.run_sync(self._sync, job)
             store.complete(job)
             for session in list(self.sessions()):
                 session.on_commit()
+            self._committed.set()
+            self._committed = trio.Event()
+
+    def _sync(self, job: SyncJob) -> None:
+        """The worker thread's part: write barriers and fsyncs, then the test hook."""
+        job.run()
+        if self.sync_hook is not None:
+            self.sync_hook(job)
+
+    async def wait_durable(self, ticket: int) -> None:
+        """Return once every record up to ticket is on disk (HTTP publishes wait here)."""
+        while self.store.committed_ticket() < ticket:
+            await self._committed.wait()
 
     def close(self) -> None:
         """Final commit at shutdown (blocking, after the connections are gone)."""

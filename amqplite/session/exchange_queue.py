@@ -133,9 +133,10 @@ def queue_unbind(session: Session, channel: ChannelSession, command: Command) ->
 def queue_purge(session: Session, channel: ChannelSession, command: Command) -> None:
     m = cast(spec.Queue.Purge, command.method)
     session._allow("read", "queue", session._queue_name(channel, m.queue), ClassId.QUEUE, 30)
+    mark = session._write_mark()
     count = session._vh.queue(session._queue_name(channel, m.queue), session).purge()
-    if not m.nowait:
-        session._send(channel.channel_id, _m(spec.Queue.PurgeOk, message_count=count))
+    reply = None if m.nowait else _m(spec.Queue.PurgeOk, message_count=count)
+    session._reply_when_durable(channel, mark, reply)  # after the removals are on disk
 
 
 def queue_delete(session: Session, channel: ChannelSession, command: Command) -> None:

@@ -38,6 +38,7 @@ def tx_commit(session: Session, channel: ChannelSession, command: Command) -> No
     if channel.mode is not ConfirmMode.TX:
         raise ChannelException(ReplyCode.PRECONDITION_FAILED, "channel is not transactional")
     ops, channel.tx_ops = channel.tx_ops, []
+    mark = session._write_mark()
     for op in ops:
         if op[0] == "publish":
             _, exchange, mandatory, message = op
@@ -46,7 +47,8 @@ def tx_commit(session: Session, channel: ChannelSession, command: Command) -> No
             session.broker.ack(channel.delivery, op[1], op[2])
         else:
             session.broker.reject(channel.delivery, op[1], op[2], op[3])
-    session._send(channel.channel_id, spec.Tx.CommitOk())
+    # commit-ok says the transaction's publishes and acks are durable: it waits for their records
+    session._reply_when_durable(channel, mark, spec.Tx.CommitOk())
 
 
 def tx_rollback(session: Session, channel: ChannelSession, command: Command) -> None:
