@@ -28,6 +28,7 @@ from benchlib.client import Client, Consumer, publish_frames
 
 from amqplite.broker.broker import Broker
 from amqplite.broker.message import Message
+from amqplite.broker.restore import recover_into
 from amqplite.config.models import StoreConfig
 from amqplite.store.journal import SegmentWriter, SyncJob
 from amqplite.store.records import encode_enqueue
@@ -165,7 +166,7 @@ def build_backlog(data_dir: Path, count: int) -> None:
     broker = Broker()
     broker.add_vhost("/")
     store = Store(data_dir, StoreConfig())
-    store.recover_into(broker)
+    recover_into(broker, store)
     broker.vhosts["/"].declare_queue("backlog", durable=True)
     journal = store.journals[("/", "backlog")]
     store.close()
@@ -211,7 +212,7 @@ def disk(messages: int, batch: int) -> None:
         broker = Broker()
         broker.add_vhost("/")
         store = Store(data_dir, StoreConfig())
-        store.recover_into(broker)
+        recover_into(broker, store)
         vhost = broker.vhosts["/"]
         queue = vhost.declare_queue("churn", durable=True)
         started = time.perf_counter()

@@ -11,6 +11,7 @@ from pathlib import Path
 import trio
 
 from amqplite.broker.broker import Broker
+from amqplite.broker.restore import recover_into
 from amqplite.config.models import Config
 from amqplite.management.metrics import LatencyHistogram
 from amqplite.session.connection import Session
@@ -26,7 +27,7 @@ def open_store(config: Config, broker: Broker) -> Store:
     store = Store(Path(config.data_dir), config.store)
     gc.disable()  # millions of new objects: generational collections would rescan them all
     try:
-        report = store.recover_into(broker)
+        report = recover_into(broker, store)
     finally:
         gc.enable()
         gc.freeze()  # recovered messages are long-lived: keep them out of later collections

@@ -56,3 +56,27 @@ def test_broker_does_not_import_session_or_server() -> None:
             assert not name.startswith(("amqplite.session", "amqplite.server", "amqplite.cli")), (
                 f"{path}: {name}"
             )
+
+
+def test_store_imports_no_layer_above_it() -> None:
+    """The store returns values; boot applies them (relative and TYPE_CHECKING imports count)."""
+    above = ("broker", "session", "server", "management", "cluster", "cli", "plugins")
+    for path in files_of("store"):
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:  # relative: resolve against amqplite/store/...
+                    base = ["amqplite", *path.relative_to(PACKAGE.parent).parts[1:-1]]
+                    base = base[: len(base) - (node.level - 1)]
+                    names = [".".join([*base, *([node.module] if node.module else [])])]
+                else:
+                    names = [node.module or ""]
+            else:
+                continue
+            for name in names:
+                parts = name.split(".")
+                assert not (parts[0] == "amqplite" and len(parts) > 1 and parts[1] in above), (
+                    f"{path}:{node.lineno}: {name}"
+                )

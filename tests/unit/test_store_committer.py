@@ -10,6 +10,7 @@ import trio
 import trio.testing
 
 from amqplite.broker.broker import Broker
+from amqplite.broker.restore import recover_into
 from amqplite.config.models import Config, StoreConfig
 from amqplite.protocol import encode_content, encode_method
 from amqplite.protocol.constants import PROTOCOL_HEADER
@@ -111,7 +112,7 @@ async def test_confirms_of_persistent_messages_follow_the_group_commit(tmp_path:
     committer.close()
     broker = Broker()
     broker.add_vhost("/")
-    Store(tmp_path / "data").recover_into(broker)
+    recover_into(broker, Store(tmp_path / "data"))
     queue = broker.vhosts["/"].queues["jobs"]
     assert [e.message.body for e in queue.ready] == [b"job %d" % i for i in range(50)]
 
@@ -125,7 +126,7 @@ def test_committer_records_each_group_commit_fsync_in_the_metrics_histogram(
     broker = Broker()
     broker.add_vhost("/")
     store = Store(tmp_path, StoreConfig())
-    store.recover_into(broker)
+    recover_into(broker, store)
     Committer(store, lambda: [])
     histogram = store.fsync_histogram
     assert isinstance(histogram, LatencyHistogram)

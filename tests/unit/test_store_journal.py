@@ -12,6 +12,7 @@ from amqplite.broker.broker import Broker
 from amqplite.broker.message import Message
 from amqplite.broker.plugin_api import Destination
 from amqplite.broker.queue import Queue
+from amqplite.broker.restore import recover_into
 from amqplite.config.models import StoreConfig
 from amqplite.store.journal import list_segments
 from amqplite.store.records import (
@@ -40,7 +41,7 @@ def boot(directory: Path, **store: object) -> tuple[Broker, Store]:
     broker = Broker()
     broker.add_vhost("/")
     st = Store(directory, StoreConfig(**store))  # type: ignore[arg-type]
-    st.recover_into(broker)
+    recover_into(broker, st)
     return broker, st
 
 

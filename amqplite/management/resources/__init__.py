@@ -11,6 +11,7 @@ from amqplite.management.resources import (
     messages,
     overview,
     pages,
+    quarantine,
     queues,
 )
 
@@ -19,5 +20,15 @@ __all__ = ["register_all"]
 
 def register_all(router: Router) -> None:
     """Register every resource's routes."""
-    for module in (overview, queues, exchanges, bindings, connections, access, messages, pages):
+    for module in (
+        overview,
+        queues,
+        exchanges,
+        bindings,
+        connections,
+        access,
+        messages,
+        pages,
+        quarantine,
+    ):
         module.register(router)

@@ -1,0 +1,282 @@
+"""The journal of one durable queue: its records, paged-out bodies and snapshots."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from amqplite.config.models import StoreConfig
+from amqplite.store.bodies import BodyFile, BodyRef
+from amqplite.store.interface import JournaledEntry, JournaledMessage, JournaledQueue, Paging
+from amqplite.store.journal import SegmentWriter, SyncJob, SyncTask, segment_path
+from amqplite.store.records import (
+    FILE_HEADER,
+    encode_delivered,
+    encode_enqueue,
+    encode_expires,
+    encode_remove,
+)
+from amqplite.store.recovery import RecoveredQueue
+from amqplite.store.snapshot import SNAPSHOT_NAME, write_snapshot
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+log = logging.getLogger("amqplite.store")
+
+
+class JournalOwner(Protocol):
+    """What a queue journal needs of its store: the settings, memory accounting and commits."""
+
+    config: StoreConfig
+    resident_bytes: int
+    paged_out: int
+    paging: Paging | None
+
+    def appended(self, journal: QueueStore | None) -> None:
+        """A record was appended: take a ticket and wake the committer."""
+
+    def touched(self, journal: QueueStore | None) -> None:
+        """Something needs writing at the next commit."""
+
+
+_INTS: dict[int, int] = {}
+
+
+def shared_int(value: int) -> int:
+    """One object per distinct size: paged messages keep millions of equal lengths."""
+    if len(_INTS) < 4096:
+        return _INTS.setdefault(value, value)
+    return _INTS.get(value, value)
+
+
+def encode_entry(seq: int, delivery_count: int, message: JournaledMessage) -> bytes:
+    """The ENQUEUE record of a message."""
+    return encode_enqueue(
+        seq,
+        delivery_count,
+        message.priority,
+        message.expiration_ms,
+        message.exchange,
+        message.routing_key,
+        message.properties_bin,
+        message.body,
+    )
+
+
+class SnapshotTask(SyncTask):
+    """Write one queue's snapshot after a commit's fsync, in the worker thread."""
+
+    def __init__(
+        self,
+        journal: QueueStore,
+        covers_through: int,
+        items: list[tuple[int, int, JournaledMessage]],
+        deadlines: dict[int, float] | None = None,
+    ) -> None:
+        self.journal = journal
+        self.deadlines = deadlines or {}  # seq -> TTL deadline, POSIX ms
+        self.covers_through = covers_through
+        self.items = items
+        self.ok = False
+        self.body_offsets: list[int] = []  # where each item's body starts in the snapshot file
+        self.body_file: BodyFile | None = None  # opened when paged bodies must move to the snapshot
+
+    def _records(self) -> Iterator[bytes]:
+        position = FILE_HEADER.size
+        offsets = self.body_offsets
+        deadlines = self.deadlines
+        for seq, count, message in self.items:
+            record = encode_entry(seq, count, message)
+            position += len(record)
+            offsets.append(position - message.size)  # the body ends the record
+            yield record
+            if deadlines and seq in deadlines:
+                record = encode_expires(seq, deadlines[seq])
+                position += len(record)
+                yield record
+
+    def run(self, fsync: bool) -> None:
+        """Write the snapshot; a failure is logged and the segments stay."""
+        directory = self.journal.directory
+        try:
+            write_snapshot(directory, self.covers_through, self._records(), fsync=fsync)
+            paging = self.journal.store.paging
+            if paging is not None and any(paging.is_paged(m) for _, _, m in self.items):
+                self.body_file = BodyFile(directory / SNAPSHOT_NAME)
+            self.ok = True
+        except OSError:
+            log.exception("snapshot of %s failed; its journal stays", directory)
+
+
+class QueueStore:
+    """The journal of one durable queue (implements broker.durability.QueueJournal)."""
+
+    def __init__(
+        self,
+        store: JournalOwner,
+        queue: JournaledQueue,
+        directory: Path,
+        recovered: RecoveredQueue | None = None,
+    ) -> None:
+        self.store = store
+        self.queue = queue
+        self.directory = directory
+        next_segment = recovered.last_segment + 1 if recovered else 1
+        self.writer = SegmentWriter(directory, next_segment, store.config.segment_bytes)
+        if recovered is not None:
+            self.writer.sizes.update(recovered.segment_sizes)
+        # seq -> (entry, record bytes); the size is negative while the body is paged out (on disk only)
+        self.live: dict[int, tuple[JournaledEntry, int]] = {}
+        self.live_bytes = 0
+        self.page_out: list[
+            tuple[JournaledEntry, int]
+        ] = []  # (entry, end of its record in the buffer)
+        self.body_files: dict[int, BodyFile] = {}  # open segments that paged bodies point into
+        self.delivered_pending: dict[int, JournaledEntry] = {}
+        self.snapshot_running = False
+        self.dead = False
+        self.snapshots_taken = 0
+
+    # -- QueueJournal --------------------------------------------------------------------
+
+    def enqueue(self, entry: JournaledEntry) -> None:
+        """Journal a persistent message that entered the queue; beyond the budget, page it out."""
+        message = entry.message
+        record = encode_entry(entry.seq, entry.delivery_count, message)
+        self.writer.append(record)
+        end = len(self.writer.buffer)
+        size = len(record)
+        self.live_bytes += size
+        queue = self.queue
+        ttl = queue.settings.message_ttl
+        if message.expiration_ms is not None and (ttl is None or message.expiration_ms < ttl):
+            ttl = message.expiration_ms
+        if ttl is not None:
+            self.writer.append(encode_expires(entry.seq, queue.host.wall_time() * 1000 + ttl))
+        paging = self.store.paging
+        if paging is not None and paging.is_paged(message):
+            self.live[entry.seq] = (entry, -size)
+        else:
+            self.live[entry.seq] = (entry, size)
+            store = self.store
+            store.resident_bytes += message.size
+            if store.resident_bytes > store.config.memory_budget_bytes and paging is not None:
+                self.page_out.append((entry, end))
+        self.store.appended(self)
+
+    def remove(self, entry: JournaledEntry) -> None:
+        """Journal that a message left the queue for good."""
+        item = self.live.pop(entry.seq, None)
+        if item is None:
+            return
+        self.delivered_pending.pop(entry.seq, None)
+        size = item[1]
+        if size > 0:
+            self.live_bytes -= size
+            self.store.resident_bytes -= item[0].message.size
+        else:
+            self.live_bytes += size
+        self.writer.append(encode_remove(entry.seq))
+        self.store.appended(self)
+
+    def delivered(self, entry: JournaledEntry) -> None:
+        """A message was handed out: its delivery count is journaled with the next commit."""
+        if entry.seq in self.live:
+            self.delivered_pending[entry.seq] = entry
+            self.store.touched(self)
+
+    # -- commit --------------------------------------------------------------------------
+
+    def write(self, job: SyncJob) -> None:
+        """Write pending records to the segment; start a snapshot when the journal outgrew live data."""
+        if self.delivered_pending:
+            for seq, entry in self.delivered_pending.items():
+                self.writer.append(encode_delivered(seq, max(entry.delivery_count, 1)))
+            self.delivered_pending.clear()
+        number, base = self.writer.write(job)
+        if self.page_out:
+            self._page_out(number, base)
+        if self.snapshot_running:
+            return
+        on_disk = self.writer.bytes_on_disk
+        threshold = max(
+            self.store.config.segment_bytes, self.store.config.snapshot_ratio * self.live_bytes
+        )
+        if on_disk > threshold:
+            self.start_snapshot(job)
+
+    def _page_out(self, number: int, base: int) -> None:
+        """Drop the bodies of the messages just written from memory: they are read from the segment."""
+        file = self.body_files.get(number)
+        if file is None:
+            file = self.body_files[number] = BodyFile(segment_path(self.writer.directory, number))
+        live = self.live
+        freed = 0
+        paging = self.store.paging
+        assert paging is not None  # nothing is queued for paging out without it
+        for entry, end in self.page_out:
+            item = live.get(entry.seq)
+            if item is None or item[0] is not entry or item[1] < 0:
+                continue
+            message = entry.message
+            if paging.is_paged(message):
+                continue
+            length = message.size
+            location = BodyRef(file, base + end - length, shared_int(length))
+            paging.page_out(entry, location)
+            live[entry.seq] = (entry, shared_int(-item[1]))
+            freed += length
+        self.page_out.clear()
+        self.store.resident_bytes -= freed
+        self.store.paged_out += freed
+
+    def start_snapshot(self, job: SyncJob) -> SnapshotTask:
+        """Retire the open segment and snapshot the live messages after this commit's fsync."""
+        covers = self.writer.rotate(job)
+        items = [(seq, e.delivery_count, e.message) for seq, (e, _) in self.live.items()]
+        host = self.queue.host
+        to_wall = (host.wall_time() - host.now()) * 1000
+        deadlines = {
+            seq: e.expires_at * 1000 + to_wall
+            for seq, (e, _) in self.live.items()
+            if e.expires_at is not None
+        }
+        task = SnapshotTask(self, covers, items, deadlines)
+        job.after_sync.append(task)
+        self.snapshot_running = True
+        return task
+
+    def snapshot_done(self, task: SnapshotTask) -> None:
+        """Forget the segments a finished snapshot replaced."""
+        self.snapshot_running = False
+        if task.ok:
+            self.snapshots_taken += 1
+            for number in [n for n in self.writer.sizes if n <= task.covers_through]:
+                del self.writer.sizes[number]
+            for number in [n for n in self.body_files if n <= task.covers_through]:
+                del self.body_files[number]
+            if task.body_file is not None:
+                self._repoint(task, task.body_file)
+
+    def _repoint(self, task: SnapshotTask, file: BodyFile) -> None:
+        """Paged bodies now read from the snapshot (the segments they were in are deleted)."""
+        live = self.live
+        paging = self.store.paging
+        if paging is None:
+            return
+        for (seq, _, message), offset in zip(task.items, task.body_offsets, strict=True):
+            if not paging.is_paged(message):
+                continue
+            item = live.get(seq)
+            if item is None:
+                continue
+            current = item[0].message
+            if paging.is_paged(current):
+                paging.move(current, BodyRef(file, offset, current.size))
+
+    @property
+    def journal_bytes(self) -> int:
+        """Bytes of segments on disk (the snapshot excluded)."""
+        return self.writer.bytes_on_disk
