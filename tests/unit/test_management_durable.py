@@ -16,6 +16,7 @@ import trio.testing
 from test_store_commit_order import FsyncGate
 
 from amqplite.broker.broker import Broker
+from amqplite.broker.restore import recover_into
 from amqplite.config.models import Config, StoreConfig
 from amqplite.management.app import ManagementApp
 from amqplite.management.http import HttpConnection, HttpLimits
@@ -110,7 +111,7 @@ async def held_until_the_fsync_returns(client: Http, gate: FsyncGate) -> tuple[i
 
 def recovered_count(data_dir: Path, queue: str) -> int:
     broker = Broker()
-    Store(data_dir).recover_into(broker)
+    recover_into(broker, Store(data_dir))
     return broker.vhost("/").queues[queue].message_count
 
 

@@ -261,7 +261,7 @@ def test_tx_commit_ok_waits_for_the_commit_of_its_publishes(
     commit(store, session)
     assert kinds(client) == [spec.Tx.CommitOk, spec.Basic.QosOk]
     reopened = Broker()
-    Store(store.directory).recover_into(reopened)
+    recover_into(reopened, Store(store.directory))
     assert reopened.vhost("/").queues["dq"].message_count == 1
 
 
@@ -281,7 +281,7 @@ def test_tx_commit_ok_waits_for_the_commit_of_its_acks(stored: tuple[Broker, Sto
     commit(store, session)
     assert kinds(client) == [spec.Tx.CommitOk]
     reopened = Broker()
-    Store(store.directory).recover_into(reopened)
+    recover_into(reopened, Store(store.directory))
     assert reopened.vhost("/").queues["dq"].message_count == 0
 
 
@@ -314,5 +314,5 @@ def test_purge_ok_of_a_durable_queue_waits_for_the_commit(stored: tuple[Broker, 
     assert [type(c.method) for c in commands] == [spec.Queue.PurgeOk]
     assert commands[0].method.message_count == 3
     reopened = Broker()
-    Store(store.directory).recover_into(reopened)
+    recover_into(reopened, Store(store.directory))
     assert reopened.vhost("/").queues["dq"].message_count == 0
