@@ -270,11 +270,13 @@ class ManagementApp:
             user = self.authenticate(request, route.level)
             call = Call(self, request, params, parse_query(request.query), user)
             commits = self.broker.commits
-            before = commits.write_ticket()
-            response = route.handler(call)
-            written = commits.write_ticket()
-            if written != before:  # the answer waits until what the request wrote is on disk
-                response = attrs.evolve(response, durable_mark=written)
+            outer = commits.watch()
+            try:
+                response = route.handler(call)
+            finally:
+                mark = commits.watched(outer)
+            if mark is not None:  # the answer waits until what the request wrote is on disk
+                response = attrs.evolve(response, durable_mark=mark)
         except HttpError as exc:
             response = exc.response()
         except AMQPError as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, cast
 
+from amqplite.broker.durability import is_durable
 from amqplite.broker.message import Message
 from amqplite.broker.publishing import make_message
 from amqplite.protocol.assembler import Command
@@ -114,7 +115,17 @@ def route(
     session: Session, channel: ChannelSession, exchange: str, mandatory: bool, message: Message
 ) -> None:
     """Route a message; basic.return when mandatory and unrouted; queue its confirm."""
-    routed = session.broker.route(session._vh, exchange, message)
+    confirming = channel.mode is ConfirmMode.CONFIRM
+    mark = None
+    if confirming:  # the confirm waits for the commit domains its records went to
+        commits = session.broker.commits
+        outer = commits.watch()
+        try:
+            routed = session.broker.route(session._vh, exchange, message)
+        finally:
+            mark = commits.watched(outer)
+    else:
+        routed = session.broker.route(session._vh, exchange, message)
     queues = routed.queues
     if not queues and mandatory:
         session._write(
@@ -129,13 +140,10 @@ def route(
                 session.frame_max,
             )
         )
-    if channel.mode is ConfirmMode.CONFIRM:
-        ticket = 0
-        if message.persistent and any(q.durable for q in routed.accepted):
-            ticket = session.broker.commits.write_ticket()
+    if confirming:
         # reject-publish: a queue refused it, so the publisher gets basic.nack (as RabbitMQ)
         ok = not routed.rejected
-        channel.pending_confirms.append((channel.next_publish_seq(), ok, ticket))
+        channel.pending_confirms.append((channel.next_publish_seq(), ok, mark))
         session._confirming[channel.channel_id] = channel
 
 
@@ -143,12 +151,11 @@ def flush_confirms(session: Session) -> None:
     """Send the confirms whose records are on disk, in order; runs of acks as one ack(multiple)."""
     if not session._confirming:
         return
-    committed = session.broker.commits.committed_ticket()
     done: list[int] = []
     for channel_id, channel in session._confirming.items():
         pending = channel.pending_confirms
         ready = 0
-        while ready < len(pending) and pending[ready][2] <= committed:
+        while ready < len(pending) and is_durable(pending[ready][2]):  # in order per channel
             ready += 1
         i = 0
         while i < ready:

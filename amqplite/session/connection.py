@@ -13,6 +13,7 @@ from amqplite import __version__
 from amqplite.broker.auth import check_access, vhost_refused
 from amqplite.broker.broker import Broker, User
 from amqplite.broker.consumer import DeliveryChannel
+from amqplite.broker.durability import CommitMark, is_durable, merge_marks
 from amqplite.broker.message import QueueEntry
 from amqplite.broker.vhost import VHost
 from amqplite.protocol.assembler import Command, ContentAssembler
@@ -96,7 +97,7 @@ def _noop() -> None:
 class _Held:
     """A channel's reply waiting for the commit of the metadata record it announces."""
 
-    ticket: int
+    mark: CommitMark
     reply: bytes
     deferred: list[Command | ChannelException]  # the channel's later input, run after the reply
 
@@ -132,6 +133,7 @@ class Session:
         self._confirming: dict[int, ChannelSession] = {}
         self._held: dict[int, _Held] = {}  # channel id -> reply held until its record is on disk
         self._released = False
+        self._open_watch: tuple[object] | None = None  # a _write_mark() token not yet closed
         self._allowed: set[tuple[str, str, str]] = set()  # permission checks passed
         self._allowed_for: object = None  # the Permission those checks were made against
 
@@ -360,6 +362,10 @@ class Session:
             self._handle_command(channel, command)
         except ChannelException as exc:
             self._channel_error(channel, exc, command.method)
+        finally:
+            if self._open_watch is not None:  # the command failed after _write_mark()
+                self.broker.commits.watched(self._open_watch[0])
+                self._open_watch = None
 
     # -- connection class --------------------------------------------------------------------
 
@@ -658,38 +664,38 @@ class Session:
         check_access(permission, access, kind, name, self._vh.name, user, class_id, method_id)
         self._allowed.add(key)
 
-    def _write_mark(self) -> int:
-        """The write ticket before a metadata change (-1 when no store records metadata)."""
-        if self._vh.metadata is None:
-            return -1
-        return self.broker.commits.write_ticket()
+    def _write_mark(self) -> object:
+        """Start noting the records a command writes (pass the token to _reply_when_durable)."""
+        token = self.broker.commits.watch()
+        self._open_watch = (token,)
+        return token
 
-    def _reply_when_durable(self, channel: ChannelSession, mark: int, reply: Any) -> None:
-        """Send a declare/bind/delete reply once the records this channel wrote are on disk.
+    def _reply_when_durable(self, channel: ChannelSession, token: object, reply: Any) -> None:
+        """Send a reply once the records this channel wrote are on disk (declare, tx.commit...).
 
         Until then the reply is held and the channel's later input waits behind it, so the
         channel's replies stay in order; `reply` None (nowait) only notes what was written.
         """
-        if mark >= 0:
-            written = self.broker.commits.write_ticket()
-            if written != mark:
-                channel.metadata_ticket = written
+        self._open_watch = None
+        mark = self.broker.commits.watched(token)
+        if mark is not None:
+            channel.durable_mark = merge_marks(channel.durable_mark, mark)
         if reply is None:
             return
         frame = encode_method(channel.channel_id, reply)
-        ticket = channel.metadata_ticket
-        if ticket and ticket > self.broker.commits.committed_ticket():
-            self._held[channel.channel_id] = _Held(ticket, frame, [])
-        else:
+        if is_durable(channel.durable_mark):
+            channel.durable_mark = None
             self._write(frame)
+        else:
+            assert channel.durable_mark is not None
+            self._held[channel.channel_id] = _Held(channel.durable_mark, frame, [])
 
     def _release_held(self) -> None:
         """Send the held replies the commits now cover, then run what their channels deferred."""
-        committed = self.broker.commits.committed_ticket()
         for channel_id, held in list(self._held.items()):
             if self.state is not ConnectionState.OPEN:
                 return
-            if held.ticket > committed or self._held.get(channel_id) is not held:
+            if not is_durable(held.mark) or self._held.get(channel_id) is not held:
                 continue
             del self._held[channel_id]
             self._write(held.reply)

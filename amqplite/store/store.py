@@ -88,7 +88,7 @@ class Store(Commits, MetadataWriter, RecoveryReader):
     def close(self) -> None:
         """Commit what is pending and close every file."""
         self.commit()
-        job = SyncJob(self.write_ticket(), fsync=self.config.fsync)
+        job = SyncJob(0, fsync=self.config.fsync)
         for journal in self.journals.values():
             journal.writer.rotate(job)
         job.run()

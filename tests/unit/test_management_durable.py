@@ -85,7 +85,7 @@ async def management_with_gate(data_dir: Path) -> AsyncIterator[tuple[Http, Fsyn
                 nursery.start_soon(connection.run)
                 client = Http(client_end)
                 nursery.start_soon(client.read)
-                await committer.wait_durable(committer.store.write_ticket())  # boot records
+                await committer.settle()  # the boot records
                 try:
                     yield client, gate
                 finally:

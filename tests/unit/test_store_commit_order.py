@@ -135,7 +135,7 @@ async def broker_with_gate(data_dir: Path) -> AsyncIterator[tuple[Frames, FsyncG
                 client = Frames(client_end)
                 nursery.start_soon(client.read)
                 await client.open()
-                await committer.wait_durable(committer.store.write_ticket())  # boot records
+                await committer.settle()  # the boot records
                 try:
                     yield client, gate
                 finally:
