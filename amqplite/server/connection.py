@@ -10,6 +10,7 @@ import trio
 from amqplite.config.models import Limits
 from amqplite.protocol.frames import HEARTBEAT_FRAME
 from amqplite.session.connection import ConnectionState, Session
+from amqplite.session.paged import load_bodies
 
 log = logging.getLogger("amqplite.server")
 
@@ -41,6 +42,7 @@ class ClientConnection:
         self._sending = False  # the writer task is inside send_all
         self._leftover = b""  # the part of a direct write the socket did not take
         session.on_output = self.wake
+        session.defer_paged = True
 
     def wake(self) -> None:
         """Tell the writer there is output (called by the session, possibly for deliveries)."""
@@ -55,6 +57,8 @@ class ClientConnection:
         session = self.session
         if self._fd < 0 or self._sending or self._leftover or session.closed:
             return False
+        if session.output_held:
+            return False  # paged bodies to read: the writer task does it off the loop
         data = session.data_to_send()
         if not data:
             return True
@@ -110,6 +114,10 @@ class ClientConnection:
         while True:
             await self._wake.wait()
             self._wake = trio.Event()
+            loads = session.bodies_to_load()
+            if loads:  # bodies paged out of memory: read in a worker thread, never on the loop
+                await trio.to_thread.run_sync(load_bodies, loads)
+                session.bodies_loaded()
             data = session.data_to_send()
             if self._leftover:
                 data, self._leftover = self._leftover + data, b""

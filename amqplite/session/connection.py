@@ -14,7 +14,7 @@ from amqplite.broker.auth import check_access, vhost_refused
 from amqplite.broker.broker import Broker, User
 from amqplite.broker.consumer import DeliveryChannel
 from amqplite.broker.durability import CommitMark, is_durable, merge_marks
-from amqplite.broker.message import QueueEntry
+from amqplite.broker.message import PagedMessage, QueueEntry
 from amqplite.broker.vhost import VHost
 from amqplite.protocol.assembler import Command, ContentAssembler
 from amqplite.protocol.constants import (
@@ -47,6 +47,7 @@ from amqplite.session import basic, exchange_queue, tx_confirm
 from amqplite.session.auth import MECHANISMS, parse_credentials
 from amqplite.session.basic import ack, flush_confirms, publish
 from amqplite.session.channel import ChannelSession, ChannelState
+from amqplite.session.paged import HeldOutput, PagedDelivery
 from amqplite.session.replies import _m
 
 log = logging.getLogger("amqplite.session")
@@ -129,6 +130,8 @@ class Session:
         self.close_reason: str = ""
         self._out: list[bytes] = []
         self._out_size = 0
+        self.defer_paged = False  # the server reads paged bodies off the loop (bodies_to_load)
+        self._held_out: HeldOutput | None = None  # output behind a paged delivery being loaded
         self._starved = False
         self._confirming: dict[int, ChannelSession] = {}
         self._held: dict[int, _Held] = {}  # channel id -> reply held until its record is on disk
@@ -218,7 +221,7 @@ class Session:
             return b""
         data = b"".join(self._out)
         self._out.clear()
-        self._out_size = 0
+        self._out_size = self._held_out.size if self._held_out is not None else 0
         return data
 
     def data_to_send_pending(self) -> bool:
@@ -251,8 +254,38 @@ class Session:
             self._finish(text)
 
     def _write(self, data: bytes) -> None:
-        self._out.append(data)
+        if self._held_out is not None:
+            self._held_out.append(data)  # stays in order behind a paged delivery
+        else:
+            self._out.append(data)
         self._out_size += len(data)
+        self.on_output()
+
+    # -- paged bodies (read by the server in a worker thread) ------------------------------
+
+    @property
+    def output_held(self) -> bool:
+        """True while output waits behind a paged delivery whose body is not loaded."""
+        return self._held_out is not None
+
+    def bodies_to_load(self) -> list[PagedDelivery]:
+        """Paged deliveries whose bodies the server should read (then call bodies_loaded)."""
+        return self._held_out.take_loads() if self._held_out is not None else []
+
+    def bodies_loaded(self) -> None:
+        """The bodies were read: release the output they held, in order."""
+        held = self._held_out
+        if held is None:
+            return
+        ready, failed = held.release()
+        self._out.extend(ready)
+        if failed or not held.items:
+            self._held_out = None
+            self._out_size = sum(map(len, self._out))
+        if failed:
+            self._connection_error(
+                ConnectionException(ReplyCode.INTERNAL_ERROR, "cannot read a message body")
+            )
         self.on_output()
 
     def _send(self, channel: int, method: Any) -> None:
@@ -270,6 +303,16 @@ class Session:
     ) -> None:
         """Send basic.deliver for a queue entry."""
         m = entry.message
+        if self.defer_paged and type(m) is PagedMessage:  # never read a body on the event loop
+            if self._held_out is None:
+                self._held_out = HeldOutput()
+            delivery = PagedDelivery(
+                channel_id, consumer_tag, delivery_tag, entry.redelivered, m, self.frame_max
+            )
+            self._held_out.defer(delivery)
+            self._out_size += m.size
+            self.on_output()
+            return
         self._write(
             encode_deliver(
                 channel_id,
@@ -540,6 +583,7 @@ class Session:
         self.channels.clear()
         self._confirming.clear()
         self._held.clear()
+        self._held_out = None
         self.broker.close_connection(vhost, self)
 
     # -- channel class -----------------------------------------------------------------------

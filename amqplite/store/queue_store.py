@@ -77,13 +77,14 @@ class SnapshotTask(SyncTask):
         self,
         journal: QueueStore,
         covers_through: int,
-        items: list[tuple[int, int, JournaledMessage]],
-        deadlines: dict[int, float] | None = None,
+        live: list[tuple[JournaledEntry, int]],
     ) -> None:
         self.journal = journal
-        self.deadlines = deadlines or {}  # seq -> TTL deadline, POSIX ms
+        self.live = live  # the queue's live entries when the snapshot was taken
+        self.to_wall = 0.0  # add to a monotonic deadline (ms) for POSIX ms
+        self.deadlines: dict[int, float] = {}  # seq -> TTL deadline, POSIX ms
         self.covers_through = covers_through
-        self.items = items
+        self.items: list[tuple[int, int, JournaledMessage]] = []
         self.ok = False
         self.body_offsets: list[int] = []  # where each item's body starts in the snapshot file
         self.body_file: BodyFile | None = None  # opened when paged bodies must move to the snapshot
@@ -105,6 +106,14 @@ class SnapshotTask(SyncTask):
     def run(self, fsync: bool) -> None:
         """Write the snapshot; a failure is logged and the segments stay."""
         directory = self.journal.directory
+        # prepared here, off the event loop: a later delivery count or a paged copy of the same
+        # message is harmless (the records after covers_through replay on top of it)
+        self.items = [(e.seq, e.delivery_count, e.message) for e, _ in self.live]
+        to_wall = self.to_wall
+        self.deadlines = {
+            e.seq: e.expires_at * 1000 + to_wall for e, _ in self.live if e.expires_at is not None
+        }
+        self.live = []
         try:
             write_snapshot(directory, self.covers_through, self._records(), fsync=fsync)
             if self.journal.store.paging is not None:  # paged bodies move to the snapshot
@@ -268,15 +277,9 @@ class QueueStore:
     def start_snapshot(self, job: SyncJob) -> SnapshotTask:
         """Retire the open segment and snapshot the live messages after this commit's fsync."""
         covers = self.writer.rotate(job)
-        items = [(seq, e.delivery_count, e.message) for seq, (e, _) in self.live.items()]
         host = self.queue.host
-        to_wall = (host.wall_time() - host.now()) * 1000
-        deadlines = {
-            seq: e.expires_at * 1000 + to_wall
-            for seq, (e, _) in self.live.items()
-            if e.expires_at is not None
-        }
-        task = SnapshotTask(self, covers, items, deadlines)
+        task = SnapshotTask(self, covers, list(self.live.values()))  # a C-speed copy on the loop
+        task.to_wall = (host.wall_time() - host.now()) * 1000
         job.after_sync.append(task)
         self.snapshot_running = True
         return task
