@@ -10,15 +10,21 @@ committer runs a round's jobs in one worker-thread call and completes each as it
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from amqplite.config.models import StoreConfig
+from amqplite.store.bodies import close_descriptors
 from amqplite.store.journal import SyncJob
 from amqplite.store.metadata import MetadataCompaction, MetadataLog
 from amqplite.store.queue_store import PageOutTask, QueueStore, SnapshotTask
 
 Mark = tuple[tuple["CommitDomain", int], ...]
 """The (domain, ticket) pairs some records need committed."""
+
+
+def _close_retired(fds: list[int], job: SyncJob) -> None:
+    close_descriptors(fds)
 
 
 def _noop() -> None:
@@ -49,6 +55,7 @@ class Commits:
     metadata_log: MetadataLog
     metadata_compact_over: int
     journals: dict[tuple[str, str], QueueStore]
+    retired_fds: list[int]
 
     def init_commits(self) -> None:
         """Nothing appended, nothing committed yet."""
@@ -162,7 +169,15 @@ class Commits:
         for job in jobs:
             job.domain.busy = True
             job.domain.flushed = job.ticket
+        if jobs and self.retired_fds:  # closing a deleted segment's last descriptor is slow
+            jobs[0].ops.append(partial(_close_retired, self.take_retired()))
         return jobs
+
+    def take_retired(self) -> list[int]:
+        """The descriptors of body files no longer read (BodyFile.__del__ leaves them here)."""
+        fds = self.retired_fds[:]
+        del self.retired_fds[: len(fds)]  # appends meanwhile (any thread) stay for next time
+        return fds
 
     def complete(self, job: SyncJob) -> None:
         """The job ran: its domain's records are committed; finish its page-outs and snapshots."""

@@ -50,6 +50,7 @@ class MetadataWriter:
     resident_bytes: int
     paged_out: int
     paging: Paging | None
+    retired_fds: list[int]
 
     if TYPE_CHECKING:  # provided by the Store and its commit bookkeeping
 

@@ -35,6 +35,7 @@ class JournalOwner(Protocol):
     resident_bytes: int
     paged_out: int
     paging: Paging | None
+    retired_fds: list[int]
 
     def new_domain(self, name: str) -> CommitDomain:
         """A commit sequence for a queue journal."""
@@ -117,7 +118,7 @@ class SnapshotTask(SyncTask):
         try:
             write_snapshot(directory, self.covers_through, self._records(), fsync=fsync)
             if self.journal.store.paging is not None:  # paged bodies move to the snapshot
-                self.body_file = BodyFile(directory / SNAPSHOT_NAME)
+                self.body_file = BodyFile(directory / SNAPSHOT_NAME, self.journal.store.retired_fds)
             self.ok = True
         except OSError:
             log.exception("snapshot of %s failed; its journal stays", directory)
@@ -143,7 +144,8 @@ class PageOutTask(SyncTask):
         """Open (or reuse) the segment's read descriptor; on failure the bodies stay in memory."""
         file = self.journal.body_files.get(self.number)
         try:
-            self.body_file = file or BodyFile(segment_path(self.journal.directory, self.number))
+            path = segment_path(self.journal.directory, self.number)
+            self.body_file = file or BodyFile(path, self.journal.store.retired_fds)
         except OSError:
             log.exception("cannot reopen segment %d of %s", self.number, self.journal.directory)
 

@@ -172,3 +172,55 @@ def test_a_new_queue_waits_for_its_declaration_record(tmp_path: Path) -> None:
     store.complete(jobs["metadata"])
     assert is_durable(mark)
     store.close()
+
+
+def test_flush_writes_nothing_the_job_writes_in_the_worker_thread(tmp_path: Path) -> None:
+    broker = Broker()
+    broker.add_vhost("/")
+    store = Store(tmp_path)
+    recover_into(broker, store)
+    vhost = broker.vhost("/")
+    vhost.declare_queue("q", durable=True)
+    store.commit()
+    segments = sorted(tmp_path.glob("queues/*/*.seg"))
+    sizes = [path.stat().st_size for path in segments]
+    for i in range(20):  # the first goes to a new segment, the rest append
+        vhost.publish("", Message("", "q", PERSISTENT_PROPS, b"m%d" % i, persistent=True))
+    jobs = store.flush()  # on the event loop: decides where the bytes go, writes nothing
+    assert sorted(tmp_path.glob("queues/*/*.seg")) == segments
+    assert [path.stat().st_size for path in segments] == sizes
+    for job in jobs:
+        job.run()  # in the worker thread
+        store.complete(job)
+    assert sum(path.stat().st_size for path in tmp_path.glob("queues/*/*.seg")) > sum(sizes)
+    store.close()
+
+
+def test_the_last_descriptor_of_a_body_file_is_closed_by_a_job_not_on_the_loop(
+    tmp_path: Path,
+) -> None:
+    import os
+
+    from amqplite.store.bodies import BodyFile
+
+    broker = Broker()
+    broker.add_vhost("/")
+    store = Store(tmp_path)
+    recover_into(broker, store)
+    broker.vhost("/").declare_queue("q", durable=True)
+    path = tmp_path / "deleted-segment"
+    path.write_bytes(b"x" * 4096)
+    body_file = BodyFile(path, store.retired_fds)
+    fd = body_file.fd
+    path.unlink()
+    del body_file  # the last paged message of a deleted segment went away
+    os.fstat(fd)  # still open: closing it now would free the file's blocks on the event loop
+    jobs = store.flush()
+    assert store.retired_fds == []
+    os.fstat(fd)
+    for job in jobs:
+        job.run()
+        store.complete(job)
+    with pytest.raises(OSError, match="Bad file descriptor"):
+        os.fstat(fd)
+    store.close()
