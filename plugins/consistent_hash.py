@@ -18,6 +18,7 @@ from amqplite.broker.plugin_api import (
     Destination,
     ExchangeTypeRegistry,
     ReplyCode,
+    assert_args_equivalence,
 )
 
 __all__ = ["MAX_WEIGHT", "ConsistentHashExchangeType", "ConsistentHashRouter", "register"]
@@ -111,6 +112,12 @@ class ConsistentHashExchangeType:
     def create_router(self) -> ConsistentHashRouter:
         """Return an empty ring."""
         return ConsistentHashRouter()
+
+    def assert_args_equivalence(
+        self, resource: str, current: Arguments, received: Arguments
+    ) -> None:
+        """On redeclare only alternate-exchange must match, as in RabbitMQ's plugin."""
+        assert_args_equivalence(resource, current, received)
 
 
 def register(registry: ExchangeTypeRegistry) -> None:

@@ -1,11 +1,13 @@
 """The pure, synchronous broker core: vhosts, exchanges, queues, consumers."""
 
+from amqplite.broker.binding import Binding
 from amqplite.broker.broker import Broker, User
 from amqplite.broker.consumer import Consumer, DeliveryChannel, DeliverySink
+from amqplite.broker.exchange import Exchange
 from amqplite.broker.message import Message, QueueEntry
 from amqplite.broker.plugin_api import Destination, ExchangeTypeRegistry
 from amqplite.broker.queue import Queue
-from amqplite.broker.vhost import Binding, Exchange, VHost
+from amqplite.broker.vhost import VHost
 
 __all__ = [
     "Binding",

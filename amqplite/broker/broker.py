@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, Final
 
 import attrs
 
@@ -18,14 +19,20 @@ from amqplite.broker.durability import (
     MetadataListener,
     NoCommits,
 )
+from amqplite.broker.exchange_types import builtin_registry
 from amqplite.broker.message import Message, QueueEntry
 from amqplite.broker.plugin_api import ExchangeTypeRegistry
 from amqplite.broker.policy import Policy, effective_policy, validate_policy
-from amqplite.broker.queue import Queue, Timed
+from amqplite.broker.queue import Queue
+from amqplite.broker.queue_host import Timed
 from amqplite.broker.stats import MessageStats
 from amqplite.broker.vhost import Routed, VHost
 from amqplite.protocol.constants import ClassId, ReplyCode
 from amqplite.protocol.errors import ChannelException, ConnectionException
+
+log = logging.getLogger("amqplite.broker")
+
+TIMER_RETRY_S: Final = 1.0  # a failed timer callback runs again this much later (bounded log rate)
 
 
 @attrs.frozen
@@ -49,7 +56,7 @@ class Broker:
         wall_clock: Callable[[], float] | None = None,
         consumer_timeout_ms: int | None = None,
     ) -> None:
-        self.registry = registry or ExchangeTypeRegistry.with_builtins()
+        self.registry = registry or builtin_registry()
         self.clock = clock or _frozen_clock  # monotonic seconds; the server passes a real one
         self.wall_clock = wall_clock or _frozen_clock  # POSIX seconds, for x-death times
         self.default_consumer_timeout_ms = consumer_timeout_ms
@@ -318,7 +325,13 @@ class Broker:
                 continue
             target.timer_due = None
             fired += 1
-            following = target.on_timer(now)
+            try:
+                following = target.on_timer(now)
+            except Exception:  # one failing callback must not stop this target's timer for good
+                log.exception(
+                    "timer of %s failed; retrying in %s s", _describe(target), TIMER_RETRY_S
+                )
+                following = now + TIMER_RETRY_S
             if following is None:
                 continue
             if following <= now:
@@ -422,3 +435,10 @@ def _consumer_priority(arguments: Mapping[str, Any] | None) -> int:
             20,
         )
     return value
+
+
+def _describe(target: Timed) -> str:
+    """A short name for a timer target in a log line (a queue's repr holds all its state)."""
+    if isinstance(target, Queue):
+        return f"queue '{target.name}' in vhost '{target.vhost}'"
+    return type(target).__name__

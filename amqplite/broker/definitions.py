@@ -14,8 +14,7 @@ import attrs
 from amqplite import __version__
 from amqplite.broker.auth import HASHING_ALGORITHM, Permission, check_password, hash_password
 from amqplite.broker.broker import Broker
-from amqplite.broker.plugin_api import Destination
-from amqplite.broker.vhost import freeze
+from amqplite.broker.plugin_api import Destination, freeze
 from amqplite.config.definitions import (
     BindingDef,
     Definitions,

@@ -1,4 +1,4 @@
-"""The built-in direct, fanout and headers exchange types (topic lives in topic.py)."""
+"""The built-in direct, fanout and headers exchange types (topic lives in topic.py), and their registry."""
 
 from __future__ import annotations
 
@@ -10,7 +10,13 @@ from typing import Any, ClassVar, Final
 
 import attrs
 
-from amqplite.broker.plugin_api import Arguments, Destination
+from amqplite.broker.plugin_api import (
+    Arguments,
+    Destination,
+    ExchangeTypeRegistry,
+    assert_args_equivalence,
+)
+from amqplite.broker.topic import TopicExchangeType
 from amqplite.protocol.constants import ReplyCode
 from amqplite.protocol.errors import ChannelException
 
@@ -22,6 +28,7 @@ __all__ = [
     "HeadersExchangeType",
     "HeadersRouter",
     "XMatch",
+    "builtin_registry",
     "header_values_equal",
 ]
 
@@ -96,6 +103,12 @@ class DirectExchangeType:
         """Return an empty direct router."""
         return DirectRouter()
 
+    def assert_args_equivalence(
+        self, resource: str, current: Arguments, received: Arguments
+    ) -> None:
+        """On redeclare only alternate-exchange must match, as in RabbitMQ."""
+        assert_args_equivalence(resource, current, received)
+
 
 # --- fanout -------------------------------------------------------------------------------
 
@@ -144,6 +157,12 @@ class FanoutExchangeType:
     def create_router(self) -> FanoutRouter:
         """Return an empty fanout router."""
         return FanoutRouter()
+
+    def assert_args_equivalence(
+        self, resource: str, current: Arguments, received: Arguments
+    ) -> None:
+        """On redeclare only alternate-exchange must match, as in RabbitMQ."""
+        assert_args_equivalence(resource, current, received)
 
 
 # --- headers ------------------------------------------------------------------------------
@@ -318,6 +337,12 @@ class HeadersExchangeType:
         """Return an empty headers router."""
         return HeadersRouter()
 
+    def assert_args_equivalence(
+        self, resource: str, current: Arguments, received: Arguments
+    ) -> None:
+        """On redeclare only alternate-exchange must match, as in RabbitMQ."""
+        assert_args_equivalence(resource, current, received)
+
 
 def _type_name(value: Any) -> str:
     """Return the AMQP-ish name of a field value's type, for error texts."""
@@ -334,3 +359,16 @@ def _type_name(value: Any) -> str:
         list: "array",
     }
     return names.get(type(value), type(value).__name__)
+
+
+def builtin_registry() -> ExchangeTypeRegistry:
+    """Return a new registry holding direct, fanout, topic and headers."""
+    registry = ExchangeTypeRegistry()
+    for exchange_type in (
+        DirectExchangeType(),
+        FanoutExchangeType(),
+        TopicExchangeType(),
+        HeadersExchangeType(),
+    ):
+        registry.register(exchange_type)
+    return registry

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, Literal, Protocol
+from typing import Any, Final, Literal, Protocol
 
 import attrs
 
-from amqplite.protocol.constants import ReplyCode
+from amqplite.protocol.constants import ClassId, ReplyCode
 from amqplite.protocol.errors import ChannelException
 
 __all__ = [
+    "COMMON_EQUIVALENT_ARGUMENTS",
     "Arguments",
     "ChannelException",
     "Destination",
@@ -18,10 +19,53 @@ __all__ = [
     "ExchangeTypeRegistry",
     "ReplyCode",
     "Router",
+    "assert_args_equivalence",
+    "format_argument",
+    "freeze",
 ]
 
 Arguments = dict[str, Any]
 """A decoded AMQP field table (exchange or binding arguments, message headers)."""
+
+COMMON_EQUIVALENT_ARGUMENTS: Final = ("alternate-exchange",)
+"""Exchange arguments every type compares on redeclare (RabbitMQ's rabbit_exchange default)."""
+
+
+def freeze(value: Any) -> Any:
+    """A hashable, order-independent form of a decoded field value (for identity and equality)."""
+    if isinstance(value, dict):
+        return tuple(sorted((k, freeze(v)) for k, v in value.items()))
+    if isinstance(value, list):
+        return tuple(freeze(v) for v in value)
+    return value
+
+
+def format_argument(value: Any) -> str:
+    """Render a value the way RabbitMQ's inequivalent-arg messages do."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "none"
+    return str(value)
+
+
+def assert_args_equivalence(
+    resource: str,
+    current: Arguments,
+    received: Arguments,
+    keys: Iterable[str] = COMMON_EQUIVALENT_ARGUMENTS,
+) -> None:
+    """406 naming the first of `keys` whose received value differs (absent is a value too)."""
+    for key in keys:
+        now, new = current.get(key), received.get(key)
+        if freeze(new) != freeze(now):
+            raise ChannelException(
+                ReplyCode.PRECONDITION_FAILED,
+                f"inequivalent arg '{key}' for {resource}: received "
+                f"'{format_argument(new)}' but current is '{format_argument(now)}'",
+                ClassId.EXCHANGE,
+                10,
+            )
 
 
 @attrs.frozen(slots=True, order=True)
@@ -81,6 +125,17 @@ class ExchangeType(Protocol):
         """Return an empty router for one new exchange of this type."""
         ...
 
+    def assert_args_equivalence(
+        self, resource: str, current: Arguments, received: Arguments
+    ) -> None:
+        """On redeclare: 406 if `received` differs from `current` in an argument that matters.
+
+        `resource` names the exchange for the message ("exchange 'x' in vhost '/'"). Call the
+        module function assert_args_equivalence with COMMON_EQUIVALENT_ARGUMENTS plus the
+        type's own keys; arguments not compared may differ, as in RabbitMQ.
+        """
+        ...
+
 
 class ExchangeTypeRegistry:
     """Exchange types by name; the broker owns one (there is no module-level singleton)."""
@@ -89,26 +144,6 @@ class ExchangeTypeRegistry:
 
     def __init__(self) -> None:
         self._types: dict[str, ExchangeType] = {}
-
-    @classmethod
-    def with_builtins(cls) -> ExchangeTypeRegistry:
-        """Return a registry holding direct, fanout, topic and headers."""
-        from amqplite.broker.exchange_types import (
-            DirectExchangeType,
-            FanoutExchangeType,
-            HeadersExchangeType,
-        )
-        from amqplite.broker.topic import TopicExchangeType
-
-        registry = cls()
-        for exchange_type in (
-            DirectExchangeType(),
-            FanoutExchangeType(),
-            TopicExchangeType(),
-            HeadersExchangeType(),
-        ):
-            registry.register(exchange_type)
-        return registry
 
     def register(self, exchange_type: ExchangeType) -> None:
         """Add `exchange_type` under its name; a name taken already raises ValueError."""

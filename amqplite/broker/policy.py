@@ -8,7 +8,7 @@ from typing import Any, Final
 
 import attrs
 
-from amqplite.broker.queue import OVERFLOW_MODES, POLICY_INT_MINIMUMS, POLICY_KEYS
+from amqplite.broker.queue_settings import OVERFLOW_MODES, POLICY_INT_MINIMUMS, POLICY_KEYS
 
 APPLY_TO: Final = ("queues", "exchanges", "all")
 # Keys that apply to exchanges (apply-to exchanges or all): string values.

@@ -1,451 +1,26 @@
-"""Queue: one FIFO per priority level, a TTL deadline index, length limits, consumers and counts."""
+"""Queue: messages in and out, TTL and queue expiry, length limits, dead-lettering, dispatch."""
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
-from itertools import islice
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
-from sortedcontainers import SortedKeyList
 
 from amqplite.broker.message import Message, QueueEntry
+from amqplite.broker.queue_host import DETACHED, QueueHost
+from amqplite.broker.queue_settings import QueueSettings, parse_settings
+from amqplite.broker.ready_list import ReadyMessages
 from amqplite.broker.stats import MessageStats
-from amqplite.protocol.constants import ClassId, ReplyCode
-from amqplite.protocol.errors import ChannelException
+from amqplite.broker.ttl_index import TtlIndex
 from amqplite.protocol.properties import replace_headers
 
 if TYPE_CHECKING:
     from amqplite.broker.consumer import Consumer
     from amqplite.broker.durability import QueueJournal
 
-OVERFLOW_MODES: Final = ("drop-head", "reject-publish", "reject-publish-dlx")
 EXPIRE_BATCH: Final = 500  # messages expired per timer turn, so a flood never stalls the loop
-MAX_PRIORITY: Final = 255
-
-
-class Timed(Protocol):
-    """Something the broker's timer wheel calls back at a deadline (queues, channels)."""
-
-    timer_due: float | None
-
-    def on_timer(self, now: float) -> float | None:
-        """Do what is due at `now`; the next deadline (or None)."""
-
-
-class QueueHost(Protocol):
-    """What a queue needs from its broker: clocks, timers, dead-lettering, policies."""
-
-    def now(self) -> float:
-        """Monotonic seconds."""
-
-    def wall_time(self) -> float:
-        """POSIX seconds (for x-death timestamps)."""
-
-    def schedule(self, target: Timed, deadline: float) -> None:
-        """Call target.on_timer at (or soon after) the monotonic deadline."""
-
-    def dead_letter(self, queue: Queue, entry: QueueEntry, reason: str) -> bool:
-        """Republish a message that left `queue` through its dead-letter exchange; True if sent."""
-
-    def policy_for(self, queue: Queue) -> Mapping[str, Any] | None:
-        """The definition of the policy that applies to the queue, if any."""
-
-    def consumer_timeout_ms(self) -> int | None:
-        """The broker-wide consumer acknowledgement timeout (None or 0: none)."""
-
-
-class DetachedHost:
-    """A host for queues outside a broker (plain VHost in tests): frozen clock, no timers."""
-
-    def now(self) -> float:
-        """Always 0."""
-        return 0.0
-
-    def wall_time(self) -> float:
-        """Always 0."""
-        return 0.0
-
-    def schedule(self, target: Timed, deadline: float) -> None:
-        """No timers: nothing is ever called back."""
-
-    def dead_letter(self, queue: Queue, entry: QueueEntry, reason: str) -> bool:
-        """No routing: dead letters are dropped."""
-        return False
-
-    def policy_for(self, queue: Queue) -> Mapping[str, Any] | None:
-        """No policies."""
-        return None
-
-    def consumer_timeout_ms(self) -> int | None:
-        """No default timeout."""
-        return None
-
-
-DETACHED: Final = DetachedHost()
-
-
-# -- settings ------------------------------------------------------------------------------
-
-
-@attrs.frozen
-class QueueSettings:
-    """The effective features of a queue: its x- arguments merged with its policy."""
-
-    max_priority: int | None = None
-    message_ttl: int | None = None  # ms
-    expires: int | None = None  # ms
-    max_length: int | None = None
-    max_length_bytes: int | None = None
-    overflow: str = "drop-head"
-    dead_letter_exchange: str | None = None
-    dead_letter_routing_key: str | None = None
-    delivery_limit: int | None = None
-    consumer_timeout: int | None = None  # ms; None means the broker default
-    single_active_consumer: bool = False
-
-
-def _text(value: Any) -> Any:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
-
-
-def _invalid(queue: str, vhost: str, key: str, detail: str) -> ChannelException:
-    return ChannelException(
-        ReplyCode.PRECONDITION_FAILED,
-        f"invalid arg '{key}' for queue '{queue}' in vhost '{vhost}': {detail}",
-        ClassId.QUEUE,
-        10,
-    )
-
-
-def _integer(value: Any, key: str, minimum: int, queue: str, vhost: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _invalid(queue, vhost, key, f"{{unacceptable_type,{value!r}}}")
-    if value < minimum:
-        kind = "value_negative" if value < 0 else "value_zero"
-        raise _invalid(queue, vhost, key, f"{{{kind},{value}}}")
-    return value
-
-
-# Integer settings (key without "x-") a policy may set, with their minimum values.
-POLICY_INT_MINIMUMS: Final = {
-    "message-ttl": 0,
-    "expires": 1,
-    "max-length": 0,
-    "max-length-bytes": 0,
-    "delivery-limit": 0,
-    "consumer-timeout": 0,
-}
-_INT_KEYS: Final = {"max-priority": 0, **POLICY_INT_MINIMUMS}
-# Numeric limits set by both a policy and an argument: the smaller wins (RabbitMQ's res_min).
-_MIN_KEYS: Final = ("message-ttl", "expires", "max-length", "max-length-bytes", "delivery-limit")
-POLICY_KEYS: Final = (
-    "message-ttl",
-    "expires",
-    "max-length",
-    "max-length-bytes",
-    "overflow",
-    "dead-letter-exchange",
-    "dead-letter-routing-key",
-    "delivery-limit",
-    "consumer-timeout",
-)
-
-
-def parse_settings(
-    arguments: Mapping[str, Any],
-    policy: Mapping[str, Any] | None = None,
-    queue: str = "",
-    vhost: str = "/",
-) -> QueueSettings:
-    """Validate queue arguments (406 as RabbitMQ words it) and merge a policy definition."""
-    values: dict[str, Any] = {}
-    for key, raw in arguments.items():
-        if not key.startswith("x-"):
-            continue
-        name = key[2:]
-        value = _text(raw)
-        if name in _INT_KEYS:
-            values[name] = _integer(value, key, _INT_KEYS[name], queue, vhost)
-        elif name == "overflow":
-            if value not in OVERFLOW_MODES:
-                raise _invalid(queue, vhost, key, f"{{unacceptable_value,{value!r}}}")
-            values[name] = value
-        elif name in ("dead-letter-exchange", "dead-letter-routing-key"):
-            if not isinstance(value, str):
-                raise _invalid(queue, vhost, key, f"{{unacceptable_type,{value!r}}}")
-            values[name] = value
-        elif name == "single-active-consumer":
-            if not isinstance(value, bool):
-                raise _invalid(queue, vhost, key, f"{{unacceptable_type,{value!r}}}")
-            values[name] = value
-    if values.get("max-priority", 0) > MAX_PRIORITY:
-        raise _invalid(
-            queue, vhost, "x-max-priority", f"{{value_too_large,{values['max-priority']}}}"
-        )
-    if "dead-letter-routing-key" in values and "dead-letter-exchange" not in values:
-        raise ChannelException(
-            ReplyCode.PRECONDITION_FAILED,
-            "invalid arg 'x-dead-letter-routing-key' for queue "
-            f"'{queue}' in vhost '{vhost}': Missing dead-letter-exchange",
-            ClassId.QUEUE,
-            10,
-        )
-    for key, value in (policy or {}).items():
-        if key not in POLICY_KEYS:
-            continue
-        if key not in values:
-            values[key] = value
-        elif key in _MIN_KEYS:
-            values[key] = min(values[key], value)
-    max_priority = values.get("max-priority")
-    return QueueSettings(
-        max_priority=max_priority or None,
-        message_ttl=values.get("message-ttl"),
-        expires=values.get("expires"),
-        max_length=values.get("max-length"),
-        max_length_bytes=values.get("max-length-bytes"),
-        overflow=values.get("overflow", "drop-head"),
-        dead_letter_exchange=values.get("dead-letter-exchange"),
-        dead_letter_routing_key=values.get("dead-letter-routing-key"),
-        delivery_limit=values.get("delivery-limit"),
-        consumer_timeout=values.get("consumer-timeout"),
-        single_active_consumer=bool(values.get("single-active-consumer", False)),
-    )
-
-
-# -- ready messages ------------------------------------------------------------------------
-
-
-def _entry_seq(entry: QueueEntry) -> int:
-    """Sort key of requeued entries: their original position."""
-    return entry.seq
-
-
-def _entry_deadline(entry: QueueEntry) -> tuple[float, int]:
-    """Sort key of the TTL index: deadline, then position."""
-    assert entry.expires_at is not None
-    return entry.expires_at, entry.seq
-
-
-_BLOCK_SHIFT: Final = 10  # fresh entries are kept in blocks of 1,024 sequence numbers
-
-
-class _Block:
-    """Fresh entries of one range of sequence numbers, in order; taken ones before `head`.
-
-    Entries removed from the middle stay as tombstones (`ready` False) until passed or until
-    they outnumber the block's live ones, when the block alone is compacted.
-    """
-
-    __slots__ = ("entries", "head", "live")
-
-    def __init__(self) -> None:
-        self.entries: list[QueueEntry | None] = []
-        self.head = 0
-        self.live = 0
-
-
-class ReadyList:
-    """One level's ready entries: fresh ones in blocks by sequence number, requeued ones sorted.
-
-    Fresh entries are appended in sequence order into blocks of up to 1,024 sequence numbers, so
-    an entry leaving from the middle (expiry) only marks its block: a block that empties is
-    dropped at once and one mostly dead is compacted on its own, so no removal ever costs a pass
-    over the whole queue (which stalled every connection for ~100 ms per million messages). Requeued entries precede every fresh one (they were taken from
-    the head) and go back into place in a sorted list.
-    """
-
-    def __init__(self) -> None:
-        self._blocks: dict[int, _Block] = {}
-        self._keys: deque[int] = deque()  # block keys in order; some may have been dropped
-        self._stale = 0  # keys in _keys whose block was dropped
-        self._tail_key = -1
-        self._requeued: SortedKeyList[QueueEntry] = SortedKeyList(key=_entry_seq)
-        self._count = 0
-
-    def __len__(self) -> int:
-        return self._count
-
-    def append(self, entry: QueueEntry) -> None:
-        """Add a newly published entry at the tail (sequence numbers only grow)."""
-        entry.ready = True
-        self._count += 1
-        key = entry.seq >> _BLOCK_SHIFT
-        if key == self._tail_key:
-            block = self._blocks[key]
-            block.entries.append(entry)
-            block.live += 1
-            return
-        block = _Block()
-        block.entries.append(entry)
-        block.live = 1
-        self._blocks[key] = block
-        self._keys.append(key)
-        self._tail_key = key
-
-    def requeue(self, entry: QueueEntry) -> None:
-        """Put a delivered entry back at its original position."""
-        entry.ready = True
-        self._count += 1
-        self._requeued.add(entry)
-
-    def popleft(self) -> QueueEntry | None:
-        """Take the entry at the head, or None if empty."""
-        if not self._count:
-            return None
-        requeued = self._requeued
-        if requeued:
-            entry: QueueEntry = requeued.pop(0)
-        else:
-            keys = self._keys
-            blocks = self._blocks
-            while True:
-                key = keys[0]
-                block = blocks.get(key)
-                if block is None:
-                    keys.popleft()
-                    self._stale -= 1
-                    continue
-                if block.live:
-                    entries = block.entries
-                    head = block.head
-                    while True:
-                        found = entries[head]
-                        entries[head] = None  # the block must not keep the message alive
-                        head += 1
-                        assert found is not None
-                        if found.ready:
-                            break
-                    block.head = head
-                    block.live -= 1
-                    entry = found
-                    break
-                self._drop_block(key, block)
-        entry.ready = False
-        self._count -= 1
-        return entry
-
-    def _drop_block(self, key: int, block: _Block) -> None:
-        """A block holds nothing ready: forget it (the tail block is only emptied)."""
-        if key == self._tail_key:
-            block.entries.clear()
-            block.head = 0
-            block.live = 0
-            return
-        del self._blocks[key]
-        if self._keys[0] == key:
-            self._keys.popleft()
-            return
-        self._stale += 1
-        if self._stale > 64 and self._stale * 2 > len(self._keys):
-            self._keys = deque(k for k in self._keys if k in self._blocks)
-            self._stale = 0
-
-    def remove(self, entry: QueueEntry) -> None:
-        """Take a ready entry out from anywhere (expiry): O(log n + block size)."""
-        entry.ready = False
-        self._count -= 1
-        requeued = self._requeued
-        if requeued and entry.seq <= requeued[-1].seq:
-            requeued.remove(entry)
-            return
-        key = entry.seq >> _BLOCK_SHIFT
-        block = self._blocks[key]
-        live = block.live - 1
-        block.live = live
-        if not live:
-            self._drop_block(key, block)
-            return
-        entries = block.entries
-        dead = len(entries) - block.head - live
-        if dead > live and dead >= 64:
-            block.entries = [
-                e for e in islice(entries, block.head, None) if e is not None and e.ready
-            ]
-            block.head = 0
-
-    def clear(self) -> list[QueueEntry]:
-        """Remove and return every ready entry in queue order."""
-        entries = list(self)
-        for entry in entries:
-            entry.ready = False
-        self._requeued.clear()
-        self._blocks.clear()
-        self._keys.clear()
-        self._stale = 0
-        self._tail_key = -1
-        self._count = 0
-        return entries
-
-    def __iter__(self) -> Iterator[QueueEntry]:
-        yield from self._requeued
-        blocks = self._blocks
-        for key in self._keys:
-            block = blocks.get(key)
-            if block is not None:
-                for entry in islice(block.entries, block.head, None):
-                    if entry is not None and entry.ready:
-                        yield entry
-
-
-class ReadyMessages:
-    """Ready entries of a queue: one ReadyList per priority level, served highest first."""
-
-    def __init__(self, levels: int = 1) -> None:
-        self.levels = [ReadyList() for _ in range(max(1, levels))]
-        self._count = 0
-        self._top = 0  # no level above this one holds entries
-
-    def __len__(self) -> int:
-        return self._count
-
-    def append(self, entry: QueueEntry) -> None:
-        """Add a fresh entry at the tail of its level."""
-        self.levels[entry.level].append(entry)
-        self._count += 1
-        if entry.level > self._top:
-            self._top = entry.level
-
-    def requeue(self, entry: QueueEntry) -> None:
-        """Return an entry to its original place in its level."""
-        self.levels[entry.level].requeue(entry)
-        self._count += 1
-        if entry.level > self._top:
-            self._top = entry.level
-
-    def popleft(self) -> QueueEntry | None:
-        """Take the next entry: the head of the highest non-empty level."""
-        if not self._count:
-            return None
-        levels = self.levels
-        while not len(levels[self._top]):
-            self._top -= 1
-        entry = levels[self._top].popleft()
-        self._count -= 1
-        return entry
-
-    def remove(self, entry: QueueEntry) -> None:
-        """Take out an entry that is ready (expiry)."""
-        self.levels[entry.level].remove(entry)
-        self._count -= 1
-
-    def clear(self) -> list[QueueEntry]:
-        """Remove every entry, highest level first."""
-        entries: list[QueueEntry] = []
-        for level in reversed(self.levels):
-            entries.extend(level.clear())
-        self._count = 0
-        self._top = 0
-        return entries
-
-    def __iter__(self) -> Iterator[QueueEntry]:
-        for level in reversed(self.levels):
-            yield from level
-
-
-# -- the queue ----------------------------------------------------------------------------
 
 
 @attrs.define(eq=False)
@@ -461,7 +36,7 @@ class Queue:
     host: QueueHost = DETACHED
     settings: QueueSettings = attrs.field(init=False)
     ready: ReadyMessages = attrs.field(init=False)
-    deadlines: SortedKeyList[QueueEntry] = attrs.field(init=False)
+    deadlines: TtlIndex = attrs.field(init=False)
     consumers: deque[Consumer] = attrs.field(factory=deque)
     unacked_count: int = 0
     ready_bytes: int = 0
@@ -482,7 +57,7 @@ class Queue:
             self.arguments, self.host.policy_for(self), self.name, self.vhost
         )
         self.ready = ReadyMessages((self.settings.max_priority or 0) + 1)
-        self.deadlines = SortedKeyList(key=_entry_deadline)
+        self.deadlines = TtlIndex()
         self.last_used = self.host.now()
         self._schedule_expiry()
 
@@ -554,10 +129,7 @@ class Queue:
         return entry
 
     def _add_deadline(self, entry: QueueEntry, deadline: float) -> None:
-        entry.expires_at = deadline
-        deadlines = self.deadlines
-        deadlines.add(entry)
-        if deadlines[0] is entry:
+        if self.deadlines.add(entry, deadline):
             self.host.schedule(self, deadline)
 
     def _is_full(self) -> bool:
@@ -688,17 +260,15 @@ class Queue:
         self._due_now = None
         deadlines = self.deadlines
         done = 0
-        while deadlines and done < budget:
-            entry: QueueEntry = deadlines[0]
-            assert entry.expires_at is not None
-            if entry.expires_at > now:
+        while done < budget:
+            entry = deadlines.pop_due(now)
+            if entry is None:
                 return False
-            del deadlines[0]
             self.ready.remove(entry)
             self.ready_bytes -= entry.message.size
             self._expired(entry)
             done += 1
-        return bool(deadlines) and deadlines[0].expires_at <= now
+        return deadlines.has_due(now)
 
     def expire_if_due_now(self) -> None:
         """Messages with TTL 0 that no consumer took at publish expire at once."""
@@ -707,9 +277,7 @@ class Queue:
 
     def next_deadline(self) -> float | None:
         """The earliest moment something is due in this queue."""
-        due: float | None = None
-        if self.deadlines:
-            due = self.deadlines[0].expires_at
+        due = self.deadlines.next_deadline()
         expires = self.settings.expires
         if expires is not None and not self.consumers:
             at = self.last_used + expires / 1000

@@ -6,7 +6,7 @@ from typing import ClassVar, Final
 
 import attrs
 
-from amqplite.broker.plugin_api import Arguments, Destination
+from amqplite.broker.plugin_api import Arguments, Destination, assert_args_equivalence
 
 __all__ = ["TopicExchangeType", "TopicRouter", "TopicTrie", "split_topic_key"]
 
@@ -211,3 +211,9 @@ class TopicExchangeType:
     def create_router(self) -> TopicRouter:
         """Return an empty topic router."""
         return TopicRouter()
+
+    def assert_args_equivalence(
+        self, resource: str, current: Arguments, received: Arguments
+    ) -> None:
+        """On redeclare only alternate-exchange must match, as in RabbitMQ."""
+        assert_args_equivalence(resource, current, received)

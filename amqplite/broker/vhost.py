@@ -4,77 +4,24 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Iterable
-from typing import Any
 
 import attrs
 
+from amqplite.broker.binding import Binding
 from amqplite.broker.durability import MetadataListener
+from amqplite.broker.equivalence import check_exchange_equivalent, check_queue_equivalent
+from amqplite.broker.exchange import BUILTIN_EXCHANGES, Exchange
 from amqplite.broker.message import Message
 from amqplite.broker.plugin_api import Arguments, Destination, ExchangeTypeRegistry, Router
 from amqplite.broker.policy import Policy, effective_exchange_policy
-from amqplite.broker.queue import DETACHED, Queue, QueueHost
+from amqplite.broker.queue import Queue
+from amqplite.broker.queue_host import DETACHED, QueueHost
 from amqplite.broker.stats import MessageStats
 from amqplite.protocol.constants import ClassId, ReplyCode
 from amqplite.protocol.errors import ChannelException, ConnectionException
 
-BUILTIN_EXCHANGES = (
-    ("amq.direct", "direct"),
-    ("amq.fanout", "fanout"),
-    ("amq.topic", "topic"),
-    ("amq.headers", "headers"),
-    ("amq.match", "headers"),
-)
-
-# Queue arguments compared on redeclare (as RabbitMQ does); others may differ.
-EQUIVALENT_QUEUE_ARGS = (
-    "x-message-ttl",
-    "x-expires",
-    "x-max-length",
-    "x-max-length-bytes",
-    "x-max-priority",
-    "x-dead-letter-exchange",
-    "x-dead-letter-routing-key",
-    "x-overflow",
-    "x-queue-type",
-    "x-single-active-consumer",
-    "x-delivery-limit",
-)
-
-
-def freeze(value: Any) -> Any:
-    """A hashable, order-independent form of a decoded field value (for binding identity)."""
-    if isinstance(value, dict):
-        return tuple(sorted((k, freeze(v)) for k, v in value.items()))
-    if isinstance(value, list):
-        return tuple(freeze(v) for v in value)
-    return value
-
-
-def _fmt(value: Any) -> str:
-    """Render a value the way RabbitMQ's inequivalent-arg messages do."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if value is None:
-        return "none"
-    return str(value)
-
-
-@attrs.frozen(slots=True)
-class Binding:
-    """A binding from a source exchange to a destination, as listed and deleted."""
-
-    source: str
-    destination: Destination
-    routing_key: str
-    arguments: Arguments = attrs.field(eq=False, hash=False)
-    arguments_key: Any = attrs.field(default=None)
-
-    @classmethod
-    def make(
-        cls, source: str, destination: Destination, routing_key: str, arguments: Arguments
-    ) -> Binding:
-        """Build a binding whose identity includes its arguments."""
-        return cls(source, destination, routing_key, arguments, freeze(arguments))
+# Binding and Exchange moved to their own modules; still importable from here.
+__all__ = ["Binding", "Exchange", "Routed", "VHost"]
 
 
 @attrs.frozen
@@ -88,28 +35,6 @@ class Routed:
     def queues(self) -> list[Queue]:
         """Every queue the message was routed to (empty: unroutable)."""
         return self.accepted + self.rejected if self.rejected else self.accepted
-
-
-@attrs.define(eq=False)
-class Exchange:
-    """An exchange: its settings and the router holding its bindings."""
-
-    name: str
-    type_name: str
-    router: Router
-    durable: bool = False
-    auto_delete: bool = False
-    internal: bool = False
-    arguments: Arguments = attrs.field(factory=dict)
-    policy: str | None = None  # the name of the policy that applies (apply-to exchanges or all)
-    policy_alternate: str | None = None  # that policy's alternate-exchange
-
-    def alternate_exchange(self) -> str | None:
-        """The alternate exchange: the `alternate-exchange` argument, else the policy's."""
-        alternate = self.arguments.get("alternate-exchange")
-        if isinstance(alternate, bytes):
-            alternate = alternate.decode()
-        return alternate if isinstance(alternate, str) else self.policy_alternate
 
 
 class VHost:
@@ -221,8 +146,15 @@ class VHost:
                 10,
             )
         if existing is not None:
-            self._check_exchange_equivalent(
-                existing, type_name, durable, auto_delete, internal, arguments
+            check_exchange_equivalent(
+                self.name,
+                existing,
+                exchange_type,
+                type_name,
+                durable,
+                auto_delete,
+                internal,
+                arguments,
             )
             return existing
         exchange_type.validate(arguments)
@@ -239,33 +171,6 @@ class VHost:
         if durable and self.metadata is not None:
             self.metadata.exchange_declared(exchange)
         return exchange
-
-    def _check_exchange_equivalent(
-        self,
-        existing: Exchange,
-        type_name: str,
-        durable: bool,
-        auto_delete: bool,
-        internal: bool,
-        arguments: Arguments,
-    ) -> None:
-        checks: list[tuple[str, Any, Any]] = [
-            ("type", type_name, existing.type_name),
-            ("durable", durable, existing.durable),
-            ("auto_delete", auto_delete, existing.auto_delete),
-            ("internal", internal, existing.internal),
-        ]
-        for key in sorted(set(arguments) | set(existing.arguments)):
-            checks.append((key, arguments.get(key), existing.arguments.get(key)))
-        for what, received, current in checks:
-            if freeze(received) != freeze(current):
-                raise ChannelException(
-                    ReplyCode.PRECONDITION_FAILED,
-                    f"inequivalent arg '{what}' for exchange '{existing.name}' in vhost "
-                    f"'{self.name}': received '{_fmt(received)}' but current is '{_fmt(current)}'",
-                    ClassId.EXCHANGE,
-                    10,
-                )
 
     def delete_exchange(self, name: str, if_unused: bool = False) -> None:
         """exchange.delete; a missing exchange is not an error (as RabbitMQ)."""
@@ -332,7 +237,7 @@ class VHost:
         existing = self.queues.get(name)
         if existing is not None:
             self.check_exclusive(existing, owner)
-            self._check_queue_equivalent(existing, durable, exclusive, auto_delete, arguments)
+            check_queue_equivalent(self.name, existing, durable, exclusive, auto_delete, arguments)
             existing.touch()
             return existing
         queue = Queue(
@@ -350,32 +255,6 @@ class VHost:
         if durable and not exclusive and self.metadata is not None:
             self.metadata.queue_declared(queue)
         return queue
-
-    def _check_queue_equivalent(
-        self,
-        existing: Queue,
-        durable: bool,
-        exclusive: bool,
-        auto_delete: bool,
-        arguments: Arguments,
-    ) -> None:
-        checks: list[tuple[str, Any, Any]] = [
-            ("durable", durable, existing.durable),
-            ("exclusive", exclusive, existing.exclusive),
-            ("auto_delete", auto_delete, existing.auto_delete),
-        ]
-        for key in EQUIVALENT_QUEUE_ARGS:
-            if key in arguments or key in existing.arguments:
-                checks.append((key, arguments.get(key), existing.arguments.get(key)))
-        for what, received, current in checks:
-            if freeze(received) != freeze(current):
-                raise ChannelException(
-                    ReplyCode.PRECONDITION_FAILED,
-                    f"inequivalent arg '{what}' for queue '{existing.name}' in vhost "
-                    f"'{self.name}': received '{_fmt(received)}' but current is '{_fmt(current)}'",
-                    ClassId.QUEUE,
-                    10,
-                )
 
     def delete_queue(
         self,

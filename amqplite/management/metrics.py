@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from amqplite.management.app import ManagementApp
+from amqplite.broker.queue import Queue
+from amqplite.management.views import NodeView, open_connections
+from amqplite.store.latency import LatencyHistogram
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-FSYNC_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 # (metric suffix, MessageStats fields summed, help)
 COUNTERS: tuple[tuple[str, tuple[str, ...], str], ...] = (
@@ -24,35 +23,6 @@ COUNTERS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("expired", ("expired",), "Messages expired by TTL"),
     ("dropped", ("dropped",), "Messages dropped by a length limit"),
 )
-
-
-class LatencyHistogram:
-    """A Prometheus histogram kept in O(log buckets) per observation (fsync latency)."""
-
-    def __init__(self, buckets: Sequence[float] = FSYNC_BUCKETS) -> None:
-        self.buckets = tuple(buckets)
-        self.counts = [0] * (len(self.buckets) + 1)  # the last one is +Inf
-        self.sum = 0.0
-        self.count = 0
-
-    def observe(self, seconds: float) -> None:
-        """Record one latency."""
-        self.counts[bisect.bisect_left(self.buckets, seconds)] += 1
-        self.sum += seconds
-        self.count += 1
-
-    def cumulative(self) -> list[tuple[str, int]]:
-        """(le, cumulative count) pairs, ending with +Inf."""
-        out: list[tuple[str, int]] = []
-        running = 0
-        for bound, count in zip((*map(_num, self.buckets), "+Inf"), self.counts, strict=True):
-            running += count
-            out.append((bound, running))
-        return out
-
-
-def _num(value: float) -> str:
-    return repr(float(value)) if not float(value).is_integer() else str(int(value))
 
 
 def _label(value: str) -> str:
@@ -103,10 +73,10 @@ class QueueMetricLines:
     """Each queue's sample lines, re-formatted only when one of its values has changed."""
 
     def __init__(self) -> None:
-        self._cache: dict[Any, tuple[tuple[int, ...], tuple[str, ...], str]] = {}
+        self._cache: dict[Queue, tuple[tuple[int, ...], tuple[str, ...], str]] = {}
 
     @staticmethod
-    def values(queue: Any) -> tuple[int, ...]:
+    def values(queue: Queue) -> tuple[int, ...]:
         """The queue's value of each QUEUE_FAMILIES metric."""
         s = queue.stats
         return (
@@ -125,7 +95,7 @@ class QueueMetricLines:
             s.dropped,
         )
 
-    def lines(self, queues: Sequence[Any]) -> list[tuple[str, ...]]:
+    def lines(self, queues: Sequence[Queue]) -> list[tuple[str, ...]]:
         """One tuple of sample lines per queue, in QUEUE_FAMILIES order."""
         cache = self._cache
         out: list[tuple[str, ...]] = []
@@ -150,16 +120,14 @@ class QueueMetricLines:
         return out
 
 
-def render_metrics(app: ManagementApp, memory_bytes: int) -> str:
+def render_metrics(
+    node: NodeView, queue_lines: QueueMetricLines, store: object | None, memory_bytes: int
+) -> str:
     """Every metric of the node in the text exposition format."""
-    from amqplite.management.resources.connections import _open_connections
-
-    broker = app.broker
+    broker = node.broker
     lines: list[str] = []
     queues = [q for v in broker.vhosts.values() for q in v.queues.values()]
-    per_queue = list(zip(*app.queue_metrics.lines(queues), strict=True)) or [()] * len(
-        QUEUE_FAMILIES
-    )
+    per_queue = list(zip(*queue_lines.lines(queues), strict=True)) or [()] * len(QUEUE_FAMILIES)
     for (name, kind, text), samples in zip(QUEUE_FAMILIES, per_queue, strict=True):
         _header(lines, name, kind, text)
         lines.extend(samples)
@@ -167,7 +135,7 @@ def render_metrics(app: ManagementApp, memory_bytes: int) -> str:
         name = f"amqplite_global_messages_{suffix}_total"
         _header(lines, name, "counter", text)
         lines.append(f"{name} {sum(getattr(broker.totals, f, 0) for f in fields)}")
-    conns = _open_connections(app)
+    conns = open_connections(node)
     gauges: Iterable[tuple[str, int, str]] = (
         ("amqplite_connections", len(conns), "Open AMQP connections"),
         ("amqplite_channels", sum(len(c.session.channels) for c in conns), "Open AMQP channels"),
@@ -178,7 +146,7 @@ def render_metrics(app: ManagementApp, memory_bytes: int) -> str:
     for name, value, text in gauges:
         _header(lines, name, "gauge", text)
         lines.append(f"{name} {value}")
-    journal_bytes, histogram = _store_numbers(app.store)
+    journal_bytes, histogram = _store_numbers(store)
     _header(lines, "amqplite_journal_bytes", "gauge", "Bytes of queue journals on disk")
     lines.append(f"amqplite_journal_bytes {journal_bytes}")
     histogram = histogram or LatencyHistogram()

@@ -9,7 +9,7 @@ import time
 from amqplite.broker.auth import FULL_ACCESS
 from amqplite.broker.broker import Broker
 from amqplite.broker.definitions import apply_definitions
-from amqplite.broker.plugin_api import ExchangeTypeRegistry
+from amqplite.broker.exchange_types import builtin_registry
 from amqplite.config.definitions import load_definitions
 from amqplite.config.models import Config
 from amqplite.session.connection import SessionSettings
@@ -19,7 +19,7 @@ log = logging.getLogger("amqplite.boot")
 
 def build_broker(config: Config) -> Broker:
     """A broker with the configured plugins, vhosts and users (full access to those vhosts)."""
-    registry = ExchangeTypeRegistry.with_builtins()
+    registry = builtin_registry()
     for name in config.plugins:
         importlib.import_module(name).register(registry)
     broker = Broker(

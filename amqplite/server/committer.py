@@ -17,9 +17,9 @@ from amqplite.broker.broker import Broker
 from amqplite.broker.durability import CommitMark, is_durable
 from amqplite.broker.restore import recover_into
 from amqplite.config.models import Config
-from amqplite.management.metrics import LatencyHistogram
 from amqplite.session.connection import Session
 from amqplite.store.journal import SyncJob
+from amqplite.store.latency import LatencyHistogram
 from amqplite.store.store import Store
 
 log = logging.getLogger("amqplite.store")

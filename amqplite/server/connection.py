@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 
 import trio
@@ -41,8 +42,22 @@ class ClientConnection:
         self._batched = False  # in _batch
         self._sending = False  # the writer task is inside send_all
         self._leftover = b""  # the part of a direct write the socket did not take
+        self._drop_at = math.inf  # when the connection ends, even in the middle of a send
+        self._scope: trio.CancelScope | None = None  # the connection's tasks
+        self._send_scope: trio.CancelScope | None = None  # the shielded send in progress
         session.on_output = self.wake
         session.defer_paged = True
+
+    def drop_at(self, deadline: float) -> None:
+        """End the connection at `deadline` (trio time), even mid-send to a peer not reading."""
+        self._drop_at = min(self._drop_at, deadline)
+        for scope in (self._scope, self._send_scope):
+            if scope is not None:
+                scope.deadline = self._drop_at
+
+    def drop(self) -> None:
+        """End the connection now: its output is abandoned (the session is already closed)."""
+        self.drop_at(-math.inf)
 
     def wake(self) -> None:
         """Tell the writer there is output (called by the session, possibly for deliveries)."""
@@ -79,6 +94,8 @@ class ClientConnection:
         """Serve the connection until it closes; never raises for client misbehaviour."""
         try:
             async with trio.open_nursery() as nursery:
+                self._scope = nursery.cancel_scope
+                nursery.cancel_scope.deadline = self._drop_at
                 nursery.start_soon(self._writer, nursery.cancel_scope)
                 nursery.start_soon(self._timers)
                 await self._reader()
@@ -124,14 +141,19 @@ class ClientConnection:
             if data:
                 self._sending = True
                 try:
-                    with trio.CancelScope(shield=True):
+                    # shielded: a frame is never half-written, unless the connection is dropped
+                    with trio.CancelScope(shield=True, deadline=self._drop_at) as send_scope:
+                        self._send_scope = send_scope
                         await self.stream.send_all(data)
                 except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    send_scope.cancel()
+                finally:
+                    self._sending = False
+                    self._send_scope = None
+                if send_scope.cancel_called:  # broken, or dropped at its deadline
                     session.connection_lost()
                     scope.cancel()
                     return
-                finally:
-                    self._sending = False
                 self._last_sent = trio.current_time()
                 session.on_drained()
             if session.closed and not session.data_to_send_pending():
@@ -148,7 +170,7 @@ class ClientConnection:
                 closing_since = closing_since or now
                 if now - closing_since > self.limits.close_timeout:
                     session.connection_lost()
-                    self.wake()
+                    self.drop()  # the writer may be stuck sending the close to a peer not reading
                     return
             heartbeat = session.heartbeat
             if heartbeat and session.state is ConnectionState.OPEN:
@@ -156,7 +178,7 @@ class ClientConnection:
                     log.warning("missed heartbeats from %s, closing", session.peer)
                     session.close_reason = "missed heartbeats from client"
                     session.connection_lost()
-                    self.wake()
+                    self.drop()
                     return
                 if now - self._last_sent >= heartbeat / 2:
                     session.send_raw(HEARTBEAT_FRAME)

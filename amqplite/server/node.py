@@ -6,11 +6,14 @@ import gc
 import logging
 import os
 import signal
+import time
 from collections.abc import AsyncIterator
 from functools import partial
+from typing import TYPE_CHECKING
 
 import trio
 
+from amqplite import __version__
 from amqplite.broker.broker import Broker
 from amqplite.config.models import Config
 from amqplite.protocol.constants import ReplyCode
@@ -19,6 +22,10 @@ from amqplite.server.committer import Committer, open_store
 from amqplite.server.connection import ClientConnection
 from amqplite.server.timers import run_broker_timers
 from amqplite.session.connection import Session
+
+if TYPE_CHECKING:  # cluster mode's modules (and httpx) load only when it is on
+    from amqplite.cluster.agent import ClusterAgent
+    from amqplite.cluster.membership import NodeRecord
 
 log = logging.getLogger("amqplite.server")
 
@@ -32,6 +39,7 @@ class Node:
         self.settings = session_settings(config)
         self.connections: set[ClientConnection] = set()
         self.shutting_down = False
+        self.cluster: ClusterAgent | None = None  # set in cluster mode
 
     async def handle_stream(self, stream: trio.SocketStream) -> None:
         """Serve one accepted TCP connection."""
@@ -53,12 +61,14 @@ class Node:
             self.connections.discard(conn)
 
     async def close_all(self, grace: float) -> None:
-        """Send 320 CONNECTION_FORCED to every client and wait (at most `grace` s) for them to go."""
+        """Send 320 CONNECTION_FORCED to every client; drop whoever is still there after `grace` s."""
+        deadline = trio.current_time() + grace
         connections = list(self.connections)
         for conn in connections:
             conn.session.force_close(ReplyCode.CONNECTION_FORCED, "broker shutdown")
+            conn.drop_at(deadline)  # a peer that stops reading cannot hold the close send
             conn.wake()
-        with trio.move_on_after(grace):
+        with trio.move_on_at(deadline + 1.0):  # dropped ones finish at once; this is a backstop
             for conn in connections:
                 await conn.finished.wait()
 
@@ -68,14 +78,22 @@ async def run_node(
 ) -> None:
     """Serve until SIGINT/SIGTERM: stop accepting, close clients with 320, exit; a second signal exits at once."""
     node = Node(config)
+    if config.cluster.enabled:  # an unreachable etcd stops the start here, before any recovery
+        from amqplite.cluster.agent import ClusterAgent
+
+        node.cluster = await ClusterAgent.connect(config.cluster)
     committer = Committer(  # recover durable state before listening
         open_store(config, node.broker), lambda: [c.session for c in node.connections]
     )
     apply_boot_definitions(node.broker, config)  # after recovery: durable entities reach the store
+    if node.cluster is not None:  # definitions are shared through etcd from here on
+        node.cluster.attach(node.broker)
     tune_gc()
     listeners = await trio.open_tcp_listeners(config.listener.port, host=config.listener.host)
     ports = [listener.socket.getsockname()[1] for listener in listeners]
     log.info("amqplite listening on %s port %s", config.listener.host, ports[0])
+    if node.cluster is not None:  # a name taken by a live node stops the start here
+        await node.cluster.join(node_record(config, ports[0]))
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as handlers:
             accept_scope = trio.CancelScope()
@@ -101,6 +119,8 @@ async def run_node(
                         wait_durable=committer.wait_durable,
                     )
                 )
+            if node.cluster is not None:
+                await handlers.start(node.cluster.run)
             task_status.started(ports)
             async for signum in signals:
                 log.info("%s: shutting down", signal.Signals(signum).name)
@@ -111,6 +131,21 @@ async def run_node(
             handlers.cancel_scope.cancel()
     committer.close()
     log.info("amqplite stopped")
+
+
+def node_record(config: Config, amqp_port: int) -> NodeRecord:
+    """What this node registers in the cluster: its AMQP, management and node-link addresses."""
+    from amqplite.cluster.membership import NodeRecord
+
+    mgmt = config.management
+    return NodeRecord(
+        name=config.cluster.node_name,
+        amqp=f"{config.listener.host}:{amqp_port}",
+        management=f"http://{mgmt.host}:{mgmt.port}" if mgmt.enabled else "",
+        cluster=f"{config.cluster.listen.host}:{config.cluster.listen.port}",
+        started=time.time(),
+        version=__version__,
+    )
 
 
 GC_THRESHOLDS = (50_000, 20, 20)

@@ -35,7 +35,7 @@ async def run_broker_timers(
             wake = trio.Event()
             try:
                 broker.fire_timers()
-            except Exception:  # a bug in one timer must not stop expiry for the whole broker
+            except Exception:  # the core survives a failing callback; this guards the rest
                 log.exception("broker timer failed")
     finally:
         broker.on_timer_change = _no_wake

@@ -9,6 +9,8 @@ import attrs
 
 from amqplite.broker.consumer import DeliveryChannel
 from amqplite.broker.durability import CommitMark
+from amqplite.protocol.constants import ReplyCode
+from amqplite.protocol.errors import ChannelException
 
 
 class ChannelState(enum.Enum):
@@ -45,3 +47,11 @@ class ChannelSession:
         """The confirm sequence number of the next publish (1-based)."""
         self.publish_seq += 1
         return self.publish_seq
+
+    def queue_name(self, name: str) -> str:
+        """An empty queue name means the channel's last declared queue (spec rule), else 404."""
+        if name:
+            return name
+        if not self.last_queue:
+            raise ChannelException(ReplyCode.NOT_FOUND, "no previously declared queue")
+        return self.last_queue

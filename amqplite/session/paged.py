@@ -10,10 +10,13 @@ and credit are settled at delivery time, only the bytes wait.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import attrs
 
 from amqplite.broker.message import PagedMessage
+from amqplite.protocol.constants import ReplyCode
+from amqplite.protocol.errors import ConnectionException
 from amqplite.protocol.frames import encode_deliver
 
 log = logging.getLogger("amqplite.session")
@@ -102,6 +105,51 @@ class HeldOutput:
             i += 1
         del items[:i]
         return ready, False
+
+
+class PagedOutput:
+    """The session's side: hold output behind paged deliveries until the server loaded them."""
+
+    _out: list[bytes]
+    _out_size: int
+    _held_out: HeldOutput | None
+    on_output: Callable[[], None]
+
+    def _connection_error(self, exc: ConnectionException) -> None:
+        raise NotImplementedError  # provided by the Session
+
+    @property
+    def output_held(self) -> bool:
+        """True while output waits behind a paged delivery whose body is not loaded."""
+        return self._held_out is not None
+
+    def defer_delivery(self, delivery: PagedDelivery) -> None:
+        """Hold a delivery (and all output after it) until its body is loaded."""
+        if self._held_out is None:
+            self._held_out = HeldOutput()
+        self._held_out.defer(delivery)
+        self._out_size += delivery.message.size
+        self.on_output()
+
+    def bodies_to_load(self) -> list[PagedDelivery]:
+        """Paged deliveries whose bodies the server should read (then call bodies_loaded)."""
+        return self._held_out.take_loads() if self._held_out is not None else []
+
+    def bodies_loaded(self) -> None:
+        """The bodies were read: release the output they held, in order."""
+        held = self._held_out
+        if held is None:
+            return
+        ready, failed = held.release()
+        self._out.extend(ready)
+        if failed or not held.items:
+            self._held_out = None
+            self._out_size = sum(map(len, self._out))
+        if failed:
+            self._connection_error(
+                ConnectionException(ReplyCode.INTERNAL_ERROR, "cannot read a message body")
+            )
+        self.on_output()
 
 
 def load_bodies(deliveries: list[PagedDelivery]) -> None:

@@ -12,14 +12,13 @@ import pika
 import pika.exceptions
 import pytest
 from broker_process import start_broker
-from pika.adapters.blocking_connection import BlockingChannel
+from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 from pika_helpers import (
     Cleanup,
     connection,
     drain,
     get_message,
     pump_until,
-    queue_exists,
     ready_count,
     wait_ready_count,
 )
@@ -71,14 +70,27 @@ def test_short_ttl_message_behind_long_ones_expires_on_time(
     assert drain(ch, uid) == [b"long0", b"long1", b"long2"]
 
 
-def test_queue_message_ttl_and_per_message_expiration_smaller_wins(
+def test_per_message_expiration_shorter_than_the_queue_ttl_wins(
     ch: BlockingChannel, cleanup: Cleanup, uid: str
 ) -> None:
     ch.queue_declare(cleanup.queue(uid), arguments={"x-message-ttl": 60_000})
     ch.basic_publish("", uid, "short", pika.BasicProperties(expiration="20"))
     ch.basic_publish("", uid, "kept", pika.BasicProperties(expiration="90000"))
-    time.sleep(0.1)
-    assert drain(ch, uid) == [b"kept"]
+    ch.basic_publish("", uid, "plain")
+    wait_ready_count(ch, uid, 2)
+    assert drain(ch, uid) == [b"kept", b"plain"]
+
+
+def test_queue_ttl_shorter_than_the_per_message_expiration_wins(
+    ch: BlockingChannel, cleanup: Cleanup, uid: str
+) -> None:
+    kept = cleanup.queue(f"{uid}.kept")  # the same message where no queue TTL applies
+    ch.queue_declare(kept)
+    ch.queue_declare(cleanup.queue(uid), arguments={"x-message-ttl": 20})
+    for queue in (uid, kept):
+        ch.basic_publish("", queue, "long", pika.BasicProperties(expiration="90000"))
+    wait_ready_count(ch, uid, 0)
+    assert drain(ch, kept) == [b"long"]
 
 
 def test_message_ttl_zero_expires_without_a_consumer(
@@ -86,14 +98,41 @@ def test_message_ttl_zero_expires_without_a_consumer(
 ) -> None:
     ch.queue_declare(cleanup.queue(uid), arguments={"x-message-ttl": 0})
     ch.basic_publish("", uid, "gone")
-    assert ready_count(ch, uid) == 0
+    wait_ready_count(ch, uid, 0)
 
 
-def test_unused_queue_expires(broker: Any, cleanup: Cleanup, uid: str) -> None:
+def test_message_ttl_zero_reaches_a_consumer_waiting_for_it(
+    broker: Any, cleanup: Cleanup, uid: str
+) -> None:
     with connection(broker) as conn:
-        conn.channel().queue_declare(cleanup.queue(uid), arguments={"x-expires": 100})
-        time.sleep(0.5)  # no passive declares meanwhile: they count as use
-        assert not queue_exists(conn, uid)
+        ch = conn.channel()
+        ch.queue_declare(cleanup.queue(uid), arguments={"x-message-ttl": 0})
+        got: list[bytes] = []
+        ch.basic_consume(uid, lambda c, m, p, b: got.append(b), auto_ack=True)
+        ch.basic_publish("", uid, "taken")
+        pump_until(conn, lambda: got == [b"taken"])
+
+
+def _queue_gone(conn: BlockingConnection, queue: str) -> bool:
+    """True once `queue` is deleted; probes with queue.unbind, which is no use of the queue."""
+    ch = conn.channel()
+    try:
+        ch.queue_unbind(queue, "amq.fanout")
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        if exc.reply_code != 404:
+            raise
+        return True
+    ch.close()
+    return False
+
+
+def test_unused_queue_expires_after_its_period(broker: Any, cleanup: Cleanup, uid: str) -> None:
+    with connection(broker) as conn:
+        declared_before = time.monotonic()
+        conn.channel().queue_declare(cleanup.queue(uid), arguments={"x-expires": 1000})
+        pump_until(conn, lambda: _queue_gone(conn, uid))
+        # A lower bound only (load makes it later, never earlier): not deleted before its period.
+        assert time.monotonic() - declared_before >= 1.0
 
 
 def test_rejected_message_is_dead_lettered_with_rabbitmq_x_death(
@@ -237,16 +276,18 @@ def test_higher_priority_consumer_receives_while_it_has_credit(
     with connection(broker) as conn:
         low_ch, high_ch = conn.channel(), conn.channel()
         low_ch.queue_declare(cleanup.queue(uid))
-        high_ch.basic_qos(prefetch_count=2)
-        got: list[str] = []
-        low_ch.basic_consume(uid, lambda c, m, p, b: got.append("low"))
+        high_ch.basic_qos(prefetch_count=3)
+        got: dict[str, list[bytes]] = {"low": [], "high": []}
+        # The low one subscribes first and has no prefetch limit: neither order nor credit
+        # would favour the high one, only its priority.
+        low_ch.basic_consume(uid, lambda c, m, p, b: got["low"].append(b))
         high_ch.basic_consume(
-            uid, lambda c, m, p, b: got.append("high"), arguments={"x-priority": 10}
+            uid, lambda c, m, p, b: got["high"].append(b), arguments={"x-priority": 10}
         )
         for i in range(5):
             low_ch.basic_publish("", uid, str(i))
-        pump_until(conn, lambda: len(got) == 5)
-        assert sorted(got) == ["high", "high", "low", "low", "low"]
+        pump_until(conn, lambda: len(got["low"]) + len(got["high"]) == 5)
+        assert got == {"high": [b"0", b"1", b"2"], "low": [b"3", b"4"]}
 
 
 def test_consumer_timeout_closes_the_channel_and_requeues(

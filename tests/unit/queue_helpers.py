@@ -99,3 +99,27 @@ def get_all(broker: Broker, queue: str) -> list[bytes]:
     while (got := channel.get(q, no_ack=True)) is not None:
         out.append(got[1].message.body)
     return out
+
+
+@attrs.define
+class JournalRefusingOnce:
+    """The store's side of a durable queue (the QueueJournal seam): its first removal fails."""
+
+    failures: int = 1
+    removed: list[int] = attrs.field(factory=list)
+
+    def enqueue(self, entry: QueueEntry) -> None:
+        pass
+
+    def delivered(self, entry: QueueEntry) -> None:
+        pass
+
+    def remove(self, entry: QueueEntry) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise OSError(28, "No space left on device")
+        self.removed.append(entry.seq)
+
+
+def persistent(body: bytes, expiration_ms: int) -> Message:
+    return Message("", "q", b"\x00\x00", body, persistent=True, expiration_ms=expiration_ms)

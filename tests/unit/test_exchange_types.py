@@ -19,9 +19,17 @@ from amqplite.broker.exchange_types import (
     FanoutRouter,
     HeadersExchangeType,
     HeadersRouter,
+    builtin_registry,
     header_values_equal,
 )
-from amqplite.broker.plugin_api import ChannelException, Destination, ExchangeTypeRegistry
+from amqplite.broker.plugin_api import (
+    COMMON_EQUIVALENT_ARGUMENTS,
+    Arguments,
+    ChannelException,
+    Destination,
+    assert_args_equivalence,
+)
+from amqplite.broker.vhost import VHost
 from amqplite.protocol.constants import ReplyCode
 
 Q1, Q2, Q3 = Destination.queue("q1"), Destination.queue("q2"), Destination.queue("q3")
@@ -328,7 +336,7 @@ def test_builtin_types_accept_any_declare_arguments_and_plain_bindings(exchange_
 
 
 def test_registry_with_builtins_has_the_four_amqp_types() -> None:
-    registry = ExchangeTypeRegistry.with_builtins()
+    registry = builtin_registry()
     assert registry.names() == ["direct", "fanout", "headers", "topic"]
     for name in registry.names():
         exchange_type = registry.get(name)
@@ -340,20 +348,20 @@ def test_registry_with_builtins_has_the_four_amqp_types() -> None:
 
 
 def test_registries_are_independent() -> None:
-    first = ExchangeTypeRegistry.with_builtins()
+    first = builtin_registry()
     load_plugin().register(first)
     assert "x-consistent-hash" in first
-    assert "x-consistent-hash" not in ExchangeTypeRegistry.with_builtins()
+    assert "x-consistent-hash" not in builtin_registry()
 
 
 def test_registering_a_taken_name_is_a_value_error() -> None:
-    registry = ExchangeTypeRegistry.with_builtins()
+    registry = builtin_registry()
     with pytest.raises(ValueError, match="direct"):
         registry.register(DirectExchangeType())
 
 
 def test_each_router_of_a_type_holds_its_own_bindings() -> None:
-    exchange_type = ExchangeTypeRegistry.with_builtins().get("direct")
+    exchange_type = builtin_registry().get("direct")
     assert exchange_type is not None
     first, second = exchange_type.create_router(), exchange_type.create_router()
     first.bind(Q1, "a", {})
@@ -384,7 +392,7 @@ def test_plugin_imports_nothing_of_amqplite_but_the_plugin_api() -> None:
 
 def consistent_hash_router(*bindings: tuple[Destination, str]) -> Any:
     """Return an x-consistent-hash router with (destination, weight) bindings."""
-    registry = ExchangeTypeRegistry.with_builtins()
+    registry = builtin_registry()
     load_plugin().register(registry)
     exchange_type = registry.get("x-consistent-hash")
     assert exchange_type is not None
@@ -445,3 +453,83 @@ def test_consistent_hash_refuses_hash_header_argument() -> None:
     with pytest.raises(ChannelException) as info:
         exchange_type.validate({"hash-header": "h"})
     assert info.value.reply_code == ReplyCode.PRECONDITION_FAILED
+
+
+# --- argument equivalence on redeclare ------------------------------------------------------
+
+
+class DelayedLikeExchangeType:
+    """A plugin type with one argument of its own that must match on redeclare (as RabbitMQ's
+    x-delayed-message compares x-delayed-type); written against the plugin API only."""
+
+    name = "x-delayed-like"
+
+    def validate(self, arguments: Arguments) -> None:
+        if "x-delayed-type" not in arguments:
+            raise ChannelException(ReplyCode.PRECONDITION_FAILED, "x-delayed-type is required")
+
+    def validate_binding(self, routing_key: str, arguments: Arguments) -> None:
+        pass
+
+    def create_router(self) -> DirectRouter:
+        return DirectRouter()
+
+    def assert_args_equivalence(
+        self, resource: str, current: Arguments, received: Arguments
+    ) -> None:
+        assert_args_equivalence(
+            resource, current, received, (*COMMON_EQUIVALENT_ARGUMENTS, "x-delayed-type")
+        )
+
+
+def vhost_with(*extra: Any) -> VHost:
+    registry = builtin_registry()
+    for exchange_type in extra:
+        registry.register(exchange_type)
+    return VHost("/", registry)
+
+
+def test_redeclare_with_other_type_specific_argument_is_precondition_failed() -> None:
+    vhost = vhost_with(DelayedLikeExchangeType())
+    vhost.declare_exchange("d", "x-delayed-like", arguments={"x-delayed-type": "direct"})
+    vhost.declare_exchange("d", "x-delayed-like", arguments={"x-delayed-type": "direct"})
+    with pytest.raises(ChannelException) as info:
+        vhost.declare_exchange("d", "x-delayed-like", arguments={"x-delayed-type": "topic"})
+    assert info.value.reply_code == ReplyCode.PRECONDITION_FAILED
+    assert (info.value.class_id, info.value.method_id) == (40, 10)
+    assert info.value.reply_text == (
+        "PRECONDITION_FAILED - inequivalent arg 'x-delayed-type' for exchange 'd' in vhost '/': "
+        "received 'topic' but current is 'direct'"
+    )
+
+
+@pytest.mark.parametrize("type_name", ["direct", "fanout", "topic", "headers", "x-consistent-hash"])
+def test_redeclare_with_other_alternate_exchange_is_precondition_failed(type_name: str) -> None:
+    plugin = load_plugin()
+    vhost = vhost_with(plugin.ConsistentHashExchangeType())
+    vhost.declare_exchange("x", type_name, arguments={"alternate-exchange": "ae1"})
+    for other in ({"alternate-exchange": "ae2"}, {}):
+        with pytest.raises(ChannelException) as info:
+            vhost.declare_exchange("x", type_name, arguments=other)
+        assert "inequivalent arg 'alternate-exchange'" in info.value.reply_text
+
+
+@pytest.mark.parametrize("type_name", ["direct", "fanout", "topic", "headers"])
+def test_redeclare_with_other_arguments_no_type_compares_is_accepted(type_name: str) -> None:
+    vhost = vhost_with()
+    first = vhost.declare_exchange("x", type_name, arguments={"note": "a"})
+    again = vhost.declare_exchange("x", type_name, arguments={"note": "b", "other": 1})
+    assert again is first
+    assert first.arguments == {"note": "a"}  # the original arguments stay, as in RabbitMQ
+
+
+def test_plugin_api_imports_no_exchange_type_nor_other_broker_module() -> None:
+    path = Path(__file__).resolve().parents[2] / "amqplite" / "broker" / "plugin_api.py"
+    imported: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            imported.add(node.module)
+        elif isinstance(node, ast.Import):
+            imported.update(alias.name for alias in node.names)
+    ours = {name for name in imported if name.startswith("amqplite")}
+    assert all(name.startswith("amqplite.protocol") for name in ours), ours

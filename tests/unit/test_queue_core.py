@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import logging
 import random
 from typing import Any
 
 import pytest
-from queue_helpers import Client, FakeClock, get_all, headers_of, make_broker, msg
+from queue_helpers import (
+    Client,
+    FakeClock,
+    JournalRefusingOnce,
+    get_all,
+    headers_of,
+    make_broker,
+    msg,
+    persistent,
+)
 
 from amqplite.broker.broker import Broker
 from amqplite.broker.consumer import DeliveryChannel
 from amqplite.broker.message import QueueEntry
-from amqplite.broker.queue import EXPIRE_BATCH, ReadyList
+from amqplite.broker.queue import EXPIRE_BATCH
+from amqplite.broker.ready_list import ReadyList
+from amqplite.broker.ttl_index import TtlIndex
 from amqplite.broker.vhost import VHost
 from amqplite.protocol.errors import ChannelException
 
@@ -151,6 +163,26 @@ def test_unacked_message_does_not_expire_but_expires_when_requeued_late(
     broker.reject(ch, 1, False, requeue=True)
     assert queue.message_count == 0
     assert queue.stats.expired == 1
+
+
+def test_a_failing_timer_callback_is_logged_and_the_queue_keeps_expiring(
+    broker: Broker, vhost: VHost, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    queue = vhost.declare_queue("q", durable=True)
+    journal = queue.journal = JournalRefusingOnce()
+    for i, ttl in enumerate((1000, 2000, 3000)):
+        vhost.publish("", persistent(f"m{i}".encode(), ttl))
+    clock.advance(1)
+    with caplog.at_level(logging.ERROR, logger="amqplite.broker"):
+        broker.fire_timers()  # expiring m0 fails in the journal
+    assert "No space left on device" in caplog.text
+    assert queue.message_count == 2
+    clock.advance(3)  # past the other deadlines and any retry delay
+    while (deadline := broker.next_deadline()) is not None and deadline <= clock.now:
+        broker.fire_timers()
+    assert queue.message_count == 0
+    assert journal.removed == [1, 2]
+    queue._check()
 
 
 def test_many_messages_expire_in_bounded_turns(
@@ -636,3 +668,27 @@ def test_mass_expiry_in_random_order_leaves_the_rest_in_order(
         queue._check()
     assert queue.stats.expired == 6000 - len(survivors)
     assert get_all(broker, "q") == survivors
+
+
+def test_ttl_index_hands_out_due_entries_by_deadline_then_position() -> None:
+    rng = random.Random(12)
+    index = TtlIndex()
+    entries = [QueueEntry(seq, msg(str(seq).encode())) for seq in range(200)]
+    for entry in entries:
+        assert isinstance(index.add(entry, float(rng.randrange(20))), bool)
+    removed = entries[::7]
+    for entry in removed:
+        index.remove(entry)
+    live = [e for e in entries if e not in removed]
+    expected = sorted(live, key=lambda e: (e.expires_at, e.seq))
+    assert index.next_deadline() == expected[0].expires_at
+    got: list[QueueEntry] = []
+    for now in (4.5, 9.0, 30.0):
+        while (entry := index.pop_due(now)) is not None:
+            assert entry.expires_at is not None
+            assert entry.expires_at <= now
+            got.append(entry)
+        assert not index.has_due(now)
+    assert got == expected
+    assert len(index) == 0
+    assert index.next_deadline() is None

@@ -121,3 +121,56 @@ async def test_shutdown_closes_clients_with_connection_forced(autojump_clock: An
         await client.wait_closed()
     assert close.reply_code == ReplyCode.CONNECTION_FORCED
     assert not node.connections
+
+
+async def serve_lockstep(node: Node, nursery: trio.Nursery) -> StreamClient:
+    """A client whose stream has no buffer: the server's send_all waits until the client reads."""
+    client_end, server_end = trio.testing.lockstep_stream_pair()
+    nursery.start_soon(node.serve_stream, server_end, "lockstep")
+    return StreamClient(client_end)
+
+
+async def drain(client: StreamClient) -> None:
+    """Read until the server closes the stream (lets a stuck server finish, so the test ends)."""
+    with trio.move_on_after(600):
+        await client.wait_closed()
+
+
+@pytest.mark.trio
+async def test_shutdown_drops_a_peer_that_stops_reading_when_the_grace_period_ends(
+    autojump_clock: Any,
+) -> None:
+    node = Node(Config(limits=Limits(close_timeout=60.0)))
+    async with trio.open_nursery() as nursery:
+        client = await serve_lockstep(node, nursery)
+        await client.handshake(heartbeat=0)
+        (conn,) = node.connections
+        start = trio.current_time()
+        await node.close_all(grace=5.0)  # the client reads nothing more: connection.close blocks
+        with trio.move_on_after(1.0):
+            await conn.finished.wait()
+        dropped_after = trio.current_time() - start if conn.finished.is_set() else None
+        nursery.start_soon(drain, client)
+    assert dropped_after is not None, "the connection outlived the shutdown grace period"
+    assert 5.0 <= dropped_after <= 5.5
+    assert not node.connections
+
+
+@pytest.mark.trio
+async def test_peer_that_stops_reading_is_dropped_after_the_close_timeout(
+    autojump_clock: Any,
+) -> None:
+    node = Node(Config(limits=Limits(close_timeout=3.0)))
+    async with trio.open_nursery() as nursery:
+        client = await serve_lockstep(node, nursery)
+        await client.handshake(heartbeat=0)
+        (conn,) = node.connections
+        start = trio.current_time()
+        await client.send(5, spec.Queue.Declare())  # 504; the client never reads the close
+        with trio.move_on_after(60.0):
+            await conn.finished.wait()
+        dropped_after = trio.current_time() - start if conn.finished.is_set() else None
+        nursery.start_soon(drain, client)
+    assert dropped_after is not None, "the connection outlived its close timeout"
+    assert 3.0 <= dropped_after <= 4.0
+    assert not node.connections

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from amqplite.management.app import MANAGEMENT, Call, Router
+from amqplite.management.app import Call
 from amqplite.management.http import Response
+from amqplite.management.routing import MANAGEMENT, Router
 
 
-def register(router: Router) -> None:
+def register(router: Router[Call]) -> None:
     """Routes of this resource."""
     router.add("GET", "/api/amqplite/quarantine", list_quarantine, MANAGEMENT)
 

@@ -1,0 +1,72 @@
+"""What a queue needs from its broker (clocks, timers, dead-lettering, policies), and a stand-in."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Final, Protocol
+
+from amqplite.broker.message import QueueEntry
+
+if TYPE_CHECKING:
+    from amqplite.broker.queue import Queue
+
+
+class Timed(Protocol):
+    """Something the broker's timer wheel calls back at a deadline (queues, channels)."""
+
+    timer_due: float | None
+
+    def on_timer(self, now: float) -> float | None:
+        """Do what is due at `now`; the next deadline (or None)."""
+
+
+class QueueHost(Protocol):
+    """What a queue needs from its broker: clocks, timers, dead-lettering, policies."""
+
+    def now(self) -> float:
+        """Monotonic seconds."""
+
+    def wall_time(self) -> float:
+        """POSIX seconds (for x-death timestamps)."""
+
+    def schedule(self, target: Timed, deadline: float) -> None:
+        """Call target.on_timer at (or soon after) the monotonic deadline."""
+
+    def dead_letter(self, queue: Queue, entry: QueueEntry, reason: str) -> bool:
+        """Republish a message that left `queue` through its dead-letter exchange; True if sent."""
+
+    def policy_for(self, queue: Queue) -> Mapping[str, Any] | None:
+        """The definition of the policy that applies to the queue, if any."""
+
+    def consumer_timeout_ms(self) -> int | None:
+        """The broker-wide consumer acknowledgement timeout (None or 0: none)."""
+
+
+class DetachedHost:
+    """A host for queues outside a broker (plain VHost in tests): frozen clock, no timers."""
+
+    def now(self) -> float:
+        """Always 0."""
+        return 0.0
+
+    def wall_time(self) -> float:
+        """Always 0."""
+        return 0.0
+
+    def schedule(self, target: Timed, deadline: float) -> None:
+        """No timers: nothing is ever called back."""
+
+    def dead_letter(self, queue: Queue, entry: QueueEntry, reason: str) -> bool:
+        """No routing: dead letters are dropped."""
+        return False
+
+    def policy_for(self, queue: Queue) -> Mapping[str, Any] | None:
+        """No policies."""
+        return None
+
+    def consumer_timeout_ms(self) -> int | None:
+        """No default timeout."""
+        return None
+
+
+DETACHED: Final = DetachedHost()

@@ -1,0 +1,56 @@
+"""The public context a session hands its command handlers (as hypercorn hands its protocols one)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from amqplite.broker.broker import Broker
+    from amqplite.broker.vhost import VHost
+    from amqplite.protocol.methods import Method
+    from amqplite.session.channel import ChannelSession
+    from amqplite.session.confirms import PublisherConfirms
+
+
+class SessionContext(Protocol):
+    """What a handler of one AMQP command may use of its connection."""
+
+    @property
+    def broker(self) -> Broker:
+        """The broker the connection talks to."""
+
+    @property
+    def open_vhost(self) -> VHost:
+        """The virtual host the connection opened (handlers run only on an open connection)."""
+
+    @property
+    def owner(self) -> object:
+        """The identity exclusive queues and their bindings belong to (the connection)."""
+
+    @property
+    def frame_max(self) -> int:
+        """The negotiated frame_max, for encoding content frames."""
+
+    @property
+    def confirms(self) -> PublisherConfirms:
+        """The channels' publisher confirms waiting to be sent."""
+
+    def send(self, channel_id: int, method: Method) -> None:
+        """Encode a method frame and queue it for the client."""
+
+    def write(self, data: bytes) -> None:
+        """Queue already-encoded frames for the client."""
+
+    def allow(self, access: str, kind: str, name: str, class_id: int, method_id: int) -> None:
+        """Raise 403 ACCESS_REFUSED unless the user may have `access` to the resource."""
+
+    def write_mark(self) -> object:
+        """Start noting the records a command writes (the token for reply_when_durable)."""
+
+    def reply_when_durable(
+        self, channel: ChannelSession, mark: object, reply: Method | None
+    ) -> None:
+        """Send `reply` once the records written since `mark` are on disk (None: nowait)."""
+
+    def drop_channel(self, channel: ChannelSession) -> None:
+        """Forget a closed channel and release what it held in the broker."""

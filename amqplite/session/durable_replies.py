@@ -1,0 +1,84 @@
+"""Replies held until the records they announce are on disk, one per channel at most."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import attrs
+
+from amqplite.broker.broker import Broker
+from amqplite.broker.durability import CommitMark, is_durable, merge_marks
+from amqplite.protocol.assembler import Command
+from amqplite.protocol.errors import ChannelException
+from amqplite.session.channel import ChannelSession
+
+
+@attrs.define(eq=False)
+class HeldReply:
+    """A channel's reply waiting for the commit of the records it announces."""
+
+    mark: CommitMark
+    reply: bytes
+    deferred: list[Command | ChannelException]  # the channel's later input, run after the reply
+
+
+class DurableReplies:
+    """The held replies of one connection, by channel id; a channel's later input waits behind."""
+
+    def __init__(self, broker: Broker) -> None:
+        self._broker = broker  # its commit tracker is read at each use: the store may set it late
+        self._held: dict[int, HeldReply] = {}
+        self._open: tuple[object] | None = None  # a mark() token not yet closed by hold()
+
+    def __bool__(self) -> bool:
+        return bool(self._held)
+
+    def __contains__(self, channel_id: int) -> bool:
+        return channel_id in self._held
+
+    def get(self, channel_id: int) -> HeldReply | None:
+        """The reply the channel waits on, if any."""
+        return self._held.get(channel_id)
+
+    def mark(self) -> object:
+        """Start noting the records a command appends (the token for hold; close it once)."""
+        token = self._broker.commits.watch()
+        self._open = (token,)
+        return token
+
+    def close_open_mark(self) -> None:
+        """A command failed between mark() and hold(): stop noting its records."""
+        if self._open is not None:
+            self._broker.commits.watched(self._open[0])
+            self._open = None
+
+    def hold(self, channel: ChannelSession, token: object, frame: bytes | None) -> bool:
+        """Note what the channel wrote since mark(); True if `frame` must wait for a commit."""
+        self._open = None
+        mark = self._broker.commits.watched(token)
+        if mark is not None:
+            channel.durable_mark = merge_marks(channel.durable_mark, mark)
+        if frame is None:
+            return False
+        if is_durable(channel.durable_mark):
+            channel.durable_mark = None
+            return False
+        assert channel.durable_mark is not None
+        self._held[channel.channel_id] = HeldReply(channel.durable_mark, frame, [])
+        return True
+
+    def take_committed(self) -> Iterator[tuple[int, HeldReply]]:
+        """Remove and yield the held replies the commits now cover (the dict may change meanwhile)."""
+        for channel_id, held in list(self._held.items()):
+            if not is_durable(held.mark) or self._held.get(channel_id) is not held:
+                continue
+            del self._held[channel_id]
+            yield channel_id, held
+
+    def forget(self, channel_id: int) -> None:
+        """The channel is gone: so is its held reply."""
+        self._held.pop(channel_id, None)
+
+    def clear(self) -> None:
+        """The connection closed."""
+        self._held.clear()

@@ -1,0 +1,17 @@
+"""The limits and identity a session offers to clients (from the broker configuration)."""
+
+from __future__ import annotations
+
+import attrs
+
+
+@attrs.frozen
+class SessionSettings:
+    """Limits and identity a session offers to clients (from the broker configuration)."""
+
+    heartbeat: int = 60
+    frame_max: int = 131072
+    channel_max: int = 2047
+    max_message_size: int = 128 * 1024 * 1024
+    max_outbound_bytes: int = 1024 * 1024
+    product: str = "amqplite"
