@@ -15,8 +15,8 @@ import trio
 
 from amqplite.broker.broker import Broker
 from amqplite.broker.durability import CommitMark, is_durable
-from amqplite.broker.restore import recover_into
 from amqplite.config.models import Config
+from amqplite.server.restore import recover_into
 from amqplite.session.connection import Session
 from amqplite.store.journal import SyncJob
 from amqplite.store.latency import LatencyHistogram

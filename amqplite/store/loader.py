@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from amqplite.config.models import StoreConfig
 from amqplite.store.bodies import BodyFile, BodyRef
+from amqplite.store.clean_index import CleanIndex, read_index
 from amqplite.store.interface import (
     JournaledEntry,
     JournaledQueue,
@@ -20,11 +21,13 @@ from amqplite.store.interface import (
     Recovery,
     UserRecord,
 )
+from amqplite.store.journal import map_file
 from amqplite.store.metadata import MetadataLog
 from amqplite.store.quarantine import QuarantinedQueue, list_quarantine, move_aside
 from amqplite.store.queue_store import QueueStore
 from amqplite.store.records import RecordType
 from amqplite.store.recovery import RecoveredQueue, recover_queue
+from amqplite.store.snapshot import SNAPSHOT_NAME, remove_temp_files
 
 log = logging.getLogger("amqplite.store")
 
@@ -47,14 +50,27 @@ class LoadingStore(Protocol):
 class QueueLoader:
     """One queue's recovered messages, then its journal (implements store.interface.QueueLoad)."""
 
-    def __init__(self, store: LoadingStore, directory: Path, recovered: RecoveredQueue) -> None:
+    def __init__(
+        self,
+        store: LoadingStore,
+        directory: Path,
+        recovered: RecoveredQueue,
+        index: CleanIndex | None = None,
+    ) -> None:
         self.store = store
         self.directory = directory
         self.recovered = recovered
+        self.index = index
         self.next_seq = recovered.next_seq
 
     def messages(self) -> Iterator[RecoveredMessage]:
         """The live messages in queue order; bodies beyond the memory budget stay on disk."""
+        if self.index is not None:
+            return self._indexed(self.index)
+        return self._replayed()
+
+    def _replayed(self) -> Iterator[RecoveredMessage]:
+        """From the snapshot and journal replay: records decoded one at a time."""
         store = self.store
         recovered = self.recovered
         shared: dict[Any, Any] = {}  # one copy of repeated names and properties
@@ -88,7 +104,7 @@ class QueueLoader:
             count = stored.delivery_count
             if crashed and not count:
                 count = 1  # may have been delivered before the crash
-            yield RecoveredMessage(
+            yield (
                 stored.seq,
                 count,
                 stored.priority,
@@ -101,18 +117,31 @@ class QueueLoader:
                 size,
             )
 
+    def _indexed(self, index: CleanIndex) -> Iterator[RecoveredMessage]:
+        """From a clean-shutdown index: no record scanned or decoded; bodies beyond the budget
+        stay in the snapshot."""
+        path = self.directory / SNAPSHOT_NAME
+        store = self.store
+        room = store.config.memory_budget_bytes - store.resident_bytes
+        self.next_seq = max(self.next_seq, index.next_seq)
+        return index.messages(BodyFile(path), map_file(path), store.crashed, room)
+
     def open(self, queue: JournaledQueue, kept: Sequence[tuple[JournaledEntry, int]]) -> QueueStore:
         """The queue's journal, holding the entries kept (size negative: body on disk)."""
         store = self.store
         journal = store.attach_journal(queue, self.directory, self.recovered)
+        journal.index_current = self.index is not None
         live = journal.live
+        live_bytes = resident = 0
         for entry, size in kept:
             live[entry.seq] = (entry, size)
             if size > 0:
-                journal.live_bytes += size
-                store.resident_bytes += entry.message.size
+                live_bytes += size
+                resident += entry.message.size
             else:
-                journal.live_bytes -= size
+                live_bytes -= size
+        journal.live_bytes += live_bytes
+        store.resident_bytes += resident
         return journal
 
 
@@ -174,7 +203,12 @@ class RecoveryReader:
     def load_queue(self, record: QueueRecord) -> QueueLoader:
         """Start recovering one queue's messages (raises if its files cannot be read)."""
         directory = self.queues_directory / record.directory
-        recovered = recover_queue(directory)
+        index = read_index(directory)
+        if index is not None:
+            remove_temp_files(directory)
+            recovered = RecoveredQueue([], {}, {}, 0, index.covers_through, {}, [])
+            return QueueLoader(self, directory, recovered, index)
+        recovered = recover_queue(directory, read_index(directory, with_segments=True))
         self.problems.extend(recovered.problems)
         return QueueLoader(self, directory, recovered)
 

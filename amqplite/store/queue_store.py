@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from amqplite.config.models import StoreConfig
 from amqplite.store.bodies import BodyFile, BodyRef
+from amqplite.store.clean_index import remove_index, write_index
 from amqplite.store.interface import JournaledEntry, JournaledMessage, JournaledQueue, Paging
 from amqplite.store.journal import SegmentWriter, SyncJob, SyncTask, segment_path
 from amqplite.store.records import (
@@ -88,15 +89,19 @@ class SnapshotTask(SyncTask):
         self.items: list[tuple[int, int, JournaledMessage]] = []
         self.ok = False
         self.body_offsets: list[int] = []  # where each item's body starts in the snapshot file
+        self.record_sizes: list[int] = []  # bytes of each item's ENQUEUE record
         self.body_file: BodyFile | None = None  # opened when paged bodies must move to the snapshot
+        self.index = False  # also write the clean-shutdown index (graceful shutdown)
 
     def _records(self) -> Iterator[bytes]:
         position = FILE_HEADER.size
         offsets = self.body_offsets
+        sizes = self.record_sizes
         deadlines = self.deadlines
         for seq, count, message in self.items:
             record = encode_entry(seq, count, message)
             position += len(record)
+            sizes.append(len(record))
             offsets.append(position - message.size)  # the body ends the record
             yield record
             if deadlines and seq in deadlines:
@@ -117,6 +122,18 @@ class SnapshotTask(SyncTask):
         self.live = []
         try:
             write_snapshot(directory, self.covers_through, self._records(), fsync=fsync)
+            if self.index:
+                write_index(
+                    directory,
+                    self.covers_through,
+                    self.items,
+                    self.body_offsets,
+                    self.record_sizes,
+                    self.deadlines,
+                    fsync,
+                )
+            else:
+                remove_index(directory)  # it described the snapshot just replaced
             if self.journal.store.paging is not None:  # paged bodies move to the snapshot
                 self.body_file = BodyFile(directory / SNAPSHOT_NAME, self.journal.store.retired_fds)
             self.ok = True
@@ -179,6 +196,7 @@ class QueueStore:
         self.snapshot_running = False
         self.dead = False
         self.snapshots_taken = 0
+        self.index_current = False  # the clean index on disk describes this queue (nothing since)
 
     # -- QueueJournal --------------------------------------------------------------------
 
@@ -279,12 +297,19 @@ class QueueStore:
     def start_snapshot(self, job: SyncJob) -> SnapshotTask:
         """Retire the open segment and snapshot the live messages after this commit's fsync."""
         covers = self.writer.rotate(job)
+        self.index_current = False  # a new snapshot replaces the one the index describes
         host = self.queue.host
         task = SnapshotTask(self, covers, list(self.live.values()))  # a C-speed copy on the loop
         task.to_wall = (host.wall_time() - host.now()) * 1000
         job.after_sync.append(task)
         self.snapshot_running = True
         return task
+
+    def clean_snapshot(self, job: SyncJob) -> None:
+        """At a graceful shutdown: a snapshot with its index, unless the one on disk is current."""
+        if self.snapshot_running or (self.index_current and not self.writer.sizes):
+            return
+        self.start_snapshot(job).index = True
 
     def snapshot_done(self, task: SnapshotTask) -> None:
         """Forget the segments a finished snapshot replaced."""

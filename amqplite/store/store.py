@@ -93,6 +93,7 @@ class Store(Commits, MetadataWriter, RecoveryReader):
         job = SyncJob(0, fsync=self.config.fsync)
         for journal in self.journals.values():
             journal.writer.rotate(job)
+            journal.clean_snapshot(job)  # the next boot reads the snapshots' indexes, not records
         job.run()
         self.metadata_log.close()
         close_descriptors(self.take_retired())

@@ -31,7 +31,7 @@ def test_unreadable_queue_journal_is_kept_and_listed_by_ctl(tmp_path: Path) -> N
             for d in (data_dir / "queues").iterdir()
             if any(b"kept:broken" in p.read_bytes() for p in d.iterdir())
         ]
-        (journal / "snapshot.snap").mkdir()  # reading this queue's journal now fails
+        (journal / "0000009999.seg").mkdir()  # reading this queue's journal now fails
         broker = start_broker(data_dir)
         out = io.StringIO()
         assert (

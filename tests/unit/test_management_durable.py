@@ -16,12 +16,12 @@ import trio.testing
 from test_store_commit_order import FsyncGate
 
 from amqplite.broker.broker import Broker
-from amqplite.broker.restore import recover_into
 from amqplite.config.models import Config, StoreConfig
-from amqplite.management.app import ManagementApp
 from amqplite.management.http import HttpConnection, HttpLimits
+from amqplite.management.resources import build_app
 from amqplite.server.committer import Committer, open_store
 from amqplite.server.node import Node
+from amqplite.server.restore import recover_into
 from amqplite.store.store import Store
 
 AUTH = "Basic " + base64.b64encode(b"guest:guest").decode()
@@ -73,7 +73,7 @@ async def management_with_gate(data_dir: Path) -> AsyncIterator[tuple[Http, Fsyn
     config = Config(data_dir=str(data_dir), store=StoreConfig())
     node = Node(config)
     committer = Committer(open_store(config, node.broker), lambda: [], sync_hook=gate)
-    app = ManagementApp(node, clock=trio.current_time, wall_clock=lambda: 1.7e9)
+    app = build_app(node, clock=trio.current_time, wall_clock=lambda: 1.7e9)
     try:
         with trio.fail_after(30):
             async with trio.open_nursery() as nursery:

@@ -10,9 +10,9 @@ from test_session import Client, build
 
 from amqplite.broker.auth import Permission
 from amqplite.broker.broker import Broker
-from amqplite.broker.restore import recover_into
 from amqplite.config.models import StoreConfig
 from amqplite.protocol.methods import BasicAck, spec
+from amqplite.server.restore import recover_into
 from amqplite.session.connection import Session
 from amqplite.store.store import Store
 

@@ -14,12 +14,12 @@ from test_store_commit_order import Frames
 from amqplite.broker.broker import Broker
 from amqplite.broker.durability import is_durable
 from amqplite.broker.message import Message
-from amqplite.broker.restore import recover_into
 from amqplite.config.models import Config, StoreConfig
 from amqplite.protocol.methods import BasicAck, spec
 from amqplite.protocol.methods import build_method as build
 from amqplite.server.committer import Committer, open_store
 from amqplite.server.node import Node
+from amqplite.server.restore import recover_into
 from amqplite.store.store import Store
 
 PERSISTENT_PROPS = b"\x10\x00\x02"

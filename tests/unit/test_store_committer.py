@@ -10,7 +10,6 @@ import trio
 import trio.testing
 
 from amqplite.broker.broker import Broker
-from amqplite.broker.restore import recover_into
 from amqplite.config.models import Config, StoreConfig
 from amqplite.protocol import encode_content, encode_method
 from amqplite.protocol.constants import PROTOCOL_HEADER
@@ -25,6 +24,7 @@ from amqplite.protocol.methods import BasicAck, spec
 from amqplite.protocol.methods import build_method as build
 from amqplite.server.committer import Committer, open_store
 from amqplite.server.node import Node
+from amqplite.server.restore import recover_into
 from amqplite.store.records import FILE_HEADER, RecordType, scan
 from amqplite.store.store import Store
 

@@ -13,8 +13,8 @@ from amqplite.broker.durability import is_durable
 from amqplite.broker.message import Message
 from amqplite.broker.plugin_api import Destination
 from amqplite.broker.queue import Queue
-from amqplite.broker.restore import recover_into
 from amqplite.config.models import StoreConfig
+from amqplite.server.restore import recover_into
 from amqplite.store.journal import list_segments
 from amqplite.store.records import (
     FILE_HEADER,
@@ -290,7 +290,7 @@ def test_empty_segment_and_empty_metadata_files_are_ignored(tmp_path: Path) -> N
     broker, store = boot(tmp_path)
     broker.vhosts["/"].declare_queue("q", durable=True)
     publish(broker, 2)
-    store.close()
+    store.commit()  # then the crash: no clean shutdown
     directory = only_queue_dir(tmp_path)
     last = list_segments(directory)[-1][0]
     (directory / f"{last + 1:010d}.seg").write_bytes(b"")  # created, then the crash
@@ -341,7 +341,7 @@ def test_snapshot_interrupted_after_each_step_loses_and_duplicates_nothing(
     expected = bodies(queue)
     journal = store.journals[("/", "q")]
     covers = journal.writer.number
-    store.close()
+    store.commit()  # then a crash in the middle of the next snapshot
     items = [
         encode_enqueue(
             seq, e.delivery_count, 0, None, "", "q", e.message.properties_bin, e.message.body

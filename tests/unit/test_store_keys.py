@@ -10,8 +10,8 @@ from amqplite.broker.broker import Broker
 from amqplite.broker.message import Message, QueueEntry
 from amqplite.broker.plugin_api import Destination
 from amqplite.broker.queue import Queue
-from amqplite.broker.restore import recover_into
 from amqplite.config.models import StoreConfig
+from amqplite.server.restore import recover_into
 from amqplite.store.records import decode_enqueue, encode_enqueue
 from amqplite.store.store import Store
 

@@ -8,8 +8,8 @@ from amqplite.broker.broker import Broker
 from amqplite.broker.message import Message, PagedMessage
 from amqplite.broker.plugin_api import Destination
 from amqplite.broker.queue import Queue
-from amqplite.broker.restore import recover_into
 from amqplite.config.models import StoreConfig
+from amqplite.server.restore import recover_into
 from amqplite.store.journal import list_segments
 from amqplite.store.store import Store
 

@@ -9,10 +9,9 @@ import pytest
 
 from amqplite.broker.broker import Broker
 from amqplite.broker.message import Message
-from amqplite.broker.restore import recover_into
 from amqplite.config.models import StoreConfig
+from amqplite.server.restore import recover_into
 from amqplite.store.records import RecordType
-from amqplite.store.snapshot import SNAPSHOT_NAME
 from amqplite.store.store import Store
 
 PERSISTENT_PROPS = b"\x10\x00\x02"
@@ -78,7 +77,7 @@ def test_queue_whose_files_cannot_be_read_is_quarantined_and_the_others_come_bac
     publish(broker, "good", b"fine")
     directory = store.queues_directory / store.metadata_log.queues[("/", "bad")].directory
     store.close()
-    (directory / SNAPSHOT_NAME).mkdir()  # reading the queue's snapshot now raises
+    (directory / "0000009999.seg").mkdir()  # reading the queue's journal now raises
     broker, store = boot(tmp_path)
     assert [e.message.body for e in broker.vhosts["/"].queues["good"].ready] == [b"fine"]
     assert "bad" not in broker.vhosts["/"].queues

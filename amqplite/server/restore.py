@@ -13,8 +13,8 @@ from amqplite.broker.plugin_api import Destination
 from amqplite.broker.policy import Policy
 from amqplite.broker.queue import Queue
 from amqplite.broker.stats import MessageStats
-from amqplite.broker.store_link import attach
 from amqplite.protocol.properties import read_facts
+from amqplite.server.store_link import attach
 from amqplite.store.interface import DurableStore, JournaledEntry, QueueRecord, Recovery
 
 log = logging.getLogger("amqplite.store")
@@ -162,25 +162,18 @@ def _restore_messages(queue: Queue, store: DurableStore, record: QueueRecord) ->
                 no_headers.add(props)
         if isinstance(body, bytes):
             message = Message(
-                exchange,
-                routing_key,
-                props,
-                body,
-                persistent=True,
-                priority=priority,
-                expiration_ms=expiration_ms,
-                headers=headers,
+                exchange, routing_key, props, body, True, priority, expiration_ms, headers
             )
-        else:
+        else:  # a paged message keeps its body's location
             message = PagedMessage(
                 exchange,
                 routing_key,
                 props,
-                body,  # type: ignore[arg-type]  # a paged message keeps its body's location
-                persistent=True,
-                priority=priority,
-                expiration_ms=expiration_ms,
-                headers=headers,
+                body,  # type: ignore[arg-type]
+                True,
+                priority,
+                expiration_ms,
+                headers,
             )
         queue.next_seq = seq
         if deadline is not None:  # the rest of its TTL: the deadline is absolute
