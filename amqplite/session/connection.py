@@ -16,6 +16,7 @@ from amqplite.protocol.assembler import Command, ContentAssembler
 from amqplite.protocol.constants import FRAME_MIN_SIZE, PROTOCOL_HEADER, ClassId, ReplyCode
 from amqplite.protocol.errors import AMQPError, ChannelException, ConnectionException
 from amqplite.protocol.frames import (
+    HOT_PARTIAL,
     HOT_PUBLISH,
     NEED_DATA,
     BadProtocolHeader,
@@ -23,7 +24,6 @@ from amqplite.protocol.frames import (
     HeartbeatFrame,
     MethodFrame,
     ProtocolHeaderReceived,
-    encode_deliver,
 )
 from amqplite.protocol.methods import (
     BasicAck,
@@ -34,6 +34,7 @@ from amqplite.protocol.methods import (
     method_ids,
     spec,
 )
+from amqplite.protocol.writers import Deliver, Part, deliver_parts
 from amqplite.session import handshake
 from amqplite.session.basic import ack, publish
 from amqplite.session.channel import ChannelSession, ChannelState
@@ -88,7 +89,7 @@ class Session:
         self.channels: dict[int, ChannelSession] = {}
         self.close_reason: str = ""
         self.publishing = False  # set by the first basic.publish (resource alarms block such)
-        self._out: list[bytes] = []
+        self._out: list[Part] = []  # joined once, in data_to_send: the one copy of a body
         self._out_size = 0
         self._starved = False
         self.confirms = PublisherConfirms()
@@ -112,8 +113,8 @@ class Session:
         reader.receive_data(data)
         try:
             while self.state is not ConnectionState.CLOSED:
-                if self.state is ConnectionState.OPEN:
-                    self._receive_hot()
+                if self.state is ConnectionState.OPEN and self._receive_hot():
+                    break  # a publish waits for the rest of its content, to be taken whole
                 frame = reader.next_frame()
                 if frame is NEED_DATA:
                     break
@@ -132,8 +133,11 @@ class Session:
             )
         self._flush_confirms()
 
-    def _receive_hot(self) -> None:
-        """Publishes and acks straight from the read buffer while they come in a row."""
+    def _receive_hot(self) -> bool:
+        """Publishes and acks straight from the read buffer while they come in a row.
+
+        True when the next publish has not fully arrived: reading waits for the rest of it.
+        """
         reader = self.reader
         channels = self.channels
         assembler = self.assembler
@@ -142,7 +146,7 @@ class Session:
         while self.state is ConnectionState.OPEN:
             hot = reader.peek_hot()
             if hot is None:
-                return
+                return False
             channel_id = hot[1]
             channel = channels.get(channel_id)
             if (
@@ -151,11 +155,14 @@ class Session:
                 or assembler.has_pending(channel_id)
                 or channel_id in held
             ):
-                return
-            if hot[0] == HOT_PUBLISH:
+                return False
+            kind = hot[0]
+            if kind == HOT_PARTIAL:  # the rest of this publish is on its way: take it whole
+                return True
+            if kind == HOT_PUBLISH:
                 _, _, size, exchange, routing_key, bits, properties_bin, body = hot
                 if len(body) > max_body:
-                    return
+                    return False
                 reader.skip(size)
                 try:
                     publish(
@@ -171,6 +178,7 @@ class Session:
                     ack(self, channel, delivery_tag, multiple)
                 except ChannelException as exc:
                     self._channel_error(channel, exc, BasicAck(delivery_tag, multiple))
+        return False
 
     def data_to_send(self) -> bytes:
         """Take every byte queued for the client."""
@@ -216,6 +224,12 @@ class Session:
         self._out_size += len(data)
         self.on_output()
 
+    def write_parts(self, parts: list[Part]) -> None:
+        """Queue frames given as parts (a writer's output, the body among them uncopied)."""
+        self._out += parts
+        self._out_size += sum(map(len, parts))
+        self.on_output()
+
     def send(self, channel_id: int, method: Method) -> None:
         """Encode a method frame and queue it for the client."""
         self.write(encode_method(channel_id, method))
@@ -234,21 +248,12 @@ class Session:
     def deliver(
         self, channel_id: int, consumer_tag: str, delivery_tag: int, entry: QueueEntry
     ) -> None:
-        """Send basic.deliver for a queue entry."""
-        m = entry.message
-        self.write(
-            encode_deliver(
-                channel_id,
-                consumer_tag,
-                delivery_tag,
-                entry.redelivered,
-                m.exchange,
-                m.routing_key,
-                m.properties_bin,
-                m.body,
-                self.frame_max,
-            )
-        )
+        """Send basic.deliver for a queue entry (its body joins the outbound bytes uncopied)."""
+        deliver = Deliver(channel_id, consumer_tag, delivery_tag, entry.redelivered)
+        parts = deliver_parts(deliver, entry.message, self.frame_max)
+        self._out += parts
+        self._out_size += sum(map(len, parts))
+        self.on_output()
 
     def cancel_consumer(self, channel_id: int, consumer_tag: str) -> None:
         """Server-initiated basic.cancel (consumer_cancel_notify)."""
@@ -500,16 +505,15 @@ class Session:
     def allow(self, access: str, kind: str, name: str, class_id: int, method_id: int) -> None:
         """403 ACCESS_REFUSED unless the user's permissions on this vhost allow the access."""
         user = self.user.name if self.user else ""
-        permission = self.broker.permissions_of(user, self.open_vhost.name)
+        vhost = self.open_vhost.name
+        permission = self.broker.permissions_of(user, vhost)
         if permission is not self._allowed_for:
             self._allowed_for = permission
             self._allowed.clear()
         key = (access, kind, name)
         if key in self._allowed:
             return
-        check_access(
-            permission, access, kind, name, self.open_vhost.name, user, class_id, method_id
-        )
+        check_access(permission, access, kind, name, vhost, user, class_id, method_id)
         self._allowed.add(key)
 
     def write_mark(self) -> int:
