@@ -395,6 +395,7 @@ class Session:
     def _open(self, method: Any) -> None:
         self.vhost = handshake.open_vhost(self.broker, self.peer, self.user, method)
         self.state = ConnectionState.OPEN
+        self.broker.churn.connection_created += 1
         self.send(0, spec.Connection.OpenOk())
         log.info(
             "connection open from %s user=%s vhost=%s",
@@ -439,6 +440,7 @@ class Session:
         for channel in list(self.channels.values()):
             if vhost is not None:
                 self.broker.close_channel(vhost, channel.delivery)
+        self.broker.churn.channel_closed += len(self.channels)
         self.channels.clear()
         self.confirms.clear()
         self._held.clear()
@@ -449,6 +451,7 @@ class Session:
     def _handle_channel_open(self, channel_id: int, method: Method) -> None:
         check_channel_open(channel_id, method, self.channel_max)
         self.channels[channel_id] = ChannelSession(channel_id, DeliveryChannel(channel_id, self))
+        self.broker.churn.channel_created += 1
         self.send(channel_id, spec.Channel.OpenOk())
 
     def _handle_closing_channel(self, channel: ChannelSession, method: Any) -> None:
@@ -459,7 +462,8 @@ class Session:
             self.drop_channel(channel)
 
     def drop_channel(self, channel: ChannelSession) -> None:
-        self.channels.pop(channel.channel_id, None)
+        if self.channels.pop(channel.channel_id, None) is not None:
+            self.broker.churn.channel_closed += 1
         self.confirms.forget(channel.channel_id)
         self._held.forget(channel.channel_id)
         self.assembler.reset(channel.channel_id)
