@@ -8,7 +8,6 @@ from amqplite.broker.message import Message
 from amqplite.broker.publishing import make_message
 from amqplite.protocol.assembler import Command
 from amqplite.protocol.constants import ClassId, ReplyCode
-from amqplite.protocol.frames import encode_get_ok, encode_return
 from amqplite.protocol.methods import (
     BasicAck,
     BasicNack,
@@ -17,6 +16,7 @@ from amqplite.protocol.methods import (
     build_method,
     spec,
 )
+from amqplite.protocol.writers import GetOk, Return, get_ok_parts, return_parts
 from amqplite.session.channel import ChannelSession, ConfirmMode
 from amqplite.session.context import SessionContext
 
@@ -65,20 +65,8 @@ def basic_get(ctx: SessionContext, channel: ChannelSession, command: Command) ->
         ctx.send(channel.channel_id, spec.Basic.GetEmpty())
         return
     tag, entry, redelivered = got
-    msg = entry.message
-    ctx.write(
-        encode_get_ok(
-            channel.channel_id,
-            tag,
-            redelivered,
-            msg.exchange,
-            msg.routing_key,
-            queue.message_count,
-            msg.properties_bin,
-            msg.body,
-            ctx.frame_max,
-        )
-    )
+    get_ok = GetOk(channel.channel_id, tag, redelivered, queue.message_count)
+    ctx.write_parts(get_ok_parts(get_ok, entry.message, ctx.frame_max))
 
 
 def basic_publish(ctx: SessionContext, channel: ChannelSession, command: Command) -> None:
@@ -121,18 +109,8 @@ def route(
     routed = ctx.broker.route(ctx.open_vhost, exchange, message)
     queues = routed.queues
     if not queues and mandatory:
-        ctx.write(
-            encode_return(
-                channel.channel_id,
-                int(ReplyCode.NO_ROUTE),
-                "NO_ROUTE",
-                exchange,
-                message.routing_key,
-                message.properties_bin,
-                message.body,
-                ctx.frame_max,
-            )
-        )
+        returned = Return(channel.channel_id, int(ReplyCode.NO_ROUTE), "NO_ROUTE")
+        ctx.write_parts(return_parts(returned, message, ctx.frame_max))
     if channel.mode is ConfirmMode.CONFIRM:
         ticket = 0
         if message.persistent and any(q.durable for q in routed.accepted):

@@ -23,7 +23,6 @@ from amqplite.protocol.frames import (
     HeartbeatFrame,
     MethodFrame,
     ProtocolHeaderReceived,
-    encode_deliver,
 )
 from amqplite.protocol.methods import (
     BasicAck,
@@ -34,6 +33,7 @@ from amqplite.protocol.methods import (
     method_ids,
     spec,
 )
+from amqplite.protocol.writers import Deliver, Part, deliver_parts
 from amqplite.session import handshake
 from amqplite.session.basic import ack, publish
 from amqplite.session.channel import ChannelSession, ChannelState
@@ -87,7 +87,7 @@ class Session:
         self.client_properties: dict[str, Any] = {}
         self.channels: dict[int, ChannelSession] = {}
         self.close_reason: str = ""
-        self._out: list[bytes] = []
+        self._out: list[Part] = []  # joined once, in data_to_send: the one copy of a body
         self._out_size = 0
         self._starved = False
         self.confirms = PublisherConfirms()
@@ -215,6 +215,15 @@ class Session:
         self._out_size += len(data)
         self.on_output()
 
+    def write_parts(self, parts: list[Part]) -> None:
+        """Queue frames given as parts (a writer's output, the body among them uncopied)."""
+        self._out += parts
+        size = self._out_size
+        for part in parts:
+            size += len(part)
+        self._out_size = size
+        self.on_output()
+
     def send(self, channel_id: int, method: Method) -> None:
         """Encode a method frame and queue it for the client."""
         self.write(encode_method(channel_id, method))
@@ -233,21 +242,9 @@ class Session:
     def deliver(
         self, channel_id: int, consumer_tag: str, delivery_tag: int, entry: QueueEntry
     ) -> None:
-        """Send basic.deliver for a queue entry."""
-        m = entry.message
-        self.write(
-            encode_deliver(
-                channel_id,
-                consumer_tag,
-                delivery_tag,
-                entry.redelivered,
-                m.exchange,
-                m.routing_key,
-                m.properties_bin,
-                m.body,
-                self.frame_max,
-            )
-        )
+        """Send basic.deliver for a queue entry (its body joins the outbound bytes uncopied)."""
+        deliver = Deliver(channel_id, consumer_tag, delivery_tag, entry.redelivered)
+        self.write_parts(deliver_parts(deliver, entry.message, self.frame_max))
 
     def cancel_consumer(self, channel_id: int, consumer_tag: str) -> None:
         """Server-initiated basic.cancel (consumer_cancel_notify)."""

@@ -24,12 +24,14 @@ from benchlib.report import ratios, table
 from benchlib.roles import Flow, latency_summary, percentile
 from benchlib.scenarios import Result
 
+from amqplite.broker.message import Message
 from amqplite.protocol import (
     NEED_DATA,
     PROTOCOL_HEADER,
     BasicAck,
     BasicPublish,
     BodyFrame,
+    Deliver,
     FrameReader,
     HeaderFrame,
     MethodFrame,
@@ -64,7 +66,9 @@ def test_ack_frames_match_the_protocol_encoder() -> None:
 
 def test_consumer_counts_deliveries_and_keeps_a_partial_frame() -> None:
     data = b"".join(
-        encode_deliver(1, "bench-0", tag, False, "", "q", b"\x00\x00", b"x" * 10, 131072)
+        encode_deliver(
+            Deliver(1, "bench-0", tag, False), Message("", "q", b"\x00\x00", b"x" * 10), 131072
+        )
         for tag in (1, 2, 3)
     )
     consumer = Consumer(keep_tags=True)
@@ -83,7 +87,9 @@ def test_consumer_reads_latency_from_stamped_bodies() -> None:
     body = stamp_body(64)(1_000_000)
     assert len(body) == 64
     consumer = Consumer(stamps=True)
-    buffer = bytearray(encode_deliver(1, "c", 1, False, "", "q", b"\x00\x00", body, 131072))
+    buffer = bytearray(
+        encode_deliver(Deliver(1, "c", 1, False), Message("", "q", b"\x00\x00", body), 131072)
+    )
     consumer.feed(buffer, 3_500_000)
     assert consumer.latencies_ns == [2_500_000]
 

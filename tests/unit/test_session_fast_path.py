@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import random
+import sys
+
 import pytest
 from test_session import Client, build
 
 from amqplite.broker.auth import Permission
 from amqplite.broker.broker import Broker
 from amqplite.protocol.constants import ReplyCode
-from amqplite.protocol.frames import HOT_ACK, HOT_PUBLISH, FrameReader, encode_content
+from amqplite.protocol.frames import HOT_ACK, HOT_PUBLISH, FrameReader
 from amqplite.protocol.methods import BasicAck, BasicPublish, encode_method, spec
+from amqplite.protocol.writers import encode_content
 from amqplite.session.connection import Session, SessionSettings
 
 
@@ -80,6 +84,43 @@ def test_many_publishes_in_one_receive_equal_byte_by_byte_delivery(broker: Broke
         split.session.receive_data(data[i : i + 1])
     one_by_one = [(c.method.delivery_tag, c.body) for c in split.received()]
     assert at_once == one_by_one == [(i + 1, body) for i, body in enumerate(bodies)]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_publishes_split_at_random_between_receives_arrive_whole_and_in_order(seed: int) -> None:
+    rng = random.Random(seed)
+    bodies = [bytes([i % 256]) * rng.randrange(0, 3000) for i in range(300)]
+    data = b"".join(publish_bytes(1, "q", body, frame_max=4096) for body in bodies)
+    broker = Broker()
+    broker.add_vhost("/")
+    broker.add_user("guest", "guest")
+    broker.set_permissions("guest", "/", Permission())
+    client = consuming_client(broker)
+    pos = 0
+    while pos < len(data):
+        step = rng.choice((1, 7, 100, 1500, 4096, 20000))
+        client.session.receive_data(data[pos : pos + step])
+        pos += step
+    got = [(c.method.delivery_tag, c.body) for c in client.received()]
+    assert got == [(i + 1, body) for i, body in enumerate(bodies)]
+
+
+def test_a_fast_path_body_is_its_own_bytes_and_the_received_chunk_is_let_go(
+    broker: Broker,
+) -> None:
+    client = Client(Session(broker))
+    client.handshake()
+    client.open_channel(1)
+    client.send(1, build(spec.Queue.Declare, queue="q"))
+    client.received()
+    chunk = publish_bytes(1, "q", b"hello")
+    client.session.receive_data(chunk)
+    entry = broker.vhosts["/"].queues["q"].take()
+    assert entry is not None
+    assert type(entry.message.body) is bytes
+    assert entry.message.body == b"hello"
+    assert client.session.reader.buffered_bytes == 0
+    assert sys.getrefcount(chunk) == 2  # this test's name and getrefcount's argument only
 
 
 def test_fast_ack_of_an_unknown_tag_closes_the_channel_with_406(broker: Broker) -> None:
