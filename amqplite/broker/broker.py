@@ -20,6 +20,7 @@ from amqplite.broker.durability import (
     NoCommits,
 )
 from amqplite.broker.exchange_types import builtin_registry
+from amqplite.broker.flow import FlowControl
 from amqplite.broker.message import Message, QueueEntry
 from amqplite.broker.plugin_api import ExchangeTypeRegistry
 from amqplite.broker.policy import Policy, effective_policy, validate_policy
@@ -65,6 +66,7 @@ class Broker:
         self._timers: list[tuple[float, int, Timed]] = []
         self._timer_seq = itertools.count()
         self.totals = MessageStats()
+        self.flow = FlowControl()
         self.commits: CommitTracker = NoCommits()
         self.metadata: MetadataListener | None = None
         self.config_listener: ConfigListener | None = None  # the store: users, policies, vhosts
@@ -279,7 +281,10 @@ class Broker:
 
     def route(self, vhost: VHost, exchange: str, message: Message) -> Routed:
         """Route and enqueue a message; which queues took it and which refused it (limits)."""
-        return vhost.route_message(exchange, message)
+        routed = vhost.route_message(exchange, message)
+        if self.flow.behind:
+            self.flow.routed(routed.queues)
+        return routed
 
     # -- clocks and timers (QueueHost) ---------------------------------------------------
 
@@ -294,6 +299,10 @@ class Broker:
     def consumer_timeout_ms(self) -> int | None:
         """The broker-wide consumer acknowledgement timeout (None: none)."""
         return self.default_consumer_timeout_ms
+
+    def set_behind(self, queue: Queue, behind: bool) -> None:
+        """A queue fell behind on deliverable work, or caught up: pace publishers."""
+        self.flow.set_behind(queue, behind)
 
     def schedule(self, target: Timed, deadline: float) -> None:
         """Call target.on_timer at the deadline (kept if the target already has an earlier one)."""

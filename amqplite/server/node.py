@@ -17,6 +17,7 @@ from amqplite.protocol.constants import ReplyCode
 from amqplite.server.boot import apply_boot_definitions, build_broker, session_settings
 from amqplite.server.committer import Committer, open_store
 from amqplite.server.connection import ClientConnection
+from amqplite.server.pacing import Pacer
 from amqplite.server.timers import run_broker_timers
 from amqplite.session.connection import Session
 
@@ -31,6 +32,7 @@ class Node:
         self.broker = broker or build_broker(config)
         self.settings = session_settings(config)
         self.connections: set[ClientConnection] = set()
+        self.pacer = Pacer(self.broker.flow)
         self.shutting_down = False
 
     async def handle_stream(self, stream: trio.SocketStream) -> None:
@@ -45,7 +47,7 @@ class Node:
     async def serve_stream(self, stream: trio.abc.Stream, peer: str) -> None:
         """Serve one connection over any stream (memory streams in tests)."""
         session = Session(self.broker, self.settings, peer=peer)
-        conn = ClientConnection(stream, session, self.config.limits)
+        conn = ClientConnection(stream, session, self.config.limits, self.pacer)
         self.connections.add(conn)
         try:
             await conn.run()

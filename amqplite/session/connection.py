@@ -90,6 +90,8 @@ class Session:
         self._out: list[Part] = []  # joined once, in data_to_send: the one copy of a body
         self._out_size = 0
         self._starved = False
+        self.output_stalled = False  # set by the server: the peer stopped taking output
+        self.in_flight = 0  # bytes the server took from us and has not yet written
         self.confirms = PublisherConfirms()
         self._held = DurableReplies(broker)  # replies waiting for their records' commit
         self._released = False
@@ -190,12 +192,26 @@ class Session:
 
     def on_drained(self) -> None:
         """The server wrote our buffered bytes: resume deliveries paused for room."""
+        self.output_stalled = False
         if self._starved and self.state is ConnectionState.OPEN:
             self._starved = False
-            for channel in list(self.channels.values()):
-                if channel.state is ChannelState.OPEN:
-                    self.broker.resume(channel.delivery)
+            self._resume_deliveries()
             self._flush_confirms()
+
+    def on_stalled(self) -> None:
+        """The peer has taken no output for a while: its consumers stop pacing publishers."""
+        if not self.output_stalled and self.state is ConnectionState.OPEN:
+            self.output_stalled = True
+            self._resume_deliveries()  # their queues see the stall and stop holding publishers
+
+    def _resume_deliveries(self) -> None:
+        for channel in list(self.channels.values()):
+            if channel.state is ChannelState.OPEN:
+                self.broker.resume(channel.delivery)
+
+    def output_size(self) -> int:
+        """Bytes buffered for the client: queued here, or taken by the server and not yet written."""
+        return self._out_size + self.in_flight
 
     def connection_lost(self) -> None:
         """The socket is gone: release channels, requeue unacked, drop exclusive queues."""
@@ -262,10 +278,14 @@ class Session:
 
     def has_capacity(self) -> bool:
         """False while the outbound buffer is over its bound (deliveries pause)."""
-        if self._out_size < self.settings.max_outbound_bytes:
+        if self._out_size + self.in_flight < self.settings.max_outbound_bytes:
             return True
         self._starved = True
         return False
+
+    def output_moving(self) -> bool:
+        """True unless the server found the peer not taking output (see on_stalled)."""
+        return not self.output_stalled
 
     # -- frames ------------------------------------------------------------------------------
 

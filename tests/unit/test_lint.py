@@ -26,7 +26,16 @@ def tool(name: str) -> str:
 
 def test_ruff_finds_nothing() -> None:
     result = subprocess.run(
-        [tool("ruff"), "check", "--no-cache", "amqplite", "tests", "scripts", "examples", "plugins"],
+        [
+            tool("ruff"),
+            "check",
+            "--no-cache",
+            "amqplite",
+            "tests",
+            "scripts",
+            "examples",
+            "plugins",
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
