@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.lowlevel
 import trio.testing
 from test_server_streams import StreamClient, build, serve_lockstep, serve_one
 
@@ -57,7 +58,7 @@ async def watch_ready(queue: Queue, peak: list[int], done: trio.Event) -> None:
     """Record the queue's largest ready count, looked at on every turn of the event loop."""
     while not done.is_set():
         peak[0] = max(peak[0], queue.message_count)
-        await trio.sleep(0)
+        await trio.lowlevel.checkpoint()
 
 
 @pytest.mark.trio
