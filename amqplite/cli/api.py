@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import base64
 import json
 import os
@@ -78,7 +79,7 @@ def quote(segment: str) -> str:
     return urllib.parse.quote(segment, safe="")
 
 
-def client_from(args: Any, default_url: str) -> ManagementClient:
+def client_from(args: argparse.Namespace, default_url: str) -> ManagementClient:
     """A client from --url/--user/--password, the environment, or the defaults."""
     return ManagementClient(
         url=args.url or os.environ.get("AMQPLITE_MANAGEMENT_URL") or default_url,

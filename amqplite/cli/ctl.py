@@ -66,6 +66,15 @@ COLUMNS: dict[str, list[tuple[str, str]]] = {
     ],
 }
 
+NODE_COLUMNS = [
+    ("node", "name"),
+    ("amqp", "amqp"),
+    ("management", "management"),
+    ("link", "cluster"),
+    ("running", "running"),
+    ("this", "this_node"),
+]
+
 _DEFAULT_SORT = {
     "queues": ("vhost", "name"),
     "exchanges": ("vhost", "name"),
@@ -153,6 +162,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         p = sub.add_parser(action, help=helptext)
         p.add_argument("queue")
         p.add_argument("--vhost", default="/")
+    sub.add_parser("cluster", help="the cluster's nodes, as registered in etcd")
     close = sub.add_parser("close-connection", help="close a client connection")
     close.add_argument("name", help="the connection's name, as `ctl list connections` shows it")
     close.add_argument("--reason", default="closed via amqplite ctl")
@@ -168,6 +178,14 @@ def run(args: argparse.Namespace, client: ManagementClient, out: TextIO) -> int:
         columns = COLUMNS[args.kind]
         rows = [[cell(lookup(it, path)) for _, path in columns] for it in items]
         out.write(format_table([h for h, _ in columns], rows) + "\n")
+        return 0
+    if args.action == "cluster":
+        nodes = sorted(client.get("/api/nodes") or [], key=lambda n: str(n.get("name")))
+        if args.json:
+            out.write(json.dumps(nodes, indent=2, sort_keys=True) + "\n")
+            return 0
+        rows = [[cell(lookup(n, path)) for _, path in NODE_COLUMNS] for n in nodes]
+        out.write(format_table([h for h, _ in NODE_COLUMNS], rows) + "\n")
         return 0
     if args.action == "purge":
         client.request("DELETE", f"/api/queues/{quote(args.vhost)}/{quote(args.queue)}/contents")

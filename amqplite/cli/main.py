@@ -19,9 +19,9 @@ from amqplite.cli import ctl
 from amqplite.cli.api import DEFAULT_URL, ApiError, ManagementClient, client_from
 from amqplite.cli.logs import setup_logging
 from amqplite.config.definitions import load_definitions, parse_definitions
-from amqplite.config.loader import ConfigError, load_config
-from amqplite.config.models import Config
-from amqplite.config.source import read_yaml
+from amqplite.config.loader import ConfigError, build_config, load_config
+from amqplite.config.models import ClusterConfig, Config
+from amqplite.config.source import Source, read_yaml
 
 DEFAULT_CONFIG = Path("conf/amqplite.yaml")
 
@@ -46,6 +46,17 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", help="debug, info, warning, error (env AMQPLITE_LOG_LEVEL)")
     serve.add_argument(
         "--definitions", help="definitions YAML applied at boot (env AMQPLITE_DEFINITIONS)"
+    )
+    serve.add_argument(
+        "--node-name",
+        help="this node's cluster name; enables cluster mode (env AMQPLITE_NODE_NAME)",
+    )
+    serve.add_argument(
+        "--etcd",
+        help="comma-separated etcd URLs; enables cluster mode (env AMQPLITE_ETCD)",
+    )
+    serve.add_argument(
+        "--cluster-port", type=int, help="node-to-node link port; enables cluster mode"
     )
 
     defs = sub.add_parser("definitions", help="validate, export and import routing definitions")
@@ -116,6 +127,7 @@ def resolve_config(args: argparse.Namespace) -> Config:
         )
     return attrs.evolve(
         config,
+        cluster=_cluster_overrides(args, config.cluster),
         listener=listener,
         management=management,
         data_dir=getattr(args, "data_dir", None)
@@ -128,8 +140,37 @@ def resolve_config(args: argparse.Namespace) -> Config:
     )
 
 
+def _cluster_overrides(args: argparse.Namespace, cluster: ClusterConfig) -> ClusterConfig:
+    """--node-name, --etcd and --cluster-port (or their env) override the file and enable cluster mode."""
+    name = getattr(args, "node_name", None) or os.environ.get("AMQPLITE_NODE_NAME")
+    etcd = getattr(args, "etcd", None) or os.environ.get("AMQPLITE_ETCD")
+    port = getattr(args, "cluster_port", None)
+    if name is None and etcd is None and port is None:
+        return cluster
+    flags = {}
+    if name is not None:
+        flags["node_name"] = name
+    if etcd is not None:
+        flags["etcd_endpoints"] = [url.strip() for url in etcd.split(",") if url.strip()]
+    if port is not None:
+        flags["listen"] = {"port": port}
+    # validated as the file's `cluster:` section would be, so errors name the flag and key
+    checked = build_config(Source("command line", {"cluster": flags})).cluster
+    return attrs.evolve(
+        cluster,
+        enabled=True,
+        node_name=checked.node_name if name is not None else cluster.node_name,
+        etcd_endpoints=checked.etcd_endpoints if etcd is not None else cluster.etcd_endpoints,
+        listen=attrs.evolve(cluster.listen, port=port) if port is not None else cluster.listen,
+    )
+
+
 def _check_startable(config: Config) -> None:
-    """Everything that can be refused before the node starts: definitions and plugins."""
+    """Everything that can be refused before the node starts: definitions, plugins, cluster."""
+    if config.cluster.enabled and not config.cluster.etcd_endpoints:
+        raise ConfigError(
+            "configuration", "cluster.etcd_endpoints", "expected at least one etcd URL", value=[]
+        )
     if config.definitions:
         load_definitions(config.definitions)
     for i, name in enumerate(config.plugins):
@@ -161,6 +202,8 @@ def _serve(args: argparse.Namespace) -> int:
     setup_logging(config)
     import trio
 
+    from amqplite.cluster.etcd_codec import EtcdError
+    from amqplite.cluster.membership import ClusterError
     from amqplite.server.node import run_node
 
     try:
@@ -168,6 +211,9 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"amqplite: configuration error: {exc}", file=sys.stderr)
         return 2
+    except (EtcdError, ClusterError) as exc:
+        print(f"amqplite: cluster: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(
             f"amqplite: cannot listen on {config.listener.host}:{config.listener.port}: {exc}",

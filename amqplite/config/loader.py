@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import typing
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ import attrs
 
 from amqplite.config.models import (
     ClusterConfig,
+    ClusterListener,
     Config,
     Limits,
     Listener,
@@ -33,6 +35,7 @@ _MODELS: dict[str, type] = {
     "StoreConfig": StoreConfig,
     "LoggingConfig": LoggingConfig,
     "ClusterConfig": ClusterConfig,
+    "ClusterListener": ClusterListener,
 }
 
 
@@ -55,6 +58,11 @@ def _build(cls: type, data: Any, src: Source, path: Path_) -> Any:
 
 def _check_limits(meta: Any, value: Any, src: Source, path: Path_) -> None:
     low, high, choices = meta.get("min"), meta.get("max"), meta.get("choices")
+    pattern = meta.get("pattern")
+    if pattern is not None:
+        for i, text in enumerate(value) if isinstance(value, tuple) else [(None, value)]:
+            if not re.fullmatch(pattern, text):
+                raise src.error(path if i is None else (*path, i), meta["meaning"], text)
     if choices is not None and value not in choices:
         raise src.error(path, f"one of {', '.join(choices)}", value)
     if low is not None and high is not None and not low <= value <= high:

@@ -12,9 +12,11 @@ def limit(
     min: float | None = None,
     max: float | None = None,
     choices: tuple[str, ...] | None = None,
+    pattern: str | None = None,
+    meaning: str = "",
 ) -> dict[str, Any]:
-    """Field metadata the loader checks: a numeric range or the allowed words."""
-    return {"min": min, "max": max, "choices": choices}
+    """Field metadata the loader checks: a numeric range, the allowed words, or a text pattern."""
+    return {"min": min, "max": max, "choices": choices, "pattern": pattern, "meaning": meaning}
 
 
 PORT = limit(min=0, max=65535)
@@ -86,13 +88,31 @@ class LoggingConfig:
     file: str = ""  # "" = standard error
 
 
+NODE_NAME = limit(pattern=r"[A-Za-z0-9_.@-]{1,200}", meaning="a name of letters, digits, _.@-")
+ETCD_URL = limit(pattern=r"https?://[^/\s]+/?", meaning="an etcd client URL like http://host:2379")
+
+
+@attrs.frozen
+class ClusterListener:
+    """Where the node-to-node link of a cluster listens."""
+
+    host: str = "127.0.0.1"
+    port: int = attrs.field(default=25672, metadata=PORT)
+
+
 @attrs.frozen
 class ClusterConfig:
-    """Cluster membership (through etcd); disabled means one node with no external service."""
+    """Cluster mode (nodes coordinated through etcd); disabled means one node, no external service."""
 
     enabled: bool = False
-    node_name: str = "amqplite@localhost"
-    etcd_endpoints: tuple[str, ...] = ("http://127.0.0.1:2379",)
+    name: str = attrs.field(default="amqplite", metadata=NODE_NAME)  # the etcd key prefix
+    node_name: str = attrs.field(default="amqplite@localhost", metadata=NODE_NAME)
+    etcd_endpoints: tuple[str, ...] = attrs.field(
+        default=("http://127.0.0.1:2379",), metadata=ETCD_URL
+    )
+    listen: ClusterListener = ClusterListener()
+    default_replicas: int = attrs.field(default=1, metadata=limit(min=1, max=99))
+    lease_ttl: int = attrs.field(default=10, metadata=limit(min=2, max=3600))  # seconds
 
 
 @attrs.frozen

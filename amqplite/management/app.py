@@ -1,77 +1,41 @@
-"""The management application: routing, basic auth, tags and vhost permissions, error mapping."""
+"""The management application: dispatch, basic auth, tags and vhost permissions, error mapping."""
 
 from __future__ import annotations
 
 import base64
 import binascii
-import datetime
-import decimal
 import json
 import re
 import socket
-import urllib.parse
 import weakref
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Protocol
+from typing import Any
 
 import attrs
 
+from amqplite.broker.auth import FULL_ACCESS, Permission
 from amqplite.broker.broker import Broker, User
 from amqplite.broker.queue import Queue
 from amqplite.broker.vhost import VHost
-from amqplite.config.models import Config
 from amqplite.management.http import HttpError, Request, Response
+from amqplite.management.listing import select_columns
+from amqplite.management.metrics import QueueMetricLines
+from amqplite.management.queue_rows import QueueJsonCache, sample_all
 from amqplite.management.rates import RateTracker
+from amqplite.management.routing import (
+    LEVEL_TAGS,
+    MONITORING_TAGS,
+    PUBLIC,
+    Router,
+    parse_query,
+    split_path,
+)
+from amqplite.management.sqs import SqsMessaging
+from amqplite.management.views import NodeView
 from amqplite.protocol.constants import ReplyCode
 from amqplite.protocol.errors import AMQPError
 
-MANAGEMENT_TAGS = frozenset({"management", "policymaker", "monitoring", "administrator"})
-
-# Who may call a route: anyone, any authenticated user (SQS-style messaging), or a tag level.
-PUBLIC = "public"
-USER = "user"
-MANAGEMENT = "management"
-MONITORING = "monitoring"
-POLICYMAKER = "policymaker"
-ADMINISTRATOR = "administrator"
-
-_LEVEL_TAGS = {
-    MANAGEMENT: MANAGEMENT_TAGS,
-    MONITORING: frozenset({"monitoring", "administrator"}),
-    POLICYMAKER: frozenset({"policymaker", "administrator"}),
-    ADMINISTRATOR: frozenset({"administrator"}),
-}
-
-
-class ConnectionView(Protocol):
-    """What management reads of a served client connection (server.connection.ClientConnection)."""
-
-    session: Any
-    stream: Any
-
-    def wake(self) -> None:
-        """Tell the writer there is output."""
-
-
-class NodeView(Protocol):
-    """What management reads of the running node (server.node.Node)."""
-
-    broker: Broker
-    config: Config
-    connections: set[Any]
-
-
-Handler = Callable[["Call"], Response]
-
-
-@attrs.frozen
-class Route:
-    """One method + path pattern and who may call it."""
-
-    method: str
-    pattern: tuple[str, ...]  # literal segments, or "{name}" parameters
-    handler: Handler
-    level: str
+__all__ = ["Call", "ManagementApp", "amqp_error"]
 
 
 @attrs.frozen
@@ -126,8 +90,6 @@ class Call:
 
     def one(self, item: dict[str, Any]) -> Response:
         """A single object as JSON, reduced to `columns=` if given."""
-        from amqplite.management.listing import select_columns
-
         columns = [c for c in self.query.get("columns", "").split(",") if c]
         return Response.json(select_columns(item, columns) if columns else item)
 
@@ -141,25 +103,6 @@ class Call:
         return self.user.name if self.user is not None else ""
 
 
-def jsonable(value: Any) -> Any:
-    """Field values (tables, bytes, timestamps, decimals) as JSON-compatible values."""
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
-    if isinstance(value, bytes | bytearray):
-        return bytes(value).decode("utf-8", "replace")
-    if isinstance(value, str):
-        return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-    if isinstance(value, datetime.datetime):
-        return int(value.timestamp())
-    if isinstance(value, decimal.Decimal):
-        return float(value)
-    if value is None or isinstance(value, bool | int | float):
-        return value
-    return str(value)
-
-
 def amqp_error(exc: AMQPError) -> HttpError:
     """An AMQP error from the core as the HTTP status RabbitMQ's API gives for it."""
     code = exc.reply_code
@@ -170,81 +113,19 @@ def amqp_error(exc: AMQPError) -> HttpError:
     return HttpError(400, exc.reply_text, "bad_request")
 
 
-def split_path(path: str) -> list[str]:
-    """Path segments, each percent-decoded on its own (so `%2F` stays inside one segment)."""
-    parts = path.split("/")
-    if parts and parts[0] == "":
-        parts = parts[1:]
-    if len(parts) > 1 and parts[-1] == "":
-        parts = parts[:-1]
-    return [urllib.parse.unquote(p) for p in parts]
-
-
-def parse_query(query: str) -> dict[str, str]:
-    """The query string as a dict (last value wins)."""
-    return dict(urllib.parse.parse_qsl(query, keep_blank_values=True))
-
-
-class Router:
-    """Routes by segment patterns; tells 404 (no path) from 405 (path without that method)."""
-
-    def __init__(self) -> None:
-        self.routes: list[Route] = []
-
-    def add(self, method: str, path: str, handler: Handler, level: str = MANAGEMENT) -> None:
-        """Register a handler for a method and a `/api/queues/{vhost}/{name}` style pattern."""
-        pattern = tuple(path.strip("/").split("/")) if path != "/" else ("",)
-        self.routes.append(Route(method, pattern, handler, level))
-
-    def match(self, method: str, segments: list[str]) -> tuple[Route, dict[str, str]]:
-        """The route and its parameters; HttpError 404/405 when none fits."""
-        allowed: list[str] = []
-        segments = segments or [""]
-        for route in self.routes:
-            params = _match(route.pattern, segments)
-            if params is None:
-                continue
-            if route.method == method or (method == "HEAD" and route.method == "GET"):
-                return route, params
-            allowed.append(route.method)
-        if allowed:
-            raise HttpError(
-                405,
-                f"method {method} not allowed here",
-                headers=(("allow", ", ".join(sorted(set(allowed)))),),
-            )
-        raise HttpError(404, "Not Found", "Object Not Found")
-
-
-def _match(pattern: tuple[str, ...], segments: list[str]) -> dict[str, str] | None:
-    if len(pattern) != len(segments):
-        return None
-    params: dict[str, str] = {}
-    for want, got in zip(pattern, segments, strict=True):
-        if want.startswith("{"):
-            params[want[1:-1]] = got
-        elif want != got:
-            return None
-    return params
-
-
 class ManagementApp:
     """Request -> response over the node: every handler is a plain function of the request."""
 
     def __init__(
         self,
         node: NodeView,
+        router: Router[Call],
         *,
         clock: Callable[[], float],
         wall_clock: Callable[[], float],
         node_name: str | None = None,
         store: object | None = None,
     ) -> None:
-        from amqplite.management import resources  # the handlers register themselves
-        from amqplite.management.metrics import QueueMetricLines
-        from amqplite.management.resources.common import QueueJsonCache
-        from amqplite.management.sqs import SqsMessaging
-
         self.node = node
         self.store = store  # the durable store, read by /metrics (journal bytes, fsync latency)
         self.broker = node.broker
@@ -252,14 +133,15 @@ class ManagementApp:
         self.wall_clock = wall_clock
         self.started = clock()
         self.started_wall = wall_clock()
-        self.node_name = node_name or f"amqplite@{socket.gethostname()}"
+        cluster = node.config.cluster
+        default_name = cluster.node_name if cluster.enabled else f"amqplite@{socket.gethostname()}"
+        self.node_name = node_name or default_name
         self.rates = RateTracker()
         self.sqs = SqsMessaging(self.broker)
         self.queue_json = QueueJsonCache()
         self.queue_metrics = QueueMetricLines()
         self.connected_at: weakref.WeakKeyDictionary[object, float] = weakref.WeakKeyDictionary()
-        self.router = Router()
-        resources.register_all(self.router)
+        self.router = router
 
     # -- dispatch ----------------------------------------------------------------------------
 
@@ -295,19 +177,18 @@ class ManagementApp:
         user = self.broker.authenticate(name, password) if sep else None
         if user is None:
             raise HttpError(401, "Login failed", "not_authorised", challenge)
-        tags = _LEVEL_TAGS.get(level)
+        tags = LEVEL_TAGS.get(level)
         if tags is not None and not tags.intersection(user.tags):
             raise HttpError(403, f"user '{name}' lacks a tag required here ({level})")
         return user
 
     # -- permissions -------------------------------------------------------------------------
 
-    def permission_of(self, user: User | None, vhost: str) -> Any:
-        """The user's permission on the vhost (None: none); full access if the broker has no ACLs."""
-        permissions_of = getattr(self.broker, "permissions_of", None)
-        if user is None or permissions_of is None:
-            return _FULL
-        return permissions_of(user.name, vhost)
+    def permission_of(self, user: User | None, vhost: str) -> Permission | None:
+        """The user's permission on the vhost (None: none); full access for public routes."""
+        if user is None:
+            return FULL_ACCESS
+        return self.broker.permissions_of(user.name, vhost)
 
     def can_see(self, user: User | None, vhost: str) -> bool:
         """True when the user may list the vhost's objects (monitoring sees every vhost)."""
@@ -341,19 +222,4 @@ class ManagementApp:
 
     def sample(self) -> None:
         """Take a rate sample of every queue and the totals (the server calls this every few s)."""
-        from amqplite.management.resources.common import sample_all
-
-        sample_all(self)
-
-
-MONITORING_TAGS = frozenset({"monitoring", "administrator"})
-
-
-@attrs.frozen
-class _FullPermission:
-    configure: str = ".*"
-    write: str = ".*"
-    read: str = ".*"
-
-
-_FULL = _FullPermission()
+        sample_all(self, self.clock())

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from amqplite.broker.queue import Queue
+from amqplite.management.views import NodeView, open_connections
 from amqplite.store.latency import LatencyHistogram
-
-if TYPE_CHECKING:
-    from amqplite.management.app import ManagementApp
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -74,10 +73,10 @@ class QueueMetricLines:
     """Each queue's sample lines, re-formatted only when one of its values has changed."""
 
     def __init__(self) -> None:
-        self._cache: dict[Any, tuple[tuple[int, ...], tuple[str, ...], str]] = {}
+        self._cache: dict[Queue, tuple[tuple[int, ...], tuple[str, ...], str]] = {}
 
     @staticmethod
-    def values(queue: Any) -> tuple[int, ...]:
+    def values(queue: Queue) -> tuple[int, ...]:
         """The queue's value of each QUEUE_FAMILIES metric."""
         s = queue.stats
         return (
@@ -96,7 +95,7 @@ class QueueMetricLines:
             s.dropped,
         )
 
-    def lines(self, queues: Sequence[Any]) -> list[tuple[str, ...]]:
+    def lines(self, queues: Sequence[Queue]) -> list[tuple[str, ...]]:
         """One tuple of sample lines per queue, in QUEUE_FAMILIES order."""
         cache = self._cache
         out: list[tuple[str, ...]] = []
@@ -121,16 +120,14 @@ class QueueMetricLines:
         return out
 
 
-def render_metrics(app: ManagementApp, memory_bytes: int) -> str:
+def render_metrics(
+    node: NodeView, queue_lines: QueueMetricLines, store: object | None, memory_bytes: int
+) -> str:
     """Every metric of the node in the text exposition format."""
-    from amqplite.management.resources.connections import _open_connections
-
-    broker = app.broker
+    broker = node.broker
     lines: list[str] = []
     queues = [q for v in broker.vhosts.values() for q in v.queues.values()]
-    per_queue = list(zip(*app.queue_metrics.lines(queues), strict=True)) or [()] * len(
-        QUEUE_FAMILIES
-    )
+    per_queue = list(zip(*queue_lines.lines(queues), strict=True)) or [()] * len(QUEUE_FAMILIES)
     for (name, kind, text), samples in zip(QUEUE_FAMILIES, per_queue, strict=True):
         _header(lines, name, kind, text)
         lines.extend(samples)
@@ -138,7 +135,7 @@ def render_metrics(app: ManagementApp, memory_bytes: int) -> str:
         name = f"amqplite_global_messages_{suffix}_total"
         _header(lines, name, "counter", text)
         lines.append(f"{name} {sum(getattr(broker.totals, f, 0) for f in fields)}")
-    conns = _open_connections(app)
+    conns = open_connections(node)
     gauges: Iterable[tuple[str, int, str]] = (
         ("amqplite_connections", len(conns), "Open AMQP connections"),
         ("amqplite_channels", sum(len(c.session.channels) for c in conns), "Open AMQP channels"),
@@ -149,7 +146,7 @@ def render_metrics(app: ManagementApp, memory_bytes: int) -> str:
     for name, value, text in gauges:
         _header(lines, name, "gauge", text)
         lines.append(f"{name} {value}")
-    journal_bytes, histogram = _store_numbers(app.store)
+    journal_bytes, histogram = _store_numbers(store)
     _header(lines, "amqplite_journal_bytes", "gauge", "Bytes of queue journals on disk")
     lines.append(f"amqplite_journal_bytes {journal_bytes}")
     histogram = histogram or LatencyHistogram()

@@ -9,8 +9,10 @@ import time
 import trio
 
 from amqplite.config.models import ManagementConfig
-from amqplite.management.app import ManagementApp, NodeView
+from amqplite.management.app import ManagementApp
 from amqplite.management.http import HttpLimits, serve_http
+from amqplite.management.resources import build_app
+from amqplite.management.views import NodeView
 
 log = logging.getLogger("amqplite.management")
 
@@ -26,7 +28,7 @@ async def run_management(
     task_status: trio.TaskStatus[ManagementApp] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the management API on config.host:config.port until cancelled."""
-    app = ManagementApp(node, clock=trio.current_time, wall_clock=time.time, store=store)
+    app = build_app(node, clock=trio.current_time, wall_clock=time.time, store=store)
     listeners = await trio.open_tcp_listeners(config.port, host=config.host)
     port = listeners[0].socket.getsockname()[1]
     async with trio.open_nursery() as nursery:

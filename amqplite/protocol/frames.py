@@ -108,6 +108,7 @@ _CONTENT_HEADER: Final = struct.Struct(">HHQ")
 _HEADER_FRAME_PREFIX: Final = struct.Struct(">BHIHHQ")
 _END: Final = bytes([FRAME_END])
 _KNOWN_TYPES: Final = frozenset(int(t) for t in FrameType)
+_CONTENT_TYPES: Final = frozenset((int(FrameType.HEADER), int(FrameType.BODY)))
 _COMPACT_MIN: Final = 65536
 _HOT_PREFIX: Final = struct.Struct(">BHII")
 _TAG_BITS: Final = struct.Struct(">QB")
@@ -148,35 +149,52 @@ class FrameReader:
             self._buffer = chunk
             self._offset = 0
             return
-        need = self._missing(chunk) if self._header_seen and not self._rest else -1
-        if 0 < need < len(chunk):  # complete the split frame, then read on in the chunk
-            joined = bytearray(memoryview(self._buffer)[self._offset :])
-            joined += memoryview(chunk)[:need]
-            self.copied_bytes += len(joined)
-            self._buffer = joined
-            self._offset = 0
-            self._rest = chunk
-            self._rest_at = need
+        if not self._header_seen or self._rest:
+            if self._rest:
+                self._append(memoryview(self._rest)[self._rest_at :])
+                self._rest = b""
+                self._rest_at = 0
+            self._append(chunk)
             return
-        if self._rest:
-            self._append(memoryview(self._rest)[self._rest_at :])
-            self._rest = b""
-            self._rest_at = 0
-        self._append(chunk)
+        # a frame (or a publish's frames) began in the last chunk: join it with what completes it
+        with memoryview(self._buffer) as view, view[self._offset :] as tail:
+            split = self._split(tail, chunk)
+            joined = bytearray(tail) if 0 < split < len(chunk) else None
+        if joined is None:  # the chunk ends inside these frames (or they are broken): keep it all
+            self._append(chunk)
+            return
+        joined += memoryview(chunk)[:split]
+        self.copied_bytes += len(joined)
+        self._buffer = joined
+        self._offset = 0
+        self._rest = chunk  # read in place once the joined frames are
+        self._rest_at = split
 
-    def _missing(self, chunk: bytes) -> int:
-        """Bytes of `chunk` that complete the frame begun at the read offset (-1: unknown)."""
-        left = len(self._buffer) - self._offset
-        head = bytes(memoryview(self._buffer)[self._offset : self._offset + FRAME_HEADER_SIZE])
-        if left < FRAME_HEADER_SIZE:
-            head += chunk[: FRAME_HEADER_SIZE - left]
-            if len(head) < FRAME_HEADER_SIZE:
-                return -1
-        frame_type, _channel, size = _FRAME_HEADER.unpack(head)
-        if frame_type not in _KNOWN_TYPES or size > self.frame_max - FRAME_OVERHEAD:
-            return -1  # next_frame raises the error: no need to split anything
-        need: int = size + FRAME_OVERHEAD - left
-        return need
+    def _split(self, joined: memoryview, chunk: bytes) -> int:
+        """How much of `chunk` completes the frames in `joined`, and the content frames after.
+
+        -1 when the chunk ends first or the framing is broken (then all of it is joined).
+        """
+        left = len(joined)
+        total = left + len(chunk)
+        limit = self.frame_max - FRAME_OVERHEAD
+        pos = 0
+        content_frames = 0
+        while True:
+            head = _frame_head(joined, chunk, pos)
+            if head is None:
+                return -1 if pos < left else pos - left
+            frame_type, _channel, size = head
+            if frame_type not in _KNOWN_TYPES or size > limit:
+                return -1 if pos < left else pos - left
+            if pos >= left:  # the joined frames are whole: take a publish's content with them
+                if frame_type not in _CONTENT_TYPES or content_frames == 2:
+                    return pos - left
+                content_frames += 1
+            end = pos + size + FRAME_OVERHEAD
+            if end > total:
+                return -1 if pos < left else pos - left
+            pos = end
 
     def _append(self, data: bytes | memoryview) -> None:
         """Add bytes after the unread ones, in a bytearray of our own."""
@@ -276,13 +294,15 @@ class FrameReader:
             )
         return HeartbeatFrame(channel)
 
-    def peek_hot(self) -> tuple[Any, ...] | None:
+    def peek_hot(self) -> tuple[Any, ...] | _NeedData | None:
         """Decode the next basic.publish with all its content, or basic.ack, without consuming.
 
         Returns ``(HOT_PUBLISH, channel, length, exchange, routing_key, bits, properties_bin,
         body)`` for a publish whose method, content header and single body frame have all
         arrived, or ``(HOT_ACK, channel, length, delivery_tag, multiple)``; ``length`` is what
-        `skip` must consume. None for anything else, incomplete or malformed: `next_frame`
+        `skip` must consume. `NEED_DATA` for a publish whose method frame has arrived and whose
+        content, so far, fits in one more header and body frame: the caller may wait for the
+        rest and take it whole. None for anything else, malformed or not hot: `next_frame`
         then reads it (and raises the precise error where there is one).
         """
         if self._error is not None or not self._header_seen:
@@ -311,9 +331,11 @@ class FrameReader:
         bits_at = key_at + 1 + buffer[key_at]
         if bits_at + 1 != end:
             return None
+        # the rest of this publish is in a chunk not read yet (`_rest`): let next_frame go on
+        waiting = None if self._rest else NEED_DATA
         header = end + 1
         if total - header < 22:
-            return None
+            return waiting if _starts_frame(buffer, header, 2, channel) else None
         header_type, header_channel, header_size, class_id, _weight, body_size = (
             _HEADER_FRAME_PREFIX.unpack_from(buffer, header)
         )
@@ -324,26 +346,30 @@ class FrameReader:
             or header_size < 14
             or header_size > limit
             or class_id != 60
-            or header_end >= total
-            or buffer[header_end] != FRAME_END
+            or body_size > limit
         ):
+            return None
+        if header_end >= total:
+            return waiting
+        if buffer[header_end] != FRAME_END:
             return None
         body_at = header_end + 1
         if body_size:
             if total - body_at < FRAME_HEADER_SIZE:
-                return None
+                return waiting if _starts_frame(buffer, body_at, 3, channel) else None
             body_type, body_channel, body_frame_size = _FRAME_HEADER.unpack_from(buffer, body_at)
             body_end = body_at + FRAME_HEADER_SIZE + body_frame_size
-            if (
-                body_type != 3
-                or body_channel != channel
-                or body_frame_size != body_size
-                or body_size > limit
-                or body_end >= total
-                or buffer[body_end] != FRAME_END
-            ):
+            if body_type != 3 or body_channel != channel or body_frame_size != body_size:
                 return None
-            body = _take(buffer, body_at + FRAME_HEADER_SIZE, body_end)
+            if body_end >= total:
+                return waiting
+            if buffer[body_end] != FRAME_END:
+                return None
+            body = (
+                buffer[body_at + FRAME_HEADER_SIZE : body_end]
+                if type(buffer) is bytes  # a received chunk: the slice is the one copy
+                else bytes(memoryview(buffer)[body_at + FRAME_HEADER_SIZE : body_end])
+            )
             stop = body_end + 1
         else:
             body = b""
@@ -385,6 +411,32 @@ class FrameReader:
         ):
             del buffer[: self._offset]
             self._offset = 0
+
+
+def _frame_head(joined: memoryview, chunk: bytes, pos: int) -> tuple[int, int, int] | None:
+    """(type, channel, size) of the frame at `pos` of joined + chunk, None if it is cut short."""
+    left = len(joined)
+    if pos + FRAME_HEADER_SIZE <= left:
+        head: tuple[int, int, int] = _FRAME_HEADER.unpack_from(joined, pos)
+        return head
+    if pos >= left:
+        if pos - left + FRAME_HEADER_SIZE > len(chunk):
+            return None
+        head = _FRAME_HEADER.unpack_from(chunk, pos - left)
+        return head
+    raw = bytes(joined[pos:]) + chunk[: pos + FRAME_HEADER_SIZE - left]
+    if len(raw) < FRAME_HEADER_SIZE:
+        return None
+    head = _FRAME_HEADER.unpack(raw)
+    return head
+
+
+def _starts_frame(buffer: bytes | bytearray, at: int, frame_type: int, channel: int) -> bool:
+    """True if the bytes from `at` on (maybe none yet) can begin a frame of this type and channel."""
+    available = len(buffer) - at
+    if available >= 1 and buffer[at] != frame_type:
+        return False
+    return available < 3 or buffer[at + 1] << 8 | buffer[at + 2] == channel
 
 
 def _take(buffer: bytes | bytearray, start: int, end: int) -> bytes:

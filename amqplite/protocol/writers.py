@@ -150,9 +150,10 @@ def encode_content(
 def deliver_parts(deliver: Deliver, content: Content, frame_max: int) -> list[Part]:
     """basic.deliver with its content header and body frames, as parts (the body uncopied)."""
     channel = deliver.channel
-    tag = _cached_shortstr(deliver.consumer_tag)
-    exchange_bin = _cached_shortstr(content.exchange)
-    key_bin = _cached_shortstr(content.routing_key)
+    cache = _SHORTSTR_CACHE
+    tag = cache.get(deliver.consumer_tag) or _cached_shortstr(deliver.consumer_tag)
+    exchange_bin = cache.get(content.exchange) or _cached_shortstr(content.exchange)
+    key_bin = cache.get(content.routing_key) or _cached_shortstr(content.routing_key)
     properties_bin = content.properties_bin
     body = content.body
     size = len(body)

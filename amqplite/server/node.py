@@ -6,11 +6,14 @@ import gc
 import logging
 import os
 import signal
+import time
 from collections.abc import AsyncIterator
 from functools import partial
+from typing import TYPE_CHECKING
 
 import trio
 
+from amqplite import __version__
 from amqplite.broker.broker import Broker
 from amqplite.config.models import Config
 from amqplite.protocol.constants import ReplyCode
@@ -20,6 +23,10 @@ from amqplite.server.connection import ClientConnection
 from amqplite.server.pacing import Pacer
 from amqplite.server.timers import run_broker_timers
 from amqplite.session.connection import Session
+
+if TYPE_CHECKING:  # cluster mode's modules (and httpx) load only when it is on
+    from amqplite.cluster.agent import ClusterAgent
+    from amqplite.cluster.membership import NodeRecord
 
 log = logging.getLogger("amqplite.server")
 
@@ -34,6 +41,7 @@ class Node:
         self.connections: set[ClientConnection] = set()
         self.pacer = Pacer(self.broker.flow)
         self.shutting_down = False
+        self.cluster: ClusterAgent | None = None  # set in cluster mode
 
     async def handle_stream(self, stream: trio.SocketStream) -> None:
         """Serve one accepted TCP connection."""
@@ -72,14 +80,22 @@ async def run_node(
 ) -> None:
     """Serve until SIGINT/SIGTERM: stop accepting, close clients with 320, exit; a second signal exits at once."""
     node = Node(config)
+    if config.cluster.enabled:  # an unreachable etcd stops the start here, before any recovery
+        from amqplite.cluster.agent import ClusterAgent
+
+        node.cluster = await ClusterAgent.connect(config.cluster)
     committer = Committer(  # recover durable state before listening
         open_store(config, node.broker), lambda: [c.session for c in node.connections]
     )
     apply_boot_definitions(node.broker, config)  # after recovery: durable entities reach the store
+    if node.cluster is not None:  # definitions are shared through etcd from here on
+        node.cluster.attach(node.broker)
     tune_gc()
     listeners = await trio.open_tcp_listeners(config.listener.port, host=config.listener.host)
     ports = [listener.socket.getsockname()[1] for listener in listeners]
     log.info("amqplite listening on %s port %s", config.listener.host, ports[0])
+    if node.cluster is not None:  # a name taken by a live node stops the start here
+        await node.cluster.join(node_record(config, ports[0]))
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as handlers:
             accept_scope = trio.CancelScope()
@@ -99,6 +115,8 @@ async def run_node(
                 await handlers.start(
                     partial(run_management, node, config.management, store=committer.store)
                 )
+            if node.cluster is not None:
+                await handlers.start(node.cluster.run)
             task_status.started(ports)
             async for signum in signals:
                 log.info("%s: shutting down", signal.Signals(signum).name)
@@ -109,6 +127,21 @@ async def run_node(
             handlers.cancel_scope.cancel()
     committer.close()
     log.info("amqplite stopped")
+
+
+def node_record(config: Config, amqp_port: int) -> NodeRecord:
+    """What this node registers in the cluster: its AMQP, management and node-link addresses."""
+    from amqplite.cluster.membership import NodeRecord
+
+    mgmt = config.management
+    return NodeRecord(
+        name=config.cluster.node_name,
+        amqp=f"{config.listener.host}:{amqp_port}",
+        management=f"http://{mgmt.host}:{mgmt.port}" if mgmt.enabled else "",
+        cluster=f"{config.cluster.listen.host}:{config.cluster.listen.port}",
+        started=time.time(),
+        version=__version__,
+    )
 
 
 GC_THRESHOLDS = (50_000, 20, 20)

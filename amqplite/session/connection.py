@@ -113,8 +113,8 @@ class Session:
         reader.receive_data(data)
         try:
             while self.state is not ConnectionState.CLOSED:
-                if self.state is ConnectionState.OPEN:
-                    self._receive_hot()
+                if self.state is ConnectionState.OPEN and self._receive_hot():
+                    break  # a publish waits for the rest of its content, to be taken whole
                 frame = reader.next_frame()
                 if frame is NEED_DATA:
                     break
@@ -133,8 +133,11 @@ class Session:
             )
         self._flush_confirms()
 
-    def _receive_hot(self) -> None:
-        """Publishes and acks straight from the read buffer while they come in a row."""
+    def _receive_hot(self) -> bool:
+        """Publishes and acks straight from the read buffer while they come in a row.
+
+        True when the next publish has not fully arrived: reading waits for the rest of it.
+        """
         reader = self.reader
         channels = self.channels
         assembler = self.assembler
@@ -142,8 +145,8 @@ class Session:
         max_body = assembler.max_body_size
         while self.state is ConnectionState.OPEN:
             hot = reader.peek_hot()
-            if hot is None:
-                return
+            if type(hot) is not tuple:
+                return hot is NEED_DATA
             channel_id = hot[1]
             channel = channels.get(channel_id)
             if (
@@ -152,11 +155,11 @@ class Session:
                 or assembler.has_pending(channel_id)
                 or channel_id in held
             ):
-                return
+                return False
             if hot[0] == HOT_PUBLISH:
                 _, _, size, exchange, routing_key, bits, properties_bin, body = hot
                 if len(body) > max_body:
-                    return
+                    return False
                 reader.skip(size)
                 try:
                     publish(
@@ -172,6 +175,7 @@ class Session:
                     ack(self, channel, delivery_tag, multiple)
                 except ChannelException as exc:
                     self._channel_error(channel, exc, BasicAck(delivery_tag, multiple))
+        return False
 
     def data_to_send(self) -> bytes:
         """Take every byte queued for the client."""
@@ -234,10 +238,7 @@ class Session:
     def write_parts(self, parts: list[Part]) -> None:
         """Queue frames given as parts (a writer's output, the body among them uncopied)."""
         self._out += parts
-        size = self._out_size
-        for part in parts:
-            size += len(part)
-        self._out_size = size
+        self._out_size += sum(map(len, parts))
         self.on_output()
 
     def send(self, channel_id: int, method: Method) -> None:
@@ -260,7 +261,10 @@ class Session:
     ) -> None:
         """Send basic.deliver for a queue entry (its body joins the outbound bytes uncopied)."""
         deliver = Deliver(channel_id, consumer_tag, delivery_tag, entry.redelivered)
-        self.write_parts(deliver_parts(deliver, entry.message, self.frame_max))
+        parts = deliver_parts(deliver, entry.message, self.frame_max)
+        self._out += parts
+        self._out_size += sum(map(len, parts))
+        self.on_output()
 
     def cancel_consumer(self, channel_id: int, consumer_tag: str) -> None:
         """Server-initiated basic.cancel (consumer_cancel_notify)."""
@@ -516,16 +520,15 @@ class Session:
     def allow(self, access: str, kind: str, name: str, class_id: int, method_id: int) -> None:
         """403 ACCESS_REFUSED unless the user's permissions on this vhost allow the access."""
         user = self.user.name if self.user else ""
-        permission = self.broker.permissions_of(user, self.open_vhost.name)
+        vhost = self.open_vhost.name
+        permission = self.broker.permissions_of(user, vhost)
         if permission is not self._allowed_for:
             self._allowed_for = permission
             self._allowed.clear()
         key = (access, kind, name)
         if key in self._allowed:
             return
-        check_access(
-            permission, access, kind, name, self.open_vhost.name, user, class_id, method_id
-        )
+        check_access(permission, access, kind, name, vhost, user, class_id, method_id)
         self._allowed.add(key)
 
     def write_mark(self) -> int:

@@ -18,6 +18,7 @@ from amqplite.management.app import ManagementApp
 from amqplite.management.http import HttpConnection, HttpLimits, Request, Response
 from amqplite.management.listing import render_list, select_columns
 from amqplite.management.rates import RateTracker
+from amqplite.management.resources import build_app
 from amqplite.management.sqs import SqsMessaging
 from amqplite.server.node import Node
 from amqplite.store.latency import LatencyHistogram
@@ -37,7 +38,7 @@ class FakeClock:
 
 def make_app() -> tuple[ManagementApp, FakeClock]:
     clock = FakeClock()
-    return ManagementApp(Node(Config()), clock=clock, wall_clock=lambda: 1.7e9), clock
+    return build_app(Node(Config()), clock=clock, wall_clock=lambda: 1.7e9), clock
 
 
 def request(

@@ -11,7 +11,7 @@ from test_session import Client, build
 from amqplite.broker.auth import Permission
 from amqplite.broker.broker import Broker
 from amqplite.protocol.constants import ReplyCode
-from amqplite.protocol.frames import HOT_ACK, HOT_PUBLISH, FrameReader
+from amqplite.protocol.frames import HOT_ACK, HOT_PUBLISH, NEED_DATA, FrameReader
 from amqplite.protocol.methods import BasicAck, BasicPublish, encode_method, spec
 from amqplite.protocol.writers import encode_content
 from amqplite.session.connection import Session, SessionSettings
@@ -47,7 +47,7 @@ def test_peek_hot_decodes_a_complete_publish_and_leaves_partial_ones() -> None:
     reader = FrameReader(131072)
     reader.receive_data(data[:-1])
     assert reader.next_frame() is not None  # the protocol header
-    assert reader.peek_hot() is None  # the body frame's end octet is missing
+    assert reader.peek_hot() is NEED_DATA  # the body frame's end octet is missing
     reader.receive_data(data[-1:])
     hot = reader.peek_hot()
     assert hot is not None
@@ -67,6 +67,38 @@ def test_peek_hot_decodes_an_ack_and_refuses_a_body_in_several_frames() -> None:
     reader.skip(21)
     reader.receive_data(publish_bytes(1, "q", b"x" * 5000, frame_max=4096))
     assert reader.peek_hot() is None  # two body frames: the frame-by-frame path assembles it
+
+
+def test_a_publish_split_inside_its_method_frame_is_joined_whole_for_the_fast_path() -> None:
+    data = publish_bytes(1, "key", b"a" * 300) + publish_bytes(1, "key", b"b" * 300)
+    reader = FrameReader(131072)
+    reader.receive_data(b"AMQP\x00\x00\x09\x01" + data[:10])
+    reader.next_frame()
+    assert reader.peek_hot() is None  # not even a frame header and method ids yet
+    reader.receive_data(data[10:])
+    first = reader.peek_hot()
+    assert isinstance(first, tuple)
+    assert (first[0], first[-1]) == (HOT_PUBLISH, b"a" * 300)
+    reader.skip(first[2])
+    second = reader.peek_hot()
+    assert isinstance(second, tuple)
+    assert second[-1] == b"b" * 300
+    reader.skip(second[2])
+    assert reader.buffered_bytes == 0
+    assert reader.copied_bytes == len(data) // 2  # the split publish only
+
+
+def test_a_publish_followed_by_other_than_its_content_is_answered_without_waiting(
+    broker: Broker,
+) -> None:
+    client = consuming_client(broker)
+    client.session.receive_data(
+        encode_method(1, BasicPublish("", "q", False, False))
+        + encode_method(1, BasicAck(1, False))  # shorter than a content header frame
+    )
+    close = client.received()[-1].method
+    assert isinstance(close, spec.Connection.Close)
+    assert close.reply_code == ReplyCode.UNEXPECTED_FRAME
 
 
 def test_many_publishes_in_one_receive_equal_byte_by_byte_delivery(broker: Broker) -> None:

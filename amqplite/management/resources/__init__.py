@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from amqplite.management.app import Router
+from collections.abc import Callable
+
+from amqplite.management.app import Call, ManagementApp
 from amqplite.management.resources import (
     access,
     bindings,
@@ -13,11 +15,29 @@ from amqplite.management.resources import (
     pages,
     queues,
 )
+from amqplite.management.routing import Router
+from amqplite.management.views import NodeView
 
-__all__ = ["register_all"]
+__all__ = ["build_app", "register_all"]
 
 
-def register_all(router: Router) -> None:
+def register_all(router: Router[Call]) -> None:
     """Register every resource's routes."""
     for module in (overview, queues, exchanges, bindings, connections, access, messages, pages):
         module.register(router)
+
+
+def build_app(
+    node: NodeView,
+    *,
+    clock: Callable[[], float],
+    wall_clock: Callable[[], float],
+    node_name: str | None = None,
+    store: object | None = None,
+) -> ManagementApp:
+    """The management app over the node, with every resource's routes."""
+    router: Router[Call] = Router()
+    register_all(router)
+    return ManagementApp(
+        node, router, clock=clock, wall_clock=wall_clock, node_name=node_name, store=store
+    )

@@ -4,21 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from amqplite.management.app import (
-    ADMINISTRATOR,
-    MANAGEMENT,
-    POLICYMAKER,
-    Call,
-    Router,
-    jsonable,
-)
+from amqplite.broker.auth import Permission
+from amqplite.broker.broker import User
+from amqplite.broker.policy import Policy
+from amqplite.management.app import Call
 from amqplite.management.http import HttpError, Response
+from amqplite.management.json_values import jsonable
 from amqplite.management.listing import render_list
+from amqplite.management.routing import ADMINISTRATOR, MANAGEMENT, POLICYMAKER, Router
 
 HASHING_ALGORITHM = "rabbit_password_hashing_sha256"
 
 
-def register(router: Router) -> None:
+def register(router: Router[Call]) -> None:
     """Routes of this resource."""
     router.add("GET", "/api/users", list_users, ADMINISTRATOR)
     router.add("GET", "/api/users/{user}", show_user, ADMINISTRATOR)
@@ -42,7 +40,7 @@ def register(router: Router) -> None:
 # -- users -------------------------------------------------------------------------------------
 
 
-def render_user(user: Any) -> dict[str, Any]:
+def render_user(user: User) -> dict[str, Any]:
     """A user as RabbitMQ's JSON object (the hash, never the password)."""
     return {
         "name": user.name,
@@ -119,7 +117,7 @@ def delete_user(call: Call) -> Response:
 # -- permissions -------------------------------------------------------------------------------
 
 
-def _render_permission(user: str, vhost: str, permission: Any) -> dict[str, Any]:
+def _render_permission(user: str, vhost: str, permission: Permission) -> dict[str, Any]:
     return {
         "user": user,
         "vhost": vhost,
@@ -174,7 +172,6 @@ def show_permission(call: Call) -> Response:
 
 def put_permission(call: Call) -> Response:
     """Set a user's configure/write/read regexes on a vhost (201 new, 204 replaced)."""
-    from amqplite.broker.auth import Permission
 
     vhost = call.vhost()
     _user(call)
@@ -204,7 +201,7 @@ def delete_permission(call: Call) -> Response:
 # -- policies ----------------------------------------------------------------------------------
 
 
-def render_policy(policy: Any) -> dict[str, Any]:
+def render_policy(policy: Policy) -> dict[str, Any]:
     """A policy as RabbitMQ's JSON object."""
     return {
         "vhost": policy.vhost,
@@ -241,7 +238,6 @@ def show_policy(call: Call) -> Response:
 
 def put_policy(call: Call) -> Response:
     """Create (201) or replace (204) a policy: pattern, definition, priority, apply-to."""
-    from amqplite.broker.policy import Policy
 
     vhost = call.vhost()
     name = call.params["name"]

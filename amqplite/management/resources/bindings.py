@@ -11,15 +11,17 @@ from typing import Any, Literal
 
 from amqplite.broker.plugin_api import Destination
 from amqplite.broker.vhost import Binding, VHost
-from amqplite.management.app import MANAGEMENT, Call, Router, jsonable
+from amqplite.management.app import Call
 from amqplite.management.http import HttpError, Response
+from amqplite.management.json_values import jsonable
 from amqplite.management.listing import render_list
 from amqplite.management.resources.exchanges import DEFAULT_EXCHANGE_ALIAS, exchange_name
+from amqplite.management.routing import MANAGEMENT, Router
 
 KINDS: dict[str, Literal["queue", "exchange"]] = {"q": "queue", "e": "exchange"}
 
 
-def register(router: Router) -> None:
+def register(router: Router[Call]) -> None:
     """Routes of this resource."""
     router.add("GET", "/api/bindings", list_bindings, MANAGEMENT)
     router.add("GET", "/api/bindings/{vhost}", list_bindings, MANAGEMENT)

@@ -5,16 +5,22 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from amqplite.broker.consumer import Consumer
-from amqplite.management.app import MANAGEMENT, Call, Router, jsonable
+from amqplite.management.app import Call
 from amqplite.management.http import HttpError, Response
+from amqplite.management.json_values import jsonable
 from amqplite.management.listing import render_list
-from amqplite.management.resources.common import (
+from amqplite.management.routing import MANAGEMENT, Router
+from amqplite.management.views import (
+    ConnectionView,
     connection_details,
     connection_name,
     local_address,
+    open_connections,
     split_peer,
+    vhost_name,
 )
 from amqplite.protocol.constants import ReplyCode
+from amqplite.session.channel import ChannelSession
 
 if TYPE_CHECKING:
     from amqplite.management.app import ManagementApp
@@ -22,7 +28,7 @@ if TYPE_CHECKING:
 CLOSED_VIA_MANAGEMENT = "Closed via management plugin"
 
 
-def register(router: Router) -> None:
+def register(router: Router[Call]) -> None:
     """Routes of this resource."""
     router.add("GET", "/api/connections", list_connections, MANAGEMENT)
     router.add("GET", "/api/vhosts/{vhost}/connections", list_connections, MANAGEMENT)
@@ -36,18 +42,9 @@ def register(router: Router) -> None:
     router.add("GET", "/api/consumers/{vhost}", list_consumers, MANAGEMENT)
 
 
-def _open_connections(app: ManagementApp) -> list[Any]:
-    """Connections past the handshake (they have a vhost), in a stable order."""
-    conns = [
-        c for c in app.node.connections if c.session.vhost is not None and not c.session.closed
-    ]
-    conns.sort(key=lambda c: c.session.peer)
-    return conns
-
-
-def _visible(call: Call, conn: Any) -> bool:
+def _visible(call: Call, conn: ConnectionView) -> bool:
     """Users see their own connections; monitoring and administrators see all."""
-    if "vhost" in call.params and conn.session.vhost.name != call.params["vhost"]:
+    if "vhost" in call.params and vhost_name(conn) != call.params["vhost"]:
         return False
     user = call.user
     if user is None or {"monitoring", "administrator"}.intersection(user.tags):
@@ -55,7 +52,7 @@ def _visible(call: Call, conn: Any) -> bool:
     return conn.session.user is not None and conn.session.user.name == user.name
 
 
-def render_connection(app: ManagementApp, conn: Any) -> dict[str, Any]:
+def render_connection(app: ManagementApp, conn: ConnectionView) -> dict[str, Any]:
     """A connection as RabbitMQ's JSON object."""
     session = conn.session
     peer_host, peer_port = split_peer(session.peer)
@@ -67,7 +64,7 @@ def render_connection(app: ManagementApp, conn: Any) -> dict[str, Any]:
         "type": "network",
         "protocol": "AMQP 0-9-1",
         "state": "running" if session.state.value == "open" else session.state.value,
-        "vhost": session.vhost.name,
+        "vhost": vhost_name(conn),
         "user": session.user.name if session.user else "",
         "auth_mechanism": getattr(session, "auth_mechanism", "PLAIN"),
         "peer_host": peer_host,
@@ -84,9 +81,9 @@ def render_connection(app: ManagementApp, conn: Any) -> dict[str, Any]:
     }
 
 
-def _find_connection(call: Call) -> Any:
+def _find_connection(call: Call) -> ConnectionView:
     name = call.params["name"]
-    for conn in _open_connections(call.app):
+    for conn in open_connections(call.app.node):
         if connection_name(conn) == name and _visible(call, conn):
             return conn
     raise HttpError(404, "Not Found", "Object Not Found")
@@ -96,7 +93,7 @@ def list_connections(call: Call) -> Response:
     """Open AMQP connections."""
     if "vhost" in call.params:
         call.vhost()
-    conns = [c for c in _open_connections(call.app) if _visible(call, c)]
+    conns = [c for c in open_connections(call.app.node) if _visible(call, c)]
     return Response.json(
         render_list(conns, connection_name, lambda c: render_connection(call.app, c), call.query)
     )
@@ -116,7 +113,9 @@ def close_connection(call: Call) -> Response:
     return Response.empty()
 
 
-def _channels(call: Call, conns: list[Any]) -> list[tuple[Any, Any]]:
+def _channels(
+    call: Call, conns: list[ConnectionView]
+) -> list[tuple[ConnectionView, ChannelSession]]:
     return [
         (conn, channel)
         for conn in conns
@@ -124,12 +123,14 @@ def _channels(call: Call, conns: list[Any]) -> list[tuple[Any, Any]]:
     ]
 
 
-def channel_name(conn: Any, channel: Any) -> str:
+def channel_name(conn: ConnectionView, channel: ChannelSession) -> str:
     """RabbitMQ's channel name: "<connection name> (<number>)"."""
     return f"{connection_name(conn)} ({channel.channel_id})"
 
 
-def render_channel(app: ManagementApp, conn: Any, channel: Any) -> dict[str, Any]:
+def render_channel(
+    app: ManagementApp, conn: ConnectionView, channel: ChannelSession
+) -> dict[str, Any]:
     """A channel as RabbitMQ's JSON object."""
     session = conn.session
     delivery = channel.delivery
@@ -155,7 +156,7 @@ def list_channels(call: Call) -> Response:
     """Open channels of visible connections."""
     if "vhost" in call.params:
         call.vhost()
-    conns = [c for c in _open_connections(call.app) if _visible(call, c)]
+    conns = [c for c in open_connections(call.app.node) if _visible(call, c)]
     pairs = _channels(call, conns)
     return Response.json(
         render_list(
@@ -177,14 +178,16 @@ def connection_channels(call: Call) -> Response:
 def show_channel(call: Call) -> Response:
     """One channel by name."""
     name = call.params["name"]
-    conns = [c for c in _open_connections(call.app) if _visible(call, c)]
+    conns = [c for c in open_connections(call.app.node) if _visible(call, c)]
     for conn, channel in _channels(call, conns):
         if channel_name(conn, channel) == name:
             return call.one(render_channel(call.app, conn, channel))
     raise HttpError(404, "Not Found", "Object Not Found")
 
 
-def render_consumer(app: ManagementApp, consumer: Consumer, conn: Any = None) -> dict[str, Any]:
+def render_consumer(
+    app: ManagementApp, consumer: Consumer, conn: ConnectionView | None = None
+) -> dict[str, Any]:
     """A consumer as RabbitMQ's JSON object."""
     sink = consumer.channel.sink
     if conn is None:

@@ -6,15 +6,17 @@ from typing import Any
 
 from amqplite.broker.publishing import make_message
 from amqplite.broker.vhost import Exchange, VHost
-from amqplite.management.app import MANAGEMENT, Call, Router, jsonable
+from amqplite.management.app import Call
 from amqplite.management.http import HttpError, Response
+from amqplite.management.json_values import jsonable
 from amqplite.management.listing import render_list
 from amqplite.management.publishing import decode_payload, encode_json_properties
+from amqplite.management.routing import MANAGEMENT, Router
 
 DEFAULT_EXCHANGE_ALIAS = "amq.default"
 
 
-def register(router: Router) -> None:
+def register(router: Router[Call]) -> None:
     """Routes of this resource."""
     router.add("GET", "/api/exchanges", list_exchanges, MANAGEMENT)
     router.add("GET", "/api/exchanges/{vhost}", list_exchanges, MANAGEMENT)

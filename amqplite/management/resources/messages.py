@@ -7,17 +7,19 @@ import uuid
 from typing import Any
 
 from amqplite.broker.publishing import make_message
-from amqplite.management.app import USER, Call, Router, jsonable
+from amqplite.management.app import Call
 from amqplite.management.http import HttpError, Response
+from amqplite.management.json_values import jsonable
 from amqplite.management.publishing import decode_payload, encode_json_properties
 from amqplite.management.resources.common import encode_payload, render_properties
+from amqplite.management.routing import USER, Router
 from amqplite.management.sqs import MAX_DELAY, MAX_RECEIVE, MAX_VISIBILITY_TIMEOUT
 
 DEFAULT_VISIBILITY_TIMEOUT = 30.0
 BASE = "/api/v1/queues/{vhost}/{name}/messages"
 
 
-def register(router: Router) -> None:
+def register(router: Router[Call]) -> None:
     """Routes of this resource."""
     router.add("POST", BASE, send_message, USER)
     router.add("GET", BASE, receive_messages, USER)

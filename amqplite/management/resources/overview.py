@@ -8,23 +8,24 @@ from typing import Any
 
 from amqplite import __version__
 from amqplite.broker.publishing import make_message
-from amqplite.management.app import ADMINISTRATOR, MANAGEMENT, Call, ManagementApp, Router
+from amqplite.management.app import Call, ManagementApp
 from amqplite.management.http import HttpError, Response
 from amqplite.management.listing import render_list
 from amqplite.management.publishing import encode_json_properties
-from amqplite.management.resources.common import (
+from amqplite.management.queue_rows import (
     STAT_FIELDS,
     message_stats,
     queue_totals,
     totals_sample,
 )
+from amqplite.management.routing import ADMINISTRATOR, MANAGEMENT, Router
 from amqplite.management.sqs import management_channel
 
 ALIVENESS_QUEUE = "aliveness-test"
 RABBITMQ_COMPATIBLE_VERSION = "3.10.0"
 
 
-def register(router: Router) -> None:
+def register(router: Router[Call]) -> None:
     """Routes of this resource."""
     router.add("GET", "/api/overview", overview, MANAGEMENT)
     router.add("GET", "/api/whoami", whoami, MANAGEMENT)
@@ -150,15 +151,32 @@ def _node(app: ManagementApp) -> dict[str, Any]:
 
 
 def list_nodes(call: Call) -> Response:
-    """The node list (one node)."""
-    return Response.json([_node(call.app)])
+    """Every node: this one, or in cluster mode each node registered in etcd."""
+    return Response.json(_nodes(call.app))
 
 
 def show_node(call: Call) -> Response:
     """One node by name."""
-    if call.params["node"] != call.app.node_name:
-        raise HttpError(404, "Not Found", "Object Not Found")
-    return Response.json(_node(call.app))
+    for node in _nodes(call.app):
+        if node["name"] == call.params["node"]:
+            return Response.json(node)
+    raise HttpError(404, "Not Found", "Object Not Found")
+
+
+def _nodes(app: ManagementApp) -> list[dict[str, Any]]:
+    """This node's details, plus (cluster mode) every registered node's addresses."""
+    cluster = getattr(app.node, "cluster", None)  # server.node.Node's ClusterAgent, when on
+    if cluster is None:
+        return [_node(app)]
+    nodes = []
+    for record in cluster.node_list():
+        if record["name"] == app.node_name:
+            nodes.append({**_node(app), **record})
+        else:
+            nodes.append({"name": record["name"], "type": "disc", "running": True, **record})
+    if not any(n["name"] == app.node_name for n in nodes):  # not (yet, or no longer) in etcd
+        nodes.append({**_node(app), "this_node": True, "registered": False})
+    return sorted(nodes, key=lambda n: str(n["name"]))
 
 
 def _render_vhost(app: ManagementApp, name: str) -> dict[str, Any]:

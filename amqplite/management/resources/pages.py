@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from importlib import resources as importlib_resources
 
-from amqplite.management.app import MANAGEMENT, PUBLIC, Call, Router
+from amqplite.management.app import Call
 from amqplite.management.http import Response
 from amqplite.management.metrics import CONTENT_TYPE, render_metrics
 from amqplite.management.resources.overview import memory_used
+from amqplite.management.routing import MANAGEMENT, PUBLIC, Router
 
 
-def register(router: Router) -> None:
+def register(router: Router[Call]) -> None:
     """Routes of this resource."""
     router.add("GET", "/", dashboard, PUBLIC)
     router.add("GET", "/metrics", metrics, MANAGEMENT)
@@ -28,4 +29,6 @@ def dashboard(call: Call) -> Response:
 
 def metrics(call: Call) -> Response:
     """Prometheus text exposition."""
-    return Response(200, render_metrics(call.app, memory_used()).encode(), CONTENT_TYPE)
+    app = call.app
+    text = render_metrics(app.node, app.queue_metrics, app.store, memory_used())
+    return Response(200, text.encode(), CONTENT_TYPE)

@@ -5,20 +5,19 @@ from __future__ import annotations
 import operator
 from typing import Any
 
-from amqplite.management.app import MANAGEMENT, Call, Router, jsonable
+from amqplite.broker.queue import Queue
+from amqplite.management.app import Call
 from amqplite.management.http import HttpError, Response
+from amqplite.management.json_values import jsonable
 from amqplite.management.listing import render_list
-from amqplite.management.resources.common import (
-    encode_payload,
-    queue_fields,
-    render_properties,
-    render_queue,
-)
+from amqplite.management.queue_rows import queue_fields, render_queue
+from amqplite.management.resources.common import encode_payload, render_properties
 from amqplite.management.resources.connections import render_consumer
+from amqplite.management.routing import MANAGEMENT, Router
 from amqplite.management.sqs import management_channel
 
 
-def register(router: Router) -> None:
+def register(router: Router[Call]) -> None:
     """Routes of this resource."""
     router.add("GET", "/api/queues", list_queues, MANAGEMENT)
     router.add("GET", "/api/queues/{vhost}", list_queues, MANAGEMENT)
@@ -56,7 +55,7 @@ def list_queues(call: Call) -> Response:
 _BY_NAME = operator.attrgetter("name")
 
 
-def _queue_name(queue: Any) -> str:
+def _queue_name(queue: Queue) -> str:
     return str(queue.name)
 
 
