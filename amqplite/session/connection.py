@@ -33,7 +33,13 @@ from amqplite.protocol.methods import (
     method_ids,
     spec,
 )
-from amqplite.protocol.writers import Deliver, Part, deliver_parts
+from amqplite.protocol.writers import (
+    Deliver,
+    Part,
+    deliver_parts,
+    deliver_parts_with_tail,
+    deliver_tail,
+)
 from amqplite.session import handshake
 from amqplite.session.basic import ack, publish
 from amqplite.session.channel import ChannelSession, ChannelState
@@ -260,8 +266,19 @@ class Session:
         self, channel_id: int, consumer_tag: str, delivery_tag: int, entry: QueueEntry
     ) -> None:
         """Send basic.deliver for a queue entry (its body joins the outbound bytes uncopied)."""
-        deliver = Deliver(channel_id, consumer_tag, delivery_tag, entry.redelivered)
-        parts = deliver_parts(deliver, entry.message, self.frame_max)
+        message = entry.message
+        body = message.body
+        tail = message.deliver_tail
+        if tail is None or tail.channel != channel_id or tail.frame_max != self.frame_max:
+            tail = deliver_tail(channel_id, message, len(body), self.frame_max)
+            message.deliver_tail = tail
+        if tail is not None:  # the usual case: the shared part encoded once per message
+            parts = deliver_parts_with_tail(
+                consumer_tag, delivery_tag, entry.delivery_count > 0, tail, body
+            )
+        else:
+            deliver = Deliver(channel_id, consumer_tag, delivery_tag, entry.redelivered)
+            parts = deliver_parts(deliver, message, self.frame_max)
         self._out += parts
         self._out_size += sum(map(len, parts))
         self.on_output()
