@@ -67,6 +67,8 @@ class Broker:
         self._timer_seq = itertools.count()
         self.totals = MessageStats()
         self.flow = FlowControl()
+        self._acked_queues: dict[int, Queue] = {}  # settled by acks not yet redispatched
+        self._acked_channels: dict[int, DeliveryChannel] = {}
         self.commits: CommitTracker = NoCommits()
         self.metadata: MetadataListener | None = None
         self.config_listener: ConfigListener | None = None  # the store: users, policies, vhosts
@@ -220,6 +222,33 @@ class Broker:
             item.queue.settle(item.entry)
         self.totals.ack += len(settled)
         self._redispatch(settled)
+
+    def ack_deferred(self, channel: DeliveryChannel, delivery_tag: int, multiple: bool) -> None:
+        """basic.ack read among others: settle now, deliver on the freed credit in flush_acks."""
+        settled = channel.settle(delivery_tag, multiple)
+        queues = self._acked_queues
+        for item in settled:
+            queue = item.queue
+            queue.stats.ack += 1
+            queue.settle(item.entry)
+            queues[id(queue)] = queue
+            if item.consumer is not None:
+                self._acked_channels[id(channel)] = channel
+        self.totals.ack += len(settled)
+
+    def flush_acks(self) -> None:
+        """Deliver on the credit the acks since the last flush freed, each queue once."""
+        if not self._acked_queues:
+            return
+        queues = self._acked_queues
+        channels = self._acked_channels
+        self._acked_queues, self._acked_channels = {}, {}
+        for channel in channels.values():
+            for queue in channel.queues_with_consumers():
+                queues.setdefault(id(queue), queue)
+        for queue in queues.values():
+            if queue.consumers and not queue.deleted:
+                queue.dispatch()
 
     def reject(
         self, channel: DeliveryChannel, delivery_tag: int, multiple: bool, requeue: bool

@@ -143,7 +143,14 @@ class Session:
         """Publishes and acks straight from the read buffer while they come in a row.
 
         True when the next publish has not fully arrived: reading waits for the rest of it.
+        The acks' freed credit is delivered on once, after the run.
         """
+        try:
+            return self._receive_hot_run()
+        finally:
+            self.broker.flush_acks()
+
+    def _receive_hot_run(self) -> bool:
         reader = self.reader
         channels = self.channels
         assembler = self.assembler
@@ -178,7 +185,7 @@ class Session:
                 _, _, size, delivery_tag, multiple = hot
                 reader.skip(size)
                 try:
-                    ack(self, channel, delivery_tag, multiple)
+                    ack(self, channel, delivery_tag, multiple, deferred=True)
                 except ChannelException as exc:
                     self._channel_error(channel, exc, BasicAck(delivery_tag, multiple))
         return False
