@@ -33,19 +33,14 @@ from amqplite.protocol.methods import (
     method_ids,
     spec,
 )
-from amqplite.protocol.writers import (
-    Deliver,
-    Part,
-    deliver_parts,
-    deliver_parts_with_tail,
-    deliver_tail,
-)
+from amqplite.protocol.writers import Part
 from amqplite.session import handshake
 from amqplite.session.basic import ack, publish
 from amqplite.session.channel import ChannelSession, ChannelState
 from amqplite.session.channel_commands import check_channel_open
 from amqplite.session.commands import handle_command
 from amqplite.session.confirms import PublisherConfirms
+from amqplite.session.delivery_frames import deliver_frames
 from amqplite.session.durable_replies import DurableReplies
 from amqplite.session.settings import SessionSettings
 
@@ -137,20 +132,15 @@ class Session:
                     ReplyCode.INTERNAL_ERROR, f"Unexpected error, please report: {exc!r}"
                 )
             )
+        self.broker.flush_acks()
         self._flush_confirms()
 
     def _receive_hot(self) -> bool:
         """Publishes and acks straight from the read buffer while they come in a row.
 
         True when the next publish has not fully arrived: reading waits for the rest of it.
-        The acks' freed credit is delivered on once, after the run.
+        The credit the acks free is delivered on once, when the received bytes are done.
         """
-        try:
-            return self._receive_hot_run()
-        finally:
-            self.broker.flush_acks()
-
-    def _receive_hot_run(self) -> bool:
         reader = self.reader
         channels = self.channels
         assembler = self.assembler
@@ -273,19 +263,7 @@ class Session:
         self, channel_id: int, consumer_tag: str, delivery_tag: int, entry: QueueEntry
     ) -> None:
         """Send basic.deliver for a queue entry (its body joins the outbound bytes uncopied)."""
-        message = entry.message
-        body = message.body
-        tail = message.deliver_tail
-        if tail is None or tail.channel != channel_id or tail.frame_max != self.frame_max:
-            tail = deliver_tail(channel_id, message, len(body), self.frame_max)
-            message.deliver_tail = tail
-        if tail is not None:  # the usual case: the shared part encoded once per message
-            parts = deliver_parts_with_tail(
-                consumer_tag, delivery_tag, entry.delivery_count > 0, tail, body
-            )
-        else:
-            deliver = Deliver(channel_id, consumer_tag, delivery_tag, entry.redelivered)
-            parts = deliver_parts(deliver, message, self.frame_max)
+        parts = deliver_frames(channel_id, consumer_tag, delivery_tag, entry, self.frame_max)
         self._out += parts
         self._out_size += sum(map(len, parts))
         self.on_output()
