@@ -300,9 +300,11 @@ class Broker:
 
     @staticmethod
     def resume(channel: DeliveryChannel) -> None:
-        """Deliver again to a channel whose credit or outbound room came back."""
+        """Deliver again to a channel whose credit or outbound room came back (or stalled)."""
         for queue in channel.queues_with_consumers():
             queue.dispatch()
+            if queue.behind:
+                queue.update_behind()
 
     def publish(self, vhost: VHost, exchange: str, message: Message) -> list[Queue]:
         """Route and enqueue a message; the queues it reached."""

@@ -335,7 +335,7 @@ class Queue:
         if not self.consumers:
             self.touch()
         if self.behind:
-            self._update_behind()
+            self.update_behind()
 
     def _regroup(self) -> None:
         priorities = sorted({c.priority for c in self.consumers}, reverse=True)
@@ -357,13 +357,16 @@ class Queue:
             return
         if not self.consumers:
             return
+        before = len(self.ready)
         self._deliver_ready()
-        if len(self.ready):
-            self._update_behind()
-        elif self.behind:
-            self.host.set_behind(self, False)
+        left = len(self.ready)
+        if not left:
+            if self.behind:
+                self.host.set_behind(self, False)
+        elif not self.behind or left != before:  # nothing delivered: still behind
+            self.update_behind()
 
-    def _update_behind(self) -> None:
+    def update_behind(self) -> None:
         """Behind: ready messages a consumer with credit would take but for output room."""
         consumers = self.consumers
         if self.settings.single_active_consumer and consumers:
