@@ -8,8 +8,8 @@ and after settling, beside the watermark, for each broker in one run.
     .venv/bin/python scripts/bench_backlog_memory.py --spawn \\
         --compare amqp://guest:guest@127.0.0.1:5672/%2F --rabbitmq-watermark 256MB
 
---watermark BYTES is written into the spawned amqplite's settings (key
-``memory.high_watermark``) once it has one; --rabbitmq-watermark runs `rabbitmqctl
+--watermark SIZE is written into the spawned amqplite's settings
+(``alarms.memory_high_watermark_bytes``); --rabbitmq-watermark runs `rabbitmqctl
 set_vm_memory_high_watermark absolute ...` for the run and puts the previous value back after.
 """
 
@@ -21,6 +21,7 @@ import shlex
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,7 +36,7 @@ from benchlib.client import Client
 from benchlib.procinfo import sample
 from benchlib.roles import Flow
 from benchlib.sampler import Series
-from benchlib.scenarios import Progress, Target, run_flow
+from benchlib.scenarios import FlowRun, Progress, Target, run_flow
 
 ROOT = Path(__file__).resolve().parent.parent
 MB = 2**20
@@ -71,6 +72,13 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--drain-timeout", type=float, default=120.0, help="give up after this long idle (120 s)"
+    )
+    p.add_argument(
+        "--stall-timeout",
+        type=float,
+        default=20.0,
+        help="a queue that stops growing this long with the publisher still sending means the "
+        "broker holds it: start the consumer anyway (20 s)",
     )
     p.add_argument("--json", metavar="PATH", help="write the figures and RSS series as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -120,7 +128,12 @@ def _rss_mb(target: Target) -> float:
 
 
 def run_backlog(target: Target, args: argparse.Namespace, watermark: int | None) -> dict[str, Any]:
-    """Publish the backlog, wait for all of it, drain it, watch RSS; the figures and series."""
+    """Publish the backlog, wait for all of it, drain it, watch RSS; the figures and series.
+
+    A broker that holds the publisher (a memory alarm) and cannot page messages out stops
+    taking the backlog: when the queue has not grown for --stall-timeout s, the consumer
+    starts anyway and the publisher finishes against it (reported as ``held_at``).
+    """
     name = f"bench-backlog-memory-{time.monotonic_ns() % 10**9}"
     admin = Client(target.url)
     admin.open_channel()
@@ -134,19 +147,24 @@ def run_backlog(target: Target, args: argparse.Namespace, watermark: int | None)
         drain_timeout=args.drain_timeout,
         batch=200,
     )
+    runs: dict[str, FlowRun] = {}
     try:
         time.sleep(1.0)
         before = _rss_mb(target)
         start = time.monotonic()
         progress = Progress(not args.quiet, f"publish @ {target.name}")
-        published = run_flow(target, flow, progress, with_consumer=False)
-        depth = admin.queue_depth(name, timeout=args.drain_timeout)
-        while depth < args.count and time.monotonic() - start < args.drain_timeout + 600:
-            time.sleep(0.2)
-            depth = admin.queue_depth(name, timeout=args.drain_timeout)
-        enqueued = time.monotonic() - start
+        publisher = threading.Thread(
+            target=lambda: runs.update(
+                publish=run_flow(target, flow, progress, with_consumer=False)
+            )
+        )
+        publisher.start()
+        depth, held_at, filled = _wait_for_backlog(admin, name, args, publisher)
+        enqueued = filled - start
         progress = Progress(not args.quiet, f"drain @ {target.name}")
-        drained = run_flow(target, flow, progress, with_publisher=False, preset_final=depth)
+        final = args.count if held_at is not None else depth
+        drained = run_flow(target, flow, progress, with_publisher=False, preset_final=final)
+        publisher.join()
         delivered = int(drained.consumer.get("deliveries", 0))
         drain_seconds = (drained.consumer.get("last_ns", 0) - drained.go_ns) / 1e9
         after = _watch(target, args.settle)
@@ -154,13 +172,15 @@ def run_backlog(target: Target, args: argparse.Namespace, watermark: int | None)
     finally:
         admin.delete_queue(name)
         admin.close()
+    published = runs["publish"]
     peak = max(
         [before, *published.series.rss_mb, *drained.series.rss_mb, *after.rss_mb], default=0.0
     )
     figures: dict[str, Any] = {
         "broker": target.name,
-        "published": args.count,
+        "published": int(published.publisher.get("published", 0)),
         "enqueued": depth,
+        "held_at": held_at,
         "delivered": delivered,
         "left_in_queue": left,
         "lost": args.count - delivered,
@@ -182,6 +202,30 @@ def run_backlog(target: Target, args: argparse.Namespace, watermark: int | None)
     return figures
 
 
+def _wait_for_backlog(
+    admin: Client, name: str, args: argparse.Namespace, publisher: threading.Thread
+) -> tuple[int, int | None, float]:
+    """Poll the depth until the queue holds every message, or until it stops growing.
+
+    Returns the depth, that depth again when the broker held the publisher short of the count
+    (else None), and when the depth last changed.
+    """
+    depth, changed = 0, time.monotonic()
+    while True:
+        time.sleep(0.5)
+        latest = admin.queue_depth(name, timeout=args.drain_timeout)
+        now = time.monotonic()
+        if latest != depth:
+            depth, changed = latest, now
+        if depth >= args.count:
+            publisher.join()
+            return depth, None, changed
+        if now - changed > args.stall_timeout:
+            if not publisher.is_alive():
+                return depth, None, changed  # the publisher finished short: reported as lost
+            return depth, depth, changed
+
+
 def _watch(target: Target, seconds: float) -> Series:
     """RSS once a second for ``seconds``."""
     series = Series()
@@ -198,16 +242,20 @@ def _watch(target: Target, seconds: float) -> Series:
 def table(rows: list[dict[str, Any]]) -> str:
     """The figures as a Markdown table, one row per broker."""
     lines = [
-        "| broker | watermark MB | RSS before / peak / after drain and settle MB | peak over watermark MB "
+        "| broker | watermark MB | queued with no consumer "
+        "| RSS before / peak / after drain and settle MB | peak over watermark MB "
         "| publish / drain msg/s | delivered / published |",
-        "|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         watermark = f"{row['watermark_mb']:.0f}" if row["watermark_mb"] else "none"
         over = row.get("peak_over_watermark_mb")
+        queued = f"{row['enqueued']:,}"
+        if row.get("held_at") is not None:
+            queued += " (then the publisher was held)"
         rss = f"{row['rss_before_mb']:.0f} / {row['rss_peak_mb']:.0f} / {row['rss_after_mb']:.0f}"
         lines.append(
-            f"| {row['broker']} | {watermark} | {rss} | "
+            f"| {row['broker']} | {watermark} | {queued} | {rss} | "
             f"{'-' if over is None else f'{over:+.0f}'} | "
             f"{row['publish_per_s']:,.0f} / {row['drain_per_s']:,.0f} | "
             f"{row['delivered']:,} / {row['published']:,} |"
@@ -219,7 +267,7 @@ def _amqplite_config(watermark: int | None, folder: Path) -> Path | None:
     if watermark is None:
         return None
     path = folder / "amqplite.yaml"
-    path.write_text(f"memory:\n  high_watermark: {watermark}\n")
+    path.write_text(f"alarms:\n  memory_high_watermark_bytes: {watermark}\n")
     return path
 
 

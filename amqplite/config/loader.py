@@ -10,6 +10,7 @@ from typing import Any
 import attrs
 
 from amqplite.config.models import (
+    AlarmsConfig,
     ClusterConfig,
     ClusterListener,
     Config,
@@ -36,6 +37,7 @@ _MODELS: dict[str, type] = {
     "LoggingConfig": LoggingConfig,
     "ClusterConfig": ClusterConfig,
     "ClusterListener": ClusterListener,
+    "AlarmsConfig": AlarmsConfig,
 }
 
 

@@ -12,6 +12,7 @@ import trio
 
 from amqplite.broker.broker import Broker
 from amqplite.config.models import Config
+from amqplite.server.restore import recover_into
 from amqplite.session.connection import Session
 from amqplite.store.latency import LatencyHistogram
 from amqplite.store.store import Store
@@ -25,10 +26,17 @@ def open_store(config: Config, broker: Broker) -> Store:
     store = Store(Path(config.data_dir), config.store)
     gc.disable()  # millions of new objects: generational collections would rescan them all
     try:
-        report = store.recover_into(broker)
+        report = recover_into(broker, store)
     finally:
         gc.enable()
         gc.freeze()  # recovered messages are long-lived: keep them out of later collections
+    if report.quarantined:
+        log.error(
+            "%d queue journal(s) could not be recovered and were kept in %s (amqplite ctl list "
+            "quarantine)",
+            report.quarantined,
+            Path(config.data_dir) / "quarantine",
+        )
     log.info(
         "recovered %d exchanges, %d queues, %d bindings, %d messages from %s in %.2f s",
         report.exchanges,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -19,6 +20,9 @@ from amqplite.config.models import Limits
 from amqplite.protocol.frames import HEARTBEAT_FRAME
 from amqplite.server.pacing import STALL_AFTER, Pacer
 from amqplite.session.connection import ConnectionState, Session
+
+if TYPE_CHECKING:
+    from amqplite.server.alarms import Alarms
 
 log = logging.getLogger("amqplite.server")
 
@@ -42,11 +46,14 @@ class ClientConnection:
         stream: trio.abc.Stream,
         session: Session,
         limits: Limits,
+        alarms: Alarms | None = None,
         pacer: Pacer | None = None,
     ) -> None:
         self.stream = stream
         self.session = session
         self.limits = limits
+        self.alarms = alarms
+        self.blocked = False  # held by a resource alarm: not read, heartbeats not expected
         self.pacer = pacer or Pacer(session.broker.flow)
         self._bound = limits.max_outbound_bytes
         self._wake = trio.Event()
@@ -139,8 +146,12 @@ class ClientConnection:
     async def _reader(self) -> None:
         session = self.session
         flow = session.broker.flow
+        alarms = self.alarms
         owed: list[Queue] = []
         while not session.closed:
+            if alarms is not None and alarms.active and session.publishing:
+                await alarms.hold(self)
+                self._last_received = trio.current_time()
             if owed or session.output_size() >= self._bound:
                 await self._wait_turn(owed)
                 if session.closed:
@@ -224,6 +235,8 @@ class ClientConnection:
                     return
             heartbeat = session.heartbeat
             if heartbeat and session.state is ConnectionState.OPEN:
+                if self.blocked:  # not read while blocked: its heartbeats wait in the socket
+                    self._last_received = now
                 if now - self._last_received > 2 * heartbeat:
                     log.warning("missed heartbeats from %s, closing", session.peer)
                     session.close_reason = "missed heartbeats from client"

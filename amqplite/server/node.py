@@ -17,6 +17,7 @@ from amqplite import __version__
 from amqplite.broker.broker import Broker
 from amqplite.config.models import Config
 from amqplite.protocol.constants import ReplyCode
+from amqplite.server.alarms import Alarms
 from amqplite.server.boot import apply_boot_definitions, build_broker, session_settings
 from amqplite.server.committer import Committer, open_store
 from amqplite.server.connection import ClientConnection
@@ -41,6 +42,7 @@ class Node:
         self.connections: set[ClientConnection] = set()
         self.pacer = Pacer(self.broker.flow)
         self.shutting_down = False
+        self.alarms = Alarms(config.alarms, config.data_dir)
         self.cluster: ClusterAgent | None = None  # set in cluster mode
 
     async def handle_stream(self, stream: trio.SocketStream) -> None:
@@ -55,7 +57,9 @@ class Node:
     async def serve_stream(self, stream: trio.abc.Stream, peer: str) -> None:
         """Serve one connection over any stream (memory streams in tests)."""
         session = Session(self.broker, self.settings, peer=peer)
-        conn = ClientConnection(stream, session, self.config.limits, self.pacer)
+        conn = ClientConnection(
+            stream, session, self.config.limits, alarms=self.alarms, pacer=self.pacer
+        )
         self.connections.add(conn)
         try:
             await conn.run()
@@ -109,6 +113,7 @@ async def run_node(
             handlers.start_soon(accept)
             handlers.start_soon(committer.run)
             handlers.start_soon(run_broker_timers, node.broker)
+            handlers.start_soon(node.alarms.run)
             if config.management.enabled:
                 from amqplite.management.server import run_management
 

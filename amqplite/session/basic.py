@@ -93,6 +93,7 @@ def publish(
 ) -> None:
     """basic.publish (fast path or assembled): check access and exchange, then route or buffer."""
     vhost = ctx.open_vhost
+    ctx.publishing = True
     ctx.allow("write", "exchange", exchange, ClassId.BASIC, 40)
     vhost.exchange(exchange)  # 404 before anything else
     message = make_message(exchange, routing_key, properties_bin, body)

@@ -88,6 +88,7 @@ class Session:
         self.client_properties: dict[str, Any] = {}
         self.channels: dict[int, ChannelSession] = {}
         self.close_reason: str = ""
+        self.publishing = False  # set by the first basic.publish (resource alarms block such)
         self._out: list[Part] = []  # joined once, in data_to_send: the one copy of a body
         self._out_size = 0
         self._starved = False

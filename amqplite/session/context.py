@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 class SessionContext(Protocol):
     """What a handler of one AMQP command may use of its connection."""
 
+    publishing: bool  # the connection has published (resource alarms block such connections)
+
     @property
     def broker(self) -> Broker:
         """The broker the connection talks to."""

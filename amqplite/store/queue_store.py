@@ -6,10 +6,10 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from amqplite.broker.message import Message, PagedMessage, QueueEntry
-from amqplite.broker.queue import Queue
 from amqplite.config.models import StoreConfig
 from amqplite.store.bodies import BodyFile, BodyRef
+from amqplite.store.clean_index import remove_index, write_index
+from amqplite.store.interface import JournaledEntry, JournaledMessage, JournaledQueue, Paging
 from amqplite.store.journal import SegmentWriter, SyncJob, SyncTask, segment_path
 from amqplite.store.records import (
     FILE_HEADER,
@@ -33,6 +33,7 @@ class JournalOwner(Protocol):
     config: StoreConfig
     resident_bytes: int
     paged_out: int
+    paging: Paging | None
 
     def appended(self, journal: QueueStore | None) -> None:
         """A record was appended: take a ticket and wake the committer."""
@@ -51,7 +52,7 @@ def shared_int(value: int) -> int:
     return _INTS.get(value, value)
 
 
-def encode_entry(seq: int, delivery_count: int, message: Message) -> bytes:
+def encode_entry(seq: int, delivery_count: int, message: JournaledMessage) -> bytes:
     """The ENQUEUE record of a message."""
     return encode_enqueue(
         seq,
@@ -72,7 +73,7 @@ class SnapshotTask(SyncTask):
         self,
         journal: QueueStore,
         covers_through: int,
-        items: list[tuple[int, int, Message]],
+        items: list[tuple[int, int, JournaledMessage]],
         deadlines: dict[int, float] | None = None,
     ) -> None:
         self.journal = journal
@@ -81,15 +82,19 @@ class SnapshotTask(SyncTask):
         self.items = items
         self.ok = False
         self.body_offsets: list[int] = []  # where each item's body starts in the snapshot file
+        self.record_sizes: list[int] = []  # bytes of each item's ENQUEUE record
         self.body_file: BodyFile | None = None  # opened when paged bodies must move to the snapshot
+        self.index = False  # also write the clean-shutdown index (graceful shutdown)
 
     def _records(self) -> Iterator[bytes]:
         position = FILE_HEADER.size
         offsets = self.body_offsets
+        sizes = self.record_sizes
         deadlines = self.deadlines
         for seq, count, message in self.items:
             record = encode_entry(seq, count, message)
             position += len(record)
+            sizes.append(len(record))
             offsets.append(position - message.size)  # the body ends the record
             yield record
             if deadlines and seq in deadlines:
@@ -102,7 +107,20 @@ class SnapshotTask(SyncTask):
         directory = self.journal.directory
         try:
             write_snapshot(directory, self.covers_through, self._records(), fsync=fsync)
-            if any(type(message) is PagedMessage for _, _, message in self.items):
+            if self.index:
+                write_index(
+                    directory,
+                    self.covers_through,
+                    self.items,
+                    self.body_offsets,
+                    self.record_sizes,
+                    self.deadlines,
+                    fsync,
+                )
+            else:
+                remove_index(directory)  # it described the snapshot just replaced
+            paging = self.journal.store.paging
+            if paging is not None and any(paging.is_paged(m) for _, _, m in self.items):
                 self.body_file = BodyFile(directory / SNAPSHOT_NAME)
             self.ok = True
         except OSError:
@@ -115,7 +133,7 @@ class QueueStore:
     def __init__(
         self,
         store: JournalOwner,
-        queue: Queue,
+        queue: JournaledQueue,
         directory: Path,
         recovered: RecoveredQueue | None = None,
     ) -> None:
@@ -127,18 +145,21 @@ class QueueStore:
         if recovered is not None:
             self.writer.sizes.update(recovered.segment_sizes)
         # seq -> (entry, record bytes); the size is negative while the body is paged out (on disk only)
-        self.live: dict[int, tuple[QueueEntry, int]] = {}
+        self.live: dict[int, tuple[JournaledEntry, int]] = {}
         self.live_bytes = 0
-        self.page_out: list[tuple[QueueEntry, int]] = []  # (entry, end of its record in the buffer)
+        self.page_out: list[
+            tuple[JournaledEntry, int]
+        ] = []  # (entry, end of its record in the buffer)
         self.body_files: dict[int, BodyFile] = {}  # open segments that paged bodies point into
-        self.delivered_pending: dict[int, QueueEntry] = {}
+        self.delivered_pending: dict[int, JournaledEntry] = {}
         self.snapshot_running = False
         self.dead = False
         self.snapshots_taken = 0
+        self.index_current = False  # the clean index on disk describes this queue (nothing since)
 
     # -- QueueJournal --------------------------------------------------------------------
 
-    def enqueue(self, entry: QueueEntry) -> None:
+    def enqueue(self, entry: JournaledEntry) -> None:
         """Journal a persistent message that entered the queue; beyond the budget, page it out."""
         message = entry.message
         record = encode_entry(entry.seq, entry.delivery_count, message)
@@ -152,17 +173,18 @@ class QueueStore:
             ttl = message.expiration_ms
         if ttl is not None:
             self.writer.append(encode_expires(entry.seq, queue.host.wall_time() * 1000 + ttl))
-        if type(message) is PagedMessage:
+        paging = self.store.paging
+        if paging is not None and paging.is_paged(message):
             self.live[entry.seq] = (entry, -size)
         else:
             self.live[entry.seq] = (entry, size)
             store = self.store
             store.resident_bytes += message.size
-            if store.resident_bytes > store.config.memory_budget_bytes:
+            if store.resident_bytes > store.config.memory_budget_bytes and paging is not None:
                 self.page_out.append((entry, end))
         self.store.appended(self)
 
-    def remove(self, entry: QueueEntry) -> None:
+    def remove(self, entry: JournaledEntry) -> None:
         """Journal that a message left the queue for good."""
         item = self.live.pop(entry.seq, None)
         if item is None:
@@ -177,7 +199,7 @@ class QueueStore:
         self.writer.append(encode_remove(entry.seq))
         self.store.appended(self)
 
-    def delivered(self, entry: QueueEntry) -> None:
+    def delivered(self, entry: JournaledEntry) -> None:
         """A message was handed out: its delivery count is journaled with the next commit."""
         if entry.seq in self.live:
             self.delivered_pending[entry.seq] = entry
@@ -210,16 +232,18 @@ class QueueStore:
             file = self.body_files[number] = BodyFile(segment_path(self.writer.directory, number))
         live = self.live
         freed = 0
+        paging = self.store.paging
+        assert paging is not None  # nothing is queued for paging out without it
         for entry, end in self.page_out:
             item = live.get(entry.seq)
             if item is None or item[0] is not entry or item[1] < 0:
                 continue
             message = entry.message
-            if type(message) is PagedMessage:
+            if paging.is_paged(message):
                 continue
             length = message.size
             location = BodyRef(file, base + end - length, shared_int(length))
-            entry.message = PagedMessage.of(message, location)
+            paging.page_out(entry, location)
             live[entry.seq] = (entry, shared_int(-item[1]))
             freed += length
         self.page_out.clear()
@@ -229,6 +253,7 @@ class QueueStore:
     def start_snapshot(self, job: SyncJob) -> SnapshotTask:
         """Retire the open segment and snapshot the live messages after this commit's fsync."""
         covers = self.writer.rotate(job)
+        self.index_current = False  # a new snapshot replaces the one the index describes
         items = [(seq, e.delivery_count, e.message) for seq, (e, _) in self.live.items()]
         host = self.queue.host
         to_wall = (host.wall_time() - host.now()) * 1000
@@ -241,6 +266,12 @@ class QueueStore:
         job.after_sync.append(task)
         self.snapshot_running = True
         return task
+
+    def clean_snapshot(self, job: SyncJob) -> None:
+        """At a graceful shutdown: a snapshot with its index, unless the one on disk is current."""
+        if self.snapshot_running or (self.index_current and not self.writer.sizes):
+            return
+        self.start_snapshot(job).index = True
 
     def snapshot_done(self, task: SnapshotTask) -> None:
         """Forget the segments a finished snapshot replaced."""
@@ -257,15 +288,18 @@ class QueueStore:
     def _repoint(self, task: SnapshotTask, file: BodyFile) -> None:
         """Paged bodies now read from the snapshot (the segments they were in are deleted)."""
         live = self.live
+        paging = self.store.paging
+        if paging is None:
+            return
         for (seq, _, message), offset in zip(task.items, task.body_offsets, strict=True):
-            if type(message) is not PagedMessage:
+            if not paging.is_paged(message):
                 continue
             item = live.get(seq)
             if item is None:
                 continue
             current = item[0].message
-            if type(current) is PagedMessage:
-                current.location = BodyRef(file, offset, current.size)
+            if paging.is_paged(current):
+                paging.move(current, BodyRef(file, offset, current.size))
 
     @property
     def journal_bytes(self) -> int:

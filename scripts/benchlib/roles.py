@@ -33,7 +33,7 @@ class Flow:
     fanout: int = 1
     duration: float | None = 10.0
     count: int | None = None
-    max_backlog: int | None = None
+    max_backlog: int | None = None  # None: publish as fast as the broker reads
     batch: int = 100
     drain_timeout: float = 60.0
 

@@ -59,6 +59,17 @@ def test_bench_flows_report_accepted_and_delivered_depth_and_rss_over_time(broke
         assert series["window_end"] is not None
 
 
+def test_bench_max_in_flight_bounds_the_queue_it_builds(broker: Any) -> None:
+    doc = _bench(broker, "-s", "fanout", "--count", "10000", "--max-in-flight", "500")
+    (result,) = doc["results"]
+    assert result["error"] is None
+    # the publisher waits while 500 messages (x 10 queues) are unconsumed, then sends a batch
+    # of 100: no more is ready over the 10 queues (unbounded, fanout builds a backlog)
+    assert 0 <= result["metrics"]["depth_peak"] <= 6000
+    assert max(result["series"]["depth"]) <= 6000
+    assert result["series"]["delivered"][-1] == 100_000
+
+
 def test_bench_compare_interleaves_runs_and_prints_the_side_by_side_table(
     broker: Any, tmp_path: Path
 ) -> None:
@@ -121,3 +132,32 @@ def test_bench_backlog_and_idle_connections_read_broker_memory(broker: Any) -> N
     assert backlog["publish_per_s"] > 0
     assert backlog["drain_per_s"] > 0
     assert "backlog_mb" in backlog
+
+
+def test_backlog_memory_script_publishes_drains_and_reports_rss(
+    broker: Any, tmp_path: Path
+) -> None:
+    cmd = [
+        sys.executable,
+        str(ROOT / "scripts" / "bench_backlog_memory.py"),
+        "--url",
+        broker.url,
+        "--count",
+        "3333",
+        "--settle",
+        "0",
+        "--quiet",
+        "--json",
+        str(tmp_path / "backlog.json"),
+    ]
+    if broker.proc is not None:
+        cmd += ["--broker-pid", str(broker.proc.pid)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=180, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "RSS before / peak / after drain and settle MB" in done.stdout
+    (run,) = json.loads((tmp_path / "backlog.json").read_text())["runs"]
+    assert run["enqueued"] == run["delivered"] == run["published"] == 3333
+    assert run["held_at"] is None
+    assert run["left_in_queue"] == 0
+    assert 0 < run["rss_before_mb"] <= run["rss_peak_mb"]
+    assert run["series"]["publish"]["depth"][-1] <= 3333

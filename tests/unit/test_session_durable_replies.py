@@ -12,6 +12,7 @@ from amqplite.broker.auth import Permission
 from amqplite.broker.broker import Broker
 from amqplite.config.models import StoreConfig
 from amqplite.protocol.methods import BasicAck, spec
+from amqplite.server.restore import recover_into
 from amqplite.session.connection import Session
 from amqplite.store.store import Store
 
@@ -24,7 +25,7 @@ def stored(tmp_path: Path) -> tuple[Broker, Store]:
     broker.add_user("guest", "guest")
     broker.set_permissions("guest", "/", Permission())
     store = Store(tmp_path / "data", StoreConfig(fsync=False))
-    store.recover_into(broker)
+    recover_into(broker, store)
     store.commit()
     return broker, store
 
@@ -65,7 +66,7 @@ def test_durable_declares_and_bind_wait_for_the_commit(stored: tuple[Broker, Sto
     commit(store, session)
     assert kinds(client) == [spec.Queue.BindOk]
     reopened = Broker()
-    Store(store.directory).recover_into(reopened)  # what a crash right now would leave
+    recover_into(reopened, Store(store.directory))  # what a crash right now would leave
     vhost = reopened.vhost("/")
     assert "dx" in vhost.exchanges
     assert "dq" in vhost.queues

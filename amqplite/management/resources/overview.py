@@ -20,6 +20,7 @@ from amqplite.management.queue_rows import (
 )
 from amqplite.management.routing import ADMINISTRATOR, MANAGEMENT, Router
 from amqplite.management.sqs import management_channel
+from amqplite.management.views import alarm_snapshot
 
 ALIVENESS_QUEUE = "aliveness-test"
 RABBITMQ_COMPATIBLE_VERSION = "3.10.0"
@@ -135,9 +136,7 @@ def _node(app: ManagementApp) -> dict[str, Any]:
         "running": True,
         "being_drained": False,
         "uptime": int((app.clock() - app.started) * 1000),
-        "mem_used": memory_used(),
-        "mem_alarm": False,
-        "disk_free_alarm": False,
+        **alarm_snapshot(app.node, memory_used()),
         "fd_used": fd_used(),
         "fd_total": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
         "sockets_used": len(app.node.connections),
@@ -246,8 +245,17 @@ def delete_vhost(call: Call) -> Response:
 
 
 def health_alarms(call: Call) -> Response:
-    """200 {"status": "ok"} without resource alarms (amqplite raises none yet)."""
-    return Response.json({"status": "ok"})
+    """200 {"status": "ok"} without resource alarms, 503 naming them while any is set."""
+    snapshot = alarm_snapshot(call.app.node, memory_used())
+    names = [
+        kind
+        for kind, key in (("memory", "mem_alarm"), ("disk", "disk_free_alarm"))
+        if snapshot[key]
+    ]
+    if not names:
+        return Response.json({"status": "ok"})
+    reason = f"resource alarm(s) in effect: {', '.join(names)}"
+    return Response.json({"status": "failed", "reason": reason, "alarms": names}, 503)
 
 
 def aliveness_test(call: Call) -> Response:
