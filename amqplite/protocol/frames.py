@@ -119,6 +119,8 @@ HOT_PUBLISH: Final = 0
 """`FrameReader.peek_hot` kind: basic.publish with its content."""
 HOT_ACK: Final = 1
 """`FrameReader.peek_hot` kind: basic.ack."""
+HOT_PARTIAL: Final = 2
+"""`FrameReader.peek_hot` kind: a basic.publish whose content has not all arrived yet."""
 
 
 class FrameReader:
@@ -294,16 +296,16 @@ class FrameReader:
             )
         return HeartbeatFrame(channel)
 
-    def peek_hot(self) -> tuple[Any, ...] | _NeedData | None:
+    def peek_hot(self) -> tuple[Any, ...] | None:
         """Decode the next basic.publish with all its content, or basic.ack, without consuming.
 
         Returns ``(HOT_PUBLISH, channel, length, exchange, routing_key, bits, properties_bin,
         body)`` for a publish whose method, content header and single body frame have all
         arrived, or ``(HOT_ACK, channel, length, delivery_tag, multiple)``; ``length`` is what
-        `skip` must consume. `NEED_DATA` for a publish whose method frame has arrived and whose
-        content, so far, fits in one more header and body frame: the caller may wait for the
-        rest and take it whole. None for anything else, malformed or not hot: `next_frame`
-        then reads it (and raises the precise error where there is one).
+        `skip` must consume. ``(HOT_PARTIAL, channel)`` for a publish whose method frame has
+        arrived and whose content, so far, can be one header and one body frame: the caller may
+        wait for the rest and take it whole. None for anything else, malformed or not hot:
+        `next_frame` then reads it (and raises the precise error where there is one).
         """
         if self._error is not None or not self._header_seen:
             return None
@@ -332,7 +334,7 @@ class FrameReader:
         if bits_at + 1 != end:
             return None
         # the rest of this publish is in a chunk not read yet (`_rest`): let next_frame go on
-        waiting = None if self._rest else NEED_DATA
+        waiting = None if self._rest else (HOT_PARTIAL, channel)
         header = end + 1
         if total - header < 22:
             return waiting if _starts_frame(buffer, header, 2, channel) else None

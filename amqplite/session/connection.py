@@ -16,6 +16,7 @@ from amqplite.protocol.assembler import Command, ContentAssembler
 from amqplite.protocol.constants import FRAME_MIN_SIZE, PROTOCOL_HEADER, ClassId, ReplyCode
 from amqplite.protocol.errors import AMQPError, ChannelException, ConnectionException
 from amqplite.protocol.frames import (
+    HOT_PARTIAL,
     HOT_PUBLISH,
     NEED_DATA,
     BadProtocolHeader,
@@ -149,8 +150,8 @@ class Session:
         max_body = assembler.max_body_size
         while self.state is ConnectionState.OPEN:
             hot = reader.peek_hot()
-            if type(hot) is not tuple:
-                return hot is NEED_DATA
+            if hot is None:
+                return False
             channel_id = hot[1]
             channel = channels.get(channel_id)
             if (
@@ -160,7 +161,10 @@ class Session:
                 or channel_id in held
             ):
                 return False
-            if hot[0] == HOT_PUBLISH:
+            kind = hot[0]
+            if kind == HOT_PARTIAL:  # the rest of this publish is on its way: take it whole
+                return True
+            if kind == HOT_PUBLISH:
                 _, _, size, exchange, routing_key, bits, properties_bin, body = hot
                 if len(body) > max_body:
                     return False

@@ -11,7 +11,7 @@ from test_session import Client, build
 from amqplite.broker.auth import Permission
 from amqplite.broker.broker import Broker
 from amqplite.protocol.constants import ReplyCode
-from amqplite.protocol.frames import HOT_ACK, HOT_PUBLISH, NEED_DATA, FrameReader
+from amqplite.protocol.frames import HOT_ACK, HOT_PARTIAL, HOT_PUBLISH, FrameReader
 from amqplite.protocol.methods import BasicAck, BasicPublish, encode_method, spec
 from amqplite.protocol.writers import encode_content
 from amqplite.session.connection import Session, SessionSettings
@@ -47,7 +47,7 @@ def test_peek_hot_decodes_a_complete_publish_and_leaves_partial_ones() -> None:
     reader = FrameReader(131072)
     reader.receive_data(data[:-1])
     assert reader.next_frame() is not None  # the protocol header
-    assert reader.peek_hot() is NEED_DATA  # the body frame's end octet is missing
+    assert reader.peek_hot() == (HOT_PARTIAL, 3)  # the body frame's end octet is missing
     reader.receive_data(data[-1:])
     hot = reader.peek_hot()
     assert hot is not None
@@ -95,6 +95,20 @@ def test_a_publish_followed_by_other_than_its_content_is_answered_without_waitin
     client.session.receive_data(
         encode_method(1, BasicPublish("", "q", False, False))
         + encode_method(1, BasicAck(1, False))  # shorter than a content header frame
+    )
+    close = client.received()[-1].method
+    assert isinstance(close, spec.Connection.Close)
+    assert close.reply_code == ReplyCode.UNEXPECTED_FRAME
+
+
+def test_a_publish_where_content_is_still_due_is_refused_without_waiting(broker: Broker) -> None:
+    client = consuming_client(broker)
+    header = encode_content(1, 60, b"\x00\x00", b"1234567890", 131072)[:22]  # announces 10
+    short_body = header + b"\x03\x00\x01\x00\x00\x00\x05" + b"12345" + b"\xce"  # brings 5
+    client.session.receive_data(
+        encode_method(1, BasicPublish("", "q", False, False))
+        + short_body
+        + encode_method(1, BasicPublish("", "q", False, False))
     )
     close = client.received()[-1].method
     assert isinstance(close, spec.Connection.Close)
