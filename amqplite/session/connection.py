@@ -10,7 +10,7 @@ from typing import Any
 from amqplite.broker.auth import check_access
 from amqplite.broker.broker import Broker, User
 from amqplite.broker.consumer import DeliveryChannel
-from amqplite.broker.message import QueueEntry
+from amqplite.broker.message import PagedMessage, QueueEntry
 from amqplite.broker.vhost import VHost
 from amqplite.protocol.assembler import Command, ContentAssembler
 from amqplite.protocol.constants import FRAME_MIN_SIZE, PROTOCOL_HEADER, ClassId, ReplyCode
@@ -34,7 +34,7 @@ from amqplite.protocol.methods import (
     method_ids,
     spec,
 )
-from amqplite.protocol.writers import Part
+from amqplite.protocol.writers import Deliver, Part
 from amqplite.session import handshake
 from amqplite.session.basic import ack, publish
 from amqplite.session.channel import ChannelSession, ChannelState
@@ -43,6 +43,7 @@ from amqplite.session.commands import handle_command
 from amqplite.session.confirms import PublisherConfirms
 from amqplite.session.delivery_frames import deliver_frames
 from amqplite.session.durable_replies import DurableReplies
+from amqplite.session.paged import HeldOutput, PagedDelivery, PagedOutput
 from amqplite.session.settings import SessionSettings
 
 log = logging.getLogger("amqplite.session")
@@ -64,7 +65,7 @@ def _noop() -> None:
     """Default output notification: nothing to wake."""
 
 
-class Session:
+class Session(PagedOutput):
     """AMQP 0-9-1 for one client connection: feed bytes in, take bytes out (h11 style)."""
 
     def __init__(
@@ -92,6 +93,8 @@ class Session:
         self.publishing = False  # set by the first basic.publish (resource alarms block such)
         self._out: list[Part] = []  # joined once, in data_to_send: the one copy of a body
         self._out_size = 0
+        self.defer_paged = False  # the server reads paged bodies off the loop (bodies_to_load)
+        self._held_out: HeldOutput | None = None  # output behind a paged delivery being read
         self._starved = False
         self.output_stalled = False  # set by the server: the peer stopped taking output
         self.in_flight = 0  # bytes the server took from us and has not yet written
@@ -191,7 +194,7 @@ class Session:
             return b""
         data = b"".join(self._out)
         self._out.clear()
-        self._out_size = 0
+        self._out_size = self._held_out.size if self._held_out is not None else 0
         return data
 
     def data_to_send_pending(self) -> bool:
@@ -239,13 +242,20 @@ class Session:
 
     def write(self, data: bytes) -> None:
         """Queue already-encoded frames for the client."""
-        self._out.append(data)
+        if self._held_out is not None:
+            self._held_out.append(data)  # stays in order behind a paged delivery
+        else:
+            self._out.append(data)
         self._out_size += len(data)
         self.on_output()
 
     def write_parts(self, parts: list[Part]) -> None:
         """Queue frames given as parts (a writer's output, the body among them uncopied)."""
-        self._out += parts
+        if self._held_out is not None:
+            for part in parts:  # stays in order behind a paged delivery
+                self._held_out.append(part)
+        else:
+            self._out += parts
         self._out_size += sum(map(len, parts))
         self.on_output()
 
@@ -255,7 +265,7 @@ class Session:
 
     def _flush_confirms(self) -> None:
         if self.confirms:
-            self.confirms.flush(self.broker.commits.committed_ticket(), self.write)
+            self.confirms.flush(self.write)
 
     def _finish(self, reason: str) -> None:
         self.close_reason = self.close_reason or reason
@@ -268,10 +278,14 @@ class Session:
         self, channel_id: int, consumer_tag: str, delivery_tag: int, entry: QueueEntry
     ) -> None:
         """Send basic.deliver for a queue entry (its body joins the outbound bytes uncopied)."""
-        parts = deliver_frames(channel_id, consumer_tag, delivery_tag, entry, self.frame_max)
-        self._out += parts
-        self._out_size += sum(map(len, parts))
-        self.on_output()
+        m = entry.message
+        if self.defer_paged and type(m) is PagedMessage:  # never read a body on the event loop
+            deliver = Deliver(channel_id, consumer_tag, delivery_tag, entry.redelivered)
+            self.defer_delivery(PagedDelivery(deliver, m, self.frame_max))
+            return
+        self.write_parts(
+            deliver_frames(channel_id, consumer_tag, delivery_tag, entry, self.frame_max)
+        )
 
     def cancel_consumer(self, channel_id: int, consumer_tag: str) -> None:
         """Server-initiated basic.cancel (consumer_cancel_notify)."""
@@ -357,6 +371,8 @@ class Session:
             handle_command(self, channel, command)
         except ChannelException as exc:
             self._channel_error(channel, exc, command.method)
+        finally:
+            self._held.close_open_mark()  # the command failed after write_mark()
 
     # -- connection class --------------------------------------------------------------------
 
@@ -417,6 +433,7 @@ class Session:
     def _open(self, method: Any) -> None:
         self.vhost = handshake.open_vhost(self.broker, self.peer, self.user, method)
         self.state = ConnectionState.OPEN
+        self.broker.churn.connection_created += 1
         self.send(0, spec.Connection.OpenOk())
         log.info(
             "connection open from %s user=%s vhost=%s",
@@ -461,9 +478,11 @@ class Session:
         for channel in list(self.channels.values()):
             if vhost is not None:
                 self.broker.close_channel(vhost, channel.delivery)
+        self.broker.churn.channel_closed += len(self.channels)
         self.channels.clear()
         self.confirms.clear()
         self._held.clear()
+        self._held_out = None
         self.broker.close_connection(vhost, self)
 
     # -- channel class -----------------------------------------------------------------------
@@ -471,6 +490,7 @@ class Session:
     def _handle_channel_open(self, channel_id: int, method: Method) -> None:
         check_channel_open(channel_id, method, self.channel_max)
         self.channels[channel_id] = ChannelSession(channel_id, DeliveryChannel(channel_id, self))
+        self.broker.churn.channel_created += 1
         self.send(channel_id, spec.Channel.OpenOk())
 
     def _handle_closing_channel(self, channel: ChannelSession, method: Any) -> None:
@@ -481,7 +501,8 @@ class Session:
             self.drop_channel(channel)
 
     def drop_channel(self, channel: ChannelSession) -> None:
-        self.channels.pop(channel.channel_id, None)
+        if self.channels.pop(channel.channel_id, None) is not None:
+            self.broker.churn.channel_closed += 1
         self.confirms.forget(channel.channel_id)
         self._held.forget(channel.channel_id)
         self.assembler.reset(channel.channel_id)
@@ -538,12 +559,14 @@ class Session:
         check_access(permission, access, kind, name, vhost, user, class_id, method_id)
         self._allowed.add(key)
 
-    def write_mark(self) -> int:
-        """The write ticket before a metadata change (-1 when no store records metadata)."""
-        return self._held.mark(self.open_vhost.metadata is not None)
+    def write_mark(self) -> object:
+        """Start noting the records a command writes (the token for reply_when_durable)."""
+        return self._held.mark()
 
-    def reply_when_durable(self, channel: ChannelSession, mark: int, reply: Method | None) -> None:
-        """Send a declare/bind/delete reply once the records this channel wrote are on disk.
+    def reply_when_durable(
+        self, channel: ChannelSession, mark: object, reply: Method | None
+    ) -> None:
+        """Send a reply once the records this channel wrote are on disk (declare, tx.commit...).
 
         Until then the reply is held and the channel's later input waits behind it, so the
         channel's replies stay in order; `reply` None (nowait) only notes what was written.
