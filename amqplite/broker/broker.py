@@ -21,6 +21,7 @@ from amqplite.broker.durability import (
     NoCommits,
 )
 from amqplite.broker.exchange_types import builtin_registry
+from amqplite.broker.flow import FlowControl
 from amqplite.broker.message import Message, QueueEntry
 from amqplite.broker.plugin_api import ExchangeTypeRegistry
 from amqplite.broker.policy import Policy, effective_policy, validate_policy
@@ -67,6 +68,9 @@ class Broker:
         self._timer_seq = itertools.count()
         self.totals = MessageStats()
         self.churn = Churn()
+        self.flow = FlowControl()
+        self._acked_queues: dict[int, Queue] = {}  # settled by acks not yet redispatched
+        self._acked_channels: dict[int, DeliveryChannel] = {}
         self.commits: CommitTracker = NoCommits()
         self.metadata: MetadataListener | None = None
         self.config_listener: ConfigListener | None = None  # the store: users, policies, vhosts
@@ -239,6 +243,33 @@ class Broker:
         self.totals.ack += len(settled)
         self._redispatch(settled)
 
+    def ack_deferred(self, channel: DeliveryChannel, delivery_tag: int, multiple: bool) -> None:
+        """basic.ack read among others: settle now, deliver on the freed credit in flush_acks."""
+        settled = channel.settle(delivery_tag, multiple)
+        queues = self._acked_queues
+        for item in settled:
+            queue = item.queue
+            queue.stats.ack += 1
+            queue.settle(item.entry)
+            queues[id(queue)] = queue
+            if item.consumer is not None:
+                self._acked_channels[id(channel)] = channel
+        self.totals.ack += len(settled)
+
+    def flush_acks(self) -> None:
+        """Deliver on the credit the acks since the last flush freed, each queue once."""
+        if not self._acked_queues:
+            return
+        queues = self._acked_queues
+        channels = self._acked_channels
+        self._acked_queues, self._acked_channels = {}, {}
+        for channel in channels.values():
+            for queue in channel.queues_with_consumers():
+                queues.setdefault(id(queue), queue)
+        for queue in queues.values():
+            if queue.consumers and not queue.deleted:
+                queue.dispatch()
+
     def reject(
         self, channel: DeliveryChannel, delivery_tag: int, multiple: bool, requeue: bool
     ) -> None:
@@ -291,9 +322,11 @@ class Broker:
 
     @staticmethod
     def resume(channel: DeliveryChannel) -> None:
-        """Deliver again to a channel whose credit or outbound room came back."""
+        """Deliver again to a channel whose credit or outbound room came back (or stalled)."""
         for queue in channel.queues_with_consumers():
             queue.dispatch()
+            if queue.behind:
+                queue.update_behind()
 
     def publish(self, vhost: VHost, exchange: str, message: Message) -> list[Queue]:
         """Route and enqueue a message; the queues it reached."""
@@ -301,7 +334,10 @@ class Broker:
 
     def route(self, vhost: VHost, exchange: str, message: Message) -> Routed:
         """Route and enqueue a message; which queues took it and which refused it (limits)."""
-        return vhost.route_message(exchange, message)
+        routed = vhost.route_message(exchange, message)
+        if self.flow.behind:
+            self.flow.routed(routed.queues)
+        return routed
 
     # -- clocks and timers (QueueHost) ---------------------------------------------------
 
@@ -316,6 +352,10 @@ class Broker:
     def consumer_timeout_ms(self) -> int | None:
         """The broker-wide consumer acknowledgement timeout (None: none)."""
         return self.default_consumer_timeout_ms
+
+    def set_behind(self, queue: Queue, behind: bool) -> None:
+        """A queue fell behind on deliverable work, or caught up: pace publishers."""
+        self.flow.set_behind(queue, behind)
 
     def schedule(self, target: Timed, deadline: float) -> None:
         """Call target.on_timer at the deadline (kept if the target already has an earlier one)."""

@@ -27,6 +27,9 @@ class DeliverySink(Protocol):
     def has_capacity(self) -> bool:
         """False while the connection's outbound buffer is full."""
 
+    def output_moving(self) -> bool:
+        """True unless the peer stopped taking output (a full buffer then is its own doing)."""
+
 
 @attrs.define(slots=True, eq=False)
 class Unacked:
@@ -63,6 +66,18 @@ class Consumer:
         if self.prefetch_count and self.unacked >= self.prefetch_count:
             return False
         return not (channel.global_prefetch and channel.global_unacked >= channel.global_prefetch)
+
+    def waits_for_room(self) -> bool:
+        """True when only output room, soon back, keeps a delivery from this consumer."""
+        channel = self.channel
+        if not channel.active or channel.sink.has_capacity():
+            return False
+        if not self.no_ack and (
+            (self.prefetch_count and self.unacked >= self.prefetch_count)
+            or (channel.global_prefetch and channel.global_unacked >= channel.global_prefetch)
+        ):
+            return False
+        return channel.sink.output_moving()
 
     def deliver(self, entry: QueueEntry) -> None:
         """Hand one entry taken from the queue to this consumer's channel."""

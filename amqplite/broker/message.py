@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
+
+if TYPE_CHECKING:
+    from amqplite.protocol.writers import DeliverTail
 
 
 @attrs.define(slots=True, eq=False)
@@ -19,6 +22,8 @@ class Message:
     priority: int = 0
     expiration_ms: int | None = None
     headers: dict[str, Any] | None = None
+    deliver_tail: DeliverTail | None = attrs.field(default=None, init=False)
+    """The encoded part of a basic.deliver all its queues share (set by the first delivery)."""
 
     @property
     def size(self) -> int:
@@ -45,6 +50,7 @@ _COPIED = (
     "priority",
     "expiration_ms",
     "headers",
+    "deliver_tail",
 )
 
 

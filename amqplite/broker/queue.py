@@ -43,6 +43,7 @@ class Queue:
     next_seq: int = 0
     had_consumer: bool = False
     deleted: bool = False
+    behind: bool = False  # deliverable work waits for output room (flow.py): publishers wait
     last_used: float = 0.0
     timer_due: float | None = None
     stats: MessageStats = attrs.field(factory=MessageStats)
@@ -243,6 +244,8 @@ class Queue:
         self.deadlines.clear()
         for entry in entries:
             self.settle(entry)
+        if self.behind:
+            self.host.set_behind(self, False)
         return len(entries)
 
     # -- TTL and queue expiry --------------------------------------------------------------
@@ -331,6 +334,8 @@ class Queue:
         self._regroup()
         if not self.consumers:
             self.touch()
+        if self.behind:
+            self.update_behind()
 
     def _regroup(self) -> None:
         priorities = sorted({c.priority for c in self.consumers}, reverse=True)
@@ -346,9 +351,32 @@ class Queue:
 
     def dispatch(self) -> None:
         """Deliver ready messages to consumers that have room (round-robin, by priority)."""
-        ready = self.ready
-        if not len(ready) or not self.consumers:
+        if not len(self.ready):
+            if self.behind:
+                self.host.set_behind(self, False)
             return
+        if not self.consumers:
+            return
+        before = len(self.ready)
+        self._deliver_ready()
+        left = len(self.ready)
+        if not left:
+            if self.behind:
+                self.host.set_behind(self, False)
+        elif not self.behind or left != before:  # nothing delivered: still behind
+            self.update_behind()
+
+    def update_behind(self) -> None:
+        """Behind: ready messages a consumer with credit would take but for output room."""
+        consumers = self.consumers
+        if self.settings.single_active_consumer and consumers:
+            consumers = deque((consumers[0],))
+        behind = bool(len(self.ready)) and any(c.waits_for_room() for c in consumers)
+        if behind is not self.behind:
+            self.host.set_behind(self, behind)
+
+    def _deliver_ready(self) -> None:
+        ready = self.ready
         if self.settings.single_active_consumer:
             active = self.active_consumer
             assert active is not None

@@ -41,6 +41,9 @@ class QueueHost(Protocol):
     def consumer_timeout_ms(self) -> int | None:
         """The broker-wide consumer acknowledgement timeout (None or 0: none)."""
 
+    def set_behind(self, queue: Queue, behind: bool) -> None:
+        """The queue fell behind on deliverable work, or caught up (pacing, flow.py)."""
+
 
 class DetachedHost:
     """A host for queues outside a broker (plain VHost in tests): frozen clock, no timers."""
@@ -67,6 +70,10 @@ class DetachedHost:
     def consumer_timeout_ms(self) -> int | None:
         """No default timeout."""
         return None
+
+    def set_behind(self, queue: Queue, behind: bool) -> None:
+        """No publishers to pace: only the flag."""
+        queue.behind = behind
 
 
 DETACHED: Final = DetachedHost()

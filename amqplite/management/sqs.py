@@ -69,6 +69,10 @@ class NoSink:
         """Always room."""
         return True
 
+    def output_moving(self) -> bool:
+        """Never stalled."""
+        return True
+
 
 def management_channel() -> DeliveryChannel:
     """A delivery channel of management's own (HTTP get and receive, the aliveness test)."""

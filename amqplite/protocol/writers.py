@@ -203,6 +203,54 @@ def deliver_parts(deliver: Deliver, content: Content, frame_max: int) -> list[Pa
     return parts
 
 
+@attrs.define(slots=True, eq=False)
+class DeliverTail:
+    """The bytes of a basic.deliver every queue of a message shares, for one channel number.
+
+    From the exchange name to the body frame's header: a fanout to many queues encodes them
+    once per message, and each delivery adds only its own method frame start.
+    """
+
+    channel: int
+    frame_max: int
+    names_size: int  # encoded exchange and routing key, for the method frame's size
+    data: bytes
+
+
+def deliver_tail(channel: int, content: Content, size: int, frame_max: int) -> DeliverTail | None:
+    """The shared part of a delivery of `content` (body of `size`); None unless one body frame."""
+    if not 0 < size <= frame_max - FRAME_OVERHEAD:
+        return None
+    names = _cached_shortstr(content.exchange) + _cached_shortstr(content.routing_key)
+    properties_bin = content.properties_bin
+    data = b"".join(
+        (
+            names,
+            _END_HEADER_PREFIX.pack(
+                FRAME_END, FrameType.HEADER, channel, 12 + len(properties_bin), 60, 0, size
+            ),
+            properties_bin,
+            _END_FRAME_HEADER.pack(FRAME_END, FrameType.BODY, channel, size),
+        )
+    )
+    return DeliverTail(channel, frame_max, len(names), data)
+
+
+def deliver_parts_with_tail(
+    consumer_tag: str, delivery_tag: int, redelivered: bool, tail: DeliverTail, body: bytes
+) -> list[Part]:
+    """basic.deliver as parts from its shared tail (see deliver_tail) and the body, uncopied."""
+    tag = _cached_shortstr(consumer_tag)
+    head = (
+        _DELIVER_HEAD.pack(
+            FrameType.METHOD, tail.channel, 13 + len(tag) + tail.names_size, 0x003C003C
+        )
+        + tag
+        + _TAG_REDELIVERED.pack(delivery_tag, redelivered)
+    )
+    return [head, tail.data, body, _END]
+
+
 def get_ok_parts(get_ok: GetOk, content: Content, frame_max: int) -> list[Part]:
     """basic.get-ok with its content header and body frames, as parts (the body uncopied)."""
     payload = b"".join(

@@ -1,4 +1,10 @@
-"""One client connection on trio: a reader task, a writer task, heartbeats and the close timeout."""
+"""One client connection on trio: a reader task, a writer task, heartbeats and the close timeout.
+
+The reader reads a batch only when the connection's output (deliveries, returns, replies
+together) is under its bound, and, after publishes that reached a queue behind on delivery,
+only once that queue caught up (pacing.py): a client that does not read stops being read,
+and ingress never starves deliveries.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +15,10 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from amqplite.broker.queue import Queue
 from amqplite.config.models import Limits
 from amqplite.protocol.frames import HEARTBEAT_FRAME
+from amqplite.server.pacing import STALL_AFTER, Pacer
 from amqplite.session.connection import ConnectionState, Session
 from amqplite.session.paged import load_bodies
 
@@ -40,13 +48,19 @@ class ClientConnection:
         session: Session,
         limits: Limits,
         alarms: Alarms | None = None,
+        pacer: Pacer | None = None,
     ) -> None:
         self.stream = stream
         self.session = session
         self.limits = limits
         self.alarms = alarms
         self.blocked = False  # held by a resource alarm: not read, heartbeats not expected
+        self.pacer = pacer or Pacer(session.broker.flow)
+        self._bound = limits.max_outbound_bytes
         self._wake = trio.Event()
+        self._room = trio.Event()  # set when written output leaves room under the bound
+        self._paused = False  # the reader waits for output room or for queues to catch up
+        self._last_progress = trio.current_time()  # output last written (or found empty)
         self._last_received = trio.current_time()
         self._last_sent = trio.current_time()
         self.finished = trio.Event()
@@ -95,11 +109,15 @@ class ClientConnection:
             sent = 0
         except OSError:
             sent = 0  # the writer task meets the error again and ends the connection
-        self._last_sent = trio.current_time()
+        now = self._last_sent = trio.current_time()
+        if sent:
+            self._last_progress = now
         if sent < len(data):
             self._leftover = data[sent:]
+            session.in_flight = len(self._leftover)
             return False
         session.on_drained()
+        self._room.set()
         return True
 
     async def run(self) -> None:
@@ -141,13 +159,23 @@ class ClientConnection:
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 pass
 
+    def buffered(self) -> int:
+        """Output bytes held for this client: queued in the session or not yet written."""
+        return self.session.output_size()
+
     async def _reader(self) -> None:
         session = self.session
+        flow = session.broker.flow
         alarms = self.alarms
+        owed: list[Queue] = []
         while not session.closed:
             if alarms is not None and alarms.active and session.publishing:
                 await alarms.hold(self)
                 self._last_received = trio.current_time()
+            if owed or session.output_size() >= self._bound:
+                await self._wait_turn(owed)
+                if session.closed:
+                    return
             try:
                 data = await self.stream.receive_some(RECEIVE_SIZE)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
@@ -156,7 +184,23 @@ class ClientConnection:
                 session.connection_lost()
                 return
             self._last_received = trio.current_time()
+            flow.take_touched()  # routed outside any receive (management, timers): not ours
             _receive(session, data)
+            owed = flow.take_touched()
+
+    async def _wait_turn(self, owed: list[Queue]) -> None:
+        """Wait while output is over its bound, then while a queue just published to is behind."""
+        session = self.session
+        self._paused = True
+        try:
+            while not session.closed and session.output_size() >= self._bound:
+                self._room = trio.Event()
+                self._wake.set()  # the writer sends what is queued, then sets _room
+                await self._room.wait()
+            if owed and not session.closed:
+                await self.pacer.wait_for(owed)
+        finally:
+            self._paused = False
 
     async def _writer(self, scope: trio.CancelScope) -> None:
         session = self.session
@@ -171,6 +215,7 @@ class ClientConnection:
             if self._leftover:
                 data, self._leftover = self._leftover + data, b""
             if data:
+                session.in_flight = len(data)
                 self._sending = True
                 try:
                     # shielded: a frame is never half-written, unless the connection is dropped
@@ -186,8 +231,10 @@ class ClientConnection:
                     session.connection_lost()
                     scope.cancel()
                     return
-                self._last_sent = trio.current_time()
+                self._last_sent = self._last_progress = trio.current_time()
+                session.in_flight = 0
                 session.on_drained()
+            self._room.set()
             if session.closed and not session.data_to_send_pending():
                 scope.cancel()
                 return
@@ -198,6 +245,12 @@ class ClientConnection:
         while True:
             await trio.sleep(0.5 if session.heartbeat == 0 else min(0.5, session.heartbeat / 4))
             now = trio.current_time()
+            if session.output_size() == 0:
+                self._last_progress = now
+            elif now - self._last_progress >= STALL_AFTER:
+                session.on_stalled()  # its consumers stop holding publishers back
+            if self._paused:
+                self._last_received = now  # we are not reading it: its heartbeats wait too
             if session.state is ConnectionState.CLOSING:
                 closing_since = closing_since or now
                 if now - closing_since > self.limits.close_timeout:

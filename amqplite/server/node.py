@@ -22,6 +22,7 @@ from amqplite.server.alarms import Alarms
 from amqplite.server.boot import apply_boot_definitions, build_broker, session_settings
 from amqplite.server.committer import Committer, open_store
 from amqplite.server.connection import ClientConnection
+from amqplite.server.pacing import Pacer
 from amqplite.server.timers import run_broker_timers
 from amqplite.session.connection import Session
 
@@ -40,6 +41,7 @@ class Node:
         self.broker = broker or build_broker(config)
         self.settings = session_settings(config)
         self.connections: set[ClientConnection] = set()
+        self.pacer = Pacer(self.broker.flow)
         self.shutting_down = False
         self.alarms = Alarms(config.alarms, config.data_dir)
         self.cluster: ClusterAgent | None = None  # set in cluster mode
@@ -56,7 +58,9 @@ class Node:
     async def serve_stream(self, stream: trio.abc.Stream, peer: str) -> None:
         """Serve one connection over any stream (memory streams in tests)."""
         session = Session(self.broker, self.settings, peer=peer)
-        conn = ClientConnection(stream, session, self.config.limits, self.alarms)
+        conn = ClientConnection(
+            stream, session, self.config.limits, alarms=self.alarms, pacer=self.pacer
+        )
         self.connections.add(conn)
         try:
             await conn.run()

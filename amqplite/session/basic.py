@@ -157,12 +157,23 @@ def basic_ack(ctx: SessionContext, channel: ChannelSession, command: Command) ->
     ack(ctx, channel, m.delivery_tag, m.multiple)
 
 
-def ack(ctx: SessionContext, channel: ChannelSession, delivery_tag: int, multiple: bool) -> None:
-    """basic.ack (fast path or assembled), buffered while the channel is transactional."""
+def ack(
+    ctx: SessionContext,
+    channel: ChannelSession,
+    delivery_tag: int,
+    multiple: bool,
+    deferred: bool = False,
+) -> None:
+    """basic.ack (fast path or assembled), buffered while the channel is transactional.
+
+    `deferred`: the caller runs broker.flush_acks after a run of acks, to deliver once.
+    """
     if channel.mode is ConfirmMode.TX:
         channel.tx_ops.append(("ack", delivery_tag, multiple))
-        return
-    ctx.broker.ack(channel.delivery, delivery_tag, multiple)
+    elif deferred:
+        ctx.broker.ack_deferred(channel.delivery, delivery_tag, multiple)
+    else:
+        ctx.broker.ack(channel.delivery, delivery_tag, multiple)
 
 
 def basic_nack(ctx: SessionContext, channel: ChannelSession, command: Command) -> None:

@@ -34,13 +34,14 @@ from amqplite.protocol.methods import (
     method_ids,
     spec,
 )
-from amqplite.protocol.writers import Deliver, Part, deliver_parts
+from amqplite.protocol.writers import Deliver, Part
 from amqplite.session import handshake
 from amqplite.session.basic import ack, publish
 from amqplite.session.channel import ChannelSession, ChannelState
 from amqplite.session.channel_commands import check_channel_open
 from amqplite.session.commands import handle_command
 from amqplite.session.confirms import PublisherConfirms
+from amqplite.session.delivery_frames import deliver_frames
 from amqplite.session.durable_replies import DurableReplies
 from amqplite.session.paged import HeldOutput, PagedDelivery, PagedOutput
 from amqplite.session.settings import SessionSettings
@@ -96,6 +97,8 @@ class Session(PagedOutput):
         self.defer_paged = False  # the server reads paged bodies off the loop (bodies_to_load)
         self._held_out: HeldOutput | None = None  # output behind a paged delivery being read
         self._starved = False
+        self.output_stalled = False  # set by the server: the peer stopped taking output
+        self.in_flight = 0  # bytes the server took from us and has not yet written
         self.confirms = PublisherConfirms()
         self._held = DurableReplies(broker)  # replies waiting for their records' commit
         self._released = False
@@ -135,12 +138,14 @@ class Session(PagedOutput):
                     ReplyCode.INTERNAL_ERROR, f"Unexpected error, please report: {exc!r}"
                 )
             )
+        self.broker.flush_acks()
         self._flush_confirms()
 
     def _receive_hot(self) -> bool:
         """Publishes and acks straight from the read buffer while they come in a row.
 
         True when the next publish has not fully arrived: reading waits for the rest of it.
+        The credit the acks free is delivered on once, when the received bytes are done.
         """
         reader = self.reader
         channels = self.channels
@@ -179,7 +184,7 @@ class Session(PagedOutput):
                 _, _, size, delivery_tag, multiple = hot
                 reader.skip(size)
                 try:
-                    ack(self, channel, delivery_tag, multiple)
+                    ack(self, channel, delivery_tag, multiple, deferred=True)
                 except ChannelException as exc:
                     self._channel_error(channel, exc, BasicAck(delivery_tag, multiple))
         return False
@@ -203,12 +208,26 @@ class Session(PagedOutput):
 
     def on_drained(self) -> None:
         """The server wrote our buffered bytes: resume deliveries paused for room."""
+        self.output_stalled = False
         if self._starved and self.state is ConnectionState.OPEN:
             self._starved = False
-            for channel in list(self.channels.values()):
-                if channel.state is ChannelState.OPEN:
-                    self.broker.resume(channel.delivery)
+            self._resume_deliveries()
             self._flush_confirms()
+
+    def on_stalled(self) -> None:
+        """The peer has taken no output for a while: its consumers stop pacing publishers."""
+        if not self.output_stalled and self.state is ConnectionState.OPEN:
+            self.output_stalled = True
+            self._resume_deliveries()  # their queues see the stall and stop holding publishers
+
+    def _resume_deliveries(self) -> None:
+        for channel in list(self.channels.values()):
+            if channel.state is ChannelState.OPEN:
+                self.broker.resume(channel.delivery)
+
+    def output_size(self) -> int:
+        """Bytes buffered for the client: queued here, or taken by the server and not yet written."""
+        return self._out_size + self.in_flight
 
     def connection_lost(self) -> None:
         """The socket is gone: release channels, requeue unacked, drop exclusive queues."""
@@ -265,8 +284,9 @@ class Session(PagedOutput):
             deliver = Deliver(channel_id, consumer_tag, delivery_tag, entry.redelivered)
             self.defer_delivery(PagedDelivery(deliver, m, self.frame_max))
             return
-        deliver = Deliver(channel_id, consumer_tag, delivery_tag, entry.redelivered)
-        self.write_parts(deliver_parts(deliver, m, self.frame_max))
+        self.write_parts(
+            deliver_frames(channel_id, consumer_tag, delivery_tag, entry, self.frame_max)
+        )
 
     def cancel_consumer(self, channel_id: int, consumer_tag: str) -> None:
         """Server-initiated basic.cancel (consumer_cancel_notify)."""
@@ -286,10 +306,14 @@ class Session(PagedOutput):
 
     def has_capacity(self) -> bool:
         """False while the outbound buffer is over its bound (deliveries pause)."""
-        if self._out_size < self.settings.max_outbound_bytes:
+        if self._out_size + self.in_flight < self.settings.max_outbound_bytes:
             return True
         self._starved = True
         return False
+
+    def output_moving(self) -> bool:
+        """True unless the server found the peer not taking output (see on_stalled)."""
+        return not self.output_stalled
 
     # -- frames ------------------------------------------------------------------------------
 

@@ -38,6 +38,7 @@ class Client:
     closed: list[tuple[int, int, str]] = attrs.field(factory=list)
     channels: dict[int, DeliveryChannel] = attrs.field(factory=dict)
     room: bool = True
+    moving: bool = True
 
     def channel(self, channel_id: int = 1) -> DeliveryChannel:
         channel = self.channels[channel_id] = DeliveryChannel(channel_id, self)
@@ -54,6 +55,9 @@ class Client:
 
     def has_capacity(self) -> bool:
         return self.room
+
+    def output_moving(self) -> bool:
+        return self.moving
 
     def close_channel(self, channel_id: int, reply_code: ReplyCode, reply_text: str) -> None:
         self.closed.append((channel_id, int(reply_code), reply_text))

@@ -23,6 +23,7 @@ class RecordingClient:
     delivered: list[tuple[int, str, int, bytes, bool]] = attrs.field(factory=list)
     cancelled: list[tuple[int, str]] = attrs.field(factory=list)
     room: bool = True
+    moving: bool = True
 
     def deliver(
         self, channel_id: int, consumer_tag: str, delivery_tag: int, entry: QueueEntry
@@ -36,6 +37,9 @@ class RecordingClient:
 
     def has_capacity(self) -> bool:
         return self.room
+
+    def output_moving(self) -> bool:
+        return self.moving
 
     def bodies(self) -> list[bytes]:
         return [d[3] for d in self.delivered]

@@ -36,6 +36,8 @@ from amqplite.protocol.writers import (
     GetOk,
     Return,
     deliver_parts,
+    deliver_parts_with_tail,
+    deliver_tail,
     encode_ack,
     encode_content,
     encode_deliver,
@@ -521,12 +523,18 @@ def test_encode_deliver_is_byte_identical_to_pamqp(
             commands.Basic.Deliver(consumer_tag, delivery_tag, redelivered, exchange, routing_key),
             channel,
         ) + pamqp_content(channel, props, payload, frame_max)
+    content = Content(exchange, routing_key, props.marshal(), payload)
     got = encode_deliver(
-        Deliver(channel, consumer_tag, delivery_tag, redelivered),
-        Content(exchange, routing_key, props.marshal(), payload),
-        frame_max,
+        Deliver(channel, consumer_tag, delivery_tag, redelivered), content, frame_max
     )
     assert got == expected
+    tail = deliver_tail(channel, content, len(payload), frame_max)
+    if 0 < len(payload) <= frame_max - 8:  # one body frame: the shared tail applies
+        assert tail is not None
+        parts = deliver_parts_with_tail(consumer_tag, delivery_tag, redelivered, tail, payload)
+        assert b"".join(parts) == expected
+    else:
+        assert tail is None
 
 
 @settings(max_examples=100)
