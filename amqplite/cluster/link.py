@@ -237,7 +237,7 @@ class LinkDecoder:
         self.max_frame = max_frame
         self._buffer = bytearray()
 
-    def feed(self, data: bytes) -> Iterator[Message]:
+    def feed(self, data: bytes | bytearray) -> Iterator[Message]:
         """The messages completed by these bytes, in order (a partial frame waits for more)."""
         self._buffer += data
         while len(self._buffer) >= FRAME_HEAD.size:

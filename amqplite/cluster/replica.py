@@ -16,39 +16,23 @@ import attrs
 from amqplite.cluster.link import Ack, Append, QueueRef, Refuse, SnapshotEnd
 
 
-@attrs.define
-class MirrorProgress:
-    """What the leader knows of one mirror: acked offset and the appends it still waits for."""
-
-    acked: int = 0
-    in_flight: deque[tuple[int, float]] = attrs.field(factory=deque)  # (end offset, sent at)
-
-    def oldest_unacked(self) -> float | None:
-        """When the oldest append not yet covered by an ack was sent, or None."""
-        return self.in_flight[0][1] if self.in_flight else None
-
-
 class ReplicaSet:
     """The leader's side: its mirrors, which of them are in sync, and the confirmable offset."""
 
     def __init__(self, leader: str, members: tuple[str, ...], in_sync: tuple[str, ...]) -> None:
         self.leader = leader
-        self.mirrors = {m: MirrorProgress() for m in members if m != leader}
-        self.in_sync = {m for m in in_sync if m in self.mirrors}
+        self.acks = {m: 0 for m in members if m != leader}  # offset each mirror has on disk
+        self.in_sync = {m for m in in_sync if m in self.acks}
         self.end = 0  # records appended by the leader
         self.durable = 0  # records on the leader's own disk
+        self._times: deque[tuple[int, float]] = deque()  # (end offset, appended at) not all acked
 
-    def appended(self, count: int) -> tuple[int, int]:
-        """The leader appended records: (first, end) offsets of them."""
+    def appended(self, count: int, now: float) -> tuple[int, int]:
+        """The leader appended records at `now` (monotonic seconds): (first, end) offsets."""
         first = self.end
         self.end += count
+        self._times.append((self.end, now))
         return first, self.end
-
-    def sent(self, mirror: str, end: int, now: float) -> None:
-        """Records up to `end` went to the mirror at `now` (monotonic seconds)."""
-        progress = self.mirrors[mirror]
-        if end > progress.acked:
-            progress.in_flight.append((end, now))
 
     def local_synced(self, offset: int) -> None:
         """The leader's own journal is on disk up to offset."""
@@ -56,29 +40,32 @@ class ReplicaSet:
 
     def acked(self, mirror: str, offset: int) -> bool:
         """A mirror's ack; True when it now has everything the leader appended (caught up)."""
-        progress = self.mirrors.get(mirror)
-        if progress is None:
+        if mirror not in self.acks:
             return False
-        progress.acked = max(progress.acked, offset)
-        while progress.in_flight and progress.in_flight[0][0] <= progress.acked:
-            progress.in_flight.popleft()
-        return progress.acked >= self.end
+        self.acks[mirror] = max(self.acks[mirror], offset)
+        lowest = min(self.acks.values())
+        while self._times and self._times[0][0] <= lowest:
+            self._times.popleft()
+        return self.acks[mirror] >= self.end
 
     @property
     def committed(self) -> int:
         """Every record before this offset is on the leader's disk and every in-sync mirror's."""
         point = self.durable
         for mirror in self.in_sync:
-            point = min(point, self.mirrors[mirror].acked)
+            point = min(point, self.acks[mirror])
         return point
 
     def overdue(self, now: float, timeout: float) -> list[str]:
-        """In-sync mirrors whose oldest unacked append was sent more than timeout ago."""
+        """In-sync mirrors lacking a record appended more than timeout ago (linked or not)."""
         late = []
         for mirror in sorted(self.in_sync):
-            sent = self.mirrors[mirror].oldest_unacked()
-            if sent is not None and now - sent > timeout:
-                late.append(mirror)
+            acked = self.acks[mirror]
+            for end, at in self._times:
+                if end > acked:
+                    if now - at > timeout:
+                        late.append(mirror)
+                    break
         return late
 
     def dropped(self, mirror: str) -> None:
@@ -87,14 +74,12 @@ class ReplicaSet:
 
     def rejoined(self, mirror: str) -> None:
         """etcd holds the mirror in sync again (after it caught up)."""
-        if mirror in self.mirrors:
+        if mirror in self.acks:
             self.in_sync.add(mirror)
 
     def catching_up(self) -> list[str]:
         """Mirrors out of sync that have everything appended so far: ready to be added back."""
-        return sorted(
-            m for m, p in self.mirrors.items() if m not in self.in_sync and p.acked >= self.end
-        )
+        return sorted(m for m, a in self.acks.items() if m not in self.in_sync and a >= self.end)
 
 
 @attrs.frozen

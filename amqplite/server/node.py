@@ -26,6 +26,7 @@ from amqplite.session.connection import Session
 if TYPE_CHECKING:  # cluster mode's modules (and httpx) load only when it is on
     from amqplite.cluster.agent import ClusterAgent
     from amqplite.cluster.membership import NodeRecord
+    from amqplite.cluster.queue_roles import QueueRoles
 
 log = logging.getLogger("amqplite.server")
 
@@ -115,6 +116,7 @@ async def run_node(
                 )
             if node.cluster is not None:
                 await handlers.start(node.cluster.run)
+                await handlers.start(start_replication(node, committer).run)
             task_status.started(ports)
             async for signum in signals:
                 log.info("%s: shutting down", signal.Signals(signum).name)
@@ -125,6 +127,19 @@ async def run_node(
             handlers.cancel_scope.cancel()
     committer.close()
     log.info("amqplite stopped")
+
+
+def start_replication(node: Node, committer: Committer) -> QueueRoles:
+    """Cluster mode: the node link and this node's roles in mirrored queues."""
+    from amqplite.cluster.queue_roles import QueueRoles
+
+    assert node.cluster is not None
+
+    def wake() -> None:  # replication acks release confirms as commits do
+        for conn in list(node.connections):
+            conn.session.on_commit()
+
+    return QueueRoles(node.cluster, node.broker, committer.store, wake)
 
 
 def node_record(config: Config, amqp_port: int) -> NodeRecord:

@@ -30,6 +30,8 @@ class Commits:
         self._dirty: dict[int, QueueStore] = {}
         self._doomed: list[QueueStore] = []
         self._signalled = False
+        # cluster mode: the ticket up to which replication lets confirms go, given the local one
+        self.gate: Callable[[int], int] | None = None
         self.commit_count = self.fsync_calls = self.bytes_written = 0
         # the server may set one (management.metrics.LatencyHistogram): observe(seconds) per commit
         self.fsync_histogram: Any = None
@@ -41,8 +43,9 @@ class Commits:
         return self._ticket
 
     def committed_ticket(self) -> int:
-        """Every record up to this ticket is written (and fsynced unless fsync is off)."""
-        return self._committed
+        """Every record up to this ticket is written (and fsynced unless fsync is off), and mirrored."""
+        gate = self.gate
+        return self._committed if gate is None else gate(self._committed)
 
     @property
     def pending(self) -> bool:

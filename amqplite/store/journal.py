@@ -6,6 +6,7 @@ import logging
 import mmap
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -118,6 +119,7 @@ class SegmentWriter:
         self.number = next_number - 1  # number of the open segment (none open yet)
         self.size = 0
         self.sizes: dict[int, int] = {}  # bytes of every segment on disk, by number
+        self.tap: Callable[[bytes], None] | None = None  # sees every record (replication)
 
     @property
     def bytes_on_disk(self) -> int:
@@ -127,6 +129,8 @@ class SegmentWriter:
     def append(self, record: bytes) -> None:
         """Buffer a record; it reaches the file at the next write()."""
         self.buffer += record
+        if self.tap is not None:
+            self.tap(record)
 
     def write(self, job: SyncJob) -> tuple[int, int]:
         """Write the buffer to the open segment (rotating when full) and enlist it for fsync.

@@ -10,7 +10,7 @@ Q = QueueRef("/", "q")
 
 def test_committed_is_the_minimum_of_the_leader_disk_and_every_in_sync_ack() -> None:
     rs = ReplicaSet("a", ("a", "b", "c"), ("a", "b", "c"))
-    assert rs.appended(5) == (0, 5)
+    assert rs.appended(5, 0.0) == (0, 5)
     rs.local_synced(5)
     assert rs.committed == 0  # neither mirror acked
     rs.acked("b", 5)
@@ -19,7 +19,7 @@ def test_committed_is_the_minimum_of_the_leader_disk_and_every_in_sync_ack() -> 
     assert rs.committed == 3
     rs.acked("c", 5)
     assert rs.committed == 5
-    rs.appended(2)
+    rs.appended(2, 0.0)
     rs.acked("b", 7)
     rs.acked("c", 7)
     assert rs.committed == 5  # the leader's own fsync has not covered 7 yet
@@ -29,10 +29,8 @@ def test_committed_is_the_minimum_of_the_leader_disk_and_every_in_sync_ack() -> 
 
 def test_an_overdue_mirror_is_named_and_once_dropped_no_longer_holds_confirms() -> None:
     rs = ReplicaSet("a", ("a", "b", "c"), ("a", "b", "c"))
-    rs.appended(1)
+    rs.appended(1, now=10.0)
     rs.local_synced(1)
-    for mirror in ("b", "c"):
-        rs.sent(mirror, 1, now=10.0)
     rs.acked("b", 1)
     assert rs.overdue(now=10.5, timeout=1.0) == []
     assert rs.overdue(now=11.5, timeout=1.0) == ["c"]
@@ -44,14 +42,14 @@ def test_an_overdue_mirror_is_named_and_once_dropped_no_longer_holds_confirms() 
 
 def test_a_dropped_mirror_that_catches_up_is_offered_back_then_counts_again() -> None:
     rs = ReplicaSet("a", ("a", "b"), ("a",))
-    rs.appended(4)
+    rs.appended(4, 0.0)
     rs.local_synced(4)
     assert rs.committed == 4  # b is out of sync: not waited for
     assert rs.catching_up() == []
     assert rs.acked("b", 4) is True
     assert rs.catching_up() == ["b"]
     rs.rejoined("b")
-    rs.appended(1)
+    rs.appended(1, 0.0)
     rs.local_synced(5)
     assert rs.committed == 4
 

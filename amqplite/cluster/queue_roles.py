@@ -1,0 +1,207 @@
+"""Which role this node plays for each mirrored queue: placement, election, leading, mirroring.
+
+Every 100 ms the node looks at each durable queue with replicas > 1: it places the queue's
+members once (rendezvous hashing over the registered nodes), and where etcd holds no leader, an
+in-sync member campaigns (the live in-sync members in order, each a little later than the one
+before it). The winner takes the messages its mirror copy holds into the local queue (with their
+delivery counts, so those delivered before are redelivered) and starts feeding the others.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import trio
+
+from amqplite.broker.broker import Broker
+from amqplite.broker.message import Message
+from amqplite.broker.queue import Queue
+from amqplite.cluster.agent import ClusterAgent
+from amqplite.cluster.election import QueueElection, QueueKeys
+from amqplite.cluster.etcd_codec import EtcdError, EtcdUnavailable
+from amqplite.cluster.link import QueueRef
+from amqplite.cluster.link_stream import serve
+from amqplite.cluster.mirror_host import MirrorHost
+from amqplite.cluster.replicator import QueueLeader
+from amqplite.protocol.properties import read_facts
+from amqplite.store.queue_store import QueueStore
+from amqplite.store.records import StoredMessage
+from amqplite.store.store import Store
+
+log = logging.getLogger("amqplite.cluster")
+
+TICK = 0.1  # seconds between looks at the queues
+RANK_DELAY = 0.3  # seconds each in-sync member waits after the one before it to campaign
+
+
+def placement(vhost: str, queue: str, nodes: list[str], replicas: int) -> tuple[str, ...]:
+    """The nodes to hold a queue: the first `replicas` by a hash of queue and node (spreads leaders)."""
+
+    def weight(node: str) -> bytes:
+        return hashlib.sha256(f"{vhost}\0{queue}\0{node}".encode()).digest()
+
+    return tuple(sorted(nodes, key=weight)[:replicas])
+
+
+def to_message(stored: StoredMessage) -> Message:
+    """A message of a mirror copy, as the queue takes it."""
+    return Message(
+        stored.exchange,
+        stored.routing_key,
+        stored.properties_bin,
+        stored.body,
+        persistent=True,
+        priority=stored.priority,
+        expiration_ms=stored.expiration_ms,
+        headers=read_facts(stored.properties_bin).headers,
+    )
+
+
+class QueueRoles:
+    """This node's part in every mirrored queue."""
+
+    def __init__(
+        self, agent: ClusterAgent, broker: Broker, store: Store, wake: Callable[[], None]
+    ) -> None:
+        self.agent = agent
+        self.node = agent.config.node_name
+        self.broker = broker
+        self.store = store
+        self.wake = wake
+        self.mirrors = MirrorHost(Path(store.directory) / "mirrors")
+        self.leaders: dict[QueueRef, tuple[QueueLeader, trio.CancelScope]] = {}
+        self.fenced: list[QueueLeader] = []  # terms lost: what they held stays unconfirmed
+        self.placed: set[QueueRef] = set()
+        self.leaderless_since: dict[QueueRef, float] = {}
+        store.gate = self.gate
+
+    def gate(self, committed: int) -> int:
+        """How far confirms may go: no further than any led queue's mirrors have acked."""
+        for leader, _ in self.leaders.values():
+            committed = leader.gate(committed)
+        for leader in self.fenced:
+            committed = leader.gate(committed)
+        return committed
+
+    def replicated(self) -> Iterator[tuple[QueueRef, Queue, int]]:
+        """Durable, shared queues with more than one replica."""
+        default = self.agent.config.default_replicas
+        for vhost in list(self.broker.vhosts.values()):
+            for queue in list(vhost.queues.values()):
+                if not queue.durable or queue.auto_delete or queue.exclusive:
+                    continue
+                replicas = queue.settings.replicas or default
+                if replicas > 1:
+                    yield QueueRef(vhost.name, queue.name), queue, replicas
+
+    def leader_of(self, ref: QueueRef) -> QueueLeader | None:
+        """The term this node leads the queue in, if it does."""
+        held = self.leaders.get(ref)
+        return None if held is None else held[0]
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve the node link and tend every mirrored queue until cancelled."""
+        listen = self.agent.config.listen
+        async with trio.open_nursery() as nursery:
+            await nursery.start(serve, listen.host, listen.port, self.node, self.mirrors.handle)
+            task_status.started()
+            while True:
+                await trio.sleep(TICK)
+                for ref, queue, replicas in list(self.replicated()):
+                    try:
+                        await self.tend(nursery, ref, queue, replicas)
+                    except (EtcdUnavailable, EtcdError) as exc:
+                        log.debug("tending %s: %s", ref.name, exc)
+
+    async def tend(self, nursery: trio.Nursery, ref: QueueRef, queue: Queue, replicas: int) -> None:
+        """Place, elect, or step down for one queue, as etcd says."""
+        keys = QueueKeys.of(self.agent.config.name, ref.vhost, ref.name)
+        election = QueueElection(self.agent.client, keys, self.node)
+        if ref not in self.placed:
+            members = placement(ref.vhost, ref.name, list(self.agent.members.nodes), replicas)
+            if await election.initialise(members):
+                log.info("queue %s placed on %s", ref.name, ", ".join(members))
+            self.placed.add(ref)
+        current = await election.leader()
+        mine = self.leader_of(ref)
+        if mine is not None and current != (self.node, mine.term.epoch):
+            self.step_down(
+                ref, "its leader key is gone" if current is None else f"{current[0]} leads"
+            )
+        if current is not None:
+            self.leaderless_since.pop(ref, None)
+            return
+        now = trio.current_time()
+        since = self.leaderless_since.setdefault(ref, now)
+        in_sync = await election.in_sync()
+        alive = [m for m in in_sync.members if m in self.agent.members.nodes]
+        if self.node not in alive or now - since < alive.index(self.node) * RANK_DELAY:
+            return
+        term = await election.campaign(self.agent.lease_id)
+        if term is None:
+            return
+        journal = queue.journal
+        if not isinstance(journal, QueueStore):
+            await election.resign(term)
+            return
+        taken = self.take_over(ref, queue)
+        members = await election.members() or in_sync.members
+        seen = await election.in_sync()
+        leader = QueueLeader(
+            ref, queue, journal, term, election, seen, self.store.write_ticket, self.wake
+        )
+        leader.replicas = type(leader.replicas)(self.node, members, seen.members)
+        scope = trio.CancelScope()
+        self.leaders[ref] = (leader, scope)
+        nursery.start_soon(self._lead, leader, scope, members)
+        log.info("leading %s at epoch %d (%d messages taken over)", ref.name, term.epoch, taken)
+
+    def take_over(self, ref: QueueRef, queue: Queue) -> int:
+        """Put the mirror copy's messages into the local queue (this node leads it now)."""
+        if not self.mirrors.path_of(ref).exists():
+            return 0  # never a mirror of it: the local queue is the queue
+        stored = self.mirrors.messages_of(ref)
+        queue.purge()
+        for item in stored:
+            entry = queue.enqueue(to_message(item))
+            if entry is not None:
+                entry.delivery_count = item.delivery_count  # delivered before: redelivered
+        queue.dispatch()
+        self.mirrors.forget(ref)
+        return len(stored)
+
+    def step_down(self, ref: QueueRef, why: str) -> None:
+        """Stop leading a queue: confirm nothing more of this term."""
+        held = self.leaders.pop(ref, None)
+        if held is None:
+            return
+        leader, scope = held
+        leader.stop()
+        scope.cancel()
+        self.fenced.append(leader)
+        log.warning("no longer leading %s: %s", ref.name, why)
+        self.wake()
+
+    async def _lead(
+        self, leader: QueueLeader, scope: trio.CancelScope, members: tuple[str, ...]
+    ) -> None:
+        nodes = self.agent.members.nodes
+
+        def address_of(mirror: str) -> Callable[[], str | None]:
+            def address() -> str | None:
+                record = nodes.get(mirror)
+                return None if record is None else record.cluster
+
+            return address
+
+        timeout = self.agent.config.insync_timeout_ms / 1000
+        with scope:
+            async with trio.open_nursery() as nursery:
+                for mirror in members:
+                    if mirror != self.node:
+                        nursery.start_soon(leader.feed, mirror, address_of(mirror))
+                await leader.watch_in_sync(timeout)
+                nursery.cancel_scope.cancel()
