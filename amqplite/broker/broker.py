@@ -164,6 +164,7 @@ class Broker:
     ) -> Consumer:
         """basic.consume: subscribe the channel to the queue and start deliveries."""
         queue = vhost.queue(queue_name, owner)
+        queue.check_led_here(ClassId.BASIC, 20)
         if tag == "":
             self._consumer_counter += 1
             tag = f"amq.ctag-{self._consumer_counter:08d}-{id(channel) & 0xFFFFFF:06x}"

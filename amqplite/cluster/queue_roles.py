@@ -131,6 +131,8 @@ class QueueRoles:
             self.step_down(
                 ref, "its leader key is gone" if current is None else f"{current[0]} leads"
             )
+        if ref not in self.leaders:  # clients of this node are told where it is led
+            queue.led_elsewhere = "(none yet)" if current is None else repr(current[0])
         if current is not None:
             self.leaderless_since.pop(ref, None)
             return
@@ -147,6 +149,7 @@ class QueueRoles:
         if not isinstance(journal, QueueStore):
             await election.resign(term)
             return
+        queue.led_elsewhere = None
         taken = self.take_over(ref, queue)
         members = await election.members() or in_sync.members
         seen = await election.in_sync()

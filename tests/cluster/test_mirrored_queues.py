@@ -156,6 +156,22 @@ def test_a_paused_mirror_leaves_the_in_sync_set_and_catches_up_after_sigcont(
     leader = declare_mirrored(etcd, cluster)
     publish(cluster[leader], [b"before"])
     paused = next(n for n in cluster if n != leader)
+    with connect(cluster[paused]) as conn:  # a node that does not lead it says which one does
+
+        def refused() -> str:
+            try:
+                conn.channel().basic_get(QUEUE)
+            except pika.exceptions.ChannelClosedByBroker as exc:
+                return f"{exc.reply_code} {exc.reply_text}"
+            return ""  # it has not looked at the new queue yet (every 100 ms)
+
+        assert f"404 NOT_FOUND - queue '{QUEUE}' in vhost '/' is led by node '{leader}'" in (
+            wait_for(refused, "a basic.get on a mirror refused")
+        )
+        ch = conn.channel()
+        ch.confirm_delivery()
+        with pytest.raises(pika.exceptions.NackError):  # publishing there is refused
+            ch.basic_publish("", QUEUE, b"to-a-mirror", PERSISTENT)
     assert cluster[paused].proc is not None
     cluster[paused].proc.send_signal(signal.SIGSTOP)
     done = threading.Event()
