@@ -6,14 +6,18 @@ Examples (from the repository root):
     .venv/bin/python scripts/bench_durability.py throughput --messages 50000
     .venv/bin/python scripts/bench_durability.py recovery --counts 100000 1000000
     .venv/bin/python scripts/bench_durability.py disk --messages 1000000
+    .venv/bin/python scripts/bench_durability.py restart --counts 100000 --baseline /path/to/main
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
+import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,6 +33,7 @@ from benchlib.client import Client, Consumer, publish_frames
 from amqplite.broker.broker import Broker
 from amqplite.broker.message import Message
 from amqplite.config.models import StoreConfig
+from amqplite.server.restore import recover_into
 from amqplite.store.journal import SegmentWriter, SyncJob
 from amqplite.store.records import encode_enqueue
 from amqplite.store.store import Store
@@ -165,7 +170,7 @@ def build_backlog(data_dir: Path, count: int) -> None:
     broker = Broker()
     broker.add_vhost("/")
     store = Store(data_dir, StoreConfig())
-    store.recover_into(broker)
+    recover_into(broker, store)
     broker.vhosts["/"].declare_queue("backlog", durable=True)
     journal = store.journals[("/", "backlog")]
     store.close()
@@ -201,6 +206,92 @@ def recovery(counts: list[int]) -> None:
             )
 
 
+# -- restart: spawn to ready ---------------------------------------------------------------
+
+
+def spawn_until_ready(
+    tree: Path, data_dir: Path, queue: str
+) -> tuple[subprocess.Popen[bytes], float, int]:
+    """Start the broker of a source tree; seconds until its port accepts and a passive declare of
+    `queue` is answered, and the message count it gave."""
+    port, management = free_port(), free_port()
+    cmd = [sys.executable, "-m", "amqplite", "serve", "--port", str(port)]
+    cmd += ["--data-dir", str(data_dir), "--management-port", str(management)]
+    env = dict(os.environ, PYTHONPATH=str(tree))
+    log = open(data_dir.parent / f"restart-{port}.log", "wb")  # noqa: SIM115 - the broker's log
+    started = time.monotonic()
+    proc = subprocess.Popen(cmd, cwd=tree, env=env, stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    url = f"amqp://guest:guest@127.0.0.1:{port}/%2F"
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"broker exited: see {data_dir.parent}")
+        try:
+            client = Client(url, timeout=30)
+        except OSError:
+            time.sleep(0.002)
+            continue
+        client.open_channel()
+        depth = client.queue_depth(queue) if queue else 0
+        ready = time.monotonic() - started
+        client.close()
+        return proc, ready, depth
+
+
+def stop_broker(proc: subprocess.Popen[bytes], sig: int) -> None:
+    """SIGTERM (graceful: snapshots written) or SIGKILL, and wait for the exit."""
+    proc.send_signal(sig)
+    proc.wait(timeout=300)
+
+
+def restart_cycle(tree: Path, backlog: Path, work: Path, count: int) -> dict[str, float]:
+    """Seconds from spawn to ready: empty, first boot from the journal, after SIGTERM, after SIGKILL."""
+    times: dict[str, float] = {}
+    empty = work / "empty"
+    shutil.rmtree(work, ignore_errors=True)
+    empty.mkdir(parents=True)
+    proc, times["empty"], _ = spawn_until_ready(tree, empty, "")
+    stop_broker(proc, signal.SIGTERM)
+    data = work / "data"
+    shutil.copytree(backlog, data)
+    proc, times["first"], depth = spawn_until_ready(tree, data, "backlog")
+    for sig, name in ((signal.SIGTERM, "sigterm"), (signal.SIGKILL, "sigkill")):
+        stop_broker(proc, sig)
+        proc, times[name], depth = spawn_until_ready(tree, data, "backlog")
+        assert depth == count, f"{tree}: {depth} messages after {name}, expected {count}"
+    stop_broker(proc, signal.SIGTERM)
+    return times
+
+
+def restart(counts: list[int], baseline: Path | None, repeats: int) -> None:
+    """Restart time with a backlog after SIGTERM and SIGKILL: this tree and a baseline, interleaved."""
+    trees = [("this tree", ROOT)] + ([("baseline", baseline)] if baseline else [])
+    kinds = ("empty", "first", "sigterm", "sigkill")
+    for count in counts:
+        with tempfile.TemporaryDirectory() as tmp:
+            backlog = Path(tmp) / "backlog"
+            build_backlog(backlog, count)
+            results: dict[str, dict[str, list[float]]] = {
+                label: {kind: [] for kind in kinds} for label, _ in trees
+            }
+            for _ in range(repeats):  # the trees take turns, so that load on the machine hits both
+                for label, tree in trees:
+                    cycle = restart_cycle(tree, backlog, Path(tmp) / "work", count)
+                    for kind in kinds:
+                        results[label][kind].append(cycle[kind])
+            print(
+                f"restart with {count:,} persistent 1 KB messages, seconds from spawn to ready "
+                f"(port accepting + passive declare answered), median of {repeats}:"
+            )
+            for label, tree in trees:
+                med = {kind: statistics.median(v) for kind, v in results[label].items()}
+                print(
+                    f"  {label:10} ({tree}): empty broker {med['empty']:.2f}, first boot from the "
+                    f"journal {med['first']:.2f}, after SIGTERM {med['sigterm']:.2f}, "
+                    f"after SIGKILL {med['sigkill']:.2f}"
+                )
+
+
 # -- disk use after churn ------------------------------------------------------------------
 
 
@@ -211,7 +302,7 @@ def disk(messages: int, batch: int) -> None:
         broker = Broker()
         broker.add_vhost("/")
         store = Store(data_dir, StoreConfig())
-        store.recover_into(broker)
+        recover_into(broker, store)
         vhost = broker.vhosts["/"]
         queue = vhost.declare_queue("churn", durable=True)
         started = time.perf_counter()
@@ -246,12 +337,16 @@ def main() -> None:
     p.add_argument("--window", type=int, default=1000)
     p.add_argument("--no-fsync", action="store_true", help="store.fsync: false")
     p.add_argument("--counts", type=int, nargs="+", default=[100_000, 1_000_000])
+    p.add_argument("--baseline", type=Path, help="restart: another source tree to compare with")
+    p.add_argument("--repeats", type=int, default=3, help="restart: runs per figure (median)")
     args = p.parse_args()
     for what in args.what:
         if what == "throughput":
             throughput(args.messages or 50_000, args.window, not args.no_fsync)
         elif what == "recovery":
             recovery(args.counts)
+        elif what == "restart":
+            restart(args.counts, args.baseline, args.repeats)
         elif what == "disk":
             disk(args.messages or 1_000_000, 1000)
         else:

@@ -129,12 +129,12 @@ class Queue:
         ttl = settings.message_ttl
         if message.expiration_ms is not None and (ttl is None or message.expiration_ms < ttl):
             ttl = message.expiration_ms
+        if self.journal is not None and message.persistent:
+            self.journal.enqueue(entry)  # first: what the journal refuses never enters the queue
         self.ready.append(entry)
         self.ready_bytes += message.size
         self.stats.publish += 1
         self.totals.publish += 1
-        if self.journal is not None and message.persistent:
-            self.journal.enqueue(entry)
         if settings.delivery_limit is not None:
             self._set_delivery_count(entry)  # x-delivery-count: 0, as RabbitMQ's quorum queues
         if ttl is not None:

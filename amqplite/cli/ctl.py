@@ -64,6 +64,13 @@ COLUMNS: dict[str, list[tuple[str, str]]] = {
         ("ack_required", "ack_required"),
         ("prefetch", "prefetch_count"),
     ],
+    "quarantine": [
+        ("vhost", "vhost"),
+        ("name", "name"),
+        ("bytes", "bytes"),
+        ("path", "path"),
+        ("reason", "reason"),
+    ],
 }
 
 NODE_COLUMNS = [
@@ -82,7 +89,9 @@ _DEFAULT_SORT = {
     "connections": ("name",),
     "channels": ("name",),
     "consumers": ("queue.vhost", "queue.name", "consumer_tag"),
+    "quarantine": ("vhost", "name", "path"),
 }
+_PATHS = {"quarantine": "/api/amqplite/quarantine"}  # amqplite's own listings (not per vhost)
 
 
 def lookup(item: Any, path: str) -> Any:
@@ -137,8 +146,10 @@ def _is_number(text: str) -> bool:
 
 def list_items(client: ManagementClient, kind: str, vhost: str | None) -> list[dict[str, Any]]:
     """The API's objects of one kind, optionally of one vhost, in a stable order."""
-    path = f"/api/{kind}" + (f"/{quote(vhost)}" if vhost else "")
+    path = _PATHS.get(kind) or f"/api/{kind}" + (f"/{quote(vhost)}" if vhost else "")
     items = client.get(path) or []
+    if kind in _PATHS and vhost:
+        items = [it for it in items if it.get("vhost") == vhost]
     if isinstance(items, dict) and "items" in items:  # a paginated answer
         items = items["items"]
     keys = _DEFAULT_SORT[kind]

@@ -73,18 +73,8 @@ class QueueRoles:
         self.wake = wake
         self.mirrors = MirrorHost(Path(store.directory) / "mirrors")
         self.leaders: dict[QueueRef, tuple[QueueLeader, trio.CancelScope]] = {}
-        self.fenced: list[QueueLeader] = []  # terms lost: what they held stays unconfirmed
         self.placed: set[QueueRef] = set()
         self.leaderless_since: dict[QueueRef, float] = {}
-        store.gate = self.gate
-
-    def gate(self, committed: int) -> int:
-        """How far confirms may go: no further than any led queue's mirrors have acked."""
-        for leader, _ in self.leaders.values():
-            committed = leader.gate(committed)
-        for leader in self.fenced:
-            committed = leader.gate(committed)
-        return committed
 
     def replicated(self) -> Iterator[tuple[QueueRef, Queue, int]]:
         """Durable, shared queues with more than one replica."""
@@ -153,9 +143,7 @@ class QueueRoles:
         taken = self.take_over(ref, queue)
         members = await election.members() or in_sync.members
         seen = await election.in_sync()
-        leader = QueueLeader(
-            ref, queue, journal, term, election, seen, self.store.write_ticket, self.wake
-        )
+        leader = QueueLeader(ref, queue, journal, term, election, seen, self.wake)
         leader.replicas = type(leader.replicas)(self.node, members, seen.members)
         scope = trio.CancelScope()
         self.leaders[ref] = (leader, scope)
@@ -184,7 +172,6 @@ class QueueRoles:
         leader, scope = held
         leader.stop()
         scope.cancel()
-        self.fenced.append(leader)
         log.warning("no longer leading %s: %s", ref.name, why)
         self.wake()
 

@@ -1,9 +1,9 @@
 """The leader side of a mirrored queue: stream its journal to mirrors, hold confirms for their acks.
 
 The queue journal's tap hands every record to `QueueLeader.tapped`; each mirror gets a link that
-starts with a snapshot of the live messages, then the records appended since. The store asks
-`gate` how far confirms may go: below the ticket of the first record some in-sync mirror has not
-acked. A mirror that leaves a record unacked longer than the in-sync timeout is removed from the
+starts with a snapshot of the live messages, then the records appended since. The queue's commit
+domain asks `gate` how far confirms may go: below the ticket of the first record some in-sync
+mirror has not acked. A mirror that leaves a record unacked longer than the in-sync timeout is removed from the
 in-sync set in etcd (a txn fenced by this term) before confirms go on without it.
 """
 
@@ -54,7 +54,6 @@ class QueueLeader:
         term: Leadership,
         election: QueueElection,
         in_sync: InSync,
-        write_ticket: Callable[[], int],
         wake: Callable[[], None],
     ) -> None:
         self.ref = ref
@@ -64,29 +63,32 @@ class QueueLeader:
         self.election = election
         self.seen = in_sync
         self.replicas = ReplicaSet(term.node, in_sync.members, in_sync.members)
-        self.write_ticket = write_ticket
         self.wake = wake  # the confirms it held may go now
         self.records: list[
             bytes
         ] = []  # records from offset `base` on (what a mirror may still need)
         self.base = 0
-        self.tickets: deque[tuple[int, int]] = deque()  # (end offset, store ticket of that record)
-        self.fenced_at: int | None = None  # the store ticket at which this term lost its lease
+        self.tickets: deque[tuple[int, int]] = deque()  # (end offset, domain ticket of the record)
+        self.fenced_at: int | None = (
+            None  # the domain ticket after which this term confirms nothing
+        )
         self.wakeups: dict[str, trio.Event] = {}  # one per mirror feed: records were appended
         self.links: dict[str, LinkStream] = {}
+        self.domain = journal.domain
         journal.writer.tap = self.tapped
+        self.domain.gate = self.gate
 
     def tapped(self, record: bytes) -> None:
         """A record entered the queue journal: it goes to the mirrors, confirms wait for them."""
         self.records.append(record)
         _, end = self.replicas.appended(1, trio.current_time())
         self.replicas.local_synced(end)  # the leader's own fsync is the store's ticket
-        self.tickets.append((end, self.write_ticket() + 1))
+        self.tickets.append((end, self.domain.written + 1))  # the ticket it is appended under
         for event in self.wakeups.values():
             event.set()
 
     def gate(self, committed: int) -> int:
-        """The store ticket up to which confirms may go, given the one committed locally."""
+        """The domain ticket up to which confirms may go, given the one on the local disk."""
         if self.fenced_at is not None:
             return min(committed, self.fenced_at)
         point = self.replicas.committed
@@ -101,7 +103,8 @@ class QueueLeader:
         for event in self.wakeups.values():
             event.set()
         if self.fenced_at is None:
-            self.fenced_at = self.write_ticket() if not self.tickets else self.tickets[0][1] - 1
+            self.fenced_at = self.domain.written if not self.tickets else self.tickets[0][1] - 1
+        self.domain.regate()
 
     def _trim(self) -> None:
         """Forget records every mirror has (a mirror that reconnects starts from a snapshot)."""
@@ -172,6 +175,7 @@ class QueueLeader:
             for message in batch:
                 if isinstance(message, Ack) and message.epoch == self.term.epoch:
                     self.replicas.acked(mirror, message.offset)
+                    self.domain.regate()
                     self.wake()
                 elif isinstance(message, Refuse):
                     log.warning("mirror %s refused %s: %s", mirror, self.ref.name, message.reason)
@@ -198,6 +202,7 @@ class QueueLeader:
                     self.replicas.rejoined(mirror)
                     log.info("mirror %s of %s is in sync again", mirror, self.ref.name)
                 self.seen = await self.election.in_sync()
+                self.domain.regate()
                 self.wake()
             elif not await self.election.still_leading(self.term):
                 log.warning("lost the leadership of %s", self.ref.name)

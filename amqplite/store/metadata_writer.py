@@ -3,20 +3,37 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from amqplite.broker.auth import Permission
-from amqplite.broker.broker import Broker
-from amqplite.broker.policy import Policy
-from amqplite.broker.queue import Queue
-from amqplite.broker.vhost import Binding, Exchange, VHost
 from amqplite.config.models import StoreConfig
-from amqplite.store.metadata import MetadataLog
+from amqplite.store.interface import (
+    DurableBinding,
+    DurableExchange,
+    DurablePermission,
+    DurablePolicy,
+    JournaledQueue,
+    Paging,
+)
+from amqplite.store.metadata import BindingRecord, MetadataLog
 from amqplite.store.queue_store import QueueStore
 from amqplite.store.records import RecordType
 from amqplite.store.recovery import RecoveredQueue
+
+if TYPE_CHECKING:
+    from amqplite.store.commits import CommitDomain
+
+
+def _binding_record(vhost: str, binding: DurableBinding) -> BindingRecord:
+    """The record of a binding (its key identifies it)."""
+    return BindingRecord(
+        vhost,
+        binding.source,
+        binding.destination.kind,
+        binding.destination.name,
+        binding.routing_key,
+        dict(binding.arguments),
+    )
 
 
 def builtin(name: str) -> bool:
@@ -25,15 +42,15 @@ def builtin(name: str) -> bool:
 
 
 class MetadataWriter:
-    """Records what the broker reports (implements MetadataListener and ConfigListener)."""
+    """Records durable entities and configuration changes in the metadata log, as plain values."""
 
     config: StoreConfig
     metadata_log: MetadataLog
     journals: dict[tuple[str, str], QueueStore]
-    broker: Broker | None
     resident_bytes: int
     paged_out: int
-    exchange_vhosts: dict[int, str]
+    paging: Paging | None
+    retired_fds: list[int]
 
     if TYPE_CHECKING:  # provided by the Store and its commit bookkeeping
 
@@ -44,6 +61,9 @@ class MetadataWriter:
         def appended(self, journal: QueueStore | None) -> None:
             """A record was appended."""
 
+        def new_domain(self, name: str) -> CommitDomain:
+            """A commit sequence for a queue journal."""
+
         def touched(self, journal: QueueStore | None) -> None:
             """Something needs writing at the next commit."""
 
@@ -52,8 +72,8 @@ class MetadataWriter:
 
     # -- MetadataListener ----------------------------------------------------------------
 
-    def queue_declared(self, queue: Queue) -> None:
-        """Record a durable queue and give it a journal."""
+    def queue_declared(self, queue: JournaledQueue) -> QueueStore:
+        """Record a durable queue; its new journal."""
         directory = secrets.token_hex(8)
         self.metadata_log.append(
             RecordType.QUEUE,
@@ -63,40 +83,45 @@ class MetadataWriter:
             queue.auto_delete,
             dict(queue.arguments),
         )
-        self.attach_journal(queue, self.queues_directory / directory, None)
-        self.appended(None)
+        self.appended(None)  # first: the journal's commits wait for this record
+        return self.attach_journal(queue, self.queues_directory / directory, None)
 
     def attach_journal(
-        self, queue: Queue, directory: Path, recovered: RecoveredQueue | None
+        self, queue: JournaledQueue, directory: Path, recovered: RecoveredQueue | None
     ) -> QueueStore:
         """Give a durable queue its journal in directory (recovered from it, or new)."""
         journal = QueueStore(self, queue, directory, recovered)
         self.journals[(queue.vhost, queue.name)] = journal
-        queue.journal = journal
         return journal
 
-    def queue_deleted(self, queue: Queue) -> None:
+    def queue_deleted(self, vhost: str, name: str) -> None:
         """Forget a durable queue; its journal directory goes after the next commit."""
-        self.metadata_log.append(RecordType.QUEUE_DELETED, queue.vhost, queue.name)
-        journal = self.journals.pop((queue.vhost, queue.name), None)
+        self.metadata_log.append(RecordType.QUEUE_DELETED, vhost, name)
+        journal = self.journals.pop((vhost, name), None)
         if journal is not None:
             journal.dead = True
             self.resident_bytes -= sum(
                 e.message.size for e, size in journal.live.values() if size > 0
             )
             self.doom(journal)
-        if queue.journal is journal:
-            queue.journal = None
         self.appended(None)
 
-    def exchange_declared(self, exchange: Exchange) -> None:
-        """Record a durable exchange."""
+    def has_queue(self, vhost: str, name: str) -> bool:
+        """True when the queue is recorded."""
+        return (vhost, name) in self.metadata_log.queues
+
+    def has_exchange(self, vhost: str, name: str) -> bool:
+        """True when the exchange is recorded."""
+        return (vhost, name) in self.metadata_log.exchanges
+
+    def has_binding(self, vhost: str, binding: DurableBinding) -> bool:
+        """True when the binding is recorded."""
+        return _binding_record(vhost, binding).key in self.metadata_log.bindings
+
+    def exchange_declared(self, vhost: str, exchange: DurableExchange) -> None:
+        """Record a durable exchange (never the default or amq.* ones)."""
         if builtin(exchange.name):
             return
-        vhost = self._vhost_of(lambda v: v.exchanges.get(exchange.name) is exchange)
-        if vhost is None:
-            return
-        self.exchange_vhosts[id(exchange)] = vhost
         self.metadata_log.append(
             RecordType.EXCHANGE,
             vhost,
@@ -108,27 +133,21 @@ class MetadataWriter:
         )
         self.appended(None)
 
-    def exchange_deleted(self, exchange: Exchange) -> None:
+    def exchange_deleted(self, vhost: str, name: str) -> None:
         """Forget a durable exchange."""
-        vhost = self.exchange_vhosts.pop(id(exchange), None)
-        if vhost is None:
-            return
-        self.metadata_log.append(RecordType.EXCHANGE_DELETED, vhost, exchange.name)
+        self.metadata_log.append(RecordType.EXCHANGE_DELETED, vhost, name)
         self.appended(None)
 
-    def binding_added(self, binding: Binding) -> None:
+    def binding_added(self, vhost: str, binding: DurableBinding) -> None:
         """Record a durable binding."""
-        self._binding(RecordType.BINDING, binding)
+        self._binding(RecordType.BINDING, vhost, binding)
 
-    def binding_removed(self, binding: Binding) -> None:
+    def binding_removed(self, vhost: str, binding: DurableBinding) -> None:
         """Forget a durable binding."""
-        self._binding(RecordType.BINDING_REMOVED, binding)
+        self._binding(RecordType.BINDING_REMOVED, vhost, binding)
 
-    def _binding(self, record_type: RecordType, binding: Binding) -> None:
+    def _binding(self, record_type: RecordType, vhost: str, binding: DurableBinding) -> None:
         """Append a binding record."""
-        vhost = self._vhost_of(lambda v: binding in v.bindings_by_source.get(binding.source, ()))
-        if vhost is None:
-            return
         self.metadata_log.append(
             record_type,
             vhost,
@@ -139,15 +158,6 @@ class MetadataWriter:
             dict(binding.arguments),
         )
         self.appended(None)
-
-    def _vhost_of(self, test: Callable[[VHost], bool]) -> str | None:
-        """The name of the vhost (of the attached broker) that holds an exchange or binding."""
-        if self.broker is None:
-            return None
-        for name, vhost in self.broker.vhosts.items():
-            if test(vhost):
-                return name
-        return None
 
     # -- ConfigListener ------------------------------------------------------------------
 
@@ -175,7 +185,7 @@ class MetadataWriter:
         """Record that a user is gone (also when the configuration creates it at boot)."""
         self._config_record(RecordType.USER_DELETED, name)
 
-    def permissions_set(self, user: str, vhost: str, permission: Permission) -> None:
+    def permissions_set(self, user: str, vhost: str, permission: DurablePermission) -> None:
         """Record a user's permissions on a vhost."""
         fields = [user, vhost, permission.configure, permission.write, permission.read]
         if self.metadata_log.permissions.get((user, vhost)) != fields:
@@ -185,7 +195,7 @@ class MetadataWriter:
         """Record that a user lost access to a vhost."""
         self._config_record(RecordType.PERMISSION_CLEARED, user, vhost)
 
-    def policy_set(self, policy: Policy) -> None:
+    def policy_set(self, policy: DurablePolicy) -> None:
         """Record a policy."""
         fields = [
             policy.vhost,

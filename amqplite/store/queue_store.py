@@ -6,10 +6,10 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from amqplite.broker.message import Message, PagedMessage, QueueEntry
-from amqplite.broker.queue import Queue
 from amqplite.config.models import StoreConfig
 from amqplite.store.bodies import BodyFile, BodyRef
+from amqplite.store.clean_index import remove_index, write_index
+from amqplite.store.interface import JournaledEntry, JournaledMessage, JournaledQueue, Paging
 from amqplite.store.journal import SegmentWriter, SyncJob, SyncTask, segment_path
 from amqplite.store.records import (
     FILE_HEADER,
@@ -24,6 +24,8 @@ from amqplite.store.snapshot import SNAPSHOT_NAME, write_snapshot
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+    from amqplite.store.commits import CommitDomain
+
 log = logging.getLogger("amqplite.store")
 
 
@@ -33,6 +35,11 @@ class JournalOwner(Protocol):
     config: StoreConfig
     resident_bytes: int
     paged_out: int
+    paging: Paging | None
+    retired_fds: list[int]
+
+    def new_domain(self, name: str) -> CommitDomain:
+        """A commit sequence for a queue journal."""
 
     def appended(self, journal: QueueStore | None) -> None:
         """A record was appended: take a ticket and wake the committer."""
@@ -51,7 +58,7 @@ def shared_int(value: int) -> int:
     return _INTS.get(value, value)
 
 
-def encode_entry(seq: int, delivery_count: int, message: Message) -> bytes:
+def encode_entry(seq: int, delivery_count: int, message: JournaledMessage) -> bytes:
     """The ENQUEUE record of a message."""
     return encode_enqueue(
         seq,
@@ -72,24 +79,29 @@ class SnapshotTask(SyncTask):
         self,
         journal: QueueStore,
         covers_through: int,
-        items: list[tuple[int, int, Message]],
-        deadlines: dict[int, float] | None = None,
+        live: list[tuple[JournaledEntry, int]],
     ) -> None:
         self.journal = journal
-        self.deadlines = deadlines or {}  # seq -> TTL deadline, POSIX ms
+        self.live = live  # the queue's live entries when the snapshot was taken
+        self.to_wall = 0.0  # add to a monotonic deadline (ms) for POSIX ms
+        self.deadlines: dict[int, float] = {}  # seq -> TTL deadline, POSIX ms
         self.covers_through = covers_through
-        self.items = items
+        self.items: list[tuple[int, int, JournaledMessage]] = []
         self.ok = False
         self.body_offsets: list[int] = []  # where each item's body starts in the snapshot file
+        self.record_sizes: list[int] = []  # bytes of each item's ENQUEUE record
         self.body_file: BodyFile | None = None  # opened when paged bodies must move to the snapshot
+        self.index = False  # also write the clean-shutdown index (graceful shutdown)
 
     def _records(self) -> Iterator[bytes]:
         position = FILE_HEADER.size
         offsets = self.body_offsets
+        sizes = self.record_sizes
         deadlines = self.deadlines
         for seq, count, message in self.items:
             record = encode_entry(seq, count, message)
             position += len(record)
+            sizes.append(len(record))
             offsets.append(position - message.size)  # the body ends the record
             yield record
             if deadlines and seq in deadlines:
@@ -100,13 +112,59 @@ class SnapshotTask(SyncTask):
     def run(self, fsync: bool) -> None:
         """Write the snapshot; a failure is logged and the segments stay."""
         directory = self.journal.directory
+        # prepared here, off the event loop: a later delivery count or a paged copy of the same
+        # message is harmless (the records after covers_through replay on top of it)
+        self.items = [(e.seq, e.delivery_count, e.message) for e, _ in self.live]
+        to_wall = self.to_wall
+        self.deadlines = {
+            e.seq: e.expires_at * 1000 + to_wall for e, _ in self.live if e.expires_at is not None
+        }
+        self.live = []
         try:
             write_snapshot(directory, self.covers_through, self._records(), fsync=fsync)
-            if any(type(message) is PagedMessage for _, _, message in self.items):
-                self.body_file = BodyFile(directory / SNAPSHOT_NAME)
+            if self.index:
+                write_index(
+                    directory,
+                    self.covers_through,
+                    self.items,
+                    self.body_offsets,
+                    self.record_sizes,
+                    self.deadlines,
+                    fsync,
+                )
+            else:
+                remove_index(directory)  # it described the snapshot just replaced
+            if self.journal.store.paging is not None:  # paged bodies move to the snapshot
+                self.body_file = BodyFile(directory / SNAPSHOT_NAME, self.journal.store.retired_fds)
             self.ok = True
         except OSError:
             log.exception("snapshot of %s failed; its journal stays", directory)
+
+
+class PageOutTask(SyncTask):
+    """Open the segment that bodies being paged out were written to, in the worker thread."""
+
+    def __init__(
+        self,
+        journal: QueueStore,
+        number: int,
+        base: int,
+        entries: list[tuple[JournaledEntry, int]],
+    ) -> None:
+        self.journal = journal
+        self.number = number
+        self.base = base
+        self.entries = entries  # (entry, end of its record in the written buffer)
+        self.body_file: BodyFile | None = None
+
+    def run(self, fsync: bool) -> None:
+        """Open (or reuse) the segment's read descriptor; on failure the bodies stay in memory."""
+        file = self.journal.body_files.get(self.number)
+        try:
+            path = segment_path(self.journal.directory, self.number)
+            self.body_file = file or BodyFile(path, self.journal.store.retired_fds)
+        except OSError:
+            log.exception("cannot reopen segment %d of %s", self.number, self.journal.directory)
 
 
 class QueueStore:
@@ -115,30 +173,34 @@ class QueueStore:
     def __init__(
         self,
         store: JournalOwner,
-        queue: Queue,
+        queue: JournaledQueue,
         directory: Path,
         recovered: RecoveredQueue | None = None,
     ) -> None:
         self.store = store
         self.queue = queue
         self.directory = directory
+        self.domain = store.new_domain(f"{queue.vhost}/{queue.name}")
         next_segment = recovered.last_segment + 1 if recovered else 1
         self.writer = SegmentWriter(directory, next_segment, store.config.segment_bytes)
         if recovered is not None:
             self.writer.sizes.update(recovered.segment_sizes)
         # seq -> (entry, record bytes); the size is negative while the body is paged out (on disk only)
-        self.live: dict[int, tuple[QueueEntry, int]] = {}
+        self.live: dict[int, tuple[JournaledEntry, int]] = {}
         self.live_bytes = 0
-        self.page_out: list[tuple[QueueEntry, int]] = []  # (entry, end of its record in the buffer)
+        self.page_out: list[
+            tuple[JournaledEntry, int]
+        ] = []  # (entry, end of its record in the buffer)
         self.body_files: dict[int, BodyFile] = {}  # open segments that paged bodies point into
-        self.delivered_pending: dict[int, QueueEntry] = {}
+        self.delivered_pending: dict[int, JournaledEntry] = {}
         self.snapshot_running = False
         self.dead = False
         self.snapshots_taken = 0
+        self.index_current = False  # the clean index on disk describes this queue (nothing since)
 
     # -- QueueJournal --------------------------------------------------------------------
 
-    def enqueue(self, entry: QueueEntry) -> None:
+    def enqueue(self, entry: JournaledEntry) -> None:
         """Journal a persistent message that entered the queue; beyond the budget, page it out."""
         message = entry.message
         record = encode_entry(entry.seq, entry.delivery_count, message)
@@ -152,17 +214,18 @@ class QueueStore:
             ttl = message.expiration_ms
         if ttl is not None:
             self.writer.append(encode_expires(entry.seq, queue.host.wall_time() * 1000 + ttl))
-        if type(message) is PagedMessage:
+        paging = self.store.paging
+        if paging is not None and paging.is_paged(message):
             self.live[entry.seq] = (entry, -size)
         else:
             self.live[entry.seq] = (entry, size)
             store = self.store
             store.resident_bytes += message.size
-            if store.resident_bytes > store.config.memory_budget_bytes:
+            if store.resident_bytes > store.config.memory_budget_bytes and paging is not None:
                 self.page_out.append((entry, end))
         self.store.appended(self)
 
-    def remove(self, entry: QueueEntry) -> None:
+    def remove(self, entry: JournaledEntry) -> None:
         """Journal that a message left the queue for good."""
         item = self.live.pop(entry.seq, None)
         if item is None:
@@ -177,7 +240,7 @@ class QueueStore:
         self.writer.append(encode_remove(entry.seq))
         self.store.appended(self)
 
-    def delivered(self, entry: QueueEntry) -> None:
+    def delivered(self, entry: JournaledEntry) -> None:
         """A message was handed out: its delivery count is journaled with the next commit."""
         if entry.seq in self.live:
             self.delivered_pending[entry.seq] = entry
@@ -186,14 +249,16 @@ class QueueStore:
     # -- commit --------------------------------------------------------------------------
 
     def write(self, job: SyncJob) -> None:
-        """Write pending records to the segment; start a snapshot when the journal outgrew live data."""
+        """Hand pending records to the job; start a snapshot when the journal outgrew live data."""
         if self.delivered_pending:
             for seq, entry in self.delivered_pending.items():
                 self.writer.append(encode_delivered(seq, max(entry.delivery_count, 1)))
             self.delivered_pending.clear()
         number, base = self.writer.write(job)
         if self.page_out:
-            self._page_out(number, base)
+            # bodies are dropped from memory once the job has written them (page_out_done)
+            taken, self.page_out = self.page_out, []
+            job.after_sync.insert(0, PageOutTask(self, number, base, taken))
         if self.snapshot_running:
             return
         on_disk = self.writer.bytes_on_disk
@@ -203,49 +268,53 @@ class QueueStore:
         if on_disk > threshold:
             self.start_snapshot(job)
 
-    def _page_out(self, number: int, base: int) -> None:
-        """Drop the bodies of the messages just written from memory: they are read from the segment."""
-        file = self.body_files.get(number)
-        if file is None:
-            file = self.body_files[number] = BodyFile(segment_path(self.writer.directory, number))
+    def page_out_done(self, task: PageOutTask) -> None:
+        """Drop the bodies the job wrote from memory: they are read from the segment."""
+        file = task.body_file
+        if file is None or self.dead:
+            return
+        self.body_files.setdefault(task.number, file)
         live = self.live
         freed = 0
-        for entry, end in self.page_out:
+        paging = self.store.paging
+        assert paging is not None  # nothing is queued for paging out without it
+        base = task.base
+        for entry, end in task.entries:
             item = live.get(entry.seq)
             if item is None or item[0] is not entry or item[1] < 0:
                 continue
             message = entry.message
-            if type(message) is PagedMessage:
+            if paging.is_paged(message):
                 continue
             length = message.size
             location = BodyRef(file, base + end - length, shared_int(length))
-            entry.message = PagedMessage.of(message, location)
+            paging.page_out(entry, location)
             live[entry.seq] = (entry, shared_int(-item[1]))
             freed += length
-        self.page_out.clear()
         self.store.resident_bytes -= freed
         self.store.paged_out += freed
 
     def start_snapshot(self, job: SyncJob) -> SnapshotTask:
         """Retire the open segment and snapshot the live messages after this commit's fsync."""
         covers = self.writer.rotate(job)
-        items = [(seq, e.delivery_count, e.message) for seq, (e, _) in self.live.items()]
+        self.index_current = False  # a new snapshot replaces the one the index describes
         host = self.queue.host
-        to_wall = (host.wall_time() - host.now()) * 1000
-        deadlines = {
-            seq: e.expires_at * 1000 + to_wall
-            for seq, (e, _) in self.live.items()
-            if e.expires_at is not None
-        }
-        task = SnapshotTask(self, covers, items, deadlines)
+        task = SnapshotTask(self, covers, list(self.live.values()))  # a C-speed copy on the loop
+        task.to_wall = (host.wall_time() - host.now()) * 1000
         job.after_sync.append(task)
         self.snapshot_running = True
         return task
 
+    def clean_snapshot(self, job: SyncJob) -> None:
+        """At a graceful shutdown: a snapshot with its index, unless the one on disk is current."""
+        if self.snapshot_running or (self.index_current and not self.writer.sizes):
+            return
+        self.start_snapshot(job).index = True
+
     def snapshot_done(self, task: SnapshotTask) -> None:
         """Forget the segments a finished snapshot replaced."""
         self.snapshot_running = False
-        if task.ok:
+        if task.ok and not self.dead:
             self.snapshots_taken += 1
             for number in [n for n in self.writer.sizes if n <= task.covers_through]:
                 del self.writer.sizes[number]
@@ -257,15 +326,16 @@ class QueueStore:
     def _repoint(self, task: SnapshotTask, file: BodyFile) -> None:
         """Paged bodies now read from the snapshot (the segments they were in are deleted)."""
         live = self.live
-        for (seq, _, message), offset in zip(task.items, task.body_offsets, strict=True):
-            if type(message) is not PagedMessage:
-                continue
+        paging = self.store.paging
+        if paging is None:
+            return
+        for (seq, _, _message), offset in zip(task.items, task.body_offsets, strict=True):
             item = live.get(seq)
             if item is None:
                 continue
             current = item[0].message
-            if type(current) is PagedMessage:
-                current.location = BodyRef(file, offset, current.size)
+            if paging.is_paged(current):
+                paging.move(current, BodyRef(file, offset, current.size))
 
     @property
     def journal_bytes(self) -> int:

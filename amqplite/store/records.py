@@ -151,8 +151,8 @@ def encode_enqueue(
     body: bytes,
 ) -> bytes:
     """An ENQUEUE record carrying the whole message."""
-    ex = exchange.encode()
-    rk = routing_key.encode()
+    ex = exchange.encode("utf-8", "surrogateescape")  # shortstrs are bytes: keep any, losslessly
+    rk = routing_key.encode("utf-8", "surrogateescape")
     payload = b"".join(
         (
             _ENQUEUE.pack(
@@ -175,10 +175,10 @@ def decode_enqueue(payload: memoryview, source: int = -1, payload_at: int = 0) -
     seq, count, priority, expiration = _ENQUEUE.unpack_from(payload, 0)
     offset = _ENQUEUE.size
     (n,) = _U16.unpack_from(payload, offset)
-    exchange = bytes(payload[offset + 2 : offset + 2 + n]).decode()
+    exchange = str(payload[offset + 2 : offset + 2 + n], "utf-8", "surrogateescape")
     offset += 2 + n
     (n,) = _U16.unpack_from(payload, offset)
-    routing_key = bytes(payload[offset + 2 : offset + 2 + n]).decode()
+    routing_key = str(payload[offset + 2 : offset + 2 + n], "utf-8", "surrogateescape")
     offset += 2 + n
     (n,) = _U32.unpack_from(payload, offset)
     properties_bin = bytes(payload[offset + 4 : offset + 4 + n])

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import attrs
 
-from amqplite.store.journal import cut_tail, list_segments, read_segment
+from amqplite.store.clean_index import CleanIndex
+from amqplite.store.journal import cut_tail, list_segments, map_file, read_segment
 from amqplite.store.records import (
     FILE_HEADER,
     RECORD_HEAD,
@@ -85,6 +86,18 @@ class _State:
         self.deadlines: dict[int, float] = {}  # seq -> TTL deadline, POSIX ms
         self.max_seq = -1
 
+    def seed(self, index: CleanIndex) -> None:
+        """Start from a snapshot described by its clean index (source 0)."""
+        live, counts, deadlines = self.live, self.counts, self.deadlines
+        for seq, count, deadline, record_at in index.places():
+            live[seq] = record_at
+            if count:
+                counts[seq] = count
+            if deadline is not None:
+                deadlines[seq] = deadline
+            if seq > self.max_seq:
+                self.max_seq = seq
+
     def apply(self, record_type: int, payload: memoryview, source: int, record_at: int) -> None:
         if record_type == RecordType.ENQUEUE:
             seq = enqueue_seq(payload)
@@ -108,8 +121,9 @@ class _State:
                 self.counts[seq] = max(count, self.counts.get(seq, 0))
 
 
-def recover_queue(directory: Path) -> RecoveredQueue:
-    """Rebuild a queue's live messages from its snapshot and segments, repairing the files."""
+def recover_queue(directory: Path, index: CleanIndex | None = None) -> RecoveredQueue:
+    """Rebuild a queue's live messages from its snapshot (through its clean index when it has
+    one: no record scanned) and segments, repairing the files."""
     problems: list[str] = []
     state = _State()
     if not directory.is_dir():
@@ -117,8 +131,13 @@ def recover_queue(directory: Path) -> RecoveredQueue:
     remove_temp_files(directory)
     covers = 0
     sources: list[tuple[Path, bytes | memoryview]] = []
-    snapshot = read_snapshot(directory)
-    if snapshot is not None:
+    snapshot = None if index is not None else read_snapshot(directory)
+    if index is not None:
+        covers = index.covers_through
+        path = directory / SNAPSHOT_NAME
+        sources.append((path, map_file(path)))
+        state.seed(index)
+    elif snapshot is not None:
         covers = snapshot.covers_through
         sources.append((directory / SNAPSHOT_NAME, snapshot.data))
         for record_type, payload, offset in snapshot.records:

@@ -48,12 +48,7 @@ ACYCLIC_LAYERS = ("protocol", "config", "session", "management", "server", "cli"
 # Violations other branches are removing. Each must still exist (so the list shrinks to empty):
 # "<layer> -> <layer>" for an edge against the arrows, "<module> imports <module>.<_name>" for a
 # private name imported across modules.
-KNOWN_VIOLATIONS: frozenset[str] = frozenset(
-    {
-        # removed when store merges: recovery returns records that boot applies to the broker
-        "store -> broker",
-    }
-)
+KNOWN_VIOLATIONS: frozenset[str] = frozenset()
 
 
 class Import(NamedTuple):

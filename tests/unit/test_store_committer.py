@@ -24,6 +24,7 @@ from amqplite.protocol.methods import BasicAck, spec
 from amqplite.protocol.methods import build_method as build
 from amqplite.server.committer import Committer, open_store
 from amqplite.server.node import Node
+from amqplite.server.restore import recover_into
 from amqplite.store.records import FILE_HEADER, RecordType, scan
 from amqplite.store.store import Store
 
@@ -111,7 +112,7 @@ async def test_confirms_of_persistent_messages_follow_the_group_commit(tmp_path:
     committer.close()
     broker = Broker()
     broker.add_vhost("/")
-    Store(tmp_path / "data").recover_into(broker)
+    recover_into(broker, Store(tmp_path / "data"))
     queue = broker.vhosts["/"].queues["jobs"]
     assert [e.message.body for e in queue.ready] == [b"job %d" % i for i in range(50)]
 
@@ -125,7 +126,7 @@ def test_committer_records_each_group_commit_fsync_in_the_metrics_histogram(
     broker = Broker()
     broker.add_vhost("/")
     store = Store(tmp_path, StoreConfig())
-    store.recover_into(broker)
+    recover_into(broker, store)
     Committer(store, lambda: [])
     histogram = store.fsync_histogram
     assert isinstance(histogram, LatencyHistogram)

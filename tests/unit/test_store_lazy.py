@@ -9,6 +9,7 @@ from amqplite.broker.message import Message, PagedMessage
 from amqplite.broker.plugin_api import Destination
 from amqplite.broker.queue import Queue
 from amqplite.config.models import StoreConfig
+from amqplite.server.restore import recover_into
 from amqplite.store.journal import list_segments
 from amqplite.store.store import Store
 
@@ -19,7 +20,7 @@ def boot(directory: Path, **store: object) -> tuple[Broker, Store]:
     broker = Broker()
     broker.add_vhost("/")
     st = Store(directory, StoreConfig(**store))  # type: ignore[arg-type]
-    st.recover_into(broker)
+    recover_into(broker, st)
     return broker, st
 
 
@@ -226,7 +227,7 @@ def boot_with(directory: Path, clocks: Clocks, **store: object) -> tuple[Broker,
     broker = Broker(clock=lambda: clocks.mono, wall_clock=lambda: clocks.wall)
     broker.add_vhost("/")
     st = Store(directory, StoreConfig(**store))  # type: ignore[arg-type]
-    st.recover_into(broker)
+    recover_into(broker, st)
     return broker, st
 
 
@@ -294,7 +295,7 @@ def boot_like_the_server(directory: Path) -> tuple[Broker, Store]:
     broker.add_user("guest", "guest", ("administrator",))
     broker.set_permissions("guest", "/", FULL_ACCESS)
     st = Store(directory, StoreConfig())
-    st.recover_into(broker)
+    recover_into(broker, st)
     return broker, st
 
 

@@ -13,6 +13,7 @@ from amqplite.management.resources import (
     messages,
     overview,
     pages,
+    quarantine,
     queues,
 )
 from amqplite.management.routing import Router
@@ -23,7 +24,17 @@ __all__ = ["build_app", "register_all"]
 
 def register_all(router: Router[Call]) -> None:
     """Register every resource's routes."""
-    for module in (overview, queues, exchanges, bindings, connections, access, messages, pages):
+    for module in (
+        overview,
+        queues,
+        exchanges,
+        bindings,
+        connections,
+        access,
+        messages,
+        pages,
+        quarantine,
+    ):
         module.register(router)
 
 
