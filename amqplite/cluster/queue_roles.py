@@ -143,6 +143,11 @@ class QueueRoles:
         taken = self.take_over(ref, queue)
         members = await election.members() or in_sync.members
         seen = await election.in_sync()
+        gone = {m for m in seen.members if m != self.node and m not in self.agent.members.nodes}
+        if gone:  # their leases ended: confirms need not wait the in-sync timeout for them
+            kept = tuple(m for m in seen.members if m not in gone)
+            if await election.set_in_sync(term, kept, seen):
+                seen = await election.in_sync()
         leader = QueueLeader(ref, queue, journal, term, election, seen, self.wake)
         leader.replicas = type(leader.replicas)(self.node, members, seen.members)
         scope = trio.CancelScope()
