@@ -112,10 +112,10 @@ class MirrorHost:
         path = self.path_of(queue)
         return live_messages(path.read_bytes()) if path.exists() else []
 
-    def forget(self, queue: QueueRef) -> None:
-        """This node leads the queue now (or dropped it): its copy goes."""
-        self.copies.pop(queue, None)
+    def lead(self, queue: QueueRef, epoch: int) -> None:
+        """This node leads the queue at epoch now: its copy goes, older leaders are refused."""
         self.path_of(queue).unlink(missing_ok=True)
+        self.copies[queue] = MirrorCopy(MirrorLog(queue, epoch), self.path_of(queue))
 
     async def handle(self, batch: list[Message]) -> list[Message]:
         """Apply received messages in order; write and fsync them; the acks and refusals to send."""

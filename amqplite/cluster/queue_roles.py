@@ -141,6 +141,7 @@ class QueueRoles:
             return
         queue.led_elsewhere = None
         taken = self.take_over(ref, queue)
+        self.mirrors.lead(ref, term.epoch)
         members = await election.members() or in_sync.members
         seen = await election.in_sync()
         gone = {m for m in seen.members if m != self.node and m not in self.agent.members.nodes}
@@ -166,7 +167,6 @@ class QueueRoles:
             if entry is not None:
                 entry.delivery_count = item.delivery_count  # delivered before: redelivered
         queue.dispatch()
-        self.mirrors.forget(ref)
         return len(stored)
 
     def step_down(self, ref: QueueRef, why: str) -> None:

@@ -85,3 +85,16 @@ async def test_a_new_leader_with_a_shorter_log_cuts_the_tail_on_disk(tmp_path: P
     replies = await host.handle([Append(Q, 2, 1, (enqueue(3, b"b"),))])
     assert replies == [Ack(Q, 2, 2)]
     assert [m.body for m in host.messages_of(Q)] == [b"a", b"b"]
+
+
+@pytest.mark.trio
+async def test_a_node_that_took_the_queue_over_refuses_the_old_leader(tmp_path: Path) -> None:
+    host = MirrorHost(tmp_path)
+    await host.handle([Append(Q, 1, 0, (enqueue(1, b"x"),))])
+    host.lead(Q, 2)
+    assert host.messages_of(Q) == []
+    replies = await host.handle([Append(Q, 1, 1, (enqueue(2, b"late"),))])
+    assert len(replies) == 1
+    assert isinstance(replies[0], Refuse)
+    assert replies[0].epoch == 2
+    assert host.messages_of(Q) == []
