@@ -76,6 +76,10 @@ class QueueRoles:
         self.placed: set[QueueRef] = set()
         self.leaderless_since: dict[QueueRef, float] = {}
 
+    def lease_valid(self) -> bool:
+        """Whether this node's etcd lease surely holds now (a leader confirms only then)."""
+        return self.agent.lease_clock.valid(trio.current_time())
+
     def replicated(self) -> Iterator[tuple[QueueRef, Queue, int]]:
         """Durable, shared queues with more than one replica."""
         default = self.agent.config.default_replicas
@@ -149,8 +153,8 @@ class QueueRoles:
             kept = tuple(m for m in seen.members if m not in gone)
             if await election.set_in_sync(term, kept, seen):
                 seen = await election.in_sync()
-        leader = QueueLeader(ref, queue, journal, term, election, seen, self.wake)
-        leader.replicas = type(leader.replicas)(self.node, members, seen.members)
+        leader = QueueLeader(ref, queue, journal, term, election, members, seen)
+        leader.wake, leader.lease_valid = self.wake, self.lease_valid
         scope = trio.CancelScope()
         self.leaders[ref] = (leader, scope)
         nursery.start_soon(self._lead, leader, scope, members)

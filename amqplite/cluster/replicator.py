@@ -43,6 +43,15 @@ LINK_ERRORS = (
 )
 
 
+def _nothing() -> None:
+    """Nobody to wake."""
+
+
+def _always() -> bool:
+    """No lease to check."""
+    return True
+
+
 class QueueLeader:
     """This node leads one mirrored queue for one term."""
 
@@ -53,8 +62,8 @@ class QueueLeader:
         journal: QueueStore,
         term: Leadership,
         election: QueueElection,
+        members: tuple[str, ...],
         in_sync: InSync,
-        wake: Callable[[], None],
     ) -> None:
         self.ref = ref
         self.queue = queue
@@ -62,8 +71,10 @@ class QueueLeader:
         self.term = term
         self.election = election
         self.seen = in_sync
-        self.replicas = ReplicaSet(term.node, in_sync.members, in_sync.members)
-        self.wake = wake  # the confirms it held may go now
+        self.replicas = ReplicaSet(term.node, members, in_sync.members)
+        self.wake: Callable[[], None] = _nothing  # the confirms it held may go now
+        # the node lease holds by this node's clock (with a margin)
+        self.lease_valid: Callable[[], bool] = _always
         self.records: list[
             bytes
         ] = []  # records from offset `base` on (what a mirror may still need)
@@ -91,6 +102,8 @@ class QueueLeader:
         """The domain ticket up to which confirms may go, given the one on the local disk."""
         if self.fenced_at is not None:
             return min(committed, self.fenced_at)
+        if not self.lease_valid():  # etcd may have given the queue to another node: hold
+            return self.domain.committed
         point = self.replicas.committed
         tickets = self.tickets
         while tickets and tickets[0][0] <= point:
