@@ -12,6 +12,7 @@ from amqplite.cluster.link import Hello, LinkDecoder, LinkError, Message, encode
 log = logging.getLogger("amqplite.cluster")
 
 Handler = Callable[[list[Message]], Awaitable[list[Message]]]
+Closed = Callable[[str], Awaitable[None]]
 READ_BYTES = 256 * 1024
 
 
@@ -72,13 +73,18 @@ async def serve(
     port: int,
     node: str,
     handler: Handler,
+    closed: Closed | None = None,
     *,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Accept links on host:port; each gets our hello, then its batches go to handler in order."""
+    """Accept links on host:port; each gets our hello, then its batches go to handler in order.
+
+    closed(peer node) runs when a link that said hello ends, however it ends.
+    """
 
     async def one(stream: trio.SocketStream) -> None:
         link = LinkStream(stream)
+        peer: Hello | None = None
         try:
             peer = await hello(link, node)
             log.info("node link from %s", peer.node)
@@ -90,6 +96,8 @@ async def serve(
             log.warning("node link closed: %s", exc)
         finally:
             await link.aclose()
+            if peer is not None and closed is not None:
+                await closed(peer.node)
 
     listeners = await trio.open_tcp_listeners(port, host=host)
     task_status.started(listeners[0].socket.getsockname()[1])

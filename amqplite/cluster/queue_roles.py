@@ -22,10 +22,11 @@ from amqplite.broker.queue import Queue
 from amqplite.cluster.agent import ClusterAgent
 from amqplite.cluster.election import QueueElection, QueueKeys
 from amqplite.cluster.etcd_codec import EtcdError, EtcdUnavailable
+from amqplite.cluster.keys import node_key
 from amqplite.cluster.link import QueueRef
-from amqplite.cluster.link_stream import serve
+from amqplite.cluster.link_stream import connect, serve
 from amqplite.cluster.mirror_host import MirrorHost
-from amqplite.cluster.replicator import QueueLeader
+from amqplite.cluster.replicator import LINK_ERRORS, QueueLeader
 from amqplite.protocol.properties import read_facts
 from amqplite.store.queue_store import QueueStore
 from amqplite.store.records import StoredMessage
@@ -100,7 +101,9 @@ class QueueRoles:
         """Serve the node link and tend every mirrored queue until cancelled."""
         listen = self.agent.config.listen
         async with trio.open_nursery() as nursery:
-            await nursery.start(serve, listen.host, listen.port, self.node, self.mirrors.handle)
+            await nursery.start(
+                serve, listen.host, listen.port, self.node, self.mirrors.handle, self.link_closed
+            )
             task_status.started()
             while True:
                 await trio.sleep(TICK)
@@ -109,6 +112,29 @@ class QueueRoles:
                         await self.tend(nursery, ref, queue, replicas)
                     except (EtcdUnavailable, EtcdError) as exc:
                         log.debug("tending %s: %s", ref.name, exc)
+
+    async def link_closed(self, peer: str) -> None:
+        """A node's link ended: if its port now refuses connections it died, so revoke its lease."""
+        # The queues it led fail over now, not when its lease ends. Safe for confirmed messages
+        # even were it alive: a leader that lost its key can change no in-sync set, and the
+        # member that takes a queue over refuses the old term's appends.
+        record = self.agent.members.nodes.get(peer)
+        if record is None or peer == self.node:
+            return
+        try:  # a hello, not just a connect: a dying process's backlog may still accept
+            with trio.fail_after(2.0):
+                link, _ = await connect(record.cluster, self.node)
+            await link.aclose()
+            return  # it is alive: the link ended for another reason
+        except LINK_ERRORS:
+            pass
+        try:
+            kv = await self.agent.client.get(node_key(self.agent.config.name, peer))
+            if kv is not None and kv.lease and kv.value == record.encode():
+                log.warning("node %s died (its link port refuses): revoking its lease", peer)
+                await self.agent.client.lease_revoke(kv.lease)
+        except EtcdError as exc:
+            log.warning("could not revoke the lease of node %s: %s", peer, exc)
 
     async def tend(self, nursery: trio.Nursery, ref: QueueRef, queue: Queue, replicas: int) -> None:
         """Place, elect, or step down for one queue, as etcd says."""
