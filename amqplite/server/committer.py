@@ -35,6 +35,13 @@ def open_store(config: Config, broker: Broker) -> Store:
     finally:
         gc.enable()
         gc.freeze()  # recovered messages are long-lived: keep them out of later collections
+    if report.quarantined:
+        log.error(
+            "%d queue journal(s) could not be recovered and were kept in %s (amqplite ctl list "
+            "quarantine)",
+            report.quarantined,
+            Path(config.data_dir) / "quarantine",
+        )
     log.info(
         "recovered %d exchanges, %d queues, %d bindings, %d messages from %s in %.2f s",
         report.exchanges,

@@ -29,6 +29,7 @@ class RecoveryReport:
     bindings: int
     messages: int
     problems: list[str]
+    quarantined: int = 0  # queues whose journal was moved aside at this boot
 
 
 def recover_into(broker: Broker, store: DurableStore) -> RecoveryReport:
@@ -38,6 +39,7 @@ def recover_into(broker: Broker, store: DurableStore) -> RecoveryReport:
     problems: list[str] = []
     _restore_config(broker, recovery, problems)
     exchanges = queues = bindings = messages = 0
+    quarantined: list[QueueRecord] = []
     for record in recovery.exchanges:
         vhost = broker.add_vhost(record.vhost)
         try:
@@ -53,7 +55,7 @@ def recover_into(broker: Broker, store: DurableStore) -> RecoveryReport:
         except Exception as exc:
             problems.append(f"exchange {record.name!r} in {record.vhost!r} not restored: {exc}")
     for stored in recovery.queues:
-        restored = _restore_queue(broker, store, stored, problems)
+        restored = _restore_queue(broker, store, stored, quarantined)
         if restored is not None:
             queues += 1
             messages += restored
@@ -76,7 +78,7 @@ def recover_into(broker: Broker, store: DurableStore) -> RecoveryReport:
     problems = store.problems + problems
     for text in problems:
         log.warning("recovery: %s", text)
-    return RecoveryReport(exchanges, queues, bindings, messages, problems)
+    return RecoveryReport(exchanges, queues, bindings, messages, problems, len(quarantined))
 
 
 def _restore_config(broker: Broker, recovery: Recovery, problems: list[str]) -> None:
@@ -113,7 +115,7 @@ def _restore_config(broker: Broker, recovery: Recovery, problems: list[str]) -> 
 
 
 def _restore_queue(
-    broker: Broker, store: DurableStore, record: QueueRecord, problems: list[str]
+    broker: Broker, store: DurableStore, record: QueueRecord, quarantined: list[QueueRecord]
 ) -> int | None:
     """Declare one durable queue and put its messages back; how many (None: not restored)."""
     vhost = broker.add_vhost(record.vhost)
@@ -126,6 +128,7 @@ def _restore_queue(
         )
     except Exception as exc:  # its data is kept aside, never deleted by a later redeclare
         store.quarantine(record, f"declare failed: {exc}")
+        quarantined.append(record)
         return None
     try:
         return _restore_messages(queue, store, record)
@@ -133,6 +136,7 @@ def _restore_queue(
         log.exception("reading the journal of queue %r in %r failed", record.name, record.vhost)
         vhost.delete_queue(record.name)  # never recorded: the store was not listening yet
         store.quarantine(record, f"its journal could not be read: {exc!r}")
+        quarantined.append(record)
         return None
 
 

@@ -78,7 +78,11 @@ def test_queue_whose_files_cannot_be_read_is_quarantined_and_the_others_come_bac
     directory = store.queues_directory / store.metadata_log.queues[("/", "bad")].directory
     store.close()
     (directory / "0000009999.seg").mkdir()  # reading the queue's journal now raises
-    broker, store = boot(tmp_path)
+    broker = Broker()
+    broker.add_vhost("/")
+    store = Store(tmp_path, StoreConfig(fsync=False))
+    report = recover_into(broker, store)
+    assert (report.queues, report.messages, report.quarantined) == (1, 1, 1)
     assert [e.message.body for e in broker.vhosts["/"].queues["good"].ready] == [b"fine"]
     assert "bad" not in broker.vhosts["/"].queues
     (entry,) = store.quarantined()
