@@ -51,18 +51,21 @@ class Queue:
     totals: MessageStats = attrs.field(factory=MessageStats)  # the broker's, shared by its queues
     journal: QueueJournal | None = None  # set by the store for durable queues
     on_delete: Callable[[Queue], object] | None = None  # set by the vhost, for x-expires
-    # cluster mode: the node leading this mirrored queue when it is not this one (it serves nothing)
+    # cluster mode: the node leading this mirrored queue when not this one ("": none); it serves nothing
     led_elsewhere: str | None = None
     _groups: list[deque[Consumer]] | None = None  # consumers by x-priority, when they differ
     _due_now: QueueEntry | None = None  # a TTL-0 entry being offered to consumers at publish
 
     def check_led_here(self, class_id: int, method_id: int) -> None:
         """A 404 naming the leader when another node leads this mirrored queue (no forwarding yet)."""
-        if self.led_elsewhere is not None:
+        leader = self.led_elsewhere
+        if leader is not None:
+            where = (
+                f"is led by node '{leader}': connect to that node" if leader else "has no leader"
+            )
             raise ChannelException(
                 ReplyCode.NOT_FOUND,
-                f"queue '{self.name}' in vhost '{self.vhost}' is led by node {self.led_elsewhere}:"
-                " connect to that node",
+                f"queue '{self.name}' in vhost '{self.vhost}' {where}",
                 class_id,
                 method_id,
             )

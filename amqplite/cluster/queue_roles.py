@@ -20,6 +20,7 @@ from amqplite.broker.broker import Broker
 from amqplite.broker.message import Message
 from amqplite.broker.queue import Queue
 from amqplite.cluster.agent import ClusterAgent
+from amqplite.cluster.definitions_sync import ListenerTee
 from amqplite.cluster.election import QueueElection, QueueKeys
 from amqplite.cluster.etcd_codec import EtcdError, EtcdUnavailable
 from amqplite.cluster.keys import node_key
@@ -61,6 +62,15 @@ def to_message(stored: StoredMessage) -> Message:
     )
 
 
+def hold(queue: Queue) -> None:
+    """Confirm nothing more of a mirrored queue this node does not lead (until it does)."""
+    journal = queue.journal
+    if isinstance(journal, QueueStore) and journal.domain.gate is None:
+        domain = journal.domain
+        domain.gate = lambda synced: domain.committed
+        journal.writer.tap = None
+
+
 class QueueRoles:
     """This node's part in every mirrored queue."""
 
@@ -76,6 +86,15 @@ class QueueRoles:
         self.leaders: dict[QueueRef, tuple[QueueLeader, trio.CancelScope]] = {}
         self.placed: set[QueueRef] = set()
         self.leaderless_since: dict[QueueRef, float] = {}
+        tee = broker.metadata
+        if isinstance(tee, ListenerTee):  # declares reach us before any publish can
+            tee.declared = self.declared
+
+    def declared(self, queue: Queue) -> None:
+        """A queue was declared here: if it is mirrored, its confirms wait for a leader."""
+        default = self.agent.config.default_replicas
+        if queue.durable and (queue.settings.replicas or default) > 1:
+            hold(queue)
 
     def lease_valid(self) -> bool:
         """Whether this node's etcd lease surely holds now (a leader confirms only then)."""
@@ -152,7 +171,8 @@ class QueueRoles:
                 ref, "its leader key is gone" if current is None else f"{current[0]} leads"
             )
         if ref not in self.leaders:  # clients of this node are told where it is led
-            queue.led_elsewhere = "(none yet)" if current is None else repr(current[0])
+            hold(queue)
+            queue.led_elsewhere = "" if current is None else current[0]
         if current is not None:
             self.leaderless_since.pop(ref, None)
             return

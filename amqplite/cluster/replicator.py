@@ -86,6 +86,10 @@ class QueueLeader:
         self.wakeups: dict[str, trio.Event] = {}  # one per mirror feed: records were appended
         self.links: dict[str, LinkStream] = {}
         self.domain = journal.domain
+        if self.domain.written:  # records from before this term: the first snapshot covers them
+            _, self.base = self.replicas.appended(1, trio.current_time())
+            self.replicas.local_synced(self.base)
+            self.tickets.append((1, self.domain.written))
         journal.writer.tap = self.tapped
         self.domain.gate = self.gate
 

@@ -162,11 +162,13 @@ def test_a_paused_mirror_leaves_the_in_sync_set_and_catches_up_after_sigcont(
             try:
                 conn.channel().basic_get(QUEUE)
             except pika.exceptions.ChannelClosedByBroker as exc:
-                return f"{exc.reply_code} {exc.reply_text}"
+                text = f"{exc.reply_code} {exc.reply_text}"
+                return text if f"'{leader}'" in text else ""  # "has no leader": not seen yet
             return ""  # it has not looked at the new queue yet (every 100 ms)
 
-        assert f"404 NOT_FOUND - queue '{QUEUE}' in vhost '/' is led by node '{leader}'" in (
-            wait_for(refused, "a basic.get on a mirror refused")
+        assert wait_for(refused, "a basic.get on a mirror refused, naming the leader") == (
+            f"404 NOT_FOUND - queue '{QUEUE}' in vhost '/' is led by node '{leader}': "
+            "connect to that node"
         )
         ch = conn.channel()
         ch.confirm_delivery()
