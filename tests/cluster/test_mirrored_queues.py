@@ -73,6 +73,16 @@ def declare_mirrored(etcd: EtcdProcess, nodes: dict[str, BrokerProcess]) -> str:
     return wait_for(placed, "a leader and three in-sync members")
 
 
+def refusal(conn: pika.BlockingConnection, leader: str) -> str:
+    """The error a basic.get on the queue gets through conn, if it names leader ("" if not)."""
+    try:
+        conn.channel().basic_get(QUEUE)
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        text = f"{exc.reply_code} {exc.reply_text}"
+        return text if f"'{leader}'" in text else ""  # "has no leader": not looked at it yet
+    return ""  # it has not looked at the new queue yet (every 100 ms)
+
+
 def publish(node: BrokerProcess, bodies: list[bytes]) -> None:
     """Publish persistent messages with confirms; each returns once confirmed."""
     with connect(node) as conn:
@@ -148,6 +158,16 @@ def test_a_killed_leader_loses_no_confirmed_message_and_a_mirror_takes_over(
     assert lost == [], f"confirmed lost: {len(lost)}"
     assert all(received[b] for b in taken), "delivered-unacked messages come back redelivered"
     assert not received[first[-1]]  # never delivered: not redelivered
+    # the old leader restarts: it catches up as a mirror and rejoins the in-sync set; its own
+    # recovered copy of the queue serves nobody
+    data_dir = cluster[leader].data_dir
+    assert data_dir is not None
+    settings = f"  insync_timeout_ms: {INSYNC_TIMEOUT_MS}\n"
+    cluster[leader] = start_node(data_dir, leader, etcd, cluster_settings=settings)
+    wait_for(lambda: leader in etcd_view(etcd)[1], "the old leader back in sync", timeout=30)
+    assert etcd_view(etcd)[0] == (successor, 2)
+    with connect(cluster[leader]) as conn:
+        wait_for(lambda: refusal(conn, successor), "the old leader naming the new one")
 
 
 def test_a_paused_mirror_leaves_the_in_sync_set_and_catches_up_after_sigcont(
@@ -157,16 +177,7 @@ def test_a_paused_mirror_leaves_the_in_sync_set_and_catches_up_after_sigcont(
     publish(cluster[leader], [b"before"])
     paused = next(n for n in cluster if n != leader)
     with connect(cluster[paused]) as conn:  # a node that does not lead it says which one does
-
-        def refused() -> str:
-            try:
-                conn.channel().basic_get(QUEUE)
-            except pika.exceptions.ChannelClosedByBroker as exc:
-                text = f"{exc.reply_code} {exc.reply_text}"
-                return text if f"'{leader}'" in text else ""  # "has no leader": not seen yet
-            return ""  # it has not looked at the new queue yet (every 100 ms)
-
-        assert wait_for(refused, "a basic.get on a mirror refused, naming the leader") == (
+        assert wait_for(lambda: refusal(conn, leader), "a mirror naming the leader") == (
             f"404 NOT_FOUND - queue '{QUEUE}' in vhost '/' is led by node '{leader}': "
             "connect to that node"
         )
