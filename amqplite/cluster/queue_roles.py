@@ -36,6 +36,7 @@ from amqplite.store.store import Store
 log = logging.getLogger("amqplite.cluster")
 
 TICK = 0.1  # seconds between looks at the queues
+PLACEMENT_WAIT = 3.0  # seconds a new queue waits for enough registered nodes before placement
 RANK_DELAY = 0.3  # seconds each in-sync member waits after the one before it to campaign
 
 
@@ -85,6 +86,7 @@ class QueueRoles:
         self.mirrors = MirrorHost(Path(store.directory) / "mirrors")
         self.leaders: dict[QueueRef, tuple[QueueLeader, trio.CancelScope]] = {}
         self.placed: set[QueueRef] = set()
+        self.first_seen: dict[QueueRef, float] = {}
         self.leaderless_since: dict[QueueRef, float] = {}
         tee = broker.metadata
         if isinstance(tee, ListenerTee):  # declares reach us before any publish can
@@ -160,7 +162,11 @@ class QueueRoles:
         keys = QueueKeys.of(self.agent.config.name, ref.vhost, ref.name)
         election = QueueElection(self.agent.client, keys, self.node)
         if ref not in self.placed:
-            members = placement(ref.vhost, ref.name, list(self.agent.members.nodes), replicas)
+            nodes = list(self.agent.members.nodes)
+            first_seen = self.first_seen.setdefault(ref, trio.current_time())
+            if len(nodes) < replicas and trio.current_time() - first_seen < PLACEMENT_WAIT:
+                return  # a node that just joined may not be in our view yet
+            members = placement(ref.vhost, ref.name, nodes, replicas)
             if await election.initialise(members):
                 log.info("queue %s placed on %s", ref.name, ", ".join(members))
             self.placed.add(ref)

@@ -85,6 +85,7 @@ class QueueLeader:
         )
         self.wakeups: dict[str, trio.Event] = {}  # one per mirror feed: records were appended
         self.links: dict[str, LinkStream] = {}
+        self._sync_wait: tuple[int, float] | None = None  # (ticket, since) of a sync in flight
         self.domain = journal.domain
         if self.domain.written:  # records from before this term: the first snapshot covers them
             _, self.base = self.replicas.appended(1, trio.current_time())
@@ -201,11 +202,35 @@ class QueueLeader:
                         self.wake()
         scope.cancel()
 
+    def disk_stalled(self, now: float, bound: float) -> bool:
+        """True once a sync of this queue's journal has been running for longer than bound."""
+        domain = self.domain
+        waiting = self._sync_wait
+        if waiting is not None and domain.synced >= waiting[0]:
+            waiting = self._sync_wait = None
+        if waiting is None:
+            if domain.synced < domain.flushed:
+                self._sync_wait = (domain.flushed, now)
+            return False
+        return now - waiting[1] > bound
+
+    async def resign_stalled(self) -> None:
+        """Our own disk hangs: leave the in-sync set and the leadership to a member that can sync."""
+        log.error("the journal sync of %s hangs: giving up its leadership", self.ref.name)
+        self.stop()
+        self.wake()
+        others = tuple(m for m in self.seen.members if m != self.term.node)
+        if others and await self.election.set_in_sync(self.term, others, self.seen):
+            await self.election.resign(self.term)
+
     async def watch_in_sync(self, bound: float) -> None:
         """Drop overdue mirrors from the in-sync set in etcd, add caught-up ones back (fenced txns)."""
         while self.fenced_at is None:
             await trio.sleep(min(0.05, bound / 4))
             now = trio.current_time()
+            if self.disk_stalled(now, bound):
+                await self.resign_stalled()
+                return
             late = self.replicas.overdue(now, bound)
             back = [m for m in self.replicas.catching_up() if m in self.links]
             if not late and not back:

@@ -7,7 +7,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -22,6 +22,7 @@ from amqplite.server.committer import Committer, open_store
 from amqplite.server.connection import ClientConnection
 from amqplite.server.timers import run_broker_timers
 from amqplite.session.connection import Session
+from amqplite.store.journal import SyncJob
 
 if TYPE_CHECKING:  # cluster mode's modules (and httpx) load only when it is on
     from amqplite.cluster.agent import ClusterAgent
@@ -84,7 +85,9 @@ async def run_node(
 
         node.cluster = await ClusterAgent.connect(config.cluster)
     committer = Committer(  # recover durable state before listening
-        open_store(config, node.broker), lambda: [c.session for c in node.connections]
+        open_store(config, node.broker),
+        lambda: [c.session for c in node.connections],
+        sync_hook=stall_hook(config.cluster.node_name),
     )
     apply_boot_definitions(node.broker, config)  # after recovery: durable entities reach the store
     if node.cluster is not None:  # definitions are shared through etcd from here on
@@ -133,6 +136,25 @@ async def run_node(
             handlers.cancel_scope.cancel()
     committer.close()
     log.info("amqplite stopped")
+
+
+STALL_ENV = "AMQPLITE_FAULT_STALL_FSYNC"
+
+
+def stall_hook(node_name: str) -> Callable[[SyncJob], None] | None:
+    """Tests only: while the file $AMQPLITE_FAULT_STALL_FSYNC names exists, queue syncs hang."""
+    path = os.environ.get(STALL_ENV, "").replace("{node}", node_name)
+    if not path:
+        return None
+    log.warning("%s is set: queue journal syncs hang while %s exists", STALL_ENV, path)
+
+    def hook(job: SyncJob) -> None:
+        if job.domain.name == "metadata":
+            return
+        while os.path.exists(path):
+            time.sleep(0.05)
+
+    return hook
 
 
 def start_replication(node: Node, committer: Committer) -> QueueRoles:

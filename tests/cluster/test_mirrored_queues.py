@@ -44,6 +44,22 @@ def etcd_view(etcd: EtcdProcess) -> tuple[tuple[str, int] | None, tuple[str, ...
 @pytest.fixture
 def cluster(etcd: EtcdProcess, tmp_path: Path) -> Iterator[dict[str, BrokerProcess]]:
     """Three nodes a, b, c with a short in-sync timeout."""
+    yield from three_nodes(etcd, tmp_path)
+
+
+@pytest.fixture
+def stalling_cluster(
+    etcd: EtcdProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[dict[str, BrokerProcess]]:
+    """Three nodes whose queue journal syncs hang while tmp_path/stall-<node> exists."""
+    monkeypatch.setenv("AMQPLITE_FAULT_STALL_FSYNC", str(tmp_path / "stall-{node}"))
+    yield from three_nodes(etcd, tmp_path)
+    for flag in tmp_path.glob("stall-*"):
+        flag.unlink()
+
+
+def three_nodes(etcd: EtcdProcess, tmp_path: Path) -> Iterator[dict[str, BrokerProcess]]:
+    """Start a, b, c; stop them all after the test (resumed first if paused)."""
     settings = f"  insync_timeout_ms: {INSYNC_TIMEOUT_MS}\n"
     nodes: dict[str, BrokerProcess] = {}
     try:
@@ -253,3 +269,34 @@ def test_a_paused_leader_that_comes_back_is_fenced_and_loses_no_confirmed_messag
     # (its last publish may wait for a confirm the fenced term never gives: it ends with the node)
     lost = [b for b in list(confirmed) if b not in received]
     assert lost == [], f"confirmed lost: {len(lost)} of {len(confirmed)}"
+
+
+def test_a_leader_whose_disk_hangs_gives_up_and_a_mirror_confirms_instead(
+    etcd: EtcdProcess, stalling_cluster: dict[str, BrokerProcess], tmp_path: Path
+) -> None:
+    cluster = stalling_cluster
+    leader = declare_mirrored(etcd, cluster)
+    before = [f"b{i}".encode() for i in range(10)]
+    publish(cluster[leader], before)
+    (tmp_path / f"stall-{leader}").touch()  # its queue journal's next sync hangs
+    stuck = threading.Thread(target=publish, args=(cluster[leader], [b"stuck"]), daemon=True)
+    stuck.start()
+
+    def new_leader() -> str | None:
+        current, in_sync = etcd_view(etcd)
+        if current is None or current[0] == leader or leader in in_sync:
+            return None
+        return current[0]
+
+    successor = wait_for(new_leader, "the leader with a hung disk replaced", timeout=15)
+    publish(cluster[successor], [b"after"])
+    with connect(cluster[successor]) as conn:
+        ch = conn.channel()
+        received = set()
+        while True:
+            method, _, body = ch.basic_get(QUEUE, auto_ack=True)
+            if method is None:
+                break
+            received.add(body)
+    assert [b for b in [*before, b"after"] if b not in received] == []
+    assert stuck.is_alive()  # the hung leader never confirmed it
