@@ -23,6 +23,7 @@ class LinkStream:
         self.stream = stream
         self.decoder = LinkDecoder()
         self._send_lock = trio.StrictFIFOLock()
+        self._held: list[Message] = []  # decoded but not handed out yet (after a hello)
 
     async def send(self, *messages: Message) -> None:
         """Send messages as frames, in order, under a lock (several tasks may send)."""
@@ -32,6 +33,9 @@ class LinkStream:
 
     async def receive(self) -> list[Message]:
         """The next messages (at least one); [] when the peer closed."""
+        if self._held:
+            held, self._held = self._held, []
+            return held
         while True:
             data = await self.stream.receive_some(READ_BYTES)
             if not data:
@@ -39,6 +43,10 @@ class LinkStream:
             batch = list(self.decoder.feed(data))
             if batch:
                 return batch
+
+    def hold(self, messages: list[Message]) -> None:
+        """Messages the next receive() returns first."""
+        self._held = messages + self._held
 
     async def aclose(self) -> None:
         """Close the connection."""
@@ -51,6 +59,7 @@ async def hello(link: LinkStream, node: str) -> Hello:
     batch = await link.receive()
     if not batch or not isinstance(batch[0], Hello):
         raise LinkError(f"expected a hello, got {batch[:1]}")
+    link.hold(batch[1:])  # what came in the same read goes to the next receive()
     return batch[0]
 
 
@@ -94,6 +103,8 @@ async def serve(
                     await link.send(*replies)
         except (LinkError, trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             log.warning("node link closed: %s", exc)
+        except Exception:  # this link ends; the node and its other links go on
+            log.exception("node link from %s failed", peer.node if peer else "?")
         finally:
             await link.aclose()
             if peer is not None and closed is not None:

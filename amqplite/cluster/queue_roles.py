@@ -21,7 +21,7 @@ from amqplite.broker.message import Message
 from amqplite.broker.queue import Queue
 from amqplite.cluster.agent import ClusterAgent
 from amqplite.cluster.definitions_sync import ListenerTee
-from amqplite.cluster.election import QueueElection, QueueKeys
+from amqplite.cluster.election import NotEligible, QueueElection, QueueKeys
 from amqplite.cluster.etcd_codec import EtcdError, EtcdUnavailable
 from amqplite.cluster.keys import node_key
 from amqplite.cluster.link import QueueRef
@@ -131,8 +131,10 @@ class QueueRoles:
                 for ref, queue, replicas in list(self.replicated()):
                     try:
                         await self.tend(nursery, ref, queue, replicas)
-                    except (EtcdUnavailable, EtcdError) as exc:
+                    except (EtcdUnavailable, EtcdError, NotEligible) as exc:
                         log.debug("tending %s: %s", ref.name, exc)
+                    except Exception:  # one queue's trouble never stops the node
+                        log.exception("tending mirrored queue %s", ref.name)
 
     async def link_closed(self, peer: str) -> None:
         """A node's link ended: if its port now refuses connections it died, so revoke its lease."""
@@ -250,9 +252,14 @@ class QueueRoles:
 
         timeout = self.agent.config.insync_timeout_ms / 1000
         with scope:
-            async with trio.open_nursery() as nursery:
-                for mirror in members:
-                    if mirror != self.node:
-                        nursery.start_soon(leader.feed, mirror, address_of(mirror))
-                await leader.watch_in_sync(timeout)
-                nursery.cancel_scope.cancel()
+            try:
+                async with trio.open_nursery() as nursery:
+                    for mirror in members:
+                        if mirror != self.node:
+                            nursery.start_soon(leader.feed, mirror, address_of(mirror))
+                    await leader.watch_in_sync(timeout)
+                    nursery.cancel_scope.cancel()
+            except Exception:  # the term ends; the node goes on (another member takes over)
+                log.exception("leading %s failed", leader.ref.name)
+                leader.stop()
+                self.wake()

@@ -17,6 +17,7 @@ import trio
 
 from amqplite.broker.queue import Queue
 from amqplite.cluster.election import InSync, Leadership, QueueElection
+from amqplite.cluster.etcd_codec import EtcdError
 from amqplite.cluster.link import (
     Ack,
     Append,
@@ -180,8 +181,8 @@ class QueueLeader:
                         sent = end
                         self._trim()
                     nursery.cancel_scope.cancel()
-            except LINK_ERRORS as exc:
-                log.info("link to mirror %s of %s lost: %s", mirror, self.ref.name, exc)
+            except* LINK_ERRORS as group:  # (a nursery raises its errors as a group)
+                log.info("link to mirror %s of %s lost: %s", mirror, self.ref.name, group)
             finally:
                 self.links.pop(mirror, None)
                 with trio.CancelScope(shield=True):
@@ -228,27 +229,34 @@ class QueueLeader:
         while self.fenced_at is None:
             await trio.sleep(min(0.05, bound / 4))
             now = trio.current_time()
-            if self.disk_stalled(now, bound):
-                await self.resign_stalled()
-                return
-            late = self.replicas.overdue(now, bound)
-            back = [m for m in self.replicas.catching_up() if m in self.links]
-            if not late and not back:
-                continue
-            members = sorted((self.replicas.in_sync - set(late)) | set(back) | {self.term.node})
-            if await self.election.set_in_sync(self.term, tuple(members), self.seen):
-                for mirror in late:
-                    self.replicas.dropped(mirror)
-                    log.warning("mirror %s of %s left the in-sync set", mirror, self.ref.name)
-                for mirror in back:
-                    self.replicas.rejoined(mirror)
-                    log.info("mirror %s of %s is in sync again", mirror, self.ref.name)
-                self.seen = await self.election.in_sync()
-                self.domain.regate()
-                self.wake()
-            elif not await self.election.still_leading(self.term):
-                log.warning("lost the leadership of %s", self.ref.name)
-                self.stop()
-                self.wake()
-            else:
-                self.seen = await self.election.in_sync()
+            try:
+                if self.disk_stalled(now, bound):
+                    await self.resign_stalled()
+                    return
+                await self._check_in_sync(now, bound)
+            except EtcdError as exc:  # etcd away: overdue mirrors stay in (their confirms wait)
+                log.warning("in-sync check of %s: %s", self.ref.name, exc)
+
+    async def _check_in_sync(self, now: float, bound: float) -> None:
+        """One look at the members: drop the overdue, take back the caught up."""
+        late = self.replicas.overdue(now, bound)
+        back = [m for m in self.replicas.catching_up() if m in self.links]
+        if not late and not back:
+            return
+        members = sorted((self.replicas.in_sync - set(late)) | set(back) | {self.term.node})
+        if await self.election.set_in_sync(self.term, tuple(members), self.seen):
+            for mirror in late:
+                self.replicas.dropped(mirror)
+                log.warning("mirror %s of %s left the in-sync set", mirror, self.ref.name)
+            for mirror in back:
+                self.replicas.rejoined(mirror)
+                log.info("mirror %s of %s is in sync again", mirror, self.ref.name)
+            self.seen = await self.election.in_sync()
+            self.domain.regate()
+            self.wake()
+        elif not await self.election.still_leading(self.term):
+            log.warning("lost the leadership of %s", self.ref.name)
+            self.stop()
+            self.wake()
+        else:
+            self.seen = await self.election.in_sync()
