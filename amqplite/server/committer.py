@@ -91,6 +91,7 @@ class Committer:
         self._wake = trio.Event()
         self._done: deque[SyncJob] = deque()  # jobs the worker threads finished
         self._rounds: list[_Round] = []
+        self._unrun: list[SyncJob] = []  # flushed, never run: close() runs them
         self._token: trio.lowlevel.TrioToken | None = None
         store.on_dirty = self._poke
         if store.pending:  # appended before there was anyone to wake (recovery, boot)
@@ -125,6 +126,8 @@ class Committer:
             await trio.to_thread.run_sync(self._work, round_.jobs)
         finally:
             self._rounds.remove(round_)
+            self._unrun.extend(round_.jobs)  # cancelled before its thread started (shutdown)
+            round_.jobs.clear()
             self._poke()
 
     def _work(self, jobs: deque[SyncJob]) -> None:
@@ -178,6 +181,10 @@ class Committer:
         """Final commit at shutdown (blocking, after the connections are gone)."""
         while self._done:
             self.store.complete(self._done.popleft())
+        for job in self._unrun:  # their records left the buffers when they were flushed
+            job.run()
+            self.store.complete(job)
+        self._unrun.clear()
         self.store.close()
         stats = self.store.statistics()
         log.info(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -12,6 +13,9 @@ from amqplite.config.models import Limits
 from amqplite.protocol.frames import HEARTBEAT_FRAME
 from amqplite.session.connection import ConnectionState, Session
 from amqplite.session.paged import load_bodies
+
+if TYPE_CHECKING:
+    from amqplite.server.alarms import Alarms
 
 log = logging.getLogger("amqplite.server")
 
@@ -30,10 +34,18 @@ class ClientConnection:
     whatever is left, and all output produced outside a receive (timers, commits).
     """
 
-    def __init__(self, stream: trio.abc.Stream, session: Session, limits: Limits) -> None:
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        session: Session,
+        limits: Limits,
+        alarms: Alarms | None = None,
+    ) -> None:
         self.stream = stream
         self.session = session
         self.limits = limits
+        self.alarms = alarms
+        self.blocked = False  # held by a resource alarm: not read, heartbeats not expected
         self._wake = trio.Event()
         self._last_received = trio.current_time()
         self._last_sent = trio.current_time()
@@ -115,7 +127,11 @@ class ClientConnection:
 
     async def _reader(self) -> None:
         session = self.session
+        alarms = self.alarms
         while not session.closed:
+            if alarms is not None and alarms.active and session.publishing:
+                await alarms.hold(self)
+                self._last_received = trio.current_time()
             try:
                 data = await self.stream.receive_some(RECEIVE_SIZE)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
@@ -174,6 +190,8 @@ class ClientConnection:
                     return
             heartbeat = session.heartbeat
             if heartbeat and session.state is ConnectionState.OPEN:
+                if self.blocked:  # not read while blocked: its heartbeats wait in the socket
+                    self._last_received = now
                 if now - self._last_received > 2 * heartbeat:
                     log.warning("missed heartbeats from %s, closing", session.peer)
                     session.close_reason = "missed heartbeats from client"

@@ -8,7 +8,6 @@ from amqplite.broker.message import Message
 from amqplite.broker.publishing import make_message
 from amqplite.protocol.assembler import Command
 from amqplite.protocol.constants import ClassId, ReplyCode
-from amqplite.protocol.frames import encode_get_ok, encode_return
 from amqplite.protocol.methods import (
     BasicAck,
     BasicNack,
@@ -17,6 +16,7 @@ from amqplite.protocol.methods import (
     build_method,
     spec,
 )
+from amqplite.protocol.writers import GetOk, Return, get_ok_parts, return_parts
 from amqplite.session.channel import ChannelSession, ConfirmMode
 from amqplite.session.context import SessionContext
 
@@ -62,23 +62,13 @@ def basic_get(ctx: SessionContext, channel: ChannelSession, command: Command) ->
     queue = ctx.open_vhost.queue(channel.queue_name(m.queue), ctx.owner)
     got = channel.delivery.get(queue, m.no_ack)
     if got is None:
+        queue.stats.get_empty += 1
+        queue.totals.get_empty += 1
         ctx.send(channel.channel_id, spec.Basic.GetEmpty())
         return
     tag, entry, redelivered = got
-    msg = entry.message
-    ctx.write(
-        encode_get_ok(
-            channel.channel_id,
-            tag,
-            redelivered,
-            msg.exchange,
-            msg.routing_key,
-            queue.message_count,
-            msg.properties_bin,
-            msg.body,
-            ctx.frame_max,
-        )
-    )
+    get_ok = GetOk(channel.channel_id, tag, redelivered, queue.message_count)
+    ctx.write_parts(get_ok_parts(get_ok, entry.message, ctx.frame_max))
 
 
 def basic_publish(ctx: SessionContext, channel: ChannelSession, command: Command) -> None:
@@ -105,6 +95,7 @@ def publish(
 ) -> None:
     """basic.publish (fast path or assembled): check access and exchange, then route or buffer."""
     vhost = ctx.open_vhost
+    ctx.publishing = True
     ctx.allow("write", "exchange", exchange, ClassId.BASIC, 40)
     vhost.exchange(exchange)  # 404 before anything else
     message = make_message(exchange, routing_key, properties_bin, body)
@@ -131,21 +122,13 @@ def route(
         routed = ctx.broker.route(ctx.open_vhost, exchange, message)
     queues = routed.queues
     if not queues and mandatory:
-        ctx.write(
-            encode_return(
-                channel.channel_id,
-                int(ReplyCode.NO_ROUTE),
-                "NO_ROUTE",
-                exchange,
-                message.routing_key,
-                message.properties_bin,
-                message.body,
-                ctx.frame_max,
-            )
-        )
+        ctx.broker.totals.returned += 1
+        returned = Return(channel.channel_id, int(ReplyCode.NO_ROUTE), "NO_ROUTE")
+        ctx.write_parts(return_parts(returned, message, ctx.frame_max))
     if confirming:
         # reject-publish: a queue refused it, so the publisher gets basic.nack (as RabbitMQ)
         ok = not routed.rejected
+        ctx.broker.totals.confirm += ok
         channel.pending_confirms.append((channel.next_publish_seq(), ok, mark))
         ctx.confirms.track(channel)
 

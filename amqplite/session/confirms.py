@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from amqplite.broker.durability import is_durable
-from amqplite.protocol.frames import encode_ack, encode_nack
+from amqplite.protocol.writers import encode_ack, encode_nack
 from amqplite.session.channel import ChannelSession
 
 

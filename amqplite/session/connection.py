@@ -16,6 +16,7 @@ from amqplite.protocol.assembler import Command, ContentAssembler
 from amqplite.protocol.constants import FRAME_MIN_SIZE, PROTOCOL_HEADER, ClassId, ReplyCode
 from amqplite.protocol.errors import AMQPError, ChannelException, ConnectionException
 from amqplite.protocol.frames import (
+    HOT_PARTIAL,
     HOT_PUBLISH,
     NEED_DATA,
     BadProtocolHeader,
@@ -23,7 +24,6 @@ from amqplite.protocol.frames import (
     HeartbeatFrame,
     MethodFrame,
     ProtocolHeaderReceived,
-    encode_deliver,
 )
 from amqplite.protocol.methods import (
     BasicAck,
@@ -34,6 +34,7 @@ from amqplite.protocol.methods import (
     method_ids,
     spec,
 )
+from amqplite.protocol.writers import Deliver, Part, deliver_parts
 from amqplite.session import handshake
 from amqplite.session.basic import ack, publish
 from amqplite.session.channel import ChannelSession, ChannelState
@@ -88,7 +89,8 @@ class Session(PagedOutput):
         self.client_properties: dict[str, Any] = {}
         self.channels: dict[int, ChannelSession] = {}
         self.close_reason: str = ""
-        self._out: list[bytes] = []
+        self.publishing = False  # set by the first basic.publish (resource alarms block such)
+        self._out: list[Part] = []  # joined once, in data_to_send: the one copy of a body
         self._out_size = 0
         self.defer_paged = False  # the server reads paged bodies off the loop (bodies_to_load)
         self._held_out: HeldOutput | None = None  # output behind a paged delivery being read
@@ -114,8 +116,8 @@ class Session(PagedOutput):
         reader.receive_data(data)
         try:
             while self.state is not ConnectionState.CLOSED:
-                if self.state is ConnectionState.OPEN:
-                    self._receive_hot()
+                if self.state is ConnectionState.OPEN and self._receive_hot():
+                    break  # a publish waits for the rest of its content, to be taken whole
                 frame = reader.next_frame()
                 if frame is NEED_DATA:
                     break
@@ -134,8 +136,11 @@ class Session(PagedOutput):
             )
         self._flush_confirms()
 
-    def _receive_hot(self) -> None:
-        """Publishes and acks straight from the read buffer while they come in a row."""
+    def _receive_hot(self) -> bool:
+        """Publishes and acks straight from the read buffer while they come in a row.
+
+        True when the next publish has not fully arrived: reading waits for the rest of it.
+        """
         reader = self.reader
         channels = self.channels
         assembler = self.assembler
@@ -144,7 +149,7 @@ class Session(PagedOutput):
         while self.state is ConnectionState.OPEN:
             hot = reader.peek_hot()
             if hot is None:
-                return
+                return False
             channel_id = hot[1]
             channel = channels.get(channel_id)
             if (
@@ -153,11 +158,14 @@ class Session(PagedOutput):
                 or assembler.has_pending(channel_id)
                 or channel_id in held
             ):
-                return
-            if hot[0] == HOT_PUBLISH:
+                return False
+            kind = hot[0]
+            if kind == HOT_PARTIAL:  # the rest of this publish is on its way: take it whole
+                return True
+            if kind == HOT_PUBLISH:
                 _, _, size, exchange, routing_key, bits, properties_bin, body = hot
                 if len(body) > max_body:
-                    return
+                    return False
                 reader.skip(size)
                 try:
                     publish(
@@ -173,6 +181,7 @@ class Session(PagedOutput):
                     ack(self, channel, delivery_tag, multiple)
                 except ChannelException as exc:
                     self._channel_error(channel, exc, BasicAck(delivery_tag, multiple))
+        return False
 
     def data_to_send(self) -> bytes:
         """Take every byte queued for the client."""
@@ -221,6 +230,16 @@ class Session(PagedOutput):
         self._out_size += len(data)
         self.on_output()
 
+    def write_parts(self, parts: list[Part]) -> None:
+        """Queue frames given as parts (a writer's output, the body among them uncopied)."""
+        if self._held_out is not None:
+            for part in parts:  # stays in order behind a paged delivery
+                self._held_out.append(part)
+        else:
+            self._out += parts
+        self._out_size += sum(map(len, parts))
+        self.on_output()
+
     def send(self, channel_id: int, method: Method) -> None:
         """Encode a method frame and queue it for the client."""
         self.write(encode_method(channel_id, method))
@@ -239,28 +258,14 @@ class Session(PagedOutput):
     def deliver(
         self, channel_id: int, consumer_tag: str, delivery_tag: int, entry: QueueEntry
     ) -> None:
-        """Send basic.deliver for a queue entry."""
+        """Send basic.deliver for a queue entry (its body joins the outbound bytes uncopied)."""
         m = entry.message
         if self.defer_paged and type(m) is PagedMessage:  # never read a body on the event loop
-            self.defer_delivery(
-                PagedDelivery(
-                    channel_id, consumer_tag, delivery_tag, entry.redelivered, m, self.frame_max
-                )
-            )
+            deliver = Deliver(channel_id, consumer_tag, delivery_tag, entry.redelivered)
+            self.defer_delivery(PagedDelivery(deliver, m, self.frame_max))
             return
-        self.write(
-            encode_deliver(
-                channel_id,
-                consumer_tag,
-                delivery_tag,
-                entry.redelivered,
-                m.exchange,
-                m.routing_key,
-                m.properties_bin,
-                m.body,
-                self.frame_max,
-            )
-        )
+        deliver = Deliver(channel_id, consumer_tag, delivery_tag, entry.redelivered)
+        self.write_parts(deliver_parts(deliver, m, self.frame_max))
 
     def cancel_consumer(self, channel_id: int, consumer_tag: str) -> None:
         """Server-initiated basic.cancel (consumer_cancel_notify)."""
@@ -404,6 +409,7 @@ class Session(PagedOutput):
     def _open(self, method: Any) -> None:
         self.vhost = handshake.open_vhost(self.broker, self.peer, self.user, method)
         self.state = ConnectionState.OPEN
+        self.broker.churn.connection_created += 1
         self.send(0, spec.Connection.OpenOk())
         log.info(
             "connection open from %s user=%s vhost=%s",
@@ -448,6 +454,7 @@ class Session(PagedOutput):
         for channel in list(self.channels.values()):
             if vhost is not None:
                 self.broker.close_channel(vhost, channel.delivery)
+        self.broker.churn.channel_closed += len(self.channels)
         self.channels.clear()
         self.confirms.clear()
         self._held.clear()
@@ -459,6 +466,7 @@ class Session(PagedOutput):
     def _handle_channel_open(self, channel_id: int, method: Method) -> None:
         check_channel_open(channel_id, method, self.channel_max)
         self.channels[channel_id] = ChannelSession(channel_id, DeliveryChannel(channel_id, self))
+        self.broker.churn.channel_created += 1
         self.send(channel_id, spec.Channel.OpenOk())
 
     def _handle_closing_channel(self, channel: ChannelSession, method: Any) -> None:
@@ -469,7 +477,8 @@ class Session(PagedOutput):
             self.drop_channel(channel)
 
     def drop_channel(self, channel: ChannelSession) -> None:
-        self.channels.pop(channel.channel_id, None)
+        if self.channels.pop(channel.channel_id, None) is not None:
+            self.broker.churn.channel_closed += 1
         self.confirms.forget(channel.channel_id)
         self._held.forget(channel.channel_id)
         self.assembler.reset(channel.channel_id)
@@ -515,16 +524,15 @@ class Session(PagedOutput):
     def allow(self, access: str, kind: str, name: str, class_id: int, method_id: int) -> None:
         """403 ACCESS_REFUSED unless the user's permissions on this vhost allow the access."""
         user = self.user.name if self.user else ""
-        permission = self.broker.permissions_of(user, self.open_vhost.name)
+        vhost = self.open_vhost.name
+        permission = self.broker.permissions_of(user, vhost)
         if permission is not self._allowed_for:
             self._allowed_for = permission
             self._allowed.clear()
         key = (access, kind, name)
         if key in self._allowed:
             return
-        check_access(
-            permission, access, kind, name, self.open_vhost.name, user, class_id, method_id
-        )
+        check_access(permission, access, kind, name, vhost, user, class_id, method_id)
         self._allowed.add(key)
 
     def write_mark(self) -> object:

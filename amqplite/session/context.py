@@ -8,12 +8,15 @@ if TYPE_CHECKING:
     from amqplite.broker.broker import Broker
     from amqplite.broker.vhost import VHost
     from amqplite.protocol.methods import Method
+    from amqplite.protocol.writers import Part
     from amqplite.session.channel import ChannelSession
     from amqplite.session.confirms import PublisherConfirms
 
 
 class SessionContext(Protocol):
     """What a handler of one AMQP command may use of its connection."""
+
+    publishing: bool  # the connection has published (resource alarms block such connections)
 
     @property
     def broker(self) -> Broker:
@@ -40,6 +43,9 @@ class SessionContext(Protocol):
 
     def write(self, data: bytes) -> None:
         """Queue already-encoded frames for the client."""
+
+    def write_parts(self, parts: list[Part]) -> None:
+        """Queue frames given as a writer's parts (the body among them, uncopied)."""
 
     def allow(self, access: str, kind: str, name: str, class_id: int, method_id: int) -> None:
         """Raise 403 ACCESS_REFUSED unless the user may have `access` to the resource."""

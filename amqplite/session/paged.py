@@ -17,19 +17,26 @@ import attrs
 from amqplite.broker.message import PagedMessage
 from amqplite.protocol.constants import ReplyCode
 from amqplite.protocol.errors import ConnectionException
-from amqplite.protocol.frames import encode_deliver
+from amqplite.protocol.writers import Deliver, Part, deliver_parts
 
 log = logging.getLogger("amqplite.session")
+
+
+@attrs.frozen
+class LoadedContent:
+    """A paged message with its body read back (what the frame writer needs)."""
+
+    exchange: str
+    routing_key: str
+    properties_bin: bytes
+    body: bytes
 
 
 @attrs.define(eq=False)
 class PagedDelivery:
     """A basic.deliver whose body is still on disk."""
 
-    channel_id: int
-    consumer_tag: str
-    delivery_tag: int
-    redelivered: bool
+    deliver: Deliver
     message: PagedMessage
     frame_max: int
     body: bytes | None = None
@@ -43,28 +50,19 @@ class PagedDelivery:
             log.exception("cannot read a paged message body")
             self.failed = True
 
-    def encode(self) -> bytes:
+    def parts(self) -> list[Part]:
         """The delivery's frames, once loaded."""
         m = self.message
         assert self.body is not None
-        return encode_deliver(
-            self.channel_id,
-            self.consumer_tag,
-            self.delivery_tag,
-            self.redelivered,
-            m.exchange,
-            m.routing_key,
-            m.properties_bin,
-            self.body,
-            self.frame_max,
-        )
+        content = LoadedContent(m.exchange, m.routing_key, m.properties_bin, self.body)
+        return deliver_parts(self.deliver, content, self.frame_max)
 
 
 class HeldOutput:
     """Output queued behind paged deliveries that are not loaded yet."""
 
     def __init__(self) -> None:
-        self.items: list[bytes | PagedDelivery] = []
+        self.items: list[Part | PagedDelivery] = []
         self.to_load: list[PagedDelivery] = []
         self.size = 0  # bytes held (bodies counted by their length)
 
@@ -74,7 +72,7 @@ class HeldOutput:
         self.to_load.append(delivery)
         self.size += delivery.message.size
 
-    def append(self, data: bytes) -> None:
+    def append(self, data: Part) -> None:
         """Output behind a held delivery."""
         self.items.append(data)
         self.size += len(data)
@@ -84,9 +82,9 @@ class HeldOutput:
         loads, self.to_load = self.to_load, []
         return loads
 
-    def release(self) -> tuple[list[bytes], bool]:
+    def release(self) -> tuple[list[Part], bool]:
         """The output now ready, in order; True when a body could not be read."""
-        ready: list[bytes] = []
+        ready: list[Part] = []
         items = self.items
         i = 0
         while i < len(items):
@@ -96,12 +94,11 @@ class HeldOutput:
                     return ready, True
                 if item.body is None:
                     break
-                data = item.encode()
+                ready += item.parts()
                 self.size -= item.message.size
             else:
-                data = item
-                self.size -= len(data)
-            ready.append(data)
+                ready.append(item)
+                self.size -= len(item)
             i += 1
         del items[:i]
         return ready, False
@@ -110,7 +107,7 @@ class HeldOutput:
 class PagedOutput:
     """The session's side: hold output behind paged deliveries until the server loaded them."""
 
-    _out: list[bytes]
+    _out: list[Part]
     _out_size: int
     _held_out: HeldOutput | None
     on_output: Callable[[], None]

@@ -16,10 +16,10 @@ from amqplite.protocol.frames import (
     FrameReader,
     HeartbeatFrame,
     ProtocolHeaderReceived,
-    encode_content,
 )
 from amqplite.protocol.methods import BasicAck, BasicPublish, encode_method, spec
 from amqplite.protocol.methods import build_method as build
+from amqplite.protocol.writers import encode_content
 from amqplite.session.connection import ConnectionState, Session, SessionSettings
 
 

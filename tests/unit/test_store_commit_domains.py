@@ -224,3 +224,31 @@ def test_the_last_descriptor_of_a_body_file_is_closed_by_a_job_not_on_the_loop(
     with pytest.raises(OSError, match="Bad file descriptor"):
         os.fstat(fd)
     store.close()
+
+
+@pytest.mark.trio
+async def test_records_flushed_just_before_shutdown_are_still_written(tmp_path: Path) -> None:
+    config = Config(data_dir=str(tmp_path / "data"), store=StoreConfig())
+    node = Node(config)
+    committer = Committer(open_store(config, node.broker), lambda: [])
+    vhost = node.broker.vhost("/")
+    vhost.declare_queue("q", durable=True)
+    store = committer.store
+    flush = store.flush
+    async with trio.open_nursery() as nursery:
+
+        def flush_then_shut_down() -> Any:  # shutdown lands between a flush and its thread
+            jobs = flush()
+            if any(job.domain.name == "//q" for job in jobs):
+                nursery.cancel_scope.cancel()
+            return jobs
+
+        store.flush = flush_then_shut_down  # type: ignore[method-assign]
+        nursery.start_soon(committer.run)
+        vhost.publish("", Message("", "q", PERSISTENT_PROPS, b"last", persistent=True))
+    committer.close()
+    domains = [journal.domain for journal in committer.store.journals.values()]
+    assert [(d.committed, d.written, d.busy) for d in domains] == [(1, 1, False)]
+    reopened = Broker()
+    recover_into(reopened, Store(tmp_path / "data"))
+    assert [e.message.body for e in reopened.vhost("/").queues["q"].ready] == [b"last"]
