@@ -104,12 +104,20 @@ def start_etcd(data_dir: Path) -> EtcdProcess:
 
 
 def start_node(
-    data_dir: Path, name: str, etcd: EtcdProcess, *extra_args: str, lease_ttl: int = 2
+    data_dir: Path,
+    name: str,
+    etcd: EtcdProcess,
+    *extra_args: str,
+    lease_ttl: int = 2,
+    cluster_settings: str = "",
 ) -> BrokerProcess:
-    """`amqplite serve --node-name name --etcd url --cluster-port P` with a short lease TTL."""
+    """`amqplite serve --node-name name --etcd url --cluster-port P` with a short lease TTL.
+
+    cluster_settings: more lines of the cluster section ("  insync_timeout_ms: 500\n").
+    """
     data_dir.mkdir(parents=True, exist_ok=True)
     config = data_dir.parent / f"{data_dir.name}.yaml"
-    config.write_text(f"cluster:\n  lease_ttl: {lease_ttl}\n")
+    config.write_text(f"cluster:\n  lease_ttl: {lease_ttl}\n{cluster_settings}")
     return start_broker(
         data_dir,
         "--config",

@@ -176,6 +176,7 @@ class Broker:
     ) -> Consumer:
         """basic.consume: subscribe the channel to the queue and start deliveries."""
         queue = vhost.queue(queue_name, owner)
+        queue.check_led_here(ClassId.BASIC, 20)
         tag = self._new_tag(channel, tag)
         if queue.consumers and (exclusive or any(c.exclusive for c in queue.consumers)):
             raise ChannelException(

@@ -9,7 +9,7 @@ import attrs
 
 from amqplite.broker.message import QueueEntry
 from amqplite.broker.queue import Queue
-from amqplite.protocol.constants import ReplyCode
+from amqplite.protocol.constants import ClassId, ReplyCode
 from amqplite.protocol.errors import ChannelException
 
 
@@ -131,6 +131,7 @@ class DeliveryChannel:
 
     def get(self, queue: Queue, no_ack: bool) -> tuple[int, QueueEntry, bool] | None:
         """basic.get: take the head (tag, entry, redelivered), tracked as unacked unless no_ack."""
+        queue.check_led_here(ClassId.BASIC, 70)
         if queue.settings.expires is not None:
             queue.touch()
         entry = queue.take()

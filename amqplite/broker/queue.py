@@ -14,6 +14,8 @@ from amqplite.broker.queue_settings import QueueSettings, parse_settings
 from amqplite.broker.ready_list import ReadyMessages
 from amqplite.broker.stats import MessageStats
 from amqplite.broker.ttl_index import TtlIndex
+from amqplite.protocol.constants import ReplyCode
+from amqplite.protocol.errors import ChannelException
 from amqplite.protocol.properties import replace_headers
 
 if TYPE_CHECKING:
@@ -50,8 +52,24 @@ class Queue:
     totals: MessageStats = attrs.field(factory=MessageStats)  # the broker's, shared by its queues
     journal: QueueJournal | None = None  # set by the store for durable queues
     on_delete: Callable[[Queue], object] | None = None  # set by the vhost, for x-expires
+    # cluster mode: the node leading this mirrored queue when not this one ("": none); it serves nothing
+    led_elsewhere: str | None = None
     _groups: list[deque[Consumer]] | None = None  # consumers by x-priority, when they differ
     _due_now: QueueEntry | None = None  # a TTL-0 entry being offered to consumers at publish
+
+    def check_led_here(self, class_id: int, method_id: int) -> None:
+        """A 404 naming the leader when another node leads this mirrored queue (no forwarding yet)."""
+        leader = self.led_elsewhere
+        if leader is not None:
+            where = (
+                f"is led by node '{leader}': connect to that node" if leader else "has no leader"
+            )
+            raise ChannelException(
+                ReplyCode.NOT_FOUND,
+                f"queue '{self.name}' in vhost '{self.vhost}' {where}",
+                class_id,
+                method_id,
+            )
 
     def __attrs_post_init__(self) -> None:
         self.settings = parse_settings(
@@ -96,6 +114,8 @@ class Queue:
 
     def enqueue(self, message: Message) -> QueueEntry | None:
         """Append a message at the tail and return its entry (None: refused by reject-publish)."""
+        if self.led_elsewhere is not None:
+            return None  # a mirrored queue led by another node: the publisher gets a nack
         settings = self.settings
         if (settings.max_length is not None or settings.max_length_bytes is not None) and (
             settings.overflow != "drop-head" and self._is_full()

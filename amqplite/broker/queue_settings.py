@@ -29,6 +29,7 @@ class QueueSettings:
     delivery_limit: int | None = None
     consumer_timeout: int | None = None  # ms; None means the broker default
     single_active_consumer: bool = False
+    replicas: int | None = None  # cluster mode: copies of a durable queue (None: the node default)
 
 
 def _text(value: Any) -> Any:
@@ -61,6 +62,7 @@ POLICY_INT_MINIMUMS: Final = {
     "max-length-bytes": 0,
     "delivery-limit": 0,
     "consumer-timeout": 0,
+    "replicas": 1,  # cluster mode: leader + mirrors
 }
 _INT_KEYS: Final = {"max-priority": 0, **POLICY_INT_MINIMUMS}
 # Numeric limits set by both a policy and an argument: the smaller wins (RabbitMQ's res_min).
@@ -75,6 +77,7 @@ POLICY_KEYS: Final = (
     "dead-letter-routing-key",
     "delivery-limit",
     "consumer-timeout",
+    "replicas",
 )
 
 
@@ -137,6 +140,7 @@ def parse_settings(
         delivery_limit=values.get("delivery-limit"),
         consumer_timeout=values.get("consumer-timeout"),
         single_active_consumer=bool(values.get("single-active-consumer", False)),
+        replicas=values.get("replicas"),
     )
 
 
@@ -153,4 +157,5 @@ EQUIVALENT_QUEUE_ARGS: Final = (
     "x-queue-type",
     "x-single-active-consumer",
     "x-delivery-limit",
+    "x-replicas",
 )

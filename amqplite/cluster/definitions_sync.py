@@ -236,11 +236,14 @@ class ListenerTee:
         self.metadata = metadata
         self.config = config
         self.changed = changed
+        self.declared: Callable[[Queue], None] | None = None  # mirrored queues: hold confirms
 
     def queue_declared(self, queue: Queue) -> None:
         """Forwarded (the store may attach the queue's journal), then marked."""
         if self.metadata is not None:
             self.metadata.queue_declared(queue)
+        if self.declared is not None:
+            self.declared(queue)
         self.changed()
 
     def queue_deleted(self, queue: Queue) -> None:

@@ -41,6 +41,11 @@ class QueueKeys:
         base = cluster_prefix(cluster) + f"queues/{quoted}/".encode()
         return cls(base + b"leader", base + b"epoch", base + b"isr")
 
+    @property
+    def members(self) -> bytes:
+        """.../members: every node placed to hold the queue (written once, at placement)."""
+        return self.isr[: -len(b"isr")] + b"members"
+
 
 @attrs.frozen
 class Leadership:
@@ -110,10 +115,16 @@ class QueueElection:
         return decode_in_sync(await self._read(self.keys.isr))
 
     async def initialise(self, members: tuple[str, ...]) -> bool:
-        """Write the first in-sync set of a new queue; False if one exists already."""
+        """Write the members and first in-sync set of a new queue; False if they exist already."""
         absent = [Compare(self.keys.isr, "version", "==", 0)]
         put = Put(self.keys.isr, _json({"epoch": 0, "members": list(members)}))
-        return (await self.client.txn(absent, [put])).succeeded
+        placed = Put(self.keys.members, _json(list(members)))
+        return (await self.client.txn(absent, [put, placed])).succeeded
+
+    async def members(self) -> tuple[str, ...]:
+        """Every node placed to hold the queue (the in-sync set is a subset)."""
+        kv = await self._read(self.keys.members)
+        return () if kv is None else tuple(str(m) for m in json.loads(kv.value))
 
     async def campaign(self, lease: int) -> Leadership | None:
         """Try to lead: only with no leader, as an in-sync member; None if another won first."""

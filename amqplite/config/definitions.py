@@ -233,6 +233,7 @@ QUEUE_ARGUMENTS: dict[str, Check] = {
     "x-dead-letter-strategy": _choice("at-most-once", "at-least-once"),
     "x-max-age": _str,
     "x-stream-max-segment-size-bytes": _int(1),
+    "x-replicas": _int(1),
 }
 
 POLICY_KEYS: dict[str, Check] = {
@@ -248,6 +249,7 @@ POLICY_KEYS: dict[str, Check] = {
     "alternate-exchange": _str,
     "queue-mode": _choice("default", "lazy"),
     "max-priority": _int(0, 255),
+    "replicas": _int(1),
 }
 
 _EXCHANGE_ARGUMENTS: dict[str, Check] = {"alternate-exchange": _str}

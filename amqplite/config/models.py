@@ -115,6 +115,8 @@ class ClusterConfig:
     listen: ClusterListener = ClusterListener()
     default_replicas: int = attrs.field(default=1, metadata=limit(min=1, max=99))
     lease_ttl: int = attrs.field(default=10, metadata=limit(min=2, max=3600))  # seconds
+    # a mirror that has not acked for this long is dropped from the in-sync set before a confirm
+    insync_timeout_ms: int = attrs.field(default=1000, metadata=limit(min=10, max=600_000))
 
 
 @attrs.frozen

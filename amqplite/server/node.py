@@ -7,7 +7,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -25,10 +25,12 @@ from amqplite.server.connection import ClientConnection
 from amqplite.server.pacing import Pacer
 from amqplite.server.timers import run_broker_timers
 from amqplite.session.connection import Session
+from amqplite.store.journal import SyncJob
 
 if TYPE_CHECKING:  # cluster mode's modules (and httpx) load only when it is on
     from amqplite.cluster.agent import ClusterAgent
     from amqplite.cluster.membership import NodeRecord
+    from amqplite.cluster.queue_roles import QueueRoles
 
 log = logging.getLogger("amqplite.server")
 
@@ -90,7 +92,9 @@ async def run_node(
 
         node.cluster = await ClusterAgent.connect(config.cluster)
     committer = Committer(  # recover durable state before listening
-        open_store(config, node.broker), lambda: [c.session for c in node.connections]
+        open_store(config, node.broker),
+        lambda: [c.session for c in node.connections],
+        sync_hook=stall_hook(config.cluster.node_name),
     )
     apply_boot_definitions(node.broker, config)  # after recovery: durable entities reach the store
     if node.cluster is not None:  # definitions are shared through etcd from here on
@@ -134,6 +138,7 @@ async def run_node(
                 )
             if node.cluster is not None:
                 await handlers.start(node.cluster.run)
+                await handlers.start(start_replication(node, committer).run)
             task_status.started(ports)
             async for signum in signals:
                 log.info("%s: shutting down", signal.Signals(signum).name)
@@ -144,6 +149,38 @@ async def run_node(
             handlers.cancel_scope.cancel()
     committer.close()
     log.info("amqplite stopped")
+
+
+STALL_ENV = "AMQPLITE_FAULT_STALL_FSYNC"
+
+
+def stall_hook(node_name: str) -> Callable[[SyncJob], None] | None:
+    """Tests only: while the file $AMQPLITE_FAULT_STALL_FSYNC names exists, queue syncs hang."""
+    path = os.environ.get(STALL_ENV, "").replace("{node}", node_name)
+    if not path:
+        return None
+    log.warning("%s is set: queue journal syncs hang while %s exists", STALL_ENV, path)
+
+    def hook(job: SyncJob) -> None:
+        if job.domain.name == "metadata":
+            return
+        while os.path.exists(path):
+            time.sleep(0.05)
+
+    return hook
+
+
+def start_replication(node: Node, committer: Committer) -> QueueRoles:
+    """Cluster mode: the node link and this node's roles in mirrored queues."""
+    from amqplite.cluster.queue_roles import QueueRoles
+
+    assert node.cluster is not None
+
+    def wake() -> None:  # replication acks release confirms as commits do
+        for conn in list(node.connections):
+            conn.session.on_commit()
+
+    return QueueRoles(node.cluster, node.broker, committer.store, wake)
 
 
 def node_record(config: Config, amqp_port: int) -> NodeRecord:

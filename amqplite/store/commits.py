@@ -34,15 +34,23 @@ def _noop() -> None:
 class CommitDomain:
     """One commit sequence: tickets taken by appends, and how far commits have made them durable."""
 
-    __slots__ = ("after", "busy", "committed", "flushed", "name", "written")
+    __slots__ = ("after", "busy", "committed", "flushed", "gate", "name", "synced", "written")
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.written = 0  # the ticket of the last record appended
         self.flushed = 0  # the ticket of the last record handed to a job
-        self.committed = 0  # every record up to this ticket is durable
+        self.synced = 0  # every record up to this ticket is on this node's disk
+        self.committed = 0  # ... and wherever else it must be (what confirms wait for)
         self.busy = False  # a job of this domain is in flight (at most one)
         self.after: tuple[CommitDomain, int] | None = None  # a record it depends on elsewhere
+        # cluster mode, a mirrored queue's domain: how far its mirrors let `synced` count
+        self.gate: Callable[[int], int] | None = None
+
+    def regate(self) -> None:
+        """Recompute the committed point (after a sync, or when the mirrors acked more)."""
+        gate = self.gate
+        self.committed = self.synced if gate is None else gate(self.synced)
 
     def __repr__(self) -> str:
         return f"<CommitDomain {self.name} {self.committed}/{self.written}>"
@@ -112,7 +120,7 @@ class Commits:
             meta.committed < meta.written
             or bool(self._dirty)
             or bool(self._doomed)
-            or any(j.domain.committed < j.domain.written for j in self.journals.values())
+            or any(j.domain.synced < j.domain.written for j in self.journals.values())
         )
 
     def appended(self, journal: QueueStore | None) -> None:
@@ -182,7 +190,8 @@ class Commits:
     def complete(self, job: SyncJob) -> None:
         """The job ran: its domain's records are committed; finish its page-outs and snapshots."""
         domain: CommitDomain = job.domain
-        domain.committed = max(domain.committed, job.ticket)
+        domain.synced = max(domain.synced, job.ticket)
+        domain.regate()
         domain.busy = False
         self.commit_count += 1
         self.fsync_calls += job.fsync_calls

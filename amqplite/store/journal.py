@@ -138,6 +138,7 @@ class SegmentWriter:
         self.number = next_number - 1  # number of the open segment (none open yet)
         self.size = 0
         self.sizes: dict[int, int] = {}  # bytes of every segment on disk, by number
+        self.tap: Callable[[bytes], None] | None = None  # sees every record (replication)
 
     @property
     def bytes_on_disk(self) -> int:
@@ -147,6 +148,8 @@ class SegmentWriter:
     def append(self, record: bytes) -> None:
         """Buffer a record; it reaches the file at the next write()."""
         self.buffer += record
+        if self.tap is not None:
+            self.tap(record)
 
     def write(self, job: SyncJob) -> tuple[int, int]:
         """Hand the buffer to the job (rotating when full); the worker thread writes and syncs it.

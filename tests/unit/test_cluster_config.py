@@ -26,6 +26,7 @@ def test_the_cluster_section_is_loaded(tmp_path: Path) -> None:
         "cluster:\n  enabled: true\n  name: prod\n  node_name: rabbit-1.example\n"
         "  etcd_endpoints: [http://e1:2379, https://e2:2379/]\n"
         "  listen: {host: 0.0.0.0, port: 25673}\n  default_replicas: 3\n  lease_ttl: 5\n"
+        "  insync_timeout_ms: 250\n"
     )
     assert load_config(path).cluster == ClusterConfig(
         enabled=True,
@@ -35,6 +36,7 @@ def test_the_cluster_section_is_loaded(tmp_path: Path) -> None:
         listen=ClusterListener("0.0.0.0", 25673),
         default_replicas=3,
         lease_ttl=5,
+        insync_timeout_ms=250,
     )
 
 
@@ -49,6 +51,7 @@ def test_the_cluster_section_is_loaded(tmp_path: Path) -> None:
         ("cluster:\n  listen: {port: 70000}\n", "c.yaml:2: cluster.listen.port: got 70000"),
         ("cluster:\n  default_replicas: 0\n", "cluster.default_replicas: got 0, expected a number"),
         ("cluster:\n  lease_ttl: 1\n", "cluster.lease_ttl: got 1, expected a number from 2"),
+        ("cluster:\n  insync_timeout_ms: 0\n", "cluster.insync_timeout_ms: got 0, expected"),
         ("cluster:\n  leader: x\n", "cluster.leader: got 'leader', expected one of the settings"),
     ],
 )

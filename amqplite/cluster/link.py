@@ -1,0 +1,257 @@
+"""The node-to-node link protocol, sans-I/O: framed messages for mirroring queue journals.
+
+A frame is [u32 length][u8 type][payload]; the length counts type and payload. Strings are
+[u16 length][UTF-8], byte strings [u32 length][bytes], integers big-endian u64. Every message
+about a queue names it (vhost, name) and carries the sender's epoch for that queue, so a mirror
+can refuse a leader older than the one it follows.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from collections.abc import Iterator
+
+import attrs
+
+LINK_VERSION = 1
+MAX_FRAME = 64 << 20  # a frame larger than this is a protocol error, not an allocation
+FRAME_HEAD = struct.Struct(">IB")
+_U16 = struct.Struct(">H")
+_U32 = struct.Struct(">I")
+_U64 = struct.Struct(">Q")
+
+
+class LinkError(Exception):
+    """The peer sent something that is not the link protocol: the link is closed."""
+
+
+class FrameType(enum.IntEnum):
+    """The type byte of a frame."""
+
+    HELLO = 1
+    APPEND = 2
+    ACK = 3
+    SNAPSHOT_BEGIN = 4
+    SNAPSHOT_CHUNK = 5
+    SNAPSHOT_END = 6
+    REFUSE = 7
+
+
+@attrs.frozen
+class QueueRef:
+    """A queue across the cluster: vhost and name."""
+
+    vhost: str
+    name: str
+
+
+@attrs.frozen
+class Hello:
+    """The first frame each side sends: who it is and the link version it speaks."""
+
+    node: str
+    version: int = LINK_VERSION
+
+
+@attrs.frozen
+class Append:
+    """Journal records of a queue from its leader; `first` is the log offset of the first one."""
+
+    queue: QueueRef
+    epoch: int
+    first: int
+    records: tuple[bytes, ...]
+
+    @property
+    def end(self) -> int:
+        """The log offset just past the last record."""
+        return self.first + len(self.records)
+
+
+@attrs.frozen
+class Ack:
+    """A mirror has every record of the queue before `offset` on disk (fsynced)."""
+
+    queue: QueueRef
+    epoch: int
+    offset: int
+
+
+@attrs.frozen
+class SnapshotBegin:
+    """A snapshot of the queue follows; it stands for the log up to `offset` (catch-up)."""
+
+    queue: QueueRef
+    epoch: int
+    offset: int
+
+
+@attrs.frozen
+class SnapshotChunk:
+    """Records of the snapshot (the queue's live messages as enqueue records)."""
+
+    queue: QueueRef
+    epoch: int
+    records: tuple[bytes, ...]
+
+
+@attrs.frozen
+class SnapshotEnd:
+    """The snapshot is complete: the mirror's log now ends at `offset`; appends follow from there."""
+
+    queue: QueueRef
+    epoch: int
+    offset: int
+
+
+@attrs.frozen
+class Refuse:
+    """A mirror refuses a message of a lower epoch than `epoch` (the one it follows)."""
+
+    queue: QueueRef
+    epoch: int
+    reason: str
+
+
+Message = Hello | Append | Ack | SnapshotBegin | SnapshotChunk | SnapshotEnd | Refuse
+
+
+def _str(value: str) -> bytes:
+    data = value.encode()
+    if len(data) > 0xFFFF:
+        raise ValueError("a link string is at most 65535 bytes")
+    return _U16.pack(len(data)) + data
+
+
+def _blobs(records: tuple[bytes, ...]) -> bytes:
+    parts = [_U32.pack(len(records))]
+    for record in records:
+        parts.append(_U32.pack(len(record)))
+        parts.append(record)
+    return b"".join(parts)
+
+
+def _queue(queue: QueueRef, epoch: int) -> bytes:
+    return _str(queue.vhost) + _str(queue.name) + _U64.pack(epoch)
+
+
+def _payload(message: Message) -> tuple[FrameType, bytes]:
+    if isinstance(message, Hello):
+        return FrameType.HELLO, _U16.pack(message.version) + _str(message.node)
+    head = _queue(message.queue, message.epoch)
+    if isinstance(message, Append):
+        return FrameType.APPEND, head + _U64.pack(message.first) + _blobs(message.records)
+    if isinstance(message, Ack):
+        return FrameType.ACK, head + _U64.pack(message.offset)
+    if isinstance(message, SnapshotBegin):
+        return FrameType.SNAPSHOT_BEGIN, head + _U64.pack(message.offset)
+    if isinstance(message, SnapshotChunk):
+        return FrameType.SNAPSHOT_CHUNK, head + _blobs(message.records)
+    if isinstance(message, SnapshotEnd):
+        return FrameType.SNAPSHOT_END, head + _U64.pack(message.offset)
+    return FrameType.REFUSE, head + _str(message.reason)
+
+
+def encode(message: Message) -> bytes:
+    """One frame holding the message."""
+    kind, payload = _payload(message)
+    if len(payload) + 1 > MAX_FRAME:
+        raise ValueError(f"a link frame is at most {MAX_FRAME} bytes")
+    return FRAME_HEAD.pack(len(payload) + 1, kind) + payload
+
+
+class _Reader:
+    """Reads the fields of one frame's payload; running short is a LinkError."""
+
+    def __init__(self, data: memoryview) -> None:
+        self.data = data
+        self.at = 0
+
+    def take(self, n: int) -> memoryview:
+        if self.at + n > len(self.data):
+            raise LinkError("a link frame ends inside a field")
+        view = self.data[self.at : self.at + n]
+        self.at += n
+        return view
+
+    def u16(self) -> int:
+        return int(_U16.unpack(self.take(2))[0])
+
+    def u32(self) -> int:
+        return int(_U32.unpack(self.take(4))[0])
+
+    def u64(self) -> int:
+        return int(_U64.unpack(self.take(8))[0])
+
+    def text(self) -> str:
+        try:
+            return str(self.take(self.u16()), "utf-8")
+        except UnicodeDecodeError as exc:
+            raise LinkError("a link string is not UTF-8") from exc
+
+    def blobs(self) -> tuple[bytes, ...]:
+        return tuple(bytes(self.take(self.u32())) for _ in range(self.u32()))
+
+    def queue(self) -> tuple[QueueRef, int]:
+        vhost = self.text()
+        return QueueRef(vhost, self.text()), self.u64()
+
+    def done(self) -> None:
+        if self.at != len(self.data):
+            raise LinkError("a link frame has bytes past its last field")
+
+
+def decode(kind: int, payload: memoryview) -> Message:
+    """The message of one frame's type and payload."""
+    reader = _Reader(payload)
+    message: Message
+    if kind == FrameType.HELLO:
+        version = reader.u16()
+        message = Hello(reader.text(), version)
+    elif kind in FrameType.__members__.values():
+        queue, epoch = reader.queue()
+        if kind == FrameType.APPEND:
+            first = reader.u64()
+            message = Append(queue, epoch, first, reader.blobs())
+        elif kind == FrameType.ACK:
+            message = Ack(queue, epoch, reader.u64())
+        elif kind == FrameType.SNAPSHOT_BEGIN:
+            message = SnapshotBegin(queue, epoch, reader.u64())
+        elif kind == FrameType.SNAPSHOT_CHUNK:
+            message = SnapshotChunk(queue, epoch, reader.blobs())
+        elif kind == FrameType.SNAPSHOT_END:
+            message = SnapshotEnd(queue, epoch, reader.u64())
+        else:
+            message = Refuse(queue, epoch, reader.text())
+    else:
+        raise LinkError(f"unknown link frame type {kind}")
+    reader.done()
+    return message
+
+
+class LinkDecoder:
+    """Bytes in, messages out: feed what the socket gave, iterate the whole frames it completed."""
+
+    def __init__(self, max_frame: int = MAX_FRAME) -> None:
+        self.max_frame = max_frame
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes | bytearray) -> Iterator[Message]:
+        """The messages completed by these bytes, in order (a partial frame waits for more)."""
+        self._buffer += data
+        while len(self._buffer) >= FRAME_HEAD.size:
+            length, kind = FRAME_HEAD.unpack_from(self._buffer)
+            if length < 1 or length > self.max_frame:
+                raise LinkError(f"a link frame of {length} bytes (at most {self.max_frame})")
+            end = 4 + length
+            if len(self._buffer) < end:
+                return
+            payload = bytes(self._buffer[FRAME_HEAD.size : end])
+            del self._buffer[:end]
+            yield decode(kind, memoryview(payload))
+
+    @property
+    def pending(self) -> int:
+        """Bytes held of a frame not yet complete."""
+        return len(self._buffer)
