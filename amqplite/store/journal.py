@@ -151,6 +151,11 @@ class SegmentWriter:
         if self.tap is not None:
             self.tap(record)
 
+    def appended_in_place(self, size: int) -> None:
+        """A record of `size` bytes was written straight to the end of the buffer: tap it too."""
+        if self.tap is not None:
+            self.tap(bytes(self.buffer[-size:]))
+
     def write(self, job: SyncJob) -> tuple[int, int]:
         """Hand the buffer to the job (rotating when full); the worker thread writes and syncs it.
 

@@ -215,6 +215,7 @@ class QueueStore:
             message.properties_bin,
             message.body,
         )
+        self.writer.appended_in_place(size)
         end = len(self.writer.buffer)
         self.live_bytes += size
         queue = self.queue
