@@ -1,4 +1,4 @@
-"""The exchange-type contract: the only module of amqplite that plugins/ may import."""
+"""The exchange-type contract: the only module of amqplite that amqplite_plugins/ may import."""
 
 from __future__ import annotations
 
