@@ -1,8 +1,8 @@
-"""The exchange-type contract: the only module of amqplite that amqplite_plugins/ may import."""
+"""The plugin contract (exchange types, scheduler): the only amqplite module plugins may import."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Final, Literal, Protocol
 
 import attrs
@@ -15,10 +15,15 @@ __all__ = [
     "Arguments",
     "ChannelException",
     "Destination",
+    "ExchangeContext",
     "ExchangeType",
     "ExchangeTypeRegistry",
+    "HeldMessage",
+    "HoldingRouter",
     "ReplyCode",
     "Router",
+    "Scheduled",
+    "Scheduler",
     "assert_args_equivalence",
     "format_argument",
     "freeze",
@@ -164,3 +169,70 @@ class ExchangeTypeRegistry:
 
     def __contains__(self, name: object) -> bool:
         return name in self._types
+
+
+# -- beyond pure routing: time, and holding messages back -------------------------------------
+
+
+class Scheduled(Protocol):
+    """A callback handed to Scheduler.call_at; cancel() before it runs and it never does."""
+
+    def cancel(self) -> None:
+        """Do not run the callback (nothing happens if it ran already)."""
+        ...
+
+
+class Scheduler(Protocol):
+    """The broker's clocks and timer wheel, as a plugin sees them (virtual time in tests)."""
+
+    def now(self) -> float:
+        """Monotonic seconds (deadlines for call_at are on this clock)."""
+        ...
+
+    def wall_time(self) -> float:
+        """POSIX seconds (for times that must mean the same after a restart)."""
+        ...
+
+    def call_at(self, deadline: float, callback: Callable[[float], None]) -> Scheduled:
+        """Call callback(now) from the broker's core at (or soon after) the monotonic deadline."""
+        ...
+
+
+class HeldMessage(Protocol):
+    """A published message as a holding router sees it; hand it back to ExchangeContext.release."""
+
+    @property
+    def routing_key(self) -> str:
+        """The routing key it was published with."""
+        ...
+
+    @property
+    def headers(self) -> Arguments | None:
+        """The decoded message headers, or None."""
+        ...
+
+
+@attrs.frozen
+class ExchangeContext:
+    """What the broker hands a router it creates through ExchangeType.create_router_in."""
+
+    vhost: str
+    name: str
+    durable: bool
+    arguments: Arguments
+    scheduler: Scheduler
+    registry: ExchangeTypeRegistry
+    release: Callable[[HeldMessage], None]
+    """Route a held message now through this exchange's route() (and on, as any publish)."""
+
+
+class HoldingRouter(Router, Protocol):
+    """A router that may hold a published message back (the vhost calls hold() before route())."""
+
+    def hold(self, message: HeldMessage) -> bool:
+        """Take the message to release later (True), or let it route now (False)."""
+        ...
+
+    def close(self) -> None:
+        """The exchange is gone: cancel timers, drop held messages."""
+        ...
