@@ -3,7 +3,9 @@
 An exchange of this type routes as its `x-delayed-type` argument says (direct, topic, ...), but a
 message with a positive integer `x-delay` header (milliseconds) is held and routed only when its
 time comes, through the bindings the exchange has then. Messages due at the same time are routed
-in the order they were published. Held messages live in memory only (this slice).
+in the order they were published. A persistent message held by a durable exchange is written to
+the plugin state (on disk before its confirm) with its due time as POSIX milliseconds, so it
+comes back at boot and is routed on time (at once, if its time passed while the broker was down).
 """
 
 from __future__ import annotations
@@ -48,10 +50,24 @@ class DelayedRouter:
         self.inner = inner
         self.scheduler: Scheduler = context.scheduler
         self.release = context.release
-        self.held: list[tuple[float, int, HeldMessage]] = []  # (due, publish order, message)
-        self._order = itertools.count()
+        self.state = context.state
+        self.encode = context.encode
+        # (due, publish order, state key or "" if not on disk, message)
+        self.held: list[tuple[float, int, str, HeldMessage]] = []
         self._timer: Scheduled | None = None
         self._timer_due: float | None = None
+        self._order = itertools.count(self._restore(context))
+        self._arm()
+
+    def _restore(self, context: ExchangeContext) -> int:
+        """Hold again the messages the state kept; the next publish order number."""
+        records = self.state.load()
+        now, wall = self.scheduler.now(), self.scheduler.wall_time()
+        for key, record in records.items():
+            due = now + (int(record["due"]) / 1000 - wall)
+            self.held.append((due, int(key), key, context.decode(record["message"])))
+        heapq.heapify(self.held)
+        return max((int(key) for key in records), default=-1) + 1
 
     def bind(self, destination: Destination, routing_key: str, arguments: Arguments) -> None:
         """A binding of the inner type."""
@@ -71,7 +87,13 @@ class DelayedRouter:
         if delay <= 0:
             return False
         due = self.scheduler.now() + delay / 1000
-        heapq.heappush(self.held, (due, next(self._order), message))
+        order = next(self._order)
+        key = ""
+        if message.persistent and self.state.durable:
+            key = str(order)
+            due_ms = round(self.scheduler.wall_time() * 1000) + delay
+            self.state.put(key, {"due": due_ms, "message": self.encode(message)})
+        heapq.heappush(self.held, (due, order, key, message))
         self._arm()
         return True
 
@@ -83,6 +105,7 @@ class DelayedRouter:
     def close(self) -> None:
         """The exchange was deleted: drop the held messages and the timer."""
         self.held.clear()
+        self.state.clear()
         if self._timer is not None:
             self._timer.cancel()
         self._timer = self._timer_due = None
@@ -101,7 +124,9 @@ class DelayedRouter:
         """Release every message due by now, earliest first."""
         self._timer = self._timer_due = None
         while self.held and self.held[0][0] <= now:
-            _, _, message = heapq.heappop(self.held)
+            _, _, key, message = heapq.heappop(self.held)
+            if key:
+                self.state.delete(key)
             self.release(message)
         self._arm()
 

@@ -18,6 +18,7 @@ from amqplite.broker.durability import (
     ConfigListener,
     MetadataListener,
     NoCommits,
+    PluginStateStore,
 )
 from amqplite.broker.exchange_types import builtin_registry
 from amqplite.broker.message import Message, QueueEntry
@@ -68,6 +69,7 @@ class Broker:
         self.churn = Churn()
         self.commits: CommitTracker = NoCommits()
         self.metadata: MetadataListener | None = None
+        self.plugin_state: PluginStateStore | None = None  # plugins' durable records
         self.config_listener: ConfigListener | None = None  # the store: users, policies, vhosts
         self.vhosts: dict[str, VHost] = {}
         self.users: dict[str, User] = {}
@@ -80,6 +82,7 @@ class Broker:
         if vhost is None:
             vhost = self.vhosts[name] = VHost(name, self.registry, self.totals)
             vhost.metadata = self.metadata
+            vhost.plugin_state = self.plugin_state
             vhost.churn = self.churn
             vhost.host = self
             vhost.apply_policies(p for p in self.policies.values() if p.vhost == name)

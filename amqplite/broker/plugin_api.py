@@ -20,6 +20,7 @@ __all__ = [
     "ExchangeTypeRegistry",
     "HeldMessage",
     "HoldingRouter",
+    "PluginState",
     "ReplyCode",
     "Router",
     "Scheduled",
@@ -211,6 +212,41 @@ class HeldMessage(Protocol):
         """The decoded message headers, or None."""
         ...
 
+    @property
+    def persistent(self) -> bool:
+        """Published with delivery mode 2 (a durable exchange keeps it on disk)."""
+        ...
+
+
+class PluginState(Protocol):
+    """Durable records of one exchange, written through the store's metadata log.
+
+    A put() made while routing a publish is on disk before that publish is confirmed; records
+    come back with load() when the exchange is restored at boot. Without a store (or for a
+    transient exchange) `durable` is False and put/delete/clear do nothing.
+    """
+
+    @property
+    def durable(self) -> bool:
+        """True when records reach the disk."""
+        ...
+
+    def load(self) -> dict[str, Arguments]:
+        """The records as last written, by key."""
+        ...
+
+    def put(self, key: str, value: Arguments) -> None:
+        """Write (or replace) one record: a field table (use bytearray for raw bytes)."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Forget one record."""
+        ...
+
+    def clear(self) -> None:
+        """Forget every record."""
+        ...
+
 
 @attrs.frozen
 class ExchangeContext:
@@ -224,6 +260,11 @@ class ExchangeContext:
     registry: ExchangeTypeRegistry
     release: Callable[[HeldMessage], None]
     """Route a held message now through this exchange's route() (and on, as any publish)."""
+    state: PluginState
+    encode: Callable[[HeldMessage], Arguments]
+    """A held message as a field table to put() in the state."""
+    decode: Callable[[Arguments], HeldMessage]
+    """The message a table from encode() describes."""
 
 
 class HoldingRouter(Router, Protocol):

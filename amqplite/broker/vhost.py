@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 import attrs
 
 from amqplite.broker.binding import Binding
-from amqplite.broker.durability import MetadataListener
+from amqplite.broker.durability import MetadataListener, PluginStateStore
 from amqplite.broker.equivalence import check_exchange_equivalent, check_queue_equivalent
 from amqplite.broker.exchange import BUILTIN_EXCHANGES, Exchange
 from amqplite.broker.message import Message
@@ -21,7 +21,12 @@ from amqplite.broker.plugin_api import (
     HeldMessage,
     Router,
 )
-from amqplite.broker.plugin_host import HostScheduler
+from amqplite.broker.plugin_host import (
+    ExchangeState,
+    HostScheduler,
+    decode_message,
+    encode_message,
+)
 from amqplite.broker.policy import Policy, effective_exchange_policy
 from amqplite.broker.queue import Queue
 from amqplite.broker.queue_host import DETACHED, QueueHost
@@ -58,6 +63,7 @@ class VHost:
         self.totals = totals if totals is not None else MessageStats()
         self.churn = Churn()  # the broker's, once added to it
         self.metadata: MetadataListener | None = None
+        self.plugin_state: PluginStateStore | None = None  # plugins' durable records
         self.host: QueueHost = DETACHED  # the broker: clocks, timers, dead-lettering, policies
         self.exchanges: dict[str, Exchange] = {}
         self.queues: dict[str, Queue] = {}
@@ -199,6 +205,9 @@ class VHost:
             scheduler,
             self.registry,
             self._releaser(name),
+            ExchangeState(self.name, name, durable, lambda: self.plugin_state),
+            encode_message,
+            decode_message,
         )
         router: Router = create_in(context)
         return router

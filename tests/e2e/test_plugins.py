@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import time
 from pathlib import Path
 
@@ -87,5 +88,59 @@ def test_delayed_messages_arrive_in_due_order_and_not_before_their_delay(tmp_pat
         for body, at in arrived:
             delay_ms = int(body.split(b":")[1])
             assert at - sent[body] >= delay_ms / 1000, body
+    finally:
+        broker.stop()
+
+
+PASSES_WHILE_DOWN_MS = 1500  # due while the broker is stopped: routed at boot
+AFTER_RESTART_MS = 4000  # due after the restart: routed on time by the restored timer
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "sigterm"])
+def test_confirmed_delayed_messages_of_a_durable_exchange_survive_a_restart(
+    tmp_path: Path, sig: int
+) -> None:
+    config = tmp_path / "amqplite.yaml"
+    config.write_text("plugins: [delayed_message]\n")
+    data = tmp_path / "data"
+    broker = start_broker(data, "--config", str(config))
+    try:
+        with watchdog(), connection(broker) as conn:
+            channel = conn.channel()
+            channel.confirm_delivery()
+            channel.exchange_declare(
+                "later", "x-delayed-message", durable=True, arguments={"x-delayed-type": "direct"}
+            )
+            channel.queue_declare("due", durable=True)
+            channel.queue_bind("due", "later", routing_key="k")
+            sent = time.monotonic()
+            for body, delay, mode in (
+                (b"after-restart", AFTER_RESTART_MS, 2),
+                (b"while-down", PASSES_WHILE_DOWN_MS, 2),
+                (b"transient", PASSES_WHILE_DOWN_MS, 1),  # not persistent: held in memory only
+            ):
+                props = pika.BasicProperties(delivery_mode=mode, headers={"x-delay": delay})
+                channel.basic_publish("later", "k", body, props)  # returns once confirmed
+            assert channel.queue_declare("due", passive=True).method.message_count == 0
+        broker.stop(sig)
+        assert time.monotonic() - sent < PASSES_WHILE_DOWN_MS / 1000, "too slow to test boot"
+        while time.monotonic() - sent < PASSES_WHILE_DOWN_MS / 1000:  # a polled deadline
+            time.sleep(0.05)
+        broker = start_broker(data, "--config", str(config), port=broker.port)
+        with watchdog(), connection(broker) as conn:
+            channel = conn.channel()
+            arrived: list[tuple[bytes, float]] = []
+            # a failure bound only: a lost message ends the wait instead of the watchdog
+            for _method, _props, body in channel.consume(
+                "due", auto_ack=True, inactivity_timeout=10
+            ):
+                if body is None:
+                    break
+                arrived.append((body, time.monotonic()))
+                if len(arrived) == 2:
+                    break
+            channel.cancel()
+        assert [body for body, _ in arrived] == [b"while-down", b"after-restart"]
+        assert arrived[1][1] - sent >= AFTER_RESTART_MS / 1000
     finally:
         broker.stop()
