@@ -40,9 +40,10 @@ def test_without_the_plugin_its_exchange_type_is_refused(tmp_path: Path) -> None
     try:
         with watchdog(), connection(broker) as conn:
             channel = conn.channel()
-            with pytest.raises(pika.exceptions.ConnectionClosedByBroker) as caught:
+            with pytest.raises(pika.exceptions.ChannelClosedByBroker) as caught:
                 channel.exchange_declare("hash", "x-consistent-hash")
-            assert caught.value.reply_code == 503
+            assert caught.value.reply_code == 406
+            assert "x-consistent-hash" in caught.value.reply_text
     finally:
         broker.stop()
 
