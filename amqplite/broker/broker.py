@@ -19,6 +19,7 @@ from amqplite.broker.durability import (
     ConfigListener,
     MetadataListener,
     NoCommits,
+    PluginStateStore,
 )
 from amqplite.broker.exchange_types import builtin_registry
 from amqplite.broker.flow import FlowControl
@@ -73,6 +74,7 @@ class Broker:
         self._acked_channels: dict[int, DeliveryChannel] = {}
         self.commits: CommitTracker = NoCommits()
         self.metadata: MetadataListener | None = None
+        self.plugin_state: PluginStateStore | None = None  # plugins' durable records
         self.config_listener: ConfigListener | None = None  # the store: users, policies, vhosts
         self.vhosts: dict[str, VHost] = {}
         self.users: dict[str, User] = {}
@@ -86,6 +88,7 @@ class Broker:
         if vhost is None:
             vhost = self.vhosts[name] = VHost(name, self.registry, self.totals)
             vhost.metadata = self.metadata
+            vhost.plugin_state = self.plugin_state
             vhost.churn = self.churn
             vhost.host = self
             vhost.apply_policies(p for p in self.policies.values() if p.vhost == name)

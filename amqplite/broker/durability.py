@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -73,6 +74,23 @@ class ConfigListener(Protocol):
 
     def policy_cleared(self, vhost: str, name: str) -> None:
         """A policy was removed."""
+
+
+class PluginStateStore(Protocol):
+    """Plugins' durable records (plugin_api.PluginState), kept by the store's metadata log."""
+
+    def plugin_state(self, scope: str, vhost: str) -> dict[str, dict[str, Any]]:
+        """The records of one scope in a vhost, by key."""
+        ...
+
+    def plugin_state_put(self, scope: str, vhost: str, key: str, value: Mapping[str, Any]) -> None:
+        """Record or replace one record (a confirm waiting on it waits for its commit)."""
+
+    def plugin_state_delete(self, scope: str, vhost: str, key: str) -> None:
+        """Forget one record."""
+
+    def plugin_state_clear(self, scope: str, vhost: str) -> None:
+        """Forget every record of a scope."""
 
 
 class CommitSequence(Protocol):

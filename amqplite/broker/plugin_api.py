@@ -1,8 +1,8 @@
-"""The exchange-type contract: the only module of amqplite that plugins/ may import."""
+"""The plugin contract (exchange types, scheduler): the only amqplite module plugins may import."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Final, Literal, Protocol
 
 import attrs
@@ -15,10 +15,16 @@ __all__ = [
     "Arguments",
     "ChannelException",
     "Destination",
+    "ExchangeContext",
     "ExchangeType",
     "ExchangeTypeRegistry",
+    "HeldMessage",
+    "HoldingRouter",
+    "PluginState",
     "ReplyCode",
     "Router",
+    "Scheduled",
+    "Scheduler",
     "assert_args_equivalence",
     "format_argument",
     "freeze",
@@ -164,3 +170,110 @@ class ExchangeTypeRegistry:
 
     def __contains__(self, name: object) -> bool:
         return name in self._types
+
+
+# -- beyond pure routing: time, and holding messages back -------------------------------------
+
+
+class Scheduled(Protocol):
+    """A callback handed to Scheduler.call_at; cancel() before it runs and it never does."""
+
+    def cancel(self) -> None:
+        """Do not run the callback (nothing happens if it ran already)."""
+        ...
+
+
+class Scheduler(Protocol):
+    """The broker's clocks and timer wheel, as a plugin sees them (virtual time in tests)."""
+
+    def now(self) -> float:
+        """Monotonic seconds (deadlines for call_at are on this clock)."""
+        ...
+
+    def wall_time(self) -> float:
+        """POSIX seconds (for times that must mean the same after a restart)."""
+        ...
+
+    def call_at(self, deadline: float, callback: Callable[[float], None]) -> Scheduled:
+        """Call callback(now) from the broker's core at (or soon after) the monotonic deadline."""
+        ...
+
+
+class HeldMessage(Protocol):
+    """A published message as a holding router sees it; hand it back to ExchangeContext.release."""
+
+    @property
+    def routing_key(self) -> str:
+        """The routing key it was published with."""
+        ...
+
+    @property
+    def headers(self) -> Arguments | None:
+        """The decoded message headers, or None."""
+        ...
+
+    @property
+    def persistent(self) -> bool:
+        """Published with delivery mode 2 (a durable exchange keeps it on disk)."""
+        ...
+
+
+class PluginState(Protocol):
+    """Durable records of one exchange, written through the store's metadata log.
+
+    A put() made while routing a publish is on disk before that publish is confirmed; records
+    come back with load() when the exchange is restored at boot. Without a store (or for a
+    transient exchange) `durable` is False and put/delete/clear do nothing.
+    """
+
+    @property
+    def durable(self) -> bool:
+        """True when records reach the disk."""
+        ...
+
+    def load(self) -> dict[str, Arguments]:
+        """The records as last written, by key."""
+        ...
+
+    def put(self, key: str, value: Arguments) -> None:
+        """Write (or replace) one record: a field table (use bytearray for raw bytes)."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Forget one record."""
+        ...
+
+    def clear(self) -> None:
+        """Forget every record."""
+        ...
+
+
+@attrs.frozen
+class ExchangeContext:
+    """What the broker hands a router it creates through ExchangeType.create_router_in."""
+
+    vhost: str
+    name: str
+    durable: bool
+    arguments: Arguments
+    scheduler: Scheduler
+    registry: ExchangeTypeRegistry
+    release: Callable[[HeldMessage], None]
+    """Route a held message now through this exchange's route() (and on, as any publish)."""
+    state: PluginState
+    encode: Callable[[HeldMessage], Arguments]
+    """A held message as a field table to put() in the state."""
+    decode: Callable[[Arguments], HeldMessage]
+    """The message a table from encode() describes."""
+
+
+class HoldingRouter(Router, Protocol):
+    """A router that may hold a published message back (the vhost calls hold() before route())."""
+
+    def hold(self, message: HeldMessage) -> bool:
+        """Take the message to release later (True), or let it route now (False)."""
+        ...
+
+    def close(self) -> None:
+        """The exchange is gone: cancel timers, drop held messages."""
+        ...

@@ -8,11 +8,25 @@ from collections.abc import Callable, Iterable
 import attrs
 
 from amqplite.broker.binding import Binding
-from amqplite.broker.durability import MetadataListener
+from amqplite.broker.durability import MetadataListener, PluginStateStore
 from amqplite.broker.equivalence import check_exchange_equivalent, check_queue_equivalent
 from amqplite.broker.exchange import BUILTIN_EXCHANGES, Exchange
 from amqplite.broker.message import Message
-from amqplite.broker.plugin_api import Arguments, Destination, ExchangeTypeRegistry, Router
+from amqplite.broker.plugin_api import (
+    Arguments,
+    Destination,
+    ExchangeContext,
+    ExchangeType,
+    ExchangeTypeRegistry,
+    HeldMessage,
+    Router,
+)
+from amqplite.broker.plugin_host import (
+    ExchangeState,
+    HostScheduler,
+    decode_message,
+    encode_message,
+)
 from amqplite.broker.policy import Policy, effective_exchange_policy
 from amqplite.broker.queue import Queue
 from amqplite.broker.queue_host import DETACHED, QueueHost
@@ -30,6 +44,7 @@ class Routed:
 
     accepted: list[Queue]
     rejected: list[Queue]
+    held: bool = False  # a plugin's router took it, to route later (not unroutable)
 
     @property
     def queues(self) -> list[Queue]:
@@ -48,6 +63,7 @@ class VHost:
         self.totals = totals if totals is not None else MessageStats()
         self.churn = Churn()  # the broker's, once added to it
         self.metadata: MetadataListener | None = None
+        self.plugin_state: PluginStateStore | None = None  # plugins' durable records
         self.host: QueueHost = DETACHED  # the broker: clocks, timers, dead-lettering, policies
         self.exchanges: dict[str, Exchange] = {}
         self.queues: dict[str, Queue] = {}
@@ -172,7 +188,7 @@ class VHost:
         exchange = Exchange(
             name,
             type_name,
-            exchange_type.create_router(),
+            self._create_router(exchange_type, name, durable, arguments),
             durable,
             auto_delete,
             internal,
@@ -182,6 +198,35 @@ class VHost:
         if durable and self.metadata is not None:
             self.metadata.exchange_declared(exchange)
         return exchange
+
+    def _create_router(
+        self, exchange_type: ExchangeType, name: str, durable: bool, arguments: Arguments
+    ) -> Router:
+        """The type's router; one with create_router_in gets the exchange and the scheduler."""
+        create_in = getattr(exchange_type, "create_router_in", None)
+        if create_in is None:
+            return exchange_type.create_router()
+        scheduler = HostScheduler(lambda: self.host)
+        context = ExchangeContext(
+            self.name,
+            name,
+            durable,
+            dict(arguments),
+            scheduler,
+            self.registry,
+            self._releaser(name),
+            ExchangeState(self.name, name, durable, lambda: self.plugin_state),
+            encode_message,
+            decode_message,
+        )
+        router: Router = create_in(context)
+        return router
+
+    def _releaser(self, exchange_name: str) -> Callable[[HeldMessage], None]:
+        def release(message: HeldMessage) -> None:
+            self.release(exchange_name, message)
+
+        return release
 
     def delete_exchange(self, name: str, if_unused: bool = False) -> None:
         """exchange.delete; a missing exchange is not an error (as RabbitMQ)."""
@@ -214,6 +259,9 @@ class VHost:
             self._remove_binding(binding)
         self.bindings_by_source.pop(exchange.name, None)
         self.exchanges.pop(exchange.name, None)
+        close = getattr(exchange.router, "close", None)
+        if close is not None:
+            close()
         if exchange.durable and self.metadata is not None:
             self.metadata.exchange_deleted(exchange)
 
@@ -488,9 +536,22 @@ class VHost:
                 ClassId.BASIC,
                 40,
             )
-        queues = self.route(exchange, message.routing_key, message.headers)
         self.totals.received += 1
         exchange.publish_in += 1
+        hold = getattr(exchange.router, "hold", None)
+        if hold is not None and hold(message):
+            return Routed([], [], held=True)
+        return self._deliver(exchange, message)
+
+    def release(self, exchange_name: str, message: HeldMessage) -> Routed:
+        """Route a message a plugin's router held back, through that exchange, now."""
+        exchange = self.exchanges.get(exchange_name)
+        if exchange is None or not isinstance(message, Message):
+            return Routed([], [])
+        return self._deliver(exchange, message)
+
+    def _deliver(self, exchange: Exchange, message: Message) -> Routed:
+        queues = self.route(exchange, message.routing_key, message.headers)
         if queues:
             exchange.publish_out += 1
         else:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import sys
@@ -30,6 +29,7 @@ from amqplite.config.definitions import load_definitions, parse_definitions
 from amqplite.config.loader import ConfigError, build_config, load_config
 from amqplite.config.models import ClusterConfig, Config
 from amqplite.config.source import ListenError, Source, read_yaml
+from amqplite.server.plugin_loader import BadPlugin, UnknownPlugin, load_plugin
 
 DEFAULT_CONFIG = Path("conf/amqplite.yaml")
 
@@ -174,7 +174,7 @@ def _cluster_overrides(args: argparse.Namespace, cluster: ClusterConfig) -> Clus
     )
 
 
-def _check_startable(config: Config) -> None:
+def _check_startable(config: Config, args: argparse.Namespace) -> None:
     """Everything that can be refused before the node starts: definitions, plugins, cluster."""
     if config.cluster.enabled and not config.cluster.etcd_endpoints:
         raise ConfigError(
@@ -184,21 +184,18 @@ def _check_startable(config: Config) -> None:
         load_definitions(config.definitions)
     for i, name in enumerate(config.plugins):
         try:
-            module = importlib.import_module(name)
-        except ImportError as exc:
-            raise ConfigError(
-                "configuration",
-                f"plugins[{i}]",
-                f"expected an importable module ({exc})",
-                value=name,
-            ) from None
-        if not callable(getattr(module, "register", None)):
-            raise ConfigError(
-                "configuration",
-                f"plugins[{i}]",
-                "expected a module with a register(registry) function",
-                value=name,
-            )
+            load_plugin(name)
+        except (UnknownPlugin, BadPlugin) as exc:
+            file, line = _config_place(args, ("plugins", i))
+            raise ConfigError(file, f"plugins[{i}]", str(exc), line) from None
+
+
+def _config_place(args: argparse.Namespace, key: tuple[str | int, ...]) -> tuple[str, int | None]:
+    """The configuration file (and line of `key` in it) that settings were read from."""
+    path = getattr(args, "config", None) or (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)
+    if path is None:
+        return "configuration", None
+    return str(path), read_yaml(path).line_of(key)
 
 
 def _data_dir_origin(args: argparse.Namespace) -> tuple[str, str, int | None]:
@@ -216,7 +213,7 @@ def _data_dir_origin(args: argparse.Namespace) -> tuple[str, str, int | None]:
 def _serve(args: argparse.Namespace) -> int:
     try:
         config = resolve_config(args)
-        _check_startable(config)
+        _check_startable(config, args)
         check_data_dir(config.data_dir, *_data_dir_origin(args))
     except ConfigError as exc:
         return fail(f"configuration error: {exc}", 2)

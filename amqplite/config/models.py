@@ -145,6 +145,6 @@ class Config:
     queues: QueueDefaults = QueueDefaults()
     store: StoreConfig = StoreConfig()
     logging: LoggingConfig = LoggingConfig()
-    plugins: tuple[str, ...] = ()  # modules imported at boot; each may register exchange types
+    plugins: tuple[str, ...] = ()  # plugin names (bundled or by entry point) loaded at boot
     cluster: ClusterConfig = ClusterConfig()
     alarms: AlarmsConfig = AlarmsConfig()

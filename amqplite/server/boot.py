@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 import time
 
@@ -12,6 +11,7 @@ from amqplite.broker.definitions import apply_definitions
 from amqplite.broker.exchange_types import builtin_registry
 from amqplite.config.definitions import load_definitions
 from amqplite.config.models import Config
+from amqplite.server.plugin_loader import load_plugin
 from amqplite.session.connection import SessionSettings
 
 log = logging.getLogger("amqplite.boot")
@@ -21,7 +21,7 @@ def build_broker(config: Config) -> Broker:
     """A broker with the configured plugins, vhosts and users (full access to those vhosts)."""
     registry = builtin_registry()
     for name in config.plugins:
-        importlib.import_module(name).register(registry)
+        load_plugin(name).register(registry)
     broker = Broker(
         registry,
         clock=time.monotonic,

@@ -38,6 +38,9 @@ def recover_into(broker: Broker, store: DurableStore) -> RecoveryReport:
     totals = attrs.asdict(broker.totals)
     problems: list[str] = []
     _restore_config(broker, recovery, problems)
+    broker.plugin_state = store  # plugins' routers read their durable records as they are made
+    for vhost_ in broker.vhosts.values():
+        vhost_.plugin_state = store
     exchanges = queues = bindings = messages = 0
     quarantined: list[QueueRecord] = []
     for record in recovery.exchanges:

@@ -125,8 +125,10 @@ def attach(broker: Broker, store: DurableStore) -> DurableEntities:
     entities = DurableEntities(store, broker)
     broker.commits = store
     broker.metadata = entities
+    broker.plugin_state = store
     broker.config_listener = store
     for vhost in broker.vhosts.values():
         vhost.metadata = entities
+        vhost.plugin_state = store
     entities.adopt()
     return entities

@@ -140,7 +140,7 @@ def route(
     else:
         routed = ctx.broker.route(ctx.open_vhost, exchange, message)
         delivered = bool(routed.queues)
-    if not delivered and mandatory:
+    if not delivered and mandatory and not routed.held:
         ctx.broker.totals.returned += 1
         returned = Return(channel.channel_id, int(ReplyCode.NO_ROUTE), "NO_ROUTE")
         ctx.write_parts(return_parts(returned, message, ctx.frame_max))

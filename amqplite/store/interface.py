@@ -340,6 +340,22 @@ class DurableStore(Protocol):
         """Forget a durable exchange."""
         ...
 
+    def plugin_state(self, scope: str, vhost: str) -> dict[str, dict[str, Any]]:
+        """A plugin's durable records of one scope in a vhost, by key."""
+        ...
+
+    def plugin_state_put(self, scope: str, vhost: str, key: str, value: Mapping[str, Any]) -> None:
+        """Record or replace a plugin's record."""
+        ...
+
+    def plugin_state_delete(self, scope: str, vhost: str, key: str) -> None:
+        """Forget one of a plugin's records."""
+        ...
+
+    def plugin_state_clear(self, scope: str, vhost: str) -> None:
+        """Forget every record of a scope."""
+        ...
+
     def binding_added(self, vhost: str, binding: DurableBinding) -> None:
         """Record a durable binding."""
         ...

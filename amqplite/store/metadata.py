@@ -97,6 +97,8 @@ class MetadataLog:
         self.users: dict[str, list[Any]] = {}
         self.permissions: dict[tuple[str, str], list[Any]] = {}
         self.policies: dict[tuple[str, str], list[Any]] = {}
+        # plugins' durable records: (vhost, scope) -> key -> value
+        self.plugin_state: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
         # deleted at run time: undone at boot even if the configuration creates them again
         self.deleted_users: set[str] = set()
         self.cleared_permissions: set[tuple[str, str]] = set()
@@ -118,6 +120,7 @@ class MetadataLog:
             + len(self.policies)
             + len(self.deleted_users)
             + len(self.cleared_permissions)
+            + sum(len(records) for records in self.plugin_state.values())
         )
 
     # -- reading -------------------------------------------------------------------------
@@ -230,6 +233,23 @@ class MetadataLog:
             self.policies[(fields[0], fields[1])] = fields
         elif record_type == RecordType.POLICY_CLEARED:
             self.policies.pop((fields[0], fields[1]), None)
+        else:
+            self._apply_plugin_state(record_type, fields)
+
+    def _apply_plugin_state(self, record_type: RecordType, fields: list[Any]) -> None:
+        if record_type == RecordType.PLUGIN_STATE:
+            scope, vhost, key, value = fields
+            self.plugin_state.setdefault((vhost, scope), {})[key] = value
+        elif record_type == RecordType.PLUGIN_STATE_DELETED:
+            scope, vhost, key = fields
+            records = self.plugin_state.get((vhost, scope))
+            if records is not None:
+                records.pop(key, None)
+                if not records:
+                    del self.plugin_state[(vhost, scope)]
+        elif record_type == RecordType.PLUGIN_SCOPE_CLEARED:
+            scope, vhost = fields
+            self.plugin_state.pop((vhost, scope), None)
 
     # -- writing -------------------------------------------------------------------------
 
@@ -289,6 +309,9 @@ class MetadataLog:
                     b.arguments,
                 )
             )
+        for (vhost, scope), records in self.plugin_state.items():
+            for key, value in records.items():
+                out.append(encode_fields(RecordType.PLUGIN_STATE, scope, vhost, key, value))
         return out
 
     def compact(self) -> None:

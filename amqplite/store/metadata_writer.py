@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -206,6 +207,27 @@ class MetadataWriter:
         ]
         if self.metadata_log.policies.get((policy.vhost, policy.name)) != fields:
             self._config_record(RecordType.POLICY, *fields)
+
+    def plugin_state(self, scope: str, vhost: str) -> dict[str, dict[str, Any]]:
+        """A plugin's durable records of one scope in a vhost, by key (a copy)."""
+        return dict(self.metadata_log.plugin_state.get((vhost, scope), {}))
+
+    def plugin_state_put(self, scope: str, vhost: str, key: str, value: Mapping[str, Any]) -> None:
+        """Record (or replace) a plugin's record; a confirm waiting on it waits for its commit."""
+        self.metadata_log.append(RecordType.PLUGIN_STATE, scope, vhost, key, dict(value))
+        self.appended(None)
+
+    def plugin_state_delete(self, scope: str, vhost: str, key: str) -> None:
+        """Forget one of a plugin's records."""
+        if key in self.metadata_log.plugin_state.get((vhost, scope), {}):
+            self.metadata_log.append(RecordType.PLUGIN_STATE_DELETED, scope, vhost, key)
+            self.appended(None)
+
+    def plugin_state_clear(self, scope: str, vhost: str) -> None:
+        """Forget every record of a scope (its exchange was deleted)."""
+        if (vhost, scope) in self.metadata_log.plugin_state:
+            self.metadata_log.append(RecordType.PLUGIN_SCOPE_CLEARED, scope, vhost)
+            self.appended(None)
 
     def policy_cleared(self, vhost: str, name: str) -> None:
         """Forget a policy."""

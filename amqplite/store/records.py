@@ -55,6 +55,9 @@ class RecordType(enum.IntEnum):
     PERMISSION_CLEARED = 21
     POLICY = 22
     POLICY_CLEARED = 23
+    PLUGIN_STATE = 24  # a plugin's durable record: scope, vhost, key, value
+    PLUGIN_STATE_DELETED = 25
+    PLUGIN_SCOPE_CLEARED = 26
 
 
 class StoreFileError(Exception):
@@ -347,4 +350,7 @@ METADATA_LAYOUT: dict[RecordType, str] = {
     RecordType.PERMISSION_CLEARED: "ss",
     RecordType.POLICY: "ssstt",  # vhost, name, pattern, definition, {"priority", "apply-to"}
     RecordType.POLICY_CLEARED: "ss",
+    RecordType.PLUGIN_STATE: "ssst",  # scope (e.g. "exchange:x"), vhost, key, value table
+    RecordType.PLUGIN_STATE_DELETED: "sss",  # scope, vhost, key
+    RecordType.PLUGIN_SCOPE_CLEARED: "ss",  # scope, vhost
 }

@@ -34,7 +34,7 @@ from amqplite.protocol.constants import ReplyCode
 
 Q1, Q2, Q3 = Destination.queue("q1"), Destination.queue("q2"), Destination.queue("q3")
 X1 = Destination.exchange("x1")
-PLUGIN_PATH = Path(__file__).resolve().parents[2] / "plugins" / "consistent_hash.py"
+PLUGIN_PATH = Path(__file__).resolve().parents[2] / "amqplite_plugins" / "consistent_hash.py"
 
 
 def routed(router: Any, routing_key: str = "", headers: dict[str, Any] | None = None) -> set[Any]:
@@ -43,7 +43,7 @@ def routed(router: Any, routing_key: str = "", headers: dict[str, Any] | None = 
 
 
 def load_plugin() -> ModuleType:
-    """Import plugins/consistent_hash.py by path, as a plugin loader would."""
+    """Import amqplite_plugins/consistent_hash.py by path, as a plugin loader would."""
     spec = importlib.util.spec_from_file_location("consistent_hash_under_test", PLUGIN_PATH)
     assert spec is not None
     assert spec.loader is not None

@@ -18,7 +18,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "amqplite"
-PLUGINS = ROOT / "plugins"
+PLUGINS = ROOT / "amqplite_plugins"
 
 # layer -> the layers it may import (besides itself). "root" is amqplite/__init__.py (__version__).
 MAY_IMPORT: dict[str, frozenset[str]] = {
@@ -116,7 +116,7 @@ def all_imports() -> tuple[tuple[Path, Import], ...]:
 def layer_of(module: str) -> str | None:
     """The layer of an amqplite module or plugin; None for other libraries."""
     parts = module.split(".")
-    if parts[0] == "plugins":
+    if parts[0] == "amqplite_plugins":
         return "plugins"
     if parts[0] != "amqplite":
         return None
@@ -247,7 +247,7 @@ def test_checker_refuses_private_names_across_modules() -> None:
 
 
 def test_checker_confines_plugins_to_the_plugin_api() -> None:
-    importer = "plugins.example"
+    importer = "amqplite_plugins.example"
     assert check("from amqplite.broker.plugin_api import Destination", importer) == set()
     assert check("from amqplite.broker import plugin_api", importer) == set()
     assert check("from amqplite.broker.queue import Queue", importer) == {

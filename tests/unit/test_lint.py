@@ -12,7 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-LINTED = ("amqplite", "tests", "scripts", "examples", "plugins")
+LINTED = ("amqplite", "tests", "scripts", "examples", "amqplite_plugins")
 
 
 def tool(name: str) -> str:

@@ -1,0 +1,58 @@
+"""Plugins by name: the bundled ones in amqplite_plugins, third-party ones by entry point."""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.metadata
+import pkgutil
+from collections.abc import Callable
+from typing import Any, Final
+
+ENTRY_POINT_GROUP: Final = "amqplite.plugins"
+"""The entry-point group a third-party distribution registers its plugins in (name = module)."""
+
+BUNDLED_PACKAGE: Final = "amqplite_plugins"
+"""The package, installed with amqplite, whose public modules are the bundled plugins."""
+
+
+class UnknownPlugin(LookupError):
+    """A plugin name that is neither bundled nor registered; names the known ones."""
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        super().__init__(f"unknown plugin {name!r}; known plugins: {', '.join(known) or 'none'}")
+        self.name = name
+        self.known = known
+
+
+class BadPlugin(ValueError):
+    """A plugin found by name that cannot be imported or has no register() function."""
+
+
+def known_plugins() -> dict[str, Callable[[], Any]]:
+    """Every plugin name with its loader: bundled first, then entry points (not shadowing)."""
+    found: dict[str, Callable[[], Any]] = {}
+    bundled = importlib.import_module(BUNDLED_PACKAGE)
+    for info in sorted(pkgutil.iter_modules(bundled.__path__), key=lambda i: i.name):
+        if not info.name.startswith("_"):
+            found[info.name] = functools.partial(
+                importlib.import_module, f"{BUNDLED_PACKAGE}.{info.name}"
+            )
+    for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        found.setdefault(entry.name, entry.load)
+    return found
+
+
+def load_plugin(name: str) -> Any:
+    """The plugin called `name` (an object with register()); UnknownPlugin or BadPlugin if not."""
+    plugins = known_plugins()
+    loader = plugins.get(name)
+    if loader is None:
+        raise UnknownPlugin(name, sorted(plugins))
+    try:
+        plugin = loader()
+    except ImportError as exc:
+        raise BadPlugin(f"plugin {name!r} cannot be imported: {exc}") from None
+    if not callable(getattr(plugin, "register", None)):
+        raise BadPlugin(f"plugin {name!r} has no register(registry) function")
+    return plugin
