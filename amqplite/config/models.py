@@ -59,6 +59,18 @@ class Limits:
     max_message_size: int = attrs.field(default=128 * 1024 * 1024, metadata=limit(min=1))
     max_outbound_bytes: int = attrs.field(default=1024 * 1024, metadata=limit(min=4096))
     close_timeout: float = attrs.field(default=3.0, metadata=limit(min=0))
+    # seconds from accept to connection.open; a client silent (or stalled) that long is dropped
+    handshake_timeout: float = attrs.field(default=10.0, metadata=limit(min=0.1))
+    # bytes of half-received message content one connection may hold, over all its channels
+    max_unfinished_content_bytes: int = attrs.field(
+        default=256 * 1024 * 1024, metadata=limit(min=1)
+    )
+    # 0 = no limit, RabbitMQ's default for each of these
+    max_connections: int = attrs.field(default=0, metadata=limit(min=0))
+    max_consumers_per_channel: int = attrs.field(default=0, metadata=limit(min=0))
+    max_queues_per_vhost: int = attrs.field(default=0, metadata=limit(min=0))
+    max_exchanges_per_vhost: int = attrs.field(default=0, metadata=limit(min=0))
+    max_bindings_per_vhost: int = attrs.field(default=0, metadata=limit(min=0))
 
 
 @attrs.frozen

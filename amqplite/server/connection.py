@@ -14,6 +14,13 @@ from amqplite.session.connection import ConnectionState, Session
 
 log = logging.getLogger("amqplite.server")
 
+HANDSHAKE_STATES = (
+    ConnectionState.AWAIT_HEADER,
+    ConnectionState.AWAIT_START_OK,
+    ConnectionState.AWAIT_TUNE_OK,
+    ConnectionState.AWAIT_OPEN,
+)
+
 RECEIVE_SIZE = 256 * 1024
 
 _batch: list[ClientConnection] | None = None
@@ -34,7 +41,8 @@ class ClientConnection:
         self.session = session
         self.limits = limits
         self._wake = trio.Event()
-        self._last_received = trio.current_time()
+        self._accepted = trio.current_time()
+        self._last_received = self._accepted
         self._last_sent = trio.current_time()
         self.finished = trio.Event()
         self._fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else -1
@@ -158,6 +166,15 @@ class ClientConnection:
         while True:
             await trio.sleep(0.5 if session.heartbeat == 0 else min(0.5, session.heartbeat / 4))
             now = trio.current_time()
+            timeout = self.limits.handshake_timeout
+            if session.state in HANDSHAKE_STATES and now - self._accepted > timeout:
+                log.warning("handshake timeout from %s, closing", session.peer)
+                session.close_reason = (
+                    f"handshake not finished within {timeout:g} s (limits.handshake_timeout)"
+                )
+                session.connection_lost()
+                self.drop()
+                return
             if session.state is ConnectionState.CLOSING:
                 closing_since = closing_since or now
                 if now - closing_since > self.limits.close_timeout:

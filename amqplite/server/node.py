@@ -16,7 +16,8 @@ import trio
 from amqplite import __version__
 from amqplite.broker.broker import Broker
 from amqplite.config.models import Config
-from amqplite.protocol.constants import ReplyCode
+from amqplite.protocol.constants import ClassId, ReplyCode
+from amqplite.protocol.errors import ConnectionException
 from amqplite.server.boot import apply_boot_definitions, build_broker, session_settings
 from amqplite.server.committer import Committer, open_store
 from amqplite.server.connection import ClientConnection
@@ -53,6 +54,14 @@ class Node:
     async def serve_stream(self, stream: trio.abc.Stream, peer: str) -> None:
         """Serve one connection over any stream (memory streams in tests)."""
         session = Session(self.broker, self.settings, peer=peer)
+        limit = self.config.limits.max_connections
+        if limit and len(self.connections) >= limit:
+            session.open_refusal = ConnectionException(
+                ReplyCode.NOT_ALLOWED,
+                f"connection limit ({limit}) is reached (limits.max_connections)",
+                ClassId.CONNECTION,
+                40,
+            )
         conn = ClientConnection(stream, session, self.config.limits)
         self.connections.add(conn)
         try:

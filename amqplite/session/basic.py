@@ -19,6 +19,7 @@ from amqplite.protocol.methods import (
 )
 from amqplite.session.channel import ChannelSession, ConfirmMode
 from amqplite.session.context import SessionContext
+from amqplite.session.limits import check_consumers
 
 
 def basic_qos(ctx: SessionContext, channel: ChannelSession, command: Command) -> None:
@@ -34,6 +35,7 @@ def basic_qos(ctx: SessionContext, channel: ChannelSession, command: Command) ->
 def basic_consume(ctx: SessionContext, channel: ChannelSession, command: Command) -> None:
     m = cast(spec.Basic.Consume, command.method)
     ctx.allow("read", "queue", channel.queue_name(m.queue), ClassId.BASIC, 20)
+    check_consumers(ctx.settings, len(channel.delivery.consumers))
     consumer = ctx.broker.consume(
         ctx.open_vhost,
         channel.delivery,

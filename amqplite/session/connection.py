@@ -78,7 +78,9 @@ class Session:
         self.on_output = on_output
         self.state = ConnectionState.AWAIT_HEADER
         self.reader = FrameReader(max(self.settings.frame_max, FRAME_MIN_SIZE))
-        self.assembler = ContentAssembler(self.settings.max_message_size)
+        self.assembler = ContentAssembler(
+            self.settings.max_message_size, self.settings.max_unfinished_content_bytes
+        )
         self.frame_max = self.settings.frame_max
         self.channel_max = self.settings.channel_max
         self.heartbeat = 0
@@ -95,6 +97,7 @@ class Session:
         self._released = False
         self._allowed: set[tuple[str, str, str]] = set()  # permission checks passed
         self._allowed_for: object = None  # the Permission those checks were made against
+        self.open_refusal: ConnectionException | None = None  # e.g. the broker's connection limit
 
     # -- I/O boundary ------------------------------------------------------------------------
 
@@ -387,6 +390,8 @@ class Session:
         self.state = ConnectionState.AWAIT_OPEN
 
     def _open(self, method: Any) -> None:
+        if self.open_refusal is not None:
+            raise self.open_refusal
         self.vhost = handshake.open_vhost(self.broker, self.peer, self.user, method)
         self.state = ConnectionState.OPEN
         self.send(0, spec.Connection.OpenOk())

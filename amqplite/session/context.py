@@ -10,6 +10,7 @@ if TYPE_CHECKING:
     from amqplite.protocol.methods import Method
     from amqplite.session.channel import ChannelSession
     from amqplite.session.confirms import PublisherConfirms
+    from amqplite.session.settings import SessionSettings
 
 
 class SessionContext(Protocol):
@@ -18,6 +19,10 @@ class SessionContext(Protocol):
     @property
     def broker(self) -> Broker:
         """The broker the connection talks to."""
+
+    @property
+    def settings(self) -> SessionSettings:
+        """The limits the connection enforces (from the broker configuration)."""
 
     @property
     def open_vhost(self) -> VHost:
