@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import os
 import re
 from functools import lru_cache
 
@@ -31,12 +32,12 @@ FULL_ACCESS = Permission()
 def hash_password(password: str, salt: bytes | None = None) -> str:
     """RabbitMQ's password_hash: base64(salt + sha256(salt + utf8 password)), 4-byte salt.
 
-    Without a salt, one is derived from the password itself, so the same password always gives
-    the same hash: definitions applied twice compare equal, and exports round-trip exactly.
+    Without a salt, a random one is drawn (as RabbitMQ), so equal passwords give unequal hashes;
+    compare a password with a hash through check_password.
     """
     raw = password.encode("utf-8")
     if salt is None:
-        salt = hashlib.sha256(b"amqplite-salt:" + raw).digest()[:4]
+        salt = os.urandom(4)
     return base64.b64encode(salt + hashlib.sha256(salt + raw).digest()).decode("ascii")
 
 
