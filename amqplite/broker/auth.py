@@ -29,6 +29,40 @@ class Permission:
 FULL_ACCESS = Permission()
 
 
+@attrs.frozen
+class TopicPermission:
+    """Regexes a topic exchange's routing keys must match: to publish (write), to bind (read).
+
+    As RabbitMQ, ``{username}`` and ``{vhost}`` in a pattern stand for the user and the vhost.
+    """
+
+    exchange: str
+    write: str = ".*"
+    read: str = ".*"
+
+
+def check_topic_access(
+    permission: TopicPermission,
+    access: str,
+    routing_key: str,
+    vhost: str,
+    user: str,
+    class_id: int = 0,
+    method_id: int = 0,
+) -> None:
+    """Raise 403 ACCESS_REFUSED unless the routing key matches the write or read pattern."""
+    pattern = getattr(permission, access).replace("{username}", user).replace("{vhost}", vhost)
+    if permits(pattern, routing_key):
+        return
+    raise ChannelException(
+        ReplyCode.ACCESS_REFUSED,
+        f"{access} access to topic '{routing_key}' in exchange '{permission.exchange}' in vhost "
+        f"'{vhost}' refused for user '{user}'",
+        class_id,
+        method_id,
+    )
+
+
 def hash_password(password: str, salt: bytes | None = None) -> str:
     """RabbitMQ's password_hash: base64(salt + sha256(salt + utf8 password)), 4-byte salt.
 

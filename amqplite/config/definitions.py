@@ -24,6 +24,7 @@ __all__ = [
     "PermissionDef",
     "PolicyDef",
     "QueueDef",
+    "TopicPermissionDef",
     "UserDef",
     "VHostDef",
     "load_definitions",
@@ -58,6 +59,17 @@ class PermissionDef:
     user: str
     vhost: str = "/"
     configure: str = ".*"
+    write: str = ".*"
+    read: str = ".*"
+
+
+@attrs.frozen
+class TopicPermissionDef:
+    """The routing keys a user may publish (write) and bind (read) with on a topic exchange."""
+
+    user: str
+    exchange: str
+    vhost: str = "/"
     write: str = ".*"
     read: str = ".*"
 
@@ -118,6 +130,7 @@ class Definitions:
     vhosts: tuple[VHostDef, ...] = ()
     users: tuple[UserDef, ...] = ()
     permissions: tuple[PermissionDef, ...] = ()
+    topic_permissions: tuple[TopicPermissionDef, ...] = ()
     exchanges: tuple[ExchangeDef, ...] = ()
     queues: tuple[QueueDef, ...] = ()
     bindings: tuple[BindingDef, ...] = ()
@@ -276,6 +289,16 @@ _SECTIONS: dict[str, tuple[type, _Fields]] = {
             "read": (_regex, False),
         },
     ),
+    "topic_permissions": (
+        TopicPermissionDef,
+        {
+            "user": (_name, True),
+            "exchange": (_name, True),
+            "vhost": (_name, False),
+            "write": (_regex, False),
+            "read": (_regex, False),
+        },
+    ),
     "exchanges": (
         ExchangeDef,
         {
@@ -331,7 +354,6 @@ _IGNORED_TOP = {
     "product_version",
     "parameters",
     "global_parameters",
-    "topic_permissions",
 }
 _IGNORED_KEYS = {"hashing_algorithm", "limits", "metadata", "description", "tracing"}
 
@@ -432,7 +454,8 @@ class _Parser:
         """Names refer to things that exist: vhosts, and the two ends of each binding."""
         vhosts = {"/"} | {v.name for v in defs.vhosts}
         seen: dict[tuple[str, str, str], int] = {}
-        for section in ("users", "permissions", "exchanges", "queues", "bindings", "policies"):
+        sections = ("users", "permissions", "topic_permissions", "exchanges", "queues")
+        for section in (*sections, "bindings", "policies"):
             for i, entity in enumerate(getattr(defs, section)):
                 vhost = getattr(entity, "vhost", "/")
                 if vhost not in vhosts:

@@ -138,6 +138,7 @@ class Config:
     definitions: str = ""  # path of a definitions YAML applied at boot ("" = none)
     vhosts: tuple[str, ...] = ("/",)
     users: tuple[UserConfig, ...] = (UserConfig(),)
+    loopback_users: tuple[str, ...] = ("guest",)  # may log in only from 127.0.0.0/8 or ::1
     limits: Limits = Limits()
     queues: QueueDefaults = QueueDefaults()
     store: StoreConfig = StoreConfig()

@@ -71,4 +71,5 @@ def session_settings(config: Config) -> SessionSettings:
         max_queues_per_vhost=limits.max_queues_per_vhost,
         max_exchanges_per_vhost=limits.max_exchanges_per_vhost,
         max_bindings_per_vhost=limits.max_bindings_per_vhost,
+        loopback_users=config.loopback_users,
     )

@@ -17,6 +17,7 @@ from amqplite.protocol.methods import (
     build_method,
     spec,
 )
+from amqplite.session.access import check_topic, check_user_id
 from amqplite.session.channel import ChannelSession, ConfirmMode
 from amqplite.session.context import SessionContext
 from amqplite.session.limits import check_consumers
@@ -109,6 +110,8 @@ def publish(
     vhost = ctx.open_vhost
     ctx.allow("write", "exchange", exchange, ClassId.BASIC, 40)
     vhost.exchange(exchange)  # 404 before anything else
+    check_user_id(ctx.user, properties_bin, ClassId.BASIC, 40)
+    check_topic(ctx.broker, ctx.user, vhost.name, exchange, routing_key, "write", ClassId.BASIC, 40)
     message = make_message(exchange, routing_key, properties_bin, body)
     if channel.mode is ConfirmMode.TX:
         channel.tx_ops.append(("publish", exchange, mandatory, message))

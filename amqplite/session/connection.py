@@ -373,7 +373,7 @@ class Session:
 
     def _start_ok(self, method: Any) -> None:
         self.client_properties = dict(method.client_properties or {})
-        user = handshake.authenticate(self.broker, self.peer, method)
+        user = handshake.authenticate(self.broker, self.peer, method, self.settings.loopback_users)
         if isinstance(user, ConnectionException):
             self._connection_error(user)
             return

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from amqplite.broker.broker import Broker
+    from amqplite.broker.broker import Broker, User
     from amqplite.broker.vhost import VHost
     from amqplite.protocol.methods import Method
     from amqplite.session.channel import ChannelSession
@@ -19,6 +19,10 @@ class SessionContext(Protocol):
     @property
     def broker(self) -> Broker:
         """The broker the connection talks to."""
+
+    @property
+    def user(self) -> User | None:
+        """The user the connection logged in as."""
 
     @property
     def settings(self) -> SessionSettings:

@@ -8,6 +8,7 @@ from amqplite.broker.plugin_api import Destination
 from amqplite.protocol.assembler import Command
 from amqplite.protocol.constants import ClassId
 from amqplite.protocol.methods import build_method, spec
+from amqplite.session.access import check_topic
 from amqplite.session.channel import ChannelSession
 from amqplite.session.context import SessionContext
 from amqplite.session.limits import check_new_binding, check_new_exchange, check_new_queue
@@ -49,6 +50,7 @@ def exchange_bind(ctx: SessionContext, channel: ChannelSession, command: Command
     ctx.allow("read", "exchange", m.source, ClassId.EXCHANGE, 30)
     destination = Destination("exchange", m.destination)
     arguments = dict(m.arguments or {})
+    check_topic(ctx.broker, ctx.user, ctx.open_vhost.name, m.source, m.routing_key, "read", 40, 30)
     check_new_binding(ctx.settings, ctx.open_vhost, m.source, destination, m.routing_key, arguments)
     mark = ctx.write_mark()
     ctx.open_vhost.bind(m.source, destination, m.routing_key, arguments)
@@ -106,6 +108,7 @@ def queue_bind(ctx: SessionContext, channel: ChannelSession, command: Command) -
     ctx.allow("read", "exchange", m.exchange, ClassId.QUEUE, 20)
     destination = Destination("queue", queue)
     arguments = dict(m.arguments or {})
+    check_topic(ctx.broker, ctx.user, ctx.open_vhost.name, m.exchange, routing_key, "read", 50, 20)
     check_new_binding(ctx.settings, ctx.open_vhost, m.exchange, destination, routing_key, arguments)
     mark = ctx.write_mark()
     ctx.open_vhost.bind(m.exchange, destination, routing_key, arguments, owner=ctx.owner)

@@ -14,6 +14,7 @@ from amqplite.broker.vhost import VHost
 from amqplite.protocol.constants import FRAME_MIN_SIZE, ClassId, ReplyCode
 from amqplite.protocol.errors import ConnectionException
 from amqplite.protocol.methods import Method, build_method, spec
+from amqplite.session.access import check_loopback
 from amqplite.session.auth import MECHANISMS, parse_credentials
 from amqplite.session.settings import SessionSettings
 
@@ -73,10 +74,13 @@ def tune_method(settings: SessionSettings) -> Method:
     return method
 
 
-def authenticate(broker: Broker, peer: str, method: Any) -> User | ConnectionException:
+def authenticate(
+    broker: Broker, peer: str, method: Any, loopback_users: tuple[str, ...] = ()
+) -> User | ConnectionException:
     """The user a connection.start-ok logs in as, or the (logged) 403 that refuses it.
 
     An unknown mechanism raises 503 COMMAND_INVALID; a refused login is returned, not raised.
+    A user in `loopback_users` is refused unless the peer is a loopback address.
     """
     mechanism = method.mechanism or ""
     if mechanism not in MECHANISMS:
@@ -89,6 +93,10 @@ def authenticate(broker: Broker, peer: str, method: Any) -> User | ConnectionExc
     credentials = parse_credentials(mechanism, method.response or "")
     user = broker.authenticate(*credentials) if credentials else None
     if user is not None:
+        try:
+            check_loopback(user, peer, loopback_users)
+        except ConnectionException as exc:
+            return exc
         return user
     detail = f"user '{credentials[0] if credentials else '?'}'"
     log.warning("login refused from %s: %s (%s)", peer, detail, mechanism)

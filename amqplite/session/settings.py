@@ -19,4 +19,5 @@ class SessionSettings:
     max_queues_per_vhost: int = 0
     max_exchanges_per_vhost: int = 0
     max_bindings_per_vhost: int = 0
+    loopback_users: tuple[str, ...] = ()  # users refused unless they connect via loopback
     product: str = "amqplite"
