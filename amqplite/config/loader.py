@@ -19,6 +19,7 @@ from amqplite.config.models import (
     ManagementConfig,
     QueueDefaults,
     StoreConfig,
+    TlsConfig,
     UserConfig,
 )
 from amqplite.config.source import ConfigError, Path_, Source, read_yaml
@@ -36,6 +37,7 @@ _MODELS: dict[str, type] = {
     "LoggingConfig": LoggingConfig,
     "ClusterConfig": ClusterConfig,
     "ClusterListener": ClusterListener,
+    "TlsConfig": TlsConfig,
 }
 
 

@@ -32,6 +32,20 @@ class Listener:
 
 
 @attrs.frozen
+class TlsConfig:
+    """AMQP over TLS (amqps), on its own port beside the plain listener."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = attrs.field(default=5671, metadata=PORT)
+    certfile: str = ""  # PEM: the server's certificate (chain)
+    keyfile: str = ""  # PEM: its private key ("" = in certfile)
+    cafile: str = ""  # PEM: CAs that client certificates are checked against
+    verify_peer: bool = False  # ask clients for a certificate and check the one they send
+    fail_if_no_peer_cert: bool = False  # with verify_peer: refuse clients that send none
+
+
+@attrs.frozen
 class ManagementConfig:
     """The HTTP management endpoint (API, metrics, dashboard, SQS-style messaging)."""
 
@@ -132,6 +146,7 @@ class Config:
     """The whole broker configuration."""
 
     listener: Listener = Listener()
+    tls: TlsConfig = TlsConfig()
     management: ManagementConfig = ManagementConfig()
     data_dir: str = "./data"
     log_level: str = attrs.field(default="info", metadata=limit(choices=LOG_LEVELS))

@@ -98,6 +98,7 @@ class Session:
         self._allowed: set[tuple[str, str, str]] = set()  # permission checks passed
         self._allowed_for: object = None  # the Permission those checks were made against
         self.open_refusal: ConnectionException | None = None  # e.g. the broker's connection limit
+        self.external_identity: str | None = None  # a verified TLS client certificate's CN
 
     # -- I/O boundary ------------------------------------------------------------------------
 
@@ -337,7 +338,7 @@ class Session:
 
     def _start(self) -> None:
         self.state = ConnectionState.AWAIT_START_OK
-        self.send(0, handshake.start_method(self.settings))
+        self.send(0, handshake.start_method(self.settings, self.external_identity))
 
     def _handle_connection_method(self, method: Any) -> None:
         state = self.state
@@ -373,7 +374,9 @@ class Session:
 
     def _start_ok(self, method: Any) -> None:
         self.client_properties = dict(method.client_properties or {})
-        user = handshake.authenticate(self.broker, self.peer, method, self.settings.loopback_users)
+        user = handshake.authenticate(
+            self.broker, self.peer, method, self.settings.loopback_users, self.external_identity
+        )
         if isinstance(user, ConnectionException):
             self._connection_error(user)
             return

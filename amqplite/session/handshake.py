@@ -42,7 +42,12 @@ class Tuning:
     heartbeat: int
 
 
-def start_method(settings: SessionSettings) -> Method:
+def mechanisms(external_identity: str | None) -> tuple[str, ...]:
+    """The SASL mechanisms offered: EXTERNAL too when a verified client certificate names a user."""
+    return (*MECHANISMS, "EXTERNAL") if external_identity else MECHANISMS
+
+
+def start_method(settings: SessionSettings, external_identity: str | None = None) -> Method:
     """connection.start: the server's identity, capabilities and SASL mechanisms."""
     method: Method = build_method(
         spec.Connection.Start,
@@ -57,7 +62,7 @@ def start_method(settings: SessionSettings) -> Method:
             "capabilities": dict(CAPABILITIES),
             "cluster_name": "amqplite",
         },
-        mechanisms=" ".join(MECHANISMS),
+        mechanisms=" ".join(mechanisms(external_identity)),
         locales="en_US",
     )
     return method
@@ -75,23 +80,33 @@ def tune_method(settings: SessionSettings) -> Method:
 
 
 def authenticate(
-    broker: Broker, peer: str, method: Any, loopback_users: tuple[str, ...] = ()
+    broker: Broker,
+    peer: str,
+    method: Any,
+    loopback_users: tuple[str, ...] = (),
+    external_identity: str | None = None,
 ) -> User | ConnectionException:
     """The user a connection.start-ok logs in as, or the (logged) 403 that refuses it.
 
     An unknown mechanism raises 503 COMMAND_INVALID; a refused login is returned, not raised.
-    A user in `loopback_users` is refused unless the peer is a loopback address.
+    A user in `loopback_users` is refused unless the peer is a loopback address. EXTERNAL logs
+    in as the user named by the client certificate's CN (`external_identity`).
     """
     mechanism = method.mechanism or ""
-    if mechanism not in MECHANISMS:
+    offered = mechanisms(external_identity)
+    if mechanism not in offered:
         raise ConnectionException(
             ReplyCode.COMMAND_INVALID,
-            f"unknown authentication mechanism '{mechanism}'; offered {' '.join(MECHANISMS)}",
+            f"unknown authentication mechanism '{mechanism}'; offered {' '.join(offered)}",
             ClassId.CONNECTION,
             11,
         )
-    credentials = parse_credentials(mechanism, method.response or "")
-    user = broker.authenticate(*credentials) if credentials else None
+    if mechanism == "EXTERNAL":
+        credentials: tuple[str, str] | None = (external_identity or "", "")
+        user = broker.users.get(external_identity or "")
+    else:
+        credentials = parse_credentials(mechanism, method.response or "")
+        user = broker.authenticate(*credentials) if credentials else None
     if user is not None:
         try:
             check_loopback(user, peer, loopback_users)
