@@ -5,6 +5,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
@@ -73,6 +74,12 @@ class Broker:
         self.permissions: dict[tuple[str, str], Permission] = {}  # (user, vhost)
         # (user, vhost) -> exchange -> routing-key patterns; empty (the usual case) = no checks
         self.topic_permissions: dict[tuple[str, str], dict[str, TopicPermission]] = {}
+        # RabbitMQ's user limits (max-connections, max-channels) and vhost limits
+        # (max-connections, max-queues); a negative limit or none: no limit
+        self.user_limits: dict[str, dict[str, int]] = {}
+        self.vhost_limits: dict[str, dict[str, int]] = {}
+        # open connections per ("user", name) and ("vhost", name); channels per ("channels", user)
+        self.usage: Counter[tuple[str, str]] = Counter()
         self._consumer_counter = 0
 
     def add_vhost(self, name: str) -> VHost:

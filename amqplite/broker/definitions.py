@@ -262,8 +262,12 @@ def apply_definitions(broker: Broker, definitions: Definitions) -> ApplyReport:
     applier = _Applier(broker)
     for v in definitions.vhosts:
         applier.vhost(v.name)
+        if v.limits:
+            broker.vhost_limits[v.name] = dict(v.limits)
     for u in definitions.users:
         applier.user(u)
+        if u.limits:
+            broker.user_limits[u.name] = dict(u.limits)
     for p in definitions.permissions:
         applier.permission(p)
     for t in definitions.topic_permissions:
@@ -300,6 +304,7 @@ def export_definitions(broker: Broker) -> dict[str, Any]:
             "password_hash": u.password_hash,
             "hashing_algorithm": HASHING_ALGORITHM,
             "tags": list(u.tags),
+            **({"limits": broker.user_limits[u.name]} if broker.user_limits.get(u.name) else {}),
         }
         for u in sorted(broker.users.values(), key=lambda u: u.name)
     ]
@@ -383,7 +388,13 @@ def export_definitions(broker: Broker) -> dict[str, Any]:
         "product_name": "amqplite",
         "product_version": __version__,
         "users": users,
-        "vhosts": [{"name": name} for name in sorted(broker.vhosts)],
+        "vhosts": [
+            {
+                "name": name,
+                **({"limits": limits} if (limits := broker.vhost_limits.get(name)) else {}),
+            }
+            for name in sorted(broker.vhosts)
+        ],
         "permissions": permissions,
         "topic_permissions": [
             {"user": user, "vhost": vhost, "exchange": t.exchange, "write": t.write, "read": t.read}

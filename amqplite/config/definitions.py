@@ -37,9 +37,10 @@ BUILTIN_EXCHANGES = ("amq.direct", "amq.fanout", "amq.topic", "amq.headers", "am
 
 @attrs.frozen
 class VHostDef:
-    """A virtual host."""
+    """A virtual host, with its limits (max-connections, max-queues) if any."""
 
     name: str
+    limits: dict[str, int] = attrs.field(factory=dict)
 
 
 @attrs.frozen
@@ -50,6 +51,7 @@ class UserDef:
     password: str | None = None
     password_hash: str | None = None
     tags: tuple[str, ...] = ()
+    limits: dict[str, int] = attrs.field(factory=dict)  # max-connections, max-channels
 
 
 @attrs.frozen
@@ -203,6 +205,21 @@ def _tags(value: Any) -> tuple[str, ...]:
     raise ValueError("a list of tags (strings)")
 
 
+def _limits(*names: str) -> Check:
+    def check(value: Any) -> dict[str, int]:
+        if value is None or value == []:  # RabbitMQ's export writes "limits": [] for none
+            return {}
+        expected = f"a mapping of {', '.join(names)} to integers (negative: no limit)"
+        if not isinstance(value, dict):
+            raise ValueError(expected)
+        for key, limit in value.items():
+            if key not in names or isinstance(limit, bool) or not isinstance(limit, int):
+                raise ValueError(expected)
+        return {str(k): int(v) for k, v in value.items()}
+
+    return check
+
+
 def _table(value: Any) -> dict[str, Any]:
     if value is None:
         return {}
@@ -269,7 +286,10 @@ _X_MATCH = _choice("all", "any", "all-with-x", "any-with-x")
 # field name -> (check, required); YAML keys may use - or _ (RabbitMQ writes apply-to).
 _Fields = dict[str, tuple[Check, bool]]
 _SECTIONS: dict[str, tuple[type, _Fields]] = {
-    "vhosts": (VHostDef, {"name": (_name, True)}),
+    "vhosts": (
+        VHostDef,
+        {"name": (_name, True), "limits": (_limits("max-connections", "max-queues"), False)},
+    ),
     "users": (
         UserDef,
         {
@@ -277,6 +297,7 @@ _SECTIONS: dict[str, tuple[type, _Fields]] = {
             "password": (_str, False),
             "password_hash": (_str, False),
             "tags": (_tags, False),
+            "limits": (_limits("max-connections", "max-channels"), False),
         },
     ),
     "permissions": (
@@ -405,7 +426,7 @@ class _Parser:
         for key, value in item.items():
             here = (*path, str(key))
             field = str(key).replace("-", "_")
-            if field in _IGNORED_KEYS:
+            if field in _IGNORED_KEYS and field not in fields:
                 continue
             if field not in fields:
                 raise self.fail(here, "one of the keys " + ", ".join(fields), key)

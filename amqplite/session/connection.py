@@ -34,7 +34,7 @@ from amqplite.protocol.methods import (
     method_ids,
     spec,
 )
-from amqplite.session import handshake
+from amqplite.session import handshake, limits
 from amqplite.session.basic import ack, publish
 from amqplite.session.channel import ChannelSession, ChannelState
 from amqplite.session.channel_commands import check_channel_open
@@ -395,7 +395,9 @@ class Session:
     def _open(self, method: Any) -> None:
         if self.open_refusal is not None:
             raise self.open_refusal
-        self.vhost = handshake.open_vhost(self.broker, self.peer, self.user, method)
+        vhost = handshake.open_vhost(self.broker, self.peer, self.user, method)
+        limits.admit_connection(self.broker, self.user.name if self.user else "", vhost.name)
+        self.vhost = vhost  # from here on counted: _release uncounts it
         self.state = ConnectionState.OPEN
         self.send(0, spec.Connection.OpenOk())
         log.info(
@@ -441,6 +443,9 @@ class Session:
         for channel in list(self.channels.values()):
             if vhost is not None:
                 self.broker.close_channel(vhost, channel.delivery)
+        if vhost is not None:
+            user = self.user.name if self.user else ""
+            limits.release_connection(self.broker, user, vhost.name, len(self.channels))
         self.channels.clear()
         self.confirms.clear()
         self._held.clear()
@@ -450,6 +455,7 @@ class Session:
 
     def _handle_channel_open(self, channel_id: int, method: Method) -> None:
         check_channel_open(channel_id, method, self.channel_max)
+        limits.admit_channel(self.broker, self.user.name if self.user else "")
         self.channels[channel_id] = ChannelSession(channel_id, DeliveryChannel(channel_id, self))
         self.send(channel_id, spec.Channel.OpenOk())
 
@@ -461,7 +467,8 @@ class Session:
             self.drop_channel(channel)
 
     def drop_channel(self, channel: ChannelSession) -> None:
-        self.channels.pop(channel.channel_id, None)
+        if self.channels.pop(channel.channel_id, None) is not None:
+            limits.release_channel(self.broker, self.user.name if self.user else "")
         self.confirms.forget(channel.channel_id)
         self._held.forget(channel.channel_id)
         self.assembler.reset(channel.channel_id)

@@ -77,7 +77,7 @@ def queue_declare(ctx: SessionContext, channel: ChannelSession, command: Command
         if isinstance(dlx, str):
             ctx.allow("write", "exchange", dlx, ClassId.QUEUE, 10)
             ctx.allow("read", "queue", name or "amq.gen", ClassId.QUEUE, 10)
-        check_new_queue(ctx.settings, ctx.open_vhost, name)
+        check_new_queue(ctx.settings, ctx.open_vhost, name, ctx.broker)
     mark = ctx.write_mark()
     queue = ctx.open_vhost.declare_queue(
         name,

@@ -7,12 +7,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import attrs
 import pika
 import pika.exceptions
 import pytest
 from broker_process import BrokerProcess, start_broker
 from pamqp import commands
-from pika_helpers import connection
+from pika_helpers import connect, connection
 from raw_client import (
     PeerClosed,
     RawClient,
@@ -205,5 +206,53 @@ def test_connection_limit_is_530_at_open(tmp_path: Path) -> None:
             except (AssertionError, PeerClosed):
                 assert time.monotonic() < deadline, "no room after a connection closed"
         second.close()
+    finally:
+        proc.stop()
+
+
+PER_USER_AND_VHOST = """
+vhosts:
+  - {name: small, limits: {max-connections: 2, max-queues: 1}}
+users:
+  - {name: capped, password: pw, tags: [], limits: {max-connections: 1, max-channels: 2}}
+  - {name: other, password: pw, tags: []}
+permissions:
+  - {user: capped, vhost: /}
+  - {user: other, vhost: small}
+  - {user: capped, vhost: small}
+"""
+
+
+def test_user_and_vhost_limits_from_definitions(tmp_path: Path) -> None:
+    (tmp_path / "defs.yaml").write_text(PER_USER_AND_VHOST)
+    proc = start_broker(tmp_path / "data", "--definitions", str(tmp_path / "defs.yaml"))
+    capped = attrs.evolve(proc, user="capped", password="pw")
+    other = attrs.evolve(proc, user="other", password="pw")
+    try:
+        with connection(capped) as conn:
+            conn.channel()
+            conn.channel()
+            with pytest.raises(pika.exceptions.ConnectionClosedByBroker) as err:
+                conn.channel()  # a third channel: over the user's max-channels
+            assert err.value.reply_code == ReplyCode.NOT_ALLOWED
+            assert "max-channels" in err.value.reply_text
+        refused = pika.exceptions.ProbableAccessDeniedError
+        with connection(capped), pytest.raises(refused) as denied:
+            connect(capped)  # a second connection of the user
+        assert "(530)" in str(denied.value)
+        assert "user 'capped' connection limit (1)" in str(denied.value)
+        small = attrs.evolve(other, vhost="small")
+        with connection(small) as conn, connection(small):
+            with pytest.raises(refused) as denied:
+                connect(attrs.evolve(capped, vhost="small"))
+            assert "vhost 'small' connection limit (2)" in str(denied.value)
+            ch = conn.channel()
+            ch.queue_declare("only-one", exclusive=True)
+            with pytest.raises(pika.exceptions.ChannelClosedByBroker) as qerr:
+                ch.queue_declare("one-more", exclusive=True)
+            assert qerr.value.reply_code == ReplyCode.PRECONDITION_FAILED
+            assert "queue limit (1) is reached (vhost limit max-queues)" in qerr.value.reply_text
+        with connection(capped):  # closed connections were uncounted
+            pass
     finally:
         proc.stop()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import struct
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -20,7 +21,7 @@ from amqplite.broker.auth import Permission
 from amqplite.broker.broker import Broker
 from amqplite.protocol.constants import PROTOCOL_HEADER, ReplyCode
 from amqplite.protocol.errors import AMQPError
-from amqplite.protocol.frames import NEED_DATA, FrameReader, MethodFrame, encode_content
+from amqplite.protocol.frames import encode_content
 from amqplite.protocol.methods import build_method as build
 from amqplite.protocol.methods import encode_method, spec
 from amqplite.session.connection import Session, SessionSettings
@@ -149,12 +150,12 @@ def _broker() -> Broker:
 
 
 class _Output:
-    """The session's output as a client reads it: whole frames, and no 541 INTERNAL_ERROR."""
+    """The session's output read structurally, as a client would: whole frames, each ending in
+    0xCE, no close carrying 541 INTERNAL_ERROR. Names are echoed as the client sent them (AMQP
+    short strings are bytes), so frames are not decoded as text here."""
 
     def __init__(self) -> None:
-        self.reader = FrameReader(1 << 20)
-        self.reader.receive_data(PROTOCOL_HEADER)
-        self.reader.next_frame()
+        self.buffer = b""
         self.started = False
 
     def closed_channels(self, data: bytes) -> list[int]:
@@ -162,19 +163,27 @@ class _Output:
         if not self.started and data.startswith(PROTOCOL_HEADER):  # a bad header's answer
             data = data[len(PROTOCOL_HEADER) :]
         self.started = self.started or bool(data)
-        self.reader.receive_data(data)
+        self.buffer += data
         closed = []
-        while (frame := self.reader.next_frame()) is not NEED_DATA:
-            if not isinstance(frame, MethodFrame):
-                continue
-            method = frame.method
-            if isinstance(method, (spec.Connection.Close, spec.Channel.Close)):
-                assert method.reply_code != ReplyCode.INTERNAL_ERROR, method.reply_text
-            if isinstance(method, spec.Channel.Close):
-                closed.append(frame.channel)
+        while len(self.buffer) >= 7:
+            kind, channel, size = struct.unpack_from(">BHI", self.buffer)
+            if len(self.buffer) < size + 8:
+                break
+            payload, end = self.buffer[7 : 7 + size], self.buffer[7 + size]
+            self.buffer = self.buffer[size + 8 :]
+            assert kind in (1, 2, 3, 8), f"frame type {kind}"
+            assert end == 0xCE, "a frame without its end octet"
+            if kind == 1 and payload[:4] in (CONNECTION_CLOSE, CHANNEL_CLOSE):
+                code, length = struct.unpack_from(">HB", payload, 4)
+                text = payload[7 : 7 + length].decode("utf-8", "replace")
+                assert code != ReplyCode.INTERNAL_ERROR, text
+                if payload[:4] == CHANNEL_CLOSE:
+                    closed.append(channel)
         return closed
 
 
+CONNECTION_CLOSE = struct.pack(">HH", 10, 50)
+CHANNEL_CLOSE = struct.pack(">HH", 20, 40)
 SETUP = OPEN + b"".join(CORPUS[i] for i in (0, 3, 5))  # channel 1, queue q, exchange x, a binding
 
 
