@@ -11,17 +11,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
-import time
 import urllib.parse
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import attrs
@@ -29,10 +22,10 @@ import attrs
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchlib.client import DEFAULT_URL, BrokerURL, Client
-from benchlib.procinfo import find_listener_pid
-from benchlib.report import document, table
-from benchlib.scenarios import SCENARIOS, Result, Settings, Target, run_scenario
+from benchlib.brokers import Broker
+from benchlib.client import DEFAULT_URL
+from benchlib.report import document, flow_table, memory_table, table
+from benchlib.scenarios import COMPARE, SCENARIOS, Result, Settings, run_scenario
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -67,7 +60,9 @@ def parser() -> argparse.ArgumentParser:
         "--scenario",
         action="append",
         choices=list(SCENARIOS),
-        help="scenario to run (repeatable; default all)",
+        help="scenario to run (repeatable; default all, with --compare: "
+        + ", ".join(COMPARE)
+        + ")",
     )
     p.add_argument("--duration", type=float, default=10.0, help="seconds per flow (default 10)")
     p.add_argument("--count", type=int, help="publish exactly this many messages per flow instead")
@@ -86,112 +81,34 @@ def parser() -> argparse.ArgumentParser:
         "--json", nargs="?", const="-", metavar="PATH", help="write JSON (to stdout without PATH)"
     )
     p.add_argument(
-        "--repeat", type=int, default=1, help="run each scenario N times, report medians"
+        "--repeat",
+        type=int,
+        default=1,
+        help="run each scenario N times (brokers interleaved), report medians",
+    )
+    p.add_argument(
+        "--max-in-flight",
+        type=int,
+        metavar="N",
+        help="hold publishers to N messages ahead of the consumer "
+        "(default: none, they send as fast as the broker reads)",
+    )
+    p.add_argument(
+        "--plot",
+        metavar="FILE.png",
+        help="draw rates, queue depth and RSS over time per broker (needs matplotlib; "
+        "FILE-scenario.png per scenario when several run)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--list", action="store_true", help="list the scenarios and exit")
     return p
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextmanager
-def spawned_amqplite(root: Path) -> Iterator[tuple[str, int]]:
-    """Run `amqplite serve` from ``root`` on a free port in a temporary data dir; yield (url, pid)."""
-    port = free_port()
-    with tempfile.TemporaryDirectory(prefix="amqplite-bench-") as tmp:
-        log = Path(tmp) / "broker.log"
-        cmd = [
-            sys.executable,
-            "-m",
-            "amqplite",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--data-dir",
-            str(Path(tmp) / "data"),
-            "--management-port",
-            "0",
-            "--log-level",
-            "warning",
-        ]
-        with open(log, "wb") as out:
-            env = {**os.environ, "PYTHONPATH": str(root)}
-            proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + 20
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"amqplite exited with {proc.returncode}: {log.read_text()}")
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise RuntimeError("amqplite did not start listening") from None
-                    time.sleep(0.05)
-            yield f"amqp://guest:guest@127.0.0.1:{port}/%2F", proc.pid
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
-def make_target(url: str, pid: int | None, taken: set[str]) -> Target:
-    """Connect once to learn the broker's name; find its pid by port on this machine."""
-    parts = BrokerURL.parse(url)
-    if parts.host not in ("127.0.0.1", "localhost", "::1"):
-        raise SystemExit(f"bench: refusing a non-local broker {parts.host} (use 127.0.0.1)")
-    client = Client(url)
-    name = client.product
-    client.close()
-    while name in taken:
-        name += "'"
-    taken.add(name)
-    if pid is None:
-        pid = find_listener_pid(parts.port)
-        if pid is None:
-            print(
-                f"bench: cannot find the process listening on port {parts.port}; "
-                "pass --broker-pid/--compare-pid for CPU and memory figures",
-                file=sys.stderr,
-            )
-    return Target(url, pid, name)
-
-
-class Broker:
-    """Where a scenario runs: a fixed URL, or a fresh `amqplite serve` for every scenario."""
-
-    def __init__(self, url: str | None, pid: int | None, root: Path | None, taken: set[str]):
-        self.root = root
-        if root is not None:
-            with spawned_amqplite(root) as (spawned_url, spawned_pid):
-                self.target = make_target(spawned_url, spawned_pid, taken)
-        else:
-            self.target = make_target(url or DEFAULT_URL, pid, taken)
-
-    @contextmanager
-    def session(self) -> Iterator[Target]:
-        """The broker for one scenario (freshly started when spawned)."""
-        if self.root is None:
-            yield self.target
-            return
-        with spawned_amqplite(self.root) as (url, pid):
-            yield attrs.evolve(self.target, url=url, pid=pid)
-
-
 def combine(runs: list[Result]) -> Result:
-    """One result from repeated runs: the median of each metric over the runs that succeeded."""
+    """One result from repeated runs: the median of each metric over the runs that succeeded.
+
+    Its time series is the one of the run whose delivered rate is the median.
+    """
     good = [r for r in runs if r.error is None]
     if not good:
         return runs[0]
@@ -200,7 +117,10 @@ def combine(runs: list[Result]) -> Result:
         name: statistics.median(r.metrics[name] for r in good if name in r.metrics)
         for name in names
     }
-    return attrs.evolve(good[0], metrics=metrics)
+    key = "delivered_per_s" if "delivered_per_s" in metrics else "msg_per_s"
+    ranked = sorted(good, key=lambda r: r.metrics.get(key, 0.0))
+    median_run = ranked[(len(ranked) - 1) // 2]
+    return attrs.evolve(median_run, metrics=metrics)
 
 
 def redact(url: str) -> str:
@@ -222,6 +142,7 @@ def run(args: argparse.Namespace, url: str | None, pid: int | None) -> int:
         connections=args.connections,
         drain_timeout=args.drain_timeout,
         progress=not args.quiet,
+        max_in_flight=args.max_in_flight,
     )
     taken: set[str] = set()
     root = Path(args.amqplite_root) if args.spawn else None
@@ -229,15 +150,16 @@ def run(args: argparse.Namespace, url: str | None, pid: int | None) -> int:
     if args.compare:
         brokers_under_test.append(Broker(args.compare, args.compare_pid, None, taken))
     targets = [b.target for b in brokers_under_test]
-    names = args.scenario or list(SCENARIOS)
+    names = args.scenario or list(COMPARE if args.compare else SCENARIOS)
     results: list[Result] = []
     for name in names:
-        for broker in brokers_under_test:
-            runs = []
-            for _ in range(args.repeat):
+        runs: list[list[Result]] = [[] for _ in brokers_under_test]
+        for _ in range(args.repeat):
+            # interleaved: each repetition visits every broker, so drifting load hits both
+            for index, broker in enumerate(brokers_under_test):
                 with broker.session() as target:
-                    runs.append(run_scenario(name, target, settings))
-            results.append(combine(runs))
+                    runs[index].append(run_scenario(name, target, settings))
+        results.extend(combine(r) for r in runs)
     brokers = [t.name for t in targets]
     command = shlex.join(["scripts/bench.py", *sys.argv[1:]])
     if args.json:
@@ -251,6 +173,17 @@ def run(args: argparse.Namespace, url: str | None, pid: int | None) -> int:
             Path(args.json).write_text(text + "\n")
     if args.json != "-":
         print(table(results, brokers))
+        if len(brokers) > 1 and any("delivered_per_s" in r.metrics for r in results):
+            print()
+            print(flow_table(results, brokers))
+        if any("rss_start_mb" in r.metrics for r in results):
+            print()
+            print(memory_table(results, brokers))
+    if args.plot:
+        from benchlib.plot import plot
+
+        for written in plot(results, brokers, Path(args.plot)):
+            print(f"bench: wrote {written}", file=sys.stderr)
     return 1 if any(r.error for r in results) else 0
 
 

@@ -52,6 +52,8 @@ class ManagementConfig:
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = attrs.field(default=15672, metadata=PORT)
+    # rabbitmq_*-compatible metrics without auth: None = 15692 when free, 0 = off
+    prometheus_port: int | None = attrs.field(default=None, metadata=PORT)
 
 
 @attrs.frozen
@@ -142,6 +144,17 @@ class ClusterConfig:
 
 
 @attrs.frozen
+class AlarmsConfig:
+    """Resource alarms: past either limit, publishing connections stop being read (as RabbitMQ)."""
+
+    # a fraction of the memory the process may use: physical memory or its cgroup's limit
+    memory_high_watermark: float = attrs.field(default=0.4, metadata=limit(min=0.0, max=1.0))
+    memory_high_watermark_bytes: int = attrs.field(default=0, metadata=limit(min=0))  # > 0 wins
+    disk_free_limit: int = attrs.field(default=50_000_000, metadata=limit(min=0))  # bytes free
+    check_interval: float = attrs.field(default=1.0, metadata=limit(min=0.01))  # seconds
+
+
+@attrs.frozen
 class Config:
     """The whole broker configuration."""
 
@@ -160,3 +173,4 @@ class Config:
     logging: LoggingConfig = LoggingConfig()
     plugins: tuple[str, ...] = ()  # modules imported at boot; each may register exchange types
     cluster: ClusterConfig = ClusterConfig()
+    alarms: AlarmsConfig = AlarmsConfig()

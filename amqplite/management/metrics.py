@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from amqplite.broker.queue import Queue
-from amqplite.management.views import NodeView, open_connections
+from amqplite.management.views import NodeView, alarm_snapshot, open_connections
 from amqplite.store.latency import LatencyHistogram
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -120,6 +120,22 @@ class QueueMetricLines:
         return out
 
 
+def _alarm_gauges(snapshot: dict[str, Any]) -> list[tuple[str, int, str]]:
+    """Resource alarms (1 while set) and the limits they watch."""
+    gauges = [
+        ("amqplite_alarm_memory", int(snapshot["mem_alarm"]), "1 while the memory alarm is set"),
+        ("amqplite_alarm_disk", int(snapshot["disk_free_alarm"]), "1 while the disk alarm is set"),
+    ]
+    for key, name, text in (
+        ("mem_limit", "amqplite_memory_high_watermark_bytes", "Memory high watermark"),
+        ("disk_free", "amqplite_disk_free_bytes", "Free disk space on the data directory"),
+        ("disk_free_limit", "amqplite_disk_free_limit_bytes", "Free disk space limit"),
+    ):
+        if key in snapshot:
+            gauges.append((name, int(snapshot[key]), text))
+    return gauges
+
+
 def render_metrics(
     node: NodeView, queue_lines: QueueMetricLines, store: object | None, memory_bytes: int
 ) -> str:
@@ -142,6 +158,7 @@ def render_metrics(
         ("amqplite_consumers", sum(len(q.consumers) for q in queues), "Consumers"),
         ("amqplite_queues", len(queues), "Queues"),
         ("amqplite_process_resident_memory_bytes", memory_bytes, "Resident memory of the broker"),
+        *_alarm_gauges(alarm_snapshot(node, memory_bytes)),
     )
     for name, value, text in gauges:
         _header(lines, name, "gauge", text)

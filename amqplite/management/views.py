@@ -48,6 +48,15 @@ def open_connections(node: NodeView) -> list[ConnectionView]:
     return conns
 
 
+def alarm_snapshot(node: NodeView, mem_used: int) -> dict[str, Any]:
+    """The node's resource alarms and their figures (server.alarms.Alarms), or none set."""
+    alarms = getattr(node, "alarms", None)
+    if alarms is None:
+        return {"mem_used": mem_used, "mem_alarm": False, "disk_free_alarm": False}
+    snapshot: dict[str, Any] = alarms.snapshot()
+    return snapshot
+
+
 def vhost_name(conn: ConnectionView) -> str:
     """The name of the vhost the connection opened ("" before connection.open)."""
     vhost = conn.session.vhost

@@ -1,9 +1,11 @@
-"""AMQP 0-9-1 framing: a sans-I/O frame reader and fast writers for the hot frames.
+"""AMQP 0-9-1 framing: a sans-I/O frame reader (the writers are in `amqplite.protocol.writers`).
 
 `FrameReader` takes bytes as they arrive and gives back frames, or `NEED_DATA` while a frame
-is incomplete (never an error). It keeps one bytearray and a read offset, and drops the
-consumed prefix only once it is at least half the buffer, so reading stays O(bytes) however
-the input is split.
+is incomplete (never an error). It reads a received chunk (immutable bytes) where it lies:
+a message body is sliced out of it once, as its own bytes, and nothing keeps the chunk alive.
+Only a frame split between two chunks is copied into a bytearray, with just enough of the next
+chunk to complete it; then reading goes on in that chunk. A bytearray drops its consumed prefix
+once it is at least half the buffer, so reading stays O(bytes) however the input is split.
 
 Errors, matching RabbitMQ 3.10.8 over a raw socket:
 
@@ -26,7 +28,6 @@ from typing import Any, Final, TypeAlias
 
 import attrs
 
-from amqplite.protocol.codec import U8, U32, U64, write_reply_text
 from amqplite.protocol.constants import (
     DEFAULT_FRAME_MAX,
     FRAME_END,
@@ -107,15 +108,19 @@ _CONTENT_HEADER: Final = struct.Struct(">HHQ")
 _HEADER_FRAME_PREFIX: Final = struct.Struct(">BHIHHQ")
 _END: Final = bytes([FRAME_END])
 _KNOWN_TYPES: Final = frozenset(int(t) for t in FrameType)
+_CONTENT_TYPES: Final = frozenset((int(FrameType.HEADER), int(FrameType.BODY)))
 _COMPACT_MIN: Final = 65536
 _HOT_PREFIX: Final = struct.Struct(">BHII")
 _TAG_BITS: Final = struct.Struct(">QB")
 _PUBLISH_IDS: Final = 0x003C0028
+_ACK_IDS: Final = 0x003C0050
 
 HOT_PUBLISH: Final = 0
 """`FrameReader.peek_hot` kind: basic.publish with its content."""
 HOT_ACK: Final = 1
 """`FrameReader.peek_hot` kind: basic.ack."""
+HOT_PARTIAL: Final = 2
+"""`FrameReader.peek_hot` kind: a basic.publish whose content has not all arrived yet."""
 
 
 class FrameReader:
@@ -123,20 +128,86 @@ class FrameReader:
 
     def __init__(self, frame_max: int = DEFAULT_FRAME_MAX) -> None:
         self.frame_max = frame_max
-        self._buffer = bytearray()
+        self._buffer: bytes | bytearray = b""  # a received chunk, or a bytearray we own
         self._offset = 0
+        self._rest = b""  # the chunk that goes on after the frame completed in `_buffer`
+        self._rest_at = 0
         self._header_seen = False
         self._error: Exception | None = None
+        self.copied_bytes = 0
+        """Bytes copied into a buffer of the reader's own (frames split between chunks)."""
 
     @property
     def buffered_bytes(self) -> int:
         """Bytes received but not yet returned as frames."""
-        return len(self._buffer) - self._offset
+        return len(self._buffer) - self._offset + len(self._rest) - self._rest_at
 
     def receive_data(self, data: bytes | bytearray) -> None:
-        """Append received bytes (dropped once the reader has failed)."""
-        if self._error is None:
-            self._buffer += data
+        """Take received bytes (dropped once the reader has failed); a bytes chunk is not copied."""
+        if self._error is not None or not data:
+            return
+        chunk = data if type(data) is bytes else bytes(data)  # slices of it must not change
+        if self._offset == len(self._buffer) and not self._rest:
+            self._buffer = chunk
+            self._offset = 0
+            return
+        if not self._header_seen or self._rest:
+            if self._rest:
+                self._append(memoryview(self._rest)[self._rest_at :])
+                self._rest = b""
+                self._rest_at = 0
+            self._append(chunk)
+            return
+        # a frame (or a publish's frames) began in the last chunk: join it with what completes it
+        with memoryview(self._buffer) as view, view[self._offset :] as tail:
+            split = self._split(tail, chunk)
+            joined = bytearray(tail) if 0 < split < len(chunk) else None
+        if joined is None:  # the chunk ends inside these frames (or they are broken): keep it all
+            self._append(chunk)
+            return
+        joined += memoryview(chunk)[:split]
+        self.copied_bytes += len(joined)
+        self._buffer = joined
+        self._offset = 0
+        self._rest = chunk  # read in place once the joined frames are
+        self._rest_at = split
+
+    def _split(self, joined: memoryview, chunk: bytes) -> int:
+        """How much of `chunk` completes the frames in `joined`, and the content frames after.
+
+        -1 when the chunk ends first or the framing is broken (then all of it is joined).
+        """
+        left = len(joined)
+        total = left + len(chunk)
+        limit = self.frame_max - FRAME_OVERHEAD
+        pos = 0
+        content_frames = 0
+        while True:
+            head = _frame_head(joined, chunk, pos)
+            if head is None:
+                return -1 if pos < left else pos - left
+            frame_type, _channel, size = head
+            if frame_type not in _KNOWN_TYPES or size > limit:
+                return -1 if pos < left else pos - left
+            if pos >= left:  # the joined frames are whole: take a publish's content with them
+                if frame_type not in _CONTENT_TYPES or content_frames == 2:
+                    return pos - left
+                content_frames += 1
+            end = pos + size + FRAME_OVERHEAD
+            if end > total:
+                return -1 if pos < left else pos - left
+            pos = end
+
+    def _append(self, data: bytes | memoryview) -> None:
+        """Add bytes after the unread ones, in a bytearray of our own."""
+        buffer = self._buffer
+        if type(buffer) is not bytearray:
+            buffer = bytearray(memoryview(buffer)[self._offset :])
+            self.copied_bytes += len(buffer)
+            self._buffer = buffer
+            self._offset = 0
+        buffer += data
+        self.copied_bytes += len(data)
 
     def next_frame(self) -> Frame | _NeedData:
         """Return the next complete frame, or `NEED_DATA` if it has not fully arrived."""
@@ -153,7 +224,7 @@ class FrameReader:
 
     def _protocol_header(self) -> ProtocolHeaderReceived | _NeedData:
         size = len(PROTOCOL_HEADER)
-        received = bytes(self._buffer[:size])
+        received = bytes(self._buffer[self._offset : self._offset + size])
         if not PROTOCOL_HEADER.startswith(received):
             raise self._fail(BadProtocolHeader(received))
         if len(received) < size:
@@ -231,8 +302,10 @@ class FrameReader:
         Returns ``(HOT_PUBLISH, channel, length, exchange, routing_key, bits, properties_bin,
         body)`` for a publish whose method, content header and single body frame have all
         arrived, or ``(HOT_ACK, channel, length, delivery_tag, multiple)``; ``length`` is what
-        `skip` must consume. None for anything else, incomplete or malformed: `next_frame`
-        then reads it (and raises the precise error where there is one).
+        `skip` must consume. ``(HOT_PARTIAL, channel)`` for a publish whose method frame has
+        arrived and whose content, so far, can be one header and one body frame: the caller may
+        wait for the rest and take it whole. None for anything else, malformed or not hot:
+        `next_frame` then reads it (and raises the precise error where there is one).
         """
         if self._error is not None or not self._header_seen:
             return None
@@ -260,9 +333,11 @@ class FrameReader:
         bits_at = key_at + 1 + buffer[key_at]
         if bits_at + 1 != end:
             return None
+        # the rest of this publish is in a chunk not read yet (`_rest`): let next_frame go on
+        waiting = None if self._rest else (HOT_PARTIAL, channel)
         header = end + 1
         if total - header < 22:
-            return None
+            return waiting if _starts_frame(buffer, header, 2, channel) else None
         header_type, header_channel, header_size, class_id, _weight, body_size = (
             _HEADER_FRAME_PREFIX.unpack_from(buffer, header)
         )
@@ -273,26 +348,30 @@ class FrameReader:
             or header_size < 14
             or header_size > limit
             or class_id != 60
-            or header_end >= total
-            or buffer[header_end] != FRAME_END
+            or body_size > limit
         ):
+            return None
+        if header_end >= total:
+            return waiting
+        if buffer[header_end] != FRAME_END:
             return None
         body_at = header_end + 1
         if body_size:
             if total - body_at < FRAME_HEADER_SIZE:
-                return None
+                return waiting if _starts_frame(buffer, body_at, 3, channel) else None
             body_type, body_channel, body_frame_size = _FRAME_HEADER.unpack_from(buffer, body_at)
             body_end = body_at + FRAME_HEADER_SIZE + body_frame_size
-            if (
-                body_type != 3
-                or body_channel != channel
-                or body_frame_size != body_size
-                or body_size > limit
-                or body_end >= total
-                or buffer[body_end] != FRAME_END
-            ):
+            if body_type != 3 or body_channel != channel or body_frame_size != body_size:
                 return None
-            body = bytes(buffer[body_at + FRAME_HEADER_SIZE : body_end])
+            if body_end >= total:
+                return waiting
+            if buffer[body_end] != FRAME_END:
+                return None
+            body = (
+                buffer[body_at + FRAME_HEADER_SIZE : body_end]
+                if type(buffer) is bytes  # a received chunk: the slice is the one copy
+                else bytes(memoryview(buffer)[body_at + FRAME_HEADER_SIZE : body_end])
+            )
             stop = body_end + 1
         else:
             body = b""
@@ -304,7 +383,7 @@ class FrameReader:
             buffer[at + 1 : key_at].decode("utf-8", "surrogateescape"),
             buffer[key_at + 1 : bits_at].decode("utf-8", "surrogateescape"),
             buffer[bits_at],
-            bytes(buffer[header + 19 : header_end]),
+            _take(buffer, header + 19, header_end),
             body,
         )
 
@@ -313,205 +392,61 @@ class FrameReader:
         self._consume(size)
 
     def _check(self) -> None:
-        """Assert the buffer invariants (for tests): the consumed prefix is dropped in time."""
+        """Assert the buffer invariants (for tests): a bytearray drops its consumed prefix in time."""
         assert 0 <= self._offset <= len(self._buffer)
-        assert self._offset < _COMPACT_MIN or self._offset * 2 < len(self._buffer)
+        assert 0 <= self._rest_at < len(self._rest) or not self._rest
+        if type(self._buffer) is bytearray:
+            assert self._offset < _COMPACT_MIN or self._offset * 2 < len(self._buffer)
 
     def _consume(self, size: int) -> None:
         self._offset += size
         buffer = self._buffer
         if self._offset == len(buffer):
-            buffer.clear()
-            self._offset = 0
-        elif self._offset >= _COMPACT_MIN and self._offset * 2 >= len(buffer):
+            self._buffer = self._rest  # b"" when no chunk goes on: nothing is kept alive
+            self._offset = self._rest_at
+            self._rest = b""
+            self._rest_at = 0
+        elif (
+            self._offset >= _COMPACT_MIN
+            and self._offset * 2 >= len(buffer)
+            and type(buffer) is bytearray
+        ):
             del buffer[: self._offset]
             self._offset = 0
 
 
-# ---------------------------------------------------------------------------------------------
-# fast writers for the frames a broker sends most
+def _frame_head(joined: memoryview, chunk: bytes, pos: int) -> tuple[int, int, int] | None:
+    """(type, channel, size) of the frame at `pos` of joined + chunk, None if it is cut short."""
+    left = len(joined)
+    if pos + FRAME_HEADER_SIZE <= left:
+        head: tuple[int, int, int] = _FRAME_HEADER.unpack_from(joined, pos)
+        return head
+    if pos >= left:
+        if pos - left + FRAME_HEADER_SIZE > len(chunk):
+            return None
+        head = _FRAME_HEADER.unpack_from(chunk, pos - left)
+        return head
+    raw = bytes(joined[pos:]) + chunk[: pos + FRAME_HEADER_SIZE - left]
+    if len(raw) < FRAME_HEADER_SIZE:
+        return None
+    head = _FRAME_HEADER.unpack(raw)
+    return head
+
+
+def _starts_frame(buffer: bytes | bytearray, at: int, frame_type: int, channel: int) -> bool:
+    """True if the bytes from `at` on (maybe none yet) can begin a frame of this type and channel."""
+    available = len(buffer) - at
+    if available >= 1 and buffer[at] != frame_type:
+        return False
+    return available < 3 or buffer[at + 1] << 8 | buffer[at + 2] == channel
+
+
+def _take(buffer: bytes | bytearray, start: int, end: int) -> bytes:
+    """buffer[start:end] as bytes, copied once."""
+    if type(buffer) is bytes:
+        return buffer[start:end]
+    return bytes(memoryview(buffer)[start:end])
+
 
 HEARTBEAT_FRAME: Final = _FRAME_HEADER.pack(FrameType.HEARTBEAT, 0, 0) + _END
-
-_DELIVER_IDS: Final = U32.pack(0x003C003C)
-_GET_OK_IDS: Final = U32.pack(0x003C0047)
-_RETURN_IDS: Final = U32.pack(0x003C0032)
-_ACK_PREFIX: Final = struct.Struct(">BHIIQB")
-_ACK_IDS: Final = 0x003C0050
-_NACK_IDS: Final = 0x003C0078
-
-
-def _shortstr(value: str) -> bytes:
-    raw = value.encode("utf-8", "surrogateescape")
-    if len(raw) > 255:
-        raise ValueError(f"short string of {len(raw)} bytes is longer than 255")
-    return U8.pack(len(raw)) + raw
-
-
-def _method_frame(channel: int, payload: bytes) -> bytes:
-    return _FRAME_HEADER.pack(FrameType.METHOD, channel, len(payload)) + payload + _END
-
-
-def _content_parts(
-    parts: list[bytes | memoryview],
-    channel: int,
-    class_id: int,
-    properties_bin: bytes,
-    body: bytes,
-    frame_max: int,
-) -> None:
-    size = len(body)
-    parts.append(
-        _HEADER_FRAME_PREFIX.pack(
-            FrameType.HEADER, channel, 12 + len(properties_bin), class_id, 0, size
-        )
-    )
-    parts.append(properties_bin)
-    parts.append(_END)
-    if not size:
-        return
-    chunk = frame_max - FRAME_OVERHEAD if frame_max > 0 else size
-    if size <= chunk:
-        parts.append(_FRAME_HEADER.pack(FrameType.BODY, channel, size))
-        parts.append(body)
-        parts.append(_END)
-        return
-    view = memoryview(body)
-    for start in range(0, size, chunk):
-        piece = view[start : start + chunk]
-        parts.append(_FRAME_HEADER.pack(FrameType.BODY, channel, len(piece)))
-        parts.append(piece)
-        parts.append(_END)
-
-
-def encode_content(
-    channel: int, class_id: int, properties_bin: bytes, body: bytes, frame_max: int
-) -> bytes:
-    """Encode a content header frame and the body frames (none for an empty body)."""
-    parts: list[bytes | memoryview] = []
-    _content_parts(parts, channel, class_id, properties_bin, body, frame_max)
-    return b"".join(parts)
-
-
-_SHORTSTR_CACHE: Final[dict[str, bytes]] = {}
-_SHORTSTR_CACHE_SIZE: Final = 8192
-_DELIVER_HEAD: Final = struct.Struct(">BHII")  # method frame header, class and method ids
-_TAG_REDELIVERED: Final = struct.Struct(">QB")
-_END_HEADER_PREFIX: Final = struct.Struct(">BBHIHHQ")  # frame end, then a content header's start
-_END_FRAME_HEADER: Final = struct.Struct(">BBHI")  # frame end, then a frame header
-
-
-def _cached_shortstr(value: str) -> bytes:
-    """`_shortstr`, remembered for the consumer tags, exchanges and keys that repeat."""
-    encoded = _SHORTSTR_CACHE.get(value)
-    if encoded is None:
-        encoded = _shortstr(value)
-        if len(_SHORTSTR_CACHE) >= _SHORTSTR_CACHE_SIZE:
-            _SHORTSTR_CACHE.clear()
-        _SHORTSTR_CACHE[value] = encoded
-    return encoded
-
-
-def encode_deliver(
-    channel: int,
-    consumer_tag: str,
-    delivery_tag: int,
-    redelivered: bool,
-    exchange: str,
-    routing_key: str,
-    properties_bin: bytes,
-    body: bytes,
-    frame_max: int,
-) -> bytes:
-    """Encode basic.deliver with its content header and body frames."""
-    tag = _cached_shortstr(consumer_tag)
-    exchange_bin = _cached_shortstr(exchange)
-    key_bin = _cached_shortstr(routing_key)
-    size = len(body)
-    head = _DELIVER_HEAD.pack(
-        FrameType.METHOD, channel, 13 + len(tag) + len(exchange_bin) + len(key_bin), 0x003C003C
-    )
-    if not 0 < size <= frame_max - FRAME_OVERHEAD:  # no body, or several body frames
-        payload = b"".join((tag, _TAG_REDELIVERED.pack(delivery_tag, redelivered), exchange_bin))
-        parts: list[bytes | memoryview] = [head, payload, key_bin, _END]
-        _content_parts(parts, channel, 60, properties_bin, body, frame_max)
-        return b"".join(parts)
-    return b"".join(
-        (
-            head,
-            tag,
-            _TAG_REDELIVERED.pack(delivery_tag, redelivered),
-            exchange_bin,
-            key_bin,
-            _END_HEADER_PREFIX.pack(
-                FRAME_END, FrameType.HEADER, channel, 12 + len(properties_bin), 60, 0, size
-            ),
-            properties_bin,
-            _END_FRAME_HEADER.pack(FRAME_END, FrameType.BODY, channel, size),
-            body,
-            _END,
-        )
-    )
-
-
-def encode_get_ok(
-    channel: int,
-    delivery_tag: int,
-    redelivered: bool,
-    exchange: str,
-    routing_key: str,
-    message_count: int,
-    properties_bin: bytes,
-    body: bytes,
-    frame_max: int,
-) -> bytes:
-    """Encode basic.get-ok with its content header and body frames."""
-    payload = b"".join(
-        (
-            _GET_OK_IDS,
-            U64.pack(delivery_tag),
-            b"\x01" if redelivered else b"\x00",
-            _shortstr(exchange),
-            _shortstr(routing_key),
-            U32.pack(message_count),
-        )
-    )
-    parts: list[bytes | memoryview] = [_method_frame(channel, payload)]
-    _content_parts(parts, channel, 60, properties_bin, body, frame_max)
-    return b"".join(parts)
-
-
-def encode_return(
-    channel: int,
-    reply_code: int,
-    reply_text: str,
-    exchange: str,
-    routing_key: str,
-    properties_bin: bytes,
-    body: bytes,
-    frame_max: int,
-) -> bytes:
-    """Encode basic.return with its content header and body frames."""
-    payload = b"".join(
-        (
-            _RETURN_IDS,
-            reply_code.to_bytes(2, "big"),
-            write_reply_text(reply_text),
-            _shortstr(exchange),
-            _shortstr(routing_key),
-        )
-    )
-    parts: list[bytes | memoryview] = [_method_frame(channel, payload)]
-    _content_parts(parts, channel, 60, properties_bin, body, frame_max)
-    return b"".join(parts)
-
-
-def encode_ack(channel: int, delivery_tag: int, multiple: bool) -> bytes:
-    """Encode basic.ack (a publisher confirm)."""
-    return _ACK_PREFIX.pack(FrameType.METHOD, channel, 13, _ACK_IDS, delivery_tag, multiple) + _END
-
-
-def encode_nack(channel: int, delivery_tag: int, multiple: bool, requeue: bool) -> bytes:
-    """Encode basic.nack (a negative publisher confirm)."""
-    bits = multiple | requeue << 1
-    return _ACK_PREFIX.pack(FrameType.METHOD, channel, 13, _NACK_IDS, delivery_tag, bits) + _END
+"""The heartbeat frame (the writers of the other frames are in `amqplite.protocol.writers`)."""

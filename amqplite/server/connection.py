@@ -5,12 +5,17 @@ from __future__ import annotations
 import logging
 import math
 import os
+from typing import TYPE_CHECKING
 
 import trio
 
 from amqplite.config.models import Limits
 from amqplite.protocol.frames import HEARTBEAT_FRAME
 from amqplite.session.connection import ConnectionState, Session
+from amqplite.session.paged import load_bodies
+
+if TYPE_CHECKING:
+    from amqplite.server.alarms import Alarms
 
 log = logging.getLogger("amqplite.server")
 
@@ -36,10 +41,18 @@ class ClientConnection:
     whatever is left, and all output produced outside a receive (timers, commits).
     """
 
-    def __init__(self, stream: trio.abc.Stream, session: Session, limits: Limits) -> None:
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        session: Session,
+        limits: Limits,
+        alarms: Alarms | None = None,
+    ) -> None:
         self.stream = stream
         self.session = session
         self.limits = limits
+        self.alarms = alarms
+        self.blocked = False  # held by a resource alarm: not read, heartbeats not expected
         self._wake = trio.Event()
         self._accepted = trio.current_time()
         self._last_received = self._accepted
@@ -53,6 +66,7 @@ class ClientConnection:
         self._scope: trio.CancelScope | None = None  # the connection's tasks
         self._send_scope: trio.CancelScope | None = None  # the shielded send in progress
         session.on_output = self.wake
+        session.defer_paged = True
 
     def drop_at(self, deadline: float) -> None:
         """End the connection at `deadline` (trio time), even mid-send to a peer not reading."""
@@ -78,6 +92,8 @@ class ClientConnection:
         session = self.session
         if self._fd < 0 or self._sending or self._leftover or session.closed:
             return False
+        if session.output_held:
+            return False  # paged bodies to read: the writer task does it off the loop
         data = session.data_to_send()
         if not data:
             return True
@@ -119,7 +135,11 @@ class ClientConnection:
 
     async def _reader(self) -> None:
         session = self.session
+        alarms = self.alarms
         while not session.closed:
+            if alarms is not None and alarms.active and session.publishing:
+                await alarms.hold(self)
+                self._last_received = trio.current_time()
             try:
                 data = await self.stream.receive_some(RECEIVE_SIZE)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
@@ -135,6 +155,10 @@ class ClientConnection:
         while True:
             await self._wake.wait()
             self._wake = trio.Event()
+            loads = session.bodies_to_load()
+            if loads:  # bodies paged out of memory: read in a worker thread, never on the loop
+                await trio.to_thread.run_sync(load_bodies, loads)
+                session.bodies_loaded()
             data = session.data_to_send()
             if self._leftover:
                 data, self._leftover = self._leftover + data, b""
@@ -183,6 +207,8 @@ class ClientConnection:
                     return
             heartbeat = session.heartbeat
             if heartbeat and session.state is ConnectionState.OPEN:
+                if self.blocked:  # not read while blocked: its heartbeats wait in the socket
+                    self._last_received = now
                 if now - self._last_received > 2 * heartbeat:
                     log.warning("missed heartbeats from %s, closing", session.peer)
                     session.close_reason = "missed heartbeats from client"

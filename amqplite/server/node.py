@@ -16,8 +16,10 @@ import trio
 from amqplite import __version__
 from amqplite.broker.broker import Broker
 from amqplite.config.models import Config
+from amqplite.config.source import ListenError
 from amqplite.protocol.constants import ClassId, ReplyCode
 from amqplite.protocol.errors import ConnectionException
+from amqplite.server.alarms import Alarms
 from amqplite.server.boot import apply_boot_definitions, build_broker, session_settings
 from amqplite.server.committer import Committer, open_store
 from amqplite.server.connection import ClientConnection
@@ -41,6 +43,7 @@ class Node:
         self.settings = session_settings(config)
         self.connections: set[ClientConnection] = set()
         self.shutting_down = False
+        self.alarms = Alarms(config.alarms, config.data_dir)
         self.cluster: ClusterAgent | None = None  # set in cluster mode
 
     async def handle_stream(self, stream: trio.SocketStream) -> None:
@@ -86,7 +89,7 @@ class Node:
                 ClassId.CONNECTION,
                 40,
             )
-        conn = ClientConnection(stream, session, self.config.limits)
+        conn = ClientConnection(stream, session, self.config.limits, self.alarms)
         self.connections.add(conn)
         try:
             await conn.run()
@@ -122,7 +125,12 @@ async def run_node(
     if node.cluster is not None:  # definitions are shared through etcd from here on
         node.cluster.attach(node.broker)
     tune_gc()
-    listeners = await trio.open_tcp_listeners(config.listener.port, host=config.listener.host)
+    try:
+        listeners = await trio.open_tcp_listeners(config.listener.port, host=config.listener.host)
+    except OSError as exc:
+        setting = "--port, AMQPLITE_PORT or listener.port"
+        host, port, reason = config.listener.host, config.listener.port, exc.strerror or str(exc)
+        raise ListenError("AMQP", host, port, setting, reason) from None
     ports = [listener.socket.getsockname()[1] for listener in listeners]
     log.info("amqplite listening on %s port %s", config.listener.host, ports[0])
     tls_listeners: list[trio.SSLListener[trio.SocketStream]] = []
@@ -157,11 +165,18 @@ async def run_node(
             handlers.start_soon(accept)
             handlers.start_soon(committer.run)
             handlers.start_soon(run_broker_timers, node.broker)
+            handlers.start_soon(node.alarms.run)
             if config.management.enabled:
                 from amqplite.management.server import run_management
 
                 await handlers.start(
-                    partial(run_management, node, config.management, store=committer.store)
+                    partial(
+                        run_management,
+                        node,
+                        config.management,
+                        store=committer.store,
+                        wait_durable=committer.wait_durable,
+                    )
                 )
             if node.cluster is not None:
                 await handlers.start(node.cluster.run)

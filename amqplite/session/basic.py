@@ -8,7 +8,6 @@ from amqplite.broker.message import Message
 from amqplite.broker.publishing import make_message
 from amqplite.protocol.assembler import Command
 from amqplite.protocol.constants import ClassId, ReplyCode
-from amqplite.protocol.frames import encode_get_ok, encode_return
 from amqplite.protocol.methods import (
     BasicAck,
     BasicNack,
@@ -17,6 +16,7 @@ from amqplite.protocol.methods import (
     build_method,
     spec,
 )
+from amqplite.protocol.writers import GetOk, Return, get_ok_parts, return_parts
 from amqplite.session.access import check_topic, check_user_id
 from amqplite.session.channel import ChannelSession, ConfirmMode
 from amqplite.session.context import SessionContext
@@ -65,23 +65,13 @@ def basic_get(ctx: SessionContext, channel: ChannelSession, command: Command) ->
     queue = ctx.open_vhost.queue(channel.queue_name(m.queue), ctx.owner)
     got = channel.delivery.get(queue, m.no_ack)
     if got is None:
+        queue.stats.get_empty += 1
+        queue.totals.get_empty += 1
         ctx.send(channel.channel_id, spec.Basic.GetEmpty())
         return
     tag, entry, redelivered = got
-    msg = entry.message
-    ctx.write(
-        encode_get_ok(
-            channel.channel_id,
-            tag,
-            redelivered,
-            msg.exchange,
-            msg.routing_key,
-            queue.message_count,
-            msg.properties_bin,
-            msg.body,
-            ctx.frame_max,
-        )
-    )
+    get_ok = GetOk(channel.channel_id, tag, redelivered, queue.message_count)
+    ctx.write_parts(get_ok_parts(get_ok, entry.message, ctx.frame_max))
 
 
 def basic_publish(ctx: SessionContext, channel: ChannelSession, command: Command) -> None:
@@ -108,6 +98,7 @@ def publish(
 ) -> None:
     """basic.publish (fast path or assembled): check access and exchange, then route or buffer."""
     vhost = ctx.open_vhost
+    ctx.publishing = True
     ctx.allow("write", "exchange", exchange, ClassId.BASIC, 40)
     vhost.exchange(exchange)  # 404 before anything else
     check_user_id(ctx.user, properties_bin, ClassId.BASIC, 40)
@@ -123,28 +114,27 @@ def route(
     ctx: SessionContext, channel: ChannelSession, exchange: str, mandatory: bool, message: Message
 ) -> None:
     """Route a message; basic.return when mandatory and unrouted; queue its confirm."""
-    routed = ctx.broker.route(ctx.open_vhost, exchange, message)
+    confirming = channel.mode is ConfirmMode.CONFIRM
+    mark = None
+    if confirming:  # the confirm waits for the commit domains its records went to
+        commits = ctx.broker.commits
+        outer = commits.watch()
+        try:
+            routed = ctx.broker.route(ctx.open_vhost, exchange, message)
+        finally:
+            mark = commits.watched(outer)
+    else:
+        routed = ctx.broker.route(ctx.open_vhost, exchange, message)
     queues = routed.queues
     if not queues and mandatory:
-        ctx.write(
-            encode_return(
-                channel.channel_id,
-                int(ReplyCode.NO_ROUTE),
-                "NO_ROUTE",
-                exchange,
-                message.routing_key,
-                message.properties_bin,
-                message.body,
-                ctx.frame_max,
-            )
-        )
-    if channel.mode is ConfirmMode.CONFIRM:
-        ticket = 0
-        if message.persistent and any(q.durable for q in routed.accepted):
-            ticket = ctx.broker.commits.write_ticket()
+        ctx.broker.totals.returned += 1
+        returned = Return(channel.channel_id, int(ReplyCode.NO_ROUTE), "NO_ROUTE")
+        ctx.write_parts(return_parts(returned, message, ctx.frame_max))
+    if confirming:
         # reject-publish: a queue refused it, so the publisher gets basic.nack (as RabbitMQ)
         ok = not routed.rejected
-        channel.pending_confirms.append((channel.next_publish_seq(), ok, ticket))
+        ctx.broker.totals.confirm += ok
+        channel.pending_confirms.append((channel.next_publish_seq(), ok, mark))
         ctx.confirms.track(channel)
 
 

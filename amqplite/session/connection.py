@@ -10,12 +10,13 @@ from typing import Any
 from amqplite.broker.auth import check_access
 from amqplite.broker.broker import Broker, User
 from amqplite.broker.consumer import DeliveryChannel
-from amqplite.broker.message import QueueEntry
+from amqplite.broker.message import PagedMessage, QueueEntry
 from amqplite.broker.vhost import VHost
 from amqplite.protocol.assembler import Command, ContentAssembler
 from amqplite.protocol.constants import FRAME_MIN_SIZE, PROTOCOL_HEADER, ClassId, ReplyCode
 from amqplite.protocol.errors import AMQPError, ChannelException, ConnectionException
 from amqplite.protocol.frames import (
+    HOT_PARTIAL,
     HOT_PUBLISH,
     NEED_DATA,
     BadProtocolHeader,
@@ -23,7 +24,6 @@ from amqplite.protocol.frames import (
     HeartbeatFrame,
     MethodFrame,
     ProtocolHeaderReceived,
-    encode_deliver,
 )
 from amqplite.protocol.methods import (
     BasicAck,
@@ -34,6 +34,7 @@ from amqplite.protocol.methods import (
     method_ids,
     spec,
 )
+from amqplite.protocol.writers import Deliver, Part, deliver_parts
 from amqplite.session import handshake, limits
 from amqplite.session.basic import ack, publish
 from amqplite.session.channel import ChannelSession, ChannelState
@@ -41,6 +42,7 @@ from amqplite.session.channel_commands import check_channel_open
 from amqplite.session.commands import handle_command
 from amqplite.session.confirms import PublisherConfirms
 from amqplite.session.durable_replies import DurableReplies
+from amqplite.session.paged import HeldOutput, PagedDelivery, PagedOutput
 from amqplite.session.settings import SessionSettings
 
 log = logging.getLogger("amqplite.session")
@@ -62,7 +64,7 @@ def _noop() -> None:
     """Default output notification: nothing to wake."""
 
 
-class Session:
+class Session(PagedOutput):
     """AMQP 0-9-1 for one client connection: feed bytes in, take bytes out (h11 style)."""
 
     def __init__(
@@ -89,8 +91,11 @@ class Session:
         self.client_properties: dict[str, Any] = {}
         self.channels: dict[int, ChannelSession] = {}
         self.close_reason: str = ""
-        self._out: list[bytes] = []
+        self.publishing = False  # set by the first basic.publish (resource alarms block such)
+        self._out: list[Part] = []  # joined once, in data_to_send: the one copy of a body
         self._out_size = 0
+        self.defer_paged = False  # the server reads paged bodies off the loop (bodies_to_load)
+        self._held_out: HeldOutput | None = None  # output behind a paged delivery being read
         self._starved = False
         self.confirms = PublisherConfirms()
         self._held = DurableReplies(broker)  # replies waiting for their records' commit
@@ -115,8 +120,8 @@ class Session:
         reader.receive_data(data)
         try:
             while self.state is not ConnectionState.CLOSED:
-                if self.state is ConnectionState.OPEN:
-                    self._receive_hot()
+                if self.state is ConnectionState.OPEN and self._receive_hot():
+                    break  # a publish waits for the rest of its content, to be taken whole
                 frame = reader.next_frame()
                 if frame is NEED_DATA:
                     break
@@ -135,8 +140,11 @@ class Session:
             )
         self._flush_confirms()
 
-    def _receive_hot(self) -> None:
-        """Publishes and acks straight from the read buffer while they come in a row."""
+    def _receive_hot(self) -> bool:
+        """Publishes and acks straight from the read buffer while they come in a row.
+
+        True when the next publish has not fully arrived: reading waits for the rest of it.
+        """
         reader = self.reader
         channels = self.channels
         assembler = self.assembler
@@ -145,7 +153,7 @@ class Session:
         while self.state is ConnectionState.OPEN:
             hot = reader.peek_hot()
             if hot is None:
-                return
+                return False
             channel_id = hot[1]
             channel = channels.get(channel_id)
             if (
@@ -154,11 +162,14 @@ class Session:
                 or assembler.has_pending(channel_id)
                 or channel_id in held
             ):
-                return
-            if hot[0] == HOT_PUBLISH:
+                return False
+            kind = hot[0]
+            if kind == HOT_PARTIAL:  # the rest of this publish is on its way: take it whole
+                return True
+            if kind == HOT_PUBLISH:
                 _, _, size, exchange, routing_key, bits, properties_bin, body = hot
                 if len(body) > max_body:
-                    return
+                    return False
                 reader.skip(size)
                 try:
                     publish(
@@ -174,6 +185,7 @@ class Session:
                     ack(self, channel, delivery_tag, multiple)
                 except ChannelException as exc:
                     self._channel_error(channel, exc, BasicAck(delivery_tag, multiple))
+        return False
 
     def data_to_send(self) -> bytes:
         """Take every byte queued for the client."""
@@ -181,7 +193,7 @@ class Session:
             return b""
         data = b"".join(self._out)
         self._out.clear()
-        self._out_size = 0
+        self._out_size = self._held_out.size if self._held_out is not None else 0
         return data
 
     def data_to_send_pending(self) -> bool:
@@ -215,8 +227,21 @@ class Session:
 
     def write(self, data: bytes) -> None:
         """Queue already-encoded frames for the client."""
-        self._out.append(data)
+        if self._held_out is not None:
+            self._held_out.append(data)  # stays in order behind a paged delivery
+        else:
+            self._out.append(data)
         self._out_size += len(data)
+        self.on_output()
+
+    def write_parts(self, parts: list[Part]) -> None:
+        """Queue frames given as parts (a writer's output, the body among them uncopied)."""
+        if self._held_out is not None:
+            for part in parts:  # stays in order behind a paged delivery
+                self._held_out.append(part)
+        else:
+            self._out += parts
+        self._out_size += sum(map(len, parts))
         self.on_output()
 
     def send(self, channel_id: int, method: Method) -> None:
@@ -225,7 +250,7 @@ class Session:
 
     def _flush_confirms(self) -> None:
         if self.confirms:
-            self.confirms.flush(self.broker.commits.committed_ticket(), self.write)
+            self.confirms.flush(self.write)
 
     def _finish(self, reason: str) -> None:
         self.close_reason = self.close_reason or reason
@@ -237,21 +262,14 @@ class Session:
     def deliver(
         self, channel_id: int, consumer_tag: str, delivery_tag: int, entry: QueueEntry
     ) -> None:
-        """Send basic.deliver for a queue entry."""
+        """Send basic.deliver for a queue entry (its body joins the outbound bytes uncopied)."""
         m = entry.message
-        self.write(
-            encode_deliver(
-                channel_id,
-                consumer_tag,
-                delivery_tag,
-                entry.redelivered,
-                m.exchange,
-                m.routing_key,
-                m.properties_bin,
-                m.body,
-                self.frame_max,
-            )
-        )
+        if self.defer_paged and type(m) is PagedMessage:  # never read a body on the event loop
+            deliver = Deliver(channel_id, consumer_tag, delivery_tag, entry.redelivered)
+            self.defer_delivery(PagedDelivery(deliver, m, self.frame_max))
+            return
+        deliver = Deliver(channel_id, consumer_tag, delivery_tag, entry.redelivered)
+        self.write_parts(deliver_parts(deliver, m, self.frame_max))
 
     def cancel_consumer(self, channel_id: int, consumer_tag: str) -> None:
         """Server-initiated basic.cancel (consumer_cancel_notify)."""
@@ -333,6 +351,8 @@ class Session:
             handle_command(self, channel, command)
         except ChannelException as exc:
             self._channel_error(channel, exc, command.method)
+        finally:
+            self._held.close_open_mark()  # the command failed after write_mark()
 
     # -- connection class --------------------------------------------------------------------
 
@@ -399,6 +419,7 @@ class Session:
         limits.admit_connection(self.broker, self.user.name if self.user else "", vhost.name)
         self.vhost = vhost  # from here on counted: _release uncounts it
         self.state = ConnectionState.OPEN
+        self.broker.churn.connection_created += 1
         self.send(0, spec.Connection.OpenOk())
         log.info(
             "connection open from %s user=%s vhost=%s",
@@ -446,9 +467,11 @@ class Session:
         if vhost is not None:
             user = self.user.name if self.user else ""
             limits.release_connection(self.broker, user, vhost.name, len(self.channels))
+        self.broker.churn.channel_closed += len(self.channels)
         self.channels.clear()
         self.confirms.clear()
         self._held.clear()
+        self._held_out = None
         self.broker.close_connection(vhost, self)
 
     # -- channel class -----------------------------------------------------------------------
@@ -457,6 +480,7 @@ class Session:
         check_channel_open(channel_id, method, self.channel_max)
         limits.admit_channel(self.broker, self.user.name if self.user else "")
         self.channels[channel_id] = ChannelSession(channel_id, DeliveryChannel(channel_id, self))
+        self.broker.churn.channel_created += 1
         self.send(channel_id, spec.Channel.OpenOk())
 
     def _handle_closing_channel(self, channel: ChannelSession, method: Any) -> None:
@@ -469,6 +493,7 @@ class Session:
     def drop_channel(self, channel: ChannelSession) -> None:
         if self.channels.pop(channel.channel_id, None) is not None:
             limits.release_channel(self.broker, self.user.name if self.user else "")
+            self.broker.churn.channel_closed += 1
         self.confirms.forget(channel.channel_id)
         self._held.forget(channel.channel_id)
         self.assembler.reset(channel.channel_id)
@@ -514,24 +539,25 @@ class Session:
     def allow(self, access: str, kind: str, name: str, class_id: int, method_id: int) -> None:
         """403 ACCESS_REFUSED unless the user's permissions on this vhost allow the access."""
         user = self.user.name if self.user else ""
-        permission = self.broker.permissions_of(user, self.open_vhost.name)
+        vhost = self.open_vhost.name
+        permission = self.broker.permissions_of(user, vhost)
         if permission is not self._allowed_for:
             self._allowed_for = permission
             self._allowed.clear()
         key = (access, kind, name)
         if key in self._allowed:
             return
-        check_access(
-            permission, access, kind, name, self.open_vhost.name, user, class_id, method_id
-        )
+        check_access(permission, access, kind, name, vhost, user, class_id, method_id)
         self._allowed.add(key)
 
-    def write_mark(self) -> int:
-        """The write ticket before a metadata change (-1 when no store records metadata)."""
-        return self._held.mark(self.open_vhost.metadata is not None)
+    def write_mark(self) -> object:
+        """Start noting the records a command writes (the token for reply_when_durable)."""
+        return self._held.mark()
 
-    def reply_when_durable(self, channel: ChannelSession, mark: int, reply: Method | None) -> None:
-        """Send a declare/bind/delete reply once the records this channel wrote are on disk.
+    def reply_when_durable(
+        self, channel: ChannelSession, mark: object, reply: Method | None
+    ) -> None:
+        """Send a reply once the records this channel wrote are on disk (declare, tx.commit...).
 
         Until then the reply is held and the channel's later input waits behind it, so the
         channel's replies stay in order; `reply` None (nowait) only notes what was written.

@@ -8,6 +8,7 @@ if TYPE_CHECKING:
     from amqplite.broker.broker import Broker, User
     from amqplite.broker.vhost import VHost
     from amqplite.protocol.methods import Method
+    from amqplite.protocol.writers import Part
     from amqplite.session.channel import ChannelSession
     from amqplite.session.confirms import PublisherConfirms
     from amqplite.session.settings import SessionSettings
@@ -15,6 +16,8 @@ if TYPE_CHECKING:
 
 class SessionContext(Protocol):
     """What a handler of one AMQP command may use of its connection."""
+
+    publishing: bool  # the connection has published (resource alarms block such connections)
 
     @property
     def broker(self) -> Broker:
@@ -50,13 +53,18 @@ class SessionContext(Protocol):
     def write(self, data: bytes) -> None:
         """Queue already-encoded frames for the client."""
 
+    def write_parts(self, parts: list[Part]) -> None:
+        """Queue frames given as a writer's parts (the body among them, uncopied)."""
+
     def allow(self, access: str, kind: str, name: str, class_id: int, method_id: int) -> None:
         """Raise 403 ACCESS_REFUSED unless the user may have `access` to the resource."""
 
-    def write_mark(self) -> int:
-        """The write ticket before a metadata change (-1 when no store records metadata)."""
+    def write_mark(self) -> object:
+        """Start noting the records a command writes (the token for reply_when_durable)."""
 
-    def reply_when_durable(self, channel: ChannelSession, mark: int, reply: Method | None) -> None:
+    def reply_when_durable(
+        self, channel: ChannelSession, mark: object, reply: Method | None
+    ) -> None:
         """Send `reply` once the records written since `mark` are on disk (None: nowait)."""
 
     def drop_channel(self, channel: ChannelSession) -> None:

@@ -265,6 +265,23 @@ class Client:
         )
         return int(ok.message_count)
 
+    def queue_depths(
+        self, names: tuple[str, ...], channel: int = 1, timeout: float = 30.0
+    ) -> list[int]:
+        """Ready-message counts of existing queues: passive declares sent in one burst."""
+        self.send(
+            b"".join(
+                encode_method(channel, spec.Queue.Declare(queue=name, passive=True))
+                for name in names
+            )
+        )
+        counts = []
+        while len(counts) < len(names):
+            got_channel, got = self._next_method(timeout)
+            if got_channel == channel and isinstance(got, spec.Queue.DeclareOk):
+                counts.append(int(got.message_count))
+        return counts
+
     def delete_queue(self, name: str, channel: int = 1) -> None:
         """Delete a queue."""
         self.rpc(channel, spec.Queue.Delete(queue=name), spec.Queue.DeleteOk)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 import attrs
 
@@ -106,3 +106,74 @@ def document(
     if len(brokers) > 1:
         doc["ratios"] = ratios(results, brokers[0], brokers[1])
     return doc
+
+
+FLOW_LABELS: Final = {
+    "transient": "transient, one queue, ack multiple",
+    "manual-ack": "one ack per message",
+    "fanout": "fanout to 10 queues (deliveries)",
+    "topic": "topic, 1,000 bindings over 10 queues",
+    "confirms": "confirmed persistent, durable queue",
+}
+
+
+def _rate(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value >= 10_000:
+        return f"{value / 1000:.0f}k"
+    if value >= 1000:
+        return f"{value / 1000:.1f}k"
+    return f"{value:.0f}"
+
+
+def _short(broker: str) -> str:
+    return broker.split()[0]
+
+
+def flow_table(results: list[Result], brokers: list[str]) -> str:
+    """The side-by-side table of issue 16: accepted / delivered, delivered ratio, CPU/delivery."""
+    by_key = {(r.scenario, r.broker): r for r in results}
+    subject, reference = brokers[0], brokers[1]
+    a, b = _short(subject), _short(reference)
+    lines = [
+        f"| scenario | {a} accepted / delivered per s | {b} accepted / delivered per s "
+        f"| delivered ratio | broker CPU µs per delivery, {a} / {b} |",
+        "|---|---|---|---|---|",
+    ]
+    for scenario in dict.fromkeys(r.scenario for r in results):
+        pair = [by_key.get((scenario, broker)) for broker in (subject, reference)]
+        if any(r is None or "delivered_per_s" not in r.metrics for r in pair):
+            continue
+        cells = []
+        for result in pair:
+            assert result is not None
+            m = result.metrics
+            text = f"{_rate(m.get('accepted_per_s'))} / {_rate(m.get('delivered_per_s'))}"
+            cells.append(text + (" (FAILED)" if result.error else ""))
+        mine, theirs = (r.metrics if r else {} for r in pair)
+        ratio = mine["delivered_per_s"] / theirs["delivered_per_s"]
+        cpu = " / ".join(_number(m.get("cpu_us_per_msg")) for m in (mine, theirs))
+        label = FLOW_LABELS.get(scenario, scenario)
+        lines.append(f"| {label} | {cells[0]} | {cells[1]} | {ratio:.2f}x | {cpu} |")
+    return "\n".join(lines)
+
+
+def memory_table(results: list[Result], brokers: list[str]) -> str:
+    """Per flow and broker: RSS start / peak / end, peak queue depth, drain time after the window."""
+    lines = [
+        "| scenario | broker | RSS start / peak / end MB | queue depth peak | drain after window s |",
+        "|---|---|---|---|---|",
+    ]
+    by_key = {(r.scenario, r.broker): r for r in results}
+    for scenario in dict.fromkeys(r.scenario for r in results):
+        for broker in brokers:
+            result = by_key.get((scenario, broker))
+            if result is None or "rss_start_mb" not in result.metrics:
+                continue
+            m = result.metrics
+            rss = " / ".join(f"{m[k]:.0f}" for k in ("rss_start_mb", "rss_peak_mb", "rss_end_mb"))
+            depth = f"{m['depth_peak']:,.0f}" if "depth_peak" in m else "-"
+            drain = f"{m['drain_s']:.1f}" if "drain_s" in m else "-"
+            lines.append(f"| {scenario} | {_short(broker)} | {rss} | {depth} | {drain} |")
+    return "\n".join(lines)

@@ -33,7 +33,7 @@ class Flow:
     fanout: int = 1
     duration: float | None = 10.0
     count: int | None = None
-    max_backlog: int | None = 20_000
+    max_backlog: int | None = None  # None: publish as fast as the broker reads
     batch: int = 100
     drain_timeout: float = 60.0
 
@@ -237,6 +237,7 @@ def _consume(url: str, flow: Flow, shared: Shared) -> dict[str, Any]:
     shared.go.wait()
     cpu0 = _cpu_seconds()
     first_ns = last_ns = 0
+    window_deliveries, window_ns = -1, 0
     done_at: float | None = None
     complete = False
     buffer = client.buffer
@@ -259,6 +260,9 @@ def _consume(url: str, flow: Flow, shared: Shared) -> dict[str, Any]:
             acked = tracker.last_tag
         final = shared.final.value
         if final >= 0:
+            if window_deliveries < 0:
+                # the publisher's window just ended: what was delivered within it
+                window_deliveries, window_ns = tracker.deliveries, time.monotonic_ns()
             if tracker.deliveries >= final * flow.fanout:
                 complete = True
                 break
@@ -269,6 +273,12 @@ def _consume(url: str, flow: Flow, shared: Shared) -> dict[str, Any]:
                 break
         elif shared.stop.value:
             break
+    if tracker.last_tag > acked:
+        # settle the last deliveries: closing with them unacked would put them back
+        if flow.ack_multiple:
+            client.send(ack_frame(tracker.last_tag, True))
+        else:
+            client.send(acks_each(acked + 1, tracker.last_tag))
     cpu = _cpu_seconds() - cpu0
     client.close()
     result: dict[str, Any] = {
@@ -276,6 +286,8 @@ def _consume(url: str, flow: Flow, shared: Shared) -> dict[str, Any]:
         "complete": complete,
         "first_ns": first_ns,
         "last_ns": last_ns,
+        "window_deliveries": max(0, window_deliveries),
+        "window_ns": window_ns or last_ns,
         "cpu_seconds": cpu,
     }
     if flow.stamps:

@@ -15,6 +15,7 @@ import attrs
 from benchlib.client import BrokerClosed, Client
 from benchlib.procinfo import ProcSample, sample, system_busy_seconds
 from benchlib.roles import Flow, Shared, consumer_main, publisher_main
+from benchlib.sampler import Sampler, Series
 
 
 @attrs.frozen
@@ -38,6 +39,7 @@ class Settings:
     connections: int = 1000
     drain_timeout: float = 60.0
     progress: bool = True
+    max_in_flight: int | None = None
 
 
 @attrs.frozen
@@ -48,6 +50,15 @@ class Result:
     broker: str
     metrics: dict[str, float]
     error: str | None = None
+    series: dict[str, Any] | None = None
+
+
+@attrs.frozen
+class Measured:
+    """A scenario's figures and, for load flows, their time series."""
+
+    metrics: dict[str, float]
+    series: Series | None = None
 
 
 @attrs.frozen
@@ -61,8 +72,15 @@ class Metric:
 
 
 METRICS: Final[dict[str, Metric]] = {
-    "msg_per_s": Metric("throughput", "msg/s", True),
+    "accepted_per_s": Metric("accepted in window", "msg/s", True),
+    "delivered_per_s": Metric("delivered in window", "msg/s", True),
+    "msg_per_s": Metric("throughput incl. drain", "msg/s", True),
     "publish_per_s": Metric("publish rate", "msg/s", True),
+    "drain_s": Metric("drain after window", "s", False, ratio=False),
+    "depth_peak": Metric("queue depth, peak", "msgs", False, ratio=False),
+    "rss_start_mb": Metric("broker RSS, start", "MB", False, ratio=False),
+    "rss_peak_mb": Metric("broker RSS, peak", "MB", False),
+    "rss_end_mb": Metric("broker RSS, end", "MB", False),
     "drain_per_s": Metric("drain rate", "msg/s", True),
     "cpu_us_per_msg": Metric("broker CPU", "us/msg", False),
     "p50_ms": Metric("latency p50", "ms", False),
@@ -133,6 +151,7 @@ class FlowRun:
     before: ProcSample | None
     after: ProcSample | None
     other_cpu_pct: float
+    series: Series
 
 
 def run_flow(
@@ -169,6 +188,8 @@ def run_flow(
                 raise RuntimeError(f"{role} failed to start: {report.get('error', 'timeout')}")
     before = _sample(target)
     busy0, own0 = system_busy_seconds(), _own_cpu()
+    sampler = Sampler(target.url, target.pid, flow.queues, shared.published, shared.consumed)
+    sampler.start()
     start = time.monotonic()
     shared.go_ns.value = time.monotonic_ns()
     shared.go.set()
@@ -190,6 +211,9 @@ def run_flow(
         progress.update(fraction, f"{count:>11,} msgs {rate:>10,.0f} msg/s")
         if elapsed > limit:
             shared.stop.value = 1
+        if shared.final.value >= 0 and with_publisher:
+            sampler.mark_window_end()
+    series = sampler.stop()
     after = _sample(target)
     busy1, own1 = system_busy_seconds(), _own_cpu()
     wall = time.monotonic() - start
@@ -213,6 +237,7 @@ def run_flow(
         before,
         after,
         max(0.0, other) / wall * 100,
+        series,
     )
 
 
@@ -243,24 +268,43 @@ def _flow_metrics(flow: Flow, run: FlowRun) -> dict[str, float]:
     metrics: dict[str, float] = {}
     published = int(publisher.get("published", 0))
     if publisher.get("seconds"):
-        metrics["publish_per_s"] = published / publisher["seconds"]
+        # what the broker took: sent and read (the window ends with a round trip or confirms)
+        accepted = publisher.get("confirmed", 0) if flow.confirm_window else published
+        metrics["accepted_per_s"] = accepted / publisher["seconds"]
         metrics["publisher_cpu_pct"] = publisher["cpu_seconds"] / publisher["seconds"] * 100
     deliveries = int(consumer.get("deliveries", 0))
     if deliveries and consumer.get("last_ns"):
-        seconds = (consumer["last_ns"] - run.go_ns) / 1e9
-        metrics["msg_per_s"] = deliveries / seconds
+        window = (consumer["window_ns"] - run.go_ns) / 1e9
+        if window > 0:
+            metrics["delivered_per_s"] = consumer["window_deliveries"] / window
+        metrics["msg_per_s"] = deliveries / ((consumer["last_ns"] - run.go_ns) / 1e9)
+        metrics["drain_s"] = max(0.0, (consumer["last_ns"] - consumer["window_ns"]) / 1e9)
         metrics["consumer_cpu_pct"] = consumer["cpu_seconds"] / run.wall * 100
         metrics.update(_cpu_per_msg(before, after, deliveries))
-    if flow.confirm_window:
-        # the figure that matters is confirmed publishes per second
+    if flow.confirm_window and publisher.get("seconds"):
+        # the end-to-end figure that matters is confirmed publishes per second
         metrics["msg_per_s"] = publisher.get("confirmed", 0) / publisher["seconds"]
-        metrics.update(_cpu_per_msg(before, after, published))
+    metrics.update(_memory_metrics(run))
     metrics["other_cpu_pct"] = run.other_cpu_pct
     for key in ("p50_ms", "p99_ms", "p999_ms", "max_ms"):
         if key in consumer:
             metrics[key] = consumer[key]
     if consumer and not consumer.get("complete", True):
         metrics["lost"] = float(published * flow.fanout - deliveries)
+    return metrics
+
+
+def _memory_metrics(run: FlowRun) -> dict[str, float]:
+    """Broker RSS at the start, at its peak and at the end; the deepest the queues were seen."""
+    metrics: dict[str, float] = {}
+    if run.before is not None and run.after is not None:
+        start, end = run.before.rss_bytes / 2**20, run.after.rss_bytes / 2**20
+        metrics["rss_start_mb"] = start
+        metrics["rss_peak_mb"] = max(start, end, run.series.peak_rss_mb() or 0.0)
+        metrics["rss_end_mb"] = end
+    depth = run.series.peak_depth()
+    if depth is not None:
+        metrics["depth_peak"] = float(depth)
     return metrics
 
 
@@ -277,7 +321,7 @@ def _simple_flow(
     exchange_type: str | None = None,
     bindings: int = 0,
     **flow_args: Any,
-) -> dict[str, float]:
+) -> Measured:
     """Declare the topology, run one publisher and one consumer, tear the topology down."""
     uid = _uid()
     names = tuple(f"bench-{uid}-q{i}" for i in range(queues))
@@ -285,6 +329,7 @@ def _simple_flow(
     admin = Client(target.url)
     admin.open_channel()
     durable = bool(flow_args.get("persistent"))
+    flow_args.setdefault("max_backlog", settings.max_in_flight)
     try:
         for name in names:
             admin.declare_queue(name, durable=durable)
@@ -310,7 +355,8 @@ def _simple_flow(
             drain_timeout=settings.drain_timeout,
             **flow_args,
         )
-        return _flow_metrics(flow, run_flow(target, flow, progress))
+        run = run_flow(target, flow, progress)
+        return Measured(_flow_metrics(flow, run), run.series)
     finally:
         for name in names:
             admin.delete_queue(name)
@@ -319,19 +365,19 @@ def _simple_flow(
         admin.close()
 
 
-def transient(target: Target, settings: Settings, progress: Progress) -> dict[str, float]:
+def transient(target: Target, settings: Settings, progress: Progress) -> Measured:
     """Transient 1 KB messages, prefetch 1000, acks with multiple."""
     return _simple_flow(target, settings, progress, size=settings.size, prefetch=1000)
 
 
-def manual_ack(target: Target, settings: Settings, progress: Progress) -> dict[str, float]:
+def manual_ack(target: Target, settings: Settings, progress: Progress) -> Measured:
     """Transient 1 KB messages, prefetch 100, one ack per message."""
     return _simple_flow(
         target, settings, progress, size=settings.size, prefetch=100, ack_multiple=False
     )
 
 
-def confirms(target: Target, settings: Settings, progress: Progress) -> dict[str, float]:
+def confirms(target: Target, settings: Settings, progress: Progress) -> Measured:
     """Persistent 1 KB messages into a durable queue, publisher confirms, 1000 in flight."""
     return _simple_flow(
         target,
@@ -344,17 +390,17 @@ def confirms(target: Target, settings: Settings, progress: Progress) -> dict[str
     )
 
 
-def latency_1k(target: Target, settings: Settings, progress: Progress) -> dict[str, float]:
+def latency_1k(target: Target, settings: Settings, progress: Progress) -> Measured:
     """Latency at a fixed 1,000 msg/s."""
     return _simple_flow(target, settings, progress, size=settings.size, rate=1000.0)
 
 
-def latency_10k(target: Target, settings: Settings, progress: Progress) -> dict[str, float]:
+def latency_10k(target: Target, settings: Settings, progress: Progress) -> Measured:
     """Latency at a fixed 10,000 msg/s."""
     return _simple_flow(target, settings, progress, size=settings.size, rate=10000.0)
 
 
-def fanout(target: Target, settings: Settings, progress: Progress) -> dict[str, float]:
+def fanout(target: Target, settings: Settings, progress: Progress) -> Measured:
     """A fanout exchange to 10 queues, all consumed by one connection."""
     return _simple_flow(
         target,
@@ -364,11 +410,10 @@ def fanout(target: Target, settings: Settings, progress: Progress) -> dict[str, 
         exchange_type="fanout",
         size=settings.size,
         fanout=10,
-        max_backlog=5000,
     )
 
 
-def topic(target: Target, settings: Settings, progress: Progress) -> dict[str, float]:
+def topic(target: Target, settings: Settings, progress: Progress) -> Measured:
     """A topic exchange with 1,000 bindings over 10 queues; each message matches one."""
     return _simple_flow(
         target,
@@ -487,7 +532,7 @@ def _settle(target: Target, limit: float = 30.0) -> tuple[ProcSample | None, int
     return current, peak
 
 
-Scenario = Callable[[Target, Settings, Progress], dict[str, float]]
+Scenario = Callable[[Target, Settings, Progress], dict[str, float] | Measured]
 
 SCENARIOS: Final[dict[str, Scenario]] = {
     "transient": transient,
@@ -502,20 +547,36 @@ SCENARIOS: Final[dict[str, Scenario]] = {
 }
 """Every scenario by name, in the order the suite runs them."""
 
+COMPARE: Final = ("transient", "manual-ack", "fanout", "topic", "confirms")
+"""The scenarios of the side-by-side table (what `--compare` runs unless told otherwise)."""
+
 
 def run_scenario(name: str, target: Target, settings: Settings) -> Result:
     """Run one scenario against one broker; failures become a Result with ``error``."""
     progress = Progress(settings.progress, f"{name} @ {target.name}")
     try:
-        metrics = SCENARIOS[name](target, settings, progress)
+        outcome = SCENARIOS[name](target, settings, progress)
     except Exception as exc:
         progress.finish(f"FAILED: {exc}".splitlines()[0])
         return Result(name, target.name, {}, f"{type(exc).__name__}: {exc}")
+    measured = outcome if isinstance(outcome, Measured) else Measured(outcome)
+    metrics = measured.metrics
+    series = measured.series.as_dict() if measured.series is not None else None
+    if metrics.get("lost"):
+        # every run must deliver all it published once drained
+        error = f"lost {metrics['lost']:,.0f} messages (not delivered within --drain-timeout)"
+        progress.finish("FAILED: " + error)
+        return Result(name, target.name, metrics, error, series)
     main = metrics.get("msg_per_s") or metrics.get("publish_per_s") or 0.0
     summary = f"{main:,.0f} msg/s" if main else ""
+    if "delivered_per_s" in metrics and "accepted_per_s" in metrics:
+        summary = (
+            f"accepted {metrics['accepted_per_s']:,.0f}/s, "
+            f"delivered {metrics['delivered_per_s']:,.0f}/s"
+        )
     if "kb_per_connection" in metrics:
         summary = f"{metrics['kb_per_connection']:.1f} KB/connection"
     if "p99_ms" in metrics:
         summary += f", p99 {metrics['p99_ms']:.2f} ms"
     progress.finish(summary)
-    return Result(name, target.name, metrics)
+    return Result(name, target.name, metrics, None, series)

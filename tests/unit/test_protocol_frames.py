@@ -9,6 +9,7 @@ from contextlib import ExitStack, contextmanager
 from typing import Any
 from unittest import mock
 
+import attrs
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -29,16 +30,34 @@ from amqplite.protocol import (
     MethodFrame,
     ProtocolHeaderReceived,
     ReplyCode,
+)
+from amqplite.protocol.writers import (
+    Deliver,
+    GetOk,
+    Return,
+    deliver_parts,
     encode_ack,
     encode_content,
     encode_deliver,
     encode_get_ok,
     encode_nack,
     encode_return,
+    get_ok_parts,
+    return_parts,
 )
 
 # ---------------------------------------------------------------------------------------------
 # helpers
+
+
+@attrs.frozen
+class Content:
+    """A message as the writers read it."""
+
+    exchange: str
+    routing_key: str
+    properties_bin: bytes
+    body: bytes
 
 
 @contextmanager
@@ -207,6 +226,40 @@ def test_consumed_bytes_are_dropped_while_a_partial_frame_always_remains() -> No
         reader._check()
         assert reader.buffered_bytes < len(one)
     assert count == 3000
+
+
+def test_chunks_are_read_in_place_and_only_frames_split_between_them_are_copied() -> None:
+    publish = (
+        frame.marshal(commands.Basic.Publish(exchange="", routing_key="q"), 1)
+        + frame.marshal(header.ContentHeader(0, 1000, commands.Basic.Properties()), 1)
+        + raw_frame(3, 1, b"x" * 1000)
+    )
+    stream = publish * 3000
+    step = 16384  # every chunk ends inside a publish
+    reader = reader_after_header()
+    bodies = 0
+    chunks = 0
+    for start in range(0, len(stream), step):
+        reader.receive_data(stream[start : start + step])
+        chunks += 1
+        frames = read_all(reader)
+        bodies += sum(1 for f in frames if isinstance(f, BodyFrame))
+        assert all(f.payload == b"x" * 1000 for f in frames if isinstance(f, BodyFrame))
+        reader._check()
+    assert bodies == 3000
+    assert reader.buffered_bytes == 0
+    assert reader.copied_bytes <= chunks * len(publish)  # one split publish per chunk at most
+    assert reader.copied_bytes < len(stream) // 10
+
+
+def test_frames_read_from_a_bytearray_do_not_change_when_the_caller_reuses_it() -> None:
+    second = raw_frame(3, 1, b"second")
+    received = bytearray(raw_frame(3, 1, b"first") + second[:-3])
+    reader = reader_after_header()
+    reader.receive_data(received)
+    received[:] = b"\x00" * len(received)  # the caller reads its next input into the same buffer
+    reader.receive_data(second[-3:])
+    assert read_all(reader) == [BodyFrame(1, b"first"), BodyFrame(1, b"second")]
 
 
 def test_max_size_payload_is_accepted_and_one_more_byte_is_a_frame_error() -> None:
@@ -469,14 +522,8 @@ def test_encode_deliver_is_byte_identical_to_pamqp(
             channel,
         ) + pamqp_content(channel, props, payload, frame_max)
     got = encode_deliver(
-        channel,
-        consumer_tag,
-        delivery_tag,
-        redelivered,
-        exchange,
-        routing_key,
-        props.marshal(),
-        payload,
+        Deliver(channel, consumer_tag, delivery_tag, redelivered),
+        Content(exchange, routing_key, props.marshal(), payload),
         frame_max,
     )
     assert got == expected
@@ -511,14 +558,8 @@ def test_encode_get_ok_is_byte_identical_to_pamqp(
             channel,
         ) + pamqp_content(channel, props, payload, frame_max)
     got = encode_get_ok(
-        channel,
-        delivery_tag,
-        redelivered,
-        exchange,
-        routing_key,
-        message_count,
-        props.marshal(),
-        payload,
+        GetOk(channel, delivery_tag, redelivered, message_count),
+        Content(exchange, routing_key, props.marshal(), payload),
         frame_max,
     )
     assert got == expected
@@ -550,7 +591,9 @@ def test_encode_return_is_byte_identical_to_pamqp(
             commands.Basic.Return(reply_code, reply_text, exchange, routing_key), channel
         ) + pamqp_content(channel, props, payload, frame_max)
     got = encode_return(
-        channel, reply_code, reply_text, exchange, routing_key, props.marshal(), payload, frame_max
+        Return(channel, reply_code, reply_text),
+        Content(exchange, routing_key, props.marshal(), payload),
+        frame_max,
     )
     assert got == expected
 
@@ -577,6 +620,19 @@ def test_encode_ack_and_nack_are_byte_identical_to_pamqp(
     )
 
 
+@pytest.mark.parametrize("size", [1, 4088, 4089])
+def test_writers_hand_the_body_over_uncopied(size: int) -> None:
+    body = bytes(range(256)) * (size // 256) + b"z" * (size % 256)
+    content = Content("ex", "rk", b"\x00\x00", body)
+    for parts in (
+        deliver_parts(Deliver(1, "c", 1, False), content, 4096),
+        get_ok_parts(GetOk(1, 1, False, 0), content, 4096),
+        return_parts(Return(1, 312, "NO_ROUTE"), content, 4096),
+    ):
+        pieces = [p for p in parts if p is body or (isinstance(p, memoryview) and p.obj is body)]
+        assert sum(len(p) for p in pieces) == size
+
+
 def test_heartbeat_frame_is_pamqps_heartbeat() -> None:
     assert heartbeat.Heartbeat.marshal() == HEARTBEAT_FRAME
 
@@ -590,7 +646,9 @@ def test_empty_body_has_a_header_frame_and_no_body_frame() -> None:
     ("size", "frames"), [(4088, 1), (4089, 2), (3 * 4088, 3), (3 * 4088 + 1, 4)]
 )
 def test_body_is_split_into_frames_of_frame_max_less_eight(size: int, frames: int) -> None:
-    data = encode_deliver(1, "ctag", 1, False, "", "q", b"\x00\x00", b"z" * size, 4096)
+    data = encode_deliver(
+        Deliver(1, "ctag", 1, False), Content("", "q", b"\x00\x00", b"z" * size), 4096
+    )
     reader = reader_after_header()
     reader.frame_max = 4096
     reader.receive_data(data)
@@ -603,7 +661,9 @@ def test_body_is_split_into_frames_of_frame_max_less_eight(size: int, frames: in
 
 def test_names_that_are_not_utf8_are_written_back_byte_for_byte() -> None:
     routing_key = b"\xff\xfe".decode("utf-8", "surrogateescape")
-    data = encode_deliver(1, "c", 1, False, "", routing_key, b"\x00\x00", b"", 4096)
+    data = encode_deliver(
+        Deliver(1, "c", 1, False), Content("", routing_key, b"\x00\x00", b""), 4096
+    )
     payload = (
         b"\x00\x3c\x00\x3c\x01c" + (1).to_bytes(8, "big") + b"\x00" + b"\x00" + b"\x02\xff\xfe"
     )
@@ -611,7 +671,7 @@ def test_names_that_are_not_utf8_are_written_back_byte_for_byte() -> None:
 
 
 def test_overlong_reply_text_in_basic_return_is_cut_to_255_bytes() -> None:
-    data = encode_return(1, 312, "x" * 300, "", "rk", b"\x00\x00", b"", 4096)
+    data = encode_return(Return(1, 312, "x" * 300), Content("", "rk", b"\x00\x00", b""), 4096)
     reader = reader_after_header()
     reader.receive_data(data)
     method = reader.next_frame()

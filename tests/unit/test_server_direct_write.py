@@ -10,8 +10,9 @@ import trio
 from test_server_streams import StreamClient, build
 
 from amqplite.config.models import Config
-from amqplite.protocol.frames import MethodFrame, encode_content
+from amqplite.protocol.frames import MethodFrame
 from amqplite.protocol.methods import BasicPublish, encode_method, spec
+from amqplite.protocol.writers import encode_content
 from amqplite.server.node import Node
 
 

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import random
+import sys
+
 import pytest
 from test_session import Client, build
 
 from amqplite.broker.auth import Permission
 from amqplite.broker.broker import Broker
 from amqplite.protocol.constants import ReplyCode
-from amqplite.protocol.frames import HOT_ACK, HOT_PUBLISH, FrameReader, encode_content
+from amqplite.protocol.frames import HOT_ACK, HOT_PARTIAL, HOT_PUBLISH, FrameReader
 from amqplite.protocol.methods import BasicAck, BasicPublish, encode_method, spec
+from amqplite.protocol.writers import encode_content
 from amqplite.session.connection import Session, SessionSettings
 
 
@@ -43,7 +47,7 @@ def test_peek_hot_decodes_a_complete_publish_and_leaves_partial_ones() -> None:
     reader = FrameReader(131072)
     reader.receive_data(data[:-1])
     assert reader.next_frame() is not None  # the protocol header
-    assert reader.peek_hot() is None  # the body frame's end octet is missing
+    assert reader.peek_hot() == (HOT_PARTIAL, 3)  # the body frame's end octet is missing
     reader.receive_data(data[-1:])
     hot = reader.peek_hot()
     assert hot is not None
@@ -65,6 +69,52 @@ def test_peek_hot_decodes_an_ack_and_refuses_a_body_in_several_frames() -> None:
     assert reader.peek_hot() is None  # two body frames: the frame-by-frame path assembles it
 
 
+def test_a_publish_split_inside_its_method_frame_is_joined_whole_for_the_fast_path() -> None:
+    data = publish_bytes(1, "key", b"a" * 300) + publish_bytes(1, "key", b"b" * 300)
+    reader = FrameReader(131072)
+    reader.receive_data(b"AMQP\x00\x00\x09\x01" + data[:10])
+    reader.next_frame()
+    assert reader.peek_hot() is None  # not even a frame header and method ids yet
+    reader.receive_data(data[10:])
+    first = reader.peek_hot()
+    assert isinstance(first, tuple)
+    assert (first[0], first[-1]) == (HOT_PUBLISH, b"a" * 300)
+    reader.skip(first[2])
+    second = reader.peek_hot()
+    assert isinstance(second, tuple)
+    assert second[-1] == b"b" * 300
+    reader.skip(second[2])
+    assert reader.buffered_bytes == 0
+    assert reader.copied_bytes == len(data) // 2  # the split publish only
+
+
+def test_a_publish_followed_by_other_than_its_content_is_answered_without_waiting(
+    broker: Broker,
+) -> None:
+    client = consuming_client(broker)
+    client.session.receive_data(
+        encode_method(1, BasicPublish("", "q", False, False))
+        + encode_method(1, BasicAck(1, False))  # shorter than a content header frame
+    )
+    close = client.received()[-1].method
+    assert isinstance(close, spec.Connection.Close)
+    assert close.reply_code == ReplyCode.UNEXPECTED_FRAME
+
+
+def test_a_publish_where_content_is_still_due_is_refused_without_waiting(broker: Broker) -> None:
+    client = consuming_client(broker)
+    header = encode_content(1, 60, b"\x00\x00", b"1234567890", 131072)[:22]  # announces 10
+    short_body = header + b"\x03\x00\x01\x00\x00\x00\x05" + b"12345" + b"\xce"  # brings 5
+    client.session.receive_data(
+        encode_method(1, BasicPublish("", "q", False, False))
+        + short_body
+        + encode_method(1, BasicPublish("", "q", False, False))
+    )
+    close = client.received()[-1].method
+    assert isinstance(close, spec.Connection.Close)
+    assert close.reply_code == ReplyCode.UNEXPECTED_FRAME
+
+
 def test_many_publishes_in_one_receive_equal_byte_by_byte_delivery(broker: Broker) -> None:
     bodies = [b"m%d" % i * (i + 1) for i in range(50)] + [b""]
     data = b"".join(publish_bytes(1, "q", body) for body in bodies)
@@ -80,6 +130,43 @@ def test_many_publishes_in_one_receive_equal_byte_by_byte_delivery(broker: Broke
         split.session.receive_data(data[i : i + 1])
     one_by_one = [(c.method.delivery_tag, c.body) for c in split.received()]
     assert at_once == one_by_one == [(i + 1, body) for i, body in enumerate(bodies)]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_publishes_split_at_random_between_receives_arrive_whole_and_in_order(seed: int) -> None:
+    rng = random.Random(seed)
+    bodies = [bytes([i % 256]) * rng.randrange(0, 3000) for i in range(300)]
+    data = b"".join(publish_bytes(1, "q", body, frame_max=4096) for body in bodies)
+    broker = Broker()
+    broker.add_vhost("/")
+    broker.add_user("guest", "guest")
+    broker.set_permissions("guest", "/", Permission())
+    client = consuming_client(broker)
+    pos = 0
+    while pos < len(data):
+        step = rng.choice((1, 7, 100, 1500, 4096, 20000))
+        client.session.receive_data(data[pos : pos + step])
+        pos += step
+    got = [(c.method.delivery_tag, c.body) for c in client.received()]
+    assert got == [(i + 1, body) for i, body in enumerate(bodies)]
+
+
+def test_a_fast_path_body_is_its_own_bytes_and_the_received_chunk_is_let_go(
+    broker: Broker,
+) -> None:
+    client = Client(Session(broker))
+    client.handshake()
+    client.open_channel(1)
+    client.send(1, build(spec.Queue.Declare, queue="q"))
+    client.received()
+    chunk = publish_bytes(1, "q", b"hello")
+    client.session.receive_data(chunk)
+    entry = broker.vhosts["/"].queues["q"].take()
+    assert entry is not None
+    assert type(entry.message.body) is bytes
+    assert entry.message.body == b"hello"
+    assert client.session.reader.buffered_bytes == 0
+    assert sys.getrefcount(chunk) == 2  # this test's name and getrefcount's argument only
 
 
 def test_fast_ack_of_an_unknown_tag_closes_the_channel_with_406(broker: Broker) -> None:
