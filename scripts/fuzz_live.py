@@ -29,9 +29,9 @@ from pathlib import Path
 import pika
 
 from amqplite.protocol.constants import PROTOCOL_HEADER
-from amqplite.protocol.frames import encode_content
 from amqplite.protocol.methods import build_method as build
 from amqplite.protocol.methods import encode_method, spec
+from amqplite.protocol.writers import encode_content
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"  # loopback only, by design

@@ -21,9 +21,9 @@ from amqplite.broker.auth import Permission
 from amqplite.broker.broker import Broker
 from amqplite.protocol.constants import PROTOCOL_HEADER, ReplyCode
 from amqplite.protocol.errors import AMQPError
-from amqplite.protocol.frames import encode_content
 from amqplite.protocol.methods import build_method as build
 from amqplite.protocol.methods import encode_method, spec
+from amqplite.protocol.writers import encode_content
 from amqplite.session.connection import Session, SessionSettings
 
 EXAMPLES = int(os.environ.get("AMQPLITE_FUZZ_EXAMPLES", "150"))
