@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import os
 import re
 from functools import lru_cache
 
@@ -28,15 +29,49 @@ class Permission:
 FULL_ACCESS = Permission()
 
 
+@attrs.frozen
+class TopicPermission:
+    """Regexes a topic exchange's routing keys must match: to publish (write), to bind (read).
+
+    As RabbitMQ, ``{username}`` and ``{vhost}`` in a pattern stand for the user and the vhost.
+    """
+
+    exchange: str
+    write: str = ".*"
+    read: str = ".*"
+
+
+def check_topic_access(
+    permission: TopicPermission,
+    access: str,
+    routing_key: str,
+    vhost: str,
+    user: str,
+    class_id: int = 0,
+    method_id: int = 0,
+) -> None:
+    """Raise 403 ACCESS_REFUSED unless the routing key matches the write or read pattern."""
+    pattern = getattr(permission, access).replace("{username}", user).replace("{vhost}", vhost)
+    if permits(pattern, routing_key):
+        return
+    raise ChannelException(
+        ReplyCode.ACCESS_REFUSED,
+        f"{access} access to topic '{routing_key}' in exchange '{permission.exchange}' in vhost "
+        f"'{vhost}' refused for user '{user}'",
+        class_id,
+        method_id,
+    )
+
+
 def hash_password(password: str, salt: bytes | None = None) -> str:
     """RabbitMQ's password_hash: base64(salt + sha256(salt + utf8 password)), 4-byte salt.
 
-    Without a salt, one is derived from the password itself, so the same password always gives
-    the same hash: definitions applied twice compare equal, and exports round-trip exactly.
+    Without a salt, a random one is drawn (as RabbitMQ), so equal passwords give unequal hashes;
+    compare a password with a hash through check_password.
     """
     raw = password.encode("utf-8")
     if salt is None:
-        salt = hashlib.sha256(b"amqplite-salt:" + raw).digest()[:4]
+        salt = os.urandom(4)
     return base64.b64encode(salt + hashlib.sha256(salt + raw).digest()).decode("ascii")
 
 

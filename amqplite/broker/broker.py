@@ -5,12 +5,13 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
 import attrs
 
-from amqplite.broker.auth import Permission, check_password, hash_password
+from amqplite.broker.auth import Permission, TopicPermission, check_password, hash_password
 from amqplite.broker.consumer import Consumer, DeliveryChannel, Unacked
 from amqplite.broker.deadletter import dead_letter_message, is_cycle
 from amqplite.broker.direct_reply import DirectReplies, ReplyConsumer
@@ -79,6 +80,14 @@ class Broker:
         self.vhosts: dict[str, VHost] = {}
         self.users: dict[str, User] = {}
         self.permissions: dict[tuple[str, str], Permission] = {}  # (user, vhost)
+        # (user, vhost) -> exchange -> routing-key patterns; empty (the usual case) = no checks
+        self.topic_permissions: dict[tuple[str, str], dict[str, TopicPermission]] = {}
+        # RabbitMQ's user limits (max-connections, max-channels) and vhost limits
+        # (max-connections, max-queues); a negative limit or none: no limit
+        self.user_limits: dict[str, dict[str, int]] = {}
+        self.vhost_limits: dict[str, dict[str, int]] = {}
+        # open connections per ("user", name) and ("vhost", name); channels per ("channels", user)
+        self.usage: Counter[tuple[str, str]] = Counter()
         self._consumer_counter = 0
         self.direct_replies = DirectReplies()
 
@@ -117,6 +126,8 @@ class Broker:
         del self.users[name]
         for key in [k for k in self.permissions if k[0] == name]:
             del self.permissions[key]
+        for key in [k for k in self.topic_permissions if k[0] == name]:
+            del self.topic_permissions[key]
         if self.config_listener is not None:
             self.config_listener.user_deleted(name)
 
@@ -133,6 +144,23 @@ class Broker:
         if self.permissions.pop((user, vhost), None) is not None and self.config_listener:
             self.config_listener.permissions_cleared(user, vhost)
 
+    def set_topic_permission(self, user: str, vhost: str, permission: TopicPermission) -> None:
+        """Limit the routing keys a user may publish and bind with on one topic exchange."""
+        if user not in self.users or vhost not in self.vhosts:
+            raise KeyError(user if user not in self.users else vhost)
+        self.topic_permissions.setdefault((user, vhost), {})[permission.exchange] = permission
+
+    def clear_topic_permission(self, user: str, vhost: str, exchange: str) -> None:
+        """Lift a user's routing-key limits on an exchange (no-op if there were none)."""
+        by_exchange = self.topic_permissions.get((user, vhost), {})
+        by_exchange.pop(exchange, None)
+        if not by_exchange:
+            self.topic_permissions.pop((user, vhost), None)
+
+    def topic_permission_of(self, user: str, vhost: str, exchange: str) -> TopicPermission | None:
+        """The user's routing-key limits on an exchange, or None (any routing key)."""
+        return self.topic_permissions.get((user, vhost), {}).get(exchange)
+
     def permissions_of(self, user: str, vhost: str) -> Permission | None:
         """The user's permissions on the vhost, or None (no access)."""
         return self.permissions.get((user, vhost))
@@ -147,6 +175,8 @@ class Broker:
                 vhost.delete_exchange(exchange)
         for key in [k for k in self.permissions if k[1] == name]:
             del self.permissions[key]
+        for key in [k for k in self.topic_permissions if k[1] == name]:
+            del self.topic_permissions[key]
         for vhost_name, policy_name in [k for k in self.policies if k[0] == name]:
             del self.policies[(vhost_name, policy_name)]  # as RabbitMQ: they go with the vhost
             if self.config_listener is not None:

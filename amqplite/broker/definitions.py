@@ -12,7 +12,13 @@ from typing import Any, Literal
 import attrs
 
 from amqplite import __version__
-from amqplite.broker.auth import HASHING_ALGORITHM, Permission, check_password, hash_password
+from amqplite.broker.auth import (
+    HASHING_ALGORITHM,
+    Permission,
+    TopicPermission,
+    check_password,
+    hash_password,
+)
 from amqplite.broker.broker import Broker
 from amqplite.broker.plugin_api import Destination, freeze
 from amqplite.config.definitions import (
@@ -22,6 +28,7 @@ from amqplite.config.definitions import (
     PermissionDef,
     PolicyDef,
     QueueDef,
+    TopicPermissionDef,
     UserDef,
     parse_definitions,
 )
@@ -125,6 +132,19 @@ class _Applier:
         pairs = [
             (k, getattr(wanted, k), getattr(existing, k)) for k in ("configure", "write", "read")
         ]
+        self.outcome(what, _differences(what, pairs))
+
+    def topic_permission(self, d: TopicPermissionDef) -> None:
+        what = (
+            f"topic permissions of user '{d.user}' on exchange '{d.exchange}' in vhost '{d.vhost}'"
+        )
+        wanted = TopicPermission(d.exchange, d.write, d.read)
+        existing = self.broker.topic_permission_of(d.user, d.vhost, d.exchange)
+        if existing is None:
+            broker = self.broker
+            self.outcome(what, None, lambda: broker.set_topic_permission(d.user, d.vhost, wanted))
+            return
+        pairs = [(k, getattr(wanted, k), getattr(existing, k)) for k in ("write", "read")]
         self.outcome(what, _differences(what, pairs))
 
     def exchange(self, d: ExchangeDef) -> None:
@@ -245,10 +265,16 @@ def apply_definitions(broker: Broker, definitions: Definitions) -> ApplyReport:
     applier = _Applier(broker)
     for v in definitions.vhosts:
         applier.vhost(v.name)
+        if v.limits:
+            broker.vhost_limits[v.name] = dict(v.limits)
     for u in definitions.users:
         applier.user(u)
+        if u.limits:
+            broker.user_limits[u.name] = dict(u.limits)
     for p in definitions.permissions:
         applier.permission(p)
+    for t in definitions.topic_permissions:
+        applier.topic_permission(t)
     for e in definitions.exchanges:
         applier.exchange(e)
     for q in definitions.queues:
@@ -281,6 +307,7 @@ def export_definitions(broker: Broker) -> dict[str, Any]:
             "password_hash": u.password_hash,
             "hashing_algorithm": HASHING_ALGORITHM,
             "tags": list(u.tags),
+            **({"limits": broker.user_limits[u.name]} if broker.user_limits.get(u.name) else {}),
         }
         for u in sorted(broker.users.values(), key=lambda u: u.name)
     ]
@@ -364,9 +391,19 @@ def export_definitions(broker: Broker) -> dict[str, Any]:
         "product_name": "amqplite",
         "product_version": __version__,
         "users": users,
-        "vhosts": [{"name": name} for name in sorted(broker.vhosts)],
+        "vhosts": [
+            {
+                "name": name,
+                **({"limits": limits} if (limits := broker.vhost_limits.get(name)) else {}),
+            }
+            for name in sorted(broker.vhosts)
+        ],
         "permissions": permissions,
-        "topic_permissions": [],
+        "topic_permissions": [
+            {"user": user, "vhost": vhost, "exchange": t.exchange, "write": t.write, "read": t.read}
+            for (user, vhost), by_exchange in sorted(broker.topic_permissions.items())
+            for t in sorted(by_exchange.values(), key=lambda t: t.exchange)
+        ],
         "parameters": [],
         "global_parameters": [],
         "policies": policies,

@@ -24,6 +24,7 @@ __all__ = [
     "PermissionDef",
     "PolicyDef",
     "QueueDef",
+    "TopicPermissionDef",
     "UserDef",
     "VHostDef",
     "load_definitions",
@@ -36,9 +37,10 @@ BUILTIN_EXCHANGES = ("amq.direct", "amq.fanout", "amq.topic", "amq.headers", "am
 
 @attrs.frozen
 class VHostDef:
-    """A virtual host."""
+    """A virtual host, with its limits (max-connections, max-queues) if any."""
 
     name: str
+    limits: dict[str, int] = attrs.field(factory=dict)
 
 
 @attrs.frozen
@@ -49,6 +51,7 @@ class UserDef:
     password: str | None = None
     password_hash: str | None = None
     tags: tuple[str, ...] = ()
+    limits: dict[str, int] = attrs.field(factory=dict)  # max-connections, max-channels
 
 
 @attrs.frozen
@@ -58,6 +61,17 @@ class PermissionDef:
     user: str
     vhost: str = "/"
     configure: str = ".*"
+    write: str = ".*"
+    read: str = ".*"
+
+
+@attrs.frozen
+class TopicPermissionDef:
+    """The routing keys a user may publish (write) and bind (read) with on a topic exchange."""
+
+    user: str
+    exchange: str
+    vhost: str = "/"
     write: str = ".*"
     read: str = ".*"
 
@@ -118,6 +132,7 @@ class Definitions:
     vhosts: tuple[VHostDef, ...] = ()
     users: tuple[UserDef, ...] = ()
     permissions: tuple[PermissionDef, ...] = ()
+    topic_permissions: tuple[TopicPermissionDef, ...] = ()
     exchanges: tuple[ExchangeDef, ...] = ()
     queues: tuple[QueueDef, ...] = ()
     bindings: tuple[BindingDef, ...] = ()
@@ -190,6 +205,21 @@ def _tags(value: Any) -> tuple[str, ...]:
     raise ValueError("a list of tags (strings)")
 
 
+def _limits(*names: str) -> Check:
+    def check(value: Any) -> dict[str, int]:
+        if value is None or value == []:  # RabbitMQ's export writes "limits": [] for none
+            return {}
+        expected = f"a mapping of {', '.join(names)} to integers (negative: no limit)"
+        if not isinstance(value, dict):
+            raise ValueError(expected)
+        for key, limit in value.items():
+            if key not in names or isinstance(limit, bool) or not isinstance(limit, int):
+                raise ValueError(expected)
+        return {str(k): int(v) for k, v in value.items()}
+
+    return check
+
+
 def _table(value: Any) -> dict[str, Any]:
     if value is None:
         return {}
@@ -258,7 +288,10 @@ _X_MATCH = _choice("all", "any", "all-with-x", "any-with-x")
 # field name -> (check, required); YAML keys may use - or _ (RabbitMQ writes apply-to).
 _Fields = dict[str, tuple[Check, bool]]
 _SECTIONS: dict[str, tuple[type, _Fields]] = {
-    "vhosts": (VHostDef, {"name": (_name, True)}),
+    "vhosts": (
+        VHostDef,
+        {"name": (_name, True), "limits": (_limits("max-connections", "max-queues"), False)},
+    ),
     "users": (
         UserDef,
         {
@@ -266,6 +299,7 @@ _SECTIONS: dict[str, tuple[type, _Fields]] = {
             "password": (_str, False),
             "password_hash": (_str, False),
             "tags": (_tags, False),
+            "limits": (_limits("max-connections", "max-channels"), False),
         },
     ),
     "permissions": (
@@ -274,6 +308,16 @@ _SECTIONS: dict[str, tuple[type, _Fields]] = {
             "user": (_name, True),
             "vhost": (_name, False),
             "configure": (_regex, False),
+            "write": (_regex, False),
+            "read": (_regex, False),
+        },
+    ),
+    "topic_permissions": (
+        TopicPermissionDef,
+        {
+            "user": (_name, True),
+            "exchange": (_name, True),
+            "vhost": (_name, False),
             "write": (_regex, False),
             "read": (_regex, False),
         },
@@ -333,7 +377,6 @@ _IGNORED_TOP = {
     "product_version",
     "parameters",
     "global_parameters",
-    "topic_permissions",
 }
 _IGNORED_KEYS = {"hashing_algorithm", "limits", "metadata", "description", "tracing"}
 
@@ -385,7 +428,7 @@ class _Parser:
         for key, value in item.items():
             here = (*path, str(key))
             field = str(key).replace("-", "_")
-            if field in _IGNORED_KEYS:
+            if field in _IGNORED_KEYS and field not in fields:
                 continue
             if field not in fields:
                 raise self.fail(here, "one of the keys " + ", ".join(fields), key)
@@ -434,7 +477,8 @@ class _Parser:
         """Names refer to things that exist: vhosts, and the two ends of each binding."""
         vhosts = {"/"} | {v.name for v in defs.vhosts}
         seen: dict[tuple[str, str, str], int] = {}
-        for section in ("users", "permissions", "exchanges", "queues", "bindings", "policies"):
+        sections = ("users", "permissions", "topic_permissions", "exchanges", "queues")
+        for section in (*sections, "bindings", "policies"):
             for i, entity in enumerate(getattr(defs, section)):
                 vhost = getattr(entity, "vhost", "/")
                 if vhost not in vhosts:

@@ -21,6 +21,7 @@ from amqplite.config.models import (
     ManagementConfig,
     QueueDefaults,
     StoreConfig,
+    TlsConfig,
     UserConfig,
 )
 from amqplite.config.source import ConfigError, Path_, Source, read_yaml
@@ -38,6 +39,7 @@ _MODELS: dict[str, type] = {
     "LoggingConfig": LoggingConfig,
     "ClusterConfig": ClusterConfig,
     "ClusterListener": ClusterListener,
+    "TlsConfig": TlsConfig,
     "AlarmsConfig": AlarmsConfig,
 }
 

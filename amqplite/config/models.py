@@ -32,6 +32,20 @@ class Listener:
 
 
 @attrs.frozen
+class TlsConfig:
+    """AMQP over TLS (amqps), on its own port beside the plain listener."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = attrs.field(default=5671, metadata=PORT)
+    certfile: str = ""  # PEM: the server's certificate (chain)
+    keyfile: str = ""  # PEM: its private key ("" = in certfile)
+    cafile: str = ""  # PEM: CAs that client certificates are checked against
+    verify_peer: bool = False  # ask clients for a certificate and check the one they send
+    fail_if_no_peer_cert: bool = False  # with verify_peer: refuse clients that send none
+
+
+@attrs.frozen
 class ManagementConfig:
     """The HTTP management endpoint (API, metrics, dashboard, SQS-style messaging)."""
 
@@ -61,6 +75,18 @@ class Limits:
     max_message_size: int = attrs.field(default=128 * 1024 * 1024, metadata=limit(min=1))
     max_outbound_bytes: int = attrs.field(default=1024 * 1024, metadata=limit(min=4096))
     close_timeout: float = attrs.field(default=3.0, metadata=limit(min=0))
+    # seconds from accept to connection.open; a client silent (or stalled) that long is dropped
+    handshake_timeout: float = attrs.field(default=10.0, metadata=limit(min=0.1))
+    # bytes of half-received message content one connection may hold, over all its channels
+    max_unfinished_content_bytes: int = attrs.field(
+        default=256 * 1024 * 1024, metadata=limit(min=1)
+    )
+    # 0 = no limit, RabbitMQ's default for each of these
+    max_connections: int = attrs.field(default=0, metadata=limit(min=0))
+    max_consumers_per_channel: int = attrs.field(default=0, metadata=limit(min=0))
+    max_queues_per_vhost: int = attrs.field(default=0, metadata=limit(min=0))
+    max_exchanges_per_vhost: int = attrs.field(default=0, metadata=limit(min=0))
+    max_bindings_per_vhost: int = attrs.field(default=0, metadata=limit(min=0))
 
 
 @attrs.frozen
@@ -135,12 +161,14 @@ class Config:
     """The whole broker configuration."""
 
     listener: Listener = Listener()
+    tls: TlsConfig = TlsConfig()
     management: ManagementConfig = ManagementConfig()
     data_dir: str = "./data"
     log_level: str = attrs.field(default="info", metadata=limit(choices=LOG_LEVELS))
     definitions: str = ""  # path of a definitions YAML applied at boot ("" = none)
     vhosts: tuple[str, ...] = ("/",)
     users: tuple[UserConfig, ...] = (UserConfig(),)
+    loopback_users: tuple[str, ...] = ("guest",)  # may log in only from 127.0.0.0/8 or ::1
     limits: Limits = Limits()
     queues: QueueDefaults = QueueDefaults()
     store: StoreConfig = StoreConfig()

@@ -37,7 +37,61 @@ from amqplite.management.views import NodeView
 from amqplite.protocol.constants import ReplyCode
 from amqplite.protocol.errors import AMQPError
 
-__all__ = ["Call", "ManagementApp", "amqp_error"]
+__all__ = ["Call", "ManagementApp", "amqp_error", "check_content_type", "parse_json_body"]
+
+MAX_JSON_DEPTH = 32
+"""Nesting of arrays and objects a request body may have (definitions need about 5)."""
+
+STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def check_content_type(request: Request) -> None:
+    """415 for a state-changing request whose body is not declared application/json.
+
+    A cross-site HTML form can POST text/plain, urlencoded or multipart bodies without a CORS
+    preflight; requiring JSON keeps a logged-in browser from being used to change the broker.
+    """
+    if request.method not in STATE_CHANGING:
+        return
+    declared = request.headers.get("content-type")
+    if declared is None and not request.body:
+        return  # e.g. DELETE /api/queues/%2F/q: nothing a form could have sent
+    media_type = (declared or "").split(";", 1)[0].strip().lower()
+    if media_type != "application/json":
+        raise HttpError(
+            415,
+            f"{request.method} requests need content-type application/json "
+            f"(got '{declared or 'none'}')",
+        )
+
+
+def _depth(value: Any) -> int:
+    """How deeply arrays and objects nest in a parsed JSON value (iterative, no recursion)."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            deepest = max(deepest, depth + 1)
+            if deepest > MAX_JSON_DEPTH:
+                return deepest
+            stack.extend((child, depth + 1) for child in item)
+    return deepest
+
+
+def parse_json_body(body: bytes) -> Any:
+    """The parsed body, or 400 with the reason: malformed, or nested over MAX_JSON_DEPTH."""
+    too_deep = HttpError(400, f"JSON body nested more than {MAX_JSON_DEPTH} levels deep")
+    try:
+        value = json.loads(body)
+    except RecursionError:
+        raise too_deep from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise HttpError(400, f"malformed JSON body: {exc}") from None
+    if _depth(value) > MAX_JSON_DEPTH:
+        raise too_deep
+    return value
 
 
 @attrs.frozen
@@ -62,10 +116,7 @@ class Call:
             if default is None:
                 raise HttpError(400, "a JSON body is required")
             return default
-        try:
-            return json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise HttpError(400, f"malformed JSON body: {exc}") from None
+        return parse_json_body(body)
 
     def json_object(self, empty_ok: bool = True) -> dict[str, Any]:
         """The request body as a JSON object (400 otherwise)."""
@@ -151,6 +202,7 @@ class ManagementApp:
     def handle(self, request: Request) -> Response:
         """Answer one request; errors become JSON 4xx/5xx responses."""
         try:
+            check_content_type(request)
             route, params = self.router.match(request.method, split_path(request.path))
             user = self.authenticate(request, route.level)
             call = Call(self, request, params, parse_query(request.query), user)

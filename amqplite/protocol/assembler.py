@@ -15,7 +15,10 @@ Errors (the texts and codes are RabbitMQ 3.10.8's, checked over a raw socket):
 - an announced body size over ``max_body_size``: ChannelException 406 PRECONDITION_FAILED,
   the code RabbitMQ uses for max_message_size, raised at the header, before any body is
   buffered. The channel's body frames that follow are then swallowed, so that a client's
-  pipelined body frames do not turn a channel error into a connection error.
+  pipelined body frames do not turn a channel error into a connection error;
+- body bytes held for unfinished content over ``max_pending_bytes``, summed over all the
+  channels of the connection: ConnectionException 530 NOT_ALLOWED, so that many channels each
+  holding part of a large message cannot add up to more memory than one connection may use.
 """
 
 from __future__ import annotations
@@ -66,8 +69,12 @@ class _Pending:
 class ContentAssembler:
     """Join each content-carrying method with its header and body frames, per channel."""
 
-    def __init__(self, max_body_size: int = DEFAULT_MAX_BODY_SIZE) -> None:
+    def __init__(
+        self, max_body_size: int = DEFAULT_MAX_BODY_SIZE, max_pending_bytes: int = 0
+    ) -> None:
         self.max_body_size = max_body_size
+        self.max_pending_bytes = max_pending_bytes  # 0: no bound beyond max_body_size
+        self.pending_bytes = 0  # body bytes held for unfinished content, all channels
         self._pending: dict[int, _Pending] = {}
 
     def handle(self, frame: MethodFrame | HeaderFrame | BodyFrame) -> Command | None:
@@ -80,7 +87,9 @@ class ContentAssembler:
 
     def reset(self, channel: int) -> None:
         """Drop any partial content of a channel (when the channel closes)."""
-        self._pending.pop(channel, None)
+        pending = self._pending.pop(channel, None)
+        if pending is not None and pending.stage is _Stage.BODY:
+            self.pending_bytes -= pending.received
 
     def has_pending(self, channel: int) -> bool:
         """True while content is in progress on `channel`."""
@@ -158,14 +167,29 @@ class ContentAssembler:
                 class_id,
                 method_id,
             )
+        if pending.received < pending.body_size:
+            self.pending_bytes += len(frame.payload)
+            if self.max_pending_bytes and self.pending_bytes > self.max_pending_bytes:
+                raise self._too_much_pending(pending)
+            pending.parts.append(frame.payload)
+            return None
         if frame.payload:
             pending.parts.append(frame.payload)
-        if pending.received < pending.body_size:
-            return None
+        self.pending_bytes -= pending.received - len(frame.payload)
         del self._pending[frame.channel]
         parts = pending.parts
         body = parts[0] if len(parts) == 1 else b"".join(parts)
         return Command(frame.channel, pending.method, pending.properties_bin, body)
+
+    def _too_much_pending(self, pending: _Pending) -> ConnectionException:
+        class_id, method_id = method_ids(pending.method)
+        return ConnectionException(
+            ReplyCode.NOT_ALLOWED,
+            f"unfinished message content on this connection exceeds {self.max_pending_bytes} "
+            "bytes (limits.max_unfinished_content_bytes)",
+            class_id,
+            method_id,
+        )
 
     @staticmethod
     def _unexpected(pending: _Pending) -> ConnectionException:

@@ -27,6 +27,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("amqplite.server")
 
+HANDSHAKE_STATES = (
+    ConnectionState.AWAIT_HEADER,
+    ConnectionState.AWAIT_START_OK,
+    ConnectionState.AWAIT_TUNE_OK,
+    ConnectionState.AWAIT_OPEN,
+)
+
 RECEIVE_SIZE = 256 * 1024
 
 _batch: list[ClientConnection] | None = None
@@ -61,7 +68,8 @@ class ClientConnection:
         self._room = trio.Event()  # set when written output leaves room under the bound
         self._paused = False  # the reader waits for output room or for queues to catch up
         self._last_progress = trio.current_time()  # output last written (or found empty)
-        self._last_received = trio.current_time()
+        self._accepted = trio.current_time()
+        self._last_received = self._accepted
         self._last_sent = trio.current_time()
         self.finished = trio.Event()
         self._fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else -1
@@ -245,6 +253,15 @@ class ClientConnection:
         while True:
             await trio.sleep(0.5 if session.heartbeat == 0 else min(0.5, session.heartbeat / 4))
             now = trio.current_time()
+            timeout = self.limits.handshake_timeout
+            if session.state in HANDSHAKE_STATES and now - self._accepted > timeout:
+                log.warning("handshake timeout from %s, closing", session.peer)
+                session.close_reason = (
+                    f"handshake not finished within {timeout:g} s (limits.handshake_timeout)"
+                )
+                session.connection_lost()
+                self.drop()
+                return
             if session.output_size() == 0:
                 self._last_progress = now
             elif now - self._last_progress >= STALL_AFTER:

@@ -17,13 +17,15 @@ from amqplite import __version__
 from amqplite.broker.broker import Broker
 from amqplite.config.models import Config
 from amqplite.config.source import ListenError
-from amqplite.protocol.constants import ReplyCode
+from amqplite.protocol.constants import ClassId, ReplyCode
+from amqplite.protocol.errors import ConnectionException
 from amqplite.server.alarms import Alarms
 from amqplite.server.boot import apply_boot_definitions, build_broker, session_settings
 from amqplite.server.committer import Committer, open_store
 from amqplite.server.connection import ClientConnection
 from amqplite.server.pacing import Pacer
 from amqplite.server.timers import run_broker_timers
+from amqplite.server.tls import peer_common_name, server_context
 from amqplite.session.connection import Session
 from amqplite.store.journal import SyncJob
 
@@ -57,9 +59,40 @@ class Node:
             peer = "?"
         await self.serve_stream(stream, peer)
 
-    async def serve_stream(self, stream: trio.abc.Stream, peer: str) -> None:
+    async def handle_tls_stream(self, stream: trio.SSLStream[trio.SocketStream]) -> None:
+        """Serve one accepted TLS connection once its handshake is done (bounded in time)."""
+        try:
+            host, port = stream.transport_stream.socket.getpeername()[:2]
+            peer = f"{host}:{port}"
+        except OSError:
+            peer = "?"
+        with trio.move_on_after(self.config.limits.handshake_timeout) as scope:
+            try:
+                await stream.do_handshake()
+            except trio.BrokenResourceError as exc:
+                log.warning("TLS handshake with %s failed: %s", peer, exc.__cause__ or exc)
+                await trio.aclose_forcefully(stream)
+                return
+        if scope.cancelled_caught:
+            log.warning("TLS handshake with %s timed out", peer)
+            await trio.aclose_forcefully(stream)
+            return
+        await self.serve_stream(stream, peer, external_identity=peer_common_name(stream))
+
+    async def serve_stream(
+        self, stream: trio.abc.Stream, peer: str, external_identity: str | None = None
+    ) -> None:
         """Serve one connection over any stream (memory streams in tests)."""
         session = Session(self.broker, self.settings, peer=peer)
+        session.external_identity = external_identity
+        limit = self.config.limits.max_connections
+        if limit and len(self.connections) >= limit:
+            session.open_refusal = ConnectionException(
+                ReplyCode.NOT_ALLOWED,
+                f"connection limit ({limit}) is reached (limits.max_connections)",
+                ClassId.CONNECTION,
+                40,
+            )
         conn = ClientConnection(
             stream, session, self.config.limits, alarms=self.alarms, pacer=self.pacer
         )
@@ -108,6 +141,13 @@ async def run_node(
         raise ListenError("AMQP", host, port, setting, reason) from None
     ports = [listener.socket.getsockname()[1] for listener in listeners]
     log.info("amqplite listening on %s port %s", config.listener.host, ports[0])
+    tls_listeners: list[trio.SSLListener[trio.SocketStream]] = []
+    if config.tls.enabled:
+        context = server_context(config.tls)
+        tcp = await trio.open_tcp_listeners(config.tls.port, host=config.tls.host)
+        tls_listeners = [trio.SSLListener(t, context, https_compatible=False) for t in tcp]
+        tls_port = tcp[0].socket.getsockname()[1]
+        log.info("amqplite listening for TLS on %s port %s", config.tls.host, tls_port)
     if node.cluster is not None:  # a name taken by a live node stops the start here
         await node.cluster.join(node_record(config, ports[0]))
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -116,9 +156,19 @@ async def run_node(
 
             async def accept() -> None:
                 with accept_scope:
-                    await trio.serve_listeners(
-                        node.handle_stream, listeners, handler_nursery=handlers
-                    )
+                    async with trio.open_nursery() as acceptors:
+                        if tls_listeners:
+                            acceptors.start_soon(
+                                partial(
+                                    trio.serve_listeners,
+                                    node.handle_tls_stream,
+                                    tls_listeners,
+                                    handler_nursery=handlers,
+                                )
+                            )
+                        await trio.serve_listeners(
+                            node.handle_stream, listeners, handler_nursery=handlers
+                        )
 
             handlers.start_soon(accept)
             handlers.start_soon(committer.run)

@@ -21,8 +21,10 @@ from amqplite.protocol.methods import (
 )
 from amqplite.protocol.writers import GetOk, Return, get_ok_parts, return_parts
 from amqplite.session import direct_reply
+from amqplite.session.access import check_topic, check_user_id
 from amqplite.session.channel import ChannelSession, ConfirmMode
 from amqplite.session.context import SessionContext
+from amqplite.session.limits import check_consumers
 
 
 def basic_qos(ctx: SessionContext, channel: ChannelSession, command: Command) -> None:
@@ -45,6 +47,7 @@ def basic_consume(ctx: SessionContext, channel: ChannelSession, command: Command
         direct_reply.consume(ctx, channel, m.consumer_tag or "", m.no_ack, m.nowait)
         return
     ctx.allow("read", "queue", channel.queue_name(m.queue), ClassId.BASIC, 20)
+    check_consumers(ctx.settings, len(channel.delivery.consumers))
     consumer = ctx.broker.consume(
         ctx.open_vhost,
         channel.delivery,
@@ -111,6 +114,8 @@ def publish(
     ctx.publishing = True
     ctx.allow("write", "exchange", exchange, ClassId.BASIC, 40)
     vhost.exchange(exchange)  # 404 before anything else
+    check_user_id(ctx.user, properties_bin, ClassId.BASIC, 40)
+    check_topic(ctx.broker, ctx.user, vhost.name, exchange, routing_key, "write", ClassId.BASIC, 40)
     if direct_reply.MARK in properties_bin:  # reply_to=amq.rabbitmq.reply-to, most likely
         properties_bin = direct_reply.stamp_reply_to(ctx, channel, properties_bin)
     message = make_message(exchange, routing_key, properties_bin, body)

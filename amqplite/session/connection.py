@@ -35,7 +35,7 @@ from amqplite.protocol.methods import (
     spec,
 )
 from amqplite.protocol.writers import Deliver, Part
-from amqplite.session import handshake
+from amqplite.session import handshake, limits
 from amqplite.session.basic import ack, publish
 from amqplite.session.channel import ChannelSession, ChannelState
 from amqplite.session.channel_commands import check_channel_open
@@ -81,7 +81,9 @@ class Session(PagedOutput):
         self.on_output = on_output
         self.state = ConnectionState.AWAIT_HEADER
         self.reader = FrameReader(max(self.settings.frame_max, FRAME_MIN_SIZE))
-        self.assembler = ContentAssembler(self.settings.max_message_size)
+        self.assembler = ContentAssembler(
+            self.settings.max_message_size, self.settings.max_unfinished_content_bytes
+        )
         self.frame_max = self.settings.frame_max
         self.channel_max = self.settings.channel_max
         self.heartbeat = 0
@@ -104,6 +106,8 @@ class Session(PagedOutput):
         self._released = False
         self._allowed: set[tuple[str, str, str]] = set()  # permission checks passed
         self._allowed_for: object = None  # the Permission those checks were made against
+        self.open_refusal: ConnectionException | None = None  # e.g. the broker's connection limit
+        self.external_identity: str | None = None  # a verified TLS client certificate's CN
 
     # -- I/O boundary ------------------------------------------------------------------------
 
@@ -381,7 +385,7 @@ class Session(PagedOutput):
 
     def _start(self) -> None:
         self.state = ConnectionState.AWAIT_START_OK
-        self.send(0, handshake.start_method(self.settings))
+        self.send(0, handshake.start_method(self.settings, self.external_identity))
 
     def _handle_connection_method(self, method: Any) -> None:
         state = self.state
@@ -421,7 +425,9 @@ class Session(PagedOutput):
 
     def _start_ok(self, method: Any) -> None:
         self.client_properties = dict(method.client_properties or {})
-        user = handshake.authenticate(self.broker, self.peer, method)
+        user = handshake.authenticate(
+            self.broker, self.peer, method, self.settings.loopback_users, self.external_identity
+        )
         if isinstance(user, ConnectionException):
             self._connection_error(user)
             return
@@ -438,7 +444,11 @@ class Session(PagedOutput):
         self.state = ConnectionState.AWAIT_OPEN
 
     def _open(self, method: Any) -> None:
-        self.vhost = handshake.open_vhost(self.broker, self.peer, self.user, method)
+        if self.open_refusal is not None:
+            raise self.open_refusal
+        vhost = handshake.open_vhost(self.broker, self.peer, self.user, method)
+        limits.admit_connection(self.broker, self.user.name if self.user else "", vhost.name)
+        self.vhost = vhost  # from here on counted: _release uncounts it
         self.state = ConnectionState.OPEN
         self.broker.churn.connection_created += 1
         self.send(0, spec.Connection.OpenOk())
@@ -485,6 +495,9 @@ class Session(PagedOutput):
         for channel in list(self.channels.values()):
             if vhost is not None:
                 self.broker.close_channel(vhost, channel.delivery)
+        if vhost is not None:
+            user = self.user.name if self.user else ""
+            limits.release_connection(self.broker, user, vhost.name, len(self.channels))
         self.broker.churn.channel_closed += len(self.channels)
         self.channels.clear()
         self.confirms.clear()
@@ -496,6 +509,7 @@ class Session(PagedOutput):
 
     def _handle_channel_open(self, channel_id: int, method: Method) -> None:
         check_channel_open(channel_id, method, self.channel_max, len(self.channels))
+        limits.admit_channel(self.broker, self.user.name if self.user else "")
         self.channels[channel_id] = ChannelSession(channel_id, DeliveryChannel(channel_id, self))
         self.broker.churn.channel_created += 1
         self.send(channel_id, spec.Channel.OpenOk())
@@ -509,6 +523,7 @@ class Session(PagedOutput):
 
     def drop_channel(self, channel: ChannelSession) -> None:
         if self.channels.pop(channel.channel_id, None) is not None:
+            limits.release_channel(self.broker, self.user.name if self.user else "")
             self.broker.churn.channel_closed += 1
         self.confirms.forget(channel.channel_id)
         self._held.forget(channel.channel_id)

@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from amqplite.broker.broker import Broker
+    from amqplite.broker.broker import Broker, User
     from amqplite.broker.vhost import VHost
     from amqplite.protocol.methods import Method
     from amqplite.protocol.writers import Part
     from amqplite.session.channel import ChannelSession
     from amqplite.session.confirms import PublisherConfirms
+    from amqplite.session.settings import SessionSettings
 
 
 class SessionContext(Protocol):
@@ -21,6 +22,14 @@ class SessionContext(Protocol):
     @property
     def broker(self) -> Broker:
         """The broker the connection talks to."""
+
+    @property
+    def user(self) -> User | None:
+        """The user the connection logged in as."""
+
+    @property
+    def settings(self) -> SessionSettings:
+        """The limits the connection enforces (from the broker configuration)."""
 
     @property
     def open_vhost(self) -> VHost:

@@ -9,8 +9,10 @@ from amqplite.protocol.assembler import Command
 from amqplite.protocol.constants import ClassId
 from amqplite.protocol.methods import build_method, spec
 from amqplite.session import direct_reply
+from amqplite.session.access import check_topic
 from amqplite.session.channel import ChannelSession
 from amqplite.session.context import SessionContext
+from amqplite.session.limits import check_new_binding, check_new_exchange, check_new_queue
 
 
 def exchange_declare(ctx: SessionContext, channel: ChannelSession, command: Command) -> None:
@@ -21,6 +23,7 @@ def exchange_declare(ctx: SessionContext, channel: ChannelSession, command: Comm
         if isinstance(alternate, str):
             ctx.allow("write", "exchange", alternate, ClassId.EXCHANGE, 10)
             ctx.allow("read", "exchange", m.exchange, ClassId.EXCHANGE, 10)
+        check_new_exchange(ctx.settings, ctx.open_vhost, m.exchange)
     mark = ctx.write_mark()
     ctx.open_vhost.declare_exchange(
         m.exchange,
@@ -46,10 +49,12 @@ def exchange_bind(ctx: SessionContext, channel: ChannelSession, command: Command
     m = cast(spec.Exchange.Bind, command.method)
     ctx.allow("write", "exchange", m.destination, ClassId.EXCHANGE, 30)
     ctx.allow("read", "exchange", m.source, ClassId.EXCHANGE, 30)
+    destination = Destination("exchange", m.destination)
+    arguments = dict(m.arguments or {})
+    check_topic(ctx.broker, ctx.user, ctx.open_vhost.name, m.source, m.routing_key, "read", 40, 30)
+    check_new_binding(ctx.settings, ctx.open_vhost, m.source, destination, m.routing_key, arguments)
     mark = ctx.write_mark()
-    ctx.open_vhost.bind(
-        m.source, Destination("exchange", m.destination), m.routing_key, dict(m.arguments or {})
-    )
+    ctx.open_vhost.bind(m.source, destination, m.routing_key, arguments)
     ctx.reply_when_durable(channel, mark, None if m.nowait else spec.Exchange.BindOk())
 
 
@@ -76,6 +81,7 @@ def queue_declare(ctx: SessionContext, channel: ChannelSession, command: Command
         if isinstance(dlx, str):
             ctx.allow("write", "exchange", dlx, ClassId.QUEUE, 10)
             ctx.allow("read", "queue", name or "amq.gen", ClassId.QUEUE, 10)
+        check_new_queue(ctx.settings, ctx.open_vhost, name, ctx.broker)
     mark = ctx.write_mark()
     queue = ctx.open_vhost.declare_queue(
         name,
@@ -104,14 +110,12 @@ def queue_bind(ctx: SessionContext, channel: ChannelSession, command: Command) -
     routing_key = m.routing_key if (m.queue or m.routing_key) else queue
     ctx.allow("write", "queue", queue, ClassId.QUEUE, 20)
     ctx.allow("read", "exchange", m.exchange, ClassId.QUEUE, 20)
+    destination = Destination("queue", queue)
+    arguments = dict(m.arguments or {})
+    check_topic(ctx.broker, ctx.user, ctx.open_vhost.name, m.exchange, routing_key, "read", 50, 20)
+    check_new_binding(ctx.settings, ctx.open_vhost, m.exchange, destination, routing_key, arguments)
     mark = ctx.write_mark()
-    ctx.open_vhost.bind(
-        m.exchange,
-        Destination("queue", queue),
-        routing_key,
-        dict(m.arguments or {}),
-        owner=ctx.owner,
-    )
+    ctx.open_vhost.bind(m.exchange, destination, routing_key, arguments, owner=ctx.owner)
     ctx.reply_when_durable(channel, mark, None if m.nowait else spec.Queue.BindOk())
 
 

@@ -14,6 +14,7 @@ from amqplite.broker.vhost import VHost
 from amqplite.protocol.constants import FRAME_MIN_SIZE, ClassId, ReplyCode
 from amqplite.protocol.errors import ConnectionException
 from amqplite.protocol.methods import Method, build_method, spec
+from amqplite.session.access import check_loopback
 from amqplite.session.auth import MECHANISMS, parse_credentials
 from amqplite.session.settings import SessionSettings
 
@@ -41,7 +42,12 @@ class Tuning:
     heartbeat: int
 
 
-def start_method(settings: SessionSettings) -> Method:
+def mechanisms(external_identity: str | None) -> tuple[str, ...]:
+    """The SASL mechanisms offered: EXTERNAL too when a verified client certificate names a user."""
+    return (*MECHANISMS, "EXTERNAL") if external_identity else MECHANISMS
+
+
+def start_method(settings: SessionSettings, external_identity: str | None = None) -> Method:
     """connection.start: the server's identity, capabilities and SASL mechanisms."""
     method: Method = build_method(
         spec.Connection.Start,
@@ -56,7 +62,7 @@ def start_method(settings: SessionSettings) -> Method:
             "capabilities": dict(CAPABILITIES),
             "cluster_name": "amqplite",
         },
-        mechanisms=" ".join(MECHANISMS),
+        mechanisms=" ".join(mechanisms(external_identity)),
         locales="en_US",
     )
     return method
@@ -73,22 +79,39 @@ def tune_method(settings: SessionSettings) -> Method:
     return method
 
 
-def authenticate(broker: Broker, peer: str, method: Any) -> User | ConnectionException:
+def authenticate(
+    broker: Broker,
+    peer: str,
+    method: Any,
+    loopback_users: tuple[str, ...] = (),
+    external_identity: str | None = None,
+) -> User | ConnectionException:
     """The user a connection.start-ok logs in as, or the (logged) 403 that refuses it.
 
     An unknown mechanism raises 503 COMMAND_INVALID; a refused login is returned, not raised.
+    A user in `loopback_users` is refused unless the peer is a loopback address. EXTERNAL logs
+    in as the user named by the client certificate's CN (`external_identity`).
     """
     mechanism = method.mechanism or ""
-    if mechanism not in MECHANISMS:
+    offered = mechanisms(external_identity)
+    if mechanism not in offered:
         raise ConnectionException(
             ReplyCode.COMMAND_INVALID,
-            f"unknown authentication mechanism '{mechanism}'; offered {' '.join(MECHANISMS)}",
+            f"unknown authentication mechanism '{mechanism}'; offered {' '.join(offered)}",
             ClassId.CONNECTION,
             11,
         )
-    credentials = parse_credentials(mechanism, method.response or "")
-    user = broker.authenticate(*credentials) if credentials else None
+    if mechanism == "EXTERNAL":
+        credentials: tuple[str, str] | None = (external_identity or "", "")
+        user = broker.users.get(external_identity or "")
+    else:
+        credentials = parse_credentials(mechanism, method.response or "")
+        user = broker.authenticate(*credentials) if credentials else None
     if user is not None:
+        try:
+            check_loopback(user, peer, loopback_users)
+        except ConnectionException as exc:
+            return exc
         return user
     detail = f"user '{credentials[0] if credentials else '?'}'"
     log.warning("login refused from %s: %s (%s)", peer, detail, mechanism)

@@ -327,14 +327,13 @@ def test_export_import_round_trip_gives_the_same_document() -> None:
 
 def test_export_has_rabbitmq_shape() -> None:
     exported = export_definitions(new_broker())
-    assert exported["users"] == [
-        {
-            "name": "guest",
-            "password_hash": hash_password("guest"),
-            "hashing_algorithm": "rabbit_password_hashing_sha256",
-            "tags": ["administrator"],
-        }
-    ]
+    (user,) = exported["users"]
+    assert check_password("guest", user.pop("password_hash"))
+    assert user == {
+        "name": "guest",
+        "hashing_algorithm": "rabbit_password_hashing_sha256",
+        "tags": ["administrator"],
+    }
     assert exported["permissions"] == [
         {"user": "guest", "vhost": "/", "configure": ".*", "write": ".*", "read": ".*"}
     ]
@@ -413,6 +412,12 @@ def test_password_hash_is_rabbitmq_compatible() -> None:
     assert check_password("guest", "8UpYvZmfMG5qJliwZfslYgMvqKVdjiNi8gzRHrWPv80hbXjH")
     assert not check_password("Guest", "8UpYvZmfMG5qJliwZfslYgMvqKVdjiNi8gzRHrWPv80hbXjH")
     assert check_password("s3cret", hash_password("s3cret", salt=b"\x01\x02\x03\x04"))
+
+
+def test_each_password_hash_gets_a_random_salt() -> None:
+    hashes = {hash_password("guest") for _ in range(20)}
+    assert len(hashes) == 20  # 4 random bytes: a repeat in 20 draws is a ~1e-8 event
+    assert all(check_password("guest", h) for h in hashes)
     assert not check_password("x", "not base64!")
 
 

@@ -24,6 +24,7 @@ from amqplite.server.node import Node
 from amqplite.store.latency import LatencyHistogram
 
 AUTH = {"authorization": "Basic " + base64.b64encode(b"guest:guest").decode()}
+JSON_AUTH = {**AUTH, "content-type": "application/json"}
 
 
 class FakeClock:
@@ -45,7 +46,7 @@ def request(
     app: ManagementApp, method: str, path: str, body: Any = None, query: str = ""
 ) -> Response:
     raw = b"" if body is None else json.dumps(body).encode()
-    return app.handle(Request(method, path, query, AUTH, raw))
+    return app.handle(Request(method, path, query, JSON_AUTH if raw else AUTH, raw))
 
 
 def message(body: bytes = b"x") -> Message:
@@ -159,7 +160,7 @@ def test_app_routes_errors_and_auth() -> None:
     wrong = request(app, "DELETE", "/api/overview")
     assert wrong.status == 405
     assert ("allow", "GET") in wrong.headers
-    bad = app.handle(Request("PUT", "/api/queues/%2F/q", "", AUTH, b"{oops"))
+    bad = app.handle(Request("PUT", "/api/queues/%2F/q", "", JSON_AUTH, b"{oops"))
     assert bad.status == 400
     assert json.loads(bad.body)["error"] == "bad_request"
     assert request(app, "PUT", "/api/queues/%2F/q", {"durable": False}).status == 201

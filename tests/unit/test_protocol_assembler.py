@@ -264,3 +264,21 @@ def test_frame_reader_and_assembler_rebuild_pamqp_messages_from_any_split(seed: 
     assert [(c.channel, c.body) for c in got] == messages
     assert all(c.properties_bin == props.marshal() for c in got)
     assert all(c.method == BasicPublish("e", f"k{c.channel}", False, False) for c in got)
+
+
+def test_unfinished_content_is_bounded_per_connection_and_counted_back() -> None:
+    assembler = ContentAssembler(max_body_size=1000, max_pending_bytes=1500)
+    feed(assembler, publish(1), head(1, 1000), BodyFrame(1, b"a" * 700))
+    feed(assembler, publish(2), head(2, 1000), BodyFrame(2, b"b" * 700))
+    assert assembler.pending_bytes == 1400
+    done = feed(assembler, BodyFrame(1, b"a" * 300))  # completing frees channel 1's bytes
+    assert [c.body for c in done] == [b"a" * 1000]
+    assert assembler.pending_bytes == 700
+    assembler.reset(2)  # so does a channel closing
+    assert assembler.pending_bytes == 0
+    feed(assembler, publish(1), head(1, 1000), BodyFrame(1, b"a" * 800))
+    feed(assembler, publish(2), head(2, 1000))
+    with pytest.raises(ConnectionException) as err:
+        feed(assembler, BodyFrame(2, b"b" * 701))
+    assert err.value.reply_code is ReplyCode.NOT_ALLOWED
+    assert "limits.max_unfinished_content_bytes" in err.value.reply_text

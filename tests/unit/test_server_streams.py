@@ -174,3 +174,41 @@ async def test_peer_that_stops_reading_is_dropped_after_the_close_timeout(
     assert dropped_after is not None, "the connection outlived its close timeout"
     assert 3.0 <= dropped_after <= 4.0
     assert not node.connections
+
+
+@pytest.mark.trio
+@pytest.mark.parametrize("sends", ["nothing", "protocol header", "start-ok"])
+async def test_handshake_timeout_drops_a_silent_or_stalled_client(
+    autojump_clock: Any, sends: str
+) -> None:
+    node = Node(Config())  # limits.handshake_timeout: 10 s, as RabbitMQ
+    async with trio.open_nursery() as nursery:
+        client = await serve_one(node, nursery)
+        start = trio.current_time()
+        if sends != "nothing":
+            await client.stream.send_all(PROTOCOL_HEADER)
+            await client.expect(spec.Connection.Start)
+        if sends == "start-ok":
+            await client.send(
+                0, build(spec.Connection.StartOk, mechanism="PLAIN", response="\x00guest\x00guest")
+            )
+            await client.expect(spec.Connection.Tune)  # then no tune-ok, no open
+        with trio.fail_after(60):  # virtual seconds: a client never dropped fails, not hangs
+            await client.wait_closed()
+        waited = trio.current_time() - start
+    assert 10 <= waited <= 11
+    assert not node.connections
+
+
+@pytest.mark.trio
+async def test_an_open_connection_is_not_subject_to_the_handshake_timeout(
+    autojump_clock: Any,
+) -> None:
+    node = Node(Config())
+    async with trio.open_nursery() as nursery:
+        client = await serve_one(node, nursery)
+        await client.handshake(heartbeat=0)
+        with trio.move_on_after(60) as scope:
+            await client.wait_closed()
+        assert scope.cancelled_caught  # still open a minute later
+        nursery.cancel_scope.cancel()
