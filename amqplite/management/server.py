@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 import math
 import time
+from functools import partial
 
 import trio
 
 from amqplite.config.models import ManagementConfig
 from amqplite.management.app import ManagementApp
-from amqplite.management.http import HttpLimits, serve_http
+from amqplite.management.http import HttpLimits, WaitDurable, serve_http
 from amqplite.management.resources import build_app
 from amqplite.management.views import NodeView
 
@@ -24,6 +25,7 @@ async def run_management(
     config: ManagementConfig,
     *,
     store: object | None = None,
+    wait_durable: WaitDurable | None = None,
     limits: HttpLimits | None = None,
     task_status: trio.TaskStatus[ManagementApp] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -32,7 +34,12 @@ async def run_management(
     listeners = await trio.open_tcp_listeners(config.port, host=config.host)
     port = listeners[0].socket.getsockname()[1]
     async with trio.open_nursery() as nursery:
-        await nursery.start(serve_http, app.handle, listeners, limits or HttpLimits())
+        await nursery.start(
+            partial(serve_http, wait_durable=wait_durable),
+            app.handle,
+            listeners,
+            limits or HttpLimits(),
+        )
         nursery.start_soon(_sqs_timer, app)
         nursery.start_soon(_sampler, app)
         log.info("management listening on http://%s:%s/", config.host, port)

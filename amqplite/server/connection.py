@@ -12,6 +12,7 @@ import trio
 from amqplite.config.models import Limits
 from amqplite.protocol.frames import HEARTBEAT_FRAME
 from amqplite.session.connection import ConnectionState, Session
+from amqplite.session.paged import load_bodies
 
 if TYPE_CHECKING:
     from amqplite.server.alarms import Alarms
@@ -57,6 +58,7 @@ class ClientConnection:
         self._scope: trio.CancelScope | None = None  # the connection's tasks
         self._send_scope: trio.CancelScope | None = None  # the shielded send in progress
         session.on_output = self.wake
+        session.defer_paged = True
 
     def drop_at(self, deadline: float) -> None:
         """End the connection at `deadline` (trio time), even mid-send to a peer not reading."""
@@ -82,6 +84,8 @@ class ClientConnection:
         session = self.session
         if self._fd < 0 or self._sending or self._leftover or session.closed:
             return False
+        if session.output_held:
+            return False  # paged bodies to read: the writer task does it off the loop
         data = session.data_to_send()
         if not data:
             return True
@@ -143,6 +147,10 @@ class ClientConnection:
         while True:
             await self._wake.wait()
             self._wake = trio.Event()
+            loads = session.bodies_to_load()
+            if loads:  # bodies paged out of memory: read in a worker thread, never on the loop
+                await trio.to_thread.run_sync(load_bodies, loads)
+                session.bodies_loaded()
             data = session.data_to_send()
             if self._leftover:
                 data, self._leftover = self._leftover + data, b""

@@ -107,18 +107,25 @@ def route(
     ctx: SessionContext, channel: ChannelSession, exchange: str, mandatory: bool, message: Message
 ) -> None:
     """Route a message; basic.return when mandatory and unrouted; queue its confirm."""
-    routed = ctx.broker.route(ctx.open_vhost, exchange, message)
+    confirming = channel.mode is ConfirmMode.CONFIRM
+    mark = None
+    if confirming:  # the confirm waits for the commit domains its records went to
+        commits = ctx.broker.commits
+        outer = commits.watch()
+        try:
+            routed = ctx.broker.route(ctx.open_vhost, exchange, message)
+        finally:
+            mark = commits.watched(outer)
+    else:
+        routed = ctx.broker.route(ctx.open_vhost, exchange, message)
     queues = routed.queues
     if not queues and mandatory:
         returned = Return(channel.channel_id, int(ReplyCode.NO_ROUTE), "NO_ROUTE")
         ctx.write_parts(return_parts(returned, message, ctx.frame_max))
-    if channel.mode is ConfirmMode.CONFIRM:
-        ticket = 0
-        if message.persistent and any(q.durable for q in routed.accepted):
-            ticket = ctx.broker.commits.write_ticket()
+    if confirming:
         # reject-publish: a queue refused it, so the publisher gets basic.nack (as RabbitMQ)
         ok = not routed.rejected
-        channel.pending_confirms.append((channel.next_publish_seq(), ok, ticket))
+        channel.pending_confirms.append((channel.next_publish_seq(), ok, mark))
         ctx.confirms.track(channel)
 
 

@@ -130,9 +130,10 @@ def queue_unbind(ctx: SessionContext, channel: ChannelSession, command: Command)
 def queue_purge(ctx: SessionContext, channel: ChannelSession, command: Command) -> None:
     m = cast(spec.Queue.Purge, command.method)
     ctx.allow("read", "queue", channel.queue_name(m.queue), ClassId.QUEUE, 30)
+    mark = ctx.write_mark()
     count = ctx.open_vhost.queue(channel.queue_name(m.queue), ctx.owner).purge()
-    if not m.nowait:
-        ctx.send(channel.channel_id, build_method(spec.Queue.PurgeOk, message_count=count))
+    reply = None if m.nowait else build_method(spec.Queue.PurgeOk, message_count=count)
+    ctx.reply_when_durable(channel, mark, reply)  # after the removals are on disk
 
 
 def queue_delete(ctx: SessionContext, channel: ChannelSession, command: Command) -> None:

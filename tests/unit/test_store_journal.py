@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from amqplite.broker.broker import Broker
+from amqplite.broker.durability import is_durable
 from amqplite.broker.message import Message
 from amqplite.broker.plugin_api import Destination
 from amqplite.broker.queue import Queue
@@ -224,11 +225,13 @@ def test_confirm_ticket_is_committed_only_after_the_commit(tmp_path: Path) -> No
     broker, store = boot(tmp_path)
     broker.vhosts["/"].declare_queue("q", durable=True)
     store.commit()
+    outer = broker.commits.watch()
     publish(broker, 1)
-    ticket = broker.commits.write_ticket()
-    assert broker.commits.committed_ticket() < ticket
+    mark = broker.commits.watched(outer)
+    assert mark is not None
+    assert not is_durable(mark)
     store.commit()
-    assert broker.commits.committed_ticket() >= ticket
+    assert is_durable(mark)
 
 
 def test_torn_tail_is_cut_at_its_offset_and_logged(
