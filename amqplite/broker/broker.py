@@ -18,6 +18,7 @@ from amqplite.broker.durability import (
     ConfigListener,
     MetadataListener,
     NoCommits,
+    TransientSpill,
 )
 from amqplite.broker.exchange_types import builtin_registry
 from amqplite.broker.message import Message, QueueEntry
@@ -67,6 +68,7 @@ class Broker:
         self.totals = MessageStats()
         self.commits: CommitTracker = NoCommits()
         self.metadata: MetadataListener | None = None
+        self.spill: TransientSpill | None = None  # transient bodies paged out (the server's)
         self.config_listener: ConfigListener | None = None  # the store: users, policies, vhosts
         self.vhosts: dict[str, VHost] = {}
         self.users: dict[str, User] = {}

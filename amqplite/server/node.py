@@ -21,6 +21,7 @@ from amqplite.server.alarms import Alarms
 from amqplite.server.boot import apply_boot_definitions, build_broker, session_settings
 from amqplite.server.committer import Committer, open_store
 from amqplite.server.connection import ClientConnection
+from amqplite.server.spill import attach_pager, run_pager
 from amqplite.server.timers import run_broker_timers
 from amqplite.session.connection import Session
 
@@ -88,6 +89,8 @@ async def run_node(
         open_store(config, node.broker), lambda: [c.session for c in node.connections]
     )
     apply_boot_definitions(node.broker, config)  # after recovery: durable entities reach the store
+    pager = attach_pager(config, node.broker, node.alarms.mem_limit)
+    node.alarms.pager = pager
     if node.cluster is not None:  # definitions are shared through etcd from here on
         node.cluster.attach(node.broker)
     tune_gc()
@@ -110,6 +113,7 @@ async def run_node(
             handlers.start_soon(committer.run)
             handlers.start_soon(run_broker_timers, node.broker)
             handlers.start_soon(node.alarms.run)
+            handlers.start_soon(run_pager, pager)
             if config.management.enabled:
                 from amqplite.management.server import run_management
 
