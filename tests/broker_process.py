@@ -115,6 +115,8 @@ def start_broker(
         str(data_dir),
         "--management-port",
         str(management_port),
+        "--prometheus-port",  # off unless a test asks (extra_args come later and win)
+        "0",
         *extra_args,
     ]
     data_dir.mkdir(parents=True, exist_ok=True)

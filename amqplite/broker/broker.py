@@ -26,7 +26,7 @@ from amqplite.broker.plugin_api import ExchangeTypeRegistry
 from amqplite.broker.policy import Policy, effective_policy, validate_policy
 from amqplite.broker.queue import Queue
 from amqplite.broker.queue_host import Timed
-from amqplite.broker.stats import MessageStats
+from amqplite.broker.stats import Churn, MessageStats
 from amqplite.broker.vhost import Routed, VHost
 from amqplite.protocol.constants import ClassId, ReplyCode
 from amqplite.protocol.errors import ChannelException, ConnectionException
@@ -66,6 +66,7 @@ class Broker:
         self._timers: list[tuple[float, int, Timed]] = []
         self._timer_seq = itertools.count()
         self.totals = MessageStats()
+        self.churn = Churn()
         self.commits: CommitTracker = NoCommits()
         self.metadata: MetadataListener | None = None
         self.spill: TransientSpill | None = None  # transient bodies paged out (the server's)
@@ -81,6 +82,7 @@ class Broker:
         if vhost is None:
             vhost = self.vhosts[name] = VHost(name, self.registry, self.totals)
             vhost.metadata = self.metadata
+            vhost.churn = self.churn
             vhost.host = self
             vhost.apply_policies(p for p in self.policies.values() if p.vhost == name)
             if self.config_listener is not None:
@@ -129,7 +131,7 @@ class Broker:
         return self.permissions.get((user, vhost))
 
     def delete_vhost(self, name: str) -> None:
-        """Remove a vhost with its queues, exchanges and permissions (KeyError if missing)."""
+        """Remove a vhost with its queues, exchanges, permissions and policies (KeyError if missing)."""
         vhost = self.vhosts.pop(name)
         for queue in list(vhost.queues.values()):
             vhost.remove_queue(queue)
@@ -138,6 +140,10 @@ class Broker:
                 vhost.delete_exchange(exchange)
         for key in [k for k in self.permissions if k[1] == name]:
             del self.permissions[key]
+        for vhost_name, policy_name in [k for k in self.policies if k[0] == name]:
+            del self.policies[(vhost_name, policy_name)]  # as RabbitMQ: they go with the vhost
+            if self.config_listener is not None:
+                self.config_listener.policy_cleared(vhost_name, policy_name)
         if self.config_listener is not None:
             self.config_listener.vhost_deleted(name)
 
@@ -242,6 +248,7 @@ class Broker:
         """Connection closed (after its channels): delete the queues exclusive to it."""
         if vhost is None:
             return
+        self.churn.connection_closed += 1
         for queue in [q for q in vhost.queues.values() if q.exclusive_owner is owner]:
             vhost.remove_queue(queue)
 

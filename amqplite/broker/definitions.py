@@ -105,8 +105,11 @@ class _Applier:
                 ),
             )
             return
-        same_password = existing.password_hash == password_hash or (
-            d.password is not None and check_password(d.password, existing.password_hash)
+        same_password = (
+            existing.password_hash == password_hash
+            or (d.password is not None and check_password(d.password, existing.password_hash))
+            # a hash from a RabbitMQ export: same password under another salt is no conflict
+            or (bool(existing.password) and check_password(existing.password, password_hash))
         )
         conflict = None if same_password else f"{what} exists with a different password"
         conflict = conflict or _differences(what, [("tags", sorted(d.tags), sorted(existing.tags))])

@@ -30,6 +30,8 @@ class Exchange:
     arguments: Arguments = attrs.field(factory=dict)
     policy: str | None = None  # the name of the policy that applies (apply-to exchanges or all)
     policy_alternate: str | None = None  # that policy's alternate-exchange
+    publish_in: int = 0  # messages published to this exchange
+    publish_out: int = 0  # of those, messages it routed to at least one queue
 
     def alternate_exchange(self) -> str | None:
         """The alternate exchange: the `alternate-exchange` argument, else the policy's."""

@@ -16,7 +16,7 @@ from amqplite.broker.plugin_api import Arguments, Destination, ExchangeTypeRegis
 from amqplite.broker.policy import Policy, effective_exchange_policy
 from amqplite.broker.queue import Queue
 from amqplite.broker.queue_host import DETACHED, QueueHost
-from amqplite.broker.stats import MessageStats
+from amqplite.broker.stats import Churn, MessageStats
 from amqplite.protocol.constants import ClassId, ReplyCode
 from amqplite.protocol.errors import ChannelException, ConnectionException
 
@@ -46,6 +46,7 @@ class VHost:
         self.name = name
         self.registry = registry
         self.totals = totals if totals is not None else MessageStats()
+        self.churn = Churn()  # the broker's, once added to it
         self.metadata: MetadataListener | None = None
         self.host: QueueHost = DETACHED  # the broker: clocks, timers, dead-lettering, policies
         self.exchanges: dict[str, Exchange] = {}
@@ -220,6 +221,7 @@ class VHost:
         owner: object | None = None,
     ) -> Queue:
         """queue.declare: create, or check the existing queue is equivalent and accessible."""
+        self.churn.queue_declared += 1
         arguments = arguments or {}
         if passive:
             queue = self.queue(name, owner)
@@ -252,6 +254,7 @@ class VHost:
             on_delete=self.remove_queue,
         )
         self.queues[name] = queue
+        self.churn.queue_created += 1
         if durable and not exclusive and self.metadata is not None:
             self.metadata.queue_declared(queue)
         return queue
@@ -291,6 +294,7 @@ class VHost:
             return 0
         count = queue.message_count
         queue.deleted = True
+        self.churn.queue_deleted += 1
         self.queues.pop(queue.name, None)
         for binding in list(self.bindings_by_destination.get(Destination("queue", queue.name), ())):
             self._remove_binding(binding)
@@ -459,6 +463,12 @@ class VHost:
                 40,
             )
         queues = self.route(exchange, message.routing_key, message.headers)
+        self.totals.received += 1
+        exchange.publish_in += 1
+        if queues:
+            exchange.publish_out += 1
+        else:
+            self.totals.unroutable += 1
         rejected: list[Queue] = []
         for queue in queues:
             if queue.enqueue(message) is None:

@@ -19,9 +19,10 @@ DEFAULT_URL = "http://127.0.0.1:15672"
 class ApiError(Exception):
     """The management API could not be reached or refused the request."""
 
-    def __init__(self, message: str, body: Any = None) -> None:
+    def __init__(self, message: str, body: Any = None, status: int | None = None) -> None:
         super().__init__(message)
         self.body = body
+        self.status = status
 
 
 @attrs.frozen
@@ -32,6 +33,7 @@ class ManagementClient:
     user: str = "guest"
     password: str = "guest"
     timeout: float = 10.0
+    source: str = "default"  # where url came from: --url, AMQPLITE_MANAGEMENT_URL, a file
 
     def request(
         self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
@@ -58,7 +60,7 @@ class ManagementClient:
             except (ValueError, AttributeError):
                 pass
             message = f"{method} {path}: HTTP {exc.code}: {detail}".strip()
-            raise ApiError(message, parsed) from None
+            raise ApiError(message, parsed, exc.code) from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise ApiError(f"cannot reach the management API at {self.url}: {reason}") from None
@@ -79,10 +81,20 @@ def quote(segment: str) -> str:
     return urllib.parse.quote(segment, safe="")
 
 
-def client_from(args: argparse.Namespace, default_url: str) -> ManagementClient:
+def client_from(
+    args: argparse.Namespace, default_url: str, default_source: str = "default"
+) -> ManagementClient:
     """A client from --url/--user/--password, the environment, or the defaults."""
+    env_url = os.environ.get("AMQPLITE_MANAGEMENT_URL")
+    if args.url:
+        url, source = args.url, "--url"
+    elif env_url:
+        url, source = env_url, "AMQPLITE_MANAGEMENT_URL"
+    else:
+        url, source = default_url, default_source
     return ManagementClient(
-        url=args.url or os.environ.get("AMQPLITE_MANAGEMENT_URL") or default_url,
+        url=url,
+        source=source,
         user=args.user or os.environ.get("AMQPLITE_USER") or "guest",
         password=args.password or os.environ.get("AMQPLITE_PASSWORD") or "guest",
     )

@@ -7,7 +7,7 @@ import json
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from amqplite.cli.api import ManagementClient, quote
+from amqplite.cli.api import ApiError, ManagementClient, quote
 
 # What each listing shows: (column header, dotted path into the API's JSON object).
 COLUMNS: dict[str, list[tuple[str, str]]] = {
@@ -198,18 +198,36 @@ def run(args: argparse.Namespace, client: ManagementClient, out: TextIO) -> int:
         rows = [[cell(lookup(n, path)) for _, path in NODE_COLUMNS] for n in nodes]
         out.write(format_table([h for h, _ in NODE_COLUMNS], rows) + "\n")
         return 0
-    if args.action == "purge":
-        client.request("DELETE", f"/api/queues/{quote(args.vhost)}/{quote(args.queue)}/contents")
-        return _done(args, out, {"purged": args.queue, "vhost": args.vhost})
-    if args.action == "delete-queue":
-        client.request("DELETE", f"/api/queues/{quote(args.vhost)}/{quote(args.queue)}")
+    if args.action in ("purge", "delete-queue"):
+        path = f"/api/queues/{quote(args.vhost)}/{quote(args.queue)}"
+        missing = f"no queue {args.queue!r} in vhost {args.vhost!r} at {client.url}"
+        if args.action == "purge":
+            _act(client, "DELETE", path + "/contents", missing)
+            return _done(args, out, {"purged": args.queue, "vhost": args.vhost})
+        _act(client, "DELETE", path, missing)
         return _done(args, out, {"deleted": args.queue, "vhost": args.vhost})
     if args.action == "close-connection":
-        client.request(
-            "DELETE", f"/api/connections/{quote(args.name)}", headers={"X-Reason": args.reason}
-        )
+        missing = f"no connection named {args.name!r} at {client.url}"
+        path = f"/api/connections/{quote(args.name)}"
+        _act(client, "DELETE", path, missing, headers={"X-Reason": args.reason})
         return _done(args, out, {"closed": args.name})
     return 2
+
+
+def _act(
+    client: ManagementClient,
+    method: str,
+    path: str,
+    missing: str,
+    headers: dict[str, str] | None = None,
+) -> None:
+    """Send a request; a 404 becomes an ApiError that names what is missing."""
+    try:
+        client.request(method, path, headers=headers)
+    except ApiError as exc:
+        if exc.status == 404:
+            raise ApiError(missing, exc.body, 404) from None
+        raise
 
 
 def _done(args: argparse.Namespace, out: TextIO, result: dict[str, str]) -> int:

@@ -18,16 +18,24 @@ from amqplite import __version__
 from amqplite.cli import ctl
 from amqplite.cli.api import DEFAULT_URL, ApiError, ManagementClient, client_from
 from amqplite.cli.logs import setup_logging
+from amqplite.cli.startup import (
+    OneLineParser,
+    check_data_dir,
+    env_port,
+    fail,
+    leaf_error,
+    port_arg,
+)
 from amqplite.config.definitions import load_definitions, parse_definitions
 from amqplite.config.loader import ConfigError, build_config, load_config
 from amqplite.config.models import ClusterConfig, Config
-from amqplite.config.source import Source, read_yaml
+from amqplite.config.source import ListenError, Source, read_yaml
 
 DEFAULT_CONFIG = Path("conf/amqplite.yaml")
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="amqplite", description="An AMQP 0-9-1 broker on trio.")
+    parser = OneLineParser(prog="amqplite", description="An AMQP 0-9-1 broker on trio.")
     parser.add_argument("--version", action="version", version=f"amqplite {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -36,12 +44,18 @@ def _parser() -> argparse.ArgumentParser:
         "--config", help=f"YAML settings file (default: {DEFAULT_CONFIG} if present)"
     )
     serve.add_argument("--host", help="listen address (env AMQPLITE_HOST)")
-    serve.add_argument("--port", type=int, help="AMQP port (env AMQPLITE_PORT)")
+    serve.add_argument("--port", type=port_arg, help="AMQP port (env AMQPLITE_PORT)")
     serve.add_argument("--data-dir", help="data directory (env AMQPLITE_DATA_DIR)")
     serve.add_argument(
         "--management-port",
-        type=int,
+        type=port_arg,
         help="HTTP management port, 0 disables (env AMQPLITE_MANAGEMENT_PORT)",
+    )
+    serve.add_argument(
+        "--prometheus-port",
+        type=port_arg,
+        help="rabbitmq_* metrics port, no auth; 0 disables (default 15692 if free;"
+        " env AMQPLITE_PROMETHEUS_PORT)",
     )
     serve.add_argument("--log-level", help="debug, info, warning, error (env AMQPLITE_LOG_LEVEL)")
     serve.add_argument(
@@ -82,16 +96,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _env_int(name: str) -> int | None:
-    text = os.environ.get(name)
-    if not text:
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        raise ConfigError(f"environment {name}", name, "expected an integer", value=text) from None
-
-
 def resolve_config(args: argparse.Namespace) -> Config:
     """The file's settings, overridden by environment variables, overridden by flags."""
     path = getattr(args, "config", None)
@@ -101,7 +105,7 @@ def resolve_config(args: argparse.Namespace) -> Config:
     host = getattr(args, "host", None) or os.environ.get("AMQPLITE_HOST")
     port = getattr(args, "port", None)
     if port is None:
-        port = _env_int("AMQPLITE_PORT")
+        port = env_port("AMQPLITE_PORT")
     listener = attrs.evolve(
         config.listener,
         host=host or config.listener.host,
@@ -109,12 +113,17 @@ def resolve_config(args: argparse.Namespace) -> Config:
     )
     mgmt_port = getattr(args, "management_port", None)
     if mgmt_port is None:
-        mgmt_port = _env_int("AMQPLITE_MANAGEMENT_PORT")
+        mgmt_port = env_port("AMQPLITE_MANAGEMENT_PORT")
     management = config.management
     if mgmt_port is not None:
         management = attrs.evolve(
             management, port=mgmt_port or management.port, enabled=mgmt_port != 0
         )
+    prometheus_port = getattr(args, "prometheus_port", None)
+    if prometheus_port is None:
+        prometheus_port = env_port("AMQPLITE_PROMETHEUS_PORT")
+    if prometheus_port is not None:
+        management = attrs.evolve(management, prometheus_port=prometheus_port)
     log_level = (
         getattr(args, "log_level", None) or os.environ.get("AMQPLITE_LOG_LEVEL") or config.log_level
     ).lower()
@@ -192,13 +201,25 @@ def _check_startable(config: Config) -> None:
             )
 
 
+def _data_dir_origin(args: argparse.Namespace) -> tuple[str, str, int | None]:
+    """Where the data directory was set: (file or "command line"/"environment", key, line)."""
+    if getattr(args, "data_dir", None):
+        return "command line", "--data-dir", None
+    if os.environ.get("AMQPLITE_DATA_DIR"):
+        return "environment", "AMQPLITE_DATA_DIR", None
+    path = getattr(args, "config", None) or (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)
+    if path is None:
+        return "default", "data_dir", None
+    return str(path), "data_dir", read_yaml(path).line_of(("data_dir",))
+
+
 def _serve(args: argparse.Namespace) -> int:
     try:
         config = resolve_config(args)
         _check_startable(config)
+        check_data_dir(config.data_dir, *_data_dir_origin(args))
     except ConfigError as exc:
-        print(f"amqplite: configuration error: {exc}", file=sys.stderr)
-        return 2
+        return fail(f"configuration error: {exc}", 2)
     setup_logging(config)
     import trio
 
@@ -208,30 +229,35 @@ def _serve(args: argparse.Namespace) -> int:
 
     try:
         trio.run(run_node, config)
-    except ConfigError as exc:
-        print(f"amqplite: configuration error: {exc}", file=sys.stderr)
-        return 2
-    except (EtcdError, ClusterError) as exc:
-        print(f"amqplite: cluster: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(
-            f"amqplite: cannot listen on {config.listener.host}:{config.listener.port}: {exc}",
-            file=sys.stderr,
-        )
-        return 1
+    except BaseException as exc:
+        error = leaf_error(exc)
+        if isinstance(error, ConfigError):
+            return fail(f"configuration error: {error}", 2)
+        if isinstance(error, EtcdError | ClusterError):
+            return fail(f"cluster: {error}", 1)
+        if isinstance(error, ListenError):
+            return fail(str(error), 1)
+        if isinstance(error, OSError):
+            return fail(f"cannot start: {error}", 1)
+        raise
     return 0
 
 
-def _default_management_url() -> str:
-    """http://host:port of the management listener in conf/amqplite.yaml, if it is readable."""
-    try:
-        config = load_config(DEFAULT_CONFIG) if DEFAULT_CONFIG.exists() else Config()
-    except ConfigError:
-        return DEFAULT_URL
-    host = config.management.host
-    host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-    return f"http://{host}:{config.management.port}"
+def _client(args: argparse.Namespace) -> ManagementClient:
+    """The management API client of --url, the environment, conf/amqplite.yaml or the default."""
+    url, source = DEFAULT_URL, "default"
+    if DEFAULT_CONFIG.exists():
+        try:
+            config = load_config(DEFAULT_CONFIG)
+        except ConfigError:
+            config = None
+        if config is not None:
+            host = config.management.host
+            host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+            url, source = f"http://{host}:{config.management.port}", str(DEFAULT_CONFIG)
+    client = client_from(args, url, source)
+    print(f"amqplite: management API {client.url} (from {client.source})", file=sys.stderr)
+    return client
 
 
 def _definitions(args: argparse.Namespace, out: TextIO) -> int:
@@ -242,13 +268,13 @@ def _definitions(args: argparse.Namespace, out: TextIO) -> int:
                 defs = load_definitions(file)
             except ConfigError as exc:
                 print(f"amqplite: {exc}", file=sys.stderr)
-                status = 1
+                status = 2
                 continue
             sections = attrs.asdict(defs, recurse=False)
             counts = ", ".join(f"{len(items)} {name}" for name, items in sections.items())
             out.write(f"{file}: valid ({counts})\n")
         return status
-    client = client_from(args, _default_management_url())
+    client = _client(args)
     if args.action == "export":
         document = client.get("/api/definitions")
         if args.format == "yaml":
@@ -276,7 +302,7 @@ def _definitions(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _ctl(args: argparse.Namespace, out: TextIO) -> int:
-    client: ManagementClient = client_from(args, _default_management_url())
+    client = _client(args)
     return ctl.run(args, client, out)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import types
 import typing
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,8 @@ def _build(cls: type, data: Any, src: Source, path: Path_) -> Any:
 
 
 def _check_limits(meta: Any, value: Any, src: Source, path: Path_) -> None:
+    if value is None:
+        return
     low, high, choices = meta.get("min"), meta.get("max"), meta.get("choices")
     pattern = meta.get("pattern")
     if pattern is not None:
@@ -76,6 +79,10 @@ def _check_limits(meta: Any, value: Any, src: Source, path: Path_) -> None:
 
 
 def _convert(hint: Any, value: Any, src: Source, path: Path_) -> Any:
+    if isinstance(hint, types.UnionType):  # `int | None`: null (or nothing) keeps the default
+        if value is None:
+            return None
+        hint = next(arg for arg in typing.get_args(hint) if arg is not type(None))
     if attrs.has(hint):
         return _build(hint, value, src, path)
     if typing.get_origin(hint) is tuple:

@@ -38,6 +38,8 @@ class ManagementConfig:
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = attrs.field(default=15672, metadata=PORT)
+    # rabbitmq_*-compatible metrics without auth: None = 15692 when free, 0 = off
+    prometheus_port: int | None = attrs.field(default=None, metadata=PORT)
 
 
 @attrs.frozen

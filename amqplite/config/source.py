@@ -125,3 +125,11 @@ def read_yaml(path: str | Path) -> Source:
     except UnicodeDecodeError as exc:
         raise ConfigError(file, "(file)", f"not UTF-8 text: {exc.reason}") from None
     return parse_yaml(text, file)
+
+
+class ListenError(Exception):
+    """A listener could not be opened: its address, the flag and key that set it, and why."""
+
+    def __init__(self, what: str, host: str, port: int, setting: str, reason: str) -> None:
+        super().__init__(f"cannot listen on {host}:{port} for {what} ({setting}): {reason}")
+        self.port = port

@@ -18,6 +18,7 @@ from amqplite.broker.broker import Broker, User
 from amqplite.broker.queue import Queue
 from amqplite.broker.vhost import VHost
 from amqplite.management.http import HttpError, Request, Response
+from amqplite.management.json_values import BodyValueError
 from amqplite.management.listing import select_columns
 from amqplite.management.metrics import QueueMetricLines
 from amqplite.management.queue_rows import QueueJsonCache, sample_all
@@ -30,6 +31,7 @@ from amqplite.management.routing import (
     parse_query,
     split_path,
 )
+from amqplite.management.sockets import socket_counters
 from amqplite.management.sqs import SqsMessaging
 from amqplite.management.views import NodeView
 from amqplite.protocol.constants import ReplyCode
@@ -142,6 +144,7 @@ class ManagementApp:
         self.queue_metrics = QueueMetricLines()
         self.connected_at: weakref.WeakKeyDictionary[object, float] = weakref.WeakKeyDictionary()
         self.router = router
+        self.prometheus_port: int | None = None  # where rabbitmq_* metrics are served, if anywhere
 
     # -- dispatch ----------------------------------------------------------------------------
 
@@ -163,6 +166,8 @@ class ManagementApp:
             response = exc.response()
         except AMQPError as exc:
             response = amqp_error(exc).response()
+        except BodyValueError as exc:
+            response = HttpError(400, str(exc), "bad_request").response()
         if request.method == "HEAD":
             return attrs.evolve(response, body=b"")
         return response
@@ -228,5 +233,11 @@ class ManagementApp:
     # -- periodic work -----------------------------------------------------------------------
 
     def sample(self) -> None:
-        """Take a rate sample of every queue and the totals (the server calls this every few s)."""
-        sample_all(self, self.clock())
+        """Take a rate sample of every queue, connection and the totals (every few seconds), so a
+        one-shot reader such as `amqplite ctl` sees rates."""
+        now = self.clock()
+        sample_all(self, now)
+        for conn in list(self.node.connections):
+            counters = socket_counters(conn.stream)
+            if counters is not None:  # the same series render_connection observes
+                self.rates.observe(conn.session, now, (counters.recv_oct, counters.send_oct))

@@ -29,6 +29,8 @@ _STRING_PROPERTIES = {
 
 
 def _octet(name: str, value: Any) -> int:
+    if isinstance(value, str) and value.strip().isdigit():  # RabbitMQ reads "2" as 2
+        value = int(value)
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 255:
         raise HttpError(400, f"property '{name}' must be an integer from 0 to 255")
     return value

@@ -10,6 +10,13 @@ from amqplite.broker.broker import Broker
 from amqplite.broker.queue import Queue
 from amqplite.broker.stats import MessageStats
 from amqplite.management.json_values import jsonable
+from amqplite.management.queue_contents import (
+    Contents,
+    head_timestamp,
+    queue_contents,
+    rabbit_time,
+    unacked_bytes_by_queue,
+)
 from amqplite.management.rates import RateTracker
 from amqplite.management.views import NodeView, session_details
 
@@ -33,6 +40,10 @@ class QueueContext(Protocol):
     def rates(self) -> RateTracker:
         """The rate series of queues and totals."""
 
+    @property
+    def wall_clock(self) -> Callable[[], float]:
+        """Seconds since the epoch."""
+
 
 ENTRY_OVERHEAD = 160  # estimated bytes per queued message besides its body (entry, list slot)
 QUEUE_OVERHEAD = 2048  # estimated bytes of an empty queue
@@ -47,7 +58,10 @@ STAT_FIELDS = (
     "deliver_get",
     "ack",
     "redeliver",
+    "get_empty",
 )
+# broker-wide only, after the depths in totals_sample(): (overview field, MessageStats fields)
+TOTALS_ONLY = ("confirm", "drop_unroutable", "return_unroutable")
 
 
 def stat_counts(stats: MessageStats) -> tuple[int, ...]:
@@ -62,6 +76,7 @@ def stat_counts(stats: MessageStats) -> tuple[int, ...]:
         deliver_get,
         stats.ack,
         stats.redeliver,
+        stats.get_empty,
     )
 
 
@@ -71,6 +86,15 @@ def message_stats(counts: tuple[int, ...], rates: tuple[float, ...]) -> dict[str
     for i, name in enumerate(STAT_FIELDS):
         out[name] = counts[i]
         out[name + "_details"] = {"rate": rates[i]}
+    return out
+
+
+def totals_only_stats(counts: tuple[int, ...], rates: tuple[float, ...]) -> dict[str, Any]:
+    """The overview's confirm, drop_unroutable and return_unroutable with their rates."""
+    out: dict[str, Any] = {}
+    for name, count, rate in zip(TOTALS_ONLY, counts, rates, strict=True):
+        out[name] = count
+        out[name + "_details"] = {"rate": rate}
     return out
 
 
@@ -90,7 +114,7 @@ def queue_sample(queue: Queue) -> tuple[int, ...]:
 class QueueRow:
     """One queue's /api/queues fields, each computed on demand (`columns=` and `sort=` read few)."""
 
-    __slots__ = ("_counts", "_rates", "app", "now", "queue")
+    __slots__ = ("_contents", "_counts", "_rates", "app", "now", "queue")
 
     def __init__(self, app: QueueContext, queue: Queue, now: float) -> None:
         self.app = app
@@ -98,6 +122,21 @@ class QueueRow:
         self.now = now
         self._counts: tuple[int, ...] | None = None
         self._rates: tuple[float, ...] | None = None
+        self._contents: Contents | None = None
+
+    @property
+    def contents(self) -> Contents:
+        """queue_contents(queue), taken once."""
+        if self._contents is None:
+            self._contents = queue_contents(self.queue)
+        return self._contents
+
+    @property
+    def unacked_bytes(self) -> int:
+        """Body bytes of the queue's delivered, unacknowledged messages."""
+        if not self.queue.unacked_count:
+            return 0
+        return _UNACKED.by_queue(self.app, self.now).get(self.queue, 0)
 
     @property
     def counts(self) -> tuple[int, ...]:
@@ -141,6 +180,63 @@ def _owner_details(row: QueueRow) -> Any:
     return details if details is not None else _ABSENT
 
 
+class _UnackedBytes:
+    """Unacked bytes of every queue, computed once per request time (one pass over channels)."""
+
+    def __init__(self) -> None:
+        self.key: tuple[int, float] = (0, -1.0)
+        self.value: dict[Queue, int] = {}
+
+    def by_queue(self, app: QueueContext, now: float) -> dict[Queue, int]:
+        if self.key != (id(app), now):
+            channels = [
+                channel.delivery
+                for conn in app.node.connections
+                for channel in conn.session.channels.values()
+            ]
+            sqs = getattr(app, "sqs", None)  # messages received over HTTP, not yet deleted
+            if sqs is not None:
+                channels.append(sqs.channel)
+            self.value = unacked_bytes_by_queue(channels)
+            self.key = (id(app), now)
+        return self.value
+
+
+_UNACKED = _UnackedBytes()
+
+
+def _capacity(row: QueueRow) -> float:
+    """The share of consumers that could take a message now (0 without consumers)."""
+    consumers = row.queue.consumers
+    if not consumers:
+        return 0
+    return round(sum(1 for c in consumers if c.can_take()) / len(consumers), 3)
+
+
+def _sac_tag(row: QueueRow) -> Any:
+    queue = row.queue
+    if not queue.settings.single_active_consumer or not queue.consumers:
+        return None
+    return queue.consumers[0].tag
+
+
+_WALL_OFFSETS: dict[int, float] = {}
+
+
+def _idle_since(row: QueueRow) -> Any:
+    """When the queue was last used, while nothing happens to it (RabbitMQ's idle_since)."""
+    if any(row.rates):
+        return _ABSENT
+    offset = _WALL_OFFSETS.get(id(row.app))
+    if offset is None:  # the broker's monotonic clock -> wall clock, fixed once so it is stable
+        offset = _WALL_OFFSETS[id(row.app)] = row.app.wall_clock() - row.app.broker.now()
+    return rabbit_time(min(row.queue.last_used, row.app.broker.now()) + offset)
+
+
+def _ram(i: int, paged: Callable[[Contents], int]) -> Callable[[QueueRow], Any]:
+    return lambda row: row.counts[_N + i] - paged(row.contents)
+
+
 def _depth(i: int) -> Callable[[QueueRow], Any]:
     return lambda row: row.counts[_N + i]
 
@@ -164,8 +260,16 @@ QUEUE_FIELDS: dict[str, Callable[[QueueRow], Any]] = {
     "exclusive_consumer_tag": lambda row: next(
         (c.tag for c in row.queue.consumers if c.exclusive), None
     ),
-    "consumer_utilisation": lambda row: None,
+    "single_active_consumer_tag": _sac_tag,
+    "consumer_capacity": _capacity,
+    "consumer_utilisation": _capacity,
     "policy": _policy_name,
+    "operator_policy": lambda row: None,
+    "effective_policy_definition": lambda row: jsonable(
+        dict(row.app.broker.policy_for(row.queue) or {})
+    ),
+    "head_message_timestamp": lambda row: head_timestamp(row.queue),
+    "idle_since": _idle_since,
     "memory": lambda row: queue_memory(row.queue),
     "messages": _depth(0),
     "messages_details": _depth_rate(0),
@@ -173,7 +277,19 @@ QUEUE_FIELDS: dict[str, Callable[[QueueRow], Any]] = {
     "messages_ready_details": _depth_rate(1),
     "messages_unacknowledged": _depth(2),
     "messages_unacknowledged_details": _depth_rate(2),
+    "message_bytes": lambda row: row.queue.ready_bytes + row.unacked_bytes,
     "message_bytes_ready": lambda row: row.queue.ready_bytes,
+    "message_bytes_unacknowledged": lambda row: row.unacked_bytes,
+    "message_bytes_ram": lambda row: (
+        row.queue.ready_bytes + row.unacked_bytes - row.contents.paged_bytes
+    ),
+    "message_bytes_persistent": lambda row: row.contents.persistent_bytes,
+    "message_bytes_paged_out": lambda row: row.contents.paged_bytes,
+    "messages_persistent": lambda row: row.contents.persistent,
+    "messages_ram": _ram(0, lambda c: c.paged_ready + c.paged_unacked),
+    "messages_ready_ram": _ram(1, lambda c: c.paged_ready),
+    "messages_unacknowledged_ram": _ram(2, lambda c: c.paged_unacked),
+    "messages_paged_out": lambda row: row.contents.paged_ready + row.contents.paged_unacked,
     "message_stats": lambda row: message_stats(row.counts[:_N], row.rates[:_N]),
     "owner_pid_details": _owner_details,
 }
@@ -214,6 +330,7 @@ class QueueJsonCache:
             stats.deliver + stats.deliver_no_ack + stats.get + stats.get_no_ack,
             stats.ack,
             stats.redeliver,
+            stats.get_empty,
             ready + unacked,
             ready,
             unacked,
@@ -267,4 +384,13 @@ def queue_totals(app: QueueContext) -> tuple[int, int, int]:
 def totals_sample(app: QueueContext, totals: tuple[int, int, int] | None = None) -> tuple[int, ...]:
     """Broker-wide counters and depths, as one rate sample (from queue_totals() if given)."""
     ready, unacked, _consumers = totals or queue_totals(app)
-    return (*stat_counts(app.broker.totals), ready + unacked, ready, unacked)
+    t = app.broker.totals
+    return (
+        *stat_counts(t),
+        ready + unacked,
+        ready,
+        unacked,
+        t.confirm,
+        t.unroutable - t.returned,
+        t.returned,
+    )

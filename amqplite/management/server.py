@@ -10,13 +10,16 @@ from functools import partial
 import trio
 
 from amqplite.config.models import ManagementConfig
+from amqplite.config.source import ListenError
 from amqplite.management.app import ManagementApp
 from amqplite.management.http import HttpLimits, WaitDurable, serve_http
+from amqplite.management.prometheus import PrometheusEndpoint
 from amqplite.management.resources import build_app
 from amqplite.management.views import NodeView
 
 log = logging.getLogger("amqplite.management")
 
+DEFAULT_PROMETHEUS_PORT = 15692  # rabbitmq_prometheus's
 SAMPLE_INTERVAL = 5.0  # seconds between rate samples of every queue (RabbitMQ's default)
 
 
@@ -31,8 +34,14 @@ async def run_management(
 ) -> None:
     """Serve the management API on config.host:config.port until cancelled."""
     app = build_app(node, clock=trio.current_time, wall_clock=time.time, store=store)
-    listeners = await trio.open_tcp_listeners(config.port, host=config.host)
+    try:
+        listeners = await trio.open_tcp_listeners(config.port, host=config.host)
+    except OSError as exc:
+        setting = "--management-port, AMQPLITE_MANAGEMENT_PORT or management.port"
+        reason = exc.strerror or str(exc)
+        raise ListenError("the management API", config.host, config.port, setting, reason) from None
     port = listeners[0].socket.getsockname()[1]
+    prometheus = await _prometheus_listeners(config)
     async with trio.open_nursery() as nursery:
         await nursery.start(
             partial(serve_http, wait_durable=wait_durable),
@@ -40,10 +49,38 @@ async def run_management(
             listeners,
             limits or HttpLimits(),
         )
+        if prometheus:
+            endpoint = PrometheusEndpoint(app)
+            await nursery.start(serve_http, endpoint.handle, prometheus, limits or HttpLimits())
+            where = prometheus[0].socket.getsockname()
+            app.prometheus_port = int(where[1])
+            log.info("rabbitmq_* metrics on http://%s:%s/metrics", where[0], where[1])
         nursery.start_soon(_sqs_timer, app)
         nursery.start_soon(_sampler, app)
         log.info("management listening on http://%s:%s/", config.host, port)
         task_status.started(app)
+
+
+async def _prometheus_listeners(config: ManagementConfig) -> list[trio.SocketListener]:
+    """The Prometheus port's listeners: a chosen port must open, the default may be taken."""
+    if config.prometheus_port == 0:
+        return []
+    port = DEFAULT_PROMETHEUS_PORT if config.prometheus_port is None else config.prometheus_port
+    try:
+        return await trio.open_tcp_listeners(port, host=config.host)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        if config.prometheus_port is not None:
+            setting = "--prometheus-port, AMQPLITE_PROMETHEUS_PORT or management.prometheus_port"
+            raise ListenError("Prometheus metrics", config.host, port, setting, reason) from None
+        log.warning(
+            "no rabbitmq_* metrics endpoint: cannot listen on %s:%s (%s); "
+            "choose a port with --prometheus-port",
+            config.host,
+            port,
+            reason,
+        )
+        return []
 
 
 async def _sqs_timer(app: ManagementApp) -> None:

@@ -16,6 +16,7 @@ import trio
 from amqplite import __version__
 from amqplite.broker.broker import Broker
 from amqplite.config.models import Config
+from amqplite.config.source import ListenError
 from amqplite.protocol.constants import ReplyCode
 from amqplite.server.alarms import Alarms
 from amqplite.server.boot import apply_boot_definitions, build_broker, session_settings
@@ -94,7 +95,12 @@ async def run_node(
     if node.cluster is not None:  # definitions are shared through etcd from here on
         node.cluster.attach(node.broker)
     tune_gc()
-    listeners = await trio.open_tcp_listeners(config.listener.port, host=config.listener.host)
+    try:
+        listeners = await trio.open_tcp_listeners(config.listener.port, host=config.listener.host)
+    except OSError as exc:
+        setting = "--port, AMQPLITE_PORT or listener.port"
+        host, port, reason = config.listener.host, config.listener.port, exc.strerror or str(exc)
+        raise ListenError("AMQP", host, port, setting, reason) from None
     ports = [listener.socket.getsockname()[1] for listener in listeners]
     log.info("amqplite listening on %s port %s", config.listener.host, ports[0])
     if node.cluster is not None:  # a name taken by a live node stops the start here

@@ -62,6 +62,8 @@ def basic_get(ctx: SessionContext, channel: ChannelSession, command: Command) ->
     queue = ctx.open_vhost.queue(channel.queue_name(m.queue), ctx.owner)
     got = channel.delivery.get(queue, m.no_ack)
     if got is None:
+        queue.stats.get_empty += 1
+        queue.totals.get_empty += 1
         ctx.send(channel.channel_id, spec.Basic.GetEmpty())
         return
     tag, entry, redelivered = got
@@ -120,11 +122,13 @@ def route(
         routed = ctx.broker.route(ctx.open_vhost, exchange, message)
     queues = routed.queues
     if not queues and mandatory:
+        ctx.broker.totals.returned += 1
         returned = Return(channel.channel_id, int(ReplyCode.NO_ROUTE), "NO_ROUTE")
         ctx.write_parts(return_parts(returned, message, ctx.frame_max))
     if confirming:
         # reject-publish: a queue refused it, so the publisher gets basic.nack (as RabbitMQ)
         ok = not routed.rejected
+        ctx.broker.totals.confirm += ok
         channel.pending_confirms.append((channel.next_publish_seq(), ok, mark))
         ctx.confirms.track(channel)
 

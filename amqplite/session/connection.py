@@ -233,7 +233,8 @@ class Session(PagedOutput):
     def write_parts(self, parts: list[Part]) -> None:
         """Queue frames given as parts (a writer's output, the body among them uncopied)."""
         if self._held_out is not None:
-            self._held_out.extend(parts)  # stays in order behind a paged delivery
+            for part in parts:  # stays in order behind a paged delivery
+                self._held_out.append(part)
         else:
             self._out += parts
         self._out_size += sum(map(len, parts))
@@ -260,11 +261,8 @@ class Session(PagedOutput):
         """Send basic.deliver for a queue entry (its body joins the outbound bytes uncopied)."""
         m = entry.message
         if self.defer_paged and type(m) is PagedMessage:  # never read a body on the event loop
-            self.defer_delivery(
-                PagedDelivery(
-                    channel_id, consumer_tag, delivery_tag, entry.redelivered, m, self.frame_max
-                )
-            )
+            deliver = Deliver(channel_id, consumer_tag, delivery_tag, entry.redelivered)
+            self.defer_delivery(PagedDelivery(deliver, m, self.frame_max))
             return
         deliver = Deliver(channel_id, consumer_tag, delivery_tag, entry.redelivered)
         self.write_parts(deliver_parts(deliver, m, self.frame_max))
@@ -411,6 +409,7 @@ class Session(PagedOutput):
     def _open(self, method: Any) -> None:
         self.vhost = handshake.open_vhost(self.broker, self.peer, self.user, method)
         self.state = ConnectionState.OPEN
+        self.broker.churn.connection_created += 1
         self.send(0, spec.Connection.OpenOk())
         log.info(
             "connection open from %s user=%s vhost=%s",
@@ -455,6 +454,7 @@ class Session(PagedOutput):
         for channel in list(self.channels.values()):
             if vhost is not None:
                 self.broker.close_channel(vhost, channel.delivery)
+        self.broker.churn.channel_closed += len(self.channels)
         self.channels.clear()
         self.confirms.clear()
         self._held.clear()
@@ -466,6 +466,7 @@ class Session(PagedOutput):
     def _handle_channel_open(self, channel_id: int, method: Method) -> None:
         check_channel_open(channel_id, method, self.channel_max)
         self.channels[channel_id] = ChannelSession(channel_id, DeliveryChannel(channel_id, self))
+        self.broker.churn.channel_created += 1
         self.send(channel_id, spec.Channel.OpenOk())
 
     def _handle_closing_channel(self, channel: ChannelSession, method: Any) -> None:
@@ -476,7 +477,8 @@ class Session(PagedOutput):
             self.drop_channel(channel)
 
     def drop_channel(self, channel: ChannelSession) -> None:
-        self.channels.pop(channel.channel_id, None)
+        if self.channels.pop(channel.channel_id, None) is not None:
+            self.broker.churn.channel_closed += 1
         self.confirms.forget(channel.channel_id)
         self._held.forget(channel.channel_id)
         self.assembler.reset(channel.channel_id)

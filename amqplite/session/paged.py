@@ -22,14 +22,21 @@ from amqplite.protocol.writers import Deliver, Part, deliver_parts
 log = logging.getLogger("amqplite.session")
 
 
+@attrs.frozen
+class LoadedContent:
+    """A paged message with its body read back (what the frame writer needs)."""
+
+    exchange: str
+    routing_key: str
+    properties_bin: bytes
+    body: bytes
+
+
 @attrs.define(eq=False)
 class PagedDelivery:
     """A basic.deliver whose body is still on disk."""
 
-    channel_id: int
-    consumer_tag: str
-    delivery_tag: int
-    redelivered: bool
+    deliver: Deliver
     message: PagedMessage
     frame_max: int
     body: bytes | None = None
@@ -43,34 +50,12 @@ class PagedDelivery:
             log.exception("cannot read a paged message body")
             self.failed = True
 
-    def encode(self) -> list[Part]:
+    def parts(self) -> list[Part]:
         """The delivery's frames, once loaded."""
+        m = self.message
         assert self.body is not None
-        deliver = Deliver(self.channel_id, self.consumer_tag, self.delivery_tag, self.redelivered)
-        return deliver_parts(deliver, LoadedContent(self.message, self.body), self.frame_max)
-
-
-@attrs.define(slots=True, eq=False)
-class LoadedContent:
-    """A paged message with its body read back (what the frame writers take)."""
-
-    message: PagedMessage
-    body: bytes
-
-    @property
-    def exchange(self) -> str:
-        """The exchange the message was published to."""
-        return self.message.exchange
-
-    @property
-    def routing_key(self) -> str:
-        """The routing key it was published with."""
-        return self.message.routing_key
-
-    @property
-    def properties_bin(self) -> bytes:
-        """Its encoded content header properties."""
-        return self.message.properties_bin
+        content = LoadedContent(m.exchange, m.routing_key, m.properties_bin, self.body)
+        return deliver_parts(self.deliver, content, self.frame_max)
 
 
 class HeldOutput:
@@ -92,11 +77,6 @@ class HeldOutput:
         self.items.append(data)
         self.size += len(data)
 
-    def extend(self, parts: list[Part]) -> None:
-        """Output behind a held delivery, given as parts."""
-        self.items += parts
-        self.size += sum(map(len, parts))
-
     def take_loads(self) -> list[PagedDelivery]:
         """The deliveries whose bodies the server should read now."""
         loads, self.to_load = self.to_load, []
@@ -114,7 +94,7 @@ class HeldOutput:
                     return ready, True
                 if item.body is None:
                     break
-                ready += item.encode()
+                ready += item.parts()
                 self.size -= item.message.size
             else:
                 ready.append(item)

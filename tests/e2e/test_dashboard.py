@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import html.parser
-import os
 import shutil
 import subprocess
 import tempfile
@@ -26,33 +25,12 @@ CHROMIUM_FLAGS = (
 )
 
 
-def _install_chromium() -> str | None:
-    """Debian's chromium: found, or installed with apt-get (once per session); None if impossible."""
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found:
-        return found
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        return None
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "--no-install-recommends", "chromium"]
-    for step in ([], [["apt-get", "update"]]):
-        for cmd in step:
-            subprocess.run(cmd, env=env, capture_output=True, timeout=600, check=False)
-        subprocess.run(install, env=env, capture_output=True, timeout=900, check=False)
-        found = shutil.which("chromium")
-        if found:
-            return found
-    return None
-
-
 @pytest.fixture(scope="session")
 def chromium() -> str:
-    """Path of a Chromium binary; the test is skipped, saying why, when none can be installed."""
-    path = _install_chromium()
+    """Path of a Chromium binary (scripts/test-deps installs Debian's); skipped, saying why, if none."""
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
     if path is None:
-        pytest.skip(
-            "Chromium is not installed and could not be installed with apt-get (needs root and network)"
-        )
+        pytest.skip("no chromium on PATH: scripts/test-deps installs it (needs root and apt-get)")
     return path
 
 

@@ -147,7 +147,7 @@ def test_environment_overrides_file_and_flags_override_environment(
 
 def test_bad_environment_value_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AMQPLITE_PORT", "fifty")
-    with pytest.raises(ConfigError, match="AMQPLITE_PORT: got 'fifty', expected an integer"):
+    with pytest.raises(ConfigError, match="AMQPLITE_PORT: got 'fifty', expected a port number"):
         resolve_config(_args())
 
 
@@ -179,3 +179,24 @@ def test_serve_refuses_a_plugin_that_cannot_be_imported(
     assert "plugins[0]: got 'plugins.no_such_plugin', expected an importable module" in (
         capsys.readouterr().err
     )
+
+
+def test_prometheus_port_is_null_by_default_and_checked_like_other_ports(tmp_path: Path) -> None:
+    assert (
+        load_config(
+            write(tmp_path, "management: {prometheus_port: null}\n")
+        ).management.prometheus_port
+        is None
+    )
+    assert (
+        load_config(
+            write(tmp_path, "management: {prometheus_port: 9419}\n")
+        ).management.prometheus_port
+        == 9419
+    )
+    path = write(tmp_path, "management:\n  prometheus_port: 70000\n")
+    with pytest.raises(
+        ConfigError,
+        match=r":2: management.prometheus_port: got 70000, expected a number from 0 to 65535",
+    ):
+        load_config(path)

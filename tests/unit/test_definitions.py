@@ -192,12 +192,12 @@ def test_bad_definition_names_file_line_key_value_and_expectation(
     assert message.startswith(f"defs.yaml:{line}: {key}: {got}{expected}"), message
 
 
-def test_validate_command_reports_each_bad_file_and_exits_1(
+def test_validate_command_reports_each_bad_file_and_exits_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("exchanges:\n  - name: e\n    type: topical\n")
-    assert main(["definitions", "validate", str(ORDERS), str(bad)]) == 1
+    assert main(["definitions", "validate", str(ORDERS), str(bad)]) == 2
     captured = capsys.readouterr()
     assert f"{ORDERS}: valid (1 vhosts, 1 users, 1 permissions, 3 exchanges, 6 queues" in (
         captured.out

@@ -183,3 +183,11 @@ def test_only_the_highest_priority_exchange_policy_applies(broker: Broker) -> No
 def test_invalid_alternate_exchange_in_policy_is_refused(broker: Broker) -> None:
     with pytest.raises(ValueError, match="alternate-exchange"):
         broker.set_policy(Policy("/", "bad", ".*", {"alternate-exchange": 5}, apply_to="all"))
+
+
+def test_deleting_a_vhost_deletes_its_policies_as_rabbitmq_does(broker: Broker) -> None:
+    broker.add_vhost("staging")
+    broker.set_policy(Policy("staging", "p", ".*", {"max-length": 1}))
+    broker.set_policy(Policy("/", "kept", ".*", {"max-length": 2}))
+    broker.delete_vhost("staging")
+    assert [(p.vhost, p.name) for p in broker.list_policies()] == [("/", "kept")]

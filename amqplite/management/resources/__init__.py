@@ -10,6 +10,7 @@ from amqplite.management.resources import (
     bindings,
     connections,
     exchanges,
+    health,
     messages,
     overview,
     pages,
@@ -34,6 +35,7 @@ def register_all(router: Router[Call]) -> None:
         messages,
         pages,
         quarantine,
+        health,
     ):
         module.register(router)
 

@@ -9,7 +9,7 @@ from amqplite.broker.broker import User
 from amqplite.broker.policy import Policy
 from amqplite.management.app import Call
 from amqplite.management.http import HttpError, Response
-from amqplite.management.json_values import jsonable
+from amqplite.management.json_values import body_int, jsonable
 from amqplite.management.listing import render_list
 from amqplite.management.routing import ADMINISTRATOR, MANAGEMENT, POLICYMAKER, Router
 
@@ -244,14 +244,12 @@ def put_policy(call: Call) -> Response:
     body = call.json_object(empty_ok=False)
     pattern = body.get("pattern")
     definition = body.get("definition")
-    priority = body.get("priority", 0)
+    priority = body_int(body, "priority", 0)
     apply_to = body.get("apply-to", "all")
     if not isinstance(pattern, str):
         raise HttpError(400, "'pattern' (a regex string) is required")
     if not isinstance(definition, dict) or not definition:
         raise HttpError(400, "'definition' (a non-empty object) is required")
-    if not isinstance(priority, int) or isinstance(priority, bool):
-        raise HttpError(400, "'priority' must be an integer")
     if not isinstance(apply_to, str):
         raise HttpError(400, "'apply-to' must be queues, exchanges or all")
     existed = any(p.name == name for p in call.broker.list_policies(vhost.name))

@@ -10,6 +10,7 @@ from amqplite.management.http import HttpError, Response
 from amqplite.management.json_values import jsonable
 from amqplite.management.listing import render_list
 from amqplite.management.routing import MANAGEMENT, Router
+from amqplite.management.sockets import SocketCounters, socket_counters
 from amqplite.management.views import (
     ConnectionView,
     connection_details,
@@ -58,26 +59,57 @@ def render_connection(app: ManagementApp, conn: ConnectionView) -> dict[str, Any
     peer_host, peer_port = split_peer(session.peer)
     host, port = local_address(conn)
     connected_at = app.connected_at.setdefault(session, app.wall_clock())
-    return {
+    user = session.user.name if session.user else ""
+    item = {
         "name": connection_name(conn),
         "node": app.node_name,
         "type": "network",
         "protocol": "AMQP 0-9-1",
         "state": "running" if session.state.value == "open" else session.state.value,
         "vhost": vhost_name(conn),
-        "user": session.user.name if session.user else "",
+        "user": user,
+        "user_who_performed_action": user,
         "auth_mechanism": getattr(session, "auth_mechanism", "PLAIN"),
         "peer_host": peer_host,
         "peer_port": peer_port,
         "host": host,
         "port": port,
         "ssl": False,
+        "ssl_protocol": None,
+        "ssl_key_exchange": None,
+        "ssl_cipher": None,
+        "ssl_hash": None,
+        "peer_cert_subject": None,
+        "peer_cert_issuer": None,
+        "peer_cert_validity": None,
         "channels": len(session.channels),
         "channel_max": session.channel_max,
         "frame_max": session.frame_max,
         "timeout": session.heartbeat,
         "client_properties": jsonable(session.client_properties),
         "connected_at": int(connected_at * 1000),
+    }
+    provided = session.client_properties.get("connection_name")
+    if provided:
+        item["user_provided_name"] = jsonable(provided)
+    item.update(socket_fields(app, conn))
+    return item
+
+
+def socket_fields(app: ManagementApp, conn: ConnectionView) -> dict[str, Any]:
+    """recv_oct, send_oct (with rates), recv_cnt, send_cnt and send_pend, as RabbitMQ."""
+    counters = socket_counters(conn.stream) or SocketCounters()
+    recv_rate, send_rate = app.rates.observe(
+        conn.session, app.clock(), (counters.recv_oct, counters.send_oct)
+    )
+    return {
+        "recv_oct": counters.recv_oct,
+        "recv_oct_details": {"rate": recv_rate},
+        "recv_cnt": counters.recv_cnt,
+        "send_oct": counters.send_oct,
+        "send_oct_details": {"rate": send_rate},
+        "send_cnt": counters.send_cnt,
+        "send_pend": counters.send_pend,
     }
 
 
@@ -149,6 +181,11 @@ def render_channel(
         "global_prefetch_count": delivery.global_prefetch,
         "confirm": mode == "confirm",
         "transactional": mode == "tx",
+        "messages_unconfirmed": len(channel.pending_confirms),
+        "messages_uncommitted": sum(1 for op in channel.tx_ops if op[0] == "publish"),
+        "acks_uncommitted": sum(1 for op in channel.tx_ops if op[0] != "publish"),
+        "pending_raft_commands": 0,
+        "user_who_performed_action": session.user.name if session.user else "",
     }
 
 
@@ -192,7 +229,7 @@ def render_consumer(
     sink = consumer.channel.sink
     if conn is None:
         conn = next((c for c in app.node.connections if c.session is sink), None)
-    channel_details: dict[str, Any] = {"number": consumer.channel.channel_id}
+    channel_details: dict[str, Any] = {"number": consumer.channel.channel_id, "node": app.node_name}
     if conn is not None:
         details = connection_details(conn)
         channel_details.update(

@@ -6,9 +6,9 @@ from typing import Any
 
 from amqplite.broker.publishing import make_message
 from amqplite.broker.vhost import Exchange, VHost
-from amqplite.management.app import Call
+from amqplite.management.app import Call, ManagementApp
 from amqplite.management.http import HttpError, Response
-from amqplite.management.json_values import jsonable
+from amqplite.management.json_values import body_bool, jsonable
 from amqplite.management.listing import render_list
 from amqplite.management.publishing import decode_payload, encode_json_properties
 from amqplite.management.routing import MANAGEMENT, Router
@@ -26,9 +26,11 @@ def register(router: Router[Call]) -> None:
     router.add("POST", "/api/exchanges/{vhost}/{name}/publish", publish, MANAGEMENT)
 
 
-def render_exchange(vhost: VHost, exchange: Exchange) -> dict[str, Any]:
-    """An exchange as RabbitMQ's JSON object."""
-    return {
+def render_exchange(
+    vhost: VHost, exchange: Exchange, app: ManagementApp | None = None
+) -> dict[str, Any]:
+    """An exchange as RabbitMQ's JSON object (with message_stats once it has had traffic)."""
+    item: dict[str, Any] = {
         "name": exchange.name,
         "vhost": vhost.name,
         "type": exchange.type_name,
@@ -39,6 +41,16 @@ def render_exchange(vhost: VHost, exchange: Exchange) -> dict[str, Any]:
         "policy": exchange.policy,
         "user_who_performed_action": "rmq-internal" if _builtin(exchange.name) else "",
     }
+    if app is not None and exchange.publish_in:
+        counts = (exchange.publish_in, exchange.publish_out)
+        rate_in, rate_out = app.rates.observe(exchange, app.clock(), counts)
+        item["message_stats"] = {
+            "publish_in": exchange.publish_in,
+            "publish_in_details": {"rate": rate_in},
+            "publish_out": exchange.publish_out,
+            "publish_out_details": {"rate": rate_out},
+        }
+    return item
 
 
 def _builtin(name: str) -> bool:
@@ -63,14 +75,14 @@ def list_exchanges(call: Call) -> Response:
     vhosts = [call.vhost()] if "vhost" in call.params else list(call.app.visible_vhosts(call.user))
     pairs = [(v, e) for v in vhosts for e in v.exchanges.values()]
     return Response.json(
-        render_list(pairs, lambda p: p[1].name, lambda p: render_exchange(*p), call.query)
+        render_list(pairs, lambda p: p[1].name, lambda p: render_exchange(*p, call.app), call.query)
     )
 
 
 def show_exchange(call: Call) -> Response:
     """One exchange."""
     vhost = call.vhost()
-    return call.one(render_exchange(vhost, _lookup(vhost, exchange_name(call))))
+    return call.one(render_exchange(vhost, _lookup(vhost, exchange_name(call)), call.app))
 
 
 def declare_exchange(call: Call) -> Response:
@@ -85,10 +97,7 @@ def declare_exchange(call: Call) -> Response:
         raise HttpError(400, f"unknown exchange type '{type_name}'")
     flags: dict[str, bool] = {}
     for key, default in (("durable", True), ("auto_delete", False), ("internal", False)):
-        value = body.get(key, default)
-        if not isinstance(value, bool):
-            raise HttpError(400, f"'{key}' must be true or false")
-        flags[key] = value
+        flags[key] = body_bool(body, key, default)
     arguments = body.get("arguments") or {}
     if not isinstance(arguments, dict):
         raise HttpError(400, "'arguments' must be an object")

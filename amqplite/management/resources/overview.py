@@ -11,11 +11,14 @@ from amqplite.broker.publishing import make_message
 from amqplite.management.app import Call, ManagementApp
 from amqplite.management.http import HttpError, Response
 from amqplite.management.listing import render_list
+from amqplite.management.node_info import node_extras, overview_extras, vhost_traffic
 from amqplite.management.publishing import encode_json_properties
 from amqplite.management.queue_rows import (
     STAT_FIELDS,
     message_stats,
     queue_totals,
+    stat_counts,
+    totals_only_stats,
     totals_sample,
 )
 from amqplite.management.routing import ADMINISTRATOR, MANAGEMENT, Router
@@ -87,7 +90,10 @@ def overview(call: Call) -> Response:
             "rabbitmq_version": RABBITMQ_COMPATIBLE_VERSION,
             "cluster_name": app.node_name,
             "node": app.node_name,
-            "message_stats": message_stats(counts[:n], rates[:n]),
+            "message_stats": {
+                **message_stats(counts[:n], rates[:n]),
+                **totals_only_stats(counts[n + 3 :], rates[n + 3 :]),
+            },
             "queue_totals": {
                 "messages": counts[n],
                 "messages_details": {"rate": rates[n]},
@@ -119,6 +125,7 @@ def overview(call: Call) -> Response:
                     "port": str(config.management.port),
                 }
             ],
+            **overview_extras(app),
         }
     )
 
@@ -146,6 +153,7 @@ def _node(app: ManagementApp) -> dict[str, Any]:
         "applications": [
             {"name": "amqplite", "description": "AMQP 0-9-1 broker", "version": __version__}
         ],
+        **node_extras(app, memory_used(), fd_used()),
     }
 
 
@@ -181,17 +189,35 @@ def _nodes(app: ManagementApp) -> list[dict[str, Any]]:
 def _render_vhost(app: ManagementApp, name: str) -> dict[str, Any]:
     vhost = app.broker.vhosts[name]
     ready = unacked = 0
+    stats = [0] * len(STAT_FIELDS)
     for queue in vhost.queues.values():
         ready += len(queue.ready)
         unacked += queue.unacked_count
+        for i, count in enumerate(stat_counts(queue.stats)):
+            stats[i] += count
+    recv, send = vhost_traffic(app, name)
+    counts = (*stats, ready + unacked, ready, unacked, recv, send)
+    rates = app.rates.observe(vhost, app.clock(), counts)
+    n = len(STAT_FIELDS)
     return {
         "name": name,
         "description": "",
         "tags": [],
+        "metadata": {"description": "", "tags": []},
+        "default_queue_type": "classic",
         "tracing": False,
+        "cluster_state": {app.node_name: "running"},
+        "message_stats": message_stats(counts[:n], rates[:n]),
         "messages": ready + unacked,
+        "messages_details": {"rate": rates[n]},
         "messages_ready": ready,
+        "messages_ready_details": {"rate": rates[n + 1]},
         "messages_unacknowledged": unacked,
+        "messages_unacknowledged_details": {"rate": rates[n + 2]},
+        "recv_oct": recv,
+        "recv_oct_details": {"rate": rates[n + 3]},
+        "send_oct": send,
+        "send_oct_details": {"rate": rates[n + 4]},
         "queues": len(vhost.queues),
         "exchanges": len(vhost.exchanges),
     }

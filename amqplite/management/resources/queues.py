@@ -8,7 +8,7 @@ from typing import Any
 from amqplite.broker.queue import Queue
 from amqplite.management.app import Call
 from amqplite.management.http import HttpError, Response
-from amqplite.management.json_values import jsonable
+from amqplite.management.json_values import body_bool, body_int, jsonable
 from amqplite.management.listing import render_list
 from amqplite.management.queue_rows import queue_fields, render_queue
 from amqplite.management.resources.common import encode_payload, render_properties
@@ -69,10 +69,7 @@ def show_queue(call: Call) -> Response:
 
 
 def _bool(body: dict[str, Any], key: str, default: bool = False) -> bool:
-    value = body.get(key, default)
-    if not isinstance(value, bool):
-        raise HttpError(400, f"'{key}' must be true or false")
-    return value
+    return body_bool(body, key, default)
 
 
 def _arguments(body: dict[str, Any]) -> dict[str, Any]:
@@ -133,8 +130,8 @@ def get_messages(call: Call) -> Response:
     vhost = call.vhost("read", name)
     queue = call.queue(vhost)
     body = call.json_object(empty_ok=False)
-    count = body.get("count", 1)
-    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+    count = body_int(body, "count", 1)
+    if count < 1:
         raise HttpError(400, "'count' must be a positive integer")
     ackmode = body.get("ackmode", "ack_requeue_true")
     if ackmode not in ACKMODES:
@@ -142,8 +139,8 @@ def get_messages(call: Call) -> Response:
     encoding = body.get("encoding", "auto")
     if encoding not in ("auto", "base64"):
         raise HttpError(400, "'encoding' must be auto or base64")
-    truncate = body.get("truncate")
-    if truncate is not None and (not isinstance(truncate, int) or truncate < 0):
+    truncate = body_int(body, "truncate", None)
+    if truncate is not None and truncate < 0:
         raise HttpError(400, "'truncate' must be a non-negative integer")
     channel = management_channel()
     out: list[dict[str, Any]] = []
