@@ -24,8 +24,9 @@ BATCH_BYTES: Final = 4 * 2**20  # a batch this large is written without waiting 
 
 
 def attach_pager(config: Config, broker: Broker, mem_limit: int) -> TransientPager:
-    """Page transient bodies out beyond min(store budget, half the memory watermark)."""
-    threshold = min(config.store.memory_budget_bytes, int(mem_limit * PAGING_RATIO))
+    """Page transient bodies out beyond min(store budget, the watermark x its paging ratio)."""
+    ratio = config.alarms.memory_paging_ratio
+    threshold = min(config.store.memory_budget_bytes, int(mem_limit * ratio))
     pager = TransientPager(Path(config.data_dir) / SPILL_DIR, threshold, MessagePaging())
     broker.spill = pager
     return pager
