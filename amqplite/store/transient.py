@@ -88,8 +88,7 @@ class SpillBatch:
         try:
             file = pager.writable()
             position = file.size
-            for entry, _ in self.entries:
-                message = entry.message
+            for _, message in self.entries:  # the message queued, not what the entry holds now
                 where = offsets.get(id(message))
                 if where is None:
                     where = offsets[id(message)] = (file.reader, position)
