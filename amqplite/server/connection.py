@@ -65,7 +65,7 @@ class ClientConnection:
         self._drop_at = min(self._drop_at, deadline)
         for scope in (self._scope, self._send_scope):
             if scope is not None:
-                scope.deadline = self._drop_at
+                scope.deadline = min(scope.deadline, self._drop_at)
 
     def drop(self) -> None:
         """End the connection now: its output is abandoned (the session is already closed)."""
@@ -112,6 +112,8 @@ class ClientConnection:
                 nursery.start_soon(self._timers)
                 await self._reader()
                 self.wake()
+            if self.session.closed_by_client:
+                await self._linger()
         finally:
             if not self.session.closed:
                 self.session.connection_lost()
@@ -124,6 +126,20 @@ class ClientConnection:
             with trio.CancelScope(shield=True):
                 await trio.aclose_forcefully(self.stream)
             self.finished.set()
+
+    async def _linger(self) -> None:
+        """After close-ok, leave the socket for the client to close (as RabbitMQ), a while at most.
+
+        A client that reads close-ok and then finds the socket already reset logs errors
+        (aio-pika's robust reconnect does); so wait for its end of file, up to close_timeout.
+        """
+        deadline = min(trio.current_time() + self.limits.close_timeout, self._drop_at)
+        with trio.move_on_at(deadline) as self._scope:  # a shutdown's drop_at still applies
+            try:
+                while await self.stream.receive_some(RECEIVE_SIZE):
+                    pass  # anything after connection.close is ignored, as the spec says
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                pass
 
     async def _reader(self) -> None:
         session = self.session

@@ -42,6 +42,7 @@ class ChannelSession:
     tx_ops: list[tuple[Any, ...]] = attrs.field(factory=list)
     last_queue: str = ""
     durable_mark: CommitMark | None = None  # records this channel wrote: its replies wait for them
+    held_cancels: list[bytes] | None = None  # basic.cancel frames held while it deletes a queue
 
     def next_publish_seq(self) -> int:
         """The confirm sequence number of the next publish (1-based)."""

@@ -89,6 +89,7 @@ class Session(PagedOutput):
         self.client_properties: dict[str, Any] = {}
         self.channels: dict[int, ChannelSession] = {}
         self.close_reason: str = ""
+        self.closed_by_client = False  # we answered the client's connection.close with close-ok
         self.publishing = False  # set by the first basic.publish (resource alarms block such)
         self._out: list[Part] = []  # joined once, in data_to_send: the one copy of a body
         self._out_size = 0
@@ -164,7 +165,7 @@ class Session(PagedOutput):
                 return True
             if kind == HOT_PUBLISH:
                 _, _, size, exchange, routing_key, bits, properties_bin, body = hot
-                if len(body) > max_body:
+                if len(body) > max_body or bits & 2:  # immediate: refused on the slow path
                     return False
                 reader.skip(size)
                 try:
@@ -271,9 +272,11 @@ class Session(PagedOutput):
         """Server-initiated basic.cancel (consumer_cancel_notify)."""
         channel = self.channels.get(channel_id)
         if channel is not None and channel.state is ChannelState.OPEN:
-            self.send(
-                channel_id, build_method(spec.Basic.Cancel, consumer_tag=consumer_tag, nowait=True)
-            )
+            cancel = build_method(spec.Basic.Cancel, consumer_tag=consumer_tag, nowait=True)
+            if channel.held_cancels is not None:  # after the queue.delete-ok this channel awaits
+                channel.held_cancels.append(encode_method(channel_id, cancel))
+            else:
+                self.send(channel_id, cancel)
 
     def close_channel(self, channel_id: int, reply_code: ReplyCode, reply_text: str) -> None:
         """Close a channel from the server side (a consumer acknowledgement timeout)."""
@@ -366,11 +369,15 @@ class Session(PagedOutput):
             self._open(method)
         elif isinstance(method, spec.Connection.Close):
             self.send(0, spec.Connection.CloseOk())
+            self.closed_by_client = True
             self._finish("closed by client")
         elif isinstance(method, spec.Connection.CloseOk):
             self._finish("closed")
         elif isinstance(method, (spec.Connection.Blocked, spec.Connection.Unblocked)):
             return
+        elif isinstance(method, spec.Connection.UpdateSecret) and state is ConnectionState.OPEN:
+            # OAuth token refresh: PLAIN users have no token to check, as RabbitMQ's internal backend
+            self.send(0, spec.Connection.UpdateSecretOk())
         elif method_ids(method)[0] != ClassId.CONNECTION:
             class_id, method_id = method_ids(method)
             raise ConnectionException(
@@ -464,7 +471,7 @@ class Session(PagedOutput):
     # -- channel class -----------------------------------------------------------------------
 
     def _handle_channel_open(self, channel_id: int, method: Method) -> None:
-        check_channel_open(channel_id, method, self.channel_max)
+        check_channel_open(channel_id, method, self.channel_max, len(self.channels))
         self.channels[channel_id] = ChannelSession(channel_id, DeliveryChannel(channel_id, self))
         self.broker.churn.channel_created += 1
         self.send(channel_id, spec.Channel.OpenOk())
@@ -540,16 +547,19 @@ class Session(PagedOutput):
         return self._held.mark()
 
     def reply_when_durable(
-        self, channel: ChannelSession, mark: object, reply: Method | None
+        self, channel: ChannelSession, mark: object, reply: Method | None, then: bytes = b""
     ) -> None:
         """Send a reply once the records this channel wrote are on disk (declare, tx.commit...).
 
         Until then the reply is held and the channel's later input waits behind it, so the
         channel's replies stay in order; `reply` None (nowait) only notes what was written.
+        `then` (encoded frames) follows the reply.
         """
-        frame = None if reply is None else encode_method(channel.channel_id, reply)
+        frame = None if reply is None else encode_method(channel.channel_id, reply) + then
         if not self._held.hold(channel, mark, frame) and frame is not None:
             self.write(frame)
+        elif frame is None and then:
+            self.write(then)
 
     def _release_held(self) -> None:
         """Send the held replies the commits now cover, then run what their channels deferred."""

@@ -54,9 +54,9 @@ class SessionContext(Protocol):
         """Start noting the records a command writes (the token for reply_when_durable)."""
 
     def reply_when_durable(
-        self, channel: ChannelSession, mark: object, reply: Method | None
+        self, channel: ChannelSession, mark: object, reply: Method | None, then: bytes = b""
     ) -> None:
-        """Send `reply` once the records written since `mark` are on disk (None: nowait)."""
+        """Send `reply`, then the frames `then`, once the records since `mark` are on disk."""
 
     def drop_channel(self, channel: ChannelSession) -> None:
         """Forget a closed channel and release what it held in the broker."""

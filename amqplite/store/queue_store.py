@@ -13,6 +13,7 @@ from amqplite.store.interface import JournaledEntry, JournaledMessage, Journaled
 from amqplite.store.journal import SegmentWriter, SyncJob, SyncTask, segment_path
 from amqplite.store.records import (
     FILE_HEADER,
+    append_enqueue,
     encode_delivered,
     encode_enqueue,
     encode_expires,
@@ -203,10 +204,18 @@ class QueueStore:
     def enqueue(self, entry: JournaledEntry) -> None:
         """Journal a persistent message that entered the queue; beyond the budget, page it out."""
         message = entry.message
-        record = encode_entry(entry.seq, entry.delivery_count, message)
-        self.writer.append(record)
+        size = append_enqueue(  # the body's one copy: straight into the segment buffer
+            self.writer.buffer,
+            entry.seq,
+            entry.delivery_count,
+            message.priority,
+            message.expiration_ms,
+            message.exchange,
+            message.routing_key,
+            message.properties_bin,
+            message.body,
+        )
         end = len(self.writer.buffer)
-        size = len(record)
         self.live_bytes += size
         queue = self.queue
         ttl = queue.settings.message_ttl

@@ -18,10 +18,13 @@ from amqplite.server.restore import recover_into
 from amqplite.store.journal import list_segments
 from amqplite.store.records import (
     FILE_HEADER,
+    RECORD_HEAD,
     RecordType,
+    append_enqueue,
     decode_enqueue,
     encode_enqueue,
     encode_remove,
+    frame,
     scan,
 )
 from amqplite.store.recovery import recover_queue
@@ -357,3 +360,16 @@ def test_snapshot_interrupted_after_each_step_loses_and_duplicates_nothing(
     store.close()
     broker, _ = boot(tmp_path)
     assert bodies(queue_of(broker)) == [*expected, b"m1000"]
+
+
+def test_an_enqueue_appended_in_place_is_the_record_framed_over_its_whole_payload() -> None:
+    """The chained crc32 of append_enqueue equals the crc32 of the joined record: scan accepts it."""
+    body = bytes(range(256)) * 40
+    buffer = bytearray(b"earlier")
+    size = append_enqueue(buffer, 7, 2, 5, 1500, "ex", "rk.\udcff", b"\x10\x00\x02", body)
+    record = bytes(buffer[len(b"earlier") :])
+    assert size == len(record)
+    payload = record[RECORD_HEAD.size + 1 :]
+    assert record == frame(RecordType.ENQUEUE, payload)
+    decoded = decode_enqueue(memoryview(payload))
+    assert (decoded.seq, decoded.routing_key, bytes(decoded.body)) == (7, "rk.\udcff", body)
