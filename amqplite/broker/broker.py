@@ -21,6 +21,7 @@ from amqplite.broker.durability import (
     MetadataListener,
     NoCommits,
     PluginStateStore,
+    TransientSpill,
 )
 from amqplite.broker.exchange_types import builtin_registry
 from amqplite.broker.flow import FlowControl
@@ -76,6 +77,7 @@ class Broker:
         self.commits: CommitTracker = NoCommits()
         self.metadata: MetadataListener | None = None
         self.plugin_state: PluginStateStore | None = None  # plugins' durable records
+        self.spill: TransientSpill | None = None  # transient bodies paged out (the server's)
         self.config_listener: ConfigListener | None = None  # the store: users, policies, vhosts
         self.vhosts: dict[str, VHost] = {}
         self.users: dict[str, User] = {}

@@ -26,6 +26,13 @@ class QueueJournal(Protocol):
         """A persistent message was taken for delivery (its delivery count is journaled)."""
 
 
+class TransientSpill(Protocol):
+    """Pages transient message bodies out to disk beyond a memory threshold (set by the store)."""
+
+    def enqueue(self, entry: QueueEntry) -> None:
+        """A transient message entered a queue (the spill may page its body out later)."""
+
+
 class MetadataListener(Protocol):
     """Told about durable entities so they come back at boot; transient ones are not reported."""
 

@@ -54,6 +54,18 @@ _COPIED = (
 )
 
 
+_PROPERTIES: dict[bytes, bytes] = {}
+
+
+def shared_properties(value: bytes) -> bytes:
+    """One object per distinct short properties_bin: a paged backlog keeps millions of equal ones."""
+    if len(value) > 256:
+        return value
+    if len(_PROPERTIES) < 4096:
+        return _PROPERTIES.setdefault(value, value)
+    return _PROPERTIES.get(value, value)
+
+
 class PagedMessage(Message):
     """A message whose body was dropped from memory; every read of `body` goes to the store."""
 
@@ -65,6 +77,7 @@ class PagedMessage(Message):
         paged = object.__new__(cls)
         for name in _COPIED:
             setattr(paged, name, getattr(message, name))
+        paged.properties_bin = shared_properties(message.properties_bin)
         _BODY_SLOT.__set__(paged, location)
         return paged
 

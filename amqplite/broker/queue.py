@@ -133,10 +133,15 @@ class Queue:
         ttl = settings.message_ttl
         if message.expiration_ms is not None and (ttl is None or message.expiration_ms < ttl):
             ttl = message.expiration_ms
+        spill = None
         if self.journal is not None and message.persistent:
             self.journal.enqueue(entry)  # first: what the journal refuses never enters the queue
+        else:
+            spill = self.host.spill
         self.ready.append(entry)
         self.ready_bytes += message.size
+        if spill is not None:  # transient: its body may page out beyond the memory threshold
+            spill.enqueue(entry)
         self.stats.publish += 1
         self.totals.publish += 1
         if settings.delivery_limit is not None:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 from amqplite.broker.message import QueueEntry
 
 if TYPE_CHECKING:
+    from amqplite.broker.durability import TransientSpill
     from amqplite.broker.queue import Queue
 
 
@@ -22,6 +23,8 @@ class Timed(Protocol):
 
 class QueueHost(Protocol):
     """What a queue needs from its broker: clocks, timers, dead-lettering, policies."""
+
+    spill: TransientSpill | None  # pages transient bodies out beyond the memory threshold
 
     def now(self) -> float:
         """Monotonic seconds."""
@@ -47,6 +50,8 @@ class QueueHost(Protocol):
 
 class DetachedHost:
     """A host for queues outside a broker (plain VHost in tests): frozen clock, no timers."""
+
+    spill: TransientSpill | None = None
 
     def now(self) -> float:
         """Always 0."""

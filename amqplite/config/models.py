@@ -154,6 +154,9 @@ class AlarmsConfig:
     memory_high_watermark_bytes: int = attrs.field(default=0, metadata=limit(min=0))  # > 0 wins
     disk_free_limit: int = attrs.field(default=50_000_000, metadata=limit(min=0))  # bytes free
     check_interval: float = attrs.field(default=1.0, metadata=limit(min=0.01))  # seconds
+    # transient bodies page out to disk past this fraction of the watermark (RabbitMQ's
+    # vm_memory_high_watermark_paging_ratio); above 1 the alarm comes first
+    memory_paging_ratio: float = attrs.field(default=0.5, metadata=limit(min=0.0))
 
 
 @attrs.frozen

@@ -11,6 +11,7 @@ import ctypes
 import ctypes.util
 import logging
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -24,6 +25,8 @@ from amqplite.session.connection import Session
 log = logging.getLogger("amqplite.server")
 
 CGROUP = Path("/sys/fs/cgroup")
+TRIM_GROWTH = 32 * 2**20  # memory this far above the lowest seen: freed pages may be held
+TRIM_EVERY = 5.0  # seconds between such trims at most
 _UNLIMITED = 1 << 60  # cgroup v1 says "no limit" with a number near 2**63
 
 
@@ -86,6 +89,13 @@ def announces_blocked(client_properties: dict[str, Any]) -> bool:
     return isinstance(capabilities, dict) and bool(capabilities.get("connection.blocked"))
 
 
+class MemoryObserver(Protocol):
+    """Told each measured memory figure (the transient pager decides with it)."""
+
+    def observe(self, memory_used: int) -> None:
+        """The process's resident memory, just measured."""
+
+
 class Holdable(Protocol):
     """What `Alarms.hold` needs of a connection (server.connection.ClientConnection)."""
 
@@ -115,6 +125,9 @@ class Alarms:
         self._read_memory = read_memory
         self._read_disk = read_disk
         self._trim = _malloc_trim()
+        self.pager: MemoryObserver | None = None
+        self.mem_low = 0  # the lowest memory seen (what a drained node returns towards)
+        self._trimmed_at = -TRIM_EVERY
         self._clear = trio.Event()
         self._clear.set()
 
@@ -134,6 +147,9 @@ class Alarms:
         if self.mem_used > self.mem_limit:
             self._trim()  # freed message bodies may still be held by the allocator
             self.mem_used = self._read_memory()
+        self.mem_low = min(self.mem_low or self.mem_used, self.mem_used)
+        if self.pager is not None:
+            self.pager.observe(self.mem_used)
         self.disk_free = self._read_disk(self.data_dir)
         mem_alarm = self.mem_used > self.mem_limit
         disk_alarm = self.disk_free < self.disk_free_limit
@@ -177,7 +193,21 @@ class Alarms:
         )
         while True:
             self.check()
+            if self.trim_due(time.monotonic()):
+                await trio.to_thread.run_sync(self._trim)  # walks the heap: not on the loop
+                self.mem_used = self._read_memory()
             await trio.sleep(self.interval)
+
+    def trim_due(self, now: float) -> bool:
+        """True when freed memory should go back to the system (a drained backlog's bodies).
+
+        glibc keeps freed chunks in the middle of its heap; malloc_trim(0) gives their pages
+        back. Worth it only well above the lowest figure seen, and at most every TRIM_EVERY s.
+        """
+        if self.mem_used <= self.mem_low + TRIM_GROWTH or now - self._trimmed_at < TRIM_EVERY:
+            return False
+        self._trimmed_at = now
+        return True
 
     async def hold(self, conn: Holdable) -> None:
         """Keep a publishing connection's reader parked until every alarm has cleared."""

@@ -24,6 +24,7 @@ from amqplite.server.boot import apply_boot_definitions, build_broker, session_s
 from amqplite.server.committer import Committer, open_store
 from amqplite.server.connection import ClientConnection
 from amqplite.server.pacing import Pacer
+from amqplite.server.spill import attach_pager, run_pager
 from amqplite.server.timers import run_broker_timers
 from amqplite.server.tls import peer_common_name, server_context
 from amqplite.session.connection import Session
@@ -130,6 +131,8 @@ async def run_node(
         sync_hook=stall_hook(config.cluster.node_name),
     )
     apply_boot_definitions(node.broker, config)  # after recovery: durable entities reach the store
+    pager = attach_pager(config, node.broker, node.alarms.mem_limit)
+    node.alarms.pager = pager
     if node.cluster is not None:  # definitions are shared through etcd from here on
         node.cluster.attach(node.broker)
     tune_gc()
@@ -174,6 +177,7 @@ async def run_node(
             handlers.start_soon(committer.run)
             handlers.start_soon(run_broker_timers, node.broker)
             handlers.start_soon(node.alarms.run)
+            handlers.start_soon(run_pager, pager)
             if config.management.enabled:
                 from amqplite.management.server import run_management
 

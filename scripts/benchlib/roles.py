@@ -170,6 +170,7 @@ def _publish_flat_out(
     fanout = flow.fanout
     published = 0
     turn = 0
+    client.sock.settimeout(None)  # a broker's alarm may hold the publisher as long as it likes
     while not _done(flow, shared, published, start):
         if flow.count is not None and flow.count - published < flow.batch:
             data = single * (flow.count - published)
@@ -190,6 +191,7 @@ def _publish_flat_out(
         elif turn % 32 == 0 and client.readable():
             client.receive(0)
             tracker.feed(client.buffer, 0)
+            client.sock.settimeout(None)
         client.send(data)
         published += step
         shared.published.value = published

@@ -101,6 +101,7 @@ def test_publisher_is_blocked_past_the_watermark_and_unblocked_as_a_consumer_dra
     config = tmp_path / "amqplite.yaml"
     config.write_text(
         f"alarms:\n  memory_high_watermark_bytes: {watermark}\n  check_interval: 0.05\n"
+        "  memory_paging_ratio: 2.0\n"  # no transient paging before the alarm: it must fire
     )
     broker = start_broker(tmp_path / "data", "--config", str(config))
     try:

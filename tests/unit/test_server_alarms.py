@@ -9,6 +9,8 @@ import pytest
 from amqplite.config.loader import ConfigError, load_config
 from amqplite.config.models import AlarmsConfig
 from amqplite.server.alarms import (
+    TRIM_EVERY,
+    TRIM_GROWTH,
     Alarms,
     announces_blocked,
     cgroup_memory_limit,
@@ -101,3 +103,35 @@ def test_alarm_settings_are_checked_with_file_and_key(tmp_path: Path) -> None:
     path.write_text("alarms:\n  memory_high_watermark: 1.5\n")
     with pytest.raises(ConfigError, match=r"memory_high_watermark.*1\.5.*from 0\.0 to 1\.0"):
         load_config(path)
+
+
+class Observed:
+    """A memory observer (what the transient pager is to the alarms)."""
+
+    def __init__(self) -> None:
+        self.seen: list[int] = []
+
+    def observe(self, memory_used: int) -> None:
+        self.seen.append(memory_used)
+
+
+def test_memory_is_trimmed_only_well_above_its_low_and_not_too_often() -> None:
+    memory = [60 * MB]
+    config = AlarmsConfig(memory_high_watermark_bytes=1000 * MB)
+    alarms = Alarms(config, "/data", read_memory=lambda: memory[0], read_disk=lambda _: 10**12)
+    pager = Observed()
+    alarms.pager = pager
+    alarms.check()
+    assert not alarms.trim_due(100.0)  # at its low
+    memory[0] = 60 * MB + TRIM_GROWTH
+    alarms.check()
+    assert not alarms.trim_due(100.0)  # within the growth allowed
+    memory[0] = 200 * MB  # a drained backlog's freed pages still held
+    alarms.check()
+    assert alarms.trim_due(100.0)
+    assert not alarms.trim_due(100.0 + TRIM_EVERY / 2)  # not again so soon
+    assert alarms.trim_due(100.0 + TRIM_EVERY)
+    memory[0] = 40 * MB
+    alarms.check()
+    assert alarms.mem_low == 40 * MB
+    assert pager.seen == [60 * MB, 60 * MB + TRIM_GROWTH, 200 * MB, 40 * MB]

@@ -1,0 +1,204 @@
+"""Transient bodies paged out to disk: spill files never fsynced, unlinked at once, dropped at boot.
+
+Beyond the paging threshold a transient message's body (non-persistent, or in a non-durable
+queue) is written to a spill file in a worker thread and the queue entry gets a paged copy of
+its message that reads the body back from there, as durable paged bodies are. A spill file is
+unlinked as soon as it is opened: it lives while paged bodies point into it (each holds its
+read descriptor), so a crash leaves nothing behind; the directory is still emptied at boot.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Final, Protocol
+
+from amqplite.store.bodies import BodyFile, BodyRef, close_descriptors
+from amqplite.store.interface import JournaledEntry, JournaledMessage, Paging
+from amqplite.store.queue_store import shared_int
+
+log = logging.getLogger("amqplite.store")
+
+SPILL_DIR: Final = "transient"
+FILE_BYTES: Final = 64 * 2**20  # a new spill file after this many bytes
+ENTRY_OVERHEAD: Final = 400  # bytes of bookkeeping per resident message, beside its body
+_IOV: Final = 512  # bodies per writev call (under IOV_MAX)
+
+
+class SpilledEntry(JournaledEntry, Protocol):
+    """A queue entry as the pager sees it: still ready (not taken) or not."""
+
+    @property
+    def ready(self) -> bool: ...
+
+
+class SpillFile:
+    """An unlinked file bodies are appended to; readers hold its BodyFile."""
+
+    def __init__(self, directory: Path, number: int, retired: list[int]) -> None:
+        path = directory / f"{number:08d}.spill"
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            self.reader = BodyFile(path, retired)
+        finally:
+            path.unlink()  # only the descriptors keep it: gone with the last paged body
+        self.size = 0
+
+    def append(self, bodies: list[bytes]) -> int:
+        """Write bodies one after the other; the offset of the first."""
+        start = self.size
+        for i in range(0, len(bodies), _IOV):
+            chunk = bodies[i : i + _IOV]
+            want = sum(map(len, chunk))
+            done = os.writev(self.fd, chunk)
+            if done < want:  # short write: finish it body by body
+                joined = b"".join(chunk)
+                while done < want:
+                    done += os.write(self.fd, joined[done:])
+            self.size += want
+        return start
+
+    def close(self) -> None:
+        """Close the write descriptor (paged bodies keep reading through theirs)."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+class SpillBatch:
+    """Bodies to write in a worker thread, then give to their entries on the event loop."""
+
+    def __init__(
+        self, pager: TransientPager, entries: list[tuple[SpilledEntry, JournaledMessage]]
+    ) -> None:
+        self.pager = pager
+        self.entries = entries  # (entry, the message it held when queued)
+        self.placed: list[tuple[BodyFile, int]] = []  # per entry: where its body went
+        self.ok = False
+
+    def run(self) -> None:
+        """Write the bodies (worker thread); a failure leaves them in memory."""
+        pager = self.pager
+        close_descriptors(pager.take_retired())
+        offsets: dict[int, tuple[BodyFile, int]] = {}  # id(message) -> where (fanout: once)
+        bodies: list[bytes] = []
+        try:
+            file = pager.writable()
+            position = file.size
+            for _, message in self.entries:  # the message queued, not what the entry holds now
+                where = offsets.get(id(message))
+                if where is None:
+                    where = offsets[id(message)] = (file.reader, position)
+                    body = message.body
+                    bodies.append(body)
+                    position += len(body)
+                self.placed.append(where)
+            file.append(bodies)
+            self.ok = True
+        except OSError:
+            log.exception("cannot page transient message bodies out to %s", pager.directory)
+
+
+class TransientPager:
+    """Pages transient bodies out beyond a memory threshold (implements broker TransientSpill)."""
+
+    def __init__(self, directory: Path, threshold: int, paging: Paging) -> None:
+        self.directory = directory
+        self.threshold = threshold  # process memory (estimated) beyond which bodies page out
+        self.paging = paging
+        self.measured = 0  # process memory at the last observation
+        self.recent = 0  # bytes of transient messages taken since then
+        self.pending: list[tuple[SpilledEntry, JournaledMessage]] = []
+        self.pending_bytes = 0
+        self.paged_out = 0  # bytes paged out, all time
+        self._file: SpillFile | None = None
+        self._number = 0
+        self._retired: list[int] = []  # read descriptors of paged bodies gone, to close off-loop
+        clear_spill_dir(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+
+    def observe(self, memory_used: int) -> None:
+        """The process's memory was measured (the alarms' timer)."""
+        self.measured = memory_used
+        self.recent = 0
+
+    @property
+    def over(self) -> bool:
+        """True while new transient bodies go to disk."""
+        return self.measured + self.recent > self.threshold
+
+    def enqueue(self, entry: SpilledEntry) -> None:
+        """A transient message entered a queue: beyond the threshold, queue it for paging out."""
+        message = entry.message
+        if self.paging.is_paged(message):
+            return
+        size = message.size
+        self.recent += size + ENTRY_OVERHEAD
+        if self.measured + self.recent > self.threshold and size:
+            self.pending.append((entry, message))
+            self.pending_bytes += size
+
+    def take(self) -> SpillBatch | None:
+        """The bodies to write now (None: nothing pending)."""
+        if not self.pending:
+            return None
+        batch = SpillBatch(self, self.pending)
+        self.pending = []
+        self.pending_bytes = 0
+        return batch
+
+    def applied(self, batch: SpillBatch) -> int:
+        """Give the written bodies to entries still waiting in their queues; bytes freed."""
+        if not batch.ok:
+            return 0
+        paging = self.paging
+        freed = 0
+        for (entry, message), (file, offset) in zip(batch.entries, batch.placed, strict=True):
+            if not entry.ready or entry.message is not message:
+                continue  # taken for delivery, or replaced, meanwhile: it stays as it is
+            length = message.size
+            paging.page_out(entry, BodyRef(file, offset, shared_int(length)))
+            freed += length
+        self.paged_out += freed
+        self.recent -= freed
+        return freed
+
+    def writable(self) -> SpillFile:
+        """The spill file to append to (worker thread): a new one past FILE_BYTES."""
+        file = self._file
+        if file is None or file.size >= FILE_BYTES:
+            if file is not None:
+                file.close()
+            self._number += 1
+            file = self._file = SpillFile(self.directory, self._number, self._retired)
+        return file
+
+    @property
+    def has_retired(self) -> bool:
+        """True when descriptors wait to be closed."""
+        return bool(self._retired)
+
+    def take_retired(self) -> list[int]:
+        """Descriptors whose last paged body is gone (closing one frees its blocks: slow)."""
+        retired = self._retired
+        taken: list[int] = []
+        while retired:
+            taken.append(retired.pop())  # atomic: __del__ may append from any thread
+        return taken
+
+    def close(self) -> None:
+        """Close the write descriptor and what was retired (at shutdown)."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        close_descriptors(self.take_retired())
+
+
+def clear_spill_dir(directory: Path) -> None:
+    """Drop whatever a previous run left (transient messages do not survive a restart)."""
+    if directory.exists():
+        with contextlib.suppress(OSError):
+            shutil.rmtree(directory)
