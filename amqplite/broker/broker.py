@@ -13,6 +13,7 @@ import attrs
 from amqplite.broker.auth import Permission, check_password, hash_password
 from amqplite.broker.consumer import Consumer, DeliveryChannel, Unacked
 from amqplite.broker.deadletter import dead_letter_message, is_cycle
+from amqplite.broker.direct_reply import DirectReplies, ReplyConsumer
 from amqplite.broker.durability import (
     CommitTracker,
     ConfigListener,
@@ -73,6 +74,7 @@ class Broker:
         self.users: dict[str, User] = {}
         self.permissions: dict[tuple[str, str], Permission] = {}  # (user, vhost)
         self._consumer_counter = 0
+        self.direct_replies = DirectReplies()
 
     def add_vhost(self, name: str) -> VHost:
         """Create a vhost (no-op if it exists)."""
@@ -170,16 +172,7 @@ class Broker:
     ) -> Consumer:
         """basic.consume: subscribe the channel to the queue and start deliveries."""
         queue = vhost.queue(queue_name, owner)
-        if tag == "":
-            self._consumer_counter += 1
-            tag = f"amq.ctag-{self._consumer_counter:08d}-{id(channel) & 0xFFFFFF:06x}"
-        if tag in channel.consumers:
-            raise ConnectionException(
-                ReplyCode.NOT_ALLOWED,
-                f"attempt to reuse consumer tag '{tag}'",
-                ClassId.BASIC,
-                20,
-            )
+        tag = self._new_tag(channel, tag)
         if queue.consumers and (exclusive or any(c.exclusive for c in queue.consumers)):
             raise ChannelException(
                 ReplyCode.ACCESS_REFUSED,
@@ -201,11 +194,32 @@ class Broker:
         queue.add_consumer(consumer)
         return consumer
 
+    def _new_tag(self, channel: DeliveryChannel, tag: str) -> str:
+        """The consumer tag asked for, or a new one; 530 if the channel already uses it."""
+        if tag == "":
+            self._consumer_counter += 1
+            tag = f"amq.ctag-{self._consumer_counter:08d}-{id(channel) & 0xFFFFFF:06x}"
+        reply = self.direct_replies.of(channel)
+        if tag in channel.consumers or (reply is not None and reply.tag == tag):
+            raise ConnectionException(
+                ReplyCode.NOT_ALLOWED,
+                f"attempt to reuse consumer tag '{tag}'",
+                ClassId.BASIC,
+                20,
+            )
+        return tag
+
+    def consume_replies(self, channel: DeliveryChannel, tag: str, no_ack: bool) -> ReplyConsumer:
+        """basic.consume on amq.rabbitmq.reply-to: the channel's direct reply-to consumer."""
+        if not no_ack:  # checked first, as RabbitMQ
+            return self.direct_replies.consume(channel, tag, no_ack)
+        return self.direct_replies.consume(channel, self._new_tag(channel, tag), no_ack)
+
     def cancel(self, vhost: VHost, channel: DeliveryChannel, tag: str) -> bool:
         """basic.cancel: remove the consumer (unknown tags are fine); auto-delete queues go."""
         consumer = channel.consumers.pop(tag, None)
         if consumer is None:
-            return False
+            return self.direct_replies.cancel(channel, tag)
         queue = consumer.queue
         queue.remove_consumer(consumer)
         if queue.settings.single_active_consumer and queue.consumers:
@@ -238,6 +252,7 @@ class Broker:
 
     def close_channel(self, vhost: VHost, channel: DeliveryChannel) -> None:
         """Channel closed: cancel its consumers and requeue its unacked messages."""
+        self.direct_replies.forget(channel)
         for tag in list(channel.consumers):
             self.cancel(vhost, channel, tag)
         self._release(channel.settle_all(), requeue=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from amqplite.broker.auth import Permission
@@ -75,23 +75,57 @@ class ConfigListener(Protocol):
         """A policy was removed."""
 
 
+class CommitSequence(Protocol):
+    """One commit domain (a durable queue's journal, or the metadata log) as waiters see it."""
+
+    @property
+    def committed(self) -> int:
+        """Every record of the domain up to this ticket is on disk."""
+        ...
+
+
+CommitMark = tuple[tuple[CommitSequence, int], ...]
+"""What some records need before they may be announced: (domain, ticket) pairs."""
+
+
 class CommitTracker(Protocol):
-    """Write tickets for publisher confirms: a confirm waits until its ticket is committed."""
+    """Commit domains: a confirm or -ok waits only for the domains its own records went to."""
 
-    def write_ticket(self) -> int:
-        """The ticket of the last record appended (0 when nothing was ever appended)."""
+    def watch(self) -> Any:
+        """Start noting the domains records are appended to; pass the token to watched()."""
 
-    def committed_ticket(self) -> int:
-        """Every record up to this ticket is on disk (fsynced)."""
+    def watched(self, outer: Any) -> CommitMark | None:
+        """Stop noting: the mark of the records appended since watch() (None: none appended)."""
+
+
+def is_durable(mark: CommitMark | None) -> bool:
+    """True once every record the mark names is on disk."""
+    if mark is None:
+        return True
+    for sequence, ticket in mark:  # noqa: SIM110 - no generator on the confirm path
+        if sequence.committed < ticket:
+            return False
+    return True
+
+
+def merge_marks(first: CommitMark | None, second: CommitMark | None) -> CommitMark | None:
+    """What both marks wait for (the later ticket of each domain)."""
+    if first is None:
+        return second
+    if second is None:
+        return first
+    tickets: dict[CommitSequence, int] = {}
+    for sequence, ticket in (*first, *second):
+        if tickets.get(sequence, 0) < ticket:
+            tickets[sequence] = ticket
+    return tuple(tickets.items())
 
 
 class NoCommits:
     """The in-memory broker: nothing is ever waiting for a disk."""
 
-    def write_ticket(self) -> int:
-        """Always 0: no records."""
-        return 0
+    def watch(self) -> None:
+        """Nothing to note."""
 
-    def committed_ticket(self) -> int:
-        """Always 0: nothing pending."""
-        return 0
+    def watched(self, outer: Any) -> None:
+        """Never anything to wait for."""

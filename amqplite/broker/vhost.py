@@ -18,7 +18,7 @@ from amqplite.broker.queue import Queue
 from amqplite.broker.queue_host import DETACHED, QueueHost
 from amqplite.broker.stats import Churn, MessageStats
 from amqplite.protocol.constants import ClassId, ReplyCode
-from amqplite.protocol.errors import ChannelException, ConnectionException
+from amqplite.protocol.errors import ChannelException
 
 # Binding and Exchange moved to their own modules; still importable from here.
 __all__ = ["Binding", "Exchange", "Routed", "VHost"]
@@ -106,12 +106,15 @@ class VHost:
     def check_exclusive(self, queue: Queue, owner: object | None) -> None:
         """405 RESOURCE_LOCKED when the queue is exclusive to another connection."""
         if queue.exclusive_owner is not None and queue.exclusive_owner is not owner:
-            raise ChannelException(
-                ReplyCode.RESOURCE_LOCKED,
-                f"cannot obtain exclusive access to locked queue '{queue.name}' in vhost "
-                f"'{self.name}'. It could be originally declared on another connection or the "
-                "exclusive property value does not match that of the original declaration.",
-            )
+            raise self._locked(queue)
+
+    def _locked(self, queue: Queue) -> ChannelException:
+        return ChannelException(
+            ReplyCode.RESOURCE_LOCKED,
+            f"cannot obtain exclusive access to locked queue '{queue.name}' in vhost "
+            f"'{self.name}'. It could be originally declared on another connection or the "
+            "exclusive property value does not match that of the original declaration.",
+        )
 
     # -- exchanges -----------------------------------------------------------------------
 
@@ -128,6 +131,13 @@ class VHost:
     ) -> Exchange:
         """exchange.declare: create, or check that the existing one is equivalent."""
         arguments = arguments or {}
+        if name == "":  # passive or not, as RabbitMQ
+            raise ChannelException(
+                ReplyCode.ACCESS_REFUSED,
+                "operation not permitted on the default exchange",
+                ClassId.EXCHANGE,
+                10,
+            )
         if passive:
             return self.exchange(name)
         existing = self.exchanges.get(name)
@@ -139,10 +149,10 @@ class VHost:
                 10,
             )
         exchange_type = self.registry.get(type_name)
-        if exchange_type is None:
-            raise ConnectionException(
-                ReplyCode.COMMAND_INVALID,
-                f"unknown exchange type '{type_name}'",
+        if exchange_type is None:  # a channel error, as RabbitMQ has answered since 3.12
+            raise ChannelException(
+                ReplyCode.PRECONDITION_FAILED,
+                f"invalid exchange type '{type_name}'",
                 ClassId.EXCHANGE,
                 10,
             )
@@ -239,6 +249,8 @@ class VHost:
         existing = self.queues.get(name)
         if existing is not None:
             self.check_exclusive(existing, owner)
+            if (existing.exclusive_owner is not None) != exclusive:  # 405 here too, as RabbitMQ
+                raise self._locked(existing)
             check_queue_equivalent(self.name, existing, durable, exclusive, auto_delete, arguments)
             existing.touch()
             return existing
@@ -362,10 +374,24 @@ class VHost:
         arguments: Arguments | None = None,
         owner: object | None = None,
     ) -> None:
-        """queue.unbind / exchange.unbind; a missing binding is not an error."""
+        """queue.unbind / exchange.unbind; a missing queue, exchange or binding is not an error.
+
+        As RabbitMQ: unbinding from an auto-delete queue that went with its last consumer is
+        a normal teardown, so it answers unbind-ok.
+        """
         arguments = arguments or {}
-        self._check_destination(destination, owner)
-        self._check_bindable_source(source)
+        if destination.kind == "queue":
+            queue = self.queues.get(destination.name)
+            if queue is not None:
+                self.check_exclusive(queue, owner)
+        elif destination.name == "":
+            raise ChannelException(
+                ReplyCode.ACCESS_REFUSED, "operation not permitted on the default exchange"
+            )
+        if source == "":
+            raise ChannelException(
+                ReplyCode.ACCESS_REFUSED, "operation not permitted on the default exchange"
+            )
         binding = Binding.make(source, destination, routing_key, arguments)
         if binding in self.bindings_by_source.get(source, {}):
             self._remove_binding(binding)

@@ -154,7 +154,14 @@ class ManagementApp:
             route, params = self.router.match(request.method, split_path(request.path))
             user = self.authenticate(request, route.level)
             call = Call(self, request, params, parse_query(request.query), user)
-            response = route.handler(call)
+            commits = self.broker.commits
+            outer = commits.watch()
+            try:
+                response = route.handler(call)
+            finally:
+                mark = commits.watched(outer)
+            if mark is not None:  # the answer waits until what the request wrote is on disk
+                response = attrs.evolve(response, durable_mark=mark)
         except HttpError as exc:
             response = exc.response()
         except AMQPError as exc:

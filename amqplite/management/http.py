@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import attrs
@@ -74,6 +74,7 @@ class Response:
     body: bytes = b""
     content_type: str = "application/json"
     headers: tuple[tuple[str, str], ...] = ()
+    durable_mark: Any = None  # the commit the request's records need before the response is sent
 
     @classmethod
     def json(
@@ -128,6 +129,8 @@ ERROR_NAMES = {
 }
 
 Handler = Callable[[Request], Response]
+WaitDurable = Callable[[Any], Awaitable[None]]
+"""Returns once a commit mark (Response.durable_mark) is on disk."""
 
 
 def _response_headers(response: Response, keep_alive: bool) -> list[tuple[str, str]]:
@@ -146,10 +149,17 @@ def _response_headers(response: Response, keep_alive: bool) -> list[tuple[str, s
 class HttpConnection:
     """Serves requests on one client stream until it closes, times out or misbehaves."""
 
-    def __init__(self, stream: trio.abc.Stream, handler: Handler, limits: HttpLimits) -> None:
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        handler: Handler,
+        limits: HttpLimits,
+        wait_durable: WaitDurable | None = None,
+    ) -> None:
         self.stream = stream
         self.handler = handler
         self.limits = limits
+        self.wait_durable = wait_durable
         self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_head_bytes)
 
     async def run(self) -> None:
@@ -168,6 +178,8 @@ class HttpConnection:
                         "management handler failed for %s %s", request.method, request.path
                     )
                     response = HttpError(500, "internal error, see the broker log").response()
+                if response.durable_mark is not None and self.wait_durable is not None:
+                    await self.wait_durable(response.durable_mark)  # durable before the answer
                 if not await self._send_response(response):
                     return
                 if self.conn.our_state is h11.MUST_CLOSE or self.conn.their_state is h11.MUST_CLOSE:
@@ -298,6 +310,7 @@ async def serve_http(
     listeners: list[trio.SocketListener],
     limits: HttpLimits,
     *,
+    wait_durable: WaitDurable | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Accept HTTP connections on the listeners and serve each in its own task."""
@@ -310,7 +323,7 @@ async def serve_http(
             return
         active += 1
         try:
-            await HttpConnection(stream, handler, limits).run()
+            await HttpConnection(stream, handler, limits, wait_durable).run()
         finally:
             active -= 1
 

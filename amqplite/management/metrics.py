@@ -151,6 +151,14 @@ def render_metrics(
         name = f"amqplite_global_messages_{suffix}_total"
         _header(lines, name, "counter", text)
         lines.append(f"{name} {sum(getattr(broker.totals, f, 0) for f in fields)}")
+    replies = broker.direct_replies
+    for suffix, value, text in (
+        ("delivered", replies.delivered, "Direct reply-to replies delivered to their consumer"),
+        ("dropped", replies.dropped, "Direct reply-to replies whose consumer had gone"),
+    ):
+        name = f"amqplite_direct_replies_{suffix}_total"
+        _header(lines, name, "counter", text)
+        lines.append(f"{name} {value}")
     conns = open_connections(node)
     gauges: Iterable[tuple[str, int, str]] = (
         ("amqplite_connections", len(conns), "Open AMQP connections"),

@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 import math
 import time
+from functools import partial
 
 import trio
 
 from amqplite.config.models import ManagementConfig
 from amqplite.config.source import ListenError
 from amqplite.management.app import ManagementApp
-from amqplite.management.http import HttpLimits, serve_http
+from amqplite.management.http import HttpLimits, WaitDurable, serve_http
 from amqplite.management.prometheus import PrometheusEndpoint
 from amqplite.management.resources import build_app
 from amqplite.management.views import NodeView
@@ -27,6 +28,7 @@ async def run_management(
     config: ManagementConfig,
     *,
     store: object | None = None,
+    wait_durable: WaitDurable | None = None,
     limits: HttpLimits | None = None,
     task_status: trio.TaskStatus[ManagementApp] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -41,7 +43,12 @@ async def run_management(
     port = listeners[0].socket.getsockname()[1]
     prometheus = await _prometheus_listeners(config)
     async with trio.open_nursery() as nursery:
-        await nursery.start(serve_http, app.handle, listeners, limits or HttpLimits())
+        await nursery.start(
+            partial(serve_http, wait_durable=wait_durable),
+            app.handle,
+            listeners,
+            limits or HttpLimits(),
+        )
         if prometheus:
             endpoint = PrometheusEndpoint(app)
             await nursery.start(serve_http, endpoint.handle, prometheus, limits or HttpLimits())

@@ -12,6 +12,7 @@ import trio
 from amqplite.config.models import Limits
 from amqplite.protocol.frames import HEARTBEAT_FRAME
 from amqplite.session.connection import ConnectionState, Session
+from amqplite.session.paged import load_bodies
 
 if TYPE_CHECKING:
     from amqplite.server.alarms import Alarms
@@ -57,13 +58,14 @@ class ClientConnection:
         self._scope: trio.CancelScope | None = None  # the connection's tasks
         self._send_scope: trio.CancelScope | None = None  # the shielded send in progress
         session.on_output = self.wake
+        session.defer_paged = True
 
     def drop_at(self, deadline: float) -> None:
         """End the connection at `deadline` (trio time), even mid-send to a peer not reading."""
         self._drop_at = min(self._drop_at, deadline)
         for scope in (self._scope, self._send_scope):
             if scope is not None:
-                scope.deadline = self._drop_at
+                scope.deadline = min(scope.deadline, self._drop_at)
 
     def drop(self) -> None:
         """End the connection now: its output is abandoned (the session is already closed)."""
@@ -82,6 +84,8 @@ class ClientConnection:
         session = self.session
         if self._fd < 0 or self._sending or self._leftover or session.closed:
             return False
+        if session.output_held:
+            return False  # paged bodies to read: the writer task does it off the loop
         data = session.data_to_send()
         if not data:
             return True
@@ -108,6 +112,8 @@ class ClientConnection:
                 nursery.start_soon(self._timers)
                 await self._reader()
                 self.wake()
+            if self.session.closed_by_client:
+                await self._linger()
         finally:
             if not self.session.closed:
                 self.session.connection_lost()
@@ -120,6 +126,20 @@ class ClientConnection:
             with trio.CancelScope(shield=True):
                 await trio.aclose_forcefully(self.stream)
             self.finished.set()
+
+    async def _linger(self) -> None:
+        """After close-ok, leave the socket for the client to close (as RabbitMQ), a while at most.
+
+        A client that reads close-ok and then finds the socket already reset logs errors
+        (aio-pika's robust reconnect does); so wait for its end of file, up to close_timeout.
+        """
+        deadline = min(trio.current_time() + self.limits.close_timeout, self._drop_at)
+        with trio.move_on_at(deadline) as self._scope:  # a shutdown's drop_at still applies
+            try:
+                while await self.stream.receive_some(RECEIVE_SIZE):
+                    pass  # anything after connection.close is ignored, as the spec says
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                pass
 
     async def _reader(self) -> None:
         session = self.session
@@ -143,6 +163,10 @@ class ClientConnection:
         while True:
             await self._wake.wait()
             self._wake = trio.Event()
+            loads = session.bodies_to_load()
+            if loads:  # bodies paged out of memory: read in a worker thread, never on the loop
+                await trio.to_thread.run_sync(load_bodies, loads)
+                session.bodies_loaded()
             data = session.data_to_send()
             if self._leftover:
                 data, self._leftover = self._leftover + data, b""

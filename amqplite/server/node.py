@@ -120,7 +120,13 @@ async def run_node(
                 from amqplite.management.server import run_management
 
                 await handlers.start(
-                    partial(run_management, node, config.management, store=committer.store)
+                    partial(
+                        run_management,
+                        node,
+                        config.management,
+                        store=committer.store,
+                        wait_durable=committer.wait_durable,
+                    )
                 )
             if node.cluster is not None:
                 await handlers.start(node.cluster.run)

@@ -6,23 +6,31 @@ from typing import cast
 
 from amqplite.broker.message import Message
 from amqplite.broker.publishing import make_message
+from amqplite.broker.vhost import Routed
 from amqplite.protocol.assembler import Command
 from amqplite.protocol.constants import ClassId, ReplyCode
+from amqplite.protocol.errors import ConnectionException
 from amqplite.protocol.methods import (
     BasicAck,
     BasicNack,
     BasicPublish,
     BasicReject,
     build_method,
+    method_ids,
     spec,
 )
 from amqplite.protocol.writers import GetOk, Return, get_ok_parts, return_parts
+from amqplite.session import direct_reply
 from amqplite.session.channel import ChannelSession, ConfirmMode
 from amqplite.session.context import SessionContext
 
 
 def basic_qos(ctx: SessionContext, channel: ChannelSession, command: Command) -> None:
     m = cast(spec.Basic.Qos, command.method)
+    if m.prefetch_size:  # as RabbitMQ: a byte limit is not implemented, and said so
+        raise ConnectionException(
+            ReplyCode.NOT_IMPLEMENTED, f"prefetch_size!=0 ({m.prefetch_size})", ClassId.BASIC, 10
+        )
     if m.global_:
         channel.delivery.global_prefetch = m.prefetch_count
     else:
@@ -33,6 +41,9 @@ def basic_qos(ctx: SessionContext, channel: ChannelSession, command: Command) ->
 
 def basic_consume(ctx: SessionContext, channel: ChannelSession, command: Command) -> None:
     m = cast(spec.Basic.Consume, command.method)
+    if m.queue == direct_reply.PSEUDO_QUEUE:
+        direct_reply.consume(ctx, channel, m.consumer_tag or "", m.no_ack, m.nowait)
+        return
     ctx.allow("read", "queue", channel.queue_name(m.queue), ClassId.BASIC, 20)
     consumer = ctx.broker.consume(
         ctx.open_vhost,
@@ -73,6 +84,8 @@ def basic_get(ctx: SessionContext, channel: ChannelSession, command: Command) ->
 
 def basic_publish(ctx: SessionContext, channel: ChannelSession, command: Command) -> None:
     m = cast(BasicPublish, command.method)
+    if m.immediate:  # removed in RabbitMQ 3.0, which refuses it so
+        raise ConnectionException(ReplyCode.NOT_IMPLEMENTED, "immediate=true", ClassId.BASIC, 40)
     publish(
         ctx,
         channel,
@@ -98,6 +111,8 @@ def publish(
     ctx.publishing = True
     ctx.allow("write", "exchange", exchange, ClassId.BASIC, 40)
     vhost.exchange(exchange)  # 404 before anything else
+    if direct_reply.MARK in properties_bin:  # reply_to=amq.rabbitmq.reply-to, most likely
+        properties_bin = direct_reply.stamp_reply_to(ctx, channel, properties_bin)
     message = make_message(exchange, routing_key, properties_bin, body)
     if channel.mode is ConfirmMode.TX:
         channel.tx_ops.append(("publish", exchange, mandatory, message))
@@ -109,20 +124,31 @@ def route(
     ctx: SessionContext, channel: ChannelSession, exchange: str, mandatory: bool, message: Message
 ) -> None:
     """Route a message; basic.return when mandatory and unrouted; queue its confirm."""
-    routed = ctx.broker.route(ctx.open_vhost, exchange, message)
-    queues = routed.queues
-    if not queues and mandatory:
+    confirming = channel.mode is ConfirmMode.CONFIRM
+    mark = None
+    if exchange == "" and message.routing_key.startswith(direct_reply.PREFIX):
+        routed = Routed([], [])
+        delivered = direct_reply.route_reply(ctx, message)
+    elif confirming:  # the confirm waits for the commit domains its records went to
+        commits = ctx.broker.commits
+        outer = commits.watch()
+        try:
+            routed = ctx.broker.route(ctx.open_vhost, exchange, message)
+        finally:
+            mark = commits.watched(outer)
+        delivered = bool(routed.queues)
+    else:
+        routed = ctx.broker.route(ctx.open_vhost, exchange, message)
+        delivered = bool(routed.queues)
+    if not delivered and mandatory:
         ctx.broker.totals.returned += 1
         returned = Return(channel.channel_id, int(ReplyCode.NO_ROUTE), "NO_ROUTE")
         ctx.write_parts(return_parts(returned, message, ctx.frame_max))
-    if channel.mode is ConfirmMode.CONFIRM:
-        ticket = 0
-        if message.persistent and any(q.durable for q in routed.accepted):
-            ticket = ctx.broker.commits.write_ticket()
+    if confirming:
         # reject-publish: a queue refused it, so the publisher gets basic.nack (as RabbitMQ)
         ok = not routed.rejected
         ctx.broker.totals.confirm += ok
-        channel.pending_confirms.append((channel.next_publish_seq(), ok, ticket))
+        channel.pending_confirms.append((channel.next_publish_seq(), ok, mark))
         ctx.confirms.track(channel)
 
 
@@ -156,6 +182,12 @@ def basic_reject(ctx: SessionContext, channel: ChannelSession, command: Command)
 
 
 def basic_recover(ctx: SessionContext, channel: ChannelSession, command: Command) -> None:
+    if not cast(spec.Basic.Recover, command.method).requeue:  # as RabbitMQ
+        raise ConnectionException(
+            ReplyCode.NOT_IMPLEMENTED,
+            "requeue=false",
+            *method_ids(command.method),
+        )
     ctx.broker.recover(channel.delivery)
     if isinstance(command.method, spec.Basic.Recover):
         ctx.send(channel.channel_id, spec.Basic.RecoverOk())

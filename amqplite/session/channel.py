@@ -8,6 +8,7 @@ from typing import Any
 import attrs
 
 from amqplite.broker.consumer import DeliveryChannel
+from amqplite.broker.durability import CommitMark
 from amqplite.protocol.constants import ReplyCode
 from amqplite.protocol.errors import ChannelException
 
@@ -36,10 +37,12 @@ class ChannelSession:
     state: ChannelState = ChannelState.OPEN
     mode: ConfirmMode = ConfirmMode.NONE
     publish_seq: int = 0
-    pending_confirms: list[tuple[int, bool, int]] = attrs.field(factory=list)  # seq, ack?, ticket
+    # seq, ack?, the commits it waits for (None: nothing)
+    pending_confirms: list[tuple[int, bool, CommitMark | None]] = attrs.field(factory=list)
     tx_ops: list[tuple[Any, ...]] = attrs.field(factory=list)
     last_queue: str = ""
-    metadata_ticket: int = 0  # the last metadata record this channel wrote (its replies wait)
+    durable_mark: CommitMark | None = None  # records this channel wrote: its replies wait for them
+    held_cancels: list[bytes] | None = None  # basic.cancel frames held while it deletes a queue
 
     def next_publish_seq(self) -> int:
         """The confirm sequence number of the next publish (1-based)."""

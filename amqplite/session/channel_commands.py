@@ -38,8 +38,11 @@ def channel_open_again(ctx: SessionContext, channel: ChannelSession, command: Co
     )
 
 
-def check_channel_open(channel_id: int, method: Method, channel_max: int) -> None:
-    """The first method on a new channel must be channel.open within channel_max, else 504/530."""
+def check_channel_open(channel_id: int, method: Method, channel_max: int, open_count: int) -> None:
+    """The first method on a new channel must be channel.open, within channel_max open channels.
+
+    As RabbitMQ, channel_max bounds how many channels are open, not the channel number.
+    """
     if not isinstance(method, spec.Channel.Open):
         class_id, method_id = method_ids(method)
         raise ConnectionException(
@@ -48,10 +51,11 @@ def check_channel_open(channel_id: int, method: Method, channel_max: int) -> Non
             class_id,
             method_id,
         )
-    if channel_id > channel_max:
+    if channel_max and open_count >= channel_max:
         raise ConnectionException(
             ReplyCode.NOT_ALLOWED,
-            f"channel {channel_id} exceeds channel_max {channel_max}",
+            f"number of channels opened ({open_count}) has reached the negotiated "
+            f"channel_max ({channel_max})",
             ClassId.CHANNEL,
             10,
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from amqplite.broker.durability import is_durable
 from amqplite.protocol.writers import encode_ack, encode_nack
 from amqplite.session.channel import ChannelSession
 
@@ -29,13 +30,13 @@ class PublisherConfirms:
         """The connection closed."""
         self._waiting.clear()
 
-    def flush(self, committed: int, write: Callable[[bytes], None]) -> None:
-        """Write the confirms covered by `committed`, in order; runs of acks as one ack(multiple)."""
+    def flush(self, write: Callable[[bytes], None]) -> None:
+        """Write the confirms whose records are on disk, in order; runs of acks as one ack(multiple)."""
         done: list[int] = []
         for channel_id, channel in self._waiting.items():
             pending = channel.pending_confirms
             ready = 0
-            while ready < len(pending) and pending[ready][2] <= committed:
+            while ready < len(pending) and is_durable(pending[ready][2]):  # in order per channel
                 ready += 1
             i = 0
             while i < ready:

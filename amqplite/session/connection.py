@@ -10,7 +10,7 @@ from typing import Any
 from amqplite.broker.auth import check_access
 from amqplite.broker.broker import Broker, User
 from amqplite.broker.consumer import DeliveryChannel
-from amqplite.broker.message import QueueEntry
+from amqplite.broker.message import PagedMessage, QueueEntry
 from amqplite.broker.vhost import VHost
 from amqplite.protocol.assembler import Command, ContentAssembler
 from amqplite.protocol.constants import FRAME_MIN_SIZE, PROTOCOL_HEADER, ClassId, ReplyCode
@@ -42,6 +42,7 @@ from amqplite.session.channel_commands import check_channel_open
 from amqplite.session.commands import handle_command
 from amqplite.session.confirms import PublisherConfirms
 from amqplite.session.durable_replies import DurableReplies
+from amqplite.session.paged import HeldOutput, PagedDelivery, PagedOutput
 from amqplite.session.settings import SessionSettings
 
 log = logging.getLogger("amqplite.session")
@@ -63,7 +64,7 @@ def _noop() -> None:
     """Default output notification: nothing to wake."""
 
 
-class Session:
+class Session(PagedOutput):
     """AMQP 0-9-1 for one client connection: feed bytes in, take bytes out (h11 style)."""
 
     def __init__(
@@ -88,9 +89,12 @@ class Session:
         self.client_properties: dict[str, Any] = {}
         self.channels: dict[int, ChannelSession] = {}
         self.close_reason: str = ""
+        self.closed_by_client = False  # we answered the client's connection.close with close-ok
         self.publishing = False  # set by the first basic.publish (resource alarms block such)
         self._out: list[Part] = []  # joined once, in data_to_send: the one copy of a body
         self._out_size = 0
+        self.defer_paged = False  # the server reads paged bodies off the loop (bodies_to_load)
+        self._held_out: HeldOutput | None = None  # output behind a paged delivery being read
         self._starved = False
         self.confirms = PublisherConfirms()
         self._held = DurableReplies(broker)  # replies waiting for their records' commit
@@ -161,7 +165,7 @@ class Session:
                 return True
             if kind == HOT_PUBLISH:
                 _, _, size, exchange, routing_key, bits, properties_bin, body = hot
-                if len(body) > max_body:
+                if len(body) > max_body or bits & 2:  # immediate: refused on the slow path
                     return False
                 reader.skip(size)
                 try:
@@ -186,7 +190,7 @@ class Session:
             return b""
         data = b"".join(self._out)
         self._out.clear()
-        self._out_size = 0
+        self._out_size = self._held_out.size if self._held_out is not None else 0
         return data
 
     def data_to_send_pending(self) -> bool:
@@ -220,13 +224,20 @@ class Session:
 
     def write(self, data: bytes) -> None:
         """Queue already-encoded frames for the client."""
-        self._out.append(data)
+        if self._held_out is not None:
+            self._held_out.append(data)  # stays in order behind a paged delivery
+        else:
+            self._out.append(data)
         self._out_size += len(data)
         self.on_output()
 
     def write_parts(self, parts: list[Part]) -> None:
         """Queue frames given as parts (a writer's output, the body among them uncopied)."""
-        self._out += parts
+        if self._held_out is not None:
+            for part in parts:  # stays in order behind a paged delivery
+                self._held_out.append(part)
+        else:
+            self._out += parts
         self._out_size += sum(map(len, parts))
         self.on_output()
 
@@ -236,7 +247,7 @@ class Session:
 
     def _flush_confirms(self) -> None:
         if self.confirms:
-            self.confirms.flush(self.broker.commits.committed_ticket(), self.write)
+            self.confirms.flush(self.write)
 
     def _finish(self, reason: str) -> None:
         self.close_reason = self.close_reason or reason
@@ -249,19 +260,23 @@ class Session:
         self, channel_id: int, consumer_tag: str, delivery_tag: int, entry: QueueEntry
     ) -> None:
         """Send basic.deliver for a queue entry (its body joins the outbound bytes uncopied)."""
+        m = entry.message
+        if self.defer_paged and type(m) is PagedMessage:  # never read a body on the event loop
+            deliver = Deliver(channel_id, consumer_tag, delivery_tag, entry.redelivered)
+            self.defer_delivery(PagedDelivery(deliver, m, self.frame_max))
+            return
         deliver = Deliver(channel_id, consumer_tag, delivery_tag, entry.redelivered)
-        parts = deliver_parts(deliver, entry.message, self.frame_max)
-        self._out += parts
-        self._out_size += sum(map(len, parts))
-        self.on_output()
+        self.write_parts(deliver_parts(deliver, m, self.frame_max))
 
     def cancel_consumer(self, channel_id: int, consumer_tag: str) -> None:
         """Server-initiated basic.cancel (consumer_cancel_notify)."""
         channel = self.channels.get(channel_id)
         if channel is not None and channel.state is ChannelState.OPEN:
-            self.send(
-                channel_id, build_method(spec.Basic.Cancel, consumer_tag=consumer_tag, nowait=True)
-            )
+            cancel = build_method(spec.Basic.Cancel, consumer_tag=consumer_tag, nowait=True)
+            if channel.held_cancels is not None:  # after the queue.delete-ok this channel awaits
+                channel.held_cancels.append(encode_method(channel_id, cancel))
+            else:
+                self.send(channel_id, cancel)
 
     def close_channel(self, channel_id: int, reply_code: ReplyCode, reply_text: str) -> None:
         """Close a channel from the server side (a consumer acknowledgement timeout)."""
@@ -335,6 +350,8 @@ class Session:
             handle_command(self, channel, command)
         except ChannelException as exc:
             self._channel_error(channel, exc, command.method)
+        finally:
+            self._held.close_open_mark()  # the command failed after write_mark()
 
     # -- connection class --------------------------------------------------------------------
 
@@ -352,11 +369,15 @@ class Session:
             self._open(method)
         elif isinstance(method, spec.Connection.Close):
             self.send(0, spec.Connection.CloseOk())
+            self.closed_by_client = True
             self._finish("closed by client")
         elif isinstance(method, spec.Connection.CloseOk):
             self._finish("closed")
         elif isinstance(method, (spec.Connection.Blocked, spec.Connection.Unblocked)):
             return
+        elif isinstance(method, spec.Connection.UpdateSecret) and state is ConnectionState.OPEN:
+            # OAuth token refresh: PLAIN users have no token to check, as RabbitMQ's internal backend
+            self.send(0, spec.Connection.UpdateSecretOk())
         elif method_ids(method)[0] != ClassId.CONNECTION:
             class_id, method_id = method_ids(method)
             raise ConnectionException(
@@ -444,12 +465,13 @@ class Session:
         self.channels.clear()
         self.confirms.clear()
         self._held.clear()
+        self._held_out = None
         self.broker.close_connection(vhost, self)
 
     # -- channel class -----------------------------------------------------------------------
 
     def _handle_channel_open(self, channel_id: int, method: Method) -> None:
-        check_channel_open(channel_id, method, self.channel_max)
+        check_channel_open(channel_id, method, self.channel_max, len(self.channels))
         self.channels[channel_id] = ChannelSession(channel_id, DeliveryChannel(channel_id, self))
         self.broker.churn.channel_created += 1
         self.send(channel_id, spec.Channel.OpenOk())
@@ -520,19 +542,24 @@ class Session:
         check_access(permission, access, kind, name, vhost, user, class_id, method_id)
         self._allowed.add(key)
 
-    def write_mark(self) -> int:
-        """The write ticket before a metadata change (-1 when no store records metadata)."""
-        return self._held.mark(self.open_vhost.metadata is not None)
+    def write_mark(self) -> object:
+        """Start noting the records a command writes (the token for reply_when_durable)."""
+        return self._held.mark()
 
-    def reply_when_durable(self, channel: ChannelSession, mark: int, reply: Method | None) -> None:
-        """Send a declare/bind/delete reply once the records this channel wrote are on disk.
+    def reply_when_durable(
+        self, channel: ChannelSession, mark: object, reply: Method | None, then: bytes = b""
+    ) -> None:
+        """Send a reply once the records this channel wrote are on disk (declare, tx.commit...).
 
         Until then the reply is held and the channel's later input waits behind it, so the
         channel's replies stay in order; `reply` None (nowait) only notes what was written.
+        `then` (encoded frames) follows the reply.
         """
-        frame = None if reply is None else encode_method(channel.channel_id, reply)
+        frame = None if reply is None else encode_method(channel.channel_id, reply) + then
         if not self._held.hold(channel, mark, frame) and frame is not None:
             self.write(frame)
+        elif frame is None and then:
+            self.write(then)
 
     def _release_held(self) -> None:
         """Send the held replies the commits now cover, then run what their channels deferred."""

@@ -50,11 +50,13 @@ class SessionContext(Protocol):
     def allow(self, access: str, kind: str, name: str, class_id: int, method_id: int) -> None:
         """Raise 403 ACCESS_REFUSED unless the user may have `access` to the resource."""
 
-    def write_mark(self) -> int:
-        """The write ticket before a metadata change (-1 when no store records metadata)."""
+    def write_mark(self) -> object:
+        """Start noting the records a command writes (the token for reply_when_durable)."""
 
-    def reply_when_durable(self, channel: ChannelSession, mark: int, reply: Method | None) -> None:
-        """Send `reply` once the records written since `mark` are on disk (None: nowait)."""
+    def reply_when_durable(
+        self, channel: ChannelSession, mark: object, reply: Method | None, then: bytes = b""
+    ) -> None:
+        """Send `reply`, then the frames `then`, once the records since `mark` are on disk."""
 
     def drop_channel(self, channel: ChannelSession) -> None:
         """Forget a closed channel and release what it held in the broker."""

@@ -1,4 +1,4 @@
-"""Replies held until the metadata records they announce are on disk, one per channel at most."""
+"""Replies held until the records they announce are on disk, one per channel at most."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import attrs
 
 from amqplite.broker.broker import Broker
+from amqplite.broker.durability import CommitMark, is_durable, merge_marks
 from amqplite.protocol.assembler import Command
 from amqplite.protocol.errors import ChannelException
 from amqplite.session.channel import ChannelSession
@@ -14,9 +15,9 @@ from amqplite.session.channel import ChannelSession
 
 @attrs.define(eq=False)
 class HeldReply:
-    """A channel's reply waiting for the commit of the metadata record it announces."""
+    """A channel's reply waiting for the commit of the records it announces."""
 
-    ticket: int
+    mark: CommitMark
     reply: bytes
     deferred: list[Command | ChannelException]  # the channel's later input, run after the reply
 
@@ -27,6 +28,7 @@ class DurableReplies:
     def __init__(self, broker: Broker) -> None:
         self._broker = broker  # its commit tracker is read at each use: the store may set it late
         self._held: dict[int, HeldReply] = {}
+        self._open: tuple[object] | None = None  # a mark() token not yet closed by hold()
 
     def __bool__(self) -> bool:
         return bool(self._held)
@@ -38,29 +40,37 @@ class DurableReplies:
         """The reply the channel waits on, if any."""
         return self._held.get(channel_id)
 
-    def mark(self, records_metadata: bool) -> int:
-        """The write ticket before a metadata change (-1 when no store records metadata)."""
-        return self._broker.commits.write_ticket() if records_metadata else -1
+    def mark(self) -> object:
+        """Start noting the records a command appends (the token for hold; close it once)."""
+        token = self._broker.commits.watch()
+        self._open = (token,)
+        return token
 
-    def hold(self, channel: ChannelSession, mark: int, frame: bytes | None) -> bool:
-        """Note what the channel wrote since `mark`; True if `frame` must wait for a commit."""
-        if mark >= 0:
-            written = self._broker.commits.write_ticket()
-            if written != mark:
-                channel.metadata_ticket = written
+    def close_open_mark(self) -> None:
+        """A command failed between mark() and hold(): stop noting its records."""
+        if self._open is not None:
+            self._broker.commits.watched(self._open[0])
+            self._open = None
+
+    def hold(self, channel: ChannelSession, token: object, frame: bytes | None) -> bool:
+        """Note what the channel wrote since mark(); True if `frame` must wait for a commit."""
+        self._open = None
+        mark = self._broker.commits.watched(token)
+        if mark is not None:
+            channel.durable_mark = merge_marks(channel.durable_mark, mark)
         if frame is None:
             return False
-        ticket = channel.metadata_ticket
-        if ticket and ticket > self._broker.commits.committed_ticket():
-            self._held[channel.channel_id] = HeldReply(ticket, frame, [])
-            return True
-        return False
+        if is_durable(channel.durable_mark):
+            channel.durable_mark = None
+            return False
+        assert channel.durable_mark is not None
+        self._held[channel.channel_id] = HeldReply(channel.durable_mark, frame, [])
+        return True
 
     def take_committed(self) -> Iterator[tuple[int, HeldReply]]:
         """Remove and yield the held replies the commits now cover (the dict may change meanwhile)."""
-        committed = self._broker.commits.committed_ticket()
         for channel_id, held in list(self._held.items()):
-            if held.ticket > committed or self._held.get(channel_id) is not held:
+            if not is_durable(held.mark) or self._held.get(channel_id) is not held:
                 continue
             del self._held[channel_id]
             yield channel_id, held

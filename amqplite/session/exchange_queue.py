@@ -8,6 +8,7 @@ from amqplite.broker.plugin_api import Destination
 from amqplite.protocol.assembler import Command
 from amqplite.protocol.constants import ClassId
 from amqplite.protocol.methods import build_method, spec
+from amqplite.session import direct_reply
 from amqplite.session.channel import ChannelSession
 from amqplite.session.context import SessionContext
 
@@ -66,6 +67,9 @@ def exchange_unbind(ctx: SessionContext, channel: ChannelSession, command: Comma
 def queue_declare(ctx: SessionContext, channel: ChannelSession, command: Command) -> None:
     m = cast(spec.Queue.Declare, command.method)
     name = m.queue if m.queue or not m.passive else channel.queue_name(m.queue)
+    if m.passive and direct_reply.is_reply_queue(name):
+        ctx.send(channel.channel_id, direct_reply.declare_passive(ctx, name))
+        return
     if not m.passive:
         ctx.allow("configure", "queue", name or "amq.gen", ClassId.QUEUE, 10)
         dlx = (m.arguments or {}).get("x-dead-letter-exchange")
@@ -130,20 +134,27 @@ def queue_unbind(ctx: SessionContext, channel: ChannelSession, command: Command)
 def queue_purge(ctx: SessionContext, channel: ChannelSession, command: Command) -> None:
     m = cast(spec.Queue.Purge, command.method)
     ctx.allow("read", "queue", channel.queue_name(m.queue), ClassId.QUEUE, 30)
+    mark = ctx.write_mark()
     count = ctx.open_vhost.queue(channel.queue_name(m.queue), ctx.owner).purge()
-    if not m.nowait:
-        ctx.send(channel.channel_id, build_method(spec.Queue.PurgeOk, message_count=count))
+    reply = None if m.nowait else build_method(spec.Queue.PurgeOk, message_count=count)
+    ctx.reply_when_durable(channel, mark, reply)  # after the removals are on disk
 
 
 def queue_delete(ctx: SessionContext, channel: ChannelSession, command: Command) -> None:
     m = cast(spec.Queue.Delete, command.method)
     ctx.allow("configure", "queue", channel.queue_name(m.queue), ClassId.QUEUE, 40)
     mark = ctx.write_mark()
-    count = ctx.open_vhost.delete_queue(
-        channel.queue_name(m.queue),
-        if_unused=m.if_unused,
-        if_empty=m.if_empty,
-        owner=ctx.owner,
-    )
+    # This channel's own consumers hear basic.cancel after delete-ok, as from RabbitMQ (kombu
+    # fails on the reverse order); other channels hear it at once.
+    channel.held_cancels = []
+    try:
+        count = ctx.open_vhost.delete_queue(
+            channel.queue_name(m.queue),
+            if_unused=m.if_unused,
+            if_empty=m.if_empty,
+            owner=ctx.owner,
+        )
+    finally:
+        cancels, channel.held_cancels = channel.held_cancels, None
     reply = None if m.nowait else build_method(spec.Queue.DeleteOk, message_count=count)
-    ctx.reply_when_durable(channel, mark, reply)
+    ctx.reply_when_durable(channel, mark, reply, b"".join(cancels))

@@ -36,6 +36,7 @@ def tx_commit(ctx: SessionContext, channel: ChannelSession, command: Command) ->
     if channel.mode is not ConfirmMode.TX:
         raise ChannelException(ReplyCode.PRECONDITION_FAILED, "channel is not transactional")
     ops, channel.tx_ops = channel.tx_ops, []
+    mark = ctx.write_mark()
     for op in ops:
         if op[0] == "publish":
             _, exchange, mandatory, message = op
@@ -44,7 +45,8 @@ def tx_commit(ctx: SessionContext, channel: ChannelSession, command: Command) ->
             ctx.broker.ack(channel.delivery, op[1], op[2])
         else:
             ctx.broker.reject(channel.delivery, op[1], op[2], op[3])
-    ctx.send(channel.channel_id, spec.Tx.CommitOk())
+    # commit-ok says the transaction's publishes and acks are durable: it waits for their records
+    ctx.reply_when_durable(channel, mark, spec.Tx.CommitOk())
 
 
 def tx_rollback(ctx: SessionContext, channel: ChannelSession, command: Command) -> None:

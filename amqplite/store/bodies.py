@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -9,11 +10,14 @@ from pathlib import Path
 class BodyFile:
     """A read-only descriptor of a segment or snapshot; it outlives the file's name (unlink, rename)."""
 
-    __slots__ = ("fd", "path")
+    __slots__ = ("fd", "path", "retired")
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, retired: list[int] | None = None) -> None:
         self.path = path
         self.fd = os.open(path, os.O_RDONLY)
+        # where the last reference leaves the descriptor, for the committer's worker thread to
+        # close: closing the last descriptor of a deleted segment frees its blocks (slow)
+        self.retired = retired
 
     def read(self, offset: int, length: int) -> bytes:
         """length bytes at offset (thread-safe: pread does not move a file position)."""
@@ -31,7 +35,18 @@ class BodyFile:
             self.fd = -1
 
     def __del__(self) -> None:
-        self.close()
+        if self.fd >= 0 and self.retired is not None:
+            self.retired.append(self.fd)  # list.append is atomic: any thread may drop the last ref
+            self.fd = -1
+        else:
+            self.close()
+
+
+def close_descriptors(fds: list[int]) -> None:
+    """Close retired descriptors (in the committer's worker thread)."""
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
 class BodyRef:

@@ -1,32 +1,67 @@
-"""Commit bookkeeping: write tickets, what waits for the next commit, and the group commit itself."""
+"""Commit domains: one commit sequence per durable queue and one for the metadata log.
+
+A record appended to a domain takes that domain's next ticket. What waits for records (a
+publisher confirm, a tx.commit-ok, a durable declare-ok, an HTTP answer) holds a mark: the
+(domain, ticket) pairs of the records it depends on, so it waits only for those domains. A
+group commit round gives every dirty domain that is not still syncing a job of its own; the
+committer runs a round's jobs in one worker-thread call and completes each as it finishes.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from amqplite.config.models import StoreConfig
+from amqplite.store.bodies import close_descriptors
 from amqplite.store.journal import SyncJob
 from amqplite.store.metadata import MetadataCompaction, MetadataLog
-from amqplite.store.queue_store import QueueStore, SnapshotTask
+from amqplite.store.queue_store import PageOutTask, QueueStore, SnapshotTask
+
+Mark = tuple[tuple["CommitDomain", int], ...]
+"""The (domain, ticket) pairs some records need committed."""
+
+
+def _close_retired(fds: list[int], job: SyncJob) -> None:
+    close_descriptors(fds)
 
 
 def _noop() -> None:
     """Default dirty notification: nobody to wake."""
 
 
+class CommitDomain:
+    """One commit sequence: tickets taken by appends, and how far commits have made them durable."""
+
+    __slots__ = ("after", "busy", "committed", "flushed", "name", "written")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.written = 0  # the ticket of the last record appended
+        self.flushed = 0  # the ticket of the last record handed to a job
+        self.committed = 0  # every record up to this ticket is durable
+        self.busy = False  # a job of this domain is in flight (at most one)
+        self.after: tuple[CommitDomain, int] | None = None  # a record it depends on elsewhere
+
+    def __repr__(self) -> str:
+        return f"<CommitDomain {self.name} {self.committed}/{self.written}>"
+
+
 class Commits:
-    """Commit tickets and group commits of a store (implements broker.durability.CommitTracker)."""
+    """Commit domains and group-commit rounds of a store (implements broker's CommitTracker)."""
 
     config: StoreConfig
     metadata_log: MetadataLog
     metadata_compact_over: int
+    journals: dict[tuple[str, str], QueueStore]
+    retired_fds: list[int]
 
     def init_commits(self) -> None:
         """Nothing appended, nothing committed yet."""
         self.on_dirty: Callable[[], None] = _noop
-        self._ticket = 0
-        self._committed = 0
+        self.metadata_domain = CommitDomain("metadata")
+        self._watching: dict[CommitDomain, None] | None = None
         self._dirty: dict[int, QueueStore] = {}
         self._doomed: list[QueueStore] = []
         self._signalled = False
@@ -34,24 +69,58 @@ class Commits:
         # the server may set one (management.metrics.LatencyHistogram): observe(seconds) per commit
         self.fsync_histogram: Any = None
 
+    def new_domain(self, name: str) -> CommitDomain:
+        """A queue journal's domain; until the metadata record of its queue commits, it waits for it."""
+        domain = CommitDomain(name)
+        meta = self.metadata_domain
+        if meta.written > meta.committed:
+            domain.after = (meta, meta.written)
+        return domain
+
     # -- CommitTracker -------------------------------------------------------------------
 
-    def write_ticket(self) -> int:
-        """The ticket of the last record appended."""
-        return self._ticket
+    def watch(self) -> dict[CommitDomain, None] | None:
+        """Start noting the domains appended to; pass the result to watched() (nests)."""
+        outer = self._watching
+        self._watching = {}
+        return outer
 
-    def committed_ticket(self) -> int:
-        """Every record up to this ticket is written (and fsynced unless fsync is off)."""
-        return self._committed
+    def watched(self, outer: dict[CommitDomain, None] | None) -> Mark | None:
+        """Stop noting: what the records appended since watch() need (None: nothing appended)."""
+        touched = self._watching
+        if outer is not None and touched:
+            outer.update(touched)
+        self._watching = outer
+        if not touched:
+            return None
+        pairs: list[tuple[CommitDomain, int]] = []
+        for domain in touched:
+            pairs.append((domain, domain.written))
+            after = domain.after
+            if after is not None:
+                if after[0].committed >= after[1]:
+                    domain.after = None
+                else:
+                    pairs.append(after)
+        return tuple(pairs)
 
     @property
     def pending(self) -> bool:
-        """True when something waits for the next commit."""
-        return self._committed < self._ticket or bool(self._dirty) or bool(self._doomed)
+        """True when something waits for a commit."""
+        meta = self.metadata_domain
+        return (
+            meta.committed < meta.written
+            or bool(self._dirty)
+            or bool(self._doomed)
+            or any(j.domain.committed < j.domain.written for j in self.journals.values())
+        )
 
     def appended(self, journal: QueueStore | None) -> None:
-        """A record was appended: take a ticket and wake the committer."""
-        self._ticket += 1
+        """A record was appended to a journal (None: the metadata log): take a ticket, wake up."""
+        domain = self.metadata_domain if journal is None else journal.domain
+        domain.written += 1
+        if self._watching is not None:
+            self._watching[domain] = None
         self.touched(journal)
 
     def touched(self, journal: QueueStore | None) -> None:
@@ -67,41 +136,71 @@ class Commits:
         self._dirty.pop(id(journal), None)
         self._doomed.append(journal)
 
-    # -- commit --------------------------------------------------------------------------
+    # -- commit rounds ---------------------------------------------------------------------
 
-    def flush(self) -> SyncJob:
-        """Write everything appended so far (fast, page cache); the job makes it durable."""
-        job = SyncJob(self._ticket, fsync=self.config.fsync)
+    def flush(self) -> list[SyncJob]:
+        """One job per dirty domain not already syncing: its records (written by the job)."""
         self._signalled = False
-        self.metadata_log.write(job)
-        if self.metadata_log.due_for_compaction(self.metadata_compact_over):
-            self.metadata_log.start_compaction(job)
-        dirty = list(self._dirty.values())
-        self._dirty.clear()
-        for journal in dirty:
+        jobs: list[SyncJob] = []
+        fsync = self.config.fsync
+        meta = self.metadata_domain
+        doomed = [j for j in self._doomed if not j.domain.busy]
+        if not meta.busy and (meta.written > meta.flushed or doomed):
+            job = SyncJob(meta.written, fsync=fsync, domain=meta)
+            self.metadata_log.write(job)
+            if self.metadata_log.due_for_compaction(self.metadata_compact_over):
+                self.metadata_log.start_compaction(job)
+            for journal in doomed:  # removed after the deletion record is on disk
+                journal.writer.rotate(job)
+                job.remove_dirs.append(journal.directory)
+                self._doomed.remove(journal)
+            jobs.append(job)
+        queued: list[tuple[int, SyncJob]] = []
+        for key, journal in list(self._dirty.items()):
+            domain = journal.domain
+            if domain.busy:
+                continue  # its next job starts when this one completes
+            del self._dirty[key]
+            job = SyncJob(domain.written, fsync=fsync, domain=domain)
             journal.write(job)
-        for journal in self._doomed:
-            journal.writer.rotate(job)
-            job.remove_dirs.append(journal.directory)
-        self._doomed.clear()
-        return job
+            queued.append((job.bytes_written, job))
+        queued.sort(key=lambda item: item[0])  # small jobs first: they complete first
+        jobs.extend(job for _, job in queued)
+        for job in jobs:
+            job.domain.busy = True
+            job.domain.flushed = job.ticket
+        if jobs and self.retired_fds:  # closing a deleted segment's last descriptor is slow
+            jobs[0].ops.append(partial(_close_retired, self.take_retired()))
+        return jobs
+
+    def take_retired(self) -> list[int]:
+        """The descriptors of body files no longer read (BodyFile.__del__ leaves them here)."""
+        fds = self.retired_fds[:]
+        del self.retired_fds[: len(fds)]  # appends meanwhile (any thread) stay for next time
+        return fds
 
     def complete(self, job: SyncJob) -> None:
-        """The job ran: its records are committed; finish its snapshots."""
-        self._committed = max(self._committed, job.ticket)
+        """The job ran: its domain's records are committed; finish its page-outs and snapshots."""
+        domain: CommitDomain = job.domain
+        domain.committed = max(domain.committed, job.ticket)
+        domain.busy = False
         self.commit_count += 1
         self.fsync_calls += job.fsync_calls
         self.bytes_written += job.bytes_written
         if job.fsync_calls and self.fsync_histogram is not None:
             self.fsync_histogram.observe(job.sync_seconds)
         for task in job.after_sync:
-            if isinstance(task, SnapshotTask):
+            if isinstance(task, PageOutTask):
+                task.journal.page_out_done(task)
+            elif isinstance(task, SnapshotTask):
                 task.journal.snapshot_done(task)
             elif isinstance(task, MetadataCompaction):
                 self.metadata_log.compaction_done(task)
+        if domain.written > domain.flushed or (self._doomed and domain is self.metadata_domain):
+            self.touched(None)  # appended while it was syncing: another round
 
     def commit(self) -> None:
-        """Flush, sync and complete in the calling thread (tests, shutdown)."""
-        job = self.flush()
-        job.run()
-        self.complete(job)
+        """Flush, sync and complete every domain in the calling thread (tests, shutdown)."""
+        for job in self.flush():
+            job.run()
+            self.complete(job)

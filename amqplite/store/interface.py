@@ -348,12 +348,12 @@ class DurableStore(Protocol):
         """Forget a durable binding."""
         ...
 
-    def write_ticket(self) -> int:
-        """The ticket of the last record appended."""
+    def watch(self) -> Any:
+        """Start noting the commit domains records are appended to (the token for watched())."""
         ...
 
-    def committed_ticket(self) -> int:
-        """Every record up to this ticket is committed."""
+    def watched(self, outer: Any) -> tuple[tuple[Any, int], ...] | None:
+        """The (domain, ticket) pairs appended since watch(): a mark to wait for, or None."""
         ...
 
     def vhost_added(self, name: str) -> None:

@@ -6,8 +6,10 @@ import logging
 import mmap
 import os
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import attrs
 
@@ -53,10 +55,16 @@ def fsync_dir(directory: Path) -> None:
 
 @attrs.define(eq=False)
 class SyncJob:
-    """Everything one group commit must make durable; run() happens in a worker thread."""
+    """What one commit domain must make durable in a round; run() happens in a worker thread.
+
+    The event loop only decides (which bytes go where); every write, open, fsync, close and
+    removal is an operation of the job, run in order in the committer's worker thread.
+    """
 
     ticket: int
     fsync: bool = True
+    domain: Any = None  # the commit domain (store.commits.CommitDomain) this job completes
+    ops: list[Callable[[SyncJob], None]] = attrs.field(factory=list)  # writes, opens, in order
     files: list[BinaryIO] = attrs.field(factory=list)
     dirs: set[Path] = attrs.field(factory=set)
     close_after: list[BinaryIO] = attrs.field(factory=list)
@@ -71,8 +79,14 @@ class SyncJob:
         if not any(f is file for f in self.files):
             self.files.append(file)
 
+    def write(self, file: BinaryIO, data: bytes | bytearray) -> None:
+        """Write data to an open file in the worker thread, then sync it."""
+        self.ops.append(partial(_write_op, file, data))
+
     def run(self) -> None:
-        """fsync the files and directories, then close, remove and snapshot (blocking)."""
+        """Write, fsync the files and directories, then close, remove and snapshot (blocking)."""
+        for op in self.ops:
+            op(self)
         if self.fsync and (self.files or self.dirs):
             started = time.perf_counter()
             for file in self.files:
@@ -89,6 +103,11 @@ class SyncJob:
                 fsync_dir(directory.parent)
         for task in self.after_sync:
             task.run(self.fsync)
+
+
+def _write_op(file: BinaryIO, data: bytes | bytearray, job: SyncJob) -> None:
+    file.write(data)
+    job.add_file(file)
 
 
 class SyncTask:
@@ -114,7 +133,8 @@ class SegmentWriter:
         self.directory = directory
         self.segment_bytes = segment_bytes
         self.buffer = bytearray()
-        self.file: BinaryIO | None = None
+        self.file: BinaryIO | None = None  # used by the worker thread only
+        self.open = False  # a segment is open for appends (the loop's view)
         self.number = next_number - 1  # number of the open segment (none open yet)
         self.size = 0
         self.sizes: dict[int, int] = {}  # bytes of every segment on disk, by number
@@ -129,44 +149,58 @@ class SegmentWriter:
         self.buffer += record
 
     def write(self, job: SyncJob) -> tuple[int, int]:
-        """Write the buffer to the open segment (rotating when full) and enlist it for fsync.
+        """Hand the buffer to the job (rotating when full); the worker thread writes and syncs it.
 
-        Returns (segment number, file offset) where the buffer landed ((0, 0) when it was empty).
+        Returns (segment number, file offset) where the buffer lands ((0, 0) when it is empty).
+        Only one job of a writer may be in flight: the loop keeps the sizes, the thread the file.
         """
         if not self.buffer:
             return 0, 0
-        if self.file is None or self.size >= self.segment_bytes:
+        if not self.open or self.size >= self.segment_bytes:
             self.rotate(job)
             self._open_next(job)
-        assert self.file is not None
         base = self.size
-        self.file.write(self.buffer)
-        job.bytes_written += len(self.buffer)
-        self.size += len(self.buffer)
+        data, self.buffer = self.buffer, bytearray()
+        job.ops.append(partial(self._write_op, data))
+        job.bytes_written += len(data)
+        self.size += len(data)
         self.sizes[self.number] = self.size
-        self.buffer.clear()
-        job.add_file(self.file)
         return self.number, base
 
     def rotate(self, job: SyncJob) -> int:
         """Retire the open segment (synced, then closed by the job); return the last number used."""
-        if self.file is not None:
-            job.add_file(self.file)
-            job.close_after.append(self.file)
-            self.file = None
+        if self.open:
+            self.open = False
+            job.ops.append(self._retire_op)
         return self.number
 
     def _open_next(self, job: SyncJob) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
         self.number += 1
-        path = segment_path(self.directory, self.number)
-        self.file = open(path, "xb", buffering=0)  # noqa: SIM115 - closed by a SyncJob
         header = file_header(FileKind.SEGMENT, self.number)
-        self.file.write(header)
+        job.ops.append(partial(self._open_op, segment_path(self.directory, self.number), header))
+        self.open = True
         self.size = len(header)
         self.sizes[self.number] = self.size
         job.dirs.add(self.directory)
         job.dirs.add(self.directory.parent)
+
+    # -- in the worker thread ------------------------------------------------------------
+
+    def _open_op(self, path: Path, header: bytes, job: SyncJob) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.file = open(path, "xb", buffering=0)  # noqa: SIM115 - closed by a SyncJob
+        self.file.write(header)
+
+    def _write_op(self, data: bytearray, job: SyncJob) -> None:
+        assert self.file is not None
+        self.file.write(data)
+        job.add_file(self.file)
+
+    def _retire_op(self, job: SyncJob) -> None:
+        if self.file is not None:
+            job.add_file(self.file)
+            job.close_after.append(self.file)
+            self.file = None
 
 
 @attrs.frozen

@@ -38,6 +38,7 @@ class LoadingStore(Protocol):
     config: StoreConfig
     resident_bytes: int
     crashed: bool
+    retired_fds: list[int]
 
     def attach_journal(
         self, queue: JournaledQueue, directory: Path, recovered: RecoveredQueue | None
@@ -92,7 +93,7 @@ class QueueLoader:
             if source >= 0 and resident + length > budget:
                 file = files.get(source)
                 if file is None:
-                    file = files[source] = BodyFile(sources[source][0])
+                    file = files[source] = BodyFile(sources[source][0], store.retired_fds)
                 length = small_ints.setdefault(length, length)
                 body = BodyRef(file, start, length)
                 size = -small_ints.setdefault(size, size)
@@ -154,6 +155,7 @@ class RecoveryReader:
     crashed: bool
     resident_bytes: int
     quarantine_count: int
+    retired_fds: list[int]
 
     if TYPE_CHECKING:  # provided by the Store, its metadata writer and commit bookkeeping
 

@@ -239,12 +239,11 @@ class MetadataLog:
         self.buffer += encode_fields(record_type, *fields)
 
     def write(self, job: SyncJob) -> None:
-        """Write buffered records and enlist the file for fsync."""
+        """Hand buffered records to the job, which writes and syncs them."""
         if not self.buffer or self.file is None:
             return
-        self.file.write(self.buffer)
-        self.buffer.clear()
-        job.add_file(self.file)
+        data, self.buffer = self.buffer, bytearray()
+        job.write(self.file, data)  # in the worker thread
 
     def _live_records(self) -> list[bytes]:
         out: list[bytes] = []

@@ -20,6 +20,9 @@ from amqplite.store.queue_store import QueueStore
 from amqplite.store.records import RecordType
 from amqplite.store.recovery import RecoveredQueue
 
+if TYPE_CHECKING:
+    from amqplite.store.commits import CommitDomain
+
 
 def _binding_record(vhost: str, binding: DurableBinding) -> BindingRecord:
     """The record of a binding (its key identifies it)."""
@@ -47,6 +50,7 @@ class MetadataWriter:
     resident_bytes: int
     paged_out: int
     paging: Paging | None
+    retired_fds: list[int]
 
     if TYPE_CHECKING:  # provided by the Store and its commit bookkeeping
 
@@ -56,6 +60,9 @@ class MetadataWriter:
 
         def appended(self, journal: QueueStore | None) -> None:
             """A record was appended."""
+
+        def new_domain(self, name: str) -> CommitDomain:
+            """A commit sequence for a queue journal."""
 
         def touched(self, journal: QueueStore | None) -> None:
             """Something needs writing at the next commit."""
@@ -76,9 +83,8 @@ class MetadataWriter:
             queue.auto_delete,
             dict(queue.arguments),
         )
-        journal = self.attach_journal(queue, self.queues_directory / directory, None)
-        self.appended(None)
-        return journal
+        self.appended(None)  # first: the journal's commits wait for this record
+        return self.attach_journal(queue, self.queues_directory / directory, None)
 
     def attach_journal(
         self, queue: JournaledQueue, directory: Path, recovered: RecoveredQueue | None

@@ -13,6 +13,7 @@ from amqplite.store.interface import JournaledEntry, JournaledMessage, Journaled
 from amqplite.store.journal import SegmentWriter, SyncJob, SyncTask, segment_path
 from amqplite.store.records import (
     FILE_HEADER,
+    append_enqueue,
     encode_delivered,
     encode_enqueue,
     encode_expires,
@@ -24,6 +25,8 @@ from amqplite.store.snapshot import SNAPSHOT_NAME, write_snapshot
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+    from amqplite.store.commits import CommitDomain
+
 log = logging.getLogger("amqplite.store")
 
 
@@ -34,6 +37,10 @@ class JournalOwner(Protocol):
     resident_bytes: int
     paged_out: int
     paging: Paging | None
+    retired_fds: list[int]
+
+    def new_domain(self, name: str) -> CommitDomain:
+        """A commit sequence for a queue journal."""
 
     def appended(self, journal: QueueStore | None) -> None:
         """A record was appended: take a ticket and wake the committer."""
@@ -73,13 +80,14 @@ class SnapshotTask(SyncTask):
         self,
         journal: QueueStore,
         covers_through: int,
-        items: list[tuple[int, int, JournaledMessage]],
-        deadlines: dict[int, float] | None = None,
+        live: list[tuple[JournaledEntry, int]],
     ) -> None:
         self.journal = journal
-        self.deadlines = deadlines or {}  # seq -> TTL deadline, POSIX ms
+        self.live = live  # the queue's live entries when the snapshot was taken
+        self.to_wall = 0.0  # add to a monotonic deadline (ms) for POSIX ms
+        self.deadlines: dict[int, float] = {}  # seq -> TTL deadline, POSIX ms
         self.covers_through = covers_through
-        self.items = items
+        self.items: list[tuple[int, int, JournaledMessage]] = []
         self.ok = False
         self.body_offsets: list[int] = []  # where each item's body starts in the snapshot file
         self.record_sizes: list[int] = []  # bytes of each item's ENQUEUE record
@@ -105,6 +113,14 @@ class SnapshotTask(SyncTask):
     def run(self, fsync: bool) -> None:
         """Write the snapshot; a failure is logged and the segments stay."""
         directory = self.journal.directory
+        # prepared here, off the event loop: a later delivery count or a paged copy of the same
+        # message is harmless (the records after covers_through replay on top of it)
+        self.items = [(e.seq, e.delivery_count, e.message) for e, _ in self.live]
+        to_wall = self.to_wall
+        self.deadlines = {
+            e.seq: e.expires_at * 1000 + to_wall for e, _ in self.live if e.expires_at is not None
+        }
+        self.live = []
         try:
             write_snapshot(directory, self.covers_through, self._records(), fsync=fsync)
             if self.index:
@@ -119,12 +135,37 @@ class SnapshotTask(SyncTask):
                 )
             else:
                 remove_index(directory)  # it described the snapshot just replaced
-            paging = self.journal.store.paging
-            if paging is not None and any(paging.is_paged(m) for _, _, m in self.items):
-                self.body_file = BodyFile(directory / SNAPSHOT_NAME)
+            if self.journal.store.paging is not None:  # paged bodies move to the snapshot
+                self.body_file = BodyFile(directory / SNAPSHOT_NAME, self.journal.store.retired_fds)
             self.ok = True
         except OSError:
             log.exception("snapshot of %s failed; its journal stays", directory)
+
+
+class PageOutTask(SyncTask):
+    """Open the segment that bodies being paged out were written to, in the worker thread."""
+
+    def __init__(
+        self,
+        journal: QueueStore,
+        number: int,
+        base: int,
+        entries: list[tuple[JournaledEntry, int]],
+    ) -> None:
+        self.journal = journal
+        self.number = number
+        self.base = base
+        self.entries = entries  # (entry, end of its record in the written buffer)
+        self.body_file: BodyFile | None = None
+
+    def run(self, fsync: bool) -> None:
+        """Open (or reuse) the segment's read descriptor; on failure the bodies stay in memory."""
+        file = self.journal.body_files.get(self.number)
+        try:
+            path = segment_path(self.journal.directory, self.number)
+            self.body_file = file or BodyFile(path, self.journal.store.retired_fds)
+        except OSError:
+            log.exception("cannot reopen segment %d of %s", self.number, self.journal.directory)
 
 
 class QueueStore:
@@ -140,6 +181,7 @@ class QueueStore:
         self.store = store
         self.queue = queue
         self.directory = directory
+        self.domain = store.new_domain(f"{queue.vhost}/{queue.name}")
         next_segment = recovered.last_segment + 1 if recovered else 1
         self.writer = SegmentWriter(directory, next_segment, store.config.segment_bytes)
         if recovered is not None:
@@ -162,10 +204,18 @@ class QueueStore:
     def enqueue(self, entry: JournaledEntry) -> None:
         """Journal a persistent message that entered the queue; beyond the budget, page it out."""
         message = entry.message
-        record = encode_entry(entry.seq, entry.delivery_count, message)
-        self.writer.append(record)
+        size = append_enqueue(  # the body's one copy: straight into the segment buffer
+            self.writer.buffer,
+            entry.seq,
+            entry.delivery_count,
+            message.priority,
+            message.expiration_ms,
+            message.exchange,
+            message.routing_key,
+            message.properties_bin,
+            message.body,
+        )
         end = len(self.writer.buffer)
-        size = len(record)
         self.live_bytes += size
         queue = self.queue
         ttl = queue.settings.message_ttl
@@ -208,14 +258,16 @@ class QueueStore:
     # -- commit --------------------------------------------------------------------------
 
     def write(self, job: SyncJob) -> None:
-        """Write pending records to the segment; start a snapshot when the journal outgrew live data."""
+        """Hand pending records to the job; start a snapshot when the journal outgrew live data."""
         if self.delivered_pending:
             for seq, entry in self.delivered_pending.items():
                 self.writer.append(encode_delivered(seq, max(entry.delivery_count, 1)))
             self.delivered_pending.clear()
         number, base = self.writer.write(job)
         if self.page_out:
-            self._page_out(number, base)
+            # bodies are dropped from memory once the job has written them (page_out_done)
+            taken, self.page_out = self.page_out, []
+            job.after_sync.insert(0, PageOutTask(self, number, base, taken))
         if self.snapshot_running:
             return
         on_disk = self.writer.bytes_on_disk
@@ -225,16 +277,18 @@ class QueueStore:
         if on_disk > threshold:
             self.start_snapshot(job)
 
-    def _page_out(self, number: int, base: int) -> None:
-        """Drop the bodies of the messages just written from memory: they are read from the segment."""
-        file = self.body_files.get(number)
-        if file is None:
-            file = self.body_files[number] = BodyFile(segment_path(self.writer.directory, number))
+    def page_out_done(self, task: PageOutTask) -> None:
+        """Drop the bodies the job wrote from memory: they are read from the segment."""
+        file = task.body_file
+        if file is None or self.dead:
+            return
+        self.body_files.setdefault(task.number, file)
         live = self.live
         freed = 0
         paging = self.store.paging
         assert paging is not None  # nothing is queued for paging out without it
-        for entry, end in self.page_out:
+        base = task.base
+        for entry, end in task.entries:
             item = live.get(entry.seq)
             if item is None or item[0] is not entry or item[1] < 0:
                 continue
@@ -246,7 +300,6 @@ class QueueStore:
             paging.page_out(entry, location)
             live[entry.seq] = (entry, shared_int(-item[1]))
             freed += length
-        self.page_out.clear()
         self.store.resident_bytes -= freed
         self.store.paged_out += freed
 
@@ -254,15 +307,9 @@ class QueueStore:
         """Retire the open segment and snapshot the live messages after this commit's fsync."""
         covers = self.writer.rotate(job)
         self.index_current = False  # a new snapshot replaces the one the index describes
-        items = [(seq, e.delivery_count, e.message) for seq, (e, _) in self.live.items()]
         host = self.queue.host
-        to_wall = (host.wall_time() - host.now()) * 1000
-        deadlines = {
-            seq: e.expires_at * 1000 + to_wall
-            for seq, (e, _) in self.live.items()
-            if e.expires_at is not None
-        }
-        task = SnapshotTask(self, covers, items, deadlines)
+        task = SnapshotTask(self, covers, list(self.live.values()))  # a C-speed copy on the loop
+        task.to_wall = (host.wall_time() - host.now()) * 1000
         job.after_sync.append(task)
         self.snapshot_running = True
         return task
@@ -276,7 +323,7 @@ class QueueStore:
     def snapshot_done(self, task: SnapshotTask) -> None:
         """Forget the segments a finished snapshot replaced."""
         self.snapshot_running = False
-        if task.ok:
+        if task.ok and not self.dead:
             self.snapshots_taken += 1
             for number in [n for n in self.writer.sizes if n <= task.covers_through]:
                 del self.writer.sizes[number]
@@ -291,9 +338,7 @@ class QueueStore:
         paging = self.store.paging
         if paging is None:
             return
-        for (seq, _, message), offset in zip(task.items, task.body_offsets, strict=True):
-            if not paging.is_paged(message):
-                continue
+        for (seq, _, _message), offset in zip(task.items, task.body_offsets, strict=True):
             item = live.get(seq)
             if item is None:
                 continue

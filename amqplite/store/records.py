@@ -61,6 +61,9 @@ class StoreFileError(Exception):
     """A store file has a wrong magic, kind or schema version."""
 
 
+_ENQUEUE_TYPE = bytes((RecordType.ENQUEUE,))
+
+
 def file_header(kind: FileKind, extra: int = 0) -> bytes:
     """The header at the start of every store file."""
     return FILE_HEADER.pack(MAGIC, SCHEMA_VERSION, int(kind), extra)
@@ -140,6 +143,45 @@ class StoredMessage:
     body_length: int = 0
 
 
+def append_enqueue(
+    buffer: bytearray,
+    seq: int,
+    delivery_count: int,
+    priority: int,
+    expiration_ms: int | None,
+    exchange: str,
+    routing_key: str,
+    properties_bin: bytes,
+    body: bytes,
+) -> int:
+    """Append an ENQUEUE record carrying the whole message to `buffer`; returns its size.
+
+    The body is copied once, into the buffer: the crc32 is chained over the head and the body
+    instead of being computed over a joined copy.
+    """
+    ex = exchange.encode("utf-8", "surrogateescape")  # shortstrs are bytes: keep any, losslessly
+    rk = routing_key.encode("utf-8", "surrogateescape")
+    head = b"".join(
+        (
+            _ENQUEUE_TYPE,
+            _ENQUEUE.pack(
+                seq, delivery_count, priority & 0xFF, -1 if expiration_ms is None else expiration_ms
+            ),
+            _U16.pack(len(ex)),
+            ex,
+            _U16.pack(len(rk)),
+            rk,
+            _U32.pack(len(properties_bin)),
+            properties_bin,
+        )
+    )
+    length = len(head) + len(body)
+    buffer += RECORD_HEAD.pack(length, zlib.crc32(body, zlib.crc32(head)))
+    buffer += head
+    buffer += body
+    return RECORD_HEAD.size + length
+
+
 def encode_enqueue(
     seq: int,
     delivery_count: int,
@@ -150,24 +192,20 @@ def encode_enqueue(
     properties_bin: bytes,
     body: bytes,
 ) -> bytes:
-    """An ENQUEUE record carrying the whole message."""
-    ex = exchange.encode("utf-8", "surrogateescape")  # shortstrs are bytes: keep any, losslessly
-    rk = routing_key.encode("utf-8", "surrogateescape")
-    payload = b"".join(
-        (
-            _ENQUEUE.pack(
-                seq, delivery_count, priority & 0xFF, -1 if expiration_ms is None else expiration_ms
-            ),
-            _U16.pack(len(ex)),
-            ex,
-            _U16.pack(len(rk)),
-            rk,
-            _U32.pack(len(properties_bin)),
-            properties_bin,
-            body,
-        )
+    """An ENQUEUE record carrying the whole message, as bytes."""
+    buffer = bytearray()
+    append_enqueue(
+        buffer,
+        seq,
+        delivery_count,
+        priority,
+        expiration_ms,
+        exchange,
+        routing_key,
+        properties_bin,
+        body,
     )
-    return frame(RecordType.ENQUEUE, payload)
+    return bytes(buffer)
 
 
 def decode_enqueue(payload: memoryview, source: int = -1, payload_at: int = 0) -> StoredMessage:

@@ -8,6 +8,7 @@ from pathlib import Path
 import attrs
 
 from amqplite.config.models import StoreConfig
+from amqplite.store.bodies import close_descriptors
 from amqplite.store.commits import Commits
 from amqplite.store.interface import Paging
 from amqplite.store.journal import SyncJob, fsync_dir
@@ -63,6 +64,7 @@ class Store(Commits, MetadataWriter, RecoveryReader):
         self.metadata_compact_over = 1000  # compact the metadata log beyond this many records
         self.resident_bytes = 0  # bodies of journaled messages held in memory
         self.paged_out = 0  # body bytes dropped from memory since the store opened
+        self.retired_fds: list[int] = []  # body files no message reads any more (closed by jobs)
 
     def statistics(self) -> StoreStatistics:
         """Commits, fsyncs, bytes and live data so far."""
@@ -88,12 +90,13 @@ class Store(Commits, MetadataWriter, RecoveryReader):
     def close(self) -> None:
         """Commit what is pending and close every file."""
         self.commit()
-        job = SyncJob(self.write_ticket(), fsync=self.config.fsync)
+        job = SyncJob(0, fsync=self.config.fsync)
         for journal in self.journals.values():
             journal.writer.rotate(job)
             journal.clean_snapshot(job)  # the next boot reads the snapshots' indexes, not records
         job.run()
         self.metadata_log.close()
+        close_descriptors(self.take_retired())
         marker = self.directory / CLEAN_MARKER
         with open(marker, "wb") as file:
             os.fsync(file.fileno())

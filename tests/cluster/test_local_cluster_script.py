@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import random
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,13 +16,27 @@ from cluster_helpers import node_names, wait_for
 pytestmark = pytest.mark.cluster
 
 
+def free_pair() -> int:
+    """A port p with p and p + 1 both free, below the ephemeral range clients' sockets take."""
+    for _ in range(200):
+        base = random.randrange(20000, 32000)
+        try:
+            for port in (base, base + 1):
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return base
+    return free_port()
+
+
 def test_local_cluster_script_starts_two_nodes_that_see_each_other_and_stops_them(
     tmp_path: Path,
 ) -> None:
-    amqp, mgmt, link = free_port(), free_port(), free_port()
+    amqp, mgmt, link = free_pair(), free_pair(), free_pair()  # node i uses port + i - 1
     log = tmp_path / "out.txt"
     cmd = [sys.executable, "scripts/local_cluster.py", "--nodes", "2", "--dir", str(tmp_path)]
-    cmd += ["--etcd-port", str(free_port()), "--amqp-port", str(amqp)]
+    cmd += ["--etcd-port", str(free_pair()), "--amqp-port", str(amqp)]
     cmd += ["--management-port", str(mgmt), "--cluster-port", str(link)]
     with open(log, "wb") as out:
         script = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)

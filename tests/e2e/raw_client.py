@@ -24,7 +24,11 @@ MethodT = TypeVar("MethodT")
 
 CLIENT_PROPERTIES: dict[str, Any] = {
     "product": "amqplite-raw-test-client",
-    "capabilities": {"authentication_failure_close": True, "basic.nack": True},
+    "capabilities": {
+        "authentication_failure_close": True,
+        "basic.nack": True,
+        "consumer_cancel_notify": True,
+    },
 }
 
 

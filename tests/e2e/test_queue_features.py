@@ -114,14 +114,18 @@ def test_message_ttl_zero_reaches_a_consumer_waiting_for_it(
 
 
 def _queue_gone(conn: BlockingConnection, queue: str) -> bool:
-    """True once `queue` is deleted; probes with queue.unbind, which is no use of the queue."""
+    """True once `queue` is deleted; probes with queue.bind, which is no use of the queue.
+
+    (Not with queue.unbind: that answers unbind-ok for a missing queue, as in RabbitMQ.)
+    """
     ch = conn.channel()
     try:
-        ch.queue_unbind(queue, "amq.fanout")
+        ch.queue_bind(queue, "amq.fanout")
     except pika.exceptions.ChannelClosedByBroker as exc:
         if exc.reply_code != 404:
             raise
         return True
+    ch.queue_unbind(queue, "amq.fanout")
     ch.close()
     return False
 

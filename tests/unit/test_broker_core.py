@@ -13,7 +13,7 @@ from amqplite.broker.message import Message, QueueEntry
 from amqplite.broker.plugin_api import Destination
 from amqplite.broker.vhost import VHost
 from amqplite.protocol.constants import ReplyCode
-from amqplite.protocol.errors import ChannelException, ConnectionException
+from amqplite.protocol.errors import ChannelException
 
 
 @attrs.define
@@ -222,10 +222,11 @@ def test_redeclare_with_other_durability_is_inequivalent(vhost: VHost) -> None:
     assert "inequivalent arg 'durable'" in info.value.reply_text
 
 
-def test_unknown_exchange_type_is_command_invalid(vhost: VHost) -> None:
-    with pytest.raises(ConnectionException) as info:
+def test_unknown_exchange_type_is_a_precondition_failed_channel_error(vhost: VHost) -> None:
+    with pytest.raises(ChannelException) as info:
         vhost.declare_exchange("x", "nope")
-    assert info.value.reply_code == ReplyCode.COMMAND_INVALID
+    assert info.value.reply_code == ReplyCode.PRECONDITION_FAILED
+    assert "x" not in vhost.exchanges
 
 
 def test_exchange_to_exchange_fan_in_delivers_once(vhost: VHost) -> None:

@@ -27,19 +27,19 @@ def plain(user: str, password: str) -> str:
     return f"\x00{user}\x00{password}"
 
 
-@attrs.define
+@attrs.define(eq=False)
 class HeldCommits:
-    """A store whose fsync the test completes by hand."""
+    """One commit domain whose commits the test completes by hand; every command writes a record."""
 
     written: int = 0
     committed: int = 0
 
-    def write_ticket(self) -> int:
-        self.written += 1
-        return self.written
+    def watch(self) -> None:
+        return None
 
-    def committed_ticket(self) -> int:
-        return self.committed
+    def watched(self, outer: object) -> tuple[tuple[HeldCommits, int], ...]:
+        self.written += 1
+        return ((self, self.written),)
 
 
 class Client:
@@ -186,8 +186,6 @@ def test_unknown_method_closes_with_540_and_close_ok_finishes(broker: Broker) ->
 
 
 def test_confirm_waits_for_the_commit_covering_a_persistent_message(broker: Broker) -> None:
-    commits = HeldCommits()
-    broker.commits = commits
     session = Session(broker)
     client = Client(session)
     client.handshake()
@@ -195,6 +193,8 @@ def test_confirm_waits_for_the_commit_covering_a_persistent_message(broker: Brok
     client.send(1, build(spec.Queue.Declare, queue="dq", durable=True))
     client.send(1, spec.Confirm.Select())
     client.received()
+    commits = HeldCommits()
+    broker.commits = commits
     client.publish(1, "dq", b"a")
     client.publish(1, "dq", b"b")
     assert client.received() == []  # nothing is on disk yet

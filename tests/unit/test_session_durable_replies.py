@@ -234,3 +234,85 @@ def test_other_connections_are_not_held(stored: tuple[Broker, Store]) -> None:
     assert kinds(other) == [spec.Queue.DeclareOk]
     commit(store, session, other_session)
     assert kinds(client) == [spec.Queue.DeclareOk]
+
+
+def declared(stored: tuple[Broker, Store]) -> tuple[Session, Client]:
+    """A client whose channel 1 declared the durable queue dq (committed)."""
+    broker, store = stored
+    session, client = connect(broker)
+    client.send(1, build(spec.Queue.Declare, queue="dq", durable=True))
+    commit(store, session)
+    assert kinds(client) == [spec.Queue.DeclareOk]
+    return session, client
+
+
+def test_tx_commit_ok_waits_for_the_commit_of_its_publishes(
+    stored: tuple[Broker, Store],
+) -> None:
+    _broker, store = stored
+    session, client = declared(stored)
+    client.send(1, spec.Tx.Select())
+    assert kinds(client) == [spec.Tx.SelectOk]
+    client.publish(1, "dq", b"persistent")
+    client.send(1, spec.Tx.Commit())
+    client.send(1, build(spec.Basic.Qos, prefetch_count=1))  # waits behind the commit-ok
+    assert kinds(client) == []
+    assert store.pending
+    commit(store, session)
+    assert kinds(client) == [spec.Tx.CommitOk, spec.Basic.QosOk]
+    reopened = Broker()
+    recover_into(reopened, Store(store.directory))
+    assert reopened.vhost("/").queues["dq"].message_count == 1
+
+
+def test_tx_commit_ok_waits_for_the_commit_of_its_acks(stored: tuple[Broker, Store]) -> None:
+    _broker, store = stored
+    session, client = declared(stored)
+    client.publish(1, "dq", b"persistent")
+    commit(store, session)
+    client.send(1, spec.Tx.Select())
+    client.send(1, build(spec.Basic.Get, queue="dq"))
+    got = client.received()
+    assert [type(c.method) for c in got] == [spec.Tx.SelectOk, spec.Basic.GetOk]
+    commit(store, session)  # the delivery count
+    client.send(1, build(spec.Basic.Ack, delivery_tag=got[1].method.delivery_tag))
+    client.send(1, spec.Tx.Commit())
+    assert kinds(client) == []
+    commit(store, session)
+    assert kinds(client) == [spec.Tx.CommitOk]
+    reopened = Broker()
+    recover_into(reopened, Store(store.directory))
+    assert reopened.vhost("/").queues["dq"].message_count == 0
+
+
+def test_empty_or_transient_tx_commit_is_answered_at_once(stored: tuple[Broker, Store]) -> None:
+    broker, _store = stored
+    _session, client = connect(broker)
+    client.send(1, build(spec.Queue.Declare, queue="tq"))
+    client.send(1, spec.Tx.Select())
+    client.send(1, spec.Tx.Commit())
+    client.publish(1, "tq", b"to a transient queue")
+    client.send(1, spec.Tx.Commit())
+    assert kinds(client) == [
+        spec.Queue.DeclareOk,
+        spec.Tx.SelectOk,
+        spec.Tx.CommitOk,
+        spec.Tx.CommitOk,
+    ]
+
+
+def test_purge_ok_of_a_durable_queue_waits_for_the_commit(stored: tuple[Broker, Store]) -> None:
+    _broker, store = stored
+    session, client = declared(stored)
+    for i in range(3):
+        client.publish(1, "dq", b"m%d" % i)
+    commit(store, session)
+    client.send(1, build(spec.Queue.Purge, queue="dq"))
+    assert kinds(client) == []
+    commit(store, session)
+    commands = client.received()
+    assert [type(c.method) for c in commands] == [spec.Queue.PurgeOk]
+    assert commands[0].method.message_count == 3
+    reopened = Broker()
+    recover_into(reopened, Store(store.directory))
+    assert reopened.vhost("/").queues["dq"].message_count == 0

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from amqplite.broker.broker import Broker
+from amqplite.broker.durability import is_durable
 from amqplite.broker.message import Message
 from amqplite.broker.plugin_api import Destination
 from amqplite.broker.queue import Queue
@@ -17,10 +18,13 @@ from amqplite.server.restore import recover_into
 from amqplite.store.journal import list_segments
 from amqplite.store.records import (
     FILE_HEADER,
+    RECORD_HEAD,
     RecordType,
+    append_enqueue,
     decode_enqueue,
     encode_enqueue,
     encode_remove,
+    frame,
     scan,
 )
 from amqplite.store.recovery import recover_queue
@@ -224,11 +228,13 @@ def test_confirm_ticket_is_committed_only_after_the_commit(tmp_path: Path) -> No
     broker, store = boot(tmp_path)
     broker.vhosts["/"].declare_queue("q", durable=True)
     store.commit()
+    outer = broker.commits.watch()
     publish(broker, 1)
-    ticket = broker.commits.write_ticket()
-    assert broker.commits.committed_ticket() < ticket
+    mark = broker.commits.watched(outer)
+    assert mark is not None
+    assert not is_durable(mark)
     store.commit()
-    assert broker.commits.committed_ticket() >= ticket
+    assert is_durable(mark)
 
 
 def test_torn_tail_is_cut_at_its_offset_and_logged(
@@ -354,3 +360,16 @@ def test_snapshot_interrupted_after_each_step_loses_and_duplicates_nothing(
     store.close()
     broker, _ = boot(tmp_path)
     assert bodies(queue_of(broker)) == [*expected, b"m1000"]
+
+
+def test_an_enqueue_appended_in_place_is_the_record_framed_over_its_whole_payload() -> None:
+    """The chained crc32 of append_enqueue equals the crc32 of the joined record: scan accepts it."""
+    body = bytes(range(256)) * 40
+    buffer = bytearray(b"earlier")
+    size = append_enqueue(buffer, 7, 2, 5, 1500, "ex", "rk.\udcff", b"\x10\x00\x02", body)
+    record = bytes(buffer[len(b"earlier") :])
+    assert size == len(record)
+    payload = record[RECORD_HEAD.size + 1 :]
+    assert record == frame(RecordType.ENQUEUE, payload)
+    decoded = decode_enqueue(memoryview(payload))
+    assert (decoded.seq, decoded.routing_key, bytes(decoded.body)) == (7, "rk.\udcff", body)

@@ -1,0 +1,102 @@
+"""Deliveries of paged-out messages: no body is read while the session runs, output stays in order."""
+
+from __future__ import annotations
+
+import pytest
+from test_session import Client, build
+
+from amqplite.broker.broker import Broker
+from amqplite.broker.message import Message, PagedMessage
+from amqplite.protocol.methods import spec
+from amqplite.session.connection import Session
+from amqplite.session.paged import load_bodies
+
+
+class CountedBody:
+    """A body on 'disk' that counts its reads (a BodyLocation)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.length = len(data)
+        self.reads = 0
+
+    def read(self) -> bytes:
+        self.reads += 1
+        return self.data
+
+
+def paged_client(broker: Broker) -> tuple[Session, Client, list[CountedBody]]:
+    """A session that defers paged bodies, consuming q where three of five messages are paged."""
+    session = Session(broker)
+    session.defer_paged = True
+    client = Client(session)
+    client.handshake()
+    client.open_channel(1)
+    client.send(1, build(spec.Queue.Declare, queue="q"))
+    assert [type(c.method) for c in client.received()] == [spec.Queue.DeclareOk]
+    queue = broker.vhost("/").queues["q"]
+    bodies = []
+    for i in range(5):
+        message = Message("", "q", b"\x00\x00", b"body %d" % i)
+        entry = queue.enqueue(message)
+        assert entry is not None
+        if i in (1, 2, 4):
+            body = CountedBody(b"body %d" % i)
+            entry.message = PagedMessage.of(message, body)
+            bodies.append(body)
+    return session, client, bodies
+
+
+def test_paged_bodies_are_read_only_by_the_loader_and_output_keeps_its_order(
+    broker: Broker,
+) -> None:
+    session, client, bodies = paged_client(broker)
+    client.send(1, build(spec.Basic.Consume, queue="q", consumer_tag="c", no_ack=True))
+    client.send(1, build(spec.Basic.Qos, prefetch_count=0))
+    commands = client.received()
+    # the first delivery is in memory; the second is paged: it and all after it wait
+    assert [type(c.method) for c in commands] == [spec.Basic.ConsumeOk, spec.Basic.Deliver]
+    assert [b.reads for b in bodies] == [0, 0, 0]
+    assert session.output_held
+    loads = session.bodies_to_load()
+    assert len(loads) == 3
+    load_bodies(loads)  # what the server runs in a worker thread
+    assert [b.reads for b in bodies] == [1, 1, 1]
+    session.bodies_loaded()
+    assert not session.output_held
+    commands = client.received()
+    assert [type(c.method) for c in commands] == [spec.Basic.Deliver] * 4 + [spec.Basic.QosOk]
+    assert [c.body for c in commands[:4]] == [b"body %d" % i for i in range(1, 5)]
+    assert [c.method.delivery_tag for c in commands[:4]] == [2, 3, 4, 5]
+
+
+def test_output_is_released_up_to_the_first_body_not_yet_loaded(broker: Broker) -> None:
+    session, client, _bodies = paged_client(broker)
+    client.send(1, build(spec.Basic.Consume, queue="q", consumer_tag="c", no_ack=True))
+    client.received()
+    first, *rest = session.bodies_to_load()
+    first.load()
+    session.bodies_loaded()
+    assert [c.body for c in client.received()] == [b"body 1"]
+    load_bodies(rest)
+    session.bodies_loaded()
+    assert [c.body for c in client.received()] == [b"body 2", b"body 3", b"body 4"]
+
+
+def test_without_a_loader_paged_bodies_are_read_in_place(broker: Broker) -> None:
+    session, client, bodies = paged_client(broker)
+    session.defer_paged = False  # plain unit use: no server to read off the loop
+    client.send(1, build(spec.Basic.Consume, queue="q", consumer_tag="c", no_ack=True))
+    assert len(client.received()) == 6
+    assert [b.reads for b in bodies] == [1, 1, 1]
+
+
+@pytest.fixture
+def broker() -> Broker:
+    from amqplite.broker.auth import Permission
+
+    b = Broker()
+    b.add_vhost("/")
+    b.add_user("guest", "guest")
+    b.set_permissions("guest", "/", Permission())
+    return b
