@@ -230,7 +230,11 @@ class ManagementApp:
             return None
         header = request.headers.get("authorization", "")
         scheme, _, encoded = header.partition(" ")
-        challenge = (("www-authenticate", 'Basic realm="amqplite management"'),)
+        challenge: tuple[tuple[str, str], ...] = (
+            ("www-authenticate", 'Basic realm="amqplite management"'),
+        )
+        if request.headers.get("x-requested-with", "").lower() == "xmlhttprequest":
+            challenge = ()  # the web UI asks itself: no browser login prompt over it
         if scheme.lower() != "basic" or not encoded:
             raise HttpError(401, "credentials required", "not_authorised", challenge)
         try:

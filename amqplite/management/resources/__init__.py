@@ -16,6 +16,7 @@ from amqplite.management.resources import (
     pages,
     quarantine,
     queues,
+    static,
 )
 from amqplite.management.routing import Router
 from amqplite.management.views import NodeView
@@ -36,6 +37,7 @@ def register_all(router: Router[Call]) -> None:
         pages,
         quarantine,
         health,
+        static,
     ):
         module.register(router)
 
