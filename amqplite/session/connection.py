@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -43,29 +42,19 @@ from amqplite.session.commands import handle_command
 from amqplite.session.confirms import PublisherConfirms
 from amqplite.session.delivery_frames import deliver_frames
 from amqplite.session.durable_replies import DurableReplies
+from amqplite.session.output import SessionOutput
 from amqplite.session.paged import HeldOutput, PagedDelivery, PagedOutput
 from amqplite.session.settings import SessionSettings
+from amqplite.session.state import ConnectionState
 
 log = logging.getLogger("amqplite.session")
-
-
-class ConnectionState(enum.Enum):
-    """Lifecycle of a client connection."""
-
-    AWAIT_HEADER = "await_header"
-    AWAIT_START_OK = "await_start_ok"
-    AWAIT_TUNE_OK = "await_tune_ok"
-    AWAIT_OPEN = "await_open"
-    OPEN = "open"
-    CLOSING = "closing"  # we sent connection.close, waiting for close-ok
-    CLOSED = "closed"
 
 
 def _noop() -> None:
     """Default output notification: nothing to wake."""
 
 
-class Session(PagedOutput):
+class Session(SessionOutput, PagedOutput):
     """AMQP 0-9-1 for one client connection: feed bytes in, take bytes out (h11 style)."""
 
     def __init__(
@@ -193,46 +182,6 @@ class Session(PagedOutput):
                     self._channel_error(channel, exc, BasicAck(delivery_tag, multiple))
         return False
 
-    def data_to_send(self) -> bytes:
-        """Take every byte queued for the client."""
-        if not self._out:
-            return b""
-        data = b"".join(self._out)
-        self._out.clear()
-        self._out_size = self._held_out.size if self._held_out is not None else 0
-        return data
-
-    def data_to_send_pending(self) -> bool:
-        """True if bytes are waiting for the client."""
-        return bool(self._out)
-
-    def send_raw(self, data: bytes) -> None:
-        """Queue already-encoded bytes (heartbeat frames from the server's timer)."""
-        self.write(data)
-
-    def on_drained(self) -> None:
-        """The server wrote our buffered bytes: resume deliveries paused for room."""
-        self.output_stalled = False
-        if self._starved and self.state is ConnectionState.OPEN:
-            self._starved = False
-            self._resume_deliveries()
-            self._flush_confirms()
-
-    def on_stalled(self) -> None:
-        """The peer has taken no output for a while: its consumers stop pacing publishers."""
-        if not self.output_stalled and self.state is ConnectionState.OPEN:
-            self.output_stalled = True
-            self._resume_deliveries()  # their queues see the stall and stop holding publishers
-
-    def _resume_deliveries(self) -> None:
-        for channel in list(self.channels.values()):
-            if channel.state is ChannelState.OPEN:
-                self.broker.resume(channel.delivery)
-
-    def output_size(self) -> int:
-        """Bytes buffered for the client: queued here, or taken by the server and not yet written."""
-        return self._out_size + self.in_flight
-
     def connection_lost(self) -> None:
         """The socket is gone: release channels, requeue unacked, drop exclusive queues."""
         self._release()
@@ -244,33 +193,6 @@ class Session(PagedOutput):
             self._connection_error(ConnectionException(code, text))
         elif self.state is not ConnectionState.CLOSING:
             self._finish(text)
-
-    def write(self, data: bytes) -> None:
-        """Queue already-encoded frames for the client."""
-        if self._held_out is not None:
-            self._held_out.append(data)  # stays in order behind a paged delivery
-        else:
-            self._out.append(data)
-        self._out_size += len(data)
-        self.on_output()
-
-    def write_parts(self, parts: list[Part]) -> None:
-        """Queue frames given as parts (a writer's output, the body among them uncopied)."""
-        if self._held_out is not None:
-            for part in parts:  # stays in order behind a paged delivery
-                self._held_out.append(part)
-        else:
-            self._out += parts
-        self._out_size += sum(map(len, parts))
-        self.on_output()
-
-    def send(self, channel_id: int, method: Method) -> None:
-        """Encode a method frame and queue it for the client."""
-        self.write(encode_method(channel_id, method))
-
-    def _flush_confirms(self) -> None:
-        if self.confirms:
-            self.confirms.flush(self.write)
 
     def _finish(self, reason: str) -> None:
         self.close_reason = self.close_reason or reason
@@ -307,17 +229,6 @@ class Session(PagedOutput):
         channel = self.channels.get(channel_id)
         if channel is not None and channel.state is ChannelState.OPEN:
             self._channel_error(channel, ChannelException(reply_code, reply_text), None)
-
-    def has_capacity(self) -> bool:
-        """False while the outbound buffer is over its bound (deliveries pause)."""
-        if self._out_size + self.in_flight < self.settings.max_outbound_bytes:
-            return True
-        self._starved = True
-        return False
-
-    def output_moving(self) -> bool:
-        """True unless the server found the peer not taking output (see on_stalled)."""
-        return not self.output_stalled
 
     # -- frames ------------------------------------------------------------------------------
 
@@ -580,25 +491,6 @@ class Session(PagedOutput):
             return
         check_access(permission, access, kind, name, vhost, user, class_id, method_id)
         self._allowed.add(key)
-
-    def write_mark(self) -> object:
-        """Start noting the records a command writes (the token for reply_when_durable)."""
-        return self._held.mark()
-
-    def reply_when_durable(
-        self, channel: ChannelSession, mark: object, reply: Method | None, then: bytes = b""
-    ) -> None:
-        """Send a reply once the records this channel wrote are on disk (declare, tx.commit...).
-
-        Until then the reply is held and the channel's later input waits behind it, so the
-        channel's replies stay in order; `reply` None (nowait) only notes what was written.
-        `then` (encoded frames) follows the reply.
-        """
-        frame = None if reply is None else encode_method(channel.channel_id, reply) + then
-        if not self._held.hold(channel, mark, frame) and frame is not None:
-            self.write(frame)
-        elif frame is None and then:
-            self.write(then)
 
     def _release_held(self) -> None:
         """Send the held replies the commits now cover, then run what their channels deferred."""
