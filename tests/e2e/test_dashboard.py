@@ -19,7 +19,9 @@ def chromium() -> str:
     """Path of a Chromium binary (scripts/test-deps installs Debian's); skipped, saying why, if none."""
     path = find_chromium()
     if path is None:
-        pytest.skip("no chromium on PATH: scripts/test-deps installs it (needs root and apt-get)")
+        pytest.skip(
+            "no chromium on PATH: scripts/test-deps installs it (needs root and Debian packages)"
+        )
     return path
 
 

@@ -43,7 +43,7 @@ def admin(broker: BrokerProcess) -> Admin:
     script = _rabbitmqadmin()
     if script is None:
         pytest.skip(
-            "rabbitmqadmin not found: scripts/test-deps extracts it (needs root and apt-get)"
+            "rabbitmqadmin not found: scripts/test-deps extracts it (needs root and Debian packages)"
         )
 
     def run(*args: str) -> str:
