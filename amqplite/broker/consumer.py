@@ -107,7 +107,8 @@ class DeliveryChannel:
 
     def deliver(self, consumer: Consumer, entry: QueueEntry) -> None:
         """Assign a delivery tag, track the message unless auto-acked, and send it."""
-        tag = self._new_tag()
+        tag = self.next_tag
+        self.next_tag = tag + 1
         queue = consumer.queue
         stats, totals = queue.stats, queue.totals
         if entry.delivery_count:

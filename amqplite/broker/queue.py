@@ -409,7 +409,7 @@ class Queue:
                 entry = self.take()
                 if entry is None:
                     return
-                active.deliver(entry)
+                active.channel.deliver(active, entry)
             return
         if self._groups is not None:
             self._dispatch_by_priority(self._groups)
@@ -426,7 +426,7 @@ class Queue:
             entry = self.take()
             if entry is None:
                 return
-            consumer.deliver(entry)
+            consumer.channel.deliver(consumer, entry)
 
     def _dispatch_by_priority(self, groups: list[deque[Consumer]]) -> None:
         ready = self.ready
@@ -446,7 +446,7 @@ class Queue:
             entry = self.take()
             if entry is None:
                 return
-            chosen.deliver(entry)
+            chosen.channel.deliver(chosen, entry)
 
     def _check(self) -> None:
         """Assert the queue's invariants (tests call this between operations)."""

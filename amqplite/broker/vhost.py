@@ -528,7 +528,9 @@ class VHost:
 
     def route_message(self, exchange_name: str, message: Message) -> Routed:
         """Route a message and enqueue it where the queues' limits allow."""
-        exchange = self.exchange(exchange_name)
+        exchange = self.exchanges.get(exchange_name)
+        if exchange is None:
+            exchange = self.exchange(exchange_name)  # 404
         if exchange.internal:
             raise ChannelException(
                 ReplyCode.ACCESS_REFUSED,
@@ -538,7 +540,7 @@ class VHost:
             )
         self.totals.received += 1
         exchange.publish_in += 1
-        hold = getattr(exchange.router, "hold", None)
+        hold = exchange.hold
         if hold is not None and hold(message):
             return Routed([], [], held=True)
         return self._deliver(exchange, message)
@@ -551,6 +553,15 @@ class VHost:
         return self._deliver(exchange, message)
 
     def _deliver(self, exchange: Exchange, message: Message) -> Routed:
+        queue = self.queues.get(message.routing_key) if exchange.name == "" else None
+        if queue is not None:  # the default exchange: the queue the key names, nothing else
+            exchange.publish_out += 1
+            taken = queue.enqueue(message) is not None
+            routed = Routed([queue], []) if taken else Routed([], [queue])
+            if queue.consumers:
+                queue.dispatch()
+            queue.expire_if_due_now()
+            return routed
         queues = self.route(exchange, message.routing_key, message.headers)
         if queues:
             exchange.publish_out += 1

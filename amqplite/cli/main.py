@@ -220,8 +220,6 @@ def _serve(args: argparse.Namespace) -> int:
     setup_logging(config)
     import trio
 
-    from amqplite.cluster.etcd_codec import EtcdError
-    from amqplite.cluster.membership import ClusterError
     from amqplite.server.node import run_node
 
     try:
@@ -230,8 +228,12 @@ def _serve(args: argparse.Namespace) -> int:
         error = leaf_error(exc)
         if isinstance(error, ConfigError):
             return fail(f"configuration error: {error}", 2)
-        if isinstance(error, EtcdError | ClusterError):
-            return fail(f"cluster: {error}", 1)
+        if type(error).__module__.startswith("amqplite.cluster."):
+            from amqplite.cluster.etcd_codec import EtcdError  # not imported unless clustered
+            from amqplite.cluster.membership import ClusterError
+
+            if isinstance(error, EtcdError | ClusterError):
+                return fail(f"cluster: {error}", 1)
         if isinstance(error, ListenError):
             return fail(str(error), 1)
         if isinstance(error, OSError):

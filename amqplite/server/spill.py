@@ -20,6 +20,7 @@ PAGING_RATIO: Final = (
     0.5  # of the memory watermark (RabbitMQ's vm_memory_high_watermark_paging_ratio)
 )
 INTERVAL: Final = 0.02  # seconds between batches while bodies are pending
+IDLE_CHECK: Final = 1.0  # seconds between looks for retired descriptors while idle
 BATCH_BYTES: Final = 4 * 2**20  # a batch this large is written without waiting for the interval
 
 
@@ -36,6 +37,11 @@ async def run_pager(pager: TransientPager) -> None:
     """Write pending bodies in batches, forever; close retired spill descriptors off the loop."""
     try:
         while True:
+            if not pager.pending and not pager.has_retired:  # idle: sleep until bodies come
+                woken = trio.Event()
+                pager.on_pending = woken.set
+                with trio.move_on_after(IDLE_CHECK):  # retired descriptors need no hurry
+                    await woken.wait()
             await trio.sleep(INTERVAL if pager.pending_bytes < BATCH_BYTES else 0)
             batch = pager.take()
             if batch is not None:

@@ -21,7 +21,7 @@ from amqplite.protocol.methods import (
 )
 from amqplite.protocol.writers import GetOk, Return, get_ok_parts, return_parts
 from amqplite.session import direct_reply
-from amqplite.session.access import check_topic, check_user_id
+from amqplite.session.access import USER_ID_BIT, check_topic, check_user_id
 from amqplite.session.channel import ChannelSession, ConfirmMode
 from amqplite.session.context import SessionContext
 from amqplite.session.limits import check_consumers
@@ -113,9 +113,14 @@ def publish(
     vhost = ctx.open_vhost
     ctx.publishing = True
     ctx.allow("write", "exchange", exchange, ClassId.BASIC, 40)
-    vhost.exchange(exchange)  # 404 before anything else
-    check_user_id(ctx.user, properties_bin, ClassId.BASIC, 40)
-    check_topic(ctx.broker, ctx.user, vhost.name, exchange, routing_key, "write", ClassId.BASIC, 40)
+    if exchange not in vhost.exchanges:
+        vhost.exchange(exchange)  # 404 before anything else
+    if properties_bin[1] & USER_ID_BIT:
+        check_user_id(ctx.user, properties_bin, ClassId.BASIC, 40)
+    if ctx.broker.topic_permissions:
+        check_topic(
+            ctx.broker, ctx.user, vhost.name, exchange, routing_key, "write", ClassId.BASIC, 40
+        )
     if direct_reply.MARK in properties_bin:  # reply_to=amq.rabbitmq.reply-to, most likely
         properties_bin = direct_reply.stamp_reply_to(ctx, channel, properties_bin)
     message = make_message(exchange, routing_key, properties_bin, body)

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Final, Protocol
 
@@ -26,6 +27,10 @@ SPILL_DIR: Final = "transient"
 FILE_BYTES: Final = 64 * 2**20  # a new spill file after this many bytes
 ENTRY_OVERHEAD: Final = 400  # bytes of bookkeeping per resident message, beside its body
 _IOV: Final = 512  # bodies per writev call (under IOV_MAX)
+
+
+def _nothing() -> None:
+    """Default wake-up: no pager task listens."""
 
 
 class SpilledEntry(JournaledEntry, Protocol):
@@ -117,6 +122,7 @@ class TransientPager:
         self._file: SpillFile | None = None
         self._number = 0
         self._retired: list[int] = []  # read descriptors of paged bodies gone, to close off-loop
+        self.on_pending: Callable[[], None] = _nothing  # the pager task's wake-up
         clear_spill_dir(directory)
         directory.mkdir(parents=True, exist_ok=True)
 
@@ -133,11 +139,13 @@ class TransientPager:
     def enqueue(self, entry: SpilledEntry) -> None:
         """A transient message entered a queue: beyond the threshold, queue it for paging out."""
         message = entry.message
-        if self.paging.is_paged(message):
-            return
         size = message.size
-        self.recent += size + ENTRY_OVERHEAD
+        self.recent += size + ENTRY_OVERHEAD  # a body already paged counts too: an overestimate
         if self.measured + self.recent > self.threshold and size:
+            if self.paging.is_paged(message):
+                return
+            if not self.pending:
+                self.on_pending()
             self.pending.append((entry, message))
             self.pending_bytes += size
 
