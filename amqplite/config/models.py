@@ -54,6 +54,12 @@ class ManagementConfig:
     port: int = attrs.field(default=15672, metadata=PORT)
     # rabbitmq_*-compatible metrics without auth: None = 15692 when free, 0 = off
     prometheus_port: int | None = attrs.field(default=None, metadata=PORT)
+    # HTTPS on its own port beside the plain one (RabbitMQ's management.ssl.*, port 15671);
+    # the same keys as the AMQP tls section
+    tls: TlsConfig = TlsConfig(port=15671)
+    # the metrics over HTTPS with management.tls's certificate (RabbitMQ's prometheus.ssl.port,
+    # 15691); 0 = off
+    prometheus_tls_port: int = attrs.field(default=0, metadata=PORT)
 
 
 @attrs.frozen

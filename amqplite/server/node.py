@@ -181,6 +181,7 @@ async def run_node(
             if config.management.enabled:
                 from amqplite.management.server import run_management
 
+                https = config.management.tls
                 await handlers.start(
                     partial(
                         run_management,
@@ -188,6 +189,9 @@ async def run_node(
                         config.management,
                         store=committer.store,
                         wait_durable=committer.wait_durable,
+                        tls_context=server_context(https, "management.tls")
+                        if https.enabled
+                        else None,
                     )
                 )
             if node.cluster is not None:
