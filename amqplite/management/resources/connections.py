@@ -93,6 +93,9 @@ def render_connection(app: ManagementApp, conn: ConnectionView) -> dict[str, Any
     if provided:
         item["user_provided_name"] = jsonable(provided)
     item.update(socket_fields(app, conn))
+    quota = getattr(conn, "quota", None)  # server.quota.ConnectionQuota: the byte-rate quotas
+    if quota is not None:
+        item.update(quota.snapshot())
     return item
 
 
