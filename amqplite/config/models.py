@@ -87,6 +87,8 @@ class Limits:
     max_unfinished_content_bytes: int = attrs.field(
         default=256 * 1024 * 1024, metadata=limit(min=1)
     )
+    # bytes a channel's uncommitted transaction may hold (bodies, 64 per ack); past it: 406
+    max_tx_bytes_per_channel: int = attrs.field(default=256 * 1024 * 1024, metadata=limit(min=1))
     # 0 = no limit, RabbitMQ's default for each of these
     max_connections: int = attrs.field(default=0, metadata=limit(min=0))
     max_consumers_per_channel: int = attrs.field(default=0, metadata=limit(min=0))

@@ -490,6 +490,8 @@ class Session(SessionOutput, PagedOutput):
         if key in self._allowed:
             return
         check_access(permission, access, kind, name, vhost, user, class_id, method_id)
+        if len(self._allowed) >= limits.PERMISSION_CACHE_SIZE:
+            self._allowed.clear()  # bounded: a client naming ever new resources costs no memory
         self._allowed.add(key)
 
     def _release_held(self) -> None:
