@@ -130,6 +130,7 @@ class Broker:
             del self.permissions[key]
         for key in [k for k in self.topic_permissions if k[0] == name]:
             del self.topic_permissions[key]
+        self.user_limits.pop(name, None)
         if self.config_listener is not None:
             self.config_listener.user_deleted(name)
 
@@ -151,13 +152,40 @@ class Broker:
         if user not in self.users or vhost not in self.vhosts:
             raise KeyError(user if user not in self.users else vhost)
         self.topic_permissions.setdefault((user, vhost), {})[permission.exchange] = permission
+        self._topic_permissions_changed(user, vhost)
 
     def clear_topic_permission(self, user: str, vhost: str, exchange: str) -> None:
         """Lift a user's routing-key limits on an exchange (no-op if there were none)."""
         by_exchange = self.topic_permissions.get((user, vhost), {})
-        by_exchange.pop(exchange, None)
+        if by_exchange.pop(exchange, None) is None:
+            return
         if not by_exchange:
             self.topic_permissions.pop((user, vhost), None)
+        self._topic_permissions_changed(user, vhost)
+
+    def _topic_permissions_changed(self, user: str, vhost: str) -> None:
+        if self.config_listener is not None:
+            by_exchange = self.topic_permissions.get((user, vhost), {})
+            self.config_listener.topic_permissions_set(user, vhost, list(by_exchange.values()))
+
+    def set_limit(self, kind: str, name: str, limit: str, value: int) -> None:
+        """Set a user's or vhost's limit (kind "user" or "vhost"; KeyError if it is missing)."""
+        limits = self.user_limits if kind == "user" else self.vhost_limits
+        if name not in (self.users if kind == "user" else self.vhosts):
+            raise KeyError(name)
+        limits.setdefault(name, {})[limit] = value
+        if self.config_listener is not None:
+            self.config_listener.limits_set(kind, name, dict(limits[name]))
+
+    def clear_limit(self, kind: str, name: str, limit: str) -> None:
+        """Remove a user's or vhost's limit (no-op if it has none)."""
+        limits = self.user_limits if kind == "user" else self.vhost_limits
+        if limits.get(name, {}).pop(limit, None) is None:
+            return
+        if not limits[name]:
+            del limits[name]
+        if self.config_listener is not None:
+            self.config_listener.limits_set(kind, name, dict(limits.get(name, {})))
 
     def topic_permission_of(self, user: str, vhost: str, exchange: str) -> TopicPermission | None:
         """The user's routing-key limits on an exchange, or None (any routing key)."""
@@ -179,6 +207,7 @@ class Broker:
             del self.permissions[key]
         for key in [k for k in self.topic_permissions if k[1] == name]:
             del self.topic_permissions[key]
+        self.vhost_limits.pop(name, None)
         for vhost_name, policy_name in [k for k in self.policies if k[0] == name]:
             del self.policies[(vhost_name, policy_name)]  # as RabbitMQ: they go with the vhost
             if self.config_listener is not None:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from amqplite.broker.auth import Permission
+    from amqplite.broker.auth import Permission, TopicPermission
     from amqplite.broker.message import QueueEntry
     from amqplite.broker.policy import Policy
     from amqplite.broker.queue import Queue
@@ -81,6 +81,14 @@ class ConfigListener(Protocol):
 
     def policy_cleared(self, vhost: str, name: str) -> None:
         """A policy was removed."""
+
+    def topic_permissions_set(
+        self, user: str, vhost: str, permissions: Sequence[TopicPermission]
+    ) -> None:
+        """A user's topic permissions on a vhost are now these (none: cleared)."""
+
+    def limits_set(self, kind: str, name: str, limits: Mapping[str, int]) -> None:
+        """A user's or vhost's limits are now these (kind "user" or "vhost"; none: cleared)."""
 
 
 class PluginStateStore(Protocol):

@@ -54,6 +54,12 @@ class ManagementConfig:
     port: int = attrs.field(default=15672, metadata=PORT)
     # rabbitmq_*-compatible metrics without auth: None = 15692 when free, 0 = off
     prometheus_port: int | None = attrs.field(default=None, metadata=PORT)
+    # HTTPS on its own port beside the plain one (RabbitMQ's management.ssl.*, port 15671);
+    # the same keys as the AMQP tls section
+    tls: TlsConfig = TlsConfig(port=15671)
+    # the metrics over HTTPS with management.tls's certificate (RabbitMQ's prometheus.ssl.port,
+    # 15691); 0 = off
+    prometheus_tls_port: int = attrs.field(default=0, metadata=PORT)
 
 
 @attrs.frozen
@@ -81,6 +87,8 @@ class Limits:
     max_unfinished_content_bytes: int = attrs.field(
         default=256 * 1024 * 1024, metadata=limit(min=1)
     )
+    # bytes a channel's uncommitted transaction may hold (bodies, 64 per ack); past it: 406
+    max_tx_bytes_per_channel: int = attrs.field(default=256 * 1024 * 1024, metadata=limit(min=1))
     # 0 = no limit, RabbitMQ's default for each of these
     max_connections: int = attrs.field(default=0, metadata=limit(min=0))
     max_consumers_per_channel: int = attrs.field(default=0, metadata=limit(min=0))

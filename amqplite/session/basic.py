@@ -20,7 +20,7 @@ from amqplite.protocol.methods import (
     spec,
 )
 from amqplite.protocol.writers import GetOk, Return, get_ok_parts, return_parts
-from amqplite.session import direct_reply
+from amqplite.session import direct_reply, limits
 from amqplite.session.access import USER_ID_BIT, check_topic, check_user_id
 from amqplite.session.channel import ChannelSession, ConfirmMode
 from amqplite.session.context import SessionContext
@@ -125,6 +125,7 @@ def publish(
         properties_bin = direct_reply.stamp_reply_to(ctx, channel, properties_bin)
     message = make_message(exchange, routing_key, properties_bin, body)
     if channel.mode is ConfirmMode.TX:
+        limits.hold_in_tx(ctx.settings, channel, len(body), ClassId.BASIC, 40)
         channel.tx_ops.append(("publish", exchange, mandatory, message))
         return
     route(ctx, channel, exchange, mandatory, message)
@@ -179,6 +180,7 @@ def ack(
     `deferred`: the caller runs broker.flush_acks after a run of acks, to deliver once.
     """
     if channel.mode is ConfirmMode.TX:
+        limits.hold_in_tx(ctx.settings, channel, 0, ClassId.BASIC, 80)
         channel.tx_ops.append(("ack", delivery_tag, multiple))
     elif deferred:
         ctx.broker.ack_deferred(channel.delivery, delivery_tag, multiple)
@@ -189,6 +191,7 @@ def ack(
 def basic_nack(ctx: SessionContext, channel: ChannelSession, command: Command) -> None:
     m = cast(BasicNack, command.method)
     if channel.mode is ConfirmMode.TX:
+        limits.hold_in_tx(ctx.settings, channel, 0, ClassId.BASIC, 120)
         channel.tx_ops.append(("reject", m.delivery_tag, m.multiple, m.requeue))
         return
     ctx.broker.reject(channel.delivery, m.delivery_tag, m.multiple, m.requeue)
@@ -197,6 +200,7 @@ def basic_nack(ctx: SessionContext, channel: ChannelSession, command: Command) -
 def basic_reject(ctx: SessionContext, channel: ChannelSession, command: Command) -> None:
     m = cast(BasicReject, command.method)
     if channel.mode is ConfirmMode.TX:
+        limits.hold_in_tx(ctx.settings, channel, 0, ClassId.BASIC, 90)
         channel.tx_ops.append(("reject", m.delivery_tag, False, m.requeue))
         return
     ctx.broker.reject(channel.delivery, m.delivery_tag, False, m.requeue)

@@ -498,6 +498,8 @@ class Session(SessionOutput, PagedOutput):
             return
         user, vhost = self._permission_key
         check_access(permission, access, kind, name, vhost, user, class_id, method_id)
+        if len(self._allowed) >= limits.PERMISSION_CACHE_SIZE:
+            self._allowed.clear()  # bounded: a client naming ever new resources costs no memory
         self._allowed.add(key)
 
     def _release_held(self) -> None:
