@@ -462,7 +462,7 @@ class Broker:
         deaths = (message.headers or {}).get("x-death") or []
         targets = [
             q
-            for q in vhost.route(exchange, message.routing_key, message.headers)
+            for q in vhost.route(exchange, message.routing_key, message.headers, message)
             if not is_cycle(q.name, deaths)
         ]
         for target in targets:

@@ -9,6 +9,7 @@ import attrs
 
 from amqplite.protocol.constants import ClassId, ReplyCode
 from amqplite.protocol.errors import ChannelException
+from amqplite.protocol.properties import decode_properties
 
 __all__ = [
     "COMMON_EQUIVALENT_ARGUMENTS",
@@ -20,12 +21,14 @@ __all__ = [
     "ExchangeTypeRegistry",
     "HeldMessage",
     "HoldingRouter",
+    "MessageRouter",
     "PluginState",
     "ReplyCode",
     "Router",
     "Scheduled",
     "Scheduler",
     "assert_args_equivalence",
+    "basic_property",
     "format_argument",
     "freeze",
 ]
@@ -215,6 +218,24 @@ class HeldMessage(Protocol):
     @property
     def persistent(self) -> bool:
         """Published with delivery mode 2 (a durable exchange keeps it on disk)."""
+        ...
+
+    @property
+    def properties_bin(self) -> bytes:
+        """The encoded basic properties (read one with basic_property())."""
+        ...
+
+
+def basic_property(message: HeldMessage, name: str) -> Any:
+    """One basic property of a message by its AMQP name ("message_id", "timestamp"...), or None."""
+    return getattr(decode_properties(message.properties_bin), name, None)
+
+
+class MessageRouter(Router, Protocol):
+    """A router that reads more of a message than its routing key and headers."""
+
+    def route_message(self, message: HeldMessage) -> Iterable[Destination]:
+        """Where the message goes; the vhost calls it instead of route() when it is defined."""
         ...
 
 
