@@ -13,6 +13,7 @@ import attrs
 
 from amqplite.broker.auth import Permission, TopicPermission, check_password, hash_password
 from amqplite.broker.consumer import Consumer, DeliveryChannel, Unacked
+from amqplite.broker.consumer_groups import ConsumerGroups, group_argument
 from amqplite.broker.deadletter import dead_letter_message, is_cycle
 from amqplite.broker.direct_reply import DirectReplies, ReplyConsumer
 from amqplite.broker.durability import (
@@ -92,6 +93,7 @@ class Broker:
         self.usage: Counter[tuple[str, str]] = Counter()
         self._consumer_counter = 0
         self.direct_replies = DirectReplies()
+        self.groups = ConsumerGroups()  # x-consumer-group: partitions spread over members
 
     def add_vhost(self, name: str) -> VHost:
         """Create a vhost (no-op if it exists)."""
@@ -102,6 +104,7 @@ class Broker:
             vhost.plugin_state = self.plugin_state
             vhost.churn = self.churn
             vhost.host = self
+            vhost.on_queue_deleted.append(self._partition_deleted)
             vhost.apply_policies(p for p in self.policies.values() if p.vhost == name)
             if self.config_listener is not None:
                 self.config_listener.vhost_added(name)
@@ -220,6 +223,8 @@ class Broker:
                 ClassId.BASIC,
                 20,
             )
+        group = group_argument(arguments)
+        self.groups.check_consume(queue, group)
         consumer = Consumer(
             tag,
             queue,
@@ -232,6 +237,8 @@ class Broker:
         )
         channel.consumers[tag] = consumer
         queue.add_consumer(consumer)
+        if group is not None:  # the caller dispatches the consumer's own queue (after consume-ok)
+            _dispatch(q for q in self.groups.join(vhost.name, group, consumer) if q is not queue)
         return consumer
 
     def _new_tag(self, channel: DeliveryChannel, tag: str) -> str:
@@ -262,7 +269,9 @@ class Broker:
             return self.direct_replies.cancel(channel, tag)
         queue = consumer.queue
         queue.remove_consumer(consumer)
-        if queue.settings.single_active_consumer and queue.consumers:
+        if queue.partition is not None:
+            _dispatch(self.groups.leave(consumer))  # partitions move to the group's other members
+        elif queue.settings.single_active_consumer and queue.consumers:
             queue.dispatch()  # the next consumer takes over
         if queue.auto_delete and not queue.consumers and queue.had_consumer:
             vhost.remove_queue(queue)
@@ -331,6 +340,10 @@ class Broker:
         self.churn.connection_closed += 1
         for queue in [q for q in vhost.queues.values() if q.exclusive_owner is owner]:
             vhost.remove_queue(queue)
+
+    def _partition_deleted(self, queue: Queue) -> None:
+        """A queue was deleted: a group it belonged to rebalances over its other partitions."""
+        _dispatch(self.groups.queue_deleted(queue))
 
     def _release(self, settled: list[Unacked], requeue: bool) -> None:
         if requeue:
@@ -520,6 +533,13 @@ def _frozen_clock() -> float:
 
 def _no_wake() -> None:
     """Default timer wake-up: nothing to wake."""
+
+
+def _dispatch(queues: Iterable[Queue]) -> None:
+    """Deliver from queues whose consumer changed (a group moved them)."""
+    for queue in queues:
+        if queue.consumers and not queue.deleted:
+            queue.dispatch()
 
 
 def _consumer_priority(arguments: Mapping[str, Any] | None) -> int:
