@@ -277,6 +277,10 @@ class Broker:
             vhost.remove_queue(queue)
         return True
 
+    def _partition_deleted(self, queue: Queue) -> None:
+        """A queue was deleted: a group it belonged to rebalances over its other partitions."""
+        _dispatch(self.groups.queue_deleted(queue))
+
     # -- settling ------------------------------------------------------------------------
 
     def ack(self, channel: DeliveryChannel, delivery_tag: int, multiple: bool) -> None:
@@ -340,10 +344,6 @@ class Broker:
         self.churn.connection_closed += 1
         for queue in [q for q in vhost.queues.values() if q.exclusive_owner is owner]:
             vhost.remove_queue(queue)
-
-    def _partition_deleted(self, queue: Queue) -> None:
-        """A queue was deleted: a group it belonged to rebalances over its other partitions."""
-        _dispatch(self.groups.queue_deleted(queue))
 
     def _release(self, settled: list[Unacked], requeue: bool) -> None:
         if requeue:

@@ -21,7 +21,6 @@ __all__ = [
     "ExchangeTypeRegistry",
     "HeldMessage",
     "HoldingRouter",
-    "MessageRouter",
     "PluginState",
     "ReplyCode",
     "Router",
@@ -110,8 +109,18 @@ class Router(Protocol):
         ...
 
     def route(self, routing_key: str, headers: Arguments | None) -> Iterable[Destination]:
-        """Return the destinations a message goes to (duplicates allowed, the caller dedups)."""
+        """Return the destinations a message goes to (duplicates allowed, the caller dedups).
+
+        A router that reads more of a message (a property) may also define
+        `route_message(message: HeldMessage) -> Iterable[Destination]`: the vhost then calls
+        it instead of route() for a published message (see basic_property()).
+        """
         ...
+
+
+def basic_property(message: HeldMessage, name: str) -> Any:
+    """One basic property of a message by its AMQP name ("message_id", "timestamp"...), or None."""
+    return getattr(decode_properties(message.properties_bin), name, None)
 
 
 class ExchangeType(Protocol):
@@ -206,6 +215,11 @@ class HeldMessage(Protocol):
     """A published message as a holding router sees it; hand it back to ExchangeContext.release."""
 
     @property
+    def properties_bin(self) -> bytes:
+        """The encoded basic properties (read one with basic_property())."""
+        ...
+
+    @property
     def routing_key(self) -> str:
         """The routing key it was published with."""
         ...
@@ -218,24 +232,6 @@ class HeldMessage(Protocol):
     @property
     def persistent(self) -> bool:
         """Published with delivery mode 2 (a durable exchange keeps it on disk)."""
-        ...
-
-    @property
-    def properties_bin(self) -> bytes:
-        """The encoded basic properties (read one with basic_property())."""
-        ...
-
-
-def basic_property(message: HeldMessage, name: str) -> Any:
-    """One basic property of a message by its AMQP name ("message_id", "timestamp"...), or None."""
-    return getattr(decode_properties(message.properties_bin), name, None)
-
-
-class MessageRouter(Router, Protocol):
-    """A router that reads more of a message than its routing key and headers."""
-
-    def route_message(self, message: HeldMessage) -> Iterable[Destination]:
-        """Where the message goes; the vhost calls it instead of route() when it is defined."""
         ...
 
 

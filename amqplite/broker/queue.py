@@ -45,6 +45,7 @@ class Queue:
     ready_bytes: int = 0
     next_seq: int = 0
     had_consumer: bool = False
+    partition: Partition | None = None  # set while a consumer group consumes it: it picks who gets
     deleted: bool = False
     behind: bool = False  # deliverable work waits for output room (flow.py): publishers wait
     last_used: float = 0.0
@@ -55,7 +56,6 @@ class Queue:
     on_delete: Callable[[Queue], object] | None = None  # set by the vhost, for x-expires
     # cluster mode: the node leading this mirrored queue when not this one ("": none); it serves nothing
     led_elsewhere: str | None = None
-    partition: Partition | None = None  # set while a consumer group consumes it: it picks who gets
     _groups: list[deque[Consumer]] | None = None  # consumers by x-priority, when they differ
     _due_now: QueueEntry | None = None  # a TTL-0 entry being offered to consumers at publish
 
