@@ -53,13 +53,12 @@ def _hash64(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
 
 
-def _mix64(value: int) -> float:
-    """A uniform number in (0, 1) from a 64-bit value (splitmix64's finaliser)."""
-    z = (value + 0x9E3779B97F4A7C15) & _MASK
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
-    z ^= z >> 31
-    return (z + 1) / (_MASK + 2)
+_SPREAD: Final = 0x9E3779B97F4A7C15  # odd: multiplying by it mod 2**64 spreads the bits upward
+
+
+def _score(key: int, seed: int) -> int:
+    """A 64-bit pseudo-random score of a (value, destination) pair."""
+    return ((key ^ seed) * _SPREAD) & _MASK
 
 
 def _weight(routing_key: str) -> int | None:
@@ -84,11 +83,12 @@ def _text(value: Any) -> str | None:
 class ConsistentHashRouter:
     """The weighted destinations of one exchange, and what the exchange hashes on."""
 
-    __slots__ = ("_candidates", "_header", "_property", "_weights")
+    __slots__ = ("_candidates", "_header", "_property", "_uniform", "_weights")
 
     def __init__(self, header: str | None = None, property_name: str | None = None) -> None:
         self._weights: dict[Destination, int] = {}  # summed over the destination's bindings
         self._candidates: list[tuple[Destination, int, float]] | None = None
+        self._uniform = True  # every destination has the same weight
         self._header = header
         self._property = property_name
 
@@ -121,7 +121,7 @@ class ConsistentHashRouter:
         return self.route(message.routing_key, message.headers)
 
     def _winner(self, value: str | None) -> list[Destination]:
-        """The destination with the highest weighted score for `value`."""
+        """The destination with the highest (weighted) score for `value`."""
         if value is None:
             return []
         candidates = self._candidates
@@ -130,12 +130,19 @@ class ConsistentHashRouter:
                 (destination, _hash64(f"{destination.kind}\0{destination.name}"), float(weight))
                 for destination, weight in sorted(self._weights.items())
             ]
+            self._uniform = len({weight for _, _, weight in candidates}) <= 1
         if not candidates:
             return []
         key = _hash64(value)
         best, best_score = candidates[0][0], -1.0
+        if self._uniform:  # equal weights: the highest raw score wins (what the formula gives)
+            for destination, seed, _ in candidates:
+                raw = _score(key, seed)
+                if raw > best_score:
+                    best, best_score = destination, raw
+            return [best]
         for destination, seed, weight in candidates:
-            score = weight / -math.log(_mix64(key ^ seed))
+            score = weight / -math.log((_score(key, seed) + 1) / (_MASK + 2))
             if score > best_score:
                 best, best_score = destination, score
         return [best]

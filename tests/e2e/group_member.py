@@ -1,4 +1,4 @@
-"""One consumer-group member as its own process (pika), for tests/e2e/test_consumer_groups.py.
+"""One consumer-group member as its own process (pika), for tests/e2e/test_pika_consumer_groups.py.
 
 It consumes every partition queue named on the command line with `x-consumer-group`, prints
 `ready` once subscribed, then for each message (body "<key>:<seq>") does its work, prints
