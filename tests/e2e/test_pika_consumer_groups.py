@@ -211,6 +211,33 @@ def test_hash_header_exchange_and_argument_errors(hash_broker: BrokerProcess, ui
         close_quietly(conn)
 
 
+def test_hash_property_message_id_keeps_each_id_on_one_queue(
+    hash_broker: BrokerProcess, uid: str
+) -> None:
+    conn = connect(hash_broker)
+    try:
+        ch = conn.channel()
+        arguments = {"hash-property": "message_id"}
+        ch.exchange_declare(uid, "x-consistent-hash", auto_delete=True, arguments=arguments)
+        names = [f"{uid}.m{i}" for i in range(3)]
+        for name in names:
+            ch.queue_declare(name, auto_delete=True)
+            ch.queue_bind(name, uid, routing_key="1")
+        for i in range(300):
+            props = pika.BasicProperties(message_id=f"m{i % 30}")
+            ch.basic_publish(uid, f"random-{i}", b"x", props)
+        ch.basic_publish(uid, "no-message-id", b"x")  # not routed: nothing to hash
+        where: dict[str, set[str]] = defaultdict(set)
+        for name in names:
+            while (got := ch.basic_get(name, auto_ack=True))[0] is not None:
+                where[got[1].message_id].add(name)
+        assert len(where) == 30
+        assert all(len(queues) == 1 for queues in where.values())
+        assert len(set().union(*where.values())) == 3
+    finally:
+        close_quietly(conn)
+
+
 def test_group_failover_keeps_per_key_order_and_loses_nothing(
     hash_broker: BrokerProcess, uid: str, members: list[MemberProcess]
 ) -> None:
