@@ -21,6 +21,7 @@ import pika
 import pika.exceptions
 import pytest
 from broker_process import BrokerProcess, start_broker
+from mgmt_helpers import call, wait_for
 from pika_helpers import close_quietly, connect
 
 MEMBER = Path(__file__).with_name("group_member.py")
@@ -288,3 +289,29 @@ def test_a_joining_member_takes_its_share_without_breaking_per_key_order(
     handled = Counter((r.key, r.seq) for m in members for r in m.records)
     assert set(handled.values()) == {1}  # nobody died: each message handled exactly once
     assert len({r.queue for r in joiner.records}) == 1  # its share: one partition of three
+
+
+def test_the_management_api_shows_which_member_receives_each_partition(
+    hash_broker: BrokerProcess, uid: str, members: list[MemberProcess]
+) -> None:
+    names = partitioned(hash_broker, uid)
+    for name in ("a", "b"):
+        members.append(MemberProcess(name, hash_broker, uid, names))
+        members[-1].wait_ready()
+
+    def group_consumers() -> list[dict[str, object]]:
+        reply = call(hash_broker.management_url, "GET", "/api/consumers")
+        assert reply.status == 200
+        mine = [c for c in reply.json if c["queue"]["name"] in names]
+        return mine if len(mine) == 6 else []
+
+    consumers = wait_for(group_consumers)
+    assert all(c["arguments"] == {"x-consumer-group": uid} for c in consumers)
+    for name in names:
+        on_queue = [c for c in consumers if c["queue"]["name"] == name]
+        statuses = sorted(str(c["activity_status"]) for c in on_queue)
+        assert statuses == ["single_active", "waiting"], on_queue
+    active_per_connection = Counter(
+        c["channel_details"]["connection_name"] for c in consumers if c["active"]
+    )
+    assert sorted(active_per_connection.values()) == [1, 2]  # three partitions, two members
