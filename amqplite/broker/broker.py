@@ -13,6 +13,7 @@ import attrs
 
 from amqplite.broker.auth import Permission, TopicPermission, check_password, hash_password
 from amqplite.broker.consumer import Consumer, DeliveryChannel, Unacked
+from amqplite.broker.consumer_groups import ConsumerGroups, group_argument
 from amqplite.broker.deadletter import dead_letter_message, is_cycle
 from amqplite.broker.direct_reply import DirectReplies, ReplyConsumer
 from amqplite.broker.durability import (
@@ -92,6 +93,7 @@ class Broker:
         self.usage: Counter[tuple[str, str]] = Counter()
         self._consumer_counter = 0
         self.direct_replies = DirectReplies()
+        self.groups = ConsumerGroups()  # x-consumer-group: partitions spread over members
 
     def add_vhost(self, name: str) -> VHost:
         """Create a vhost (no-op if it exists)."""
@@ -102,6 +104,7 @@ class Broker:
             vhost.plugin_state = self.plugin_state
             vhost.churn = self.churn
             vhost.host = self
+            vhost.on_queue_deleted.append(self._partition_deleted)
             vhost.apply_policies(p for p in self.policies.values() if p.vhost == name)
             if self.config_listener is not None:
                 self.config_listener.vhost_added(name)
@@ -249,6 +252,8 @@ class Broker:
                 ClassId.BASIC,
                 20,
             )
+        group = group_argument(arguments)
+        self.groups.check_consume(queue, group)
         consumer = Consumer(
             tag,
             queue,
@@ -261,6 +266,8 @@ class Broker:
         )
         channel.consumers[tag] = consumer
         queue.add_consumer(consumer)
+        if group is not None:  # the caller dispatches the consumer's own queue (after consume-ok)
+            _dispatch(q for q in self.groups.join(vhost.name, group, consumer) if q is not queue)
         return consumer
 
     def _new_tag(self, channel: DeliveryChannel, tag: str) -> str:
@@ -291,11 +298,17 @@ class Broker:
             return self.direct_replies.cancel(channel, tag)
         queue = consumer.queue
         queue.remove_consumer(consumer)
-        if queue.settings.single_active_consumer and queue.consumers:
+        if queue.partition is not None:
+            _dispatch(self.groups.leave(consumer))  # partitions move to the group's other members
+        elif queue.settings.single_active_consumer and queue.consumers:
             queue.dispatch()  # the next consumer takes over
         if queue.auto_delete and not queue.consumers and queue.had_consumer:
             vhost.remove_queue(queue)
         return True
+
+    def _partition_deleted(self, queue: Queue) -> None:
+        """A queue was deleted: a group it belonged to rebalances over its other partitions."""
+        _dispatch(self.groups.queue_deleted(queue))
 
     # -- settling ------------------------------------------------------------------------
 
@@ -491,7 +504,7 @@ class Broker:
         deaths = (message.headers or {}).get("x-death") or []
         targets = [
             q
-            for q in vhost.route(exchange, message.routing_key, message.headers)
+            for q in vhost.route(exchange, message.routing_key, message.headers, message)
             if not is_cycle(q.name, deaths)
         ]
         for target in targets:
@@ -549,6 +562,13 @@ def _frozen_clock() -> float:
 
 def _no_wake() -> None:
     """Default timer wake-up: nothing to wake."""
+
+
+def _dispatch(queues: Iterable[Queue]) -> None:
+    """Deliver from queues whose consumer changed (a group moved them)."""
+    for queue in queues:
+        if queue.consumers and not queue.deleted:
+            queue.dispatch()
 
 
 def _consumer_priority(arguments: Mapping[str, Any] | None) -> int:

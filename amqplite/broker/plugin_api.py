@@ -9,6 +9,7 @@ import attrs
 
 from amqplite.protocol.constants import ClassId, ReplyCode
 from amqplite.protocol.errors import ChannelException
+from amqplite.protocol.properties import decode_properties
 
 __all__ = [
     "COMMON_EQUIVALENT_ARGUMENTS",
@@ -26,6 +27,7 @@ __all__ = [
     "Scheduled",
     "Scheduler",
     "assert_args_equivalence",
+    "basic_property",
     "format_argument",
     "freeze",
 ]
@@ -107,8 +109,18 @@ class Router(Protocol):
         ...
 
     def route(self, routing_key: str, headers: Arguments | None) -> Iterable[Destination]:
-        """Return the destinations a message goes to (duplicates allowed, the caller dedups)."""
+        """Return the destinations a message goes to (duplicates allowed, the caller dedups).
+
+        A router that reads more of a message (a property) may also define
+        `route_message(message: HeldMessage) -> Iterable[Destination]`: the vhost then calls
+        it instead of route() for a published message (see basic_property()).
+        """
         ...
+
+
+def basic_property(message: HeldMessage, name: str) -> Any:
+    """One basic property of a message by its AMQP name ("message_id", "timestamp"...), or None."""
+    return getattr(decode_properties(message.properties_bin), name, None)
 
 
 class ExchangeType(Protocol):
@@ -201,6 +213,11 @@ class Scheduler(Protocol):
 
 class HeldMessage(Protocol):
     """A published message as a holding router sees it; hand it back to ExchangeContext.release."""
+
+    @property
+    def properties_bin(self) -> bytes:
+        """The encoded basic properties (read one with basic_property())."""
+        ...
 
     @property
     def routing_key(self) -> str:

@@ -20,6 +20,7 @@ from amqplite.protocol.properties import replace_headers
 
 if TYPE_CHECKING:
     from amqplite.broker.consumer import Consumer
+    from amqplite.broker.consumer_groups import Partition
     from amqplite.broker.durability import QueueJournal
 
 EXPIRE_BATCH: Final = 500  # messages expired per timer turn, so a flood never stalls the loop
@@ -44,6 +45,7 @@ class Queue:
     ready_bytes: int = 0
     next_seq: int = 0
     had_consumer: bool = False
+    partition: Partition | None = None  # set while a consumer group consumes it: it picks who gets
     deleted: bool = False
     behind: bool = False  # deliverable work waits for output room (flow.py): publishers wait
     last_used: float = 0.0
@@ -371,7 +373,9 @@ class Queue:
 
     @property
     def active_consumer(self) -> Consumer | None:
-        """With x-single-active-consumer: the one consumer that receives."""
+        """With x-single-active-consumer or a consumer group: the one consumer that receives."""
+        if self.partition is not None:
+            return self.partition.active()
         return self.consumers[0] if self.consumers else None
 
     def dispatch(self) -> None:
@@ -394,17 +398,19 @@ class Queue:
     def update_behind(self) -> None:
         """Behind: ready messages a consumer with credit would take but for output room."""
         consumers = self.consumers
-        if self.settings.single_active_consumer and consumers:
-            consumers = deque((consumers[0],))
+        if (self.settings.single_active_consumer or self.partition is not None) and consumers:
+            active = self.active_consumer
+            consumers = deque(() if active is None else (active,))
         behind = bool(len(self.ready)) and any(c.waits_for_room() for c in consumers)
         if behind is not self.behind:
             self.host.set_behind(self, behind)
 
     def _deliver_ready(self) -> None:
         ready = self.ready
-        if self.settings.single_active_consumer:
+        if self.settings.single_active_consumer or self.partition is not None:
             active = self.active_consumer
-            assert active is not None
+            if active is None:
+                return
             while len(ready) and active.can_take():
                 entry = self.take()
                 if entry is None:

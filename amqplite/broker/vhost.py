@@ -477,7 +477,13 @@ class VHost:
 
     # -- routing -------------------------------------------------------------------------
 
-    def route(self, exchange: Exchange, routing_key: str, headers: Arguments | None) -> list[Queue]:
+    def route(
+        self,
+        exchange: Exchange,
+        routing_key: str,
+        headers: Arguments | None,
+        message: HeldMessage | None = None,
+    ) -> list[Queue]:
         """The distinct queues a message reaches, through e2e bindings and alternate exchanges."""
         found: dict[str, Queue] = {}
         visited: set[str] = set()
@@ -488,7 +494,7 @@ class VHost:
                 continue
             visited.add(current.name)
             before = len(found)
-            routed_any = self._route_one(current, routing_key, headers, found, pending)
+            routed_any = self._route_one(current, routing_key, headers, found, pending, message)
             if not routed_any and len(found) == before:
                 alternate = current.alternate_exchange()
                 if alternate is not None and alternate in self.exchanges:
@@ -502,6 +508,7 @@ class VHost:
         headers: Arguments | None,
         found: dict[str, Queue],
         pending: list[Exchange],
+        message: HeldMessage | None = None,
     ) -> bool:
         if exchange.name == "":
             queue = self.queues.get(routing_key)
@@ -510,7 +517,12 @@ class VHost:
                 return True
             return False
         routed_any = False
-        for dest in exchange.router.route(routing_key, headers):
+        route_message = getattr(exchange.router, "route_message", None)
+        if route_message is not None and message is not None:
+            destinations = route_message(message)
+        else:
+            destinations = exchange.router.route(routing_key, headers)
+        for dest in destinations:
             routed_any = True
             if dest.kind == "queue":
                 queue = self.queues.get(dest.name)
@@ -562,7 +574,7 @@ class VHost:
                 queue.dispatch()
             queue.expire_if_due_now()
             return routed
-        queues = self.route(exchange, message.routing_key, message.headers)
+        queues = self.route(exchange, message.routing_key, message.headers, message)
         if queues:
             exchange.publish_out += 1
         else:

@@ -260,9 +260,17 @@ def render_consumer(
         "exclusive": consumer.exclusive,
         "prefetch_count": consumer.prefetch_count,
         "arguments": jsonable(consumer.arguments) if consumer.arguments else {},
-        "active": True,
-        "activity_status": "up",
+        **_activity(consumer),
     }
+
+
+def _activity(consumer: Consumer) -> dict[str, Any]:
+    """Whether it receives: with single active consumer or a consumer group, only one does."""
+    queue = consumer.queue
+    if queue.partition is None and not queue.settings.single_active_consumer:
+        return {"active": True, "activity_status": "up"}
+    active = queue.active_consumer is consumer
+    return {"active": active, "activity_status": "single_active" if active else "waiting"}
 
 
 def list_consumers(call: Call) -> Response:
