@@ -34,6 +34,7 @@ PRIORITY: Final = 0x0800
 CORRELATION_ID: Final = 0x0400
 REPLY_TO: Final = 0x0200
 EXPIRATION: Final = 0x0100
+MESSAGE_ID: Final = 0x0080
 _FACT_FLAGS: Final = HEADERS | DELIVERY_MODE | PRIORITY | EXPIRATION
 
 _PROPERTIES: Final[tuple[tuple[str, int, str], ...]] = tuple(
@@ -125,6 +126,27 @@ def _read_facts(properties_bin: bytes) -> MessageFacts:
     except DecodeError as exc:
         raise _malformed(exc) from None
     return MessageFacts(delivery_mode, priority, expiration, headers)
+
+
+def read_message_id(properties_bin: bytes) -> str | None:
+    """The message_id property, or None, skipping the properties before it without decoding."""
+    try:
+        flags, offset = _read_flags(properties_bin)
+        if not flags & MESSAGE_ID:
+            return None
+        for flag in (CONTENT_TYPE, CONTENT_ENCODING):
+            if flags & flag:
+                offset = codec.skip_shortstr(properties_bin, offset)
+        if flags & HEADERS:
+            offset = codec.table_end(properties_bin, offset)
+        offset += bool(flags & DELIVERY_MODE) + bool(flags & PRIORITY)
+        for flag in (CORRELATION_ID, REPLY_TO, EXPIRATION):
+            if flags & flag:
+                offset = codec.skip_shortstr(properties_bin, offset)
+        message_id, _ = codec.read_shortstr(properties_bin, offset, "surrogateescape")
+    except DecodeError as exc:
+        raise _malformed(exc) from None
+    return message_id
 
 
 def decode_properties(properties_bin: bytes) -> commands.Basic.Properties:
