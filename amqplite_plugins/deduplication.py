@@ -17,7 +17,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import ClassVar, Final
 
 from amqplite.broker.plugin_api import (
@@ -69,21 +69,29 @@ def dedup_key(message: HeldMessage) -> str | None:
 
 def header_ttl(message: HeldMessage) -> int | None:
     """A positive x-cache-ttl header (ms) overriding the window's TTL for this message."""
-    value = (message.headers or {}).get(CACHE_TTL)
+    headers = message.headers
+    if not headers:
+        return None
+    value = headers.get(CACHE_TTL)
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         return None
     return value
 
 
+NOTHING_LEFT: Final[tuple[str, ...]] = ()
+
+
 class DedupCache:
     """Keys accepted within a window: at most `size` (oldest out first), each until its TTL ends.
 
-    Times are POSIX seconds passed in by the caller (virtual time in tests).
+    Times are POSIX seconds passed in by the caller (virtual time in tests). Until a key with
+    an expiry is added, `timed` is False and callers may pass any time (0.0) without a clock.
     """
 
     def __init__(self, size: int | None, ttl_ms: int | None) -> None:
         self.size = size
         self.ttl_ms = ttl_ms
+        self.timed = ttl_ms is not None
         self.entries: OrderedDict[str, float] = OrderedDict()  # key -> expiry, inf: none
 
     def __len__(self) -> int:
@@ -98,15 +106,18 @@ class DedupCache:
         """When `key` leaves the window (inf: only by size), or None if it is not in it."""
         return self.entries.get(key)
 
-    def add(self, key: str, now: float, ttl_ms: int | None = None) -> list[str]:
+    def add(self, key: str, now: float, ttl_ms: int | None = None) -> Sequence[str]:
         """Remember `key` from now (ttl_ms overrides the window's); the keys that left for it."""
         ttl = self.ttl_ms if ttl_ms is None else ttl_ms
         self.restore(key, now + ttl / 1000 if ttl is not None else math.inf)
         entries = self.entries
+        size = self.size
+        if not self.timed and (size is None or len(entries) <= size):
+            return NOTHING_LEFT
         gone: list[str] = []
         while entries:
             first, expires = next(iter(entries.items()))
-            if expires > now and (self.size is None or len(entries) <= self.size):
+            if expires > now and (size is None or len(entries) <= size):
                 break
             entries.popitem(last=False)
             gone.append(first)
@@ -114,8 +125,12 @@ class DedupCache:
 
     def restore(self, key: str, expires: float) -> None:
         """Put `key` back at the tail with a known expiry (no eviction)."""
-        self.entries.pop(key, None)
-        self.entries[key] = expires
+        entries = self.entries
+        if key in entries:
+            del entries[key]
+        entries[key] = expires
+        if expires != math.inf:
+            self.timed = True
 
     def forget(self, key: str) -> None:
         """Take `key` out of the window."""
@@ -130,6 +145,7 @@ class StateWindow:
         self.state = state
         self.scheduler = scheduler
         self.persisted: set[str] = set()  # keys with a record in the state
+        self._wall_time = scheduler.wall_time
         records = state.load()
         now = scheduler.wall_time()
         for key, record in sorted(records.items(), key=lambda item: int(item[1]["n"])):
@@ -142,11 +158,13 @@ class StateWindow:
         self._order = itertools.count(max((int(r["n"]) for r in records.values()), default=-1) + 1)
 
     def now(self) -> float:
-        """POSIX seconds (the window's times must mean the same after a restart)."""
-        return self.scheduler.wall_time()
+        """POSIX seconds (the window's times must mean the same after a restart); 0.0 untimed."""
+        return self._wall_time() if self.cache.timed else 0.0
 
     def remember(self, key: str, now: float, ttl_ms: int | None) -> None:
         """Add `key` to the window; forget the records of the keys that leave it for it."""
+        if ttl_ms is not None and not self.cache.timed:
+            now = self._wall_time()  # the first key with an expiry: the window needs the clock
         for gone in self.cache.add(key, now, ttl_ms):
             if gone in self.persisted:
                 self.persisted.discard(gone)

@@ -13,6 +13,7 @@ raise ConnectionException 501 FRAME_ERROR, like undecodable method arguments; Ra
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -20,7 +21,7 @@ import attrs
 from pamqp import commands
 
 from amqplite.protocol import codec
-from amqplite.protocol.codec import U16, DecodeError
+from amqplite.protocol.codec import U16, U32, DecodeError
 from amqplite.protocol.constants import ReplyCode
 from amqplite.protocol.errors import ConnectionException
 
@@ -131,22 +132,33 @@ def _read_facts(properties_bin: bytes) -> MessageFacts:
 def read_message_id(properties_bin: bytes) -> str | None:
     """The message_id property, or None, skipping the properties before it without decoding."""
     try:
-        flags, offset = _read_flags(properties_bin)
+        flags = U16.unpack_from(properties_bin, 0)[0]
         if not flags & MESSAGE_ID:
             return None
-        for flag in (CONTENT_TYPE, CONTENT_ENCODING):
-            if flags & flag:
-                offset = codec.skip_shortstr(properties_bin, offset)
+        offset = 2
+        if flags & 1:  # more flag words (no properties of 0-9-1 live there)
+            flags, offset = _read_flags(properties_bin)
+        if flags & CONTENT_TYPE:
+            offset += 1 + properties_bin[offset]
+        if flags & CONTENT_ENCODING:
+            offset += 1 + properties_bin[offset]
         if flags & HEADERS:
-            offset = codec.table_end(properties_bin, offset)
+            offset += 4 + U32.unpack_from(properties_bin, offset)[0]
         offset += bool(flags & DELIVERY_MODE) + bool(flags & PRIORITY)
-        for flag in (CORRELATION_ID, REPLY_TO, EXPIRATION):
-            if flags & flag:
-                offset = codec.skip_shortstr(properties_bin, offset)
-        message_id, _ = codec.read_shortstr(properties_bin, offset, "surrogateescape")
+        if flags & CORRELATION_ID:
+            offset += 1 + properties_bin[offset]
+        if flags & REPLY_TO:
+            offset += 1 + properties_bin[offset]
+        if flags & EXPIRATION:
+            offset += 1 + properties_bin[offset]
+        end = offset + 1 + properties_bin[offset]
+        if end > len(properties_bin):
+            raise DecodeError("message_id overruns the properties")
+        return properties_bin[offset + 1 : end].decode("utf-8", "surrogateescape")
+    except (IndexError, struct.error) as exc:
+        raise _malformed(DecodeError(f"truncated properties: {exc}")) from None
     except DecodeError as exc:
         raise _malformed(exc) from None
-    return message_id
 
 
 def decode_properties(properties_bin: bytes) -> commands.Basic.Properties:

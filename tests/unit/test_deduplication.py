@@ -6,6 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pamqp import commands
 from queue_helpers import Client, FakeClock, get_all
 
@@ -14,8 +16,8 @@ from amqplite.broker.exchange_types import builtin_registry
 from amqplite.broker.message import Message
 from amqplite.broker.plugin_api import Destination
 from amqplite.config.models import StoreConfig
-from amqplite.protocol.errors import ChannelException
-from amqplite.protocol.properties import encode_properties
+from amqplite.protocol.errors import ChannelException, ConnectionException
+from amqplite.protocol.properties import decode_properties, encode_properties, read_message_id
 from amqplite.server.plugin_loader import load_plugin
 from amqplite.server.restore import recover_into
 from amqplite.store.store import Store
@@ -76,9 +78,9 @@ def boot(directory: Path, wall: Wall) -> tuple[Broker, Store]:
 
 def test_the_cache_evicts_the_oldest_key_beyond_its_size() -> None:
     cache = DedupCache(2, None)
-    assert cache.add("a", 0.0) == []
-    assert cache.add("b", 0.0) == []
-    assert cache.add("c", 0.0) == ["a"]
+    assert list(cache.add("a", 0.0)) == []
+    assert list(cache.add("b", 0.0)) == []
+    assert list(cache.add("c", 0.0)) == ["a"]
     assert not cache.seen("a", 0.0)
     assert cache.seen("b", 0.0)
     assert cache.seen("c", 0.0)
@@ -91,7 +93,7 @@ def test_the_cache_forgets_a_key_when_its_ttl_ends_on_virtual_time() -> None:
     assert cache.seen("a", 100.999)
     assert not cache.seen("a", 101.0)
     cache.add("b", 100.5, ttl_ms=5000)  # a per-message TTL overrides the window's
-    assert cache.add("c", 101.0) == ["a"]  # expired keys at the head leave as others come
+    assert list(cache.add("c", 101.0)) == ["a"]  # expired keys at the head leave as others come
     assert cache.seen("b", 105.4)
     assert not cache.seen("b", 105.5)
 
@@ -147,6 +149,51 @@ def test_queue_window_size_and_ttl_come_from_the_queue_arguments() -> None:
     wall.now += 1.0
     vhost.route_message("", message(b"3 later", "id-3"))  # its TTL ended
     assert get_all(broker, "q") == [b"1", b"2", b"3", b"1 again", b"3 later"]
+
+
+def test_a_ttl_header_times_a_key_in_a_queue_without_a_window_ttl() -> None:
+    wall = Wall()
+    broker = new_broker(wall)
+    vhost = broker.vhosts["/"]
+    vhost.declare_queue("q", arguments=dict(DEDUP))
+    short = {"x-cache-ttl": 1000}
+    vhost.route_message("", message(b"1", "id-1", headers=short))
+    vhost.route_message("", message(b"untimed", "id-2"))
+    wall.now += 0.999
+    vhost.route_message("", message(b"2", "id-1", headers=short))
+    wall.now += 0.001
+    vhost.route_message("", message(b"3", "id-1", headers=short))
+    wall.now += 1000
+    vhost.route_message("", message(b"untimed again", "id-2"))
+    assert get_all(broker, "q") == [b"1", b"untimed", b"3"]
+
+
+@given(
+    st.builds(
+        commands.Basic.Properties,
+        content_type=st.none() | st.text(max_size=20),
+        headers=st.none() | st.dictionaries(st.text(max_size=5), st.integers(0, 9), max_size=3),
+        delivery_mode=st.none() | st.sampled_from([1, 2]),
+        priority=st.none() | st.integers(0, 9),
+        correlation_id=st.none() | st.text(max_size=20),
+        reply_to=st.none() | st.text(max_size=20),
+        expiration=st.none() | st.from_regex(r"[0-9]{1,6}", fullmatch=True),
+        message_id=st.none() | st.text(max_size=60),
+        app_id=st.none() | st.text(max_size=10),
+    )
+)
+def test_message_id_read_without_decoding_matches_the_full_decode(
+    props: commands.Basic.Properties,
+) -> None:
+    encoded = encode_properties(props)
+    assert read_message_id(encoded) == decode_properties(encoded).message_id
+
+
+def test_a_truncated_message_id_is_a_frame_error() -> None:
+    encoded = encode_properties(commands.Basic.Properties(message_id="abcdef"))
+    with pytest.raises(ConnectionException) as caught:
+        read_message_id(encoded[:-2])
+    assert caught.value.reply_code == 501
 
 
 def test_other_queues_of_the_same_publish_are_not_affected() -> None:
