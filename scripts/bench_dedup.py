@@ -72,9 +72,7 @@ def one_round(url: str, pid: int, mode: str, args: argparse.Namespace, round_no:
     for start in range(0, args.count, BATCH):
         ids = range(start, min(start + BATCH, args.count))
         batches.append(
-            b"".join(
-                head + f"{offset + i % cycle:0{ID_WIDTH}d}".encode() + tail for i in ids
-            )
+            b"".join(head + f"{offset + i % cycle:0{ID_WIDTH}d}".encode() + tail for i in ids)
         )
     cpu_before = sample(pid).cpu_seconds
     began = time.perf_counter()
