@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -153,3 +155,22 @@ def test_publishers_retrying_after_kill_9_leave_exactly_one_copy_of_each_id(
     assert not missing, f"{len(missing)} ids never consumed, e.g. {missing[:5]}"
     assert len(consumed) == len(everything)
     print(f"\nconfirmed before the kill: {len(confirmed)}; consumed once each: {len(consumed)}")
+
+
+def test_the_exactly_once_example_applies_each_payment_once(tmp_path: Path) -> None:
+    broker = start_broker(tmp_path / "data", "--config", str(config_file(tmp_path)))
+    try:
+        example = Path(__file__).resolve().parents[2] / "examples/exactly_once/payments.py"
+        done = subprocess.run(
+            [sys.executable, str(example), "--url", broker.url, "--count", "50"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        # every payment was sent twice; the broker kept one copy, so none reached the consumer twice
+        assert done.stdout.strip() == (
+            "sent 100 publishes for 50 payments; applied 50, 0 duplicates delivered"
+        )
+    finally:
+        broker.stop()
