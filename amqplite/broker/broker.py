@@ -317,7 +317,7 @@ class Broker:
         settled = channel.settle(delivery_tag, multiple)
         for item in settled:
             item.queue.stats.ack += 1
-            item.queue.settle(item.entry)
+            item.queue.settle(item.entry, True)
         self.totals.ack += len(settled)
         self._redispatch(settled)
 
@@ -328,7 +328,7 @@ class Broker:
         for item in settled:
             queue = item.queue
             queue.stats.ack += 1
-            queue.settle(item.entry)
+            queue.settle(item.entry, True)
             queues[id(queue)] = queue
             if item.consumer is not None:
                 self._acked_channels[id(channel)] = channel

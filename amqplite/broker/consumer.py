@@ -119,7 +119,7 @@ class DeliveryChannel:
             totals.deliver_no_ack += 1
             self.sink.deliver(self.channel_id, consumer.tag, tag, entry)
             entry.delivery_count += 1
-            queue.settle(entry)
+            queue.settle(entry, True)
             return
         stats.deliver += 1
         totals.deliver += 1
@@ -149,7 +149,7 @@ class DeliveryChannel:
             else:
                 stats.get += 1
         if no_ack:
-            queue.settle(entry)
+            queue.settle(entry, True)
         else:
             self.unacked[tag] = self._track(entry, queue, None)
             queue.unacked_count += 1

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from amqplite.broker.consumer import Consumer
     from amqplite.broker.consumer_groups import Partition
     from amqplite.broker.durability import QueueJournal
+    from amqplite.broker.plugin_api import QueueHooks
 
 EXPIRE_BATCH: Final = 500  # messages expired per timer turn, so a flood never stalls the loop
 
@@ -56,6 +57,7 @@ class Queue:
     on_delete: Callable[[Queue], object] | None = None  # set by the vhost, for x-expires
     # cluster mode: the node leading this mirrored queue when not this one ("": none); it serves nothing
     led_elsewhere: str | None = None
+    hooks: QueueHooks | None = None  # plugins' queue hooks (set by the vhost); None: no plugin
     _groups: list[deque[Consumer]] | None = None  # consumers by x-priority, when they differ
     _due_now: QueueEntry | None = None  # a TTL-0 entry being offered to consumers at publish
 
@@ -191,10 +193,12 @@ class Queue:
 
     # -- messages out ----------------------------------------------------------------------
 
-    def settle(self, entry: QueueEntry) -> None:
+    def settle(self, entry: QueueEntry, acked: bool = False) -> None:
         """An entry leaves the queue for good (acked, auto-acked, dropped): tell the journal."""
         if self.journal is not None and entry.message.persistent and not self.deleted:
             self.journal.remove(entry)
+        if acked and self.hooks is not None:
+            self.hooks.after_ack(entry.message)
 
     def take(self) -> QueueEntry | None:
         """Remove the head entry for delivery; it becomes unacked (or gone if auto-acked).

@@ -20,12 +20,14 @@ from amqplite.broker.plugin_api import (
     ExchangeTypeRegistry,
     HeldMessage,
     Router,
+    Verdict,
 )
 from amqplite.broker.plugin_host import (
     ExchangeState,
     HostScheduler,
     decode_message,
     encode_message,
+    queue_hooks,
 )
 from amqplite.broker.policy import Policy, effective_exchange_policy
 from amqplite.broker.queue import Queue
@@ -313,6 +315,15 @@ class VHost:
             totals=self.totals,
             on_delete=self.remove_queue,
         )
+        plugins = self.registry.queue_plugins()
+        if plugins:
+            try:
+                queue.hooks = queue_hooks(
+                    self.name, queue, plugins, lambda: self.host, lambda: self.plugin_state
+                )
+            except BaseException:
+                queue.deleted = True  # never added: its timers do nothing
+                raise
         self.queues[name] = queue
         self.churn.queue_created += 1
         if durable and not exclusive and self.metadata is not None:
@@ -363,6 +374,8 @@ class VHost:
             consumer.channel.sink.cancel_consumer(consumer.channel.channel_id, consumer.tag)
         queue.consumers.clear()
         queue.purge()
+        if queue.hooks is not None:
+            queue.hooks.close()
         for hook in self.on_queue_deleted:
             hook(queue)
         if queue.durable and not queue.exclusive and self.metadata is not None:
@@ -581,8 +594,13 @@ class VHost:
             self.totals.unroutable += 1
         rejected: list[Queue] = []
         for queue in queues:
+            hooks = queue.hooks
+            if hooks is not None and hooks.before_enqueue(message) is not Verdict.ACCEPT:
+                continue  # a plugin dropped or held it: taken, so confirmed
             if queue.enqueue(message) is None:
                 rejected.append(queue)
+                if hooks is not None:
+                    hooks.refused(message)
         for queue in queues:
             if queue.consumers:
                 queue.dispatch()
