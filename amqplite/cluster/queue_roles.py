@@ -88,6 +88,8 @@ class QueueRoles:
         self.placed: set[QueueRef] = set()
         self.first_seen: dict[QueueRef, float] = {}
         self.leaderless_since: dict[QueueRef, float] = {}
+        # replicas up to this many: no leader (each node's own queue); 0 with queue_leaders "all"
+        self.unled = 0 if agent.config.queue_leaders == "all" else 1
         tee = broker.metadata
         if isinstance(tee, ListenerTee):  # declares reach us before any publish can
             tee.declared = self.declared
@@ -95,7 +97,7 @@ class QueueRoles:
     def declared(self, queue: Queue) -> None:
         """A queue was declared here: if it is mirrored, its confirms wait for a leader."""
         default = self.agent.config.default_replicas
-        if queue.durable and (queue.settings.replicas or default) > 1:
+        if queue.durable and (queue.settings.replicas or default) > self.unled:
             hold(queue)
 
     def lease_valid(self) -> bool:
@@ -103,14 +105,14 @@ class QueueRoles:
         return self.agent.lease_clock.valid(trio.current_time())
 
     def replicated(self) -> Iterator[tuple[QueueRef, Queue, int]]:
-        """Durable, shared queues with more than one replica."""
+        """Durable, shared queues with a leader: more than one replica (or all, as configured)."""
         default = self.agent.config.default_replicas
         for vhost in list(self.broker.vhosts.values()):
             for queue in list(vhost.queues.values()):
                 if not queue.durable or queue.auto_delete or queue.exclusive:
                     continue
                 replicas = queue.settings.replicas or default
-                if replicas > 1:
+                if replicas > self.unled:
                     yield QueueRef(vhost.name, queue.name), queue, replicas
 
     def leader_of(self, ref: QueueRef) -> QueueLeader | None:
