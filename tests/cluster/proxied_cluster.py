@@ -66,6 +66,10 @@ class ProxiedCluster:
         """Start (or restart) a node on its ports, with its data directory."""
         data_dir = self.base / name
         data_dir.mkdir(parents=True, exist_ok=True)
+        log = self.base / f"{name}-broker-{self.amqp_ports[name]}.log"
+        if log.exists():  # a restart: keep what the previous run logged
+            runs = len(list(self.base.glob(f"{log.name}.*")))
+            log.rename(log.with_name(f"{log.name}.{runs + 1}"))
         config = self.base / f"{name}.yaml"
         config.write_text(
             f"cluster:\n  advertise: {self.advertised[name]}\n{self.settings}", encoding="utf-8"

@@ -8,6 +8,7 @@ check and the election's tick and rank delays (about 3 s; the test allows FAILOV
 
 from __future__ import annotations
 
+import importlib.util
 import threading
 import time
 from collections.abc import Iterator
@@ -123,3 +124,57 @@ def test_a_partitioned_leader_stops_confirming_and_the_majority_elects_another(
     received = drain(cluster.url(successor))
     lost = [b for b in [*publisher.confirmed, *during] if b not in received]
     assert lost == [], f"confirmed lost: {len(lost)} of {len(publisher.confirmed) + len(during)}"
+
+
+@pytest.mark.xfail(
+    importlib.util.find_spec("amqplite.cluster.forwarder") is None,
+    reason="a cut-off leader's unconfirmed publishes are nacked only by forwarding's hand-over",
+    strict=True,
+)
+def test_a_publish_held_by_a_cut_off_leader_is_never_confirmed_for_a_message_it_dropped(
+    cluster: ProxiedCluster,
+) -> None:
+    """The old leader takes a publish it cannot confirm; it steps down, then leads again: the
+    publish must be nacked or kept, never confirmed once its copy of the queue is replaced."""
+    with connect(cluster.url("a")) as conn:
+        conn.channel().queue_declare(QUEUE, durable=True, arguments={"x-replicas": 3})
+
+    def placed() -> str | None:
+        leader = cluster.leader(QUEUE)
+        return leader[0] if leader is not None and len(cluster.in_sync(QUEUE)) == 3 else None
+
+    old = wait_for(placed, "a leader and three in-sync members")
+    publisher = Publisher(cluster.url(old), "k")
+    publisher.start()
+    wait_for(lambda: len(publisher.confirmed) >= 20, "20 confirms before the partition")
+    cluster.proxy.isolate(old)  # its publisher's next publish waits for a confirm
+    late = Publisher(cluster.url(old), "late")  # published after the cut: on the old leader only
+    late.start()
+    successor = wait_for(
+        lambda: (lambda c: c[0] if c is not None and c[0] != old else None)(cluster.leader(QUEUE)),
+        "the majority side elects a leader",
+        FAILOVER_BOUND,
+    )
+    held = len(publisher.confirmed)
+    with connect(cluster.url(successor)) as conn:  # its term confirms without the old leader
+        ch = conn.channel()
+        ch.confirm_delivery()
+        ch.basic_publish("", QUEUE, b"during", PERSISTENT)
+    assert old not in cluster.in_sync(QUEUE)
+    cluster.proxy.heal()
+    wait_for(lambda: old in cluster.in_sync(QUEUE), "the old leader back in sync", timeout=30)
+    for name in cluster.nodes:  # only the old leader is left: it leads again
+        if name != old:
+            cluster.kill(name)
+    wait_for(
+        lambda: (lambda c: c is not None and c[0] == old)(cluster.leader(QUEUE)),
+        "the old leader leads again",
+        timeout=30,
+    )
+    with connect(cluster.url(old)) as conn:  # a round trip on its new term: it confirms again
+        ch = conn.channel()
+        ch.confirm_delivery()
+        ch.basic_publish("", QUEUE, b"after", PERSISTENT)
+    received = drain(cluster.url(old))
+    lost = [b for b in [*publisher.confirmed, *late.confirmed, b"during"] if b not in received]
+    assert lost == [], f"confirmed lost: {lost} ({held} confirmed before the cut)"
