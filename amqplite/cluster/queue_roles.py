@@ -10,8 +10,9 @@ delivery counts, so those delivered before are redelivered) and starts feeding t
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import trio
@@ -22,8 +23,8 @@ from amqplite.broker.queue import Queue
 from amqplite.cluster.agent import ClusterAgent
 from amqplite.cluster.definitions_sync import ListenerTee
 from amqplite.cluster.election import NotEligible, QueueElection, QueueKeys
-from amqplite.cluster.etcd_codec import EtcdError, EtcdUnavailable
-from amqplite.cluster.keys import node_key
+from amqplite.cluster.etcd_codec import EtcdError, EtcdUnavailable, RangeResult
+from amqplite.cluster.keys import cluster_prefix, node_key
 from amqplite.cluster.link import QueueRef
 from amqplite.cluster.link_stream import connect, serve
 from amqplite.cluster.mirror_host import MirrorHost
@@ -40,13 +41,34 @@ PLACEMENT_WAIT = 3.0  # seconds a new queue waits for enough registered nodes be
 RANK_DELAY = 0.3  # seconds each in-sync member waits after the one before it to campaign
 
 
-def placement(vhost: str, queue: str, nodes: list[str], replicas: int) -> tuple[str, ...]:
-    """The nodes to hold a queue: the first `replicas` by a hash of queue and node (spreads leaders)."""
+def placement(
+    vhost: str, queue: str, nodes: list[str], replicas: int, leads: Mapping[str, int] | None = None
+) -> tuple[str, ...]:
+    """The nodes to hold a queue, its likely leader first: the node leading fewest queues (`leads`),
+    then the others by a hash of queue and node (ties too), so leaders spread over the nodes."""
 
     def weight(node: str) -> bytes:
         return hashlib.sha256(f"{vhost}\0{queue}\0{node}".encode()).digest()
 
-    return tuple(sorted(nodes, key=weight)[:replicas])
+    ranked = sorted(nodes, key=weight)
+    if leads and ranked:
+        first = min(ranked, key=lambda node: leads.get(node, 0))  # stable: hash order breaks ties
+        ranked = [first, *(node for node in ranked if node != first)]
+    return tuple(ranked[:replicas])
+
+
+def first_members(result: RangeResult) -> dict[str, int]:
+    """How many queues each node is placed first for (their likely leader), from a range of queues/."""
+    counts: dict[str, int] = {}
+    for kv in result.kvs:
+        if kv.key.endswith(b"/members"):
+            try:
+                members = json.loads(kv.value)
+            except ValueError:
+                continue
+            if isinstance(members, list) and members:
+                counts[str(members[0])] = counts.get(str(members[0]), 0) + 1
+    return counts
 
 
 def to_message(stored: StoredMessage) -> Message:
@@ -88,6 +110,8 @@ class QueueRoles:
         self.placed: set[QueueRef] = set()
         self.first_seen: dict[QueueRef, float] = {}
         self.leaderless_since: dict[QueueRef, float] = {}
+        # replicas up to this many: no leader (each node's own queue); 0 with queue_leaders "all"
+        self.unled = 0 if agent.config.queue_leaders == "all" else 1
         tee = broker.metadata
         if isinstance(tee, ListenerTee):  # declares reach us before any publish can
             tee.declared = self.declared
@@ -95,7 +119,7 @@ class QueueRoles:
     def declared(self, queue: Queue) -> None:
         """A queue was declared here: if it is mirrored, its confirms wait for a leader."""
         default = self.agent.config.default_replicas
-        if queue.durable and (queue.settings.replicas or default) > 1:
+        if queue.durable and (queue.settings.replicas or default) > self.unled:
             hold(queue)
 
     def lease_valid(self) -> bool:
@@ -103,14 +127,14 @@ class QueueRoles:
         return self.agent.lease_clock.valid(trio.current_time())
 
     def replicated(self) -> Iterator[tuple[QueueRef, Queue, int]]:
-        """Durable, shared queues with more than one replica."""
+        """Durable, shared queues with a leader: more than one replica (or all, as configured)."""
         default = self.agent.config.default_replicas
         for vhost in list(self.broker.vhosts.values()):
             for queue in list(vhost.queues.values()):
                 if not queue.durable or queue.auto_delete or queue.exclusive:
                     continue
                 replicas = queue.settings.replicas or default
-                if replicas > 1:
+                if replicas > self.unled:
                     yield QueueRef(vhost.name, queue.name), queue, replicas
 
     def leader_of(self, ref: QueueRef) -> QueueLeader | None:
@@ -168,7 +192,11 @@ class QueueRoles:
             first_seen = self.first_seen.setdefault(ref, trio.current_time())
             if len(nodes) < replicas and trio.current_time() - first_seen < PLACEMENT_WAIT:
                 return  # a node that just joined may not be in our view yet
-            members = placement(ref.vhost, ref.name, nodes, replicas)
+            leads: dict[str, int] = {}
+            if await self.agent.client.get(keys.members) is None:  # not placed yet: spread it
+                prefix = cluster_prefix(self.agent.config.name) + b"queues/"
+                leads = first_members(await self.agent.client.get_prefix(prefix))
+            members = placement(ref.vhost, ref.name, nodes, replicas, leads)
             if await election.initialise(members):
                 log.info("queue %s placed on %s", ref.name, ", ".join(members))
             self.placed.add(ref)

@@ -151,6 +151,15 @@ class ClusterConfig:
     lease_ttl: int = attrs.field(default=10, metadata=limit(min=2, max=3600))  # seconds
     # a mirror that has not acked for this long is dropped from the in-sync set before a confirm
     insync_timeout_ms: int = attrs.field(default=1000, metadata=limit(min=10, max=600_000))
+    # host:port the other nodes reach this node's link at ("" = listen's): a proxy or NAT in between
+    advertise: str = attrs.field(
+        default="", metadata=limit(pattern=r"(|[^\s:]+:[0-9]{1,5})", meaning="host:port or empty")
+    )
+    # which durable queues have one leader node: "mirrored" (replicas > 1) or "all" (every shared
+    # queue is owned by one node, as --workers needs; clients elsewhere are sent to it)
+    queue_leaders: str = attrs.field(
+        default="mirrored", metadata=limit(choices=("mirrored", "all"))
+    )
 
 
 @attrs.frozen

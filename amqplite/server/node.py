@@ -257,7 +257,8 @@ def node_record(config: Config, amqp_port: int) -> NodeRecord:
         name=config.cluster.node_name,
         amqp=f"{config.listener.host}:{amqp_port}",
         management=f"http://{mgmt.host}:{mgmt.port}" if mgmt.enabled else "",
-        cluster=f"{config.cluster.listen.host}:{config.cluster.listen.port}",
+        cluster=config.cluster.advertise
+        or f"{config.cluster.listen.host}:{config.cluster.listen.port}",
         started=time.time(),
         version=__version__,
     )
