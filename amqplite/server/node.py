@@ -234,7 +234,9 @@ def start_replication(node: Node, committer: Committer) -> QueueRoles:
         for conn in list(node.connections):
             conn.session.on_commit()
 
-    return QueueRoles(node.cluster, node.broker, committer.store, wake)
+    roles = QueueRoles(node.cluster, node.broker, committer.store, wake)
+    committer.listeners.append(roles.committed)  # forwarded publishes confirmed back
+    return roles
 
 
 def node_record(config: Config, amqp_port: int) -> NodeRecord:

@@ -1,0 +1,263 @@
+"""Clients served by whichever node they reach: real etcd, three real nodes, pika clients.
+
+A publish to a queue led elsewhere is forwarded to its leader and confirmed when the leader
+confirms; a consumer on a node that does not lead the queue gets the leader's deliveries through
+a remote consumer, within its prefetch; a publish taken before anyone led the queue is answered;
+the consumers of a leader that steps down keep receiving; /api/queues shows leader and members.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pika
+import pika.exceptions
+import pytest
+import trio
+from broker_process import BrokerProcess
+from cluster_helpers import EtcdProcess, api_get, start_node, wait_for
+
+from amqplite.cluster.election import QueueElection, QueueKeys
+from amqplite.cluster.etcd_client import EtcdClient
+from amqplite.cluster.queue_roles import placement
+
+pytestmark = pytest.mark.cluster
+
+QUEUE = "forwarded"
+SETTINGS = "  insync_timeout_ms: 500\n"
+PERSISTENT = pika.BasicProperties(delivery_mode=2)
+
+
+def leader_of(etcd: EtcdProcess, queue: str = QUEUE) -> tuple[str | None, tuple[str, ...]]:
+    """The queue's leader and in-sync set, as etcd holds them now."""
+
+    async def read() -> tuple[str | None, tuple[str, ...]]:
+        async with EtcdClient([etcd.url]) as client:
+            election = QueueElection(client, QueueKeys.of("amqplite", "/", queue), "test")
+            current = await election.leader()
+            return (None if current is None else current[0]), (await election.in_sync()).members
+
+    return trio.run(read)
+
+
+@pytest.fixture
+def cluster(etcd: EtcdProcess, tmp_path: Path) -> Iterator[dict[str, BrokerProcess]]:
+    """Nodes a, b, c (resumed, then stopped, after the test)."""
+    nodes: dict[str, BrokerProcess] = {}
+    try:
+        for name in ("a", "b", "c"):
+            nodes[name] = start_node(tmp_path / name, name, etcd, cluster_settings=SETTINGS)
+        yield nodes
+    finally:
+        for node in nodes.values():
+            if node.proc is not None and node.proc.poll() is None:
+                node.proc.send_signal(signal.SIGCONT)
+            node.stop()
+
+
+def connect(node: BrokerProcess) -> pika.BlockingConnection:
+    return pika.BlockingConnection(pika.URLParameters(node.url + "?heartbeat=0"))
+
+
+def declare(etcd: EtcdProcess, node: BrokerProcess) -> str:
+    """Declare the queue (3 replicas) through node; the leader, once all three are in sync."""
+    with connect(node) as conn:
+        conn.channel().queue_declare(QUEUE, durable=True, arguments={"x-replicas": 3})
+
+    def placed() -> str | None:
+        leader, in_sync = leader_of(etcd)
+        return leader if leader is not None and len(in_sync) == 3 else None
+
+    return wait_for(placed, "a leader and three in-sync members")
+
+
+def queue_row(node: BrokerProcess) -> dict[str, object]:
+    """The queue as node's /api/queues shows it."""
+    rows = api_get(node, "/api/queues")
+    return next(row for row in rows if row["name"] == QUEUE)
+
+
+def drain(node: BrokerProcess) -> list[bytes]:
+    """Take every message of the queue through node (basic.get on the leader)."""
+    out = []
+    with connect(node) as conn:
+        ch = conn.channel()
+        while True:
+            method, _, body = ch.basic_get(QUEUE, auto_ack=True)
+            if method is None:
+                return out
+            out.append(body)
+
+
+def test_published_on_one_follower_consumed_on_another_every_confirmed_message_arrives(
+    etcd: EtcdProcess, cluster: dict[str, BrokerProcess]
+) -> None:
+    leader = declare(etcd, cluster["a"])
+    publisher_node, consumer_node = [n for n in cluster if n != leader]
+    bodies = [f"m{i}".encode() for i in range(300)]
+    with connect(cluster[publisher_node]) as conn:
+        ch = conn.channel()
+        ch.confirm_delivery()  # each basic_publish returns once confirmed (NackError if nacked)
+        for body in bodies:
+            ch.basic_publish("", QUEUE, body, PERSISTENT)
+    # the leader holds them all: they were forwarded, not kept on the follower
+    wait_for(lambda: queue_row(cluster[leader])["messages"] == len(bodies), "300 on the leader")
+    assert queue_row(cluster[publisher_node])["messages"] == 0
+    received: list[bytes] = []
+    with connect(cluster[consumer_node]) as conn:
+        ch = conn.channel()
+        ch.basic_qos(prefetch_count=7)
+
+        def on_message(
+            channel: pika.adapters.blocking_connection.BlockingChannel,
+            method: pika.spec.Basic.Deliver,
+            _: pika.BasicProperties,
+            body: bytes,
+        ) -> None:
+            received.append(body)
+            channel.basic_ack(method.delivery_tag)
+
+        ch.basic_consume(QUEUE, on_message)
+        deadline = time.monotonic() + 30
+        while len(received) < len(bodies) and time.monotonic() < deadline:
+            conn.process_data_events(time_limit=0.1)
+    assert received == bodies  # every one, once, in order
+    # acked on the follower, so settled on the leader
+    wait_for(lambda: queue_row(cluster[leader])["messages"] == 0, "the leader's queue empty")
+
+
+def test_a_consumer_on_a_follower_holds_no_more_than_its_prefetch(
+    etcd: EtcdProcess, cluster: dict[str, BrokerProcess]
+) -> None:
+    leader = declare(etcd, cluster["a"])
+    follower = next(n for n in cluster if n != leader)
+    with connect(cluster[leader]) as conn:
+        ch = conn.channel()
+        ch.confirm_delivery()
+        for i in range(50):
+            ch.basic_publish("", QUEUE, f"p{i}".encode(), PERSISTENT)
+    held: list[int] = []
+    with connect(cluster[follower]) as conn:
+        ch = conn.channel()
+        ch.basic_qos(prefetch_count=5)
+        ch.basic_consume(QUEUE, lambda _c, method, _p, _b: held.append(method.delivery_tag))
+
+        def leader_shows_five_out() -> bool:
+            conn.process_data_events(time_limit=0.05)
+            row = queue_row(cluster[leader])
+            return row["messages_unacknowledged"] == 5 and row["messages_ready"] == 45
+
+        wait_for(leader_shows_five_out, "5 delivered to the follower, 45 ready on the leader")
+        conn.process_data_events(time_limit=0.3)
+        assert len(held) == 5
+        ch.basic_ack(held[-1], multiple=True)  # acks free the window: five more come
+
+        def ten() -> bool:
+            conn.process_data_events(time_limit=0.05)
+            return len(held) == 10
+
+        wait_for(ten, "five more after the acks")
+    # the consumer's connection closed: what it held goes back to the leader's queue
+    wait_for(lambda: queue_row(cluster[leader])["messages_ready"] == 45, "requeued on close")
+
+
+def test_a_publish_taken_before_anyone_led_the_queue_is_answered(
+    etcd: EtcdProcess, cluster: dict[str, BrokerProcess]
+) -> None:
+    # the node placed last campaigns last: declared and published there at once, the publish is
+    # taken before that node knows who leads (nacked when another node turns out to lead it)
+    node = placement("/", QUEUE, sorted(cluster), 3)[-1]
+    outcome: list[str] = []
+
+    def publish() -> None:
+        with connect(cluster[node]) as conn:
+            ch = conn.channel()
+            ch.queue_declare(QUEUE, durable=True, arguments={"x-replicas": 3})
+            ch.confirm_delivery()
+            try:
+                ch.basic_publish("", QUEUE, b"early", PERSISTENT)
+                outcome.append("ack")
+            except pika.exceptions.NackError:
+                outcome.append("nack")
+
+    threading.Thread(target=publish, daemon=True).start()
+    wait_for(lambda: outcome, "the early publish confirmed or nacked", timeout=20)
+    leader, _ = leader_of(etcd)
+    assert leader is not None
+    on_leader = drain(cluster[leader])
+    if outcome == ["ack"]:
+        assert on_leader == [b"early"]  # confirmed: the leader has it
+    assert queue_row(cluster[node])["messages"] == 0 or node == leader
+
+
+def test_consumers_of_a_leader_that_steps_down_keep_receiving(
+    etcd: EtcdProcess, cluster: dict[str, BrokerProcess]
+) -> None:
+    leader = declare(etcd, cluster["a"])
+    received: list[bytes] = []
+    conn = connect(cluster[leader])
+    ch = conn.channel()
+    ch.basic_qos(prefetch_count=10)
+
+    def on_message(
+        channel: pika.adapters.blocking_connection.BlockingChannel,
+        method: pika.spec.Basic.Deliver,
+        _: pika.BasicProperties,
+        body: bytes,
+    ) -> None:
+        received.append(body)
+        channel.basic_ack(method.delivery_tag)
+
+    ch.basic_consume(QUEUE, on_message)
+    proc = cluster[leader].proc
+    assert proc is not None
+    proc.send_signal(signal.SIGSTOP)  # its lease runs out: another node leads
+
+    def successor() -> str | None:
+        current, _ = leader_of(etcd)
+        return current if current is not None and current != leader else None
+
+    new_leader = wait_for(successor, "another node leads while the leader is paused")
+    proc.send_signal(signal.SIGCONT)
+    with connect(cluster[new_leader]) as pub:
+        pc = pub.channel()
+        pc.confirm_delivery()
+        for i in range(20):
+            pc.basic_publish("", QUEUE, f"n{i}".encode(), PERSISTENT)
+
+    def all_twenty() -> bool:
+        conn.process_data_events(time_limit=0.1)
+        return len(set(received)) >= 20
+
+    wait_for(all_twenty, "the old leader's consumer receives the new leader's messages")
+    assert set(received) == {f"n{i}".encode() for i in range(20)}
+    conn.close()
+
+
+def test_management_shows_leader_members_and_online(
+    etcd: EtcdProcess, cluster: dict[str, BrokerProcess]
+) -> None:
+    leader = declare(etcd, cluster["b"])
+
+    def shown_everywhere() -> bool:
+        rows = [queue_row(node) for node in cluster.values()]
+        return all(row.get("leader") == leader and row.get("online") for row in rows)
+
+    wait_for(shown_everywhere, "every node showing the leader")
+    for node in cluster.values():
+        row = queue_row(node)
+        assert row["node"] == leader
+        assert sorted(row["members"]) == ["a", "b", "c"]  # type: ignore[arg-type]
+        assert sorted(row["online"]) == ["a", "b", "c"]  # type: ignore[arg-type]
+    gone = next(n for n in cluster if n != leader)
+    cluster[gone].stop()  # a clean stop revokes its lease: it leaves the member view at once
+    survivor = next(n for n in cluster if n not in (leader, gone))
+    wait_for(
+        lambda: sorted(queue_row(cluster[survivor])["online"]) == sorted([leader, survivor]),  # type: ignore[arg-type]
+        "the stopped member no longer online",
+    )
+    assert sorted(queue_row(cluster[survivor])["members"]) == ["a", "b", "c"]  # type: ignore[arg-type]
