@@ -135,6 +135,8 @@ class QueueProxy:
             return
         window = self.window()
         if window != self.window_sent:
+            if not self.window_sent:
+                self._drop_stale()
             self.window_sent = window
             self.outbox.append(Consume(self.ref, 0, window))
             self.kick()
@@ -201,6 +203,8 @@ class QueueProxy:
 
     def tick(self, now: float) -> None:
         """Send again what a node did not take; nack what no leader took in time."""
+        if not self.window_sent:
+            self._drop_stale()
         if self.linked and self.leader is not None:
             again = [t for t, at in self.retry.items() if at <= now]
             for ticket in again:
@@ -284,6 +288,13 @@ class QueueProxy:
         self.tags[id(entry)] = message.tag
         self.entries[id(entry)] = entry
         self.queue.dispatch()
+
+    def _drop_stale(self) -> None:
+        """With no remote consumer, messages here are copies the leader took back: drop them."""
+        if self.leader is not None and self.leader != self.node and len(self.queue.ready):
+            self.tags.clear()
+            self.entries.clear()
+            self.queue.purge()
 
     def _drop_deliveries(self) -> None:
         """Forget deliveries of a consumer that ended; remove those still ready here."""

@@ -261,3 +261,49 @@ def test_management_shows_leader_members_and_online(
         "the stopped member no longer online",
     )
     assert sorted(queue_row(cluster[survivor])["members"]) == ["a", "b", "c"]  # type: ignore[arg-type]
+
+
+def test_leader_killed_while_a_client_on_another_node_publishes_no_nacks_nothing_lost(
+    etcd: EtcdProcess, cluster: dict[str, BrokerProcess]
+) -> None:
+    leader = declare(etcd, cluster["a"])
+    follower, other = [n for n in cluster if n != leader]
+    confirmed: list[bytes] = []
+    nacked: list[bytes] = []
+    confirmed_at: list[float] = []
+    stop = threading.Event()
+
+    def keep_publishing() -> None:  # through a node that survives, confirm by confirm
+        with connect(cluster[follower]) as conn:
+            ch = conn.channel()
+            ch.confirm_delivery()
+            i = 0
+            while not stop.is_set():
+                body = f"k{i}".encode()
+                try:
+                    ch.basic_publish("", QUEUE, body, PERSISTENT)
+                    confirmed.append(body)
+                    confirmed_at.append(time.monotonic())
+                except pika.exceptions.NackError:
+                    nacked.append(body)
+                i += 1
+
+    publisher = threading.Thread(target=keep_publishing, daemon=True)
+    publisher.start()
+    wait_for(lambda: len(confirmed) >= 100, "100 confirms through a follower")
+    killed_at = time.monotonic()
+    cluster[leader].stop(signal.SIGKILL)
+    wait_for(lambda: confirmed_at[-1] > killed_at, "a confirm after the leader's kill")
+    count = len(confirmed)
+    wait_for(lambda: len(confirmed) >= count + 100, "100 more confirms after the failover")
+    stop.set()
+    publisher.join(timeout=30)
+    assert not publisher.is_alive()
+    first = next(at for at in confirmed_at if at > killed_at)
+    print(f"failover through a follower: {first - killed_at:.2f} s to the first confirm")
+    assert nacked == []  # the client on a surviving node saw no nack at all
+    new_leader, _ = leader_of(etcd)
+    assert new_leader in (follower, other)
+    received = set(drain(cluster[new_leader]))
+    lost = [b for b in confirmed if b not in received]
+    assert lost == [], f"confirmed lost: {len(lost)} of {len(confirmed)}"
