@@ -180,3 +180,35 @@ def test_a_redelivered_message_keeps_its_flag_through_the_proxy() -> None:
     pair.round_trip()
     assert client.bodies() == [b"again"]
     assert client.delivered[0][3].delivery_count == 2  # was redelivered: once there, once here
+
+
+class HeldDomain:
+    """One commit domain whose commits the test completes by hand (the store's side)."""
+
+    def __init__(self) -> None:
+        self.written = 0
+        self.committed = 0
+
+    def watch(self) -> None:
+        return None
+
+    def watched(self, outer: object) -> tuple[tuple[HeldDomain, int], ...]:
+        self.written += 1
+        return ((self, self.written),)
+
+
+def test_the_leader_confirms_a_forwarded_publish_only_once_its_records_are_committed() -> None:
+    pair = Pair(FakeClock())
+    held = HeldDomain()
+    pair.leader.commits = held
+    publish(pair.follower, b"a")
+    publish(pair.follower, b"b")
+    pair.to_leader()
+    assert [e.message.body for e in pair.led.ready] == [b"a", b"b"]
+    assert pair.peer.take() == []  # on nobody's disk yet: no confirm
+    held.committed = 1
+    pair.peer.committed()
+    assert pair.peer.take() == [Confirm(REF, 0, (1,), ())]
+    held.committed = 2
+    pair.peer.committed()
+    assert pair.peer.take() == [Confirm(REF, 0, (2,), ())]
