@@ -11,6 +11,7 @@ in memory and are acked on the leader when they leave it here.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from amqplite.broker.message import Message, QueueEntry
@@ -30,6 +31,8 @@ from amqplite.cluster.link import (
 )
 from amqplite.protocol.properties import read_facts
 from amqplite.store.commits import CommitDomain
+
+log = logging.getLogger("amqplite.cluster")
 
 FORWARD_TIMEOUT = 15.0  # seconds a forwarded publish may wait for a leader to take it: then a nack
 RETRY_AFTER = 0.1  # seconds before publishes a node did not take go out again
@@ -188,6 +191,12 @@ class QueueProxy:
                 self._answer(ticket, True)
             for ticket in message.nacked:
                 self._answer(ticket, False)
+            if message.nacked:
+                log.info(
+                    "%d forwarded publishes to %s refused by its leader",
+                    len(message.nacked),
+                    self.ref.name,
+                )
             self._advance()
         elif isinstance(message, NotLeading):
             at = self.clock() + RETRY_AFTER
@@ -221,6 +230,12 @@ class QueueProxy:
         for ticket in late:
             self._answer(ticket, False)
         if late:
+            log.warning(
+                "%d forwarded publishes to %s taken by no leader in %.0f s: nacked",
+                len(late),
+                self.ref.name,
+                FORWARD_TIMEOUT,
+            )
             self._advance()
 
     def take_settled(self) -> list[LinkMessage]:
@@ -238,6 +253,10 @@ class QueueProxy:
         """The queue is gone here: nack every publish still waiting, drop the deliveries."""
         for ticket in list(self.pending):
             self._answer(ticket, False)
+        if self.done:
+            log.warning(
+                "%s is gone here: %d forwarded publishes nacked", self.ref.name, len(self.done)
+            )
         self._advance()
         self.unlinked()
 

@@ -97,10 +97,13 @@ class QueueRoles:
             tee.declared = self.declared
 
     def declared(self, queue: Queue) -> None:
-        """A queue was declared here: if it is mirrored, its confirms wait for a leader."""
+        """A queue was declared here: if it is mirrored, publishes wait for a leader to take them."""
         default = self.agent.config.default_replicas
         if queue.durable and (queue.settings.replicas or default) > 1:
             hold(queue)
+            if not queue.auto_delete and not queue.exclusive:  # forwarded once a leader is known
+                self.proxy_for(QueueRef(queue.vhost, queue.name), queue)
+                queue.led_elsewhere = ""
 
     def address_of(self, node: str) -> str | None:
         """A registered node's link address."""
@@ -141,6 +144,9 @@ class QueueRoles:
         if isinstance(journal, QueueStore):
             domain = journal.domain
             if domain.written > domain.committed:
+                log.info(
+                    "%s is led elsewhere now: its unconfirmed records here are nacked", queue.name
+                )
                 domain.refuse(domain.written)
                 self.wake()
         queue.purge()
