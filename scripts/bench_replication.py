@@ -90,6 +90,7 @@ def in_sync(etcd: str, queue: str) -> list[str]:
 def publish_for(port: int, queue: str, seconds: float, threads: int) -> float:
     """Confirmed publishes per second over `threads` connections for `seconds`."""
     counts = [0] * threads
+    nacks = [0] * threads
     stop = time.monotonic() + seconds
 
     def run(i: int) -> None:
@@ -98,8 +99,11 @@ def publish_for(port: int, queue: str, seconds: float, threads: int) -> float:
         ch.confirm_delivery()
         body = b"x" * 256
         while time.monotonic() < stop:
-            ch.basic_publish("", queue, body, PERSISTENT)
-            counts[i] += 1
+            try:
+                ch.basic_publish("", queue, body, PERSISTENT)
+                counts[i] += 1
+            except pika.exceptions.NackError:  # e.g. a leader that gave up (slow disk): go on
+                nacks[i] += 1
         conn.close()
 
     workers = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
@@ -108,6 +112,8 @@ def publish_for(port: int, queue: str, seconds: float, threads: int) -> float:
         w.start()
     for w in workers:
         w.join()
+    if sum(nacks):
+        print(f"  ({sum(nacks)} nacks publishing to {queue} on port {port})")
     return sum(counts) / (time.monotonic() - start)
 
 
