@@ -92,10 +92,11 @@ class Forwarder:
 
     # -- outgoing -----------------------------------------------------------------------
 
-    async def run(self) -> None:
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Tick the proxies and keep a link to every leader they follow, until cancelled."""
         async with trio.open_nursery() as nursery:
             self.nursery = nursery
+            task_status.started()
             while True:
                 now = trio.current_time()
                 wanted: set[str] = set()

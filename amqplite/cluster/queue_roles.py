@@ -186,7 +186,7 @@ class QueueRoles:
         """Serve the node link and tend every mirrored queue until cancelled."""
         listen = self.agent.config.listen
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self.forwarder.run)
+            await nursery.start(self.forwarder.run)  # before the link: it serves forwarding too
             await nursery.start(
                 serve, listen.host, listen.port, self.node, self.handle, self.link_closed
             )

@@ -172,6 +172,11 @@ class Committer:
         self._committed.set()
         self._committed = trio.Event()
 
+    def committed_elsewhere(self) -> None:
+        """Marks moved without a local job (mirrors' acks, forwarded publishes confirmed)."""
+        self._committed.set()
+        self._committed = trio.Event()
+
     async def wait_durable(self, mark: CommitMark) -> None:
         """Return once every record of the mark is on disk (HTTP answers wait here)."""
         while not is_durable(mark):

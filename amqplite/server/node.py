@@ -233,6 +233,7 @@ def start_replication(node: Node, committer: Committer) -> QueueRoles:
     def wake() -> None:  # replication acks release confirms as commits do
         for conn in list(node.connections):
             conn.session.on_commit()
+        committer.committed_elsewhere()  # and HTTP answers waiting for a mark
 
     roles = QueueRoles(node.cluster, node.broker, committer.store, wake)
     committer.listeners.append(roles.committed)  # forwarded publishes confirmed back
