@@ -12,6 +12,7 @@ from collections import deque
 from queue_helpers import Client, FakeClock, make_broker, msg
 
 from amqplite.broker.broker import Broker
+from amqplite.broker.consumer import DeliveryChannel
 from amqplite.broker.durability import is_durable, is_refused
 from amqplite.cluster.link import (
     Confirm,
@@ -25,6 +26,9 @@ from amqplite.cluster.link import (
 from amqplite.cluster.link import Message as LinkMessage
 from amqplite.cluster.queue_proxy import FORWARD_TIMEOUT, RETRY_AFTER, QueueProxy
 from amqplite.cluster.remote_consumer import LinkPeer
+from amqplite.protocol.writers import encode_ack, encode_nack
+from amqplite.session.channel import ChannelSession
+from amqplite.session.confirms import PublisherConfirms
 from amqplite.store.commits import CommitDomain
 
 REF = QueueRef("/", "q")
@@ -212,3 +216,26 @@ def test_the_leader_confirms_a_forwarded_publish_only_once_its_records_are_commi
     held.committed = 2
     pair.peer.committed()
     assert pair.peer.take() == [Confirm(REF, 0, (2,), ())]
+
+
+def test_confirms_of_refused_records_are_nacks_in_order_with_the_acks_around_them() -> None:
+    domain = CommitDomain("q")
+    channel = ChannelSession(1, DeliveryChannel(1, Client()))
+    confirms = PublisherConfirms()
+    for _ in range(3):
+        domain.written += 1
+        channel.pending_confirms.append(
+            (channel.next_publish_seq(), True, ((domain, domain.written),))
+        )
+    confirms.track(channel)
+    domain.committed = 1  # the first is on disk
+    domain.refuse(2)  # the second never will be (e.g. its leader stepped down)
+    domain.committed = 3
+    out: list[bytes] = []
+    confirms.flush(out.append)
+    assert out == [
+        encode_ack(1, 1, False),
+        encode_nack(1, 2, False, False),
+        encode_ack(1, 3, False),
+    ]
+    assert domain.refused == [(1, 2)]
