@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from amqplite.broker.auth import Permission, TopicPermission
-    from amqplite.broker.message import QueueEntry
+    from amqplite.broker.message import Message, QueueEntry
     from amqplite.broker.policy import Policy
     from amqplite.broker.queue import Queue
     from amqplite.broker.vhost import Binding, Exchange
@@ -24,6 +24,25 @@ class QueueJournal(Protocol):
 
     def delivered(self, entry: QueueEntry) -> None:
         """A persistent message was taken for delivery (its delivery count is journaled)."""
+
+
+class QueueRemote(Protocol):
+    """Cluster mode: a mirrored queue's leader on another node, as this node's queue reaches it."""
+
+    def publish(self, message: Message) -> bool:
+        """Forward a message routed to the queue (False: refused, the publisher gets a nack)."""
+        ...
+
+    def settled(self, entry: QueueEntry) -> None:
+        """An entry left this node's queue for good (a delivery from the leader: ack it there)."""
+
+    def consumers_changed(self) -> None:
+        """A consumer of this node's queue came or went (the leader's deliveries follow them)."""
+
+    @property
+    def placement(self) -> tuple[str, tuple[str, ...], tuple[str, ...]] | None:
+        """(leader, members, online members) as last seen, for management (None: not known)."""
+        ...
 
 
 class TransientSpill(Protocol):
@@ -139,6 +158,22 @@ def is_durable(mark: CommitMark | None) -> bool:
         if sequence.committed < ticket:
             return False
     return True
+
+
+def is_refused(mark: CommitMark | None) -> bool:
+    """True when a record the mark names was refused (forwarded and nacked, or never led here).
+
+    A domain that can refuse has `refused`: ticket ranges (after, upto] settled as refusals.
+    """
+    if mark is None:
+        return False
+    for sequence, ticket in mark:
+        refused: list[tuple[int, int]] | None = getattr(sequence, "refused", None)
+        if refused:
+            for after, upto in refused:
+                if after < ticket <= upto:
+                    return True
+    return False
 
 
 def merge_marks(first: CommitMark | None, second: CommitMark | None) -> CommitMark | None:

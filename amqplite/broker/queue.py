@@ -14,14 +14,14 @@ from amqplite.broker.queue_settings import QueueSettings, parse_settings
 from amqplite.broker.ready_list import ReadyMessages
 from amqplite.broker.stats import MessageStats
 from amqplite.broker.ttl_index import TtlIndex
-from amqplite.protocol.constants import ReplyCode
+from amqplite.protocol.constants import ClassId, ReplyCode
 from amqplite.protocol.errors import ChannelException
 from amqplite.protocol.properties import replace_headers
 
 if TYPE_CHECKING:
     from amqplite.broker.consumer import Consumer
     from amqplite.broker.consumer_groups import Partition
-    from amqplite.broker.durability import QueueJournal
+    from amqplite.broker.durability import QueueJournal, QueueRemote
     from amqplite.broker.plugin_api import QueueHooks
 
 EXPIRE_BATCH: Final = 500  # messages expired per timer turn, so a flood never stalls the loop
@@ -58,13 +58,16 @@ class Queue:
     # cluster mode: the node leading this mirrored queue when not this one ("": none); it serves nothing
     led_elsewhere: str | None = None
     hooks: QueueHooks | None = None  # plugins' queue hooks (set by the vhost); None: no plugin
+    # cluster mode: forwards publishes to that leader and proxies its deliveries to our consumers
+    remote: QueueRemote | None = None
     _groups: list[deque[Consumer]] | None = None  # consumers by x-priority, when they differ
     _due_now: QueueEntry | None = None  # a TTL-0 entry being offered to consumers at publish
 
     def check_led_here(self, class_id: int, method_id: int) -> None:
-        """A 404 naming the leader when another node leads this mirrored queue (no forwarding yet)."""
+        """A 404 naming the leader when another node leads this mirrored queue and nothing proxies it."""
         leader = self.led_elsewhere
-        if leader is not None:
+        proxied = self.remote is not None and (class_id, method_id) != (ClassId.BASIC, 70)
+        if leader is not None and not proxied:  # basic.get is not forwarded
             where = (
                 f"is led by node '{leader}': connect to that node" if leader else "has no leader"
             )
@@ -118,8 +121,11 @@ class Queue:
 
     def enqueue(self, message: Message) -> QueueEntry | None:
         """Append a message at the tail and return its entry (None: refused by reject-publish)."""
-        if self.led_elsewhere is not None:
-            return None  # a mirrored queue led by another node: the publisher gets a nack
+        if self.led_elsewhere is not None:  # a mirrored queue led by another node
+            remote = self.remote  # forwarded there (the confirm waits for its), or nacked
+            if remote is None or not remote.publish(message):
+                return None
+            return QueueEntry(-1, message)  # an entry of the leader's queue, not of this one
         settings = self.settings
         if (settings.max_length is not None or settings.max_length_bytes is not None) and (
             settings.overflow != "drop-head" and self._is_full()
@@ -193,8 +199,21 @@ class Queue:
 
     # -- messages out ----------------------------------------------------------------------
 
+    def take_in(self, message: Message, delivery_count: int) -> QueueEntry | None:
+        """A message the leader elsewhere handed to this node's consumers (kept in memory only)."""
+        leader, self.led_elsewhere = self.led_elsewhere, None
+        try:
+            entry = self.enqueue(message)
+        finally:
+            self.led_elsewhere = leader
+        if entry is not None:
+            entry.delivery_count = delivery_count
+        return entry
+
     def settle(self, entry: QueueEntry, acked: bool = False) -> None:
         """An entry leaves the queue for good (acked, auto-acked, dropped): tell the journal."""
+        if self.remote is not None:  # a delivery proxied from the leader: acked there
+            self.remote.settled(entry)
         if self.journal is not None and entry.message.persistent and not self.deleted:
             self.journal.remove(entry)
         if acked and self.hooks is not None:
@@ -355,6 +374,8 @@ class Queue:
         self.consumers.append(consumer)
         self.had_consumer = True
         self._regroup()
+        if self.remote is not None:
+            self.remote.consumers_changed()
 
     def remove_consumer(self, consumer: Consumer) -> None:
         """Detach a consumer; the queue's x-expires period starts when the last one leaves."""
@@ -367,6 +388,8 @@ class Queue:
             self.touch()
         if self.behind:
             self.update_behind()
+        if self.remote is not None:
+            self.remote.consumers_changed()
 
     def _regroup(self) -> None:
         priorities = sorted({c.priority for c in self.consumers}, reverse=True)

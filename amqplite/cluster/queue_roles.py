@@ -24,10 +24,13 @@ from amqplite.cluster.agent import ClusterAgent
 from amqplite.cluster.definitions_sync import ListenerTee
 from amqplite.cluster.election import NotEligible, QueueElection, QueueKeys
 from amqplite.cluster.etcd_codec import EtcdError, EtcdUnavailable, RangeResult
+from amqplite.cluster.forwarder import FORWARDING, Forwarder
 from amqplite.cluster.keys import cluster_prefix, node_key
+from amqplite.cluster.link import Message as LinkMessage
 from amqplite.cluster.link import QueueRef
-from amqplite.cluster.link_stream import connect, serve
+from amqplite.cluster.link_stream import LinkStream, connect, serve
 from amqplite.cluster.mirror_host import MirrorHost
+from amqplite.cluster.queue_proxy import QueueProxy
 from amqplite.cluster.replicator import LINK_ERRORS, QueueLeader
 from amqplite.protocol.properties import read_facts
 from amqplite.store.queue_store import QueueStore
@@ -112,15 +115,76 @@ class QueueRoles:
         self.leaderless_since: dict[QueueRef, float] = {}
         # replicas up to this many: no leader (each node's own queue); 0 with queue_leaders "all"
         self.unled = 0 if agent.config.queue_leaders == "all" else 1
+        self.forwarder = Forwarder(self.node, broker, self.leading, self.address_of, wake)
         tee = broker.metadata
         if isinstance(tee, ListenerTee):  # declares reach us before any publish can
             tee.declared = self.declared
 
     def declared(self, queue: Queue) -> None:
-        """A queue was declared here: if it is mirrored, its confirms wait for a leader."""
+        """A queue was declared here: if it is mirrored, publishes wait for a leader to take them."""
         default = self.agent.config.default_replicas
         if queue.durable and (queue.settings.replicas or default) > self.unled:
             hold(queue)
+            if not queue.auto_delete and not queue.exclusive:  # forwarded once a leader is known
+                self.proxy_for(QueueRef(queue.vhost, queue.name), queue)
+                queue.led_elsewhere = ""
+
+    def address_of(self, node: str) -> str | None:
+        """A registered node's link address."""
+        record = self.agent.members.nodes.get(node)
+        return None if record is None else record.cluster
+
+    def leading(self, ref: QueueRef) -> Queue | None:
+        """The queue, while this node leads it and may confirm (forwarded publishes go in)."""
+        held = self.leaders.get(ref)
+        if held is None or held[0].fenced_at is not None or held[0].queue.deleted:
+            return None
+        return held[0].queue
+
+    def committed(self) -> None:
+        """Records were committed (a local sync, or mirrors' acks): confirm forwarded publishes."""
+        self.forwarder.committed()
+
+    def _acked(self) -> None:
+        """Mirrors acked: release local confirms and forwarded ones."""
+        self.wake()
+        self.forwarder.committed()
+
+    def proxy_for(self, ref: QueueRef, queue: Queue) -> QueueProxy:
+        """The queue's proxy (made and attached on first use): forwarding when led elsewhere."""
+        proxy = self.forwarder.proxies.get(ref)
+        if proxy is None or proxy.queue is not queue:
+            if proxy is not None:
+                self.forwarder.remove(ref)
+            proxy = QueueProxy(ref, queue, self.node, self.store.note)
+            self.forwarder.add(proxy)
+            queue.remote = proxy
+        return proxy
+
+    def hand_over(self, queue: Queue) -> None:
+        """Another node leads the queue now: nack publishes this node took but never confirmed, and
+        drop its local copy (the leader's is the queue; it redelivers what was delivered here)."""
+        journal = queue.journal
+        if isinstance(journal, QueueStore):
+            domain = journal.domain
+            if domain.written > domain.committed:
+                log.info(
+                    "%s is led elsewhere now: its unconfirmed records here are nacked", queue.name
+                )
+                domain.refuse(domain.written)
+                self.wake()
+        queue.purge()
+
+    async def handle(
+        self, batch: list[LinkMessage], link: LinkStream, peer: str
+    ) -> list[LinkMessage]:
+        """A batch of an incoming link: forwarding to the forwarder, the rest to the mirror copies."""
+        forwarded: list[LinkMessage] = [m for m in batch if isinstance(m, FORWARDING)]
+        if not forwarded:
+            return await self.mirrors.handle(batch)
+        self.forwarder.incoming(peer, link, forwarded)
+        rest: list[LinkMessage] = [m for m in batch if not isinstance(m, FORWARDING)]
+        return await self.mirrors.handle(rest) if rest else []
 
     def lease_valid(self) -> bool:
         """Whether this node's etcd lease surely holds now (a leader confirms only then)."""
@@ -146,22 +210,28 @@ class QueueRoles:
         """Serve the node link and tend every mirrored queue until cancelled."""
         listen = self.agent.config.listen
         async with trio.open_nursery() as nursery:
+            await nursery.start(self.forwarder.run)  # before the link: it serves forwarding too
             await nursery.start(
-                serve, listen.host, listen.port, self.node, self.mirrors.handle, self.link_closed
+                serve, listen.host, listen.port, self.node, self.handle, self.link_closed
             )
             task_status.started()
             while True:
                 await trio.sleep(TICK)
+                seen: set[QueueRef] = set()
                 for ref, queue, replicas in list(self.replicated()):
+                    seen.add(ref)
                     try:
                         await self.tend(nursery, ref, queue, replicas)
                     except (EtcdUnavailable, EtcdError, NotEligible) as exc:
                         log.debug("tending %s: %s", ref.name, exc)
                     except Exception:  # one queue's trouble never stops the node
                         log.exception("tending mirrored queue %s", ref.name)
+                for ref in set(self.forwarder.proxies) - seen:
+                    self.forwarder.remove(ref)  # deleted here: its waiting publishes are nacked
 
-    async def link_closed(self, peer: str) -> None:
+    async def link_closed(self, peer: str, link: LinkStream) -> None:
         """A node's link ended: if its port now refuses connections it died, so revoke its lease."""
+        self.forwarder.ended(link)
         # The queues it led fail over now, not when its lease ends. Safe for confirmed messages
         # even were it alive: a leader that lost its key can change no in-sync set, and the
         # member that takes a queue over refuses the old term's appends.
@@ -200,14 +270,22 @@ class QueueRoles:
             if await election.initialise(members):
                 log.info("queue %s placed on %s", ref.name, ", ".join(members))
             self.placed.add(ref)
+        proxy = self.proxy_for(ref, queue)
         current = await election.leader()
         mine = self.leader_of(ref)
         if mine is not None and current != (self.node, mine.term.epoch):
             self.step_down(
                 ref, "its leader key is gone" if current is None else f"{current[0]} leads"
             )
-        if ref not in self.leaders:  # clients of this node are told where it is led
+        if not proxy.members:
+            proxy.members = await election.members() or ()
+        proxy.online = tuple(m for m in proxy.members if m in self.agent.members.nodes)
+        if ref not in self.leaders:  # clients of this node are forwarded to where it is led
             hold(queue)
+            elsewhere = None if current is None or current[0] == self.node else current[0]
+            if elsewhere is not None and queue.led_elsewhere in (None, ""):
+                self.hand_over(queue)  # (it led it, or took publishes before anyone did)
+            proxy.follow(elsewhere)
             queue.led_elsewhere = "" if current is None else current[0]
         if current is not None:
             self.leaderless_since.pop(ref, None)
@@ -225,6 +303,7 @@ class QueueRoles:
         if not isinstance(journal, QueueStore):
             await election.resign(term)
             return
+        proxy.follow(self.node)  # publishes it forwarded and nobody confirmed: to itself now
         queue.led_elsewhere = None
         taken = self.take_over(ref, queue)
         self.mirrors.lead(ref, term.epoch)
@@ -236,7 +315,7 @@ class QueueRoles:
             if await election.set_in_sync(term, kept, seen):
                 seen = await election.in_sync()
         leader = QueueLeader(ref, queue, journal, term, election, members, seen)
-        leader.wake, leader.lease_valid = self.wake, self.lease_valid
+        leader.wake, leader.lease_valid = self._acked, self.lease_valid
         scope = trio.CancelScope()
         self.leaders[ref] = (leader, scope)
         nursery.start_soon(self._lead, leader, scope, members)
@@ -263,6 +342,7 @@ class QueueRoles:
         leader, scope = held
         leader.stop()
         scope.cancel()
+        self.forwarder.stepped_down(ref)
         log.warning("no longer leading %s: %s", ref.name, why)
         self.wake()
 
@@ -290,4 +370,5 @@ class QueueRoles:
             except Exception:  # the term ends; the node goes on (another member takes over)
                 log.exception("leading %s failed", leader.ref.name)
                 leader.stop()
+                self.forwarder.stepped_down(leader.ref)
                 self.wake()

@@ -244,8 +244,11 @@ def start_replication(node: Node, committer: Committer) -> QueueRoles:
     def wake() -> None:  # replication acks release confirms as commits do
         for conn in list(node.connections):
             conn.session.on_commit()
+        committer.committed_elsewhere()  # and HTTP answers waiting for a mark
 
-    return QueueRoles(node.cluster, node.broker, committer.store, wake)
+    roles = QueueRoles(node.cluster, node.broker, committer.store, wake)
+    committer.listeners.append(roles.committed)  # forwarded publishes confirmed back
+    return roles
 
 
 def node_record(config: Config, amqp_port: int) -> NodeRecord:

@@ -34,7 +34,17 @@ def _noop() -> None:
 class CommitDomain:
     """One commit sequence: tickets taken by appends, and how far commits have made them durable."""
 
-    __slots__ = ("after", "busy", "committed", "flushed", "gate", "name", "synced", "written")
+    __slots__ = (
+        "after",
+        "busy",
+        "committed",
+        "flushed",
+        "gate",
+        "name",
+        "refused",
+        "synced",
+        "written",
+    )
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -46,6 +56,18 @@ class CommitDomain:
         self.after: tuple[CommitDomain, int] | None = None  # a record it depends on elsewhere
         # cluster mode, a mirrored queue's domain: how far its mirrors let `synced` count
         self.gate: Callable[[int], int] | None = None
+        # cluster mode: ticket ranges (after, upto] refused, not committed (their confirms are nacks)
+        self.refused: list[tuple[int, int]] | None = None
+
+    def refuse(self, upto: int) -> None:
+        """The records after the committed point up to `upto` will never commit: settle them as refused."""
+        if upto <= self.committed:
+            return
+        if self.refused is None:
+            self.refused = []
+        self.refused.append((self.committed, upto))
+        del self.refused[:-64]  # old ranges: their waiters are long settled
+        self.committed = upto
 
     def regate(self) -> None:
         """Recompute the committed point (after a sync, or when the mirrors acked more)."""
@@ -122,6 +144,13 @@ class Commits:
             or bool(self._doomed)
             or any(j.domain.synced < j.domain.written for j in self.journals.values())
         )
+
+    def note(self, domain: CommitDomain) -> int:
+        """A record kept elsewhere (a publish forwarded to the node leading its queue) took a ticket."""
+        domain.written += 1
+        if self._watching is not None:
+            self._watching[domain] = None
+        return domain.written
 
     def appended(self, journal: QueueStore | None) -> None:
         """A record was appended to a journal (None: the metadata log): take a ticket, wake up."""
