@@ -66,9 +66,14 @@ class PageIn:
         """Read and decode the blocks (worker thread)."""
         try:
             self.entries = [decode_entries(block.where.read()) for _, block in self.blocks]
-            self.ok = True
-        except OSError:
+        except (OSError, ValueError, UnicodeDecodeError):
             log.exception("cannot read a paged queue tail back")
+            return
+        for (_, block), entries in zip(self.blocks, self.entries, strict=True):
+            if len(entries) != block.count:
+                log.error("a paged block read back %d of its %d entries", len(entries), block.count)
+                return
+        self.ok = True
 
 
 class TailPager:

@@ -58,12 +58,13 @@ def page_out(pager: TailPager) -> int:
 
 
 def page_in(pager: TailPager) -> int:
-    """Read back what the pager was asked for; blocks read."""
+    """Read back what the pager was asked for; blocks back in memory."""
     done = 0
     for job in pager.take_page_ins():
+        before = job.level.paged_blocks
         job.run()
         pager.page_in_done(job)
-        done += len(job.blocks)
+        done += before - job.level.paged_blocks
     return done
 
 
