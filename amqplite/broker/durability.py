@@ -46,10 +46,10 @@ class QueueRemote(Protocol):
 
 
 class TransientSpill(Protocol):
-    """Pages transient message bodies out to disk beyond a memory threshold (set by the store)."""
+    """Pages transient messages out to disk beyond a memory threshold (set by the server)."""
 
-    def enqueue(self, entry: QueueEntry) -> None:
-        """A transient message entered a queue (the spill may page its body out later)."""
+    def enqueue(self, queue: Queue, entry: QueueEntry) -> None:
+        """A transient message entered a queue (the spill may page it out later)."""
 
 
 class MetadataListener(Protocol):

@@ -150,8 +150,8 @@ class Queue:
             spill = self.host.spill
         self.ready.append(entry)
         self.ready_bytes += message.size
-        if spill is not None:  # transient: its body may page out beyond the memory threshold
-            spill.enqueue(entry)
+        if spill is not None:  # transient: it may page out beyond the memory threshold
+            spill.enqueue(self, entry)
         self.stats.publish += 1
         self.totals.publish += 1
         if settings.delivery_limit is not None:
@@ -289,14 +289,15 @@ class Queue:
 
     def purge(self) -> int:
         """Drop every ready message and return how many there were."""
-        entries = self.ready.clear()
+        count = len(self.ready)
+        entries = self.ready.clear()  # paged-out entries (transient) are just dropped
         self.ready_bytes = 0
         self.deadlines.clear()
         for entry in entries:
             self.settle(entry)
         if self.behind:
             self.host.set_behind(self, False)
-        return len(entries)
+        return count
 
     # -- TTL and queue expiry --------------------------------------------------------------
 
@@ -322,6 +323,18 @@ class Queue:
             self._expired(entry)
             done += 1
         return deadlines.has_due(now)
+
+    def paging_out(self, entries: list[QueueEntry]) -> None:
+        """Ready entries leave memory for a paged tail: the TTL index lets go of them."""
+        for entry in entries:
+            if entry.expires_at is not None:
+                self.deadlines.remove(entry)
+
+    def paged_in(self, entries: list[QueueEntry]) -> None:
+        """Entries read back from a paged tail: their deadlines (due or not) rejoin the index."""
+        for entry in entries:
+            if entry.expires_at is not None:
+                self._add_deadline(entry, entry.expires_at)
 
     def expire_if_due_now(self) -> None:
         """Messages with TTL 0 that no consumer took at publish expire at once."""
@@ -483,9 +496,9 @@ class Queue:
 
     def _check(self) -> None:
         """Assert the queue's invariants (tests call this between operations)."""
-        entries = list(self.ready)
-        assert len(entries) == len(self.ready)
-        assert self.ready_bytes == sum(e.message.size for e in entries)
+        entries = list(self.ready)  # those in memory; paged ones are counted
+        assert len(entries) + self.ready.paged_count == len(self.ready)
+        assert self.ready_bytes == sum(e.message.size for e in entries) + self.ready.paged_bytes
         assert self.unacked_count >= 0
         assert all(e.ready for e in entries)
         for level in self.ready.levels:

@@ -43,8 +43,10 @@ class SpilledEntry(JournaledEntry, Protocol):
 class SpillFile:
     """An unlinked file bodies are appended to; readers hold its BodyFile."""
 
-    def __init__(self, directory: Path, number: int, retired: list[int]) -> None:
-        path = directory / f"{number:08d}.spill"
+    def __init__(
+        self, directory: Path, number: int, retired: list[int], suffix: str = "spill"
+    ) -> None:
+        path = directory / f"{number:08d}.{suffix}"
         self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             self.reader = BodyFile(path, retired)
@@ -135,6 +137,16 @@ class TransientPager:
     def over(self) -> bool:
         """True while new transient bodies go to disk."""
         return self.measured + self.recent > self.threshold
+
+    def account(self, size: int) -> bool:
+        """A transient message of `size` body bytes stays in memory for now; True when over."""
+        self.recent += size + ENTRY_OVERHEAD
+        return self.measured + self.recent > self.threshold
+
+    def freed(self, size: int) -> None:
+        """Bytes of transient messages left memory for disk (a paged queue tail)."""
+        self.paged_out += size
+        self.recent -= size
 
     def enqueue(self, entry: SpilledEntry) -> None:
         """A transient message entered a queue: beyond the threshold, queue it for paging out."""
