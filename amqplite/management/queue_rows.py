@@ -277,6 +277,7 @@ QUEUE_FIELDS: dict[str, Callable[[QueueRow], Any]] = {
     "messages_ready_details": _depth_rate(1),
     "messages_unacknowledged": _depth(2),
     "messages_unacknowledged_details": _depth_rate(2),
+    "messages_delayed": lambda row: len(row.queue.delayed),  # retry with backoff (broker/retry.py)
     "message_bytes": lambda row: row.queue.ready_bytes + row.unacked_bytes,
     "message_bytes_ready": lambda row: row.queue.ready_bytes,
     "message_bytes_unacknowledged": lambda row: row.unacked_bytes,
@@ -340,6 +341,7 @@ class QueueJsonCache:
             len(queue.arguments),
             queue.exclusive_owner is not None,
             getattr(queue, "policy", None),
+            len(queue.delayed),
         )
         cached = self._cache.get(queue)
         if cached is not None and cached[1] and cached[0] == state:
