@@ -20,11 +20,14 @@ __all__ = [
     "ExchangeTypeRegistry",
     "HeldMessage",
     "HoldingRouter",
+    "MessageSpool",
     "PluginState",
     "ReplyCode",
     "Router",
     "Scheduled",
+    "ScheduledInfo",
     "Scheduler",
+    "SchedulingRouter",
     "assert_args_equivalence",
     "format_argument",
     "freeze",
@@ -248,6 +251,50 @@ class PluginState(Protocol):
         ...
 
 
+class MessageSpool(Protocol):
+    """Held messages of one exchange paged out to disk: the router keeps only their handles.
+
+    A handle is an int that sorts in the order messages were added. A persistent message added
+    by a durable exchange is on disk before its publish is confirmed and comes back from
+    restored() after a restart or a crash; others are dropped at a restart. Without a store the
+    messages stay in memory.
+    """
+
+    def add(self, message: HeldMessage, due_ms: int) -> int:
+        """Keep a message due at `due_ms` (POSIX ms); return its handle."""
+        ...
+
+    def message(self, handle: int) -> HeldMessage:
+        """The message of a handle (its body read back from disk)."""
+        ...
+
+    def release(self, handle: int) -> None:
+        """Route the message through the exchange now; forget it once its copies are on disk."""
+        ...
+
+    def cancel(self, handle: int) -> None:
+        """Forget a message without routing it."""
+        ...
+
+    def restored(self) -> list[tuple[int, int]]:
+        """(handle, due ms) of the messages kept from before a restart."""
+        ...
+
+    def clear(self) -> None:
+        """Forget every message (the exchange was deleted)."""
+        ...
+
+
+@attrs.frozen
+class ScheduledInfo:
+    """One held message as the management API shows it."""
+
+    handle: int
+    due_ms: int
+    """POSIX ms."""
+    message: HeldMessage
+
+
 @attrs.frozen
 class ExchangeContext:
     """What the broker hands a router it creates through ExchangeType.create_router_in."""
@@ -265,6 +312,7 @@ class ExchangeContext:
     """A held message as a field table to put() in the state."""
     decode: Callable[[Arguments], HeldMessage]
     """The message a table from encode() describes."""
+    spool: MessageSpool
 
 
 class HoldingRouter(Router, Protocol):
@@ -276,4 +324,28 @@ class HoldingRouter(Router, Protocol):
 
     def close(self) -> None:
         """The exchange is gone: cancel timers, drop held messages."""
+        ...
+
+
+class SchedulingRouter(HoldingRouter, Protocol):
+    """A holding router whose held messages can be listed and cancelled (management API, ctl)."""
+
+    def scheduled_count(self) -> int:
+        """How many messages are held."""
+        ...
+
+    def next_due_ms(self) -> int | None:
+        """When the first held message is due (POSIX ms), or None."""
+        ...
+
+    def scheduled(self, limit: int) -> list[ScheduledInfo]:
+        """The first `limit` held messages, earliest first."""
+        ...
+
+    def scheduled_message(self, handle: int) -> ScheduledInfo | None:
+        """One held message, or None."""
+        ...
+
+    def cancel(self, handle: int) -> bool:
+        """Drop one held message; False if there is none with that handle."""
         ...
