@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from amqplite.config.models import StoreConfig
@@ -74,7 +75,7 @@ class Commits:
         self._dirty: dict[int, QueueStore] = {}
         self._doomed: list[QueueStore] = []
         self.spools: dict[tuple[str, str, bool], Spool] = {}  # held messages (store/spool.py)
-        self.cleared_spools: list[Spool] = []  # their directories go at the next metadata commit
+        self.cleared_spools: list[Path] = []  # moved-aside spools, removed at the next commit
         self._signalled = False
         self.commit_count = self.fsync_calls = self.bytes_written = 0
         # the server may set one (management.metrics.LatencyHistogram): observe(seconds) per commit
@@ -162,9 +163,7 @@ class Commits:
             job = SyncJob(meta.written, fsync=fsync, domain=meta)
             for spool in spools:  # held messages ride the metadata commit (their confirms wait)
                 spool.write(job)
-            for spool in cleared:
-                if spool.directory.exists():
-                    job.remove_dirs.append(spool.directory)
+            job.remove_dirs.extend(cleared)
             self.cleared_spools = []
             self.metadata_log.write(job)
             if self.metadata_log.due_for_compaction(self.metadata_compact_over):

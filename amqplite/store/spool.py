@@ -37,6 +37,7 @@ HEAD: Final = struct.Struct(">BIIq")  # flag, payload length, crc32(due + payloa
 DURABLE, TRANSIENT, GONE = 1, 2, 0
 SHIFT: Final = 40
 SUFFIX: Final = ".spool"
+TRASH: Final = ".deleted-"
 
 Mark = tuple[tuple[Any, int], ...]
 """(commit domain, ticket) pairs, as store.commits hands them out."""
@@ -73,7 +74,7 @@ def remove_transient_spools(root: Path) -> None:
     base = root / SPOOL_DIR
     if base.is_dir():
         for path in base.iterdir():
-            if path.name.startswith("t-"):
+            if path.name.startswith("t-") or TRASH in path.name:
                 shutil.rmtree(path, ignore_errors=True)
 
 
@@ -178,8 +179,9 @@ class Spool:
             return True
         return any(_durable(mark) for mark, _ in self._waiting)
 
-    def clear(self) -> None:
-        """The exchange is gone: forget everything (the directory goes at the next commit)."""
+    def clear(self) -> Path | None:
+        """The exchange is gone: forget everything; the directory moves aside (returned) at once,
+        so an exchange declared again under the name starts empty, and goes at the next commit."""
         self.closed = True
         self._chunks.clear()
         self._waiting.clear()
@@ -187,6 +189,11 @@ class Spool:
         for fd in self._readers.values():
             os.close(fd)
         self._readers.clear()
+        if not self.directory.exists():
+            return None
+        trash = self.directory.with_name(f"{self.directory.name}{TRASH}{id(self):x}")
+        self.directory.rename(trash)
+        return trash
 
     def write(self, job: SyncJob) -> None:
         """Hand the unwritten records, forgotten handles and empty segments to a commit job."""
@@ -229,6 +236,8 @@ class Spool:
         return self.directory / f"{segment:010d}{SUFFIX}"
 
     def _append_op(self, segment: int, data: bytearray, job: SyncJob) -> None:
+        if self.closed:
+            return
         self.directory.mkdir(parents=True, exist_ok=True)
         with open(self._path(segment), "ab", buffering=0) as file:
             file.write(data)
@@ -237,6 +246,8 @@ class Spool:
                 job.fsync_calls += 1
 
     def _flip_op(self, segment: int, offsets: Sequence[int], job: SyncJob) -> None:
+        if self.closed:
+            return
         with contextlib.suppress(FileNotFoundError):
             fd = os.open(self._path(segment), os.O_WRONLY)
             try:
@@ -249,6 +260,8 @@ class Spool:
                 os.close(fd)
 
     def _unlink_op(self, segment: int, job: SyncJob) -> None:
+        if self.closed:
+            return
         with contextlib.suppress(FileNotFoundError):
             self._path(segment).unlink()
 
@@ -285,9 +298,3 @@ class Spool:
         else:
             path.unlink()
             fsync_dir(self.directory)
-
-
-def clear_directory(job: SyncJob, directory: Path) -> None:
-    """Remove a cleared spool's directory after the job's fsync."""
-    if directory.exists():
-        job.remove_dirs.append(directory)

@@ -95,12 +95,13 @@ class Store(Commits, MetadataWriter, RecoveryReader):
 
     def drop_held_spool(self, spool: Spool) -> None:
         """The exchange is gone: its spool's directory is removed at the next commit."""
-        spool.clear()
+        trash = spool.clear()
         for key, known in list(self.spools.items()):
             if known is spool:
                 del self.spools[key]
-        self.cleared_spools.append(spool)
-        self.touched(None)
+        if trash is not None:
+            self.cleared_spools.append(trash)
+            self.touched(None)
 
     @property
     def queues_directory(self) -> Path:

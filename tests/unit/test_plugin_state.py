@@ -202,3 +202,20 @@ def test_a_release_is_forgotten_only_after_the_queue_has_the_message(tmp_path: P
         assert seen.count(b"m") >= 1, case
         if case == "two-rounds":
             assert seen == [b"m"]
+
+
+def test_an_exchange_declared_again_after_a_delete_starts_empty(tmp_path: Path) -> None:
+    clock, wall = FakeClock(), Wall()
+    broker, store = boot(tmp_path, clock, wall)
+    setup(broker)
+    vhost = broker.vhosts["/"]
+    vhost.route_message("later", delayed(b"old", 1000))
+    store.commit()
+    vhost.delete_exchange("later")
+    setup(broker)  # same name, before the deletion's commit
+    vhost.route_message("later", delayed(b"new", 1000))
+    assert vhost.exchanges["later"].router.scheduled_count() == 1  # type: ignore[attr-defined]
+    store.commit()
+    store.commit()
+    _, seen = reopen(tmp_path, wall)
+    assert seen == [b"new"]
