@@ -38,6 +38,8 @@ __all__ = ["DelayedMessageExchangeType", "DelayedRouter", "delay_of", "register"
 
 TYPE_ARGUMENT = "x-delayed-type"
 DELAY_HEADER = "x-delay"
+RELEASE_BATCH = 1000  # messages released per timer turn: a million due at once never stalls
+NEXT_TURN_S = 0.0005  # the next batch's deadline: past this turn of the broker's timers
 
 
 def delay_of(headers: Arguments | None) -> int:
@@ -166,12 +168,18 @@ class DelayedRouter:
             self._timer = self.scheduler.call_at(due, self._fire)
 
     def _fire(self, now: float) -> None:
-        """Release every message due by now, earliest first."""
+        """Release the messages due by now, earliest first, RELEASE_BATCH per timer turn."""
         self._timer = self._timer_due = None
         held = self.held
-        while held and held[0][0] <= now:
+        for _ in range(RELEASE_BATCH):
+            if not held or held[0][0] > now:
+                break
             _, handle = heapq.heappop(held)
             self.spool.release(handle)
+        if held and held[0][0] <= now:  # more are due: after the connections had a turn
+            self._timer_due = now + NEXT_TURN_S
+            self._timer = self.scheduler.call_at(self._timer_due, self._fire)
+            return
         self._arm()
 
 

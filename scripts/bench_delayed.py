@@ -2,10 +2,10 @@
 
 Spawns `amqplite serve` with the delayed_message plugin and runs, in one broker:
 
-1. tolerance: --tolerance-count messages (default 100,000) with delays spread over --spread
-   seconds, consumed as they fire; how late each arrives after its due time (p50/p99/max) and
+1. tolerance: --tolerance-count messages (default 100,000), published first, due from --lead
+   seconds on (default 40) spread over --spread seconds (20), consumed as they fire; how late each arrives after its due time (p50/p99/max) and
    how many arrive early (must be 0). The due time is taken when the publish is sent, batches of
-   200 with a round trip between them, so the lateness includes reading at most one batch.
+   1,000 with a round trip between them, so the lateness includes reading at most one batch.
 2. baseline: --count plain messages (default 1,000,000) published to a queue through a direct
    exchange: publish rate and the RSS they take (bodies in memory, as any queue keeps them).
 3. scale: --count delayed messages, all due at one moment after publishing ends: scheduling
@@ -41,7 +41,7 @@ from amqplite.protocol.methods import BasicPublish, spec
 
 ROOT = Path(__file__).resolve().parents[1]
 BATCH = 2000
-TOLERANCE_BATCH = 200  # publishes between round trips: lateness is not a publish backlog
+TOLERANCE_BATCH = 1000  # publishes between round trips: lateness is not a publish backlog
 HEADERS_FLAG, DELIVERY_MODE_FLAG = 1 << 13, 1 << 12
 _DELAY_TABLE = struct.Struct(">IB7sBq")  # table length, key length, "x-delay", 'l', value
 
@@ -90,7 +90,9 @@ def wait_depth(client: Client, queue: str, count: int, timeout: float) -> float:
         time.sleep(0.05)
 
 
-def tolerance(url: str, count: int, spread: float, size: int, persistent: bool) -> None:
+def tolerance(
+    url: str, count: int, spread: float, lead: float, size: int, persistent: bool
+) -> None:
     """Phase 1: how late delayed messages arrive after their due time."""
     pub, sub = Client(url), Client(url)
     pub.open_channel()
@@ -99,7 +101,6 @@ def tolerance(url: str, count: int, spread: float, size: int, persistent: bool) 
     sub.qos(5000)
     sub.consume("tol", "t")
     consumer = Consumer(stamps=True)
-    lead = 2.0  # the first message is due this long after publishing starts
     start = time.time()
     pad = b"x" * max(0, size - 8)
     sent = 0
@@ -120,6 +121,11 @@ def tolerance(url: str, count: int, spread: float, size: int, persistent: bool) 
             consumer.feed(sub.buffer, time.time_ns())
             sub.send(ack_frame(consumer.last_tag, True))
     published = time.time() - start
+    if published > lead:
+        print(
+            f"tolerance: publishing took {published:.1f} s, over --lead {lead:.0f} s: "
+            "messages fell due while others were still being published"
+        )
     while consumer.deliveries < count:
         if sub.receive(30.0):
             consumer.feed(sub.buffer, time.time_ns())
@@ -133,7 +139,8 @@ def tolerance(url: str, count: int, spread: float, size: int, persistent: bool) 
         return late[min(len(late) - 1, int(p * len(late)))]
 
     print(
-        f"tolerance: {count:,} delayed messages over {spread:.0f} s (published in "
+        f"tolerance: {count:,} delayed messages due over {spread:.0f} s from {lead:.0f} s on "
+        f"(published in "
         f"{published:.1f} s): late by p50 {pct(0.5):.1f} ms, p99 {pct(0.99):.1f} ms, "
         f"max {late[-1]:.1f} ms; early: {early}"
     )
@@ -158,7 +165,8 @@ def scale(url: str, pid: int, count: int, size: int, persistent: bool) -> None:
     rss_plain = rss_mb(pid)
     print(
         f"baseline: {count:,} plain messages of {size} B: {plain_rate:,.0f} publishes/s, "
-        f"RSS +{rss_plain - rss0:,.0f} MiB ({(rss_plain - rss0) * 2**20 / count:,.0f} B/message)"
+        f"RSS +{rss_plain - rss0:,.0f} MiB ({(rss_plain - rss0) * 2**20 / count:,.0f} B/message), "
+        f"{rss_plain:,.0f} MiB in all"
     )
     client.delete_queue("plain")
     time.sleep(2.0)  # let the freed memory settle before the next baseline
@@ -182,7 +190,7 @@ def scale(url: str, pid: int, count: int, size: int, persistent: bool) -> None:
     print(
         f"scale: {count:,} delayed messages of {size} B scheduled at {count / scheduled_in:,.0f} "
         f"publishes/s ({scheduled_in:.1f} s); held: RSS +{rss_held - rss1:,.0f} MiB "
-        f"({(rss_held - rss1) * 2**20 / count:,.0f} B/message)"
+        f"({(rss_held - rss1) * 2**20 / count:,.0f} B/message), {rss_held:,.0f} MiB in all"
     )
     while time.time() < fire_at:
         time.sleep(0.01)
@@ -201,6 +209,9 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=1_000_000)
     parser.add_argument("--tolerance-count", type=int, default=100_000)
     parser.add_argument("--spread", type=float, default=20.0, help="seconds (tolerance phase)")
+    parser.add_argument(
+        "--lead", type=float, default=40.0, help="seconds before the first is due (tolerance)"
+    )
     parser.add_argument("--size", type=int, default=256, help="body bytes")
     parser.add_argument("--persistent", action="store_true")
     args = parser.parse_args()
@@ -210,7 +221,9 @@ def main() -> None:
         with spawned_amqplite(ROOT, config) as (url, pid):
             print(f"broker pid {pid}, {args.size} B bodies, persistent={args.persistent}")
             if args.tolerance_count:
-                tolerance(url, args.tolerance_count, args.spread, args.size, args.persistent)
+                tolerance(
+                    url, args.tolerance_count, args.spread, args.lead, args.size, args.persistent
+                )
             if args.count:
                 scale(url, pid, args.count, args.size, args.persistent)
 
