@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import itertools
 import json
 import time
 from pathlib import Path
@@ -90,7 +89,9 @@ def test_list_look_at_and_cancel_scheduled_messages(tmp_path: Path) -> None:
 
 TOLERANCE_S = 5.0
 """Stated tolerance: a delayed message is never routed before its delay and at most this late
-here (a loaded CI machine; scripts/bench_delayed.py measures the real figure, tens of ms)."""
+here (a loaded CI machine; scripts/bench_delayed.py measures the real figure, tens of ms).
+Due order is checked on virtual time (tests/unit/test_delayed_message.py): here the moment the
+broker reads each publish is not known to the client."""
 COUNT = 300
 
 
@@ -124,8 +125,5 @@ def test_delays_are_honoured_within_the_stated_tolerance(tmp_path: Path) -> None
             published, delay = sent[body]
             assert at - published >= delay / 1000, body  # never early
             assert at - published <= delay / 1000 + TOLERANCE_S, body
-        # in due order: none arrives before one due earlier (50 ms slack for the trip in)
-        dues = [sent[body][0] + sent[body][1] / 1000 for body, _ in arrived]
-        assert all(later >= earlier - 0.05 for earlier, later in itertools.pairwise(dues))
     finally:
         broker.stop()
