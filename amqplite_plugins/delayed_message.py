@@ -3,15 +3,18 @@
 An exchange of this type routes as its `x-delayed-type` argument says (direct, topic, ...), but a
 message with a positive integer `x-delay` header (milliseconds) is held and routed only when its
 time comes, through the bindings the exchange has then. Messages due at the same time are routed
-in the order they were published. A persistent message held by a durable exchange is written to
-the plugin state (on disk before its confirm) with its due time as POSIX milliseconds, so it
-comes back at boot and is routed on time (at once, if its time passed while the broker was down).
+in the order they were published. Held messages are paged out to the broker's spool (one
+append-only file set per exchange): memory keeps a (due, handle) pair per message, not its body.
+A persistent message held by a durable exchange is on disk before its confirm with its due time
+as POSIX milliseconds, so it comes back at boot and is routed on time (at once, if its time
+passed while the broker was down). Its record is forgotten only once the queues it was routed to
+have it on disk, so a crash around the release can route it twice, never lose it. The held
+messages can be counted, looked at and cancelled (management API, `amqplite ctl`).
 """
 
 from __future__ import annotations
 
 import heapq
-import itertools
 from typing import ClassVar
 
 from amqplite.broker.plugin_api import (
@@ -22,9 +25,11 @@ from amqplite.broker.plugin_api import (
     ExchangeContext,
     ExchangeTypeRegistry,
     HeldMessage,
+    MessageSpool,
     ReplyCode,
     Router,
     Scheduled,
+    ScheduledInfo,
     Scheduler,
     assert_args_equivalence,
 )
@@ -33,6 +38,8 @@ __all__ = ["DelayedMessageExchangeType", "DelayedRouter", "delay_of", "register"
 
 TYPE_ARGUMENT = "x-delayed-type"
 DELAY_HEADER = "x-delay"
+RELEASE_BATCH = 1000  # messages released per timer turn: a million due at once never stalls
+NEXT_TURN_S = 0.0005  # the next batch's deadline: past this turn of the broker's timers
 
 
 def delay_of(headers: Arguments | None) -> int:
@@ -49,25 +56,27 @@ class DelayedRouter:
     def __init__(self, inner: Router, context: ExchangeContext) -> None:
         self.inner = inner
         self.scheduler: Scheduler = context.scheduler
-        self.release = context.release
-        self.state = context.state
-        self.encode = context.encode
-        # (due, publish order, state key or "" if not on disk, message)
-        self.held: list[tuple[float, int, str, HeldMessage]] = []
+        self.spool: MessageSpool = context.spool
+        # (due monotonic seconds, spool handle): handles sort in publish order
+        self.held: list[tuple[float, int]] = []
         self._timer: Scheduled | None = None
         self._timer_due: float | None = None
-        self._order = itertools.count(self._restore(context))
+        self._restore(context)
         self._arm()
 
-    def _restore(self, context: ExchangeContext) -> int:
-        """Hold again the messages the state kept; the next publish order number."""
-        records = self.state.load()
+    def _restore(self, context: ExchangeContext) -> None:
+        """Hold again the messages the spool kept (and those of the older plugin-state records)."""
         now, wall = self.scheduler.now(), self.scheduler.wall_time()
-        for key, record in records.items():
-            due = now + (int(record["due"]) / 1000 - wall)
-            self.held.append((due, int(key), key, context.decode(record["message"])))
+        for handle, due_ms in self.spool.restored():
+            self.held.append((now + (due_ms / 1000 - wall), handle))
+        legacy = context.state.load()  # written by the first version of this plugin
+        for _key, record in sorted(legacy.items(), key=lambda item: int(item[0])):
+            due_ms = int(record["due"])
+            handle = self.spool.add(context.decode(record["message"]), due_ms)
+            self.held.append((now + (due_ms / 1000 - wall), handle))
+        if legacy:
+            context.state.clear()
         heapq.heapify(self.held)
-        return max((int(key) for key in records), default=-1) + 1
 
     def bind(self, destination: Destination, routing_key: str, arguments: Arguments) -> None:
         """A binding of the inner type."""
@@ -87,13 +96,9 @@ class DelayedRouter:
         if delay <= 0:
             return False
         due = self.scheduler.now() + delay / 1000
-        order = next(self._order)
-        key = ""
-        if message.persistent and self.state.durable:
-            key = str(order)
-            due_ms = round(self.scheduler.wall_time() * 1000) + delay
-            self.state.put(key, {"due": due_ms, "message": self.encode(message)})
-        heapq.heappush(self.held, (due, order, key, message))
+        due_ms = round(self.scheduler.wall_time() * 1000) + delay
+        handle = self.spool.add(message, due_ms)
+        heapq.heappush(self.held, (due, handle))
         self._arm()
         return True
 
@@ -105,29 +110,76 @@ class DelayedRouter:
     def close(self) -> None:
         """The exchange was deleted: drop the held messages and the timer."""
         self.held.clear()
-        self.state.clear()
+        self.spool.clear()
         if self._timer is not None:
             self._timer.cancel()
         self._timer = self._timer_due = None
+
+    # -- listing and cancelling (plugin_api.SchedulingRouter) --------------------------------
+
+    def _due_ms(self, due: float) -> int:
+        return round((self.scheduler.wall_time() + due - self.scheduler.now()) * 1000)
+
+    def scheduled_count(self) -> int:
+        """How many messages are held."""
+        return len(self.held)
+
+    def next_due_ms(self) -> int | None:
+        """When the first held message is due (POSIX ms), or None."""
+        return None if not self.held else self._due_ms(self.held[0][0])
+
+    def scheduled(self, limit: int) -> list[ScheduledInfo]:
+        """The first `limit` held messages, earliest first."""
+        return [
+            ScheduledInfo(handle, self._due_ms(due), self.spool.message(handle))
+            for due, handle in heapq.nsmallest(limit, self.held)
+        ]
+
+    def scheduled_message(self, handle: int) -> ScheduledInfo | None:
+        """One held message (a scan: the heap is not indexed, to keep memory per message low)."""
+        for due, known in self.held:
+            if known == handle:
+                return ScheduledInfo(handle, self._due_ms(due), self.spool.message(handle))
+        return None
+
+    def cancel(self, handle: int) -> bool:
+        """Drop one held message; False if none has that handle."""
+        for index, (_, known) in enumerate(self.held):
+            if known == handle:
+                last = self.held.pop()
+                if index < len(self.held):
+                    self.held[index] = last
+                    heapq.heapify(self.held)
+                self.spool.cancel(handle)
+                self._arm()
+                return True
+        return False
 
     def _arm(self) -> None:
         """Keep one timer, at the first due time."""
         due = self.next_due
-        if due is None or due == self._timer_due:
+        if due == self._timer_due:
             return
         if self._timer is not None:
             self._timer.cancel()
-        self._timer_due = due
-        self._timer = self.scheduler.call_at(due, self._fire)
+        self._timer = self._timer_due = None
+        if due is not None:
+            self._timer_due = due
+            self._timer = self.scheduler.call_at(due, self._fire)
 
     def _fire(self, now: float) -> None:
-        """Release every message due by now, earliest first."""
+        """Release the messages due by now, earliest first, RELEASE_BATCH per timer turn."""
         self._timer = self._timer_due = None
-        while self.held and self.held[0][0] <= now:
-            _, _, key, message = heapq.heappop(self.held)
-            if key:
-                self.state.delete(key)
-            self.release(message)
+        held = self.held
+        for _ in range(RELEASE_BATCH):
+            if not held or held[0][0] > now:
+                break
+            _, handle = heapq.heappop(held)
+            self.spool.release(handle)
+        if held and held[0][0] <= now:  # more are due: after the connections had a turn
+            self._timer_due = now + NEXT_TURN_S
+            self._timer = self.scheduler.call_at(self._timer_due, self._fire)
+            return
         self._arm()
 
 

@@ -353,7 +353,7 @@ class Broker:
     ) -> None:
         """basic.nack / basic.reject: requeue to the original place, or drop."""
         settled = channel.settle(delivery_tag, multiple)
-        self._release(settled, requeue)
+        self._release(settled, requeue, explicit=True)
 
     def recover(self, channel: DeliveryChannel) -> None:
         """basic.recover: every unacked message of the channel goes back to its queue."""
@@ -374,10 +374,10 @@ class Broker:
         for queue in [q for q in vhost.queues.values() if q.exclusive_owner is owner]:
             vhost.remove_queue(queue)
 
-    def _release(self, settled: list[Unacked], requeue: bool) -> None:
+    def _release(self, settled: list[Unacked], requeue: bool, explicit: bool = False) -> None:
         if requeue:
             for item in settled:
-                item.queue.requeue(item.entry)
+                item.queue.requeue(item.entry, explicit)
         else:
             for item in settled:
                 item.queue.reject(item.entry)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -125,6 +125,34 @@ class PluginStateStore(Protocol):
 
     def plugin_state_clear(self, scope: str, vhost: str) -> None:
         """Forget every record of a scope."""
+
+    def held_spool(self, vhost: str, exchange: str, durable: bool) -> HeldSpool:
+        """The spool of an exchange's held messages."""
+        ...
+
+    def drop_held_spool(self, spool: HeldSpool) -> None:
+        """Forget a spool (its exchange is gone)."""
+
+
+class HeldSpool(Protocol):
+    """One exchange's held messages on disk (store.spool.Spool): records of (due ms, payload)."""
+
+    restored: list[tuple[int, int]]
+    """(handle, due ms) of the durable records found when it was opened."""
+
+    def append(self, due_ms: int, payload: bytes, durable: bool) -> int:
+        """Spool a record; a durable one is on disk before the confirm of the publish doing it."""
+        ...
+
+    def read(self, handle: int) -> tuple[int, bytes]:
+        """(due ms, payload) of a record."""
+        ...
+
+    def release(self, handle: int, route: Callable[[], None]) -> None:
+        """Run route(); forget the record once the records route() made are on disk."""
+
+    def cancel(self, handle: int) -> None:
+        """Forget a record."""
 
 
 class CommitSequence(Protocol):

@@ -22,6 +22,7 @@ __all__ = [
     "ExchangeTypeRegistry",
     "HeldMessage",
     "HoldingRouter",
+    "MessageSpool",
     "PluginState",
     "QueueContext",
     "QueueHooks",
@@ -29,7 +30,9 @@ __all__ = [
     "ReplyCode",
     "Router",
     "Scheduled",
+    "ScheduledInfo",
     "Scheduler",
+    "SchedulingRouter",
     "Verdict",
     "assert_args_equivalence",
     "basic_property",
@@ -286,6 +289,50 @@ class PluginState(Protocol):
         ...
 
 
+class MessageSpool(Protocol):
+    """Held messages of one exchange paged out to disk: the router keeps only their handles.
+
+    A handle is an int that sorts in the order messages were added. A persistent message added
+    by a durable exchange is on disk before its publish is confirmed and comes back from
+    restored() after a restart or a crash; others are dropped at a restart. Without a store the
+    messages stay in memory.
+    """
+
+    def add(self, message: HeldMessage, due_ms: int) -> int:
+        """Keep a message due at `due_ms` (POSIX ms); return its handle."""
+        ...
+
+    def message(self, handle: int) -> HeldMessage:
+        """The message of a handle (its body read back from disk)."""
+        ...
+
+    def release(self, handle: int) -> None:
+        """Route the message through the exchange now; forget it once its copies are on disk."""
+        ...
+
+    def cancel(self, handle: int) -> None:
+        """Forget a message without routing it."""
+        ...
+
+    def restored(self) -> list[tuple[int, int]]:
+        """(handle, due ms) of the messages kept from before a restart."""
+        ...
+
+    def clear(self) -> None:
+        """Forget every message (the exchange was deleted)."""
+        ...
+
+
+@attrs.frozen
+class ScheduledInfo:
+    """One held message as the management API shows it."""
+
+    handle: int
+    due_ms: int
+    """POSIX ms."""
+    message: HeldMessage
+
+
 @attrs.frozen
 class ExchangeContext:
     """What the broker hands a router it creates through ExchangeType.create_router_in."""
@@ -303,6 +350,7 @@ class ExchangeContext:
     """A held message as a field table to put() in the state."""
     decode: Callable[[Arguments], HeldMessage]
     """The message a table from encode() describes."""
+    spool: MessageSpool
 
 
 class HoldingRouter(Router, Protocol):
@@ -383,4 +431,27 @@ class QueuePlugin(Protocol):
 
     def attach(self, context: QueueContext) -> QueueHooks | None:
         """Hooks for this queue, or None to leave it alone (406 ChannelException: bad arguments)."""
+
+
+class SchedulingRouter(HoldingRouter, Protocol):
+    """A holding router whose held messages can be listed and cancelled (management API, ctl)."""
+
+    def scheduled_count(self) -> int:
+        """How many messages are held."""
+        ...
+
+    def next_due_ms(self) -> int | None:
+        """When the first held message is due (POSIX ms), or None."""
+        ...
+
+    def scheduled(self, limit: int) -> list[ScheduledInfo]:
+        """The first `limit` held messages, earliest first."""
+        ...
+
+    def scheduled_message(self, handle: int) -> ScheduledInfo | None:
+        """One held message, or None."""
+        ...
+
+    def cancel(self, handle: int) -> bool:
+        """Drop one held message; False if there is none with that handle."""
         ...

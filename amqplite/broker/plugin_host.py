@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable, Iterable
 
-from amqplite.broker.durability import PluginStateStore
+from amqplite.broker.durability import HeldSpool, PluginStateStore
 from amqplite.broker.message import Message
 from amqplite.broker.plugin_api import (
     Arguments,
@@ -247,3 +248,113 @@ def decode_message(table: Arguments) -> HeldMessage:
         bytes(table["properties"]),
         bytes(table["body"]),
     )
+
+
+_SIZES = struct.Struct(">HHI")  # lengths of exchange, routing key, properties; the body follows
+
+
+def pack_message(message: HeldMessage) -> bytes:
+    """A held message as bytes for the spool."""
+    assert isinstance(message, Message)
+    exchange, key = message.exchange.encode(), message.routing_key.encode()
+    props = message.properties_bin
+    sizes = _SIZES.pack(len(exchange), len(key), len(props))
+    return b"".join((sizes, exchange, key, props, message.body))
+
+
+def unpack_message(data: bytes) -> Message:
+    """The message pack_message() wrote."""
+    exchange_len, key_len, props_len = _SIZES.unpack_from(data)
+    at = _SIZES.size
+    exchange = data[at : at + exchange_len].decode()
+    at += exchange_len
+    key = data[at : at + key_len].decode()
+    at += key_len
+    props = data[at : at + props_len]
+    return make_message(exchange, key, props, data[at + props_len :])
+
+
+class HostSpool:
+    """plugin_api.MessageSpool over the store's spool of one exchange (in memory without a store)."""
+
+    __slots__ = (
+        "_backend",
+        "_memory",
+        "_next",
+        "_route",
+        "_store_of",
+        "durable",
+        "exchange",
+        "vhost",
+    )
+
+    def __init__(
+        self,
+        vhost: str,
+        exchange: str,
+        durable: bool,
+        store_of: Callable[[], PluginStateStore | None],
+        route: Callable[[HeldMessage], None],
+    ) -> None:
+        self.vhost = vhost
+        self.exchange = exchange
+        self.durable = durable
+        self._store_of = store_of
+        self._route = route
+        self._backend: HeldSpool | None = None
+        self._memory: dict[int, HeldMessage] = {}
+        self._next = 0
+
+    def _spool(self) -> HeldSpool | None:
+        if self._backend is None:
+            store = self._store_of()
+            if store is not None:
+                self._backend = store.held_spool(self.vhost, self.exchange, self.durable)
+        return self._backend
+
+    def add(self, message: HeldMessage, due_ms: int) -> int:
+        """Page the message out (on disk before its confirm if persistent and durable)."""
+        spool = self._spool()
+        if spool is None:
+            self._next += 1
+            self._memory[self._next] = message
+            return self._next
+        return spool.append(due_ms, pack_message(message), message.persistent)
+
+    def message(self, handle: int) -> HeldMessage:
+        """The message, read back."""
+        spool = self._spool()
+        if spool is None:
+            return self._memory[handle]
+        return unpack_message(spool.read(handle)[1])
+
+    def release(self, handle: int) -> None:
+        """Route it now; the spool forgets it once the enqueues are on disk."""
+        spool = self._spool()
+        if spool is None:
+            self._route(self._memory.pop(handle))
+            return
+        message = unpack_message(spool.read(handle)[1])
+        spool.release(handle, lambda: self._route(message))
+
+    def cancel(self, handle: int) -> None:
+        """Forget it."""
+        spool = self._spool()
+        if spool is None:
+            self._memory.pop(handle, None)
+        else:
+            spool.cancel(handle)
+
+    def restored(self) -> list[tuple[int, int]]:
+        """What the spool kept from before a restart."""
+        spool = self._spool()
+        return [] if spool is None else list(spool.restored)
+
+    def clear(self) -> None:
+        """Forget everything."""
+        self._memory.clear()
+        store = self._store_of()
+        spool = self._spool()
+        if store is not None and spool is not None:
+            store.drop_held_spool(spool)
+            self._backend = None

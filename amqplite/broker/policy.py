@@ -9,6 +9,7 @@ from typing import Any, Final
 import attrs
 
 from amqplite.broker.queue_settings import OVERFLOW_MODES, POLICY_INT_MINIMUMS, POLICY_KEYS
+from amqplite.broker.retry import RETRY_TYPES
 
 APPLY_TO: Final = ("queues", "exchanges", "all")
 # Keys that apply to exchanges (apply-to exchanges or all): string values.
@@ -82,6 +83,9 @@ def validate_policy(policy: Policy) -> None:
         elif key == "overflow":
             if value not in OVERFLOW_MODES:
                 raise ValueError(f"overflow must be one of {', '.join(OVERFLOW_MODES)}")
+        elif key == "delayed-retry-type":
+            if value not in RETRY_TYPES:
+                raise ValueError(f"delayed-retry-type must be one of {', '.join(RETRY_TYPES)}")
         elif not isinstance(value, str):
             raise ValueError(f"{key} must be a string, not {value!r}")
 

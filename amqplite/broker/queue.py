@@ -12,6 +12,7 @@ from amqplite.broker.message import Message, QueueEntry
 from amqplite.broker.queue_host import DETACHED, QueueHost
 from amqplite.broker.queue_settings import QueueSettings, parse_settings
 from amqplite.broker.ready_list import ReadyMessages
+from amqplite.broker.retry import DEFAULT_DELIVERY_LIMIT, RetryHold, RetrySettings, parse_retry
 from amqplite.broker.stats import MessageStats
 from amqplite.broker.ttl_index import TtlIndex
 from amqplite.protocol.constants import ClassId, ReplyCode
@@ -41,6 +42,8 @@ class Queue:
     settings: QueueSettings = attrs.field(init=False)
     ready: ReadyMessages = attrs.field(init=False)
     deadlines: TtlIndex = attrs.field(init=False)
+    retry: RetrySettings | None = attrs.field(init=False, default=None)  # retry with backoff
+    delayed: RetryHold = attrs.field(init=False)  # requeued entries waiting out their delay
     consumers: deque[Consumer] = attrs.field(factory=deque)
     unacked_count: int = 0
     ready_bytes: int = 0
@@ -79,9 +82,8 @@ class Queue:
             )
 
     def __attrs_post_init__(self) -> None:
-        self.settings = parse_settings(
-            self.arguments, self.host.policy_for(self), self.name, self.vhost
-        )
+        self._parse_settings()
+        self.delayed = RetryHold(self._ready_again)
         self.ready = ReadyMessages((self.settings.max_priority or 0) + 1)
         self.deadlines = TtlIndex()
         self.last_used = self.host.now()
@@ -99,11 +101,17 @@ class Queue:
 
     # -- settings and policies -------------------------------------------------------------
 
+    def _parse_settings(self) -> None:
+        policy = self.host.policy_for(self)
+        settings = parse_settings(self.arguments, policy, self.name, self.vhost)
+        self.retry = parse_retry(self.arguments, policy, self.name, self.vhost)
+        if self.retry is not None and settings.delivery_limit is None:
+            settings = attrs.evolve(settings, delivery_limit=DEFAULT_DELIVERY_LIMIT)
+        self.settings = settings
+
     def reconfigure(self) -> None:
         """Recompute the settings after a policy change; limits apply at once."""
-        self.settings = parse_settings(
-            self.arguments, self.host.policy_for(self), self.name, self.vhost
-        )
+        self._parse_settings()
         self._enforce_limits()
         self._schedule_expiry()
 
@@ -241,8 +249,11 @@ class Queue:
                 self.journal.delivered(entry)
             return entry
 
-    def requeue(self, entry: QueueEntry) -> None:
-        """Return a delivered entry to its place (redelivered), or dead-letter it if it is spent."""
+    def requeue(self, entry: QueueEntry, explicit: bool = False) -> None:
+        """Return a delivered entry to its place (redelivered), or dead-letter it if it is spent.
+
+        `explicit`: basic.reject/nack with requeue (retry with backoff may hold it back first).
+        """
         if self.deleted:
             return
         limit = self.settings.delivery_limit
@@ -255,13 +266,36 @@ class Queue:
             return
         if limit is not None:
             self._set_delivery_count(entry)
-        self.ready.requeue(entry)
-        self.ready_bytes += entry.message.size
         self.stats.requeue += 1
         self.totals.requeue += 1
+        retry = self.retry
+        if retry is not None and retry.applies(explicit):
+            due = self.host.now() + retry.delay_ms(entry.delivery_count) / 1000
+            self.delayed.hold(entry, due)
+            self.host.schedule(self.delayed, due)
+            return
+        self._make_ready(entry)
+        self._enforce_limits()
+
+    def _make_ready(self, entry: QueueEntry) -> None:
+        self.ready.requeue(entry)
+        self.ready_bytes += entry.message.size
         if entry.expires_at is not None:
             self._add_deadline(entry, entry.expires_at)
+
+    def _ready_again(self, entries: list[QueueEntry]) -> None:
+        """Requeued entries whose retry delay is over go back to their place."""
+        if self.deleted:
+            return
+        now = self.host.now()
+        for entry in entries:
+            if entry.expires_at is not None and entry.expires_at <= now:
+                self._expired(entry)
+            else:
+                self._make_ready(entry)
         self._enforce_limits()
+        if self.consumers:
+            self.dispatch()
 
     def reject(self, entry: QueueEntry) -> None:
         """Rejected without requeue: dropped, or dead-lettered with reason rejected."""
@@ -289,8 +323,8 @@ class Queue:
 
     def purge(self) -> int:
         """Drop every ready message and return how many there were."""
-        count = len(self.ready)
-        entries = self.ready.clear()  # paged-out entries (transient) are just dropped
+        count = len(self.ready) + len(self.delayed)
+        entries = self.ready.clear() + self.delayed.clear()  # paged-out entries are just dropped
         self.ready_bytes = 0
         self.deadlines.clear()
         for entry in entries:

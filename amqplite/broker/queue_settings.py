@@ -63,6 +63,9 @@ POLICY_INT_MINIMUMS: Final = {
     "delivery-limit": 0,
     "consumer-timeout": 0,
     "replicas": 1,  # cluster mode: leader + mirrors
+    "delayed-retry-min": 1,  # retry with backoff (broker/retry.py)
+    "delayed-retry-max": 1,
+    "delayed-retry-multiplier": 1,
 }
 _INT_KEYS: Final = {"max-priority": 0, **POLICY_INT_MINIMUMS}
 # Numeric limits set by both a policy and an argument: the smaller wins (RabbitMQ's res_min).
@@ -78,6 +81,10 @@ POLICY_KEYS: Final = (
     "delivery-limit",
     "consumer-timeout",
     "replicas",
+    "delayed-retry-type",
+    "delayed-retry-min",
+    "delayed-retry-max",
+    "delayed-retry-multiplier",
 )
 
 

@@ -25,6 +25,7 @@ from amqplite.broker.plugin_api import (
 from amqplite.broker.plugin_host import (
     ExchangeState,
     HostScheduler,
+    HostSpool,
     decode_message,
     encode_message,
     queue_hooks,
@@ -220,6 +221,7 @@ class VHost:
             ExchangeState(self.name, name, durable, lambda: self.plugin_state),
             encode_message,
             decode_message,
+            HostSpool(self.name, name, durable, lambda: self.plugin_state, self._releaser(name)),
         )
         router: Router = create_in(context)
         return router

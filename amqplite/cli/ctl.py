@@ -64,6 +64,12 @@ COLUMNS: dict[str, list[tuple[str, str]]] = {
         ("ack_required", "ack_required"),
         ("prefetch", "prefetch_count"),
     ],
+    "scheduled": [
+        ("vhost", "vhost"),
+        ("exchange", "exchange"),
+        ("scheduled", "scheduled"),
+        ("next_due", "next_due"),
+    ],
     "quarantine": [
         ("vhost", "vhost"),
         ("name", "name"),
@@ -90,8 +96,12 @@ _DEFAULT_SORT = {
     "channels": ("name",),
     "consumers": ("queue.vhost", "queue.name", "consumer_tag"),
     "quarantine": ("vhost", "name", "path"),
+    "scheduled": ("vhost", "exchange"),
 }
-_PATHS = {"quarantine": "/api/amqplite/quarantine"}  # amqplite's own listings (not per vhost)
+# amqplite's own listings (not per vhost)
+_PATHS = {"quarantine": "/api/amqplite/quarantine", "scheduled": "/api/amqplite/scheduled"}
+SCHEDULED_COLUMNS = [("id", "id"), ("due", "due"), ("routing_key", "routing_key")]
+SCHEDULED_COLUMNS += [("bytes", "payload_bytes")]
 
 
 def lookup(item: Any, path: str) -> Any:
@@ -173,6 +183,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         p = sub.add_parser(action, help=helptext)
         p.add_argument("queue")
         p.add_argument("--vhost", default="/")
+    for action, helptext in (
+        ("scheduled", "the messages an exchange holds back (x-delayed-message), earliest first"),
+        ("show-scheduled", "one scheduled message, with its payload"),
+        ("cancel-scheduled", "drop one scheduled message: it is never routed"),
+    ):
+        p = sub.add_parser(action, help=helptext)
+        p.add_argument("exchange")
+        if action != "scheduled":
+            p.add_argument("id", help="the message's id, as `ctl scheduled EXCHANGE` shows it")
+        else:
+            p.add_argument("--count", type=int, default=100, help="at most this many (100)")
+        p.add_argument("--vhost", default="/")
     sub.add_parser("cluster", help="the cluster's nodes, as registered in etcd")
     close = sub.add_parser("close-connection", help="close a client connection")
     close.add_argument("name", help="the connection's name, as `ctl list connections` shows it")
@@ -206,12 +228,47 @@ def run(args: argparse.Namespace, client: ManagementClient, out: TextIO) -> int:
             return _done(args, out, {"purged": args.queue, "vhost": args.vhost})
         _act(client, "DELETE", path, missing)
         return _done(args, out, {"deleted": args.queue, "vhost": args.vhost})
+    if args.action in ("scheduled", "show-scheduled", "cancel-scheduled"):
+        return _scheduled(args, client, out)
     if args.action == "close-connection":
         missing = f"no connection named {args.name!r} at {client.url}"
         path = f"/api/connections/{quote(args.name)}"
         _act(client, "DELETE", path, missing, headers={"X-Reason": args.reason})
         return _done(args, out, {"closed": args.name})
     return 2
+
+
+def _scheduled(args: argparse.Namespace, client: ManagementClient, out: TextIO) -> int:
+    """List, show or cancel the messages an exchange holds back."""
+    path = f"/api/amqplite/scheduled/{quote(args.vhost)}/{quote(args.exchange)}"
+    missing = f"no exchange {args.exchange!r} in vhost {args.vhost!r} at {client.url}"
+    if args.action == "scheduled":
+        try:
+            item = client.get(f"{path}?count={args.count}")
+        except ApiError as exc:
+            if exc.status == 404:
+                raise ApiError(missing, exc.body, 404) from None
+            raise
+        if args.json:
+            out.write(json.dumps(item, indent=2, sort_keys=True) + "\n")
+            return 0
+        out.write(f"{item['scheduled']} scheduled, next due {item['next_due'] or '-'}\n")
+        rows = [[cell(lookup(m, p)) for _, p in SCHEDULED_COLUMNS] for m in item["messages"]]
+        out.write(format_table([h for h, _ in SCHEDULED_COLUMNS], rows) + "\n")
+        return 0
+    path += f"/{quote(args.id)}"
+    missing = f"no scheduled message {args.id} in exchange {args.exchange!r} at {client.url}"
+    if args.action == "show-scheduled":
+        try:
+            item = client.get(path)
+        except ApiError as exc:
+            if exc.status == 404:
+                raise ApiError(missing, exc.body, 404) from None
+            raise
+        out.write(json.dumps(item, indent=2, sort_keys=True) + "\n")
+        return 0
+    _act(client, "DELETE", path, missing)
+    return _done(args, out, {"cancelled": args.id, "exchange": args.exchange})
 
 
 def _act(

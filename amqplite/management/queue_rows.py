@@ -301,6 +301,7 @@ QUEUE_FIELDS: dict[str, Callable[[QueueRow], Any]] = {
     "messages_ready_details": _depth_rate(1),
     "messages_unacknowledged": _depth(2),
     "messages_unacknowledged_details": _depth_rate(2),
+    "messages_delayed": lambda row: len(row.queue.delayed),  # retry with backoff (broker/retry.py)
     "message_bytes": lambda row: row.queue.ready_bytes + row.unacked_bytes,
     "message_bytes_ready": lambda row: row.queue.ready_bytes,
     "message_bytes_unacknowledged": lambda row: row.unacked_bytes,
@@ -365,6 +366,7 @@ class QueueJsonCache:
             queue.exclusive_owner is not None,
             getattr(queue, "policy", None),
             None if queue.remote is None else queue.remote.placement,
+            len(queue.delayed),
         )
         cached = self._cache.get(queue)
         if cached is not None and cached[1] and cached[0] == state:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from amqplite.config.models import StoreConfig
@@ -18,6 +19,7 @@ from amqplite.store.bodies import close_descriptors
 from amqplite.store.journal import SyncJob
 from amqplite.store.metadata import MetadataCompaction, MetadataLog
 from amqplite.store.queue_store import PageOutTask, QueueStore, SnapshotTask
+from amqplite.store.spool import Spool
 
 Mark = tuple[tuple["CommitDomain", int], ...]
 """The (domain, ticket) pairs some records need committed."""
@@ -94,6 +96,8 @@ class Commits:
         self._watching: dict[CommitDomain, None] | None = None
         self._dirty: dict[int, QueueStore] = {}
         self._doomed: list[QueueStore] = []
+        self.spools: dict[tuple[str, str, bool], Spool] = {}  # held messages (store/spool.py)
+        self.cleared_spools: list[Path] = []  # moved-aside spools, removed at the next commit
         self._signalled = False
         self.commit_count = self.fsync_calls = self.bytes_written = 0
         # the server may set one (management.metrics.LatencyHistogram): observe(seconds) per commit
@@ -182,8 +186,14 @@ class Commits:
         fsync = self.config.fsync
         meta = self.metadata_domain
         doomed = [j for j in self._doomed if not j.domain.busy]
-        if not meta.busy and (meta.written > meta.flushed or doomed):
+        spools = [] if meta.busy else [s for s in self.spools.values() if s.dirty]
+        cleared = [] if meta.busy else self.cleared_spools
+        if not meta.busy and (meta.written > meta.flushed or doomed or spools or cleared):
             job = SyncJob(meta.written, fsync=fsync, domain=meta)
+            for spool in spools:  # held messages ride the metadata commit (their confirms wait)
+                spool.write(job)
+            job.remove_dirs.extend(cleared)
+            self.cleared_spools = []
             self.metadata_log.write(job)
             if self.metadata_log.due_for_compaction(self.metadata_compact_over):
                 self.metadata_log.start_compaction(job)
@@ -236,6 +246,8 @@ class Commits:
                 self.metadata_log.compaction_done(task)
         if domain.written > domain.flushed or (self._doomed and domain is self.metadata_domain):
             self.touched(None)  # appended while it was syncing: another round
+        elif any(s.waiting and s.dirty for s in self.spools.values()):
+            self.touched(None)  # released messages now on disk: forget their spooled records
 
     def commit(self) -> None:
         """Flush, sync and complete every domain in the calling thread (tests, shutdown)."""

@@ -389,6 +389,14 @@ class DurableStore(Protocol):
         """Forget every record of a scope."""
         ...
 
+    def held_spool(self, vhost: str, exchange: str, durable: bool) -> Any:
+        """The spool of an exchange's held messages (store.spool.Spool)."""
+        ...
+
+    def drop_held_spool(self, spool: Any) -> None:
+        """Forget a spool: its exchange is gone."""
+        ...
+
     def binding_added(self, vhost: str, binding: DurableBinding) -> None:
         """Record a durable binding."""
         ...

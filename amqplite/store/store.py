@@ -17,6 +17,7 @@ from amqplite.store.metadata import METADATA_NAME, MetadataLog
 from amqplite.store.metadata_writer import MetadataWriter
 from amqplite.store.quarantine import list_quarantine
 from amqplite.store.queue_store import QueueStore
+from amqplite.store.spool import Spool, remove_transient_spools, spool_directory
 
 __all__ = ["CLEAN_MARKER", "QUEUES_DIR", "Store", "StoreStatistics"]
 
@@ -56,6 +57,7 @@ class Store(Commits, MetadataWriter, RecoveryReader):
             marker.unlink()
             fsync_dir(self.directory)
         self.metadata_log = MetadataLog.open(self.directory / METADATA_NAME)
+        remove_transient_spools(self.directory)
         self.journals: dict[tuple[str, str], QueueStore] = {}
         self.init_commits()
         self.problems: list[str] = list(self.metadata_log.problems)
@@ -82,6 +84,25 @@ class Store(Commits, MetadataWriter, RecoveryReader):
             quarantined=self.quarantine_count,
         )
 
+    def held_spool(self, vhost: str, exchange: str, durable: bool) -> Spool:
+        """The spool of an exchange's held messages (opened, and its records found, on first use)."""
+        key = (vhost, exchange, durable)
+        spool = self.spools.get(key)
+        if spool is None:
+            directory = spool_directory(self.directory, vhost, exchange, durable)
+            spool = self.spools[key] = Spool(directory, self, durable)
+        return spool
+
+    def drop_held_spool(self, spool: Spool) -> None:
+        """The exchange is gone: its spool's directory is removed at the next commit."""
+        trash = spool.clear()
+        for key, known in list(self.spools.items()):
+            if known is spool:
+                del self.spools[key]
+        if trash is not None:
+            self.cleared_spools.append(trash)
+            self.touched(None)
+
     @property
     def queues_directory(self) -> Path:
         """Where the queue journals live, one directory each."""
@@ -90,6 +111,8 @@ class Store(Commits, MetadataWriter, RecoveryReader):
     def close(self) -> None:
         """Commit what is pending and close every file."""
         self.commit()
+        if any(spool.dirty for spool in self.spools.values()):
+            self.commit()  # releases committed by the first round: forget their spooled records
         job = SyncJob(0, fsync=self.config.fsync)
         for journal in self.journals.values():
             journal.writer.rotate(job)

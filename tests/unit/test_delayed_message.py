@@ -116,3 +116,18 @@ def test_declare_needs_an_existing_inner_type(broker: Broker, arguments: dict[st
 def test_redeclare_with_another_inner_type_is_refused(vhost: VHost) -> None:
     with pytest.raises(ChannelException, match="inequivalent arg 'x-delayed-type'"):
         vhost.declare_exchange("later", "x-delayed-message", arguments={"x-delayed-type": "topic"})
+
+
+def test_many_due_at_once_are_released_in_batches_between_turns(
+    broker: Broker, vhost: VHost, clock: FakeClock
+) -> None:
+    for i in range(2500):
+        vhost.route_message("later", delayed(str(i).encode(), 100))
+    clock.advance(1.0)
+    depths = []
+    for _ in range(3):
+        broker.fire_timers()  # one turn of the broker's timers
+        depths.append(vhost.queues["q"].message_count)
+        clock.advance(0.001)
+    assert depths == [1000, 2000, 2500]
+    assert get_all(broker, "q") == [str(i).encode() for i in range(2500)]

@@ -17,6 +17,7 @@ from amqplite.management.resources import (
     pages,
     quarantine,
     queues,
+    scheduled,
     static,
 )
 from amqplite.management.routing import Router
@@ -38,6 +39,7 @@ def register_all(router: Router[Call]) -> None:
         messages,
         pages,
         quarantine,
+        scheduled,
         health,
         static,
     ):
