@@ -58,6 +58,8 @@ class RecordType(enum.IntEnum):
     PLUGIN_STATE = 24  # a plugin's durable record: scope, vhost, key, value
     PLUGIN_STATE_DELETED = 25
     PLUGIN_SCOPE_CLEARED = 26
+    STREAM_MESSAGE = 40  # a stream queue's message: offset, timestamp, filter hash, names, body
+    STREAM_TRACK = 41  # a stream's named consumer and its last acked offset
 
 
 class StoreFileError(Exception):

@@ -17,6 +17,7 @@ from amqplite.store.metadata import METADATA_NAME, MetadataLog
 from amqplite.store.metadata_writer import MetadataWriter
 from amqplite.store.quarantine import list_quarantine
 from amqplite.store.queue_store import QueueStore
+from amqplite.store.stream_log import StreamLog
 
 __all__ = ["CLEAN_MARKER", "QUEUES_DIR", "Store", "StoreStatistics"]
 
@@ -57,6 +58,7 @@ class Store(Commits, MetadataWriter, RecoveryReader):
             fsync_dir(self.directory)
         self.metadata_log = MetadataLog.open(self.directory / METADATA_NAME)
         self.journals: dict[tuple[str, str], QueueStore] = {}
+        self.streams: dict[tuple[str, str], StreamLog] = {}
         self.init_commits()
         self.problems: list[str] = list(self.metadata_log.problems)
         self.quarantine_count = len(list_quarantine(self.directory))
@@ -94,6 +96,8 @@ class Store(Commits, MetadataWriter, RecoveryReader):
         for journal in self.journals.values():
             journal.writer.rotate(job)
             journal.clean_snapshot(job)  # the next boot reads the snapshots' indexes, not records
+        for stream in self.streams.values():
+            stream.rotate(job)
         job.run()
         self.metadata_log.close()
         close_descriptors(self.take_retired())
