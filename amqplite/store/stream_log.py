@@ -559,11 +559,12 @@ class StreamView:
         self,
         start: int,
         max_count: int,
-        hashes: frozenset[int] | None = None,
+        filters: frozenset[str] | None = None,
         unfiltered: bool = False,
     ) -> ReadResult:
-        """Up to max_count messages from offset start (filtered: only matching hashes)."""
+        """Up to max_count messages from offset start (filtered: only these filter values)."""
         found: list[StreamEntry] = []
+        hashes = None if filters is None else frozenset(filter_hash(v) for v in filters)
         position = max(start, self.first)
         for first, end, segment in self.parts:
             if end <= position or len(found) >= max_count:

@@ -113,5 +113,5 @@ def test_filter_summaries_skip_segments_without_the_value(tmp_path: Path) -> Non
     store.commit()
     red = frozenset({filter_hash("red")})
     assert not stream.segments[0].may_hold(red, False)
-    got = stream.view().read(0, 100, red)
+    got = stream.view().read(0, 100, frozenset({"red"}))
     assert [e.offset for e in got.entries] == [25, 26, 27, 28, 29]
