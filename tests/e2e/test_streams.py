@@ -4,6 +4,7 @@ named consumers that resume, filtering (a broker of our own per module, restarte
 from __future__ import annotations
 
 import datetime
+import math
 import re
 import signal
 import time
@@ -41,6 +42,14 @@ def own(tmp_path: Path) -> Iterator[BrokerProcess]:
 def q(request: pytest.FixtureRequest) -> str:
     """A stream name unique to the test."""
     return re.sub(r"\W", "-", request.node.name)
+
+
+def _next_second() -> datetime.datetime:
+    """The next whole second, once the wall clock has passed it (a polled deadline)."""
+    stamp = math.ceil(time.time())
+    while time.time() < stamp:
+        time.sleep(0.02)
+    return datetime.datetime.fromtimestamp(stamp, datetime.UTC)
 
 
 def _channel(broker: BrokerProcess) -> BlockingChannel:
@@ -146,8 +155,7 @@ def test_replay_from_first_last_next_offset_and_timestamp(shared: BrokerProcess,
     assert first[7][2]["n"] == 7  # the publisher's headers stay, x-stream-offset is added
     assert [o for o, _, _ in _consume(ch, q, 5, {"x-stream-offset": 42})] == list(range(42, 47))
     assert [o for o, _, _ in _consume(ch, q, 5, {"x-stream-offset": "last"})] == [49]
-    stamp = datetime.datetime.now(datetime.UTC)
-    time.sleep(0.01)  # the next messages are stamped after `stamp` (ms resolution)
+    stamp = _next_second()  # AMQP timestamps count whole seconds
     _publish(ch, q, 3, start=50)
     by_time = _consume(ch, q, 10, {"x-stream-offset": stamp})
     assert [o for o, _, _ in by_time] == [50, 51, 52]
