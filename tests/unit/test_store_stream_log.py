@@ -108,10 +108,10 @@ def test_reopen_restores_offsets_tracking_and_cuts_a_torn_tail(tmp_path: Path) -
 def test_filter_summaries_skip_segments_without_the_value(tmp_path: Path) -> None:
     store, stream = _stream(tmp_path, segment_bytes=600)
     for i in range(30):
-        value = "red" if i >= 25 else "blue"
+        value = "red" if i in (25, 27) else "blue"
         stream.append("", "s", b"\x00\x00", b"x" * 100, 1000 + i, value)
     store.commit()
     red = frozenset({filter_hash("red")})
     assert not stream.segments[0].may_hold(red, False)
     got = stream.view().read(0, 100, frozenset({"red"}))
-    assert [e.offset for e in got.entries] == [25, 26, 27, 28, 29]
+    assert [e.offset for e in got.entries] == [25, 27]
