@@ -64,6 +64,16 @@ COLUMNS: dict[str, list[tuple[str, str]]] = {
         ("ack_required", "ack_required"),
         ("prefetch", "prefetch_count"),
     ],
+    "streams": [
+        ("vhost", "vhost"),
+        ("name", "name"),
+        ("messages", "stream.messages"),
+        ("first", "stream.first_offset"),
+        ("last", "stream.last_offset"),
+        ("bytes", "stream.bytes_on_disk"),
+        ("segments", "stream.segments"),
+        ("consumers (offset, lag)", "stream.consumer_offsets"),
+    ],
     "quarantine": [
         ("vhost", "vhost"),
         ("name", "name"),
@@ -90,6 +100,7 @@ _DEFAULT_SORT = {
     "channels": ("name",),
     "consumers": ("queue.vhost", "queue.name", "consumer_tag"),
     "quarantine": ("vhost", "name", "path"),
+    "streams": ("vhost", "name"),
 }
 _PATHS = {"quarantine": "/api/amqplite/quarantine"}  # amqplite's own listings (not per vhost)
 
@@ -146,8 +157,11 @@ def _is_number(text: str) -> bool:
 
 def list_items(client: ManagementClient, kind: str, vhost: str | None) -> list[dict[str, Any]]:
     """The API's objects of one kind, optionally of one vhost, in a stable order."""
-    path = _PATHS.get(kind) or f"/api/{kind}" + (f"/{quote(vhost)}" if vhost else "")
+    source = "queues" if kind == "streams" else kind
+    path = _PATHS.get(kind) or f"/api/{source}" + (f"/{quote(vhost)}" if vhost else "")
     items = client.get(path) or []
+    if kind == "streams":  # stream queues only, with their offsets and named consumers
+        items = [it for it in items if isinstance(it, dict) and it.get("type") == "stream"]
     if kind in _PATHS and vhost:
         items = [it for it in items if it.get("vhost") == vhost]
     if isinstance(items, dict) and "items" in items:  # a paginated answer

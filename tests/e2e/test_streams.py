@@ -359,3 +359,49 @@ def test_filtered_consumer_receives_only_its_values(shared: BrokerProcess, q: st
         },
     )
     assert [o for o, _, _ in both] == list(range(58, 70))
+
+
+# -- management API, amqplite ctl, /metrics -----------------------------------------------------
+
+
+def test_management_ctl_and_metrics_show_offsets_bytes_segments_and_lag(
+    tmp_path: Path,
+) -> None:
+    import io
+    import json
+
+    import httpx
+    from broker_process import free_port
+
+    from amqplite.cli.main import main
+
+    metrics_port = free_port()
+    broker = start_broker(tmp_path / "data", "--prometheus-port", str(metrics_port))
+    try:
+        ch = _channel(broker)
+        _declare(ch, "m", **{"x-stream-max-segment-size-bytes": 600})
+        _publish(ch, "m", 30)
+        _consume(ch, "m", 10, {"x-stream-consumer-name": "billing", "x-stream-offset": "first"})
+        _publish(ch, "m", 1, start=30)  # the acks' offset is now committed too
+        row = httpx.get(f"{broker.management_url}/api/queues/%2F/m", auth=("guest", "guest")).json()
+        assert row["type"] == "stream"
+        stream = row["stream"]
+        assert stream["messages"] == 31
+        assert (stream["first_offset"], stream["last_offset"]) == (0, 30)
+        assert stream["segments"] > 1
+        assert stream["bytes_on_disk"] > 31 * 20
+        assert stream["consumer_offsets"] == {"billing": {"offset": 9, "lag": 21}}
+        out = io.StringIO()
+        assert (
+            main(["ctl", "--url", broker.management_url, "--json", "list", "streams"], out=out) == 0
+        )
+        listed = json.loads(out.getvalue())
+        assert [item["name"] for item in listed] == ["m"]
+        table = io.StringIO()
+        assert main(["ctl", "--url", broker.management_url, "list", "streams"], out=table) == 0
+        assert "billing" in table.getvalue()
+        text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
+        assert 'amqplite_stream_messages{vhost="/",queue="m"} 31' in text
+        assert 'amqplite_stream_consumer_lag{vhost="/",queue="m",consumer="billing"} 21' in text
+    finally:
+        broker.stop(signal.SIGKILL)
