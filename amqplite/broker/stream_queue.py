@@ -35,6 +35,7 @@ STREAM_ARGS: Final = frozenset(
         "x-initial-cluster-size",
         "x-queue-leader-locator",
         "x-stream-compaction",
+        "x-stream-tombstone-max-age",
         "x-stream-filter-size-bytes",
     }
 )
@@ -82,8 +83,12 @@ def check_stream_declare(
     for key in arguments:
         if key.startswith("x-") and key not in STREAM_ARGS:
             raise refuse(f"invalid arg '{key}' {where} of queue type rabbit_stream_queue")
-    if "x-max-age" in arguments and parse_age(arguments["x-max-age"]) is None:
-        raise refuse(f"invalid arg 'x-max-age' {where}: invalid_max_age")
+    for key in ("x-max-age", "x-stream-tombstone-max-age"):
+        if key in arguments and parse_age(arguments[key]) is None:
+            raise refuse(f"invalid arg '{key}' {where}: invalid_max_age")
+    compaction = arguments.get("x-stream-compaction")
+    if compaction is not None and not (isinstance(compaction, str | bytes) and compaction):
+        raise refuse(f"invalid arg 'x-stream-compaction' {where}: a header name or routing-key")
     for key in ("x-max-length-bytes", "x-stream-max-segment-size-bytes"):
         value = arguments.get(key)
         if value is not None and (
@@ -137,6 +142,17 @@ class StreamJournal(Protocol):
 
     def view(self) -> Any:
         """What a worker thread may read (StreamView: read(), offset_at(), first)."""
+        ...
+
+    compaction_key: str | None
+    tombstone_ms: int
+
+    def start_compaction(self, now_ms: int, fsync: bool = True) -> Any:
+        """A compaction for a worker thread (run(), sizes, removed), or None."""
+        ...
+
+    def compaction_done(self, sizes: dict[int, int], removed: int) -> None:
+        """The compaction ran."""
         ...
 
 
@@ -194,6 +210,7 @@ class StreamReads:
 
     def __init__(self) -> None:
         self.wanted: dict[int, StreamCursor] = {}
+        self.compactions: dict[int, Any] = {}
         self.on_wanted: Callable[[], None] = _noop
 
     def want(self, cursor: StreamCursor) -> None:
@@ -201,6 +218,17 @@ class StreamReads:
         if id(cursor) not in self.wanted:
             self.wanted[id(cursor)] = cursor
             self.on_wanted()
+
+    def want_compaction(self, queue: Any) -> None:
+        """Ask for a compaction of a stream queue."""
+        if id(queue) not in self.compactions:
+            self.compactions[id(queue)] = queue
+            self.on_wanted()
+
+    def take_compactions(self) -> list[Any]:
+        """The stream queues to compact now."""
+        wanted, self.compactions = self.compactions, {}
+        return list(wanted.values())
 
     def take(self) -> list[StreamCursor]:
         """The cursors to read for now."""
@@ -249,6 +277,8 @@ class StreamQueue(Queue):
 
     cursors: dict[int, StreamCursor] = attrs.field(factory=dict)
     _retention_timer: bool = False
+    _segments_seen: int = 0
+    _compaction_due: bool = False  # a segment closed: compact once it is committed
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -306,9 +336,27 @@ class StreamQueue(Queue):
         stream: StreamJournal = journal  # type: ignore[assignment]
         segment, size, age = self.retention()
         stream.configure(segment, size, age)
-        if age is not None and not self._retention_timer:
+        key = self.arguments.get("x-stream-compaction")
+        stream.compaction_key = key.decode() if isinstance(key, bytes) else key
+        tombstones = parse_age(self.arguments.get("x-stream-tombstone-max-age", "1D"))
+        stream.tombstone_ms = tombstones if tombstones is not None else 86_400_000
+        period = self._check_period()
+        if period is not None and not self._retention_timer:
             self._retention_timer = True
-            self.host.schedule(self, self.host.now() + min(RETENTION_CHECK_S, age / 4000))
+            self.host.schedule(self, self.host.now() + period)
+
+    def _check_period(self) -> float | None:
+        """How often the timer applies age retention and compaction (None: never)."""
+        periods = [RETENTION_CHECK_S]
+        age = self.retention()[2]
+        if age is not None:
+            periods.append(max(age / 4000, 0.05))
+        if self.arguments.get("x-stream-compaction"):
+            tombstones = parse_age(self.arguments.get("x-stream-tombstone-max-age", "1D"))
+            periods.append(max((tombstones or 0) / 4000, 0.05))
+        elif age is None:
+            return None
+        return min(periods)
 
     def reconfigure(self) -> None:
         """A policy changed: new retention settings."""
@@ -322,11 +370,31 @@ class StreamQueue(Queue):
         if self.deleted or stream is None:
             return None
         stream.retain(int(self.host.wall_time() * 1000))
-        age = self.retention()[2]
-        if age is None:
+        self.want_compaction()
+        period = self._check_period()
+        if period is None:
             return None
         self._retention_timer = True
-        return now + min(RETENTION_CHECK_S, max(age / 4000, 0.05))
+        return now + period
+
+    def want_compaction(self) -> None:
+        """Ask the server to compact the closed segments (when the stream compacts)."""
+        stream, reads = self.stream, self.reads
+        if stream is not None and reads is not None and stream.compaction_key is not None:
+            reads.want_compaction(self)
+
+    def compaction_plan(self) -> Any:
+        """The compaction to run in a worker thread now (None: nothing to do)."""
+        stream = self.stream
+        if stream is None or self.deleted:
+            return None
+        return stream.start_compaction(int(self.host.wall_time() * 1000))
+
+    def compaction_done(self, plan: Any) -> None:
+        """Back on the loop after a compaction."""
+        stream = self.stream
+        if stream is not None:
+            stream.compaction_done(plan.sizes, plan.removed)
 
     # -- messages in ------------------------------------------------------------------------
 
@@ -347,8 +415,11 @@ class StreamQueue(Queue):
             now_ms,
             value if isinstance(value, str) else None,
         )
-        if stream.segments and len(stream.segments) > 1:
-            stream.retain(now_ms)  # size retention as segments roll
+        segments = len(stream.segments)
+        if segments != self._segments_seen:  # a segment closed: size retention, compaction
+            self._segments_seen = segments
+            stream.retain(now_ms)
+            self._compaction_due = stream.compaction_key is not None
         self.stats.publish += 1
         self.totals.publish += 1
         return QueueEntry(offset, message)
@@ -359,6 +430,9 @@ class StreamQueue(Queue):
 
     def _committed(self) -> None:
         """New offsets are on disk: consumers at the tail may read them."""
+        if self._compaction_due:
+            self._compaction_due = False
+            self.want_compaction()
         self.dispatch()
 
     # -- consumers --------------------------------------------------------------------------

@@ -405,3 +405,37 @@ def test_management_ctl_and_metrics_show_offsets_bytes_segments_and_lag(
         assert 'amqplite_stream_consumer_lag{vhost="/",queue="m",consumer="billing"} 21' in text
     finally:
         broker.stop(signal.SIGKILL)
+
+
+# -- compaction --------------------------------------------------------------------------------
+
+
+def test_compaction_keeps_the_newest_message_per_key_and_drops_tombstones(
+    own: BrokerProcess, q: str
+) -> None:
+    ch = _channel(own)
+    compaction = {
+        "x-stream-compaction": "key",
+        "x-stream-tombstone-max-age": "1s",
+        "x-stream-max-segment-size-bytes": 400,
+    }
+    _declare(ch, q, **compaction)
+    ch.confirm_delivery()
+    for round_no in range(6):
+        for key in ("a", "b", "c"):
+            props = pika.BasicProperties(headers={"key": key})
+            ch.basic_publish("", q, f"{key}{round_no}".encode() * 5, props)
+    ch.basic_publish("", q, b"", pika.BasicProperties(headers={"key": "b"}))  # b's tombstone
+    _publish(ch, q, 20, start=100)  # messages without a key: kept; they close the keyed segments
+    total = 6 * 3 + 1 + 20
+    deadline = time.monotonic() + DEADLINE_S
+    while True:
+        got = _consume(ch, q, total, {"x-stream-offset": "first"}, prefetch=50)
+        keyed = [(h.get("key"), body) for _, body, h in got if h.get("key")]
+        if keyed == [("a", b"a5" * 5), ("c", b"c5" * 5)] or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)  # polling a deadline: compaction runs as segments close, tombstones age
+    assert keyed == [("a", b"a5" * 5), ("c", b"c5" * 5)]  # newest of each key, b deleted
+    assert [body for _, body, h in got if not h.get("key")] == [
+        f"m{i}".encode() for i in range(100, 120)
+    ]

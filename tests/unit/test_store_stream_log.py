@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from amqplite.protocol.properties import replace_headers
 from amqplite.store.records import FILE_HEADER
 from amqplite.store.store import Store
 from amqplite.store.stream_log import IDX, SEG, StreamLog, filter_hash
@@ -115,3 +116,54 @@ def test_filter_summaries_skip_segments_without_the_value(tmp_path: Path) -> Non
     assert not stream.segments[0].may_hold(red, False)
     got = stream.view().read(0, 100, frozenset({"red"}))
     assert [e.offset for e in got.entries] == [25, 27]
+
+
+def _keyed(key: str) -> bytes:
+    return replace_headers(b"\x00\x00", {"k": key})
+
+
+def test_compaction_keeps_the_newest_message_per_key_in_closed_segments(tmp_path: Path) -> None:
+    store, stream = _stream(tmp_path, segment_bytes=400)
+    stream.compaction_key = "k"
+    stream.tombstone_ms = 1000
+    for i in range(30):
+        body = b"" if i == 4 else f"v{i}".encode() * 10  # offset 4: a tombstone of key "b"
+        stream.append("", "rk", _keyed("abcd"[i % 4] if i != 4 else "b"), body, 1000 + i)
+    store.commit()
+    active = stream.segments[-1].first
+    plan = stream.start_compaction(now_ms=1000 + 30 + 1000 + 1)
+    assert plan is not None
+    assert stream.retain(now_ms=10**12) == 0  # no retention while compacting
+    plan.run()
+    stream.compaction_done(plan.sizes, plan.removed)
+    got = stream.view().read(0, 100).entries
+    closed = [e for e in got if e.offset < active]
+    newest = {e.offset for e in got}
+    # in closed segments only the newest of each key stays; the open segment is left alone
+    assert all(e.offset >= 26 for e in closed)
+    assert [e.offset for e in got if e.offset >= active] == list(range(active, 30))
+    assert 29 in newest
+    assert plan.removed > 0
+    reopened = StreamLog.open(store, "/s", stream.directory)  # the rewritten files recover
+    assert [e.offset for e in reopened.view().read(0, 100).entries] == [e.offset for e in got]
+
+
+def test_compaction_drops_old_tombstones_and_keeps_young_ones(tmp_path: Path) -> None:
+    store, stream = _stream(tmp_path, segment_bytes=300)
+    stream.compaction_key = "k"
+    stream.tombstone_ms = 1000
+    stream.append("", "rk", _keyed("gone"), b"x" * 50, 1000)
+    stream.append("", "rk", _keyed("gone"), b"", 1001)  # tombstone of "gone"
+    for i in range(20):
+        stream.append("", "rk", _keyed(f"other{i}"), b"y" * 50, 1002 + i)
+    store.commit()
+    young = stream.start_compaction(now_ms=1500)
+    young.run()
+    stream.compaction_done(young.sizes, young.removed)
+    offsets = [e.offset for e in stream.view().read(0, 100).entries]
+    assert 0 not in offsets  # superseded by the tombstone
+    assert 1 in offsets  # the tombstone is younger than the tombstone age
+    old = stream.start_compaction(now_ms=5000)
+    old.run()
+    stream.compaction_done(old.sizes, old.removed)
+    assert 1 not in [e.offset for e in stream.view().read(0, 100).entries]
