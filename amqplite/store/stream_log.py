@@ -26,6 +26,7 @@ import attrs
 from amqplite.store.journal import SyncJob, SyncTask, cut_tail, fsync_dir, map_file
 from amqplite.store.records import (
     FILE_HEADER,
+    RECORD_HEAD,
     FileKind,
     RecordType,
     StoreFileError,
@@ -228,6 +229,10 @@ class StreamLog:
         self.max_bytes: int | None = None  # retention by size (x-max-length-bytes)
         self.max_age_ms: int | None = None  # retention by age (x-max-age)
         self.on_committed: Callable[[], None] = _noop
+        self.compaction_key: str | None = None  # x-stream-compaction: header name or routing-key
+        self.tombstone_ms = 86_400_000  # tombstones (empty bodies) go after this age
+        self.compacting = False  # a compaction runs: retention waits for it
+        self.compacted = 0  # messages removed by compaction since the stream opened
         self.dead = False
         self.deleted_segments = 0
         self.writer = self  # the store closes a deleted queue's files through `writer.rotate`
@@ -350,7 +355,7 @@ class StreamLog:
     def retain(self, now_ms: int) -> int:
         """Drop whole closed segments beyond the age or size limit; how many."""
         dropped = 0
-        while len(self.segments) > 1 and self.segments[0].closed:
+        while len(self.segments) > 1 and self.segments[0].closed and not self.compacting:
             oldest = self.segments[0]
             too_old = self.max_age_ms is not None and oldest.last_ts < now_ms - self.max_age_ms
             too_big = self.max_bytes is not None and self.bytes_on_disk > self.max_bytes
@@ -386,6 +391,31 @@ class StreamLog:
             job.dirs.add(self.directory)
         self._doomed = []
         job.after_sync.append(StreamCommitted(self, self.next_offset))
+
+    def start_compaction(self, now_ms: int, fsync: bool = True) -> Any:
+        """A CompactionPlan of the closed, committed segments for a worker thread (None: none)."""
+        from amqplite.store.stream_compaction import CompactionPlan
+
+        key = self.compaction_key
+        bound = self.committed_next
+        closed = [(s.first, s.next) for s in self.segments if s.closed and s.next <= bound]
+        if key is None or self.compacting or not closed or self._pending_closes():
+            return None
+        self.compacting = True
+        parts = [(s.first, min(s.next, bound)) for s in self.segments if s.first < bound]
+        return CompactionPlan(self.directory, parts, closed, key, now_ms, self.tombstone_ms, fsync)
+
+    def _pending_closes(self) -> bool:
+        """True while a closed segment's files are still open for its last write."""
+        return any(chunk.close for chunk in self._pending)
+
+    def compaction_done(self, sizes: dict[int, int], removed: int) -> None:
+        """Back on the loop: the rewritten segments' new sizes."""
+        self.compacting = False
+        self.compacted += removed
+        for segment in self.segments:
+            if segment.first in sizes:
+                segment.size = sizes[segment.first]
 
     def committed(self, next_offset: int) -> None:
         """Offsets below next_offset are on disk: wake the readers."""
@@ -483,7 +513,7 @@ class StreamLog:
             return None
         segment = Segment(first, first, size=len(data))
         entries = _read_index(idx_path)
-        if not last and entries and entries[-1][2] < len(data):
+        if not last and entries and _offset_at(data, entries[-1][2]) == entries[-1][0]:
             for offset, timestamp, _, hashed in entries:
                 segment.note(offset, timestamp, hashed)
             return segment
@@ -510,6 +540,17 @@ class StreamLog:
             os.replace(tmp, idx_path)
             fsync_dir(self.directory)
         return segment
+
+
+def _offset_at(data: bytes | memoryview, position: int) -> int | None:
+    """The offset of the intact message record at a position of a segment (None: none there)."""
+    if position + RECORD_HEAD.size + 1 + _HEAD.size > len(data):
+        return None
+    length, crc = RECORD_HEAD.unpack_from(data, position)
+    body = data[position + RECORD_HEAD.size : position + RECORD_HEAD.size + length]
+    if len(body) != length or zlib.crc32(body) != crc or body[0] != RecordType.STREAM_MESSAGE:
+        return None
+    return int(_U64.unpack_from(body, 1)[0])
 
 
 def _read_index(path: Path) -> list[tuple[int, int, int, int]]:
@@ -573,7 +614,7 @@ class StreamView:
                 position = end  # the summary says nothing here is for this consumer
                 continue
             try:
-                for entry in _read_segment(self.directory, first, end, position):
+                for entry in _read_retrying(self.directory, first, end, position):
                     position = entry.offset + 1
                     if hashes is not None and not (
                         entry.filter_hash in hashes or (unfiltered and not entry.filter_hash)
@@ -584,43 +625,72 @@ class StreamView:
                         break
                 else:
                     position = max(position, end)
-            except FileNotFoundError:  # deleted by retention meanwhile: go on after it
+            except (FileNotFoundError, StaleIndex):  # deleted or swapped meanwhile: go on after it
                 position = max(position, end)
         return ReadResult(found, min(max(position, start), self.bound))
 
 
-def _read_segment(directory: Path, first: int, end: int, start: int) -> Iterator[StreamEntry]:
-    """The messages of one segment from offset start up to (not including) end."""
+def _read_retrying(directory: Path, first: int, end: int, start: int) -> Iterator[StreamEntry]:
+    """read_segment_entries, read again when compaction swapped the segment mid-read."""
+    for attempt in range(3):
+        try:
+            yield from read_segment_entries(directory, first, end, start)
+            return
+        except StaleIndex:
+            if attempt == 2:
+                raise
+
+
+class StaleIndex(Exception):
+    """A segment's index and data disagree: it was swapped by compaction meanwhile."""
+
+
+def read_segment_entries(
+    directory: Path, first: int, end: int, start: int
+) -> Iterator[StreamEntry]:
+    """The messages of one segment from offset start up to (not including) end.
+
+    StaleIndex when the first record read is not the one the index promised (nothing yielded).
+    """
     entries = _read_index(segment_file(directory, first, IDX))
     offsets = [e[0] for e in entries]
     at = bisect_left(offsets, start)
     if at >= len(entries) or entries[at][0] >= end:
         return
+    expected = entries[at][0]
     with open(segment_file(directory, first, SEG), "rb") as file:
         file.seek(entries[at][2])
         buffer = b""
         at = 0
+        yielded = False
         while True:
             if len(buffer) - at < 8:
                 more = file.read(READ_CHUNK)
                 if not more:
-                    return
+                    break
                 buffer, at = buffer[at:] + more, 0
                 continue
-            need = 8 + _U32.unpack_from(buffer, at)[0]
+            length, crc = RECORD_HEAD.unpack_from(buffer, at)
+            need = 8 + length
             if len(buffer) - at < need:
                 more = file.read(max(READ_CHUNK, need))
                 if not more:
-                    return
+                    break
                 buffer, at = buffer[at:] + more, 0
                 continue
-            kind = buffer[at + 8]
-            record = memoryview(buffer)[at + 9 : at + need]
+            record = memoryview(buffer)[at + 8 : at + need]
+            if zlib.crc32(record) != crc:
+                break
             at += need
-            if kind != RecordType.STREAM_MESSAGE:
+            if record[0] != RecordType.STREAM_MESSAGE:
                 continue
-            entry = decode_message(record)
+            entry = decode_message(record[1:])
+            if not yielded and entry.offset != expected:
+                break
             if entry.offset >= end:
                 return
             if entry.offset >= start:
+                yielded = True
                 yield entry
+        if not yielded:
+            raise StaleIndex(f"segment {first} does not hold offset {expected} where indexed")
