@@ -5,10 +5,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from amqplite.protocol.properties import replace_headers
 from amqplite.store.records import FILE_HEADER
 from amqplite.store.store import Store
-from amqplite.store.stream_log import IDX, SEG, StreamLog, filter_hash
+from amqplite.store.stream_log import (
+    IDX,
+    SEG,
+    StaleIndex,
+    StreamLog,
+    filter_hash,
+    read_segment_entries,
+)
 
 
 def _stream(tmp_path: Path, segment_bytes: int = 1000) -> tuple[Store, StreamLog]:
@@ -133,7 +142,9 @@ def test_compaction_keeps_the_newest_message_per_key_in_closed_segments(tmp_path
     active = stream.segments[-1].first
     plan = stream.start_compaction(now_ms=1000 + 30 + 1000 + 1)
     assert plan is not None
+    stream.max_age_ms = 1
     assert stream.retain(now_ms=10**12) == 0  # no retention while compacting
+    stream.max_age_ms = None
     plan.run()
     stream.compaction_done(plan.sizes, plan.removed)
     got = stream.view().read(0, 100).entries
@@ -167,3 +178,22 @@ def test_compaction_drops_old_tombstones_and_keeps_young_ones(tmp_path: Path) ->
     old.run()
     stream.compaction_done(old.sizes, old.removed)
     assert 1 not in [e.offset for e in stream.view().read(0, 100).entries]
+
+
+def test_a_reader_holding_a_stale_index_is_told_so_not_given_wrong_messages(
+    tmp_path: Path,
+) -> None:
+    store, stream = _stream(tmp_path, segment_bytes=400)
+    stream.compaction_key = "k"
+    for i in range(30):
+        stream.append("", "rk", _keyed("abcd"[i % 4]), f"v{i}".encode() * 10, 1000 + i)
+    store.commit()
+    first, end = stream.segments[0].first, stream.segments[0].next
+    index = stream.directory / f"{first:020d}{IDX}"
+    before = index.read_bytes()
+    plan = stream.start_compaction(now_ms=2000)
+    plan.run()
+    stream.compaction_done(plan.sizes, plan.removed)
+    index.write_bytes(before)  # the index as a reader opened it before the swap
+    with pytest.raises(StaleIndex):
+        list(read_segment_entries(stream.directory, first, end, end - 1))
