@@ -15,7 +15,6 @@ import logging
 import os
 import struct
 import zlib
-from bisect import bisect_left
 from collections.abc import Callable, Iterator, Mapping
 from functools import partial
 from pathlib import Path
@@ -553,6 +552,28 @@ def _offset_at(data: bytes | memoryview, position: int) -> int | None:
     return int(_U64.unpack_from(body, 1)[0])
 
 
+def _search_index(path: Path, value: int, field: int) -> tuple[int, int, int, int] | None:
+    """The first index entry whose field (0: offset, 1: timestamp) is >= value: a binary
+    search with one small read per step, never the whole index in memory."""
+    size = INDEX_ENTRY.size
+    with open(path, "rb") as file:
+        count = os.fstat(file.fileno()).st_size // size
+        low, high = 0, count
+        while low < high:
+            middle = (low + high) // 2
+            entry = INDEX_ENTRY.unpack(os.pread(file.fileno(), size, middle * size))
+            if entry[field] < value:
+                low = middle + 1
+            else:
+                high = middle
+        if low >= count:
+            return None
+        found: tuple[int, int, int, int] = INDEX_ENTRY.unpack(
+            os.pread(file.fileno(), size, low * size)
+        )
+        return found
+
+
 def _read_index(path: Path) -> list[tuple[int, int, int, int]]:
     """Every entry of an index file (a torn last entry is ignored)."""
     try:
@@ -589,11 +610,9 @@ class StreamView:
         for first, end, segment in self.parts:
             if segment.last_ts < timestamp_ms or end <= first:
                 continue
-            entries = _read_index(segment_file(self.directory, first, IDX))
-            stamps = [e[1] for e in entries if e[0] < end]
-            at = bisect_left(stamps, timestamp_ms)
-            if at < len(stamps):
-                return int(entries[at][0])
+            found = _search_index(segment_file(self.directory, first, IDX), timestamp_ms, 1)
+            if found is not None and found[0] < end:
+                return int(found[0])
         return self.bound
 
     def read(
@@ -652,14 +671,12 @@ def read_segment_entries(
 
     StaleIndex when the first record read is not the one the index promised (nothing yielded).
     """
-    entries = _read_index(segment_file(directory, first, IDX))
-    offsets = [e[0] for e in entries]
-    at = bisect_left(offsets, start)
-    if at >= len(entries) or entries[at][0] >= end:
+    found = _search_index(segment_file(directory, first, IDX), start, 0)
+    if found is None or found[0] >= end:
         return
-    expected = entries[at][0]
+    expected, _, position, _ = found
     with open(segment_file(directory, first, SEG), "rb") as file:
-        file.seek(entries[at][2])
+        file.seek(position)
         buffer = b""
         at = 0
         yielded = False
