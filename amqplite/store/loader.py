@@ -29,7 +29,8 @@ from amqplite.store.queue_store import QueueStore
 from amqplite.store.records import RecordType
 from amqplite.store.recovery import RecoveredQueue, recover_queue
 from amqplite.store.snapshot import SNAPSHOT_NAME, remove_temp_files
-from amqplite.store.stream_log import StreamLog, is_stream
+from amqplite.store.stream_log import StreamLog
+from amqplite.store.stream_records import is_stream
 
 log = logging.getLogger("amqplite.store")
 

@@ -20,7 +20,8 @@ from amqplite.store.metadata import BindingRecord, MetadataLog
 from amqplite.store.queue_store import QueueStore
 from amqplite.store.records import RecordType
 from amqplite.store.recovery import RecoveredQueue
-from amqplite.store.stream_log import StreamLog, is_stream
+from amqplite.store.stream_log import StreamLog
+from amqplite.store.stream_records import is_stream
 
 if TYPE_CHECKING:
     from amqplite.store.commits import CommitDomain

@@ -18,13 +18,13 @@ import attrs
 from amqplite.protocol.properties import read_facts
 from amqplite.store.journal import fsync_dir
 from amqplite.store.records import FILE_HEADER, FileKind, file_header
-from amqplite.store.stream_log import (
+from amqplite.store.stream_reader import read_segment_entries
+from amqplite.store.stream_records import (
     IDX,
     INDEX_ENTRY,
     SEG,
     StreamEntry,
     encode_message,
-    read_segment_entries,
     segment_file,
 )
 

@@ -13,158 +13,44 @@ from __future__ import annotations
 
 import logging
 import os
-import struct
-import zlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Final, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 import attrs
 
 from amqplite.store.journal import SyncJob, SyncTask, cut_tail, fsync_dir, map_file
 from amqplite.store.records import (
     FILE_HEADER,
-    RECORD_HEAD,
     FileKind,
     RecordType,
     StoreFileError,
     file_header,
-    frame,
     read_header,
     scan,
+)
+from amqplite.store.stream_reader import StreamView
+from amqplite.store.stream_records import (
+    DEFAULT_SEGMENT_BYTES,
+    IDX,
+    INDEX_ENTRY,
+    MESSAGE_HEAD,
+    SEG,
+    Segment,
+    decode_track,
+    encode_message,
+    encode_track,
+    filter_hash,
+    offset_at,
+    read_index,
+    segment_file,
 )
 
 if TYPE_CHECKING:
     from amqplite.store.commits import CommitDomain
 
 log = logging.getLogger("amqplite.store")
-
-SEG: Final = ".seg"
-IDX: Final = ".idx"
-INDEX_ENTRY: Final = struct.Struct(">QqQI")  # offset, timestamp ms, record position, filter hash
-_HEAD = struct.Struct(">QqI")  # offset, timestamp ms, filter hash
-_U16 = struct.Struct(">H")
-_U32 = struct.Struct(">I")
-_U64 = struct.Struct(">Q")
-MAX_SUMMARY: Final = 4096  # distinct filter hashes kept per segment (beyond: "may hold anything")
-READ_CHUNK: Final = 1 << 20
-DEFAULT_SEGMENT_BYTES: Final = 500_000_000  # RabbitMQ's x-stream-max-segment-size-bytes default
-
-
-def is_stream(arguments: Mapping[str, Any]) -> bool:
-    """True when queue arguments declare a stream queue."""
-    return arguments.get("x-queue-type") == "stream"
-
-
-def filter_hash(value: str | None) -> int:
-    """The 32-bit summary of a filter value (0: the message has none)."""
-    if not value:
-        return 0
-    return zlib.crc32(value.encode()) or 1
-
-
-@attrs.frozen
-class StreamEntry:
-    """One message read back from a stream."""
-
-    offset: int
-    timestamp_ms: int
-    exchange: str
-    routing_key: str
-    properties_bin: bytes
-    body: bytes
-    filter_hash: int
-
-
-def encode_message(
-    offset: int,
-    timestamp_ms: int,
-    hashed: int,
-    exchange: str,
-    routing_key: str,
-    properties_bin: bytes,
-    body: bytes,
-) -> bytes:
-    """A STREAM_MESSAGE record."""
-    ex, rk = exchange.encode(), routing_key.encode()
-    payload = b"".join(
-        (
-            _HEAD.pack(offset, timestamp_ms, hashed),
-            _U16.pack(len(ex)),
-            ex,
-            _U16.pack(len(rk)),
-            rk,
-            _U32.pack(len(properties_bin)),
-            properties_bin,
-            body,
-        )
-    )
-    return frame(RecordType.STREAM_MESSAGE, payload)
-
-
-def decode_message(payload: memoryview) -> StreamEntry:
-    """A STREAM_MESSAGE record's fields."""
-    offset, timestamp, hashed = _HEAD.unpack_from(payload, 0)
-    at = _HEAD.size
-    (n,) = _U16.unpack_from(payload, at)
-    exchange = bytes(payload[at + 2 : at + 2 + n]).decode()
-    at += 2 + n
-    (n,) = _U16.unpack_from(payload, at)
-    routing_key = bytes(payload[at + 2 : at + 2 + n]).decode()
-    at += 2 + n
-    (n,) = _U32.unpack_from(payload, at)
-    props = bytes(payload[at + 4 : at + 4 + n])
-    body = bytes(payload[at + 4 + n :])
-    return StreamEntry(offset, timestamp, exchange, routing_key, props, body, hashed)
-
-
-def encode_track(name: str, offset: int) -> bytes:
-    """A STREAM_TRACK record: a named consumer's last acked offset."""
-    return frame(RecordType.STREAM_TRACK, _U64.pack(offset) + name.encode())
-
-
-def decode_track(payload: memoryview) -> tuple[str, int]:
-    """A STREAM_TRACK record's (name, offset)."""
-    return bytes(payload[8:]).decode(), _U64.unpack_from(payload, 0)[0]
-
-
-def segment_file(directory: Path, first: int, suffix: str) -> Path:
-    """The segment (or index) file whose first offset is `first`."""
-    return directory / f"{first:020d}{suffix}"
-
-
-@attrs.define(eq=False)
-class Segment:
-    """What memory keeps of one segment: its offsets, times, size and filter summary."""
-
-    first: int  # the first offset it may hold (its name)
-    next: int  # one past its last message
-    first_ts: int = 0
-    last_ts: int = 0
-    size: int = FILE_HEADER.size
-    closed: bool = False
-    hashes: set[int] | None = attrs.field(factory=set)  # None: too many to summarise
-    unfiltered: bool = False  # holds messages without a filter value
-
-    def note(self, offset: int, timestamp: int, hashed: int) -> None:
-        """A message joined the segment."""
-        if self.next == self.first:
-            self.first_ts = timestamp
-        self.last_ts = max(self.last_ts, timestamp)
-        self.next = offset + 1
-        if not hashed:
-            self.unfiltered = True
-        elif self.hashes is not None:
-            self.hashes.add(hashed)
-            if len(self.hashes) > MAX_SUMMARY:
-                self.hashes = None
-
-    def may_hold(self, hashes: frozenset[int], unfiltered: bool) -> bool:
-        """False when the summary proves no message of the segment matches the filter."""
-        if unfiltered and self.unfiltered:
-            return True
-        return self.hashes is None or not self.hashes.isdisjoint(hashes)
 
 
 @attrs.define(eq=False)
@@ -511,8 +397,8 @@ class StreamLog:
             log.error("stream segment %s unreadable (%s): skipped", seg_path, exc)
             return None
         segment = Segment(first, first, size=len(data))
-        entries = _read_index(idx_path)
-        if not last and entries and _offset_at(data, entries[-1][2]) == entries[-1][0]:
+        entries = read_index(idx_path)
+        if not last and entries and offset_at(data, entries[-1][2]) == entries[-1][0]:
             for offset, timestamp, _, hashed in entries:
                 segment.note(offset, timestamp, hashed)
             return segment
@@ -520,7 +406,7 @@ class StreamLog:
         index = bytearray()
         for kind, payload, position in result.records:
             if kind == RecordType.STREAM_MESSAGE:
-                offset, timestamp, hashed = _HEAD.unpack_from(payload, 0)
+                offset, timestamp, hashed = MESSAGE_HEAD.unpack_from(payload, 0)
                 index += INDEX_ENTRY.pack(offset, timestamp, position, hashed)
                 segment.note(offset, timestamp, hashed)
             elif kind == RecordType.STREAM_TRACK:
@@ -539,175 +425,3 @@ class StreamLog:
             os.replace(tmp, idx_path)
             fsync_dir(self.directory)
         return segment
-
-
-def _offset_at(data: bytes | memoryview, position: int) -> int | None:
-    """The offset of the intact message record at a position of a segment (None: none there)."""
-    if position + RECORD_HEAD.size + 1 + _HEAD.size > len(data):
-        return None
-    length, crc = RECORD_HEAD.unpack_from(data, position)
-    body = data[position + RECORD_HEAD.size : position + RECORD_HEAD.size + length]
-    if len(body) != length or zlib.crc32(body) != crc or body[0] != RecordType.STREAM_MESSAGE:
-        return None
-    return int(_U64.unpack_from(body, 1)[0])
-
-
-def _search_index(path: Path, value: int, field: int) -> tuple[int, int, int, int] | None:
-    """The first index entry whose field (0: offset, 1: timestamp) is >= value: a binary
-    search with one small read per step, never the whole index in memory."""
-    size = INDEX_ENTRY.size
-    with open(path, "rb") as file:
-        count = os.fstat(file.fileno()).st_size // size
-        low, high = 0, count
-        while low < high:
-            middle = (low + high) // 2
-            entry = INDEX_ENTRY.unpack(os.pread(file.fileno(), size, middle * size))
-            if entry[field] < value:
-                low = middle + 1
-            else:
-                high = middle
-        if low >= count:
-            return None
-        found: tuple[int, int, int, int] = INDEX_ENTRY.unpack(
-            os.pread(file.fileno(), size, low * size)
-        )
-        return found
-
-
-def _read_index(path: Path) -> list[tuple[int, int, int, int]]:
-    """Every entry of an index file (a torn last entry is ignored)."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return []
-    usable = len(data) - len(data) % INDEX_ENTRY.size
-    return list(INDEX_ENTRY.iter_unpack(data[:usable]))
-
-
-@attrs.frozen
-class ReadResult:
-    """Messages read from a stream and where the next read starts."""
-
-    entries: list[StreamEntry]
-    next_offset: int
-
-
-@attrs.frozen
-class StreamView:
-    """The committed part of a stream, as a worker thread reads it."""
-
-    directory: Path
-    parts: tuple[tuple[int, int, Segment], ...]  # (first, readable end, summary)
-    bound: int
-
-    @property
-    def first(self) -> int:
-        """The first readable offset."""
-        return self.parts[0][0] if self.parts else self.bound
-
-    def offset_at(self, timestamp_ms: int) -> int:
-        """The first offset stamped at or after timestamp_ms (bound when none)."""
-        for first, end, segment in self.parts:
-            if segment.last_ts < timestamp_ms or end <= first:
-                continue
-            found = _search_index(segment_file(self.directory, first, IDX), timestamp_ms, 1)
-            if found is not None and found[0] < end:
-                return int(found[0])
-        return self.bound
-
-    def read(
-        self,
-        start: int,
-        max_count: int,
-        filters: frozenset[str] | None = None,
-        unfiltered: bool = False,
-    ) -> ReadResult:
-        """Up to max_count messages from offset start (filtered: only these filter values)."""
-        found: list[StreamEntry] = []
-        hashes = None if filters is None else frozenset(filter_hash(v) for v in filters)
-        position = max(start, self.first)
-        for first, end, segment in self.parts:
-            if end <= position or len(found) >= max_count:
-                continue
-            if hashes is not None and not segment.may_hold(hashes, unfiltered):
-                position = end  # the summary says nothing here is for this consumer
-                continue
-            try:
-                for entry in _read_retrying(self.directory, first, end, position):
-                    position = entry.offset + 1
-                    if hashes is not None and not (
-                        entry.filter_hash in hashes or (unfiltered and not entry.filter_hash)
-                    ):
-                        continue
-                    found.append(entry)
-                    if len(found) >= max_count:
-                        break
-                else:
-                    position = max(position, end)
-            except (FileNotFoundError, StaleIndex):  # deleted or swapped meanwhile: go on after it
-                position = max(position, end)
-        return ReadResult(found, min(max(position, start), self.bound))
-
-
-def _read_retrying(directory: Path, first: int, end: int, start: int) -> Iterator[StreamEntry]:
-    """read_segment_entries, read again when compaction swapped the segment mid-read."""
-    for attempt in range(3):
-        try:
-            yield from read_segment_entries(directory, first, end, start)
-            return
-        except StaleIndex:
-            if attempt == 2:
-                raise
-
-
-class StaleIndex(Exception):
-    """A segment's index and data disagree: it was swapped by compaction meanwhile."""
-
-
-def read_segment_entries(
-    directory: Path, first: int, end: int, start: int
-) -> Iterator[StreamEntry]:
-    """The messages of one segment from offset start up to (not including) end.
-
-    StaleIndex when the first record read is not the one the index promised (nothing yielded).
-    """
-    found = _search_index(segment_file(directory, first, IDX), start, 0)
-    if found is None or found[0] >= end:
-        return
-    expected, _, position, _ = found
-    with open(segment_file(directory, first, SEG), "rb") as file:
-        file.seek(position)
-        buffer = b""
-        at = 0
-        yielded = False
-        while True:
-            if len(buffer) - at < 8:
-                more = file.read(READ_CHUNK)
-                if not more:
-                    break
-                buffer, at = buffer[at:] + more, 0
-                continue
-            length, crc = RECORD_HEAD.unpack_from(buffer, at)
-            need = 8 + length
-            if len(buffer) - at < need:
-                more = file.read(max(READ_CHUNK, need))
-                if not more:
-                    break
-                buffer, at = buffer[at:] + more, 0
-                continue
-            record = memoryview(buffer)[at + 8 : at + need]
-            if zlib.crc32(record) != crc:
-                break
-            at += need
-            if record[0] != RecordType.STREAM_MESSAGE:
-                continue
-            entry = decode_message(record[1:])
-            if not yielded and entry.offset != expected:
-                break
-            if entry.offset >= end:
-                return
-            if entry.offset >= start:
-                yielded = True
-                yield entry
-        if not yielded:
-            raise StaleIndex(f"segment {first} does not hold offset {expected} where indexed")

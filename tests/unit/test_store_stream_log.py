@@ -10,14 +10,9 @@ import pytest
 from amqplite.protocol.properties import replace_headers
 from amqplite.store.records import FILE_HEADER
 from amqplite.store.store import Store
-from amqplite.store.stream_log import (
-    IDX,
-    SEG,
-    StaleIndex,
-    StreamLog,
-    filter_hash,
-    read_segment_entries,
-)
+from amqplite.store.stream_log import StreamLog
+from amqplite.store.stream_reader import StaleIndex, read_segment_entries
+from amqplite.store.stream_records import IDX, SEG, filter_hash
 
 
 def _stream(tmp_path: Path, segment_bytes: int = 1000) -> tuple[Store, StreamLog]:
