@@ -102,6 +102,10 @@ def measure(
         replay_s = replay(url, queue, args.messages, args.prefetch, stream)
     setup.delete_queue(queue)
     setup.close()
+    print(
+        f"{label}: append {append_s:.1f} s, replay {replay_s:.1f} s, RSS peak {peak.peak:.0f} MB",
+        flush=True,
+    )
     return {
         "target": label,
         "append_msg_s": args.messages / append_s,
