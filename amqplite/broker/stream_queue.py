@@ -278,6 +278,7 @@ class StreamQueue(Queue):
     cursors: dict[int, StreamCursor] = attrs.field(factory=dict)
     _retention_timer: bool = False
     _segments_seen: int = 0
+    _hooked: object | None = None  # the log whose commits this queue listens to
     _compaction_due: bool = False  # a segment closed: compact once it is committed
 
     def __attrs_post_init__(self) -> None:
@@ -292,7 +293,8 @@ class StreamQueue(Queue):
         if journal is None:
             return None
         stream: StreamJournal = journal  # type: ignore[assignment]
-        if stream.on_committed is not self._committed:
+        if self._hooked is not journal:  # first use of this log: hook it, hand it the settings
+            self._hooked = journal
             stream.on_committed = self._committed
             self.apply_retention_settings()
         return stream
