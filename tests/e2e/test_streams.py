@@ -4,6 +4,8 @@ named consumers that resume, filtering (a broker of our own per module, restarte
 from __future__ import annotations
 
 import datetime
+import io
+import json
 import math
 import re
 import signal
@@ -12,11 +14,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pika
 import pika.exceptions
 import pytest
-from broker_process import BrokerProcess, start_broker
+from broker_process import BrokerProcess, free_port, start_broker
 from pika.adapters.blocking_connection import BlockingChannel
+
+from amqplite.cli.main import main
 
 STREAM = {"x-queue-type": "stream"}
 DEADLINE_S = 20.0
@@ -235,7 +240,6 @@ def test_retention_by_age_deletes_segments_older_than_max_age(own: BrokerProcess
 
 
 def test_a_policy_sets_retention(shared: BrokerProcess, q: str) -> None:
-    import httpx
 
     response = httpx.put(
         f"{shared.management_url}/api/policies/%2F/streams",
@@ -367,13 +371,6 @@ def test_filtered_consumer_receives_only_its_values(shared: BrokerProcess, q: st
 def test_management_ctl_and_metrics_show_offsets_bytes_segments_and_lag(
     tmp_path: Path,
 ) -> None:
-    import io
-    import json
-
-    import httpx
-    from broker_process import free_port
-
-    from amqplite.cli.main import main
 
     metrics_port = free_port()
     broker = start_broker(tmp_path / "data", "--prometheus-port", str(metrics_port))
