@@ -32,6 +32,7 @@ from amqplite.broker.policy import Policy, effective_policy, validate_policy
 from amqplite.broker.queue import Queue
 from amqplite.broker.queue_host import Timed
 from amqplite.broker.stats import Churn, MessageStats
+from amqplite.broker.stream_queue import StreamReads
 from amqplite.broker.vhost import Routed, VHost
 from amqplite.protocol.constants import ClassId, ReplyCode
 from amqplite.protocol.errors import ChannelException, ConnectionException
@@ -79,6 +80,7 @@ class Broker:
         self.metadata: MetadataListener | None = None
         self.plugin_state: PluginStateStore | None = None  # plugins' durable records
         self.spill: TransientSpill | None = None  # transient bodies paged out (the server's)
+        self.stream_reads = StreamReads()  # stream consumers waiting for a read (server task)
         self.config_listener: ConfigListener | None = None  # the store: users, policies, vhosts
         self.vhosts: dict[str, VHost] = {}
         self.users: dict[str, User] = {}

@@ -34,6 +34,7 @@ from amqplite.broker.policy import Policy, effective_exchange_policy
 from amqplite.broker.queue import Queue
 from amqplite.broker.queue_host import DETACHED, QueueHost
 from amqplite.broker.stats import Churn, MessageStats
+from amqplite.broker.stream_queue import StreamQueue, check_stream_declare, is_stream_arguments
 from amqplite.protocol.constants import ClassId, ReplyCode
 from amqplite.protocol.errors import ChannelException
 
@@ -306,7 +307,11 @@ class VHost:
             check_queue_equivalent(self.name, existing, durable, exclusive, auto_delete, arguments)
             existing.touch()
             return existing
-        queue = Queue(
+        queue_class = Queue
+        if is_stream_arguments(arguments):
+            check_stream_declare(name, self.name, durable, exclusive, auto_delete, arguments)
+            queue_class = StreamQueue
+        queue = queue_class(
             name,
             self.name,
             durable=durable,

@@ -70,6 +70,16 @@ COLUMNS: dict[str, list[tuple[str, str]]] = {
         ("scheduled", "scheduled"),
         ("next_due", "next_due"),
     ],
+    "streams": [
+        ("vhost", "vhost"),
+        ("name", "name"),
+        ("messages", "stream.messages"),
+        ("first", "stream.first_offset"),
+        ("last", "stream.last_offset"),
+        ("bytes", "stream.bytes_on_disk"),
+        ("segments", "stream.segments"),
+        ("consumers (offset, lag)", "stream.consumer_offsets"),
+    ],
     "quarantine": [
         ("vhost", "vhost"),
         ("name", "name"),
@@ -97,6 +107,7 @@ _DEFAULT_SORT = {
     "consumers": ("queue.vhost", "queue.name", "consumer_tag"),
     "quarantine": ("vhost", "name", "path"),
     "scheduled": ("vhost", "exchange"),
+    "streams": ("vhost", "name"),
 }
 # amqplite's own listings (not per vhost)
 _PATHS = {"quarantine": "/api/amqplite/quarantine", "scheduled": "/api/amqplite/scheduled"}
@@ -156,8 +167,11 @@ def _is_number(text: str) -> bool:
 
 def list_items(client: ManagementClient, kind: str, vhost: str | None) -> list[dict[str, Any]]:
     """The API's objects of one kind, optionally of one vhost, in a stable order."""
-    path = _PATHS.get(kind) or f"/api/{kind}" + (f"/{quote(vhost)}" if vhost else "")
+    source = "queues" if kind == "streams" else kind
+    path = _PATHS.get(kind) or f"/api/{source}" + (f"/{quote(vhost)}" if vhost else "")
     items = client.get(path) or []
+    if kind == "streams":  # stream queues only, with their offsets and named consumers
+        items = [it for it in items if isinstance(it, dict) and it.get("type") == "stream"]
     if kind in _PATHS and vhost:
         items = [it for it in items if it.get("vhost") == vhost]
     if isinstance(items, dict) and "items" in items:  # a paginated answer

@@ -18,6 +18,7 @@ from amqplite.management.queue_contents import (
     unacked_bytes_by_queue,
 )
 from amqplite.management.rates import RateTracker
+from amqplite.management.stream_metrics import stream_info
 from amqplite.management.views import NodeView, session_details
 
 
@@ -278,7 +279,8 @@ QUEUE_FIELDS: dict[str, Callable[[QueueRow], Any]] = {
     "leader": _placement(0),
     "members": _placement(1),
     "online": _placement(2),
-    "type": lambda row: "classic",
+    "type": lambda row: "stream" if stream_info(row.queue) is not None else "classic",
+    "stream": lambda row: stream_info(row.queue),
     "state": lambda row: "running",
     "consumers": lambda row: len(row.queue.consumers),
     "exclusive_consumer_tag": lambda row: next(

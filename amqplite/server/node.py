@@ -26,6 +26,7 @@ from amqplite.server.connection import ClientConnection
 from amqplite.server.pacing import Pacer
 from amqplite.server.quota import QuotaBook
 from amqplite.server.spill import attach_pager, run_pager
+from amqplite.server.stream_reads import run_stream_reads
 from amqplite.server.timers import run_broker_timers
 from amqplite.server.tls import peer_common_name, server_context
 from amqplite.session.connection import Session
@@ -185,6 +186,7 @@ async def run_node(
             handlers.start_soon(run_broker_timers, node.broker)
             handlers.start_soon(node.alarms.run)
             handlers.start_soon(run_pager, pager)
+            handlers.start_soon(run_stream_reads, node.broker)
             if config.management.enabled:
                 from amqplite.management.server import run_management
 

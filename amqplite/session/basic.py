@@ -25,6 +25,7 @@ from amqplite.session.access import USER_ID_BIT, check_topic, check_user_id
 from amqplite.session.channel import ChannelSession, ConfirmMode
 from amqplite.session.context import SessionContext
 from amqplite.session.limits import check_consumers
+from amqplite.session.stream_consume import check_consume, check_get
 
 
 def basic_qos(ctx: SessionContext, channel: ChannelSession, command: Command) -> None:
@@ -48,6 +49,9 @@ def basic_consume(ctx: SessionContext, channel: ChannelSession, command: Command
         return
     ctx.allow("read", "queue", channel.queue_name(m.queue), ClassId.BASIC, 20)
     check_consumers(ctx.settings, len(channel.delivery.consumers))
+    arguments = dict(m.arguments or {})
+    queue = ctx.open_vhost.queues.get(channel.queue_name(m.queue))
+    check_consume(queue, channel, m.no_ack, arguments)
     consumer = ctx.broker.consume(
         ctx.open_vhost,
         channel.delivery,
@@ -55,7 +59,7 @@ def basic_consume(ctx: SessionContext, channel: ChannelSession, command: Command
         m.consumer_tag or "",
         no_ack=m.no_ack,
         exclusive=m.exclusive,
-        arguments=dict(m.arguments or {}),
+        arguments=arguments,
         owner=ctx.owner,
     )
     if not m.nowait:
@@ -74,6 +78,7 @@ def basic_get(ctx: SessionContext, channel: ChannelSession, command: Command) ->
     m = cast(spec.Basic.Get, command.method)
     ctx.allow("read", "queue", channel.queue_name(m.queue), ClassId.BASIC, 70)
     queue = ctx.open_vhost.queue(channel.queue_name(m.queue), ctx.owner)
+    check_get(queue)
     got = channel.delivery.get(queue, m.no_ack)
     if got is None:
         queue.stats.get_empty += 1

@@ -20,6 +20,7 @@ from amqplite.store.journal import SyncJob
 from amqplite.store.metadata import MetadataCompaction, MetadataLog
 from amqplite.store.queue_store import PageOutTask, QueueStore, SnapshotTask
 from amqplite.store.spool import Spool
+from amqplite.store.stream_log import StreamCommitted, StreamLog
 
 Mark = tuple[tuple["CommitDomain", int], ...]
 """The (domain, ticket) pairs some records need committed."""
@@ -87,6 +88,7 @@ class Commits:
     metadata_log: MetadataLog
     metadata_compact_over: int
     journals: dict[tuple[str, str], QueueStore]
+    streams: dict[tuple[str, str], StreamLog]
     retired_fds: list[int]
 
     def init_commits(self) -> None:
@@ -94,8 +96,8 @@ class Commits:
         self.on_dirty: Callable[[], None] = _noop
         self.metadata_domain = CommitDomain("metadata")
         self._watching: dict[CommitDomain, None] | None = None
-        self._dirty: dict[int, QueueStore] = {}
-        self._doomed: list[QueueStore] = []
+        self._dirty: dict[int, QueueStore | StreamLog] = {}
+        self._doomed: list[QueueStore | StreamLog] = []
         self.spools: dict[tuple[str, str, bool], Spool] = {}  # held messages (store/spool.py)
         self.cleared_spools: list[Path] = []  # moved-aside spools, removed at the next commit
         self._signalled = False
@@ -147,6 +149,7 @@ class Commits:
             or bool(self._dirty)
             or bool(self._doomed)
             or any(j.domain.synced < j.domain.written for j in self.journals.values())
+            or any(s.domain.synced < s.domain.written for s in self.streams.values())
         )
 
     def note(self, domain: CommitDomain) -> int:
@@ -156,7 +159,7 @@ class Commits:
             self._watching[domain] = None
         return domain.written
 
-    def appended(self, journal: QueueStore | None) -> None:
+    def appended(self, journal: QueueStore | StreamLog | None) -> None:
         """A record was appended to a journal (None: the metadata log): take a ticket, wake up."""
         domain = self.metadata_domain if journal is None else journal.domain
         domain.written += 1
@@ -164,7 +167,7 @@ class Commits:
             self._watching[domain] = None
         self.touched(journal)
 
-    def touched(self, journal: QueueStore | None) -> None:
+    def touched(self, journal: QueueStore | StreamLog | None) -> None:
         """Something needs writing at the next commit."""
         if journal is not None:
             self._dirty[id(journal)] = journal
@@ -172,7 +175,7 @@ class Commits:
             self._signalled = True
             self.on_dirty()
 
-    def doom(self, journal: QueueStore) -> None:
+    def doom(self, journal: QueueStore | StreamLog) -> None:
         """A deleted queue's journal: nothing more to write, its directory goes after the next commit."""
         self._dirty.pop(id(journal), None)
         self._doomed.append(journal)
@@ -244,6 +247,8 @@ class Commits:
                 task.journal.snapshot_done(task)
             elif isinstance(task, MetadataCompaction):
                 self.metadata_log.compaction_done(task)
+            elif isinstance(task, StreamCommitted):
+                task.completed()
         if domain.written > domain.flushed or (self._doomed and domain is self.metadata_domain):
             self.touched(None)  # appended while it was syncing: another round
         elif any(s.waiting and s.dirty for s in self.spools.values()):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -30,6 +31,8 @@ from amqplite.store.queue_store import QueueStore
 from amqplite.store.records import RecordType
 from amqplite.store.recovery import RecoveredQueue, recover_queue
 from amqplite.store.snapshot import SNAPSHOT_NAME, remove_temp_files
+from amqplite.store.stream_log import StreamLog
+from amqplite.store.stream_records import is_stream
 
 log = logging.getLogger("amqplite.store")
 
@@ -147,6 +150,22 @@ class QueueLoader:
         return journal
 
 
+class StreamLoader:
+    """A stream queue being recovered: no messages in memory, then its log (a QueueLoad)."""
+
+    def __init__(self, attach: Callable[[], StreamLog]) -> None:
+        self.attach = attach
+        self.next_seq = 0
+
+    def messages(self) -> Iterator[RecoveredMessage]:
+        """None: a stream's messages stay in its segments."""
+        return iter(())
+
+    def open(self, queue: JournaledQueue, kept: Sequence[tuple[JournaledEntry, int]]) -> StreamLog:
+        """The stream's log, recovered from its directory."""
+        return self.attach()
+
+
 class RecoveryReader:
     """Reads back what the store holds, as values for the layer above to apply."""
 
@@ -172,6 +191,9 @@ class RecoveryReader:
             self, queue: JournaledQueue, directory: Path, recovered: RecoveredQueue | None
         ) -> QueueStore:
             """Give a durable queue its journal in directory."""
+
+        def attach_stream(self, vhost: str, name: str, directory: Path) -> StreamLog:
+            """Give a stream queue its log in directory."""
 
     def recover(self) -> Recovery:
         """The durable definitions as last recorded (deletions included)."""
@@ -217,9 +239,11 @@ class RecoveryReader:
             ],
         )
 
-    def load_queue(self, record: QueueRecord) -> QueueLoader:
+    def load_queue(self, record: QueueRecord) -> QueueLoader | StreamLoader:
         """Start recovering one queue's messages (raises if its files cannot be read)."""
         directory = self.queues_directory / record.directory
+        if is_stream(record.arguments):
+            return StreamLoader(partial(self.attach_stream, record.vhost, record.name, directory))
         index = read_index(directory)
         if index is not None:
             remove_temp_files(directory)

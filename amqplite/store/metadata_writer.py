@@ -21,6 +21,8 @@ from amqplite.store.metadata import BindingRecord, MetadataLog
 from amqplite.store.queue_store import QueueStore
 from amqplite.store.records import RecordType
 from amqplite.store.recovery import RecoveredQueue
+from amqplite.store.stream_log import StreamLog
+from amqplite.store.stream_records import is_stream
 
 if TYPE_CHECKING:
     from amqplite.store.commits import CommitDomain
@@ -49,6 +51,7 @@ class MetadataWriter:
     config: StoreConfig
     metadata_log: MetadataLog
     journals: dict[tuple[str, str], QueueStore]
+    streams: dict[tuple[str, str], StreamLog]
     resident_bytes: int
     paged_out: int
     paging: Paging | None
@@ -69,13 +72,13 @@ class MetadataWriter:
         def touched(self, journal: QueueStore | None) -> None:
             """Something needs writing at the next commit."""
 
-        def doom(self, journal: QueueStore) -> None:
+        def doom(self, journal: QueueStore | StreamLog) -> None:
             """A deleted queue's journal goes after the next commit."""
 
     # -- MetadataListener ----------------------------------------------------------------
 
-    def queue_declared(self, queue: JournaledQueue) -> QueueStore:
-        """Record a durable queue; its new journal."""
+    def queue_declared(self, queue: JournaledQueue) -> QueueStore | StreamLog:
+        """Record a durable queue; its new journal (a stream queue: its log)."""
         directory = secrets.token_hex(8)
         self.metadata_log.append(
             RecordType.QUEUE,
@@ -86,7 +89,15 @@ class MetadataWriter:
             dict(queue.arguments),
         )
         self.appended(None)  # first: the journal's commits wait for this record
+        if is_stream(queue.arguments):
+            return self.attach_stream(queue.vhost, queue.name, self.queues_directory / directory)
         return self.attach_journal(queue, self.queues_directory / directory, None)
+
+    def attach_stream(self, vhost: str, name: str, directory: Path) -> StreamLog:
+        """Give a stream queue its log in directory (recovered from it, or new)."""
+        stream = StreamLog.open(self, f"{vhost}/{name}", directory)
+        self.streams[(vhost, name)] = stream
+        return stream
 
     def attach_journal(
         self, queue: JournaledQueue, directory: Path, recovered: RecoveredQueue | None
@@ -99,6 +110,10 @@ class MetadataWriter:
     def queue_deleted(self, vhost: str, name: str) -> None:
         """Forget a durable queue; its journal directory goes after the next commit."""
         self.metadata_log.append(RecordType.QUEUE_DELETED, vhost, name)
+        stream = self.streams.pop((vhost, name), None)
+        if stream is not None:
+            stream.dead = True
+            self.doom(stream)
         journal = self.journals.pop((vhost, name), None)
         if journal is not None:
             journal.dead = True

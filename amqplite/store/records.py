@@ -60,6 +60,8 @@ class RecordType(enum.IntEnum):
     PLUGIN_SCOPE_CLEARED = 26
     TOPIC_PERMISSIONS = 27  # a user's topic permissions on a vhost, all of them (none: cleared)
     LIMITS = 28  # a user's or vhost's limits, all of them (none: cleared)
+    STREAM_MESSAGE = 40  # a stream queue's message: offset, timestamp, filter hash, names, body
+    STREAM_TRACK = 41  # a stream's named consumer and its last acked offset
 
 
 class StoreFileError(Exception):

@@ -18,6 +18,7 @@ from amqplite.store.metadata_writer import MetadataWriter
 from amqplite.store.quarantine import list_quarantine
 from amqplite.store.queue_store import QueueStore
 from amqplite.store.spool import Spool, remove_transient_spools, spool_directory
+from amqplite.store.stream_log import StreamLog
 
 __all__ = ["CLEAN_MARKER", "QUEUES_DIR", "Store", "StoreStatistics"]
 
@@ -59,6 +60,7 @@ class Store(Commits, MetadataWriter, RecoveryReader):
         self.metadata_log = MetadataLog.open(self.directory / METADATA_NAME)
         remove_transient_spools(self.directory)
         self.journals: dict[tuple[str, str], QueueStore] = {}
+        self.streams: dict[tuple[str, str], StreamLog] = {}
         self.init_commits()
         self.problems: list[str] = list(self.metadata_log.problems)
         self.quarantine_count = len(list_quarantine(self.directory))
@@ -117,6 +119,8 @@ class Store(Commits, MetadataWriter, RecoveryReader):
         for journal in self.journals.values():
             journal.writer.rotate(job)
             journal.clean_snapshot(job)  # the next boot reads the snapshots' indexes, not records
+        for stream in self.streams.values():
+            stream.rotate(job)
         job.run()
         self.metadata_log.close()
         close_descriptors(self.take_retired())
