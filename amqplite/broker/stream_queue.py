@@ -544,7 +544,7 @@ class StreamQueue(Queue):
 
     # -- settling ---------------------------------------------------------------------------
 
-    def settle(self, entry: QueueEntry) -> None:
+    def settle(self, entry: QueueEntry, acked: bool = False) -> None:
         """An ack: a named consumer's offset moves (durable at the next commit)."""
         if not isinstance(entry, StreamDelivery) or entry.cursor is None:
             return
@@ -553,7 +553,7 @@ class StreamQueue(Queue):
         if name is not None and stream is not None and not self.deleted:
             stream.track(name, entry.seq)
 
-    def requeue(self, entry: QueueEntry) -> None:
+    def requeue(self, entry: QueueEntry, explicit: bool = False) -> None:
         """Nothing returns to a stream: the credit is freed, the message stays in the log."""
 
     def reject(self, entry: QueueEntry) -> None:
