@@ -297,6 +297,37 @@ def decode_enqueue(payload: memoryview, source: int = -1, payload_at: int = 0) -
     )
 
 
+LocatedMessage = tuple[int, int, int, int | None, str, str, bytes, int, int]
+"""seq, delivery count, priority, expiration ms, exchange, routing key, properties, body offset
+and body length: an ENQUEUE record read without its body."""
+
+
+def decode_enqueue_head(payload: memoryview, payload_at: int) -> LocatedMessage:
+    """An ENQUEUE payload's fields, its body only located (payload_at: where the payload starts)."""
+    seq, count, priority, expiration = _ENQUEUE.unpack_from(payload, 0)
+    offset = _ENQUEUE.size
+    (n,) = _U16.unpack_from(payload, offset)
+    exchange = str(payload[offset + 2 : offset + 2 + n], "utf-8", "surrogateescape")
+    offset += 2 + n
+    (n,) = _U16.unpack_from(payload, offset)
+    routing_key = str(payload[offset + 2 : offset + 2 + n], "utf-8", "surrogateescape")
+    offset += 2 + n
+    (n,) = _U32.unpack_from(payload, offset)
+    properties_bin = bytes(payload[offset + 4 : offset + 4 + n])
+    start = offset + 4 + n
+    return (
+        seq,
+        count,
+        priority,
+        None if expiration < 0 else expiration,
+        exchange,
+        routing_key,
+        properties_bin,
+        payload_at + start,
+        len(payload) - start,
+    )
+
+
 def enqueue_seq(payload: memoryview) -> int:
     """The sequence number of an ENQUEUE payload (without decoding the rest)."""
     return int(_U64.unpack_from(payload, 0)[0])
