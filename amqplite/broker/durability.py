@@ -7,30 +7,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from amqplite.broker.auth import Permission
-    from amqplite.broker.message import QueueEntry
+    from amqplite.broker.binding import Binding
+    from amqplite.broker.exchange import Exchange
     from amqplite.broker.policy import Policy
     from amqplite.broker.queue import Queue
-    from amqplite.broker.vhost import Binding, Exchange
-
-
-class QueueJournal(Protocol):
-    """The journal of one durable queue; only persistent messages are reported to it."""
-
-    def enqueue(self, entry: QueueEntry) -> None:
-        """A persistent message entered the queue."""
-
-    def remove(self, entry: QueueEntry) -> None:
-        """A persistent message left the queue for good (acked, dropped, expired, dead-lettered)."""
-
-    def delivered(self, entry: QueueEntry) -> None:
-        """A persistent message was taken for delivery (its delivery count is journaled)."""
-
-
-class TransientSpill(Protocol):
-    """Pages transient message bodies out to disk beyond a memory threshold (set by the store)."""
-
-    def enqueue(self, entry: QueueEntry) -> None:
-        """A transient message entered a queue (the spill may page its body out later)."""
 
 
 class MetadataListener(Protocol):

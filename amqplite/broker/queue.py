@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import attrs
 
@@ -19,10 +19,29 @@ from amqplite.protocol.errors import ChannelException
 from amqplite.protocol.properties import replace_headers
 
 if TYPE_CHECKING:
-    from amqplite.broker.consumer import Consumer
-    from amqplite.broker.durability import QueueJournal
+    from amqplite.broker.entry_reports import QueueJournal
 
 EXPIRE_BATCH: Final = 500  # messages expired per timer turn, so a flood never stalls the loop
+
+
+class QueueConsumer(Protocol):
+    """A subscription as its queue sees it (implemented by broker.consumer.Consumer)."""
+
+    tag: str
+    exclusive: bool
+    priority: int  # x-priority: higher-priority consumers receive first
+
+    def can_take(self) -> bool:
+        """True when a delivery now would respect prefetch, flow and the outbound buffer."""
+
+    def waits_for_room(self) -> bool:
+        """True when only output room, soon back, keeps a delivery from this consumer."""
+
+    def deliver(self, entry: QueueEntry) -> None:
+        """Hand one entry taken from the queue to this consumer's channel."""
+
+    def queue_gone(self) -> None:
+        """The queue was deleted: forget the consumer on its channel, tell the client."""
 
 
 @attrs.define(eq=False)
@@ -39,7 +58,7 @@ class Queue:
     settings: QueueSettings = attrs.field(init=False)
     ready: ReadyMessages = attrs.field(init=False)
     deadlines: TtlIndex = attrs.field(init=False)
-    consumers: deque[Consumer] = attrs.field(factory=deque)
+    consumers: deque[QueueConsumer] = attrs.field(factory=deque)
     unacked_count: int = 0
     ready_bytes: int = 0
     next_seq: int = 0
@@ -54,7 +73,7 @@ class Queue:
     on_delete: Callable[[Queue], object] | None = None  # set by the vhost, for x-expires
     # cluster mode: the node leading this mirrored queue when not this one ("": none); it serves nothing
     led_elsewhere: str | None = None
-    _groups: list[deque[Consumer]] | None = None  # consumers by x-priority, when they differ
+    _groups: list[deque[QueueConsumer]] | None = None  # consumers by x-priority, when they differ
     _due_now: QueueEntry | None = None  # a TTL-0 entry being offered to consumers at publish
 
     def check_led_here(self, class_id: int, method_id: int) -> None:
@@ -344,13 +363,13 @@ class Queue:
 
     # -- consumers -------------------------------------------------------------------------
 
-    def add_consumer(self, consumer: Consumer) -> None:
+    def add_consumer(self, consumer: QueueConsumer) -> None:
         """Attach a consumer (ordered by x-priority when priorities differ)."""
         self.consumers.append(consumer)
         self.had_consumer = True
         self._regroup()
 
-    def remove_consumer(self, consumer: Consumer) -> None:
+    def remove_consumer(self, consumer: QueueConsumer) -> None:
         """Detach a consumer; the queue's x-expires period starts when the last one leaves."""
         try:
             self.consumers.remove(consumer)
@@ -370,7 +389,7 @@ class Queue:
         self._groups = [deque(c for c in self.consumers if c.priority == p) for p in priorities]
 
     @property
-    def active_consumer(self) -> Consumer | None:
+    def active_consumer(self) -> QueueConsumer | None:
         """With x-single-active-consumer: the one consumer that receives."""
         return self.consumers[0] if self.consumers else None
 
@@ -428,10 +447,10 @@ class Queue:
                 return
             consumer.deliver(entry)
 
-    def _dispatch_by_priority(self, groups: list[deque[Consumer]]) -> None:
+    def _dispatch_by_priority(self, groups: list[deque[QueueConsumer]]) -> None:
         ready = self.ready
         while len(ready) and self._groups is groups:
-            chosen: Consumer | None = None
+            chosen: QueueConsumer | None = None
             for group in groups:
                 for _ in range(len(group)):
                     consumer = group[0]

@@ -22,7 +22,7 @@ from amqplite.store.records import RecordType
 from amqplite.store.recovery import RecoveredQueue
 
 if TYPE_CHECKING:
-    from amqplite.store.commits import CommitDomain
+    from amqplite.store.domains import CommitDomain
 
 
 def _binding_record(vhost: str, binding: DurableBinding) -> BindingRecord:

@@ -26,7 +26,7 @@ from amqplite.store.snapshot import SNAPSHOT_NAME, write_snapshot
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from amqplite.store.commits import CommitDomain
+    from amqplite.store.domains import CommitDomain
 
 log = logging.getLogger("amqplite.store")
 
@@ -170,7 +170,7 @@ class PageOutTask(SyncTask):
 
 
 class QueueStore:
-    """The journal of one durable queue (implements broker.durability.QueueJournal)."""
+    """The journal of one durable queue (implements broker.entry_reports.QueueJournal)."""
 
     def __init__(
         self,

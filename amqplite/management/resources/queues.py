@@ -6,6 +6,7 @@ import operator
 from functools import partial
 from typing import Any
 
+from amqplite.broker.consumer import Consumer
 from amqplite.broker.message import BodyLocation, PagedMessage
 from amqplite.broker.queue import Queue
 from amqplite.management.app import Call
@@ -66,7 +67,9 @@ def show_queue(call: Call) -> Response:
     vhost = call.vhost()
     queue = call.queue(vhost)
     item = render_queue(call.app, queue, call.app.clock())
-    item["consumer_details"] = [render_consumer(call.app, c) for c in queue.consumers]
+    item["consumer_details"] = [
+        render_consumer(call.app, c) for c in queue.consumers if isinstance(c, Consumer)
+    ]
     return call.one(item)
 
 
