@@ -112,6 +112,11 @@ def rabbitmq_watermark(size: str | None) -> Iterator[None]:
             _rabbitmqctl("set_vm_memory_high_watermark", "absolute", text[10:].strip(" }"))
         else:
             _rabbitmqctl("set_vm_memory_high_watermark", text)
+        now = _rabbitmqctl("eval", "vm_memory_monitor:get_vm_memory_high_watermark().").strip()
+        if now != text:
+            print(f"RabbitMQ's watermark is {now}, not {text} as before the run", file=sys.stderr)
+        else:
+            print(f"RabbitMQ's watermark put back to {now}", file=sys.stderr)
 
 
 def _rabbitmqctl(*args: str) -> str:

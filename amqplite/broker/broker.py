@@ -13,6 +13,7 @@ import attrs
 
 from amqplite.broker.auth import Permission, TopicPermission, check_password, hash_password
 from amqplite.broker.consumer import Consumer, DeliveryChannel, Unacked
+from amqplite.broker.consumer_groups import ConsumerGroups, group_argument
 from amqplite.broker.deadletter import dead_letter_message, is_cycle
 from amqplite.broker.direct_reply import DirectReplies, ReplyConsumer
 from amqplite.broker.durability import (
@@ -92,6 +93,7 @@ class Broker:
         self.usage: Counter[tuple[str, str]] = Counter()
         self._consumer_counter = 0
         self.direct_replies = DirectReplies()
+        self.groups = ConsumerGroups()  # x-consumer-group: partitions spread over members
 
     def add_vhost(self, name: str) -> VHost:
         """Create a vhost (no-op if it exists)."""
@@ -102,6 +104,7 @@ class Broker:
             vhost.plugin_state = self.plugin_state
             vhost.churn = self.churn
             vhost.host = self
+            vhost.on_queue_deleted.append(self._partition_deleted)
             vhost.apply_policies(p for p in self.policies.values() if p.vhost == name)
             if self.config_listener is not None:
                 self.config_listener.vhost_added(name)
@@ -130,6 +133,7 @@ class Broker:
             del self.permissions[key]
         for key in [k for k in self.topic_permissions if k[0] == name]:
             del self.topic_permissions[key]
+        self.user_limits.pop(name, None)
         if self.config_listener is not None:
             self.config_listener.user_deleted(name)
 
@@ -151,13 +155,40 @@ class Broker:
         if user not in self.users or vhost not in self.vhosts:
             raise KeyError(user if user not in self.users else vhost)
         self.topic_permissions.setdefault((user, vhost), {})[permission.exchange] = permission
+        self._topic_permissions_changed(user, vhost)
 
     def clear_topic_permission(self, user: str, vhost: str, exchange: str) -> None:
         """Lift a user's routing-key limits on an exchange (no-op if there were none)."""
         by_exchange = self.topic_permissions.get((user, vhost), {})
-        by_exchange.pop(exchange, None)
+        if by_exchange.pop(exchange, None) is None:
+            return
         if not by_exchange:
             self.topic_permissions.pop((user, vhost), None)
+        self._topic_permissions_changed(user, vhost)
+
+    def _topic_permissions_changed(self, user: str, vhost: str) -> None:
+        if self.config_listener is not None:
+            by_exchange = self.topic_permissions.get((user, vhost), {})
+            self.config_listener.topic_permissions_set(user, vhost, list(by_exchange.values()))
+
+    def set_limit(self, kind: str, name: str, limit: str, value: int) -> None:
+        """Set a user's or vhost's limit (kind "user" or "vhost"; KeyError if it is missing)."""
+        limits = self.user_limits if kind == "user" else self.vhost_limits
+        if name not in (self.users if kind == "user" else self.vhosts):
+            raise KeyError(name)
+        limits.setdefault(name, {})[limit] = value
+        if self.config_listener is not None:
+            self.config_listener.limits_set(kind, name, dict(limits[name]))
+
+    def clear_limit(self, kind: str, name: str, limit: str) -> None:
+        """Remove a user's or vhost's limit (no-op if it has none)."""
+        limits = self.user_limits if kind == "user" else self.vhost_limits
+        if limits.get(name, {}).pop(limit, None) is None:
+            return
+        if not limits[name]:
+            del limits[name]
+        if self.config_listener is not None:
+            self.config_listener.limits_set(kind, name, dict(limits.get(name, {})))
 
     def topic_permission_of(self, user: str, vhost: str, exchange: str) -> TopicPermission | None:
         """The user's routing-key limits on an exchange, or None (any routing key)."""
@@ -179,6 +210,7 @@ class Broker:
             del self.permissions[key]
         for key in [k for k in self.topic_permissions if k[1] == name]:
             del self.topic_permissions[key]
+        self.vhost_limits.pop(name, None)
         for vhost_name, policy_name in [k for k in self.policies if k[0] == name]:
             del self.policies[(vhost_name, policy_name)]  # as RabbitMQ: they go with the vhost
             if self.config_listener is not None:
@@ -220,6 +252,8 @@ class Broker:
                 ClassId.BASIC,
                 20,
             )
+        group = group_argument(arguments)
+        self.groups.check_consume(queue, group)
         consumer = Consumer(
             tag,
             queue,
@@ -232,6 +266,8 @@ class Broker:
         )
         channel.consumers[tag] = consumer
         queue.add_consumer(consumer)
+        if group is not None:  # the caller dispatches the consumer's own queue (after consume-ok)
+            _dispatch(q for q in self.groups.join(vhost.name, group, consumer) if q is not queue)
         return consumer
 
     def _new_tag(self, channel: DeliveryChannel, tag: str) -> str:
@@ -262,11 +298,17 @@ class Broker:
             return self.direct_replies.cancel(channel, tag)
         queue = consumer.queue
         queue.remove_consumer(consumer)
-        if queue.settings.single_active_consumer and queue.consumers:
+        if queue.partition is not None:
+            _dispatch(self.groups.leave(consumer))  # partitions move to the group's other members
+        elif queue.settings.single_active_consumer and queue.consumers:
             queue.dispatch()  # the next consumer takes over
         if queue.auto_delete and not queue.consumers and queue.had_consumer:
             vhost.remove_queue(queue)
         return True
+
+    def _partition_deleted(self, queue: Queue) -> None:
+        """A queue was deleted: a group it belonged to rebalances over its other partitions."""
+        _dispatch(self.groups.queue_deleted(queue))
 
     # -- settling ------------------------------------------------------------------------
 
@@ -275,7 +317,7 @@ class Broker:
         settled = channel.settle(delivery_tag, multiple)
         for item in settled:
             item.queue.stats.ack += 1
-            item.queue.settle(item.entry)
+            item.queue.settle(item.entry, True)
         self.totals.ack += len(settled)
         self._redispatch(settled)
 
@@ -286,7 +328,7 @@ class Broker:
         for item in settled:
             queue = item.queue
             queue.stats.ack += 1
-            queue.settle(item.entry)
+            queue.settle(item.entry, True)
             queues[id(queue)] = queue
             if item.consumer is not None:
                 self._acked_channels[id(channel)] = channel
@@ -462,7 +504,7 @@ class Broker:
         deaths = (message.headers or {}).get("x-death") or []
         targets = [
             q
-            for q in vhost.route(exchange, message.routing_key, message.headers)
+            for q in vhost.route(exchange, message.routing_key, message.headers, message)
             if not is_cycle(q.name, deaths)
         ]
         for target in targets:
@@ -520,6 +562,13 @@ def _frozen_clock() -> float:
 
 def _no_wake() -> None:
     """Default timer wake-up: nothing to wake."""
+
+
+def _dispatch(queues: Iterable[Queue]) -> None:
+    """Deliver from queues whose consumer changed (a group moved them)."""
+    for queue in queues:
+        if queue.consumers and not queue.deleted:
+            queue.dispatch()
 
 
 def _consumer_priority(arguments: Mapping[str, Any] | None) -> int:

@@ -113,7 +113,8 @@ class DeliveryChannel:
 
     def deliver(self, consumer: Consumer, entry: QueueEntry) -> None:
         """Assign a delivery tag, track the message unless auto-acked, and send it."""
-        tag = self._new_tag()
+        tag = self.next_tag
+        self.next_tag = tag + 1
         queue = consumer.queue
         stats, totals = queue.stats, queue.totals
         if entry.delivery_count:
@@ -124,7 +125,7 @@ class DeliveryChannel:
             totals.deliver_no_ack += 1
             self.sink.deliver(self.channel_id, consumer.tag, tag, entry)
             entry.delivery_count += 1
-            queue.settle(entry)
+            queue.settle(entry, True)
             return
         stats.deliver += 1
         totals.deliver += 1
@@ -154,7 +155,7 @@ class DeliveryChannel:
             else:
                 stats.get += 1
         if no_ack:
-            queue.settle(entry)
+            queue.settle(entry, True)
         else:
             self.unacked[tag] = self._track(entry, queue, None)
             queue.unacked_count += 1

@@ -265,12 +265,14 @@ def apply_definitions(broker: Broker, definitions: Definitions) -> ApplyReport:
     applier = _Applier(broker)
     for v in definitions.vhosts:
         applier.vhost(v.name)
-        if v.limits:
-            broker.vhost_limits[v.name] = dict(v.limits)
+        for limit, value in v.limits.items():  # the file's values win over recorded ones
+            if broker.vhost_limits.get(v.name, {}).get(limit) != value:
+                broker.set_limit("vhost", v.name, limit, value)
     for u in definitions.users:
         applier.user(u)
-        if u.limits:
-            broker.user_limits[u.name] = dict(u.limits)
+        for limit, value in u.limits.items():
+            if broker.user_limits.get(u.name, {}).get(limit) != value:
+                broker.set_limit("user", u.name, limit, value)
     for p in definitions.permissions:
         applier.permission(p)
     for t in definitions.topic_permissions:

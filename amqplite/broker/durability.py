@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from amqplite.broker.auth import Permission
+    from amqplite.broker.auth import Permission, TopicPermission
     from amqplite.broker.binding import Binding
     from amqplite.broker.exchange import Exchange
     from amqplite.broker.policy import Policy
@@ -62,6 +62,14 @@ class ConfigListener(Protocol):
     def policy_cleared(self, vhost: str, name: str) -> None:
         """A policy was removed."""
 
+    def topic_permissions_set(
+        self, user: str, vhost: str, permissions: Sequence[TopicPermission]
+    ) -> None:
+        """A user's topic permissions on a vhost are now these (none: cleared)."""
+
+    def limits_set(self, kind: str, name: str, limits: Mapping[str, int]) -> None:
+        """A user's or vhost's limits are now these (kind "user" or "vhost"; none: cleared)."""
+
 
 class PluginStateStore(Protocol):
     """Plugins' durable records (plugin_api.PluginState), kept by the store's metadata log."""
@@ -111,6 +119,22 @@ def is_durable(mark: CommitMark | None) -> bool:
         if sequence.committed < ticket:
             return False
     return True
+
+
+def is_refused(mark: CommitMark | None) -> bool:
+    """True when a record the mark names was refused (forwarded and nacked, or never led here).
+
+    A domain that can refuse has `refused`: ticket ranges (after, upto] settled as refusals.
+    """
+    if mark is None:
+        return False
+    for sequence, ticket in mark:
+        refused: list[tuple[int, int]] | None = getattr(sequence, "refused", None)
+        if refused:
+            for after, upto in refused:
+                if after < ticket <= upto:
+                    return True
+    return False
 
 
 def merge_marks(first: CommitMark | None, second: CommitMark | None) -> CommitMark | None:

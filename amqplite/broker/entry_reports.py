@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from amqplite.broker.message import QueueEntry
+from amqplite.broker.message import Message, QueueEntry
+
+if TYPE_CHECKING:
+    from amqplite.broker.queue import Queue
 
 
 class QueueJournal(Protocol):
@@ -20,8 +23,27 @@ class QueueJournal(Protocol):
         """A persistent message was taken for delivery (its delivery count is journaled)."""
 
 
-class TransientSpill(Protocol):
-    """Pages transient message bodies out to disk beyond a memory threshold (set by the store)."""
+class QueueRemote(Protocol):
+    """Cluster mode: a mirrored queue's leader on another node, as this node's queue reaches it."""
 
-    def enqueue(self, entry: QueueEntry) -> None:
-        """A transient message entered a queue (the spill may page its body out later)."""
+    def publish(self, message: Message) -> bool:
+        """Forward a message routed to the queue (False: refused, the publisher gets a nack)."""
+        ...
+
+    def settled(self, entry: QueueEntry) -> None:
+        """An entry left this node's queue for good (a delivery from the leader: ack it there)."""
+
+    def consumers_changed(self) -> None:
+        """A consumer of this node's queue came or went (the leader's deliveries follow them)."""
+
+    @property
+    def placement(self) -> tuple[str, tuple[str, ...], tuple[str, ...]] | None:
+        """(leader, members, online members) as last seen, for management (None: not known)."""
+        ...
+
+
+class TransientSpill(Protocol):
+    """Pages transient messages out to disk beyond a memory threshold (set by the server)."""
+
+    def enqueue(self, queue: Queue, entry: QueueEntry) -> None:
+        """A transient message entered a queue (the spill may page it out later)."""

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Final
 
 import attrs
 
-from amqplite.broker.plugin_api import Arguments, Router
+from amqplite.broker.plugin_api import Arguments, HeldMessage, Router
 
 BUILTIN_EXCHANGES: Final = (
     ("amq.direct", "direct"),
@@ -32,6 +33,11 @@ class Exchange:
     policy_alternate: str | None = None  # that policy's alternate-exchange
     publish_in: int = 0  # messages published to this exchange
     publish_out: int = 0  # of those, messages it routed to at least one queue
+    hold: Callable[[HeldMessage], bool] | None = attrs.field(init=False, default=None)
+    """The router's `hold` (a plugin's router may keep a message to route later), if it has one."""
+
+    def __attrs_post_init__(self) -> None:
+        self.hold = getattr(self.router, "hold", None)
 
     def alternate_exchange(self) -> str | None:
         """The alternate exchange: the `alternate-exchange` argument, else the policy's."""

@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 
+from amqplite.protocol.properties import read_message_id
+
 if TYPE_CHECKING:
     from amqplite.protocol.writers import DeliverTail
 
@@ -29,6 +31,11 @@ class Message:
     def size(self) -> int:
         """Body size in bytes (what x-max-length-bytes counts)."""
         return len(self.body)
+
+    @property
+    def message_id(self) -> str | None:
+        """The message_id property, read from the raw properties (for plugins; not cached)."""
+        return read_message_id(self.properties_bin)
 
 
 class BodyLocation(Protocol):

@@ -1,7 +1,8 @@
-"""The plugin contract (exchange types, scheduler): the only amqplite module plugins may import."""
+"""The plugin contract (exchange types, queue hooks, scheduler): the only module plugins import."""
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable, Iterable
 from typing import Any, Final, Literal, Protocol
 
@@ -9,6 +10,7 @@ import attrs
 
 from amqplite.protocol.constants import ClassId, ReplyCode
 from amqplite.protocol.errors import ChannelException
+from amqplite.protocol.properties import decode_properties
 
 __all__ = [
     "COMMON_EQUIVALENT_ARGUMENTS",
@@ -21,11 +23,16 @@ __all__ = [
     "HeldMessage",
     "HoldingRouter",
     "PluginState",
+    "QueueContext",
+    "QueueHooks",
+    "QueuePlugin",
     "ReplyCode",
     "Router",
     "Scheduled",
     "Scheduler",
+    "Verdict",
     "assert_args_equivalence",
+    "basic_property",
     "format_argument",
     "freeze",
 ]
@@ -107,8 +114,18 @@ class Router(Protocol):
         ...
 
     def route(self, routing_key: str, headers: Arguments | None) -> Iterable[Destination]:
-        """Return the destinations a message goes to (duplicates allowed, the caller dedups)."""
+        """Return the destinations a message goes to (duplicates allowed, the caller dedups).
+
+        A router that reads more of a message (a property) may also define
+        `route_message(message: HeldMessage) -> Iterable[Destination]`: the vhost then calls
+        it instead of route() for a published message (see basic_property()).
+        """
         ...
+
+
+def basic_property(message: HeldMessage, name: str) -> Any:
+    """One basic property of a message by its AMQP name ("message_id", "timestamp"...), or None."""
+    return getattr(decode_properties(message.properties_bin), name, None)
 
 
 class ExchangeType(Protocol):
@@ -146,10 +163,11 @@ class ExchangeType(Protocol):
 class ExchangeTypeRegistry:
     """Exchange types by name; the broker owns one (there is no module-level singleton)."""
 
-    __slots__ = ("_types",)
+    __slots__ = ("_queue_plugins", "_types")
 
     def __init__(self) -> None:
         self._types: dict[str, ExchangeType] = {}
+        self._queue_plugins: list[QueuePlugin] = []
 
     def register(self, exchange_type: ExchangeType) -> None:
         """Add `exchange_type` under its name; a name taken already raises ValueError."""
@@ -170,6 +188,16 @@ class ExchangeTypeRegistry:
 
     def __contains__(self, name: object) -> bool:
         return name in self._types
+
+    def register_queue_plugin(self, plugin: QueuePlugin) -> None:
+        """Offer every new queue to `plugin` (QueuePlugin.attach), after those registered before."""
+        if any(p.name == plugin.name for p in self._queue_plugins):
+            raise ValueError(f"queue plugin {plugin.name!r} is already registered")
+        self._queue_plugins.append(plugin)
+
+    def queue_plugins(self) -> list[QueuePlugin]:
+        """The queue plugins, in registration order."""
+        return list(self._queue_plugins)
 
 
 # -- beyond pure routing: time, and holding messages back -------------------------------------
@@ -203,6 +231,11 @@ class HeldMessage(Protocol):
     """A published message as a holding router sees it; hand it back to ExchangeContext.release."""
 
     @property
+    def properties_bin(self) -> bytes:
+        """The encoded basic properties (read one with basic_property())."""
+        ...
+
+    @property
     def routing_key(self) -> str:
         """The routing key it was published with."""
         ...
@@ -217,13 +250,18 @@ class HeldMessage(Protocol):
         """Published with delivery mode 2 (a durable exchange keeps it on disk)."""
         ...
 
+    @property
+    def message_id(self) -> str | None:
+        """The message_id property, or None (read from the raw properties on each access)."""
+        ...
+
 
 class PluginState(Protocol):
-    """Durable records of one exchange, written through the store's metadata log.
+    """Durable records of one exchange or queue, written through the store's metadata log.
 
     A put() made while routing a publish is on disk before that publish is confirmed; records
-    come back with load() when the exchange is restored at boot. Without a store (or for a
-    transient exchange) `durable` is False and put/delete/clear do nothing.
+    come back with load() when the exchange or queue is restored at boot. Without a store (or
+    for a transient exchange or queue) `durable` is False and put/delete/clear do nothing.
     """
 
     @property
@@ -276,4 +314,73 @@ class HoldingRouter(Router, Protocol):
 
     def close(self) -> None:
         """The exchange is gone: cancel timers, drop held messages."""
+        ...
+
+
+# -- queue hooks ------------------------------------------------------------------------------
+
+
+class Verdict(enum.Enum):
+    """What QueueHooks.before_enqueue decides for one message offered to its queue."""
+
+    ACCEPT = "accept"
+    """Enqueue it as usual."""
+    DROP = "drop"
+    """Do not enqueue it; the publish still counts as delivered (confirmed, not returned)."""
+    HOLD = "hold"
+    """The plugin keeps it and hands it back later with QueueContext.release (also confirmed)."""
+
+
+@attrs.frozen
+class QueueContext:
+    """What the broker hands a QueuePlugin when a queue is created (declared or restored)."""
+
+    vhost: str
+    name: str
+    durable: bool
+    """Durable and not exclusive: the queue (and its state) comes back at boot."""
+    arguments: Arguments
+    scheduler: Scheduler
+    state: PluginState
+    """Durable records of this queue for this plugin (cleared by the plugin's close())."""
+    release: Callable[[HeldMessage], None]
+    """Enqueue a held message now (before_enqueue is not asked again) and dispatch it."""
+    encode: Callable[[HeldMessage], Arguments]
+    """A message as a field table to put() in the state."""
+    decode: Callable[[Arguments], HeldMessage]
+    """The message a table from encode() describes."""
+    messages: Callable[[], Iterable[HeldMessage]]
+    """The ready messages in the queue now, in queue order (after a boot: those restored)."""
+
+
+class QueueHooks(Protocol):
+    """One plugin's hooks on one queue; the queue calls them inside the broker's core."""
+
+    def before_enqueue(self, message: HeldMessage) -> Verdict:
+        """A published (or exchange-released) message is about to enter the queue."""
+        ...
+
+    def refused(self, message: HeldMessage) -> None:
+        """The queue refused a message this hook accepted (a length limit): forget it."""
+        ...
+
+    def after_ack(self, message: HeldMessage) -> None:
+        """A message left the queue acknowledged (basic.ack, or delivered with auto-ack)."""
+        ...
+
+    def close(self) -> None:
+        """The queue was deleted: cancel timers, clear the state."""
+        ...
+
+
+class QueuePlugin(Protocol):
+    """Registered with ExchangeTypeRegistry.register_queue_plugin; offered every new queue."""
+
+    @property
+    def name(self) -> str:
+        """The plugin's name (unique among queue plugins)."""
+        ...
+
+    def attach(self, context: QueueContext) -> QueueHooks | None:
+        """Hooks for this queue, or None to leave it alone (406 ChannelException: bad arguments)."""
         ...

@@ -1,13 +1,22 @@
-"""The broker's side of the plugin API: a Scheduler over the timer wheel, and exchange contexts."""
+"""The broker's side of the plugin API: a Scheduler over the timer wheel, plugin state, queue hooks."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from amqplite.broker.durability import PluginStateStore
 from amqplite.broker.message import Message
-from amqplite.broker.plugin_api import Arguments, HeldMessage, Scheduled
+from amqplite.broker.plugin_api import (
+    Arguments,
+    HeldMessage,
+    QueueContext,
+    QueueHooks,
+    QueuePlugin,
+    Scheduled,
+    Verdict,
+)
 from amqplite.broker.publishing import make_message
+from amqplite.broker.queue import Queue
 from amqplite.broker.queue_host import QueueHost
 
 
@@ -103,6 +112,120 @@ class ExchangeState:
         store = self._store()
         if store is not None:
             store.plugin_state_clear(self.scope, self.vhost)
+
+
+class QueueState(ExchangeState):
+    """plugin_api.PluginState of one plugin on one queue (durable: a durable, shared queue)."""
+
+    __slots__ = ()
+
+    def __init__(
+        self,
+        vhost: str,
+        queue: str,
+        plugin: str,
+        durable_queue: bool,
+        store_of: Callable[[], PluginStateStore | None],
+    ) -> None:
+        super().__init__(vhost, queue, durable_queue, store_of)
+        self.scope = f"queue:{plugin}:{queue}"
+
+
+class CombinedHooks:
+    """The hooks of several plugins on one queue, asked in registration order."""
+
+    __slots__ = ("hooks",)
+
+    def __init__(self, hooks: list[QueueHooks]) -> None:
+        self.hooks = hooks
+
+    def before_enqueue(self, message: HeldMessage) -> Verdict:
+        """The first verdict that is not ACCEPT; those asked before it hear refused()."""
+        for i, hooks in enumerate(self.hooks):
+            verdict = hooks.before_enqueue(message)
+            if verdict is not Verdict.ACCEPT:
+                for earlier in self.hooks[:i]:
+                    earlier.refused(message)
+                return verdict
+        return Verdict.ACCEPT
+
+    def refused(self, message: HeldMessage) -> None:
+        """Tell every plugin."""
+        for hooks in self.hooks:
+            hooks.refused(message)
+
+    def after_ack(self, message: HeldMessage) -> None:
+        """Tell every plugin."""
+        for hooks in self.hooks:
+            hooks.after_ack(message)
+
+    def close(self) -> None:
+        """Close every plugin's hooks."""
+        for hooks in self.hooks:
+            hooks.close()
+
+
+def attach_queue_hooks(
+    plugins: list[QueuePlugin], context_for: Callable[[QueuePlugin], QueueContext]
+) -> QueueHooks | None:
+    """The hooks the plugins attach to one new queue (None: none); closes them if one raises."""
+    attached: list[QueueHooks] = []
+    try:
+        for plugin in plugins:
+            hooks = plugin.attach(context_for(plugin))
+            if hooks is not None:
+                attached.append(hooks)
+    except BaseException:
+        for hooks in attached:
+            hooks.close()
+        raise
+    if not attached:
+        return None
+    return attached[0] if len(attached) == 1 else CombinedHooks(attached)
+
+
+def queue_hooks(
+    vhost: str,
+    queue: Queue,
+    plugins: list[QueuePlugin],
+    host_of: Callable[[], QueueHost],
+    store_of: Callable[[], PluginStateStore | None],
+) -> QueueHooks | None:
+    """What the queue plugins attach to a new queue, each with its own context and state."""
+    durable = queue.durable and not queue.exclusive
+    scheduler = HostScheduler(host_of)
+
+    def release(message: HeldMessage) -> None:
+        enqueue_released(queue, message)
+
+    def messages() -> Iterable[HeldMessage]:
+        return [entry.message for entry in queue.ready]
+
+    def context_for(plugin: QueuePlugin) -> QueueContext:
+        return QueueContext(
+            vhost,
+            queue.name,
+            durable,
+            dict(queue.arguments),
+            scheduler,
+            QueueState(vhost, queue.name, plugin.name, durable, store_of),
+            release,
+            encode_message,
+            decode_message,
+            messages,
+        )
+
+    return attach_queue_hooks(plugins, context_for)
+
+
+def enqueue_released(queue: Queue, message: HeldMessage) -> None:
+    """Enqueue a message a queue plugin held back (dropped if the queue is gone or refuses it)."""
+    if queue.deleted or not isinstance(message, Message):
+        return
+    queue.enqueue(message)
+    if queue.consumers:
+        queue.dispatch()
+    queue.expire_if_due_now()
 
 
 def encode_message(message: HeldMessage) -> Arguments:

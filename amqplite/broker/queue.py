@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
@@ -14,34 +14,17 @@ from amqplite.broker.queue_settings import QueueSettings, parse_settings
 from amqplite.broker.ready_list import ReadyMessages
 from amqplite.broker.stats import MessageStats
 from amqplite.broker.ttl_index import TtlIndex
-from amqplite.protocol.constants import ReplyCode
+from amqplite.protocol.constants import ClassId, ReplyCode
 from amqplite.protocol.errors import ChannelException
 from amqplite.protocol.properties import replace_headers
 
 if TYPE_CHECKING:
-    from amqplite.broker.entry_reports import QueueJournal
+    from amqplite.broker.consumer import Consumer
+    from amqplite.broker.consumer_groups import Partition
+    from amqplite.broker.entry_reports import QueueJournal, QueueRemote
+    from amqplite.broker.plugin_api import QueueHooks
 
 EXPIRE_BATCH: Final = 500  # messages expired per timer turn, so a flood never stalls the loop
-
-
-class QueueConsumer(Protocol):
-    """A subscription as its queue sees it (implemented by broker.consumer.Consumer)."""
-
-    tag: str
-    exclusive: bool
-    priority: int  # x-priority: higher-priority consumers receive first
-
-    def can_take(self) -> bool:
-        """True when a delivery now would respect prefetch, flow and the outbound buffer."""
-
-    def waits_for_room(self) -> bool:
-        """True when only output room, soon back, keeps a delivery from this consumer."""
-
-    def deliver(self, entry: QueueEntry) -> None:
-        """Hand one entry taken from the queue to this consumer's channel."""
-
-    def queue_gone(self) -> None:
-        """The queue was deleted: forget the consumer on its channel, tell the client."""
 
 
 @attrs.define(eq=False)
@@ -58,11 +41,12 @@ class Queue:
     settings: QueueSettings = attrs.field(init=False)
     ready: ReadyMessages = attrs.field(init=False)
     deadlines: TtlIndex = attrs.field(init=False)
-    consumers: deque[QueueConsumer] = attrs.field(factory=deque)
+    consumers: deque[Consumer] = attrs.field(factory=deque)
     unacked_count: int = 0
     ready_bytes: int = 0
     next_seq: int = 0
     had_consumer: bool = False
+    partition: Partition | None = None  # set while a consumer group consumes it: it picks who gets
     deleted: bool = False
     behind: bool = False  # deliverable work waits for output room (flow.py): publishers wait
     last_used: float = 0.0
@@ -73,13 +57,17 @@ class Queue:
     on_delete: Callable[[Queue], object] | None = None  # set by the vhost, for x-expires
     # cluster mode: the node leading this mirrored queue when not this one ("": none); it serves nothing
     led_elsewhere: str | None = None
-    _groups: list[deque[QueueConsumer]] | None = None  # consumers by x-priority, when they differ
+    hooks: QueueHooks | None = None  # plugins' queue hooks (set by the vhost); None: no plugin
+    # cluster mode: forwards publishes to that leader and proxies its deliveries to our consumers
+    remote: QueueRemote | None = None
+    _groups: list[deque[Consumer]] | None = None  # consumers by x-priority, when they differ
     _due_now: QueueEntry | None = None  # a TTL-0 entry being offered to consumers at publish
 
     def check_led_here(self, class_id: int, method_id: int) -> None:
-        """A 404 naming the leader when another node leads this mirrored queue (no forwarding yet)."""
+        """A 404 naming the leader when another node leads this mirrored queue and nothing proxies it."""
         leader = self.led_elsewhere
-        if leader is not None:
+        proxied = self.remote is not None and (class_id, method_id) != (ClassId.BASIC, 70)
+        if leader is not None and not proxied:  # basic.get is not forwarded
             where = (
                 f"is led by node '{leader}': connect to that node" if leader else "has no leader"
             )
@@ -133,8 +121,11 @@ class Queue:
 
     def enqueue(self, message: Message) -> QueueEntry | None:
         """Append a message at the tail and return its entry (None: refused by reject-publish)."""
-        if self.led_elsewhere is not None:
-            return None  # a mirrored queue led by another node: the publisher gets a nack
+        if self.led_elsewhere is not None:  # a mirrored queue led by another node
+            remote = self.remote  # forwarded there (the confirm waits for its), or nacked
+            if remote is None or not remote.publish(message):
+                return None
+            return QueueEntry(-1, message)  # an entry of the leader's queue, not of this one
         settings = self.settings
         if (settings.max_length is not None or settings.max_length_bytes is not None) and (
             settings.overflow != "drop-head" and self._is_full()
@@ -159,8 +150,8 @@ class Queue:
             spill = self.host.spill
         self.ready.append(entry)
         self.ready_bytes += message.size
-        if spill is not None:  # transient: its body may page out beyond the memory threshold
-            spill.enqueue(entry)
+        if spill is not None:  # transient: it may page out beyond the memory threshold
+            spill.enqueue(self, entry)
         self.stats.publish += 1
         self.totals.publish += 1
         if settings.delivery_limit is not None:
@@ -208,10 +199,25 @@ class Queue:
 
     # -- messages out ----------------------------------------------------------------------
 
-    def settle(self, entry: QueueEntry) -> None:
+    def take_in(self, message: Message, delivery_count: int) -> QueueEntry | None:
+        """A message the leader elsewhere handed to this node's consumers (kept in memory only)."""
+        leader, self.led_elsewhere = self.led_elsewhere, None
+        try:
+            entry = self.enqueue(message)
+        finally:
+            self.led_elsewhere = leader
+        if entry is not None:
+            entry.delivery_count = delivery_count
+        return entry
+
+    def settle(self, entry: QueueEntry, acked: bool = False) -> None:
         """An entry leaves the queue for good (acked, auto-acked, dropped): tell the journal."""
+        if self.remote is not None:  # a delivery proxied from the leader: acked there
+            self.remote.settled(entry)
         if self.journal is not None and entry.message.persistent and not self.deleted:
             self.journal.remove(entry)
+        if acked and self.hooks is not None:
+            self.hooks.after_ack(entry.message)
 
     def take(self) -> QueueEntry | None:
         """Remove the head entry for delivery; it becomes unacked (or gone if auto-acked).
@@ -283,14 +289,15 @@ class Queue:
 
     def purge(self) -> int:
         """Drop every ready message and return how many there were."""
-        entries = self.ready.clear()
+        count = len(self.ready)
+        entries = self.ready.clear()  # paged-out entries (transient) are just dropped
         self.ready_bytes = 0
         self.deadlines.clear()
         for entry in entries:
             self.settle(entry)
         if self.behind:
             self.host.set_behind(self, False)
-        return len(entries)
+        return count
 
     # -- TTL and queue expiry --------------------------------------------------------------
 
@@ -316,6 +323,18 @@ class Queue:
             self._expired(entry)
             done += 1
         return deadlines.has_due(now)
+
+    def paging_out(self, entries: list[QueueEntry]) -> None:
+        """Ready entries leave memory for a paged tail: the TTL index lets go of them."""
+        for entry in entries:
+            if entry.expires_at is not None:
+                self.deadlines.remove(entry)
+
+    def paged_in(self, entries: list[QueueEntry]) -> None:
+        """Entries read back from a paged tail: their deadlines (due or not) rejoin the index."""
+        for entry in entries:
+            if entry.expires_at is not None:
+                self._add_deadline(entry, entry.expires_at)
 
     def expire_if_due_now(self) -> None:
         """Messages with TTL 0 that no consumer took at publish expire at once."""
@@ -363,13 +382,15 @@ class Queue:
 
     # -- consumers -------------------------------------------------------------------------
 
-    def add_consumer(self, consumer: QueueConsumer) -> None:
+    def add_consumer(self, consumer: Consumer) -> None:
         """Attach a consumer (ordered by x-priority when priorities differ)."""
         self.consumers.append(consumer)
         self.had_consumer = True
         self._regroup()
+        if self.remote is not None:
+            self.remote.consumers_changed()
 
-    def remove_consumer(self, consumer: QueueConsumer) -> None:
+    def remove_consumer(self, consumer: Consumer) -> None:
         """Detach a consumer; the queue's x-expires period starts when the last one leaves."""
         try:
             self.consumers.remove(consumer)
@@ -380,6 +401,8 @@ class Queue:
             self.touch()
         if self.behind:
             self.update_behind()
+        if self.remote is not None:
+            self.remote.consumers_changed()
 
     def _regroup(self) -> None:
         priorities = sorted({c.priority for c in self.consumers}, reverse=True)
@@ -389,8 +412,10 @@ class Queue:
         self._groups = [deque(c for c in self.consumers if c.priority == p) for p in priorities]
 
     @property
-    def active_consumer(self) -> QueueConsumer | None:
-        """With x-single-active-consumer: the one consumer that receives."""
+    def active_consumer(self) -> Consumer | None:
+        """With x-single-active-consumer or a consumer group: the one consumer that receives."""
+        if self.partition is not None:
+            return self.partition.active()
         return self.consumers[0] if self.consumers else None
 
     def dispatch(self) -> None:
@@ -413,22 +438,24 @@ class Queue:
     def update_behind(self) -> None:
         """Behind: ready messages a consumer with credit would take but for output room."""
         consumers = self.consumers
-        if self.settings.single_active_consumer and consumers:
-            consumers = deque((consumers[0],))
+        if (self.settings.single_active_consumer or self.partition is not None) and consumers:
+            active = self.active_consumer
+            consumers = deque(() if active is None else (active,))
         behind = bool(len(self.ready)) and any(c.waits_for_room() for c in consumers)
         if behind is not self.behind:
             self.host.set_behind(self, behind)
 
     def _deliver_ready(self) -> None:
         ready = self.ready
-        if self.settings.single_active_consumer:
+        if self.settings.single_active_consumer or self.partition is not None:
             active = self.active_consumer
-            assert active is not None
+            if active is None:
+                return
             while len(ready) and active.can_take():
                 entry = self.take()
                 if entry is None:
                     return
-                active.deliver(entry)
+                active.channel.deliver(active, entry)
             return
         if self._groups is not None:
             self._dispatch_by_priority(self._groups)
@@ -445,12 +472,12 @@ class Queue:
             entry = self.take()
             if entry is None:
                 return
-            consumer.deliver(entry)
+            consumer.channel.deliver(consumer, entry)
 
-    def _dispatch_by_priority(self, groups: list[deque[QueueConsumer]]) -> None:
+    def _dispatch_by_priority(self, groups: list[deque[Consumer]]) -> None:
         ready = self.ready
         while len(ready) and self._groups is groups:
-            chosen: QueueConsumer | None = None
+            chosen: Consumer | None = None
             for group in groups:
                 for _ in range(len(group)):
                     consumer = group[0]
@@ -465,13 +492,13 @@ class Queue:
             entry = self.take()
             if entry is None:
                 return
-            chosen.deliver(entry)
+            chosen.channel.deliver(chosen, entry)
 
     def _check(self) -> None:
         """Assert the queue's invariants (tests call this between operations)."""
-        entries = list(self.ready)
-        assert len(entries) == len(self.ready)
-        assert self.ready_bytes == sum(e.message.size for e in entries)
+        entries = list(self.ready)  # those in memory; paged ones are counted
+        assert len(entries) + self.ready.paged_count == len(self.ready)
+        assert self.ready_bytes == sum(e.message.size for e in entries) + self.ready.paged_bytes
         assert self.unacked_count >= 0
         assert all(e.ready for e in entries)
         for level in self.ready.levels:

@@ -20,12 +20,14 @@ from amqplite.broker.plugin_api import (
     ExchangeTypeRegistry,
     HeldMessage,
     Router,
+    Verdict,
 )
 from amqplite.broker.plugin_host import (
     ExchangeState,
     HostScheduler,
     decode_message,
     encode_message,
+    queue_hooks,
 )
 from amqplite.broker.policy import Policy, effective_exchange_policy
 from amqplite.broker.queue import Queue
@@ -313,6 +315,15 @@ class VHost:
             totals=self.totals,
             on_delete=self.remove_queue,
         )
+        plugins = self.registry.queue_plugins()
+        if plugins:
+            try:
+                queue.hooks = queue_hooks(
+                    self.name, queue, plugins, lambda: self.host, lambda: self.plugin_state
+                )
+            except BaseException:
+                queue.deleted = True  # never added: its timers do nothing
+                raise
         self.queues[name] = queue
         self.churn.queue_created += 1
         if durable and not exclusive and self.metadata is not None:
@@ -362,6 +373,8 @@ class VHost:
             consumer.queue_gone()
         queue.consumers.clear()
         queue.purge()
+        if queue.hooks is not None:
+            queue.hooks.close()
         for hook in self.on_queue_deleted:
             hook(queue)
         if queue.durable and not queue.exclusive and self.metadata is not None:
@@ -476,7 +489,13 @@ class VHost:
 
     # -- routing -------------------------------------------------------------------------
 
-    def route(self, exchange: Exchange, routing_key: str, headers: Arguments | None) -> list[Queue]:
+    def route(
+        self,
+        exchange: Exchange,
+        routing_key: str,
+        headers: Arguments | None,
+        message: HeldMessage | None = None,
+    ) -> list[Queue]:
         """The distinct queues a message reaches, through e2e bindings and alternate exchanges."""
         found: dict[str, Queue] = {}
         visited: set[str] = set()
@@ -487,7 +506,7 @@ class VHost:
                 continue
             visited.add(current.name)
             before = len(found)
-            routed_any = self._route_one(current, routing_key, headers, found, pending)
+            routed_any = self._route_one(current, routing_key, headers, found, pending, message)
             if not routed_any and len(found) == before:
                 alternate = current.alternate_exchange()
                 if alternate is not None and alternate in self.exchanges:
@@ -501,6 +520,7 @@ class VHost:
         headers: Arguments | None,
         found: dict[str, Queue],
         pending: list[Exchange],
+        message: HeldMessage | None = None,
     ) -> bool:
         if exchange.name == "":
             queue = self.queues.get(routing_key)
@@ -509,7 +529,12 @@ class VHost:
                 return True
             return False
         routed_any = False
-        for dest in exchange.router.route(routing_key, headers):
+        route_message = getattr(exchange.router, "route_message", None)
+        if route_message is not None and message is not None:
+            destinations = route_message(message)
+        else:
+            destinations = exchange.router.route(routing_key, headers)
+        for dest in destinations:
             routed_any = True
             if dest.kind == "queue":
                 queue = self.queues.get(dest.name)
@@ -527,7 +552,9 @@ class VHost:
 
     def route_message(self, exchange_name: str, message: Message) -> Routed:
         """Route a message and enqueue it where the queues' limits allow."""
-        exchange = self.exchange(exchange_name)
+        exchange = self.exchanges.get(exchange_name)
+        if exchange is None:
+            exchange = self.exchange(exchange_name)  # 404
         if exchange.internal:
             raise ChannelException(
                 ReplyCode.ACCESS_REFUSED,
@@ -537,7 +564,7 @@ class VHost:
             )
         self.totals.received += 1
         exchange.publish_in += 1
-        hold = getattr(exchange.router, "hold", None)
+        hold = exchange.hold
         if hold is not None and hold(message):
             return Routed([], [], held=True)
         return self._deliver(exchange, message)
@@ -550,15 +577,29 @@ class VHost:
         return self._deliver(exchange, message)
 
     def _deliver(self, exchange: Exchange, message: Message) -> Routed:
-        queues = self.route(exchange, message.routing_key, message.headers)
+        queue = self.queues.get(message.routing_key) if exchange.name == "" else None
+        if queue is not None:  # the default exchange: the queue the key names, nothing else
+            exchange.publish_out += 1
+            taken = queue.enqueue(message) is not None
+            routed = Routed([queue], []) if taken else Routed([], [queue])
+            if queue.consumers:
+                queue.dispatch()
+            queue.expire_if_due_now()
+            return routed
+        queues = self.route(exchange, message.routing_key, message.headers, message)
         if queues:
             exchange.publish_out += 1
         else:
             self.totals.unroutable += 1
         rejected: list[Queue] = []
         for queue in queues:
+            hooks = queue.hooks
+            if hooks is not None and hooks.before_enqueue(message) is not Verdict.ACCEPT:
+                continue  # a plugin dropped or held it: taken, so confirmed
             if queue.enqueue(message) is None:
                 rejected.append(queue)
+                if hooks is not None:
+                    hooks.refused(message)
         for queue in queues:
             if queue.consumers:
                 queue.dispatch()

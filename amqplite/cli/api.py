@@ -6,9 +6,7 @@ import argparse
 import base64
 import json
 import os
-import urllib.error
 import urllib.parse
-import urllib.request
 from typing import Any
 
 import attrs
@@ -40,6 +38,9 @@ class ManagementClient:
     ) -> Any:
         """Send a request; the decoded JSON answer (None when the answer is empty)."""
         data = None if body is None else json.dumps(body).encode("utf-8")
+        import urllib.error  # here: `serve` never pays for the HTTP client
+        import urllib.request
+
         req = urllib.request.Request(self.url.rstrip("/") + path, data=data, method=method)
         token = base64.b64encode(f"{self.user}:{self.password}".encode()).decode("ascii")
         req.add_header("Authorization", f"Basic {token}")

@@ -72,6 +72,16 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--cluster-port", type=int, help="node-to-node link port; enables cluster mode"
     )
+    serve.add_argument(
+        "--queue-leaders",
+        choices=("mirrored", "all"),
+        help="which durable queues have one leader node (cluster.queue_leaders)",
+    )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        help="run N node processes on this host as one cluster (an etcd of its own unless --etcd)",
+    )
 
     defs = sub.add_parser("definitions", help="validate, export and import routing definitions")
     defs_sub = defs.add_subparsers(dest="action", required=True)
@@ -151,6 +161,9 @@ def resolve_config(args: argparse.Namespace) -> Config:
 
 def _cluster_overrides(args: argparse.Namespace, cluster: ClusterConfig) -> ClusterConfig:
     """--node-name, --etcd and --cluster-port (or their env) override the file and enable cluster mode."""
+    leaders = getattr(args, "queue_leaders", None)
+    if leaders is not None:
+        cluster = attrs.evolve(cluster, queue_leaders=leaders)
     name = getattr(args, "node_name", None) or os.environ.get("AMQPLITE_NODE_NAME")
     etcd = getattr(args, "etcd", None) or os.environ.get("AMQPLITE_ETCD")
     port = getattr(args, "cluster_port", None)
@@ -217,11 +230,14 @@ def _serve(args: argparse.Namespace) -> int:
         check_data_dir(config.data_dir, *_data_dir_origin(args))
     except ConfigError as exc:
         return fail(f"configuration error: {exc}", 2)
+    workers = getattr(args, "workers", None)
+    if workers is not None:
+        from amqplite.cli.workers import run_workers
+
+        return run_workers(args, config, workers)
     setup_logging(config)
     import trio
 
-    from amqplite.cluster.etcd_codec import EtcdError
-    from amqplite.cluster.membership import ClusterError
     from amqplite.server.node import run_node
 
     try:
@@ -230,8 +246,12 @@ def _serve(args: argparse.Namespace) -> int:
         error = leaf_error(exc)
         if isinstance(error, ConfigError):
             return fail(f"configuration error: {error}", 2)
-        if isinstance(error, EtcdError | ClusterError):
-            return fail(f"cluster: {error}", 1)
+        if type(error).__module__.startswith("amqplite.cluster."):
+            from amqplite.cluster.etcd_codec import EtcdError  # not imported unless clustered
+            from amqplite.cluster.membership import ClusterError
+
+            if isinstance(error, EtcdError | ClusterError):
+                return fail(f"cluster: {error}", 1)
         if isinstance(error, ListenError):
             return fail(str(error), 1)
         if isinstance(error, OSError):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -27,7 +27,7 @@ from amqplite.cluster.etcd_codec import Compare, Delete, EtcdError, Put, RangeRe
 from amqplite.cluster.keys import range_of
 
 if TYPE_CHECKING:
-    from amqplite.broker.auth import Permission
+    from amqplite.broker.auth import Permission, TopicPermission
     from amqplite.broker.durability import ConfigListener, MetadataListener
     from amqplite.broker.policy import Policy
     from amqplite.broker.queue import Queue
@@ -316,6 +316,20 @@ class ListenerTee:
         """Forwarded, then marked."""
         if self.config is not None:
             self.config.policy_set(policy)
+        self.changed()
+
+    def topic_permissions_set(
+        self, user: str, vhost: str, permissions: Sequence[TopicPermission]
+    ) -> None:
+        """Forwarded (not shared through etcd yet), then marked."""
+        if self.config is not None:
+            self.config.topic_permissions_set(user, vhost, permissions)
+        self.changed()
+
+    def limits_set(self, kind: str, name: str, limits: Mapping[str, int]) -> None:
+        """Forwarded (not shared through etcd yet), then marked."""
+        if self.config is not None:
+            self.config.limits_set(kind, name, limits)
         self.changed()
 
     def policy_cleared(self, vhost: str, name: str) -> None:

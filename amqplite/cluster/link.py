@@ -36,6 +36,13 @@ class FrameType(enum.IntEnum):
     SNAPSHOT_CHUNK = 5
     SNAPSHOT_END = 6
     REFUSE = 7
+    PUBLISH = 8
+    CONFIRM = 9
+    NOT_LEADING = 10
+    CONSUME = 11
+    DELIVER = 12
+    SETTLE = 13
+    CANCELLED = 14
 
 
 @attrs.frozen
@@ -114,7 +121,95 @@ class Refuse:
     reason: str
 
 
-Message = Hello | Append | Ack | SnapshotBegin | SnapshotChunk | SnapshotEnd | Refuse
+@attrs.frozen
+class Publish:
+    """A message a node routed to a queue another node leads: `ticket` numbers it on this link."""
+
+    queue: QueueRef
+    epoch: int
+    ticket: int
+    exchange: str
+    routing_key: str
+    properties: bytes
+    body: bytes
+
+
+@attrs.frozen
+class Confirm:
+    """The leader took forwarded publishes: `acked` are durable (on every in-sync disk), `nacked` refused."""
+
+    queue: QueueRef
+    epoch: int
+    acked: tuple[int, ...]
+    nacked: tuple[int, ...] = ()
+
+
+@attrs.frozen
+class NotLeading:
+    """The receiver does not lead the queue: these forwarded publishes were not taken."""
+
+    queue: QueueRef
+    epoch: int
+    tickets: tuple[int, ...]
+
+
+@attrs.frozen
+class Consume:
+    """Deliver the queue's messages over this link, at most `window` unsettled (0: stop, requeue)."""
+
+    queue: QueueRef
+    epoch: int
+    window: int
+
+
+@attrs.frozen
+class Deliver:
+    """A message of the queue for the consumers of the other node; `tag` settles it."""
+
+    queue: QueueRef
+    epoch: int
+    tag: int
+    delivery_count: int
+    exchange: str
+    routing_key: str
+    properties: bytes
+    body: bytes
+
+
+@attrs.frozen
+class Settle:
+    """Deliveries the other node's consumers acked (they leave the queue)."""
+
+    queue: QueueRef
+    epoch: int
+    tags: tuple[int, ...]
+
+
+@attrs.frozen
+class Cancelled:
+    """The leader ended this link's consumer of the queue (it stopped leading, or the queue went)."""
+
+    queue: QueueRef
+    epoch: int
+    reason: str
+
+
+Message = (
+    Hello
+    | Append
+    | Ack
+    | SnapshotBegin
+    | SnapshotChunk
+    | SnapshotEnd
+    | Refuse
+    | Publish
+    | Confirm
+    | NotLeading
+    | Consume
+    | Deliver
+    | Settle
+    | Cancelled
+)
 
 
 def _str(value: str) -> bytes:
@@ -130,6 +225,14 @@ def _blobs(records: tuple[bytes, ...]) -> bytes:
         parts.append(_U32.pack(len(record)))
         parts.append(record)
     return b"".join(parts)
+
+
+def _u64s(values: tuple[int, ...]) -> bytes:
+    return _U32.pack(len(values)) + b"".join(_U64.pack(v) for v in values)
+
+
+def _bytes(value: bytes) -> bytes:
+    return _U32.pack(len(value)) + value
 
 
 def _queue(queue: QueueRef, epoch: int) -> bytes:
@@ -150,7 +253,34 @@ def _payload(message: Message) -> tuple[FrameType, bytes]:
         return FrameType.SNAPSHOT_CHUNK, head + _blobs(message.records)
     if isinstance(message, SnapshotEnd):
         return FrameType.SNAPSHOT_END, head + _U64.pack(message.offset)
-    return FrameType.REFUSE, head + _str(message.reason)
+    if isinstance(message, Refuse):
+        return FrameType.REFUSE, head + _str(message.reason)
+    return _forwarding_payload(message, head)
+
+
+def _forwarding_payload(
+    message: Publish | Confirm | NotLeading | Consume | Deliver | Settle | Cancelled, head: bytes
+) -> tuple[FrameType, bytes]:
+    if isinstance(message, Publish):
+        content = _content(message.exchange, message.routing_key, message.properties, message.body)
+        return FrameType.PUBLISH, head + _U64.pack(message.ticket) + content
+    if isinstance(message, Confirm):
+        return FrameType.CONFIRM, head + _u64s(message.acked) + _u64s(message.nacked)
+    if isinstance(message, NotLeading):
+        return FrameType.NOT_LEADING, head + _u64s(message.tickets)
+    if isinstance(message, Consume):
+        return FrameType.CONSUME, head + _U64.pack(message.window)
+    if isinstance(message, Deliver):
+        content = _content(message.exchange, message.routing_key, message.properties, message.body)
+        counts = _U64.pack(message.tag) + _U64.pack(message.delivery_count)
+        return FrameType.DELIVER, head + counts + content
+    if isinstance(message, Settle):
+        return FrameType.SETTLE, head + _u64s(message.tags)
+    return FrameType.CANCELLED, head + _str(message.reason)
+
+
+def _content(exchange: str, routing_key: str, properties: bytes, body: bytes) -> bytes:
+    return _str(exchange) + _str(routing_key) + _bytes(properties) + _bytes(body)
 
 
 def encode(message: Message) -> bytes:
@@ -190,6 +320,17 @@ class _Reader:
         except UnicodeDecodeError as exc:
             raise LinkError("a link string is not UTF-8") from exc
 
+    def u64s(self) -> tuple[int, ...]:
+        return tuple(self.u64() for _ in range(self.u32()))
+
+    def blob(self) -> bytes:
+        return bytes(self.take(self.u32()))
+
+    def content(self) -> tuple[str, str, bytes, bytes]:
+        exchange = self.text()
+        routing_key = self.text()
+        return exchange, routing_key, self.blob(), self.blob()
+
     def blobs(self) -> tuple[bytes, ...]:
         return tuple(bytes(self.take(self.u32())) for _ in range(self.u32()))
 
@@ -222,12 +363,34 @@ def decode(kind: int, payload: memoryview) -> Message:
             message = SnapshotChunk(queue, epoch, reader.blobs())
         elif kind == FrameType.SNAPSHOT_END:
             message = SnapshotEnd(queue, epoch, reader.u64())
-        else:
+        elif kind == FrameType.REFUSE:
             message = Refuse(queue, epoch, reader.text())
+        else:
+            message = _decode_forwarding(kind, queue, epoch, reader)
     else:
         raise LinkError(f"unknown link frame type {kind}")
     reader.done()
     return message
+
+
+def _decode_forwarding(kind: int, queue: QueueRef, epoch: int, reader: _Reader) -> Message:
+    if kind == FrameType.PUBLISH:
+        ticket = reader.u64()
+        return Publish(queue, epoch, ticket, *reader.content())
+    if kind == FrameType.CONFIRM:
+        acked = reader.u64s()
+        return Confirm(queue, epoch, acked, reader.u64s())
+    if kind == FrameType.NOT_LEADING:
+        return NotLeading(queue, epoch, reader.u64s())
+    if kind == FrameType.CONSUME:
+        return Consume(queue, epoch, reader.u64())
+    if kind == FrameType.DELIVER:
+        tag = reader.u64()
+        count = reader.u64()
+        return Deliver(queue, epoch, tag, count, *reader.content())
+    if kind == FrameType.SETTLE:
+        return Settle(queue, epoch, reader.u64s())
+    return Cancelled(queue, epoch, reader.text())
 
 
 class LinkDecoder:

@@ -11,8 +11,8 @@ from amqplite.cluster.link import Hello, LinkDecoder, LinkError, Message, encode
 
 log = logging.getLogger("amqplite.cluster")
 
-Handler = Callable[[list[Message]], Awaitable[list[Message]]]
-Closed = Callable[[str], Awaitable[None]]
+Handler = Callable[[list[Message], "LinkStream", str], Awaitable[list[Message]]]
+Closed = Callable[[str, "LinkStream"], Awaitable[None]]
 READ_BYTES = 256 * 1024
 
 
@@ -88,7 +88,8 @@ async def serve(
 ) -> None:
     """Accept links on host:port; each gets our hello, then its batches go to handler in order.
 
-    closed(peer node) runs when a link that said hello ends, however it ends.
+    handler(batch, link, peer node) returns the replies to send; closed(peer node, link) runs
+    when a link that said hello ends, however it ends.
     """
 
     async def one(stream: trio.SocketStream) -> None:
@@ -98,7 +99,7 @@ async def serve(
             peer = await hello(link, node)
             log.info("node link from %s", peer.node)
             while batch := await link.receive():
-                replies = await handler(batch)
+                replies = await handler(batch, link, peer.node)
                 if replies:
                     await link.send(*replies)
         except (LinkError, trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
@@ -108,7 +109,7 @@ async def serve(
         finally:
             await link.aclose()
             if peer is not None and closed is not None:
-                await closed(peer.node)
+                await closed(peer.node, link)
 
     listeners = await trio.open_tcp_listeners(port, host=host)
     task_status.started(listeners[0].socket.getsockname()[1])

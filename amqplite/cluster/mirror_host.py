@@ -114,8 +114,10 @@ class MirrorHost:
 
     def lead(self, queue: QueueRef, epoch: int) -> None:
         """This node leads the queue at epoch now: its copy goes, older leaders are refused."""
-        self.path_of(queue).unlink(missing_ok=True)
-        self.copies[queue] = MirrorCopy(MirrorLog(queue, epoch), self.path_of(queue))
+        path = self.path_of(queue)
+        path.unlink(missing_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)  # it may follow a later leader from here
+        self.copies[queue] = MirrorCopy(MirrorLog(queue, epoch), path)
 
     async def handle(self, batch: list[Message]) -> list[Message]:
         """Apply received messages in order; write and fsync them; the acks and refusals to send."""

@@ -10,8 +10,9 @@ delivery counts, so those delivered before are redelivered) and starts feeding t
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import trio
@@ -22,11 +23,14 @@ from amqplite.broker.queue import Queue
 from amqplite.cluster.agent import ClusterAgent
 from amqplite.cluster.definitions_sync import ListenerTee
 from amqplite.cluster.election import NotEligible, QueueElection, QueueKeys
-from amqplite.cluster.etcd_codec import EtcdError, EtcdUnavailable
-from amqplite.cluster.keys import node_key
+from amqplite.cluster.etcd_codec import EtcdError, EtcdUnavailable, RangeResult
+from amqplite.cluster.forwarder import FORWARDING, Forwarder
+from amqplite.cluster.keys import cluster_prefix, node_key
+from amqplite.cluster.link import Message as LinkMessage
 from amqplite.cluster.link import QueueRef
-from amqplite.cluster.link_stream import connect, serve
+from amqplite.cluster.link_stream import LinkStream, connect, serve
 from amqplite.cluster.mirror_host import MirrorHost
+from amqplite.cluster.queue_proxy import QueueProxy
 from amqplite.cluster.replicator import LINK_ERRORS, QueueLeader
 from amqplite.protocol.properties import read_facts
 from amqplite.store.queue_store import QueueStore
@@ -40,13 +44,34 @@ PLACEMENT_WAIT = 3.0  # seconds a new queue waits for enough registered nodes be
 RANK_DELAY = 0.3  # seconds each in-sync member waits after the one before it to campaign
 
 
-def placement(vhost: str, queue: str, nodes: list[str], replicas: int) -> tuple[str, ...]:
-    """The nodes to hold a queue: the first `replicas` by a hash of queue and node (spreads leaders)."""
+def placement(
+    vhost: str, queue: str, nodes: list[str], replicas: int, leads: Mapping[str, int] | None = None
+) -> tuple[str, ...]:
+    """The nodes to hold a queue, its likely leader first: the node leading fewest queues (`leads`),
+    then the others by a hash of queue and node (ties too), so leaders spread over the nodes."""
 
     def weight(node: str) -> bytes:
         return hashlib.sha256(f"{vhost}\0{queue}\0{node}".encode()).digest()
 
-    return tuple(sorted(nodes, key=weight)[:replicas])
+    ranked = sorted(nodes, key=weight)
+    if leads and ranked:
+        first = min(ranked, key=lambda node: leads.get(node, 0))  # stable: hash order breaks ties
+        ranked = [first, *(node for node in ranked if node != first)]
+    return tuple(ranked[:replicas])
+
+
+def first_members(result: RangeResult) -> dict[str, int]:
+    """How many queues each node is placed first for (their likely leader), from a range of queues/."""
+    counts: dict[str, int] = {}
+    for kv in result.kvs:
+        if kv.key.endswith(b"/members"):
+            try:
+                members = json.loads(kv.value)
+            except ValueError:
+                continue
+            if isinstance(members, list) and members:
+                counts[str(members[0])] = counts.get(str(members[0]), 0) + 1
+    return counts
 
 
 def to_message(stored: StoredMessage) -> Message:
@@ -88,29 +113,92 @@ class QueueRoles:
         self.placed: set[QueueRef] = set()
         self.first_seen: dict[QueueRef, float] = {}
         self.leaderless_since: dict[QueueRef, float] = {}
+        # replicas up to this many: no leader (each node's own queue); 0 with queue_leaders "all"
+        self.unled = 0 if agent.config.queue_leaders == "all" else 1
+        self.forwarder = Forwarder(self.node, broker, self.leading, self.address_of, wake)
         tee = broker.metadata
         if isinstance(tee, ListenerTee):  # declares reach us before any publish can
             tee.declared = self.declared
 
     def declared(self, queue: Queue) -> None:
-        """A queue was declared here: if it is mirrored, its confirms wait for a leader."""
+        """A queue was declared here: if it is mirrored, publishes wait for a leader to take them."""
         default = self.agent.config.default_replicas
-        if queue.durable and (queue.settings.replicas or default) > 1:
+        if queue.durable and (queue.settings.replicas or default) > self.unled:
             hold(queue)
+            if not queue.auto_delete and not queue.exclusive:  # forwarded once a leader is known
+                self.proxy_for(QueueRef(queue.vhost, queue.name), queue)
+                queue.led_elsewhere = ""
+
+    def address_of(self, node: str) -> str | None:
+        """A registered node's link address."""
+        record = self.agent.members.nodes.get(node)
+        return None if record is None else record.cluster
+
+    def leading(self, ref: QueueRef) -> Queue | None:
+        """The queue, while this node leads it and may confirm (forwarded publishes go in)."""
+        held = self.leaders.get(ref)
+        if held is None or held[0].fenced_at is not None or held[0].queue.deleted:
+            return None
+        return held[0].queue
+
+    def committed(self) -> None:
+        """Records were committed (a local sync, or mirrors' acks): confirm forwarded publishes."""
+        self.forwarder.committed()
+
+    def _acked(self) -> None:
+        """Mirrors acked: release local confirms and forwarded ones."""
+        self.wake()
+        self.forwarder.committed()
+
+    def proxy_for(self, ref: QueueRef, queue: Queue) -> QueueProxy:
+        """The queue's proxy (made and attached on first use): forwarding when led elsewhere."""
+        proxy = self.forwarder.proxies.get(ref)
+        if proxy is None or proxy.queue is not queue:
+            if proxy is not None:
+                self.forwarder.remove(ref)
+            proxy = QueueProxy(ref, queue, self.node, self.store.note)
+            self.forwarder.add(proxy)
+            queue.remote = proxy
+        return proxy
+
+    def hand_over(self, queue: Queue) -> None:
+        """Another node leads the queue now: nack publishes this node took but never confirmed, and
+        drop its local copy (the leader's is the queue; it redelivers what was delivered here)."""
+        journal = queue.journal
+        if isinstance(journal, QueueStore):
+            domain = journal.domain
+            if domain.written > domain.committed:
+                log.info(
+                    "%s is led elsewhere now: its unconfirmed records here are nacked", queue.name
+                )
+                domain.refuse(domain.written)
+                self.wake()
+        queue.purge()
+
+    async def handle(
+        self, batch: list[LinkMessage], link: LinkStream, peer: str
+    ) -> list[LinkMessage]:
+        """A batch of an incoming link: forwarding to the forwarder, the rest to the mirror copies."""
+        forwarded: list[LinkMessage] = [m for m in batch if isinstance(m, FORWARDING)]
+        if not forwarded:
+            return await self.mirrors.handle(batch)
+        self.forwarder.incoming(peer, link, forwarded)
+        rest: list[LinkMessage] = [m for m in batch if not isinstance(m, FORWARDING)]
+        return await self.mirrors.handle(rest) if rest else []
 
     def lease_valid(self) -> bool:
         """Whether this node's etcd lease surely holds now (a leader confirms only then)."""
         return self.agent.lease_clock.valid(trio.current_time())
 
     def replicated(self) -> Iterator[tuple[QueueRef, Queue, int]]:
-        """Durable, shared queues with more than one replica."""
+        """Durable, shared queues with a leader: more than one replica (or all, as configured)."""
         default = self.agent.config.default_replicas
         for vhost in list(self.broker.vhosts.values()):
             for queue in list(vhost.queues.values()):
                 if not queue.durable or queue.auto_delete or queue.exclusive:
                     continue
                 replicas = queue.settings.replicas or default
-                if replicas > 1:
+                if replicas > self.unled:
                     yield QueueRef(vhost.name, queue.name), queue, replicas
 
     def leader_of(self, ref: QueueRef) -> QueueLeader | None:
@@ -122,22 +210,28 @@ class QueueRoles:
         """Serve the node link and tend every mirrored queue until cancelled."""
         listen = self.agent.config.listen
         async with trio.open_nursery() as nursery:
+            await nursery.start(self.forwarder.run)  # before the link: it serves forwarding too
             await nursery.start(
-                serve, listen.host, listen.port, self.node, self.mirrors.handle, self.link_closed
+                serve, listen.host, listen.port, self.node, self.handle, self.link_closed
             )
             task_status.started()
             while True:
                 await trio.sleep(TICK)
+                seen: set[QueueRef] = set()
                 for ref, queue, replicas in list(self.replicated()):
+                    seen.add(ref)
                     try:
                         await self.tend(nursery, ref, queue, replicas)
                     except (EtcdUnavailable, EtcdError, NotEligible) as exc:
                         log.debug("tending %s: %s", ref.name, exc)
                     except Exception:  # one queue's trouble never stops the node
                         log.exception("tending mirrored queue %s", ref.name)
+                for ref in set(self.forwarder.proxies) - seen:
+                    self.forwarder.remove(ref)  # deleted here: its waiting publishes are nacked
 
-    async def link_closed(self, peer: str) -> None:
+    async def link_closed(self, peer: str, link: LinkStream) -> None:
         """A node's link ended: if its port now refuses connections it died, so revoke its lease."""
+        self.forwarder.ended(link)
         # The queues it led fail over now, not when its lease ends. Safe for confirmed messages
         # even were it alive: a leader that lost its key can change no in-sync set, and the
         # member that takes a queue over refuses the old term's appends.
@@ -168,18 +262,30 @@ class QueueRoles:
             first_seen = self.first_seen.setdefault(ref, trio.current_time())
             if len(nodes) < replicas and trio.current_time() - first_seen < PLACEMENT_WAIT:
                 return  # a node that just joined may not be in our view yet
-            members = placement(ref.vhost, ref.name, nodes, replicas)
+            leads: dict[str, int] = {}
+            if await self.agent.client.get(keys.members) is None:  # not placed yet: spread it
+                prefix = cluster_prefix(self.agent.config.name) + b"queues/"
+                leads = first_members(await self.agent.client.get_prefix(prefix))
+            members = placement(ref.vhost, ref.name, nodes, replicas, leads)
             if await election.initialise(members):
                 log.info("queue %s placed on %s", ref.name, ", ".join(members))
             self.placed.add(ref)
+        proxy = self.proxy_for(ref, queue)
         current = await election.leader()
         mine = self.leader_of(ref)
         if mine is not None and current != (self.node, mine.term.epoch):
             self.step_down(
                 ref, "its leader key is gone" if current is None else f"{current[0]} leads"
             )
-        if ref not in self.leaders:  # clients of this node are told where it is led
+        if not proxy.members:
+            proxy.members = await election.members() or ()
+        proxy.online = tuple(m for m in proxy.members if m in self.agent.members.nodes)
+        if ref not in self.leaders:  # clients of this node are forwarded to where it is led
             hold(queue)
+            elsewhere = None if current is None or current[0] == self.node else current[0]
+            if elsewhere is not None and queue.led_elsewhere in (None, ""):
+                self.hand_over(queue)  # (it led it, or took publishes before anyone did)
+            proxy.follow(elsewhere)
             queue.led_elsewhere = "" if current is None else current[0]
         if current is not None:
             self.leaderless_since.pop(ref, None)
@@ -197,6 +303,7 @@ class QueueRoles:
         if not isinstance(journal, QueueStore):
             await election.resign(term)
             return
+        proxy.follow(self.node)  # publishes it forwarded and nobody confirmed: to itself now
         queue.led_elsewhere = None
         taken = self.take_over(ref, queue)
         self.mirrors.lead(ref, term.epoch)
@@ -208,7 +315,7 @@ class QueueRoles:
             if await election.set_in_sync(term, kept, seen):
                 seen = await election.in_sync()
         leader = QueueLeader(ref, queue, journal, term, election, members, seen)
-        leader.wake, leader.lease_valid = self.wake, self.lease_valid
+        leader.wake, leader.lease_valid = self._acked, self.lease_valid
         scope = trio.CancelScope()
         self.leaders[ref] = (leader, scope)
         nursery.start_soon(self._lead, leader, scope, members)
@@ -235,6 +342,7 @@ class QueueRoles:
         leader, scope = held
         leader.stop()
         scope.cancel()
+        self.forwarder.stepped_down(ref)
         log.warning("no longer leading %s: %s", ref.name, why)
         self.wake()
 
@@ -262,4 +370,5 @@ class QueueRoles:
             except Exception:  # the term ends; the node goes on (another member takes over)
                 log.exception("leading %s failed", leader.ref.name)
                 leader.stop()
+                self.forwarder.stepped_down(leader.ref)
                 self.wake()

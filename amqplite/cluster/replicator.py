@@ -87,6 +87,7 @@ class QueueLeader:
         self.wakeups: dict[str, trio.Event] = {}  # one per mirror feed: records were appended
         self.links: dict[str, LinkStream] = {}
         self._sync_wait: tuple[int, float] | None = None  # (ticket, since) of a sync in flight
+        self.lease_held = False  # the gate held confirms for want of a valid lease
         self.domain = journal.domain
         if self.domain.written:  # records from before this term: the first snapshot covers them
             _, self.base = self.replicas.appended(1, trio.current_time())
@@ -109,6 +110,7 @@ class QueueLeader:
         if self.fenced_at is not None:
             return min(committed, self.fenced_at)
         if not self.lease_valid():  # etcd may have given the queue to another node: hold
+            self.lease_held = True  # watch_in_sync lets them go once the lease is renewed
             return self.domain.committed
         point = self.replicas.committed
         tickets = self.tickets
@@ -229,6 +231,10 @@ class QueueLeader:
         while self.fenced_at is None:
             await trio.sleep(min(0.05, bound / 4))
             now = trio.current_time()
+            if self.lease_held and self.lease_valid():  # renewed: nothing else would regate
+                self.lease_held = False
+                self.domain.regate()
+                self.wake()
             try:
                 if self.disk_stalled(now, bound):
                     await self.resign_stalled()

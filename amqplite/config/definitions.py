@@ -205,6 +205,14 @@ def _tags(value: Any) -> tuple[str, ...]:
     raise ValueError("a list of tags (strings)")
 
 
+PUBLISH_RATE = "max-publish-bytes-per-second"
+"""A user's or vhost's quota on bytes its connections send to the broker (server/quota.py)."""
+DELIVER_RATE = "max-deliver-bytes-per-second"
+"""A user's or vhost's quota on bytes the broker writes to its connections (server/quota.py)."""
+USER_LIMITS = ("max-connections", "max-channels", PUBLISH_RATE, DELIVER_RATE)
+VHOST_LIMITS = ("max-connections", "max-queues", PUBLISH_RATE, DELIVER_RATE)
+
+
 def _limits(*names: str) -> Check:
     def check(value: Any) -> dict[str, int]:
         if value is None or value == []:  # RabbitMQ's export writes "limits": [] for none
@@ -290,7 +298,7 @@ _Fields = dict[str, tuple[Check, bool]]
 _SECTIONS: dict[str, tuple[type, _Fields]] = {
     "vhosts": (
         VHostDef,
-        {"name": (_name, True), "limits": (_limits("max-connections", "max-queues"), False)},
+        {"name": (_name, True), "limits": (_limits(*VHOST_LIMITS), False)},
     ),
     "users": (
         UserDef,
@@ -299,7 +307,7 @@ _SECTIONS: dict[str, tuple[type, _Fields]] = {
             "password": (_str, False),
             "password_hash": (_str, False),
             "tags": (_tags, False),
-            "limits": (_limits("max-connections", "max-channels"), False),
+            "limits": (_limits(*USER_LIMITS), False),
         },
     ),
     "permissions": (

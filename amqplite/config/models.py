@@ -54,6 +54,12 @@ class ManagementConfig:
     port: int = attrs.field(default=15672, metadata=PORT)
     # rabbitmq_*-compatible metrics without auth: None = 15692 when free, 0 = off
     prometheus_port: int | None = attrs.field(default=None, metadata=PORT)
+    # HTTPS on its own port beside the plain one (RabbitMQ's management.ssl.*, port 15671);
+    # the same keys as the AMQP tls section
+    tls: TlsConfig = TlsConfig(port=15671)
+    # the metrics over HTTPS with management.tls's certificate (RabbitMQ's prometheus.ssl.port,
+    # 15691); 0 = off
+    prometheus_tls_port: int = attrs.field(default=0, metadata=PORT)
 
 
 @attrs.frozen
@@ -81,6 +87,8 @@ class Limits:
     max_unfinished_content_bytes: int = attrs.field(
         default=256 * 1024 * 1024, metadata=limit(min=1)
     )
+    # bytes a channel's uncommitted transaction may hold (bodies, 64 per ack); past it: 406
+    max_tx_bytes_per_channel: int = attrs.field(default=256 * 1024 * 1024, metadata=limit(min=1))
     # 0 = no limit, RabbitMQ's default for each of these
     max_connections: int = attrs.field(default=0, metadata=limit(min=0))
     max_consumers_per_channel: int = attrs.field(default=0, metadata=limit(min=0))
@@ -143,6 +151,15 @@ class ClusterConfig:
     lease_ttl: int = attrs.field(default=10, metadata=limit(min=2, max=3600))  # seconds
     # a mirror that has not acked for this long is dropped from the in-sync set before a confirm
     insync_timeout_ms: int = attrs.field(default=1000, metadata=limit(min=10, max=600_000))
+    # host:port the other nodes reach this node's link at ("" = listen's): a proxy or NAT in between
+    advertise: str = attrs.field(
+        default="", metadata=limit(pattern=r"(|[^\s:]+:[0-9]{1,5})", meaning="host:port or empty")
+    )
+    # which durable queues have one leader node: "mirrored" (replicas > 1) or "all" (every shared
+    # queue is owned by one node, as --workers needs; clients elsewhere are sent to it)
+    queue_leaders: str = attrs.field(
+        default="mirrored", metadata=limit(choices=("mirrored", "all"))
+    )
 
 
 @attrs.frozen

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -321,7 +321,7 @@ def _content_length(event: h11.Request) -> int | None:
 
 async def serve_http(
     handler: Handler,
-    listeners: list[trio.SocketListener],
+    listeners: Sequence[trio.abc.Listener[trio.abc.Stream]],
     limits: HttpLimits,
     *,
     wait_durable: WaitDurable | None = None,
@@ -330,7 +330,7 @@ async def serve_http(
     """Accept HTTP connections on the listeners and serve each in its own task."""
     active = 0
 
-    async def serve_one(stream: trio.SocketStream) -> None:
+    async def serve_one(stream: trio.abc.Stream) -> None:
         nonlocal active
         if active >= limits.max_connections:
             await _refuse(stream, limits)

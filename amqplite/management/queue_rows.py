@@ -245,6 +245,27 @@ def _depth_rate(i: int) -> Callable[[QueueRow], Any]:
     return lambda row: {"rate": row.rates[_N + i]}
 
 
+def _placement(i: int) -> Callable[[QueueRow], Any]:
+    """leader / members / online of a mirrored queue (cluster mode), as RabbitMQ's quorum queues."""
+
+    def field(row: QueueRow) -> Any:
+        remote = row.queue.remote
+        placement = None if remote is None else remote.placement
+        if placement is None:
+            return _ABSENT
+        value = placement[i]
+        return list(value) if isinstance(value, tuple) else value
+
+    return field
+
+
+def _node(row: QueueRow) -> Any:
+    """The node the queue lives on: a mirrored queue's leader (when it has one)."""
+    remote = row.queue.remote
+    placement = None if remote is None else remote.placement
+    return placement[0] if placement is not None and placement[0] else row.app.node_name
+
+
 # /api/queues fields in RabbitMQ's order: name -> value of a row
 QUEUE_FIELDS: dict[str, Callable[[QueueRow], Any]] = {
     "name": lambda row: row.queue.name,
@@ -253,7 +274,10 @@ QUEUE_FIELDS: dict[str, Callable[[QueueRow], Any]] = {
     "auto_delete": lambda row: row.queue.auto_delete,
     "exclusive": lambda row: row.queue.exclusive,
     "arguments": lambda row: jsonable(row.queue.arguments) if row.queue.arguments else {},
-    "node": lambda row: row.app.node_name,
+    "node": _node,
+    "leader": _placement(0),
+    "members": _placement(1),
+    "online": _placement(2),
     "type": lambda row: "classic",
     "state": lambda row: "running",
     "consumers": lambda row: len(row.queue.consumers),
@@ -340,6 +364,7 @@ class QueueJsonCache:
             len(queue.arguments),
             queue.exclusive_owner is not None,
             getattr(queue, "policy", None),
+            None if queue.remote is None else queue.remote.placement,
         )
         cached = self._cache.get(queue)
         if cached is not None and cached[1] and cached[0] == state:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import ssl
 import time
 from functools import partial
 
@@ -30,9 +31,14 @@ async def run_management(
     store: object | None = None,
     wait_durable: WaitDurable | None = None,
     limits: HttpLimits | None = None,
+    tls_context: ssl.SSLContext | None = None,
     task_status: trio.TaskStatus[ManagementApp] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve the management API on config.host:config.port until cancelled."""
+    """Serve the management API on config.host:config.port until cancelled.
+
+    With tls_context (built from management.tls by the caller), also over HTTPS on
+    management.tls.port, and the metrics on management.prometheus_tls_port when set.
+    """
     app = build_app(node, clock=trio.current_time, wall_clock=time.time, store=store)
     try:
         listeners = await trio.open_tcp_listeners(config.port, host=config.host)
@@ -42,6 +48,7 @@ async def run_management(
         raise ListenError("the management API", config.host, config.port, setting, reason) from None
     port = listeners[0].socket.getsockname()[1]
     prometheus = await _prometheus_listeners(config)
+    https, prometheus_https = await _tls_listeners(config, tls_context)
     async with trio.open_nursery() as nursery:
         await nursery.start(
             partial(serve_http, wait_durable=wait_durable),
@@ -49,6 +56,18 @@ async def run_management(
             listeners,
             limits or HttpLimits(),
         )
+        if https:
+            await nursery.start(
+                partial(serve_http, wait_durable=wait_durable),
+                app.handle,
+                https,
+                limits or HttpLimits(),
+            )
+        if prometheus_https:
+            endpoint = PrometheusEndpoint(app)
+            await nursery.start(
+                serve_http, endpoint.handle, prometheus_https, limits or HttpLimits()
+            )
         if prometheus:
             endpoint = PrometheusEndpoint(app)
             await nursery.start(serve_http, endpoint.handle, prometheus, limits or HttpLimits())
@@ -81,6 +100,38 @@ async def _prometheus_listeners(config: ManagementConfig) -> list[trio.SocketLis
             reason,
         )
         return []
+
+
+TlsListeners = list[trio.SSLListener[trio.SocketStream]]
+
+
+async def _tls_listeners(
+    config: ManagementConfig, context: ssl.SSLContext | None
+) -> tuple[TlsListeners, TlsListeners]:
+    """HTTPS listeners for the API and the metrics (management.tls), none without a context."""
+    tls = config.tls
+    if context is None:
+        return [], []
+    ports = [("the management API over TLS", tls.port, "management.tls.port", "/")]
+    if config.prometheus_tls_port:
+        ports.append(
+            (
+                "Prometheus metrics over TLS",
+                config.prometheus_tls_port,
+                "management.prometheus_tls_port",
+                "/metrics",
+            )
+        )
+    opened: list[TlsListeners] = []
+    for what, port, setting, path in ports:
+        try:
+            tcp = await trio.open_tcp_listeners(port, host=tls.host)
+        except OSError as exc:
+            raise ListenError(what, tls.host, port, setting, exc.strerror or str(exc)) from None
+        where = tcp[0].socket.getsockname()
+        log.info("%s on https://%s:%s%s", what, where[0], where[1], path)
+        opened.append([trio.SSLListener(t, context, https_compatible=True) for t in tcp])
+    return opened[0], opened[1] if len(opened) > 1 else []
 
 
 async def _sqs_timer(app: ManagementApp) -> None:

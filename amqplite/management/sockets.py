@@ -40,6 +40,8 @@ def _field(info: bytes, offset: int, fmt: str) -> int:
 def socket_counters(stream: object) -> SocketCounters | None:
     """The counters of a stream's TCP socket; None for other streams or other kernels."""
     sock = getattr(stream, "socket", None)
+    if sock is None:  # a TLS stream: the TCP socket under it
+        sock = getattr(getattr(stream, "transport_stream", None), "socket", None)
     tcp_info = getattr(socket, "TCP_INFO", None)
     if sock is None or tcp_info is None:
         return None

@@ -74,7 +74,8 @@ def split_peer(peer: str) -> tuple[str, int]:
 
 def local_address(conn: ConnectionView) -> tuple[str, int]:
     """The broker-side address of a client connection's socket."""
-    sock = getattr(conn.stream, "socket", None)
+    stream = getattr(conn.stream, "transport_stream", conn.stream)  # under TLS: the TCP stream
+    sock = getattr(stream, "socket", None)
     if sock is not None:
         try:
             host, port = sock.getsockname()[:2]

@@ -13,6 +13,7 @@ raise ConnectionException 501 FRAME_ERROR, like undecodable method arguments; Ra
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -20,7 +21,7 @@ import attrs
 from pamqp import commands
 
 from amqplite.protocol import codec
-from amqplite.protocol.codec import U16, DecodeError
+from amqplite.protocol.codec import U16, U32, DecodeError
 from amqplite.protocol.constants import ReplyCode
 from amqplite.protocol.errors import ConnectionException
 
@@ -34,6 +35,7 @@ PRIORITY: Final = 0x0800
 CORRELATION_ID: Final = 0x0400
 REPLY_TO: Final = 0x0200
 EXPIRATION: Final = 0x0100
+MESSAGE_ID: Final = 0x0080
 _FACT_FLAGS: Final = HEADERS | DELIVERY_MODE | PRIORITY | EXPIRATION
 
 _PROPERTIES: Final[tuple[tuple[str, int, str], ...]] = tuple(
@@ -125,6 +127,38 @@ def _read_facts(properties_bin: bytes) -> MessageFacts:
     except DecodeError as exc:
         raise _malformed(exc) from None
     return MessageFacts(delivery_mode, priority, expiration, headers)
+
+
+def read_message_id(properties_bin: bytes) -> str | None:
+    """The message_id property, or None, skipping the properties before it without decoding."""
+    try:
+        flags = U16.unpack_from(properties_bin, 0)[0]
+        if not flags & MESSAGE_ID:
+            return None
+        offset = 2
+        if flags & 1:  # more flag words (no properties of 0-9-1 live there)
+            flags, offset = _read_flags(properties_bin)
+        if flags & CONTENT_TYPE:
+            offset += 1 + properties_bin[offset]
+        if flags & CONTENT_ENCODING:
+            offset += 1 + properties_bin[offset]
+        if flags & HEADERS:
+            offset += 4 + U32.unpack_from(properties_bin, offset)[0]
+        offset += bool(flags & DELIVERY_MODE) + bool(flags & PRIORITY)
+        if flags & CORRELATION_ID:
+            offset += 1 + properties_bin[offset]
+        if flags & REPLY_TO:
+            offset += 1 + properties_bin[offset]
+        if flags & EXPIRATION:
+            offset += 1 + properties_bin[offset]
+        end = offset + 1 + properties_bin[offset]
+        if end > len(properties_bin):
+            raise DecodeError("message_id overruns the properties")
+        return properties_bin[offset + 1 : end].decode("utf-8", "surrogateescape")
+    except (IndexError, struct.error) as exc:
+        raise _malformed(DecodeError(f"truncated properties: {exc}")) from None
+    except DecodeError as exc:
+        raise _malformed(exc) from None
 
 
 def decode_properties(properties_bin: bytes) -> commands.Basic.Properties:

@@ -149,9 +149,27 @@ def encode_content(
 
 def deliver_parts(deliver: Deliver, content: Content, frame_max: int) -> list[Part]:
     """basic.deliver with its content header and body frames, as parts (the body uncopied)."""
-    channel = deliver.channel
+    return deliver_parts_of(
+        deliver.channel,
+        deliver.consumer_tag,
+        deliver.delivery_tag,
+        deliver.redelivered,
+        content,
+        frame_max,
+    )
+
+
+def deliver_parts_of(
+    channel: int,
+    consumer_tag: str,
+    delivery_tag: int,
+    redelivered: bool,
+    content: Content,
+    frame_max: int,
+) -> list[Part]:
+    """`deliver_parts` from the fields of a Deliver (the hot path makes no Deliver object)."""
     cache = _SHORTSTR_CACHE
-    tag = cache.get(deliver.consumer_tag) or _cached_shortstr(deliver.consumer_tag)
+    tag = cache.get(consumer_tag) or _cached_shortstr(consumer_tag)
     exchange_bin = cache.get(content.exchange) or _cached_shortstr(content.exchange)
     key_bin = cache.get(content.routing_key) or _cached_shortstr(content.routing_key)
     properties_bin = content.properties_bin
@@ -169,7 +187,7 @@ def deliver_parts(deliver: Deliver, content: Content, frame_max: int) -> list[Pa
                         0x003C003C,
                     ),
                     tag,
-                    _TAG_REDELIVERED.pack(deliver.delivery_tag, deliver.redelivered),
+                    _TAG_REDELIVERED.pack(delivery_tag, redelivered),
                     exchange_bin,
                     key_bin,
                     _END_HEADER_PREFIX.pack(
@@ -192,7 +210,7 @@ def deliver_parts(deliver: Deliver, content: Content, frame_max: int) -> list[Pa
                     0x003C003C,
                 ),
                 tag,
-                _TAG_REDELIVERED.pack(deliver.delivery_tag, deliver.redelivered),
+                _TAG_REDELIVERED.pack(delivery_tag, redelivered),
                 exchange_bin,
                 key_bin,
                 _END,

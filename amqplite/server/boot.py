@@ -67,6 +67,7 @@ def session_settings(config: Config) -> SessionSettings:
         max_message_size=limits.max_message_size,
         max_outbound_bytes=limits.max_outbound_bytes,
         max_unfinished_content_bytes=limits.max_unfinished_content_bytes,
+        max_tx_bytes_per_channel=limits.max_tx_bytes_per_channel,
         max_consumers_per_channel=limits.max_consumers_per_channel,
         max_queues_per_vhost=limits.max_queues_per_vhost,
         max_exchanges_per_vhost=limits.max_exchanges_per_vhost,

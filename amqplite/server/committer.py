@@ -86,6 +86,9 @@ class Committer:
         self.sessions = sessions
         self.sync_hook = sync_hook  # tests only: runs in the worker thread after each job's fsync
         self._committed = trio.Event()  # set (and replaced) after every completed job
+        self.listeners: list[
+            Callable[[], None]
+        ] = []  # told after the sessions (cluster forwarding)
         if store.fsync_histogram is None:
             store.fsync_histogram = LatencyHistogram()  # read by /metrics
         self._wake = trio.Event()
@@ -164,6 +167,13 @@ class Committer:
             self.store.complete(self._done.popleft())
         for session in list(self.sessions()):
             session.on_commit()
+        for listener in self.listeners:
+            listener()
+        self._committed.set()
+        self._committed = trio.Event()
+
+    def committed_elsewhere(self) -> None:
+        """Marks moved without a local job (mirrors' acks, forwarded publishes confirmed)."""
         self._committed.set()
         self._committed = trio.Event()
 

@@ -19,6 +19,7 @@ from amqplite.broker.queue import Queue
 from amqplite.config.models import Limits
 from amqplite.protocol.frames import HEARTBEAT_FRAME
 from amqplite.server.pacing import STALL_AFTER, Pacer
+from amqplite.server.quota import ConnectionQuota, QuotaBook
 from amqplite.session.connection import ConnectionState, Session
 from amqplite.session.paged import load_bodies
 
@@ -56,6 +57,7 @@ class ClientConnection:
         limits: Limits,
         alarms: Alarms | None = None,
         pacer: Pacer | None = None,
+        quotas: QuotaBook | None = None,
     ) -> None:
         self.stream = stream
         self.session = session
@@ -63,6 +65,9 @@ class ClientConnection:
         self.alarms = alarms
         self.blocked = False  # held by a resource alarm: not read, heartbeats not expected
         self.pacer = pacer or Pacer(session.broker.flow)
+        self.quota = ConnectionQuota(
+            session, quotas or QuotaBook(session.broker, trio.current_time)
+        )
         self._bound = limits.max_outbound_bytes
         self._wake = trio.Event()
         self._room = trio.Event()  # set when written output leaves room under the bound
@@ -108,6 +113,8 @@ class ClientConnection:
             return False
         if session.output_held:
             return False  # paged bodies to read: the writer task does it off the loop
+        if self.quota.write_chunk() is not None:
+            return False  # a deliver quota: the writer task paces it
         data = session.data_to_send()
         if not data:
             return True
@@ -184,14 +191,20 @@ class ClientConnection:
                 await self._wait_turn(owed)
                 if session.closed:
                     return
+            delay = self.quota.read_delay()
+            if delay:
+                self._paused = True  # not read: its heartbeats wait too
+                await self._hold(delay)
+                self._paused = False
             try:
-                data = await self.stream.receive_some(RECEIVE_SIZE)
+                data = await self.stream.receive_some(self.quota.read_size(RECEIVE_SIZE))
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 data = b""
             if not data:
                 session.connection_lost()
                 return
             self._last_received = trio.current_time()
+            self.quota.received(len(data))
             flow.take_touched()  # routed outside any receive (management, timers): not ours
             _receive(session, data)
             owed = flow.take_touched()
@@ -210,11 +223,23 @@ class ClientConnection:
         finally:
             self._paused = False
 
+    async def _hold(self, delay: float) -> None:
+        """Wait `delay` seconds for a quota, counted in the connection's quota_wait."""
+        self.quota.holding += 1
+        try:
+            await trio.sleep(delay)
+        finally:
+            self.quota.holding -= 1
+            self.quota.waited += delay
+
     async def _writer(self, scope: trio.CancelScope) -> None:
         session = self.session
         while True:
             await self._wake.wait()
             self._wake = trio.Event()
+            delay = self.quota.write_delay()
+            if delay:
+                await self._hold(delay)
             loads = session.bodies_to_load()
             if loads:  # bodies paged out of memory: read in a worker thread, never on the loop
                 await trio.to_thread.run_sync(load_bodies, loads)
@@ -222,8 +247,12 @@ class ClientConnection:
             data = session.data_to_send()
             if self._leftover:
                 data, self._leftover = self._leftover + data, b""
+            chunk = self.quota.write_chunk()
+            if chunk is not None and len(data) > chunk:  # the rest after the quota's next wait
+                data, self._leftover = data[:chunk], data[chunk:]
+                self._wake.set()
             if data:
-                session.in_flight = len(data)
+                session.in_flight = len(data) + len(self._leftover)
                 self._sending = True
                 try:
                     # shielded: a frame is never half-written, unless the connection is dropped
@@ -240,10 +269,12 @@ class ClientConnection:
                     scope.cancel()
                     return
                 self._last_sent = self._last_progress = trio.current_time()
-                session.in_flight = 0
-                session.on_drained()
+                self.quota.sent(len(data))
+                session.in_flight = len(self._leftover)
+                if not self._leftover:
+                    session.on_drained()
             self._room.set()
-            if session.closed and not session.data_to_send_pending():
+            if session.closed and not session.data_to_send_pending() and not self._leftover:
                 scope.cancel()
                 return
 

@@ -24,6 +24,7 @@ from amqplite.server.boot import apply_boot_definitions, build_broker, session_s
 from amqplite.server.committer import Committer, open_store
 from amqplite.server.connection import ClientConnection
 from amqplite.server.pacing import Pacer
+from amqplite.server.quota import QuotaBook
 from amqplite.server.spill import attach_pager, run_pager
 from amqplite.server.timers import run_broker_timers
 from amqplite.server.tls import peer_common_name, server_context
@@ -47,6 +48,7 @@ class Node:
         self.settings = session_settings(config)
         self.connections: set[ClientConnection] = set()
         self.pacer = Pacer(self.broker.flow)
+        self.quotas = QuotaBook(self.broker, trio.current_time)  # byte-rate quotas, shared
         self.shutting_down = False
         self.alarms = Alarms(config.alarms, config.data_dir)
         self.cluster: ClusterAgent | None = None  # set in cluster mode
@@ -95,7 +97,12 @@ class Node:
                 40,
             )
         conn = ClientConnection(
-            stream, session, self.config.limits, alarms=self.alarms, pacer=self.pacer
+            stream,
+            session,
+            self.config.limits,
+            alarms=self.alarms,
+            pacer=self.pacer,
+            quotas=self.quotas,
         )
         self.connections.add(conn)
         try:
@@ -181,6 +188,7 @@ async def run_node(
             if config.management.enabled:
                 from amqplite.management.server import run_management
 
+                https = config.management.tls
                 await handlers.start(
                     partial(
                         run_management,
@@ -188,6 +196,9 @@ async def run_node(
                         config.management,
                         store=committer.store,
                         wait_durable=committer.wait_durable,
+                        tls_context=server_context(https, "management.tls")
+                        if https.enabled
+                        else None,
                     )
                 )
             if node.cluster is not None:
@@ -233,8 +244,11 @@ def start_replication(node: Node, committer: Committer) -> QueueRoles:
     def wake() -> None:  # replication acks release confirms as commits do
         for conn in list(node.connections):
             conn.session.on_commit()
+        committer.committed_elsewhere()  # and HTTP answers waiting for a mark
 
-    return QueueRoles(node.cluster, node.broker, committer.store, wake)
+    roles = QueueRoles(node.cluster, node.broker, committer.store, wake)
+    committer.listeners.append(roles.committed)  # forwarded publishes confirmed back
+    return roles
 
 
 def node_record(config: Config, amqp_port: int) -> NodeRecord:
@@ -246,7 +260,8 @@ def node_record(config: Config, amqp_port: int) -> NodeRecord:
         name=config.cluster.node_name,
         amqp=f"{config.listener.host}:{amqp_port}",
         management=f"http://{mgmt.host}:{mgmt.port}" if mgmt.enabled else "",
-        cluster=f"{config.cluster.listen.host}:{config.cluster.listen.port}",
+        cluster=config.cluster.advertise
+        or f"{config.cluster.listen.host}:{config.cluster.listen.port}",
         started=time.time(),
         version=__version__,
     )

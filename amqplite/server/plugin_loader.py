@@ -1,10 +1,11 @@
-"""Plugins by name: the bundled ones in amqplite_plugins, third-party ones by entry point."""
+"""Plugins by name: bundled ones in amqplite_plugins, third-party ones by entry point or module."""
 
 from __future__ import annotations
 
 import functools
 import importlib
 import importlib.metadata
+import importlib.util
 import pkgutil
 from collections.abc import Callable
 from typing import Any, Final
@@ -43,10 +44,24 @@ def known_plugins() -> dict[str, Callable[[], Any]]:
     return found
 
 
+def _module_exists(name: str) -> bool:
+    """True when `name` is an importable module path (its parent packages are imported)."""
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def load_plugin(name: str) -> Any:
-    """The plugin called `name` (an object with register()); UnknownPlugin or BadPlugin if not."""
+    """The plugin called `name` (an object with register()); UnknownPlugin or BadPlugin if not.
+
+    A dotted name that is not a known plugin is imported as a module path (a plugin not
+    packaged as a distribution, importable from the broker's sys.path).
+    """
     plugins = known_plugins()
     loader = plugins.get(name)
+    if loader is None and "." in name and _module_exists(name):
+        loader = functools.partial(importlib.import_module, name)
     if loader is None:
         raise UnknownPlugin(name, sorted(plugins))
     try:

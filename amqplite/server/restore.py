@@ -6,7 +6,7 @@ import logging
 
 import attrs
 
-from amqplite.broker.auth import Permission
+from amqplite.broker.auth import Permission, TopicPermission
 from amqplite.broker.broker import Broker
 from amqplite.broker.message import Message, PagedMessage, QueueEntry
 from amqplite.broker.plugin_api import Destination
@@ -115,6 +115,14 @@ def _restore_config(broker: Broker, recovery: Recovery, problems: list[str]) -> 
             )
         except (ValueError, KeyError) as exc:
             problems.append(f"policy {policy.name!r} in {policy.vhost!r} not restored: {exc}")
+    for topic in recovery.topic_permissions:
+        if topic.user in broker.users and topic.vhost in broker.vhosts:
+            permission = TopicPermission(topic.exchange, topic.write, topic.read)
+            broker.set_topic_permission(topic.user, topic.vhost, permission)
+    for held in recovery.limits:
+        for limit, value in held.limits.items():
+            if held.name in (broker.users if held.kind == "user" else broker.vhosts):
+                broker.set_limit(held.kind, held.name, limit, value)
 
 
 def _restore_queue(

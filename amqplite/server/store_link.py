@@ -104,6 +104,11 @@ class DurableEntities:
             store.permissions_set(user_name, vhost_name, permission)
         for policy in broker.policies.values():
             store.policy_set(policy)
+        for (user_name, vhost_name), by_exchange in broker.topic_permissions.items():
+            store.topic_permissions_set(user_name, vhost_name, list(by_exchange.values()))
+        for kind, held in (("user", broker.user_limits), ("vhost", broker.vhost_limits)):
+            for name, limits in held.items():
+                store.limits_set(kind, name, limits)
         for name, vhost in broker.vhosts.items():
             for exchange in vhost.exchanges.values():
                 if not exchange.durable or _builtin(exchange.name):

@@ -1,4 +1,4 @@
-"""TLS for the AMQP listener: the server's SSL context from config, and the client's identity."""
+"""TLS for the AMQP and management listeners: the server's SSL context from config, and the client's identity."""
 
 from __future__ import annotations
 
@@ -13,26 +13,34 @@ from amqplite.config.source import ConfigError
 WHERE = "the configuration"
 
 
-def server_context(tls: TlsConfig) -> ssl.SSLContext:
-    """An SSLContext for the server side, from tls.certfile/keyfile/cafile/verify_peer.
+def server_context(tls: TlsConfig, section: str = "tls") -> ssl.SSLContext:
+    """An SSLContext for the server side, from <section>.certfile/keyfile/cafile/verify_peer.
 
     A file that cannot be loaded is a ConfigError naming its key (one line at start-up).
     """
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     if not tls.certfile:
-        raise ConfigError(WHERE, "tls.certfile", "a PEM certificate is needed with tls.enabled")
+        raise ConfigError(
+            WHERE, f"{section}.certfile", f"a PEM certificate is needed with {section}.enabled"
+        )
     try:
         context.load_cert_chain(tls.certfile, tls.keyfile or None)
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError(
-            WHERE, "tls.certfile", f"a certificate and key that load ({exc})", value=tls.certfile
+            WHERE,
+            f"{section}.certfile",
+            f"a certificate and key that load ({exc})",
+            value=tls.certfile,
         ) from None
     if tls.cafile:
         try:
             context.load_verify_locations(tls.cafile)
         except (OSError, ssl.SSLError) as exc:
             raise ConfigError(
-                WHERE, "tls.cafile", f"PEM CA certificates that load ({exc})", value=tls.cafile
+                WHERE,
+                f"{section}.cafile",
+                f"PEM CA certificates that load ({exc})",
+                value=tls.cafile,
             ) from None
     if tls.verify_peer:
         context.verify_mode = ssl.CERT_REQUIRED if tls.fail_if_no_peer_cert else ssl.CERT_OPTIONAL

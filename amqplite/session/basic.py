@@ -20,8 +20,8 @@ from amqplite.protocol.methods import (
     spec,
 )
 from amqplite.protocol.writers import GetOk, Return, return_parts
-from amqplite.session import direct_reply
-from amqplite.session.access import check_topic, check_user_id
+from amqplite.session import direct_reply, limits
+from amqplite.session.access import USER_ID_BIT, check_topic, check_user_id
 from amqplite.session.channel import ChannelSession, ConfirmMode
 from amqplite.session.context import SessionContext
 from amqplite.session.limits import check_consumers
@@ -113,13 +113,19 @@ def publish(
     vhost = ctx.open_vhost
     ctx.publishing = True
     ctx.allow("write", "exchange", exchange, ClassId.BASIC, 40)
-    vhost.exchange(exchange)  # 404 before anything else
-    check_user_id(ctx.user, properties_bin, ClassId.BASIC, 40)
-    check_topic(ctx.broker, ctx.user, vhost.name, exchange, routing_key, "write", ClassId.BASIC, 40)
+    if exchange not in vhost.exchanges:
+        vhost.exchange(exchange)  # 404 before anything else
+    if properties_bin[1] & USER_ID_BIT:
+        check_user_id(ctx.user, properties_bin, ClassId.BASIC, 40)
+    if ctx.broker.topic_permissions:
+        check_topic(
+            ctx.broker, ctx.user, vhost.name, exchange, routing_key, "write", ClassId.BASIC, 40
+        )
     if direct_reply.MARK in properties_bin:  # reply_to=amq.rabbitmq.reply-to, most likely
         properties_bin = direct_reply.stamp_reply_to(ctx, channel, properties_bin)
     message = make_message(exchange, routing_key, properties_bin, body)
     if channel.mode is ConfirmMode.TX:
+        limits.hold_in_tx(ctx.settings, channel, len(body), ClassId.BASIC, 40)
         channel.tx_ops.append(("publish", exchange, mandatory, message))
         return
     route(ctx, channel, exchange, mandatory, message)
@@ -174,6 +180,7 @@ def ack(
     `deferred`: the caller runs broker.flush_acks after a run of acks, to deliver once.
     """
     if channel.mode is ConfirmMode.TX:
+        limits.hold_in_tx(ctx.settings, channel, 0, ClassId.BASIC, 80)
         channel.tx_ops.append(("ack", delivery_tag, multiple))
     elif deferred:
         ctx.broker.ack_deferred(channel.delivery, delivery_tag, multiple)
@@ -184,6 +191,7 @@ def ack(
 def basic_nack(ctx: SessionContext, channel: ChannelSession, command: Command) -> None:
     m = cast(BasicNack, command.method)
     if channel.mode is ConfirmMode.TX:
+        limits.hold_in_tx(ctx.settings, channel, 0, ClassId.BASIC, 120)
         channel.tx_ops.append(("reject", m.delivery_tag, m.multiple, m.requeue))
         return
     ctx.broker.reject(channel.delivery, m.delivery_tag, m.multiple, m.requeue)
@@ -192,6 +200,7 @@ def basic_nack(ctx: SessionContext, channel: ChannelSession, command: Command) -
 def basic_reject(ctx: SessionContext, channel: ChannelSession, command: Command) -> None:
     m = cast(BasicReject, command.method)
     if channel.mode is ConfirmMode.TX:
+        limits.hold_in_tx(ctx.settings, channel, 0, ClassId.BASIC, 90)
         channel.tx_ops.append(("reject", m.delivery_tag, False, m.requeue))
         return
     ctx.broker.reject(channel.delivery, m.delivery_tag, False, m.requeue)

@@ -40,6 +40,7 @@ class ChannelSession:
     # seq, ack?, the commits it waits for (None: nothing)
     pending_confirms: list[tuple[int, bool, CommitMark | None]] = attrs.field(factory=list)
     tx_ops: list[tuple[Any, ...]] = attrs.field(factory=list)
+    tx_bytes: int = 0  # what tx_ops hold, as session.limits.hold_in_tx counts it
     last_queue: str = ""
     durable_mark: CommitMark | None = None  # records this channel wrote: its replies wait for them
     held_cancels: list[bytes] | None = None  # basic.cancel frames held while it deletes a queue

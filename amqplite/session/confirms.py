@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from amqplite.broker.durability import is_durable
+from amqplite.broker.durability import is_durable, is_refused
 from amqplite.protocol.writers import encode_ack, encode_nack
 from amqplite.session.channel import ChannelSession
 
@@ -38,6 +38,10 @@ class PublisherConfirms:
             ready = 0
             while ready < len(pending) and is_durable(pending[ready][2]):  # in order per channel
                 ready += 1
+            for k in range(ready):  # a record refused after routing (cluster mode) is a nack too
+                seq, ok, mark = pending[k]
+                if ok and mark is not None and is_refused(mark):
+                    pending[k] = (seq, False, mark)
             i = 0
             while i < ready:
                 seq, ok, _ = pending[i]

@@ -95,6 +95,7 @@ class Session(SessionOutput, PagedOutput):
         self._released = False
         self._allowed: set[tuple[str, str, str]] = set()  # permission checks passed
         self._allowed_for: object = None  # the Permission those checks were made against
+        self._permission_key = ("", "")  # (user, vhost) once the vhost is open
         self.open_refusal: ConnectionException | None = None  # e.g. the broker's connection limit
         self.external_identity: str | None = None  # a verified TLS client certificate's CN
 
@@ -145,22 +146,25 @@ class Session(SessionOutput, PagedOutput):
         assembler = self.assembler
         held = self._held
         max_body = assembler.max_body_size
+        checked = -1  # a channel found open and idle; only hot commands ran on it since
+        channel: ChannelSession | None = None
         while self.state is ConnectionState.OPEN:
             hot = reader.peek_hot()
             if hot is None:
                 return False
             channel_id = hot[1]
-            channel = channels.get(channel_id)
-            if (
-                channel is None
-                or channel.state is not ChannelState.OPEN
-                or assembler.has_pending(channel_id)
-                or channel_id in held
-            ):
-                return False
+            if channel_id != checked:
+                channel = channels.get(channel_id)
+                if (
+                    channel is None
+                    or channel.state is not ChannelState.OPEN
+                    or assembler.has_pending(channel_id)
+                    or channel_id in held
+                ):
+                    return False
+                checked = channel_id
+            assert channel is not None
             kind = hot[0]
-            if kind == HOT_PARTIAL:  # the rest of this publish is on its way: take it whole
-                return True
             if kind == HOT_PUBLISH:
                 _, _, size, exchange, routing_key, bits, properties_bin, body = hot
                 if len(body) > max_body or bits & 2:  # immediate: refused on the slow path
@@ -171,14 +175,18 @@ class Session(SessionOutput, PagedOutput):
                         self, channel, exchange, routing_key, bool(bits & 1), properties_bin, body
                     )
                 except ChannelException as exc:
+                    checked = -1
                     method = BasicPublish(exchange, routing_key, bool(bits & 1), bool(bits & 2))
                     self._channel_error(channel, exc, method)
+            elif kind == HOT_PARTIAL:  # the rest of this publish is on its way: take it whole
+                return True
             else:
                 _, _, size, delivery_tag, multiple = hot
                 reader.skip(size)
                 try:
                     ack(self, channel, delivery_tag, multiple, deferred=True)
                 except ChannelException as exc:
+                    checked = -1
                     self._channel_error(channel, exc, BasicAck(delivery_tag, multiple))
         return False
 
@@ -367,6 +375,7 @@ class Session(SessionOutput, PagedOutput):
         vhost = handshake.open_vhost(self.broker, self.peer, self.user, method)
         limits.admit_connection(self.broker, self.user.name if self.user else "", vhost.name)
         self.vhost = vhost  # from here on counted: _release uncounts it
+        self._permission_key = (self.user.name if self.user else "", vhost.name)
         self.state = ConnectionState.OPEN
         self.broker.churn.connection_created += 1
         self.send(0, spec.Connection.OpenOk())
@@ -487,16 +496,17 @@ class Session(SessionOutput, PagedOutput):
 
     def allow(self, access: str, kind: str, name: str, class_id: int, method_id: int) -> None:
         """403 ACCESS_REFUSED unless the user's permissions on this vhost allow the access."""
-        user = self.user.name if self.user else ""
-        vhost = self.open_vhost.name
-        permission = self.broker.permissions_of(user, vhost)
+        permission = self.broker.permissions.get(self._permission_key)
         if permission is not self._allowed_for:
             self._allowed_for = permission
             self._allowed.clear()
         key = (access, kind, name)
         if key in self._allowed:
             return
+        user, vhost = self._permission_key
         check_access(permission, access, kind, name, vhost, user, class_id, method_id)
+        if len(self._allowed) >= limits.PERMISSION_CACHE_SIZE:
+            self._allowed.clear()  # bounded: a client naming ever new resources costs no memory
         self._allowed.add(key)
 
     def _release_held(self) -> None:

@@ -6,10 +6,9 @@ from typing import Final
 
 from amqplite.broker.message import QueueEntry
 from amqplite.protocol.writers import (
-    Deliver,
     DeliverTail,
     Part,
-    deliver_parts,
+    deliver_parts_of,
     deliver_parts_with_tail,
     deliver_tail,
 )
@@ -37,5 +36,6 @@ def deliver_frames(
             return deliver_parts_with_tail(
                 consumer_tag, delivery_tag, entry.delivery_count > 0, tail, body
             )
-    deliver = Deliver(channel_id, consumer_tag, delivery_tag, entry.redelivered)
-    return deliver_parts(deliver, message, frame_max)
+    return deliver_parts_of(
+        channel_id, consumer_tag, delivery_tag, entry.delivery_count > 0, message, frame_max
+    )

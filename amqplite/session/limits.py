@@ -12,7 +12,30 @@ from amqplite.broker.plugin_api import Arguments, Destination
 from amqplite.broker.vhost import VHost
 from amqplite.protocol.constants import ClassId, ReplyCode
 from amqplite.protocol.errors import ChannelException, ConnectionException
+from amqplite.session.channel import ChannelSession
 from amqplite.session.settings import SessionSettings
+
+TX_OP_BYTES = 64
+"""What one buffered transactional operation counts for, besides its message body."""
+PERMISSION_CACHE_SIZE = 1024
+"""Resources a connection remembers it may access; past this the cache starts over."""
+
+
+def hold_in_tx(
+    settings: SessionSettings, channel: ChannelSession, body: int, class_id: int, method_id: int
+) -> None:
+    """Count an operation buffered in the channel's transaction; 406 past the channel's limit."""
+    size = body + TX_OP_BYTES
+    limit = settings.max_tx_bytes_per_channel
+    if channel.tx_bytes + size > limit:
+        raise ChannelException(
+            ReplyCode.PRECONDITION_FAILED,
+            f"uncommitted transaction on channel {channel.channel_id} would hold more than "
+            f"{limit} bytes (limits.max_tx_bytes_per_channel); commit more often",
+            class_id,
+            method_id,
+        )
+    channel.tx_bytes += size
 
 
 def check_consumers(settings: SessionSettings, consumers: int) -> None:

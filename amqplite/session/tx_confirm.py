@@ -36,6 +36,7 @@ def tx_commit(ctx: SessionContext, channel: ChannelSession, command: Command) ->
     if channel.mode is not ConfirmMode.TX:
         raise ChannelException(ReplyCode.PRECONDITION_FAILED, "channel is not transactional")
     ops, channel.tx_ops = channel.tx_ops, []
+    channel.tx_bytes = 0
     mark = ctx.write_mark()
     for op in ops:
         if op[0] == "publish":
@@ -53,4 +54,5 @@ def tx_rollback(ctx: SessionContext, channel: ChannelSession, command: Command) 
     if channel.mode is not ConfirmMode.TX:
         raise ChannelException(ReplyCode.PRECONDITION_FAILED, "channel is not transactional")
     channel.tx_ops.clear()
+    channel.tx_bytes = 0
     ctx.send(channel.channel_id, spec.Tx.RollbackOk())

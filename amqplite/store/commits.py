@@ -96,6 +96,13 @@ class Commits:
             or any(j.domain.synced < j.domain.written for j in self.journals.values())
         )
 
+    def note(self, domain: CommitDomain) -> int:
+        """A record kept elsewhere (a publish forwarded to the node leading its queue) took a ticket."""
+        domain.written += 1
+        if self._watching is not None:
+            self._watching[domain] = None
+        return domain.written
+
     def appended(self, journal: QueueStore | None) -> None:
         """A record was appended to a journal (None: the metadata log): take a ticket, wake up."""
         domain = self.metadata_domain if journal is None else journal.domain

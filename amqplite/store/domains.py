@@ -11,7 +11,17 @@ Mark = tuple[tuple["CommitDomain", int], ...]
 class CommitDomain:
     """One commit sequence: tickets taken by appends, and how far commits have made them durable."""
 
-    __slots__ = ("after", "busy", "committed", "flushed", "gate", "name", "synced", "written")
+    __slots__ = (
+        "after",
+        "busy",
+        "committed",
+        "flushed",
+        "gate",
+        "name",
+        "refused",
+        "synced",
+        "written",
+    )
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -23,6 +33,18 @@ class CommitDomain:
         self.after: tuple[CommitDomain, int] | None = None  # a record it depends on elsewhere
         # cluster mode, a mirrored queue's domain: how far its mirrors let `synced` count
         self.gate: Callable[[int], int] | None = None
+        # cluster mode: ticket ranges (after, upto] refused, not committed (their confirms are nacks)
+        self.refused: list[tuple[int, int]] | None = None
+
+    def refuse(self, upto: int) -> None:
+        """The records after the committed point up to `upto` will never commit: settle them as refused."""
+        if upto <= self.committed:
+            return
+        if self.refused is None:
+            self.refused = []
+        self.refused.append((self.committed, upto))
+        del self.refused[:-64]  # old ranges: their waiters are long settled
+        self.committed = upto
 
     def regate(self) -> None:
         """Recompute the committed point (after a sync, or when the mirrors acked more)."""

@@ -187,6 +187,17 @@ class DurablePermission(Protocol):
     def read(self) -> str: ...
 
 
+class DurableTopicPermission(Protocol):
+    """A user's routing-key regexes on one topic exchange."""
+
+    @property
+    def exchange(self) -> str: ...
+    @property
+    def write(self) -> str: ...
+    @property
+    def read(self) -> str: ...
+
+
 class DurablePolicy(Protocol):
     """A policy as recorded."""
 
@@ -228,6 +239,26 @@ class PermissionRecord:
 
 
 @attrs.frozen
+class TopicPermissionRecord:
+    """A user's topic permission on one exchange of a vhost as recorded."""
+
+    user: str
+    vhost: str
+    exchange: str
+    write: str
+    read: str
+
+
+@attrs.frozen
+class LimitsRecord:
+    """A user's or vhost's limits as recorded (kind "user" or "vhost")."""
+
+    kind: str
+    name: str
+    limits: dict[str, int]
+
+
+@attrs.frozen
 class PolicyRecord:
     """A policy as recorded."""
 
@@ -252,6 +283,8 @@ class Recovery:
     exchanges: Sequence[ExchangeRecord]
     queues: Sequence[QueueRecord]
     bindings: Sequence[BindingRecord]
+    topic_permissions: Sequence[TopicPermissionRecord] = ()
+    limits: Sequence[LimitsRecord] = ()
 
 
 RecoveredMessage = tuple[
@@ -406,4 +439,14 @@ class DurableStore(Protocol):
 
     def policy_cleared(self, vhost: str, name: str) -> None:
         """Forget a policy."""
+        ...
+
+    def topic_permissions_set(
+        self, user: str, vhost: str, permissions: Sequence[DurableTopicPermission]
+    ) -> None:
+        """Record a user's topic permissions on a vhost, all of them (none: cleared)."""
+        ...
+
+    def limits_set(self, kind: str, name: str, limits: Mapping[str, int]) -> None:
+        """Record a user's or vhost's limits, all of them (none: cleared)."""
         ...

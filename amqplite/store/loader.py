@@ -14,11 +14,13 @@ from amqplite.store.clean_index import CleanIndex, read_index
 from amqplite.store.interface import (
     JournaledEntry,
     JournaledQueue,
+    LimitsRecord,
     PermissionRecord,
     PolicyRecord,
     QueueRecord,
     RecoveredMessage,
     Recovery,
+    TopicPermissionRecord,
     UserRecord,
 )
 from amqplite.store.journal import map_file
@@ -194,6 +196,21 @@ class RecoveryReader:
             exchanges=list(meta.exchanges.values()),
             queues=list(meta.queues.values()),
             bindings=list(meta.bindings.values()),
+            topic_permissions=[
+                TopicPermissionRecord(
+                    user,
+                    vhost,
+                    exchange,
+                    str(regexes.get("write", ".*")),
+                    str(regexes.get("read", ".*")),
+                )
+                for (user, vhost), table in meta.topic_permissions.items()
+                for exchange, regexes in table.items()
+            ],
+            limits=[
+                LimitsRecord(kind, name, {str(k): int(v) for k, v in table.items()})
+                for (kind, name), table in meta.limits.items()
+            ],
         )
 
     def load_queue(self, record: QueueRecord) -> QueueLoader:

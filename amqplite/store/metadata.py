@@ -97,6 +97,9 @@ class MetadataLog:
         self.users: dict[str, list[Any]] = {}
         self.permissions: dict[tuple[str, str], list[Any]] = {}
         self.policies: dict[tuple[str, str], list[Any]] = {}
+        # (user, vhost) -> {exchange: {"write": regex, "read": regex}}
+        self.topic_permissions: dict[tuple[str, str], dict[str, Any]] = {}
+        self.limits: dict[tuple[str, str], dict[str, Any]] = {}  # ("user"|"vhost", name) -> limits
         # plugins' durable records: (vhost, scope) -> key -> value
         self.plugin_state: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
         # deleted at run time: undone at boot even if the configuration creates them again
@@ -120,6 +123,8 @@ class MetadataLog:
             + len(self.policies)
             + len(self.deleted_users)
             + len(self.cleared_permissions)
+            + len(self.topic_permissions)
+            + len(self.limits)
             + sum(len(records) for records in self.plugin_state.values())
         )
 
@@ -212,6 +217,9 @@ class MetadataLog:
                 del self.permissions[key]
             for key in [k for k in self.policies if k[0] == name]:
                 del self.policies[key]
+            for key in [k for k in self.topic_permissions if k[1] == name]:
+                del self.topic_permissions[key]
+            self.limits.pop(("vhost", name), None)
         elif record_type == RecordType.USER:
             self.users[fields[0]] = fields
             self.deleted_users.discard(fields[0])
@@ -221,6 +229,9 @@ class MetadataLog:
             self.deleted_users.add(name)
             for key in [k for k in self.permissions if k[0] == name]:
                 del self.permissions[key]
+            for key in [k for k in self.topic_permissions if k[0] == name]:
+                del self.topic_permissions[key]
+            self.limits.pop(("user", name), None)
         elif record_type == RecordType.PERMISSION:
             key = (fields[0], fields[1])
             self.permissions[key] = fields
@@ -233,6 +244,16 @@ class MetadataLog:
             self.policies[(fields[0], fields[1])] = fields
         elif record_type == RecordType.POLICY_CLEARED:
             self.policies.pop((fields[0], fields[1]), None)
+        elif record_type in (RecordType.TOPIC_PERMISSIONS, RecordType.LIMITS):
+            held = (
+                self.topic_permissions
+                if record_type == RecordType.TOPIC_PERMISSIONS
+                else self.limits
+            )
+            if fields[2]:
+                held[(fields[0], fields[1])] = dict(fields[2])
+            else:
+                held.pop((fields[0], fields[1]), None)
         else:
             self._apply_plugin_state(record_type, fields)
 
@@ -279,6 +300,10 @@ class MetadataLog:
             out.append(encode_fields(RecordType.PERMISSION, *fields))
         for fields in self.policies.values():
             out.append(encode_fields(RecordType.POLICY, *fields))
+        for (user, vhost), table in self.topic_permissions.items():
+            out.append(encode_fields(RecordType.TOPIC_PERMISSIONS, user, vhost, table))
+        for (kind, name), table in self.limits.items():
+            out.append(encode_fields(RecordType.LIMITS, kind, name, table))
         for e in self.exchanges.values():
             out.append(
                 encode_fields(

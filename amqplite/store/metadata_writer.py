@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +13,7 @@ from amqplite.store.interface import (
     DurableExchange,
     DurablePermission,
     DurablePolicy,
+    DurableTopicPermission,
     JournaledQueue,
     Paging,
 )
@@ -207,6 +208,20 @@ class MetadataWriter:
         ]
         if self.metadata_log.policies.get((policy.vhost, policy.name)) != fields:
             self._config_record(RecordType.POLICY, *fields)
+
+    def topic_permissions_set(
+        self, user: str, vhost: str, permissions: Sequence[DurableTopicPermission]
+    ) -> None:
+        """Record a user's topic permissions on a vhost, all of them (none: cleared)."""
+        table = {p.exchange: {"write": p.write, "read": p.read} for p in permissions}
+        if self.metadata_log.topic_permissions.get((user, vhost), {}) != table:
+            self._config_record(RecordType.TOPIC_PERMISSIONS, user, vhost, table)
+
+    def limits_set(self, kind: str, name: str, limits: Mapping[str, int]) -> None:
+        """Record a user's or vhost's limits, all of them (none: cleared)."""
+        table = dict(limits)
+        if self.metadata_log.limits.get((kind, name), {}) != table:
+            self._config_record(RecordType.LIMITS, kind, name, table)
 
     def plugin_state(self, scope: str, vhost: str) -> dict[str, dict[str, Any]]:
         """A plugin's durable records of one scope in a vhost, by key (a copy)."""

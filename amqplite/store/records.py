@@ -58,6 +58,8 @@ class RecordType(enum.IntEnum):
     PLUGIN_STATE = 24  # a plugin's durable record: scope, vhost, key, value
     PLUGIN_STATE_DELETED = 25
     PLUGIN_SCOPE_CLEARED = 26
+    TOPIC_PERMISSIONS = 27  # a user's topic permissions on a vhost, all of them (none: cleared)
+    LIMITS = 28  # a user's or vhost's limits, all of them (none: cleared)
 
 
 class StoreFileError(Exception):
@@ -441,4 +443,6 @@ METADATA_LAYOUT: dict[RecordType, str] = {
     RecordType.PLUGIN_STATE: "ssst",  # scope (e.g. "exchange:x"), vhost, key, value table
     RecordType.PLUGIN_STATE_DELETED: "sss",  # scope, vhost, key
     RecordType.PLUGIN_SCOPE_CLEARED: "ss",  # scope, vhost
+    RecordType.TOPIC_PERMISSIONS: "sst",  # user, vhost, {exchange: {"write": .., "read": ..}}
+    RecordType.LIMITS: "sst",  # "user" or "vhost", name, {limit name: value}
 }

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Final, Protocol
 
@@ -28,6 +29,10 @@ ENTRY_OVERHEAD: Final = 400  # bytes of bookkeeping per resident message, beside
 _IOV: Final = 512  # bodies per writev call (under IOV_MAX)
 
 
+def _nothing() -> None:
+    """Default wake-up: no pager task listens."""
+
+
 class SpilledEntry(JournaledEntry, Protocol):
     """A queue entry as the pager sees it: still ready (not taken) or not."""
 
@@ -38,8 +43,10 @@ class SpilledEntry(JournaledEntry, Protocol):
 class SpillFile:
     """An unlinked file bodies are appended to; readers hold its BodyFile."""
 
-    def __init__(self, directory: Path, number: int, retired: list[int]) -> None:
-        path = directory / f"{number:08d}.spill"
+    def __init__(
+        self, directory: Path, number: int, retired: list[int], suffix: str = "spill"
+    ) -> None:
+        path = directory / f"{number:08d}.{suffix}"
         self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             self.reader = BodyFile(path, retired)
@@ -117,6 +124,7 @@ class TransientPager:
         self._file: SpillFile | None = None
         self._number = 0
         self._retired: list[int] = []  # read descriptors of paged bodies gone, to close off-loop
+        self.on_pending: Callable[[], None] = _nothing  # the pager task's wake-up
         clear_spill_dir(directory)
         directory.mkdir(parents=True, exist_ok=True)
 
@@ -130,14 +138,26 @@ class TransientPager:
         """True while new transient bodies go to disk."""
         return self.measured + self.recent > self.threshold
 
+    def account(self, size: int) -> bool:
+        """A transient message of `size` body bytes stays in memory for now; True when over."""
+        self.recent += size + ENTRY_OVERHEAD
+        return self.measured + self.recent > self.threshold
+
+    def freed(self, size: int) -> None:
+        """Bytes of transient messages left memory for disk (a paged queue tail)."""
+        self.paged_out += size
+        self.recent -= size
+
     def enqueue(self, entry: SpilledEntry) -> None:
         """A transient message entered a queue: beyond the threshold, queue it for paging out."""
         message = entry.message
-        if self.paging.is_paged(message):
-            return
         size = message.size
-        self.recent += size + ENTRY_OVERHEAD
+        self.recent += size + ENTRY_OVERHEAD  # a body already paged counts too: an overestimate
         if self.measured + self.recent > self.threshold and size:
+            if self.paging.is_paged(message):
+                return
+            if not self.pending:
+                self.on_pending()
             self.pending.append((entry, message))
             self.pending_bytes += size
 

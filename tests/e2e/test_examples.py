@@ -529,3 +529,33 @@ def test_celery_worker_answers_remote_control_ping(celery_app, celery_worker):
     result_of(celery_app.tasks["celery_app.tasks.add"].delay(0, 0), celery_worker)
     replies = celery_app.control.ping(destination=[celery_worker.hostname], timeout=5)
     assert replies == [{celery_worker.hostname: {"ok": "pong"}}]
+
+
+# --- partitions ---------------------------------------------------------------------------
+
+
+def test_partitions_pipeline_keeps_each_customer_s_order_with_a_member_killed(tmp_path, uid):
+    """The demo: two groups over three hash partitions each, a billing member SIGKILLed."""
+    from broker_process import start_broker
+
+    config = EXAMPLES / "partitions" / "amqplite.yaml"
+    broker = start_broker(tmp_path / "data", "--config", str(config))
+    started: list[Script] = []
+    try:
+        demo = start(
+            started, "partitions/pipeline.py", "--prefix", f"{uid}.", "demo", url=broker.url
+        )
+        lines = demo.finish(timeout=60)
+        assert "published 600 order events for 30 customers" in lines
+        for group in ("billing", "shipping"):
+            verdict = next(line for line in lines if line.startswith(f"{group}: "))
+            assert verdict.startswith(f"{group}: 600 events,")
+            assert verdict.endswith("per-customer order kept")
+        assert "billing-1: killed" in lines
+        assert "billing-2 had ['p0', 'p1', 'p2']" in next(
+            line for line in lines if line.startswith("billing: ")
+        )  # the survivor took over the killed member's partitions
+    finally:
+        for script in started:
+            script.kill()
+        broker.stop()

@@ -284,10 +284,8 @@ def test_overview_churn_rates_count_what_was_created_and_closed(
 @pytest.mark.parametrize(
     ("path", "feature"),
     [
-        (f"/api/vhost-limits/{VH}/max-connections", "vhost limits"),
         ("/api/global-parameters/cluster_name", "global parameters"),
         ("/api/cluster-name", "renaming the cluster"),
-        (f"/api/topic-permissions/{VH}/guest", "topic permissions"),
     ],
 )
 def test_writes_to_what_amqplite_lacks_answer_405_saying_so(

@@ -15,6 +15,7 @@ import pika.credentials
 import pika.exceptions
 import pytest
 from broker_process import BrokerProcess, free_port, start_broker
+from mgmt_helpers import call
 
 trustme = pytest.importorskip("trustme")
 
@@ -161,3 +162,17 @@ def test_a_missing_certificate_file_is_one_line_naming_the_key(tmp_path: Path) -
     assert result.returncode == 2, result.stderr
     assert "tls.certfile" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_management_api_shows_tls_connections(
+    tls_broker: tuple[BrokerProcess, int], ca: Any
+) -> None:
+    proc, port = tls_broker
+    with pika.BlockingConnection(_params(port, _client_context(ca, None))) as conn:
+        conn.channel()
+        rows = call(proc.management_url, "GET", "/api/connections").json
+        (row,) = [r for r in rows if r["port"] == port]
+        assert row["ssl"] is True
+        assert row["ssl_protocol"].startswith("TLS")
+        assert row["ssl_cipher"]
+        assert row["recv_oct"] > 0  # the TCP counters under the TLS layer

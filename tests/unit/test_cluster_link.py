@@ -10,12 +10,19 @@ from amqplite.cluster.link import (
     FRAME_HEAD,
     Ack,
     Append,
+    Cancelled,
+    Confirm,
+    Consume,
+    Deliver,
     Hello,
     LinkDecoder,
     LinkError,
     Message,
+    NotLeading,
+    Publish,
     QueueRef,
     Refuse,
+    Settle,
     SnapshotBegin,
     SnapshotChunk,
     SnapshotEnd,
@@ -35,6 +42,23 @@ messages: st.SearchStrategy[Message] = st.one_of(
     st.builds(SnapshotChunk, queues, u64, blobs),
     st.builds(SnapshotEnd, queues, u64, u64),
     st.builds(Refuse, queues, u64, text),
+    st.builds(
+        Publish, queues, u64, u64, text, text, st.binary(max_size=32), st.binary(max_size=64)
+    ),
+    st.builds(
+        Confirm,
+        queues,
+        u64,
+        st.lists(u64, max_size=5).map(tuple),
+        st.lists(u64, max_size=3).map(tuple),
+    ),
+    st.builds(NotLeading, queues, u64, st.lists(u64, max_size=5).map(tuple)),
+    st.builds(Consume, queues, u64, u64),
+    st.builds(
+        Deliver, queues, u64, u64, u64, text, text, st.binary(max_size=32), st.binary(max_size=64)
+    ),
+    st.builds(Settle, queues, u64, st.lists(u64, max_size=5).map(tuple)),
+    st.builds(Cancelled, queues, u64, text),
 )
 
 

@@ -447,14 +447,6 @@ def test_consistent_hash_binding_key_must_be_a_weight(weight: str) -> None:
     assert info.value.reply_code == ReplyCode.PRECONDITION_FAILED
 
 
-def test_consistent_hash_refuses_hash_header_argument() -> None:
-    exchange_type = load_plugin().ConsistentHashExchangeType()
-    exchange_type.validate({})
-    with pytest.raises(ChannelException) as info:
-        exchange_type.validate({"hash-header": "h"})
-    assert info.value.reply_code == ReplyCode.PRECONDITION_FAILED
-
-
 # --- argument equivalence on redeclare ------------------------------------------------------
 
 

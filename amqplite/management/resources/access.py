@@ -40,14 +40,14 @@ def register(router: Router[Call]) -> None:
 # -- users -------------------------------------------------------------------------------------
 
 
-def render_user(user: User) -> dict[str, Any]:
+def render_user(user: User, limits: dict[str, int] | None = None) -> dict[str, Any]:
     """A user as RabbitMQ's JSON object (the hash, never the password)."""
     return {
         "name": user.name,
         "password_hash": getattr(user, "password_hash", ""),
         "hashing_algorithm": HASHING_ALGORITHM,
         "tags": list(user.tags),
-        "limits": {},
+        "limits": dict(limits or {}),
     }
 
 
@@ -61,12 +61,18 @@ def _user(call: Call) -> Any:
 def list_users(call: Call) -> Response:
     """Every user."""
     users = sorted(call.broker.users.values(), key=lambda u: u.name)
-    return Response.json(render_list(users, lambda u: u.name, render_user, call.query))
+    limits = call.broker.user_limits
+    return Response.json(
+        render_list(
+            users, lambda u: u.name, lambda u: render_user(u, limits.get(u.name)), call.query
+        )
+    )
 
 
 def show_user(call: Call) -> Response:
     """One user."""
-    return call.one(render_user(_user(call)))
+    user = _user(call)
+    return call.one(render_user(user, call.broker.user_limits.get(user.name)))
 
 
 def _tags(value: Any) -> tuple[str, ...]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import trio
+
 from amqplite.broker.consumer import Consumer
 from amqplite.management.app import Call
 from amqplite.management.http import HttpError, Response
@@ -74,10 +76,7 @@ def render_connection(app: ManagementApp, conn: ConnectionView) -> dict[str, Any
         "peer_port": peer_port,
         "host": host,
         "port": port,
-        "ssl": False,
-        "ssl_protocol": None,
-        "ssl_key_exchange": None,
-        "ssl_cipher": None,
+        **tls_fields(conn.stream),
         "ssl_hash": None,
         "peer_cert_subject": None,
         "peer_cert_issuer": None,
@@ -93,7 +92,19 @@ def render_connection(app: ManagementApp, conn: ConnectionView) -> dict[str, Any
     if provided:
         item["user_provided_name"] = jsonable(provided)
     item.update(socket_fields(app, conn))
+    quota = getattr(conn, "quota", None)  # server.quota.ConnectionQuota: the byte-rate quotas
+    if quota is not None:
+        item.update(quota.snapshot())
     return item
+
+
+def tls_fields(stream: object) -> dict[str, Any]:
+    """ssl, ssl_protocol, ssl_key_exchange and ssl_cipher of an amqps connection, as RabbitMQ."""
+    cipher = stream.cipher() if isinstance(stream, trio.SSLStream) else None
+    if not cipher:
+        return {"ssl": False, "ssl_protocol": None, "ssl_key_exchange": None, "ssl_cipher": None}
+    name, protocol, _bits = cipher
+    return {"ssl": True, "ssl_protocol": protocol, "ssl_key_exchange": None, "ssl_cipher": name}
 
 
 def socket_fields(app: ManagementApp, conn: ConnectionView) -> dict[str, Any]:
@@ -249,9 +260,17 @@ def render_consumer(
         "exclusive": consumer.exclusive,
         "prefetch_count": consumer.prefetch_count,
         "arguments": jsonable(consumer.arguments) if consumer.arguments else {},
-        "active": True,
-        "activity_status": "up",
+        **_activity(consumer),
     }
+
+
+def _activity(consumer: Consumer) -> dict[str, Any]:
+    """Whether it receives: with single active consumer or a consumer group, only one does."""
+    queue = consumer.queue
+    if queue.partition is None and not queue.settings.single_active_consumer:
+        return {"active": True, "activity_status": "up"}
+    active = queue.active_consumer is consumer
+    return {"active": active, "activity_status": "single_active" if active else "waiting"}
 
 
 def list_consumers(call: Call) -> Response:

@@ -28,22 +28,17 @@ FEATURE_FLAGS = (
     ("maintenance_mode_status", False, "Maintenance mode status"),
     ("quorum_queue", False, "Support queues of type `quorum`"),
     ("stream_queue", False, "Support queues of type `stream`"),
-    ("user_limits", False, "Configure connection and channel limits for a user"),
+    ("user_limits", True, "Configure connection and channel limits for a user"),
     ("virtual_host_metadata", False, "Virtual host metadata (description, tags, etc)"),
 )
 
-# Lists that are always empty here: runtime parameters (no shovel or federation), limits, topic
-# permissions, operator policies. GET answers [] as RabbitMQ does when none are set.
+# Lists that are always empty here: runtime parameters (no shovel or federation), operator
+# policies. GET answers [] as RabbitMQ does when none are set.
 EMPTY_LISTS = (
     "/api/parameters",
     "/api/parameters/{component}",
     "/api/parameters/{component}/{vhost}",
     "/api/global-parameters",
-    "/api/vhost-limits",
-    "/api/vhost-limits/{vhost}",
-    "/api/user-limits",
-    "/api/user-limits/{user}",
-    "/api/topic-permissions",
     "/api/operator-policies",
     "/api/operator-policies/{vhost}",
 )
@@ -75,17 +70,12 @@ def register(router: Router[Call]) -> None:
     for path, feature in UNSUPPORTED_WRITES:
         for method in ("PUT", "DELETE"):
             router.add(method, path, unsupported(feature), ADMINISTRATOR)
-    router.add("GET", "/api/vhosts/{vhost}/topic-permissions", vhost_topic_permissions, MANAGEMENT)
-    router.add("GET", "/api/users/{user}/topic-permissions", user_topic_permissions, MANAGEMENT)
 
 
 # Writes amqplite refuses with 405 and the reason: (path, what it does not implement)
 UNSUPPORTED_WRITES = (
-    ("/api/vhost-limits/{vhost}/{name}", "vhost limits"),
-    ("/api/user-limits/{user}/{name}", "user limits"),
     ("/api/global-parameters/{name}", "global parameters"),
     ("/api/cluster-name", "renaming the cluster (its name is the node's)"),
-    ("/api/topic-permissions/{vhost}/{user}", "topic permissions"),
     ("/api/operator-policies/{vhost}/{name}", "operator policies"),
 )
 
@@ -196,16 +186,3 @@ def cluster_name(call: Call) -> Response:
 def auth(call: Call) -> Response:
     """How the management UI logs in: basic auth, no OAuth 2 (UAA)."""
     return Response.json({"enable_uaa": False, "uaa_client_id": "", "uaa_location": ""})
-
-
-def vhost_topic_permissions(call: Call) -> Response:
-    """A vhost's topic permissions: none (not implemented)."""
-    call.vhost()
-    return Response.json([])
-
-
-def user_topic_permissions(call: Call) -> Response:
-    """A user's topic permissions: none (not implemented)."""
-    if call.params["user"] not in call.broker.users:
-        raise HttpError(404, "Not Found", "Object Not Found")
-    return Response.json([])
