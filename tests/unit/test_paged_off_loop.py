@@ -157,3 +157,21 @@ def test_a_body_paged_out_after_a_late_record_is_read_back_from_the_right_place(
     _first, second = list(target.ready)
     assert isinstance(second.message, PagedMessage)  # over the budget: paged out after the write
     assert second.message.location.read() == b"x" * 100
+
+
+def test_a_paged_message_requeued_under_a_delivery_limit_stays_paged_and_unread() -> None:
+    broker = Broker()
+    broker.add_vhost("/")
+    queue = broker.vhosts["/"].declare_queue("q", arguments={"x-delivery-limit": 5})
+    body = WorkerOnlyBody(b"counted")
+    queue.enqueue(Message("", "q", b"\x00\x00", b"counted"))
+    entry = queue.take()
+    assert entry is not None
+    entry.message = PagedMessage.of(entry.message, body)
+    entry.delivery_count += 1
+    queue.requeue(entry)  # x-delivery-count is rewritten in the properties, not in the body
+    [ready] = list(queue.ready)
+    assert isinstance(ready.message, PagedMessage)
+    assert ready.message.location is body
+    assert ready.message.headers == {"x-delivery-count": 1}
+    assert body.reads == 0
