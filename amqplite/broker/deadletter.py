@@ -6,7 +6,7 @@ import datetime
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from amqplite.broker.message import Message, PagedMessage
+from amqplite.broker.message import Message, derive
 from amqplite.protocol.properties import decode_properties, encode_properties, replace_headers
 
 REASONS: Final = ("rejected", "expired", "maxlen", "delivery_limit")
@@ -78,21 +78,14 @@ def dead_letter_message(
         props = decode_properties(properties_bin)
         props.expiration = None
         properties_bin = encode_properties(props)
-    paged = type(message) is PagedMessage
-    copy = Message(
+    return derive(
+        message,
         exchange,
         routing_key if routing_key is not None else message.routing_key,
         properties_bin,
-        b"" if paged else message.body,
-        persistent=message.persistent,
-        priority=message.priority,
-        expiration_ms=None,
-        headers=headers,
+        headers,
+        None,
     )
-    if paged:
-        assert isinstance(message, PagedMessage)
-        return PagedMessage.of(copy, message.location)
-    return copy
 
 
 def is_cycle(queue: str, deaths: Sequence[Mapping[str, Any]]) -> bool:

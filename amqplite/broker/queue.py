@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
-from amqplite.broker.message import Message, QueueEntry
+from amqplite.broker.message import Message, QueueEntry, derive
 from amqplite.broker.queue_host import DETACHED, QueueHost
 from amqplite.broker.queue_settings import QueueSettings, parse_settings
 from amqplite.broker.ready_list import ReadyMessages
@@ -276,15 +276,13 @@ class Queue:
         old = entry.message
         headers = dict(old.headers or {})
         headers["x-delivery-count"] = entry.delivery_count
-        entry.message = Message(
+        entry.message = derive(  # a paged body stays on disk, unread
+            old,
             old.exchange,
             old.routing_key,
             replace_headers(old.properties_bin, headers),
-            old.body,
-            persistent=old.persistent,
-            priority=old.priority,
-            expiration_ms=old.expiration_ms,
-            headers=headers,
+            headers,
+            old.expiration_ms,
         )
 
     def purge(self) -> int:

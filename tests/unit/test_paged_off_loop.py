@@ -6,6 +6,7 @@ import base64
 import json
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -24,18 +25,11 @@ from amqplite.store.store import Store
 AUTH = "Basic " + base64.b64encode(b"guest:guest").decode()
 
 
-@pytest.mark.trio
-async def test_http_get_reads_a_paged_body_in_a_worker_thread() -> None:
-    app, _clock = make_app()
-    vhost = app.broker.vhost("/")
-    queue = vhost.declare_queue("q")
-    body = WorkerOnlyBody(b"on disk")
-    entry = queue.enqueue(Message("", "q", b"\x00\x00", b"on disk"))
-    assert entry is not None
-    entry.message = PagedMessage.of(entry.message, body)
-    raw = json.dumps({"count": 1, "ackmode": "ack_requeue_false", "encoding": "auto"}).encode()
+async def http_exchange(app: Any, method: str, path: str, body: Any = None) -> tuple[bytes, Any]:
+    """One request on a memory stream to the management app: the status line and the JSON."""
+    raw = b"" if body is None else json.dumps(body).encode()
     wire = (
-        f"POST /api/queues/%2F/q/get HTTP/1.1\r\nhost: t\r\nauthorization: {AUTH}\r\n"
+        f"{method} {path} HTTP/1.1\r\nhost: t\r\nauthorization: {AUTH}\r\n"
         f"content-type: application/json\r\ncontent-length: {len(raw)}\r\n"
         "connection: close\r\n\r\n"
     ).encode() + raw
@@ -48,12 +42,42 @@ async def test_http_get_reads_a_paged_body_in_a_worker_thread() -> None:
             while data := await client.receive_some(65536):
                 received += data
     head, _, answer = received.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 200"), received
-    [got] = json.loads(answer)
+    return head.split(b"\r\n")[0], json.loads(answer)
+
+
+def paged_queue(app: Any, data: bytes) -> tuple[Queue, WorkerOnlyBody]:
+    """Queue q holding one message whose body is paged out (readable off the loop only)."""
+    queue = app.broker.vhost("/").declare_queue("q")
+    body = WorkerOnlyBody(data)
+    entry = queue.enqueue(Message("", "q", b"\x00\x00", data))
+    assert entry is not None
+    entry.message = PagedMessage.of(entry.message, body)
+    return queue, body
+
+
+@pytest.mark.trio
+async def test_http_get_reads_a_paged_body_in_a_worker_thread() -> None:
+    app, _clock = make_app()
+    queue, body = paged_queue(app, b"on disk")
+    request = {"count": 1, "ackmode": "ack_requeue_false", "encoding": "auto"}
+    status, answer = await http_exchange(app, "POST", "/api/queues/%2F/q/get", request)
+    assert status == b"HTTP/1.1 200 OK", answer
+    [got] = answer
     assert got["payload"] == "on disk"
     assert got["payload_bytes"] == 7
     assert body.reads == 1
     assert queue.message_count == 0  # ack_requeue_false took it
+
+
+@pytest.mark.trio
+async def test_sqs_receive_reads_a_paged_body_in_a_worker_thread() -> None:
+    app, _clock = make_app()
+    _queue, body = paged_queue(app, b"received from disk")
+    status, answer = await http_exchange(app, "GET", "/api/v1/queues/%2F/q/messages")
+    assert status == b"HTTP/1.1 200 OK", answer
+    [got] = answer["messages"]
+    assert got["body"] == "received from disk"
+    assert body.reads == 1
 
 
 PERSISTENT = b"\x10\x00\x02"  # delivery_mode 2
@@ -133,3 +157,21 @@ def test_a_body_paged_out_after_a_late_record_is_read_back_from_the_right_place(
     _first, second = list(target.ready)
     assert isinstance(second.message, PagedMessage)  # over the budget: paged out after the write
     assert second.message.location.read() == b"x" * 100
+
+
+def test_a_paged_message_requeued_under_a_delivery_limit_stays_paged_and_unread() -> None:
+    broker = Broker()
+    broker.add_vhost("/")
+    queue = broker.vhosts["/"].declare_queue("q", arguments={"x-delivery-limit": 5})
+    body = WorkerOnlyBody(b"counted")
+    queue.enqueue(Message("", "q", b"\x00\x00", b"counted"))
+    entry = queue.take()
+    assert entry is not None
+    entry.message = PagedMessage.of(entry.message, body)
+    entry.delivery_count += 1
+    queue.requeue(entry)  # x-delivery-count is rewritten in the properties, not in the body
+    [ready] = list(queue.ready)
+    assert isinstance(ready.message, PagedMessage)
+    assert ready.message.location is body
+    assert ready.message.headers == {"x-delivery-count": 1}
+    assert body.reads == 0

@@ -7,14 +7,19 @@ from functools import partial
 from typing import Any
 
 from amqplite.broker.consumer import Consumer
-from amqplite.broker.message import BodyLocation, PagedMessage
 from amqplite.broker.queue import Queue
 from amqplite.management.app import Call
 from amqplite.management.http import HttpError, Response
 from amqplite.management.json_values import body_bool, body_int, jsonable
 from amqplite.management.listing import render_list
 from amqplite.management.queue_rows import queue_fields, render_queue
-from amqplite.management.resources.common import encode_payload, render_properties
+from amqplite.management.resources.common import (
+    BodySource,
+    body_source,
+    encode_payload,
+    read_body,
+    render_properties,
+)
 from amqplite.management.resources.connections import render_consumer
 from amqplite.management.routing import MANAGEMENT, Router
 from amqplite.management.sqs import management_channel
@@ -148,7 +153,7 @@ def get_messages(call: Call) -> Response:
     if truncate is not None and truncate < 0:
         raise HttpError(400, "'truncate' must be a non-negative integer")
     channel = management_channel()
-    taken: list[tuple[dict[str, Any], bytes | BodyLocation]] = []
+    taken: list[tuple[dict[str, Any], BodySource]] = []
     for _ in range(count):
         got = channel.get(queue, False)
         if got is None:
@@ -163,8 +168,9 @@ def get_messages(call: Call) -> Response:
             "message_count": queue.message_count,
             "properties": render_properties(message.properties_bin),
         }
-        source = message.location if type(message) is PagedMessage else message.body
-        taken.append((fields, source))  # a paged body is read later, in a worker thread
+        taken.append(
+            (fields, body_source(message))
+        )  # a paged body is read later, in a worker thread
     if taken:
         if ACKMODES[ackmode]:
             call.broker.reject(channel, 0, True, requeue=True)
@@ -176,12 +182,12 @@ def get_messages(call: Call) -> Response:
 
 
 def render_got(
-    taken: list[tuple[dict[str, Any], bytes | BodyLocation]], encoding: str, truncate: int | None
+    taken: list[tuple[dict[str, Any], BodySource]], encoding: str, truncate: int | None
 ) -> Response:
     """The get's JSON answer, paged bodies read back from disk (in a worker thread)."""
     out: list[dict[str, Any]] = []
     for fields, body in taken:
-        data = body if isinstance(body, bytes) else body.read()
+        data = read_body(body)
         payload, payload_encoding = encode_payload(
             data if truncate is None else data[:truncate], encoding
         )
