@@ -22,15 +22,15 @@ from amqplite.broker.durability import (
     MetadataListener,
     NoCommits,
     PluginStateStore,
-    TransientSpill,
 )
+from amqplite.broker.entry_reports import TransientSpill
 from amqplite.broker.exchange_types import builtin_registry
 from amqplite.broker.flow import FlowControl
 from amqplite.broker.message import Message, QueueEntry
 from amqplite.broker.plugin_api import ExchangeTypeRegistry
 from amqplite.broker.policy import Policy, effective_policy, validate_policy
 from amqplite.broker.queue import Queue
-from amqplite.broker.queue_host import Timed
+from amqplite.broker.queue_host import HostedQueue, Timed
 from amqplite.broker.stats import Churn, MessageStats
 from amqplite.broker.stream_queue import StreamReads
 from amqplite.broker.vhost import Routed, VHost
@@ -433,7 +433,7 @@ class Broker:
         """The broker-wide consumer acknowledgement timeout (None: none)."""
         return self.default_consumer_timeout_ms
 
-    def set_behind(self, queue: Queue, behind: bool) -> None:
+    def set_behind(self, queue: HostedQueue, behind: bool) -> None:
         """A queue fell behind on deliverable work, or caught up: pace publishers."""
         self.flow.set_behind(queue, behind)
 
@@ -486,7 +486,7 @@ class Broker:
 
     # -- dead-lettering and policies (QueueHost) -----------------------------------------
 
-    def dead_letter(self, queue: Queue, entry: QueueEntry, reason: str) -> bool:
+    def dead_letter(self, queue: HostedQueue, entry: QueueEntry, reason: str) -> bool:
         """Republish through the queue's dead-letter exchange (a missing one drops the message)."""
         settings = queue.settings
         vhost = self.vhosts.get(queue.vhost)
@@ -517,7 +517,7 @@ class Broker:
             target.expire_if_due_now()
         return True
 
-    def policy_for(self, queue: Queue) -> Mapping[str, Any] | None:
+    def policy_for(self, queue: HostedQueue) -> Mapping[str, Any] | None:
         """The definition of the policy applying to the queue (highest priority match)."""
         if not self.policies:
             return None

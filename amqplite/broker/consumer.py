@@ -56,6 +56,12 @@ class Consumer:
     unacked: int = 0
     priority: int = 0  # x-priority: higher-priority consumers receive first
 
+    def queue_gone(self) -> None:
+        """The queue was deleted: forget the consumer on its channel, tell the client."""
+        channel = self.channel
+        channel.consumers.pop(self.tag, None)
+        channel.sink.cancel_consumer(channel.channel_id, self.tag)
+
     def can_take(self) -> bool:
         """True when a delivery now would respect prefetch, flow and the outbound buffer."""
         channel = self.channel

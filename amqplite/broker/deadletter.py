@@ -6,7 +6,7 @@ import datetime
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from amqplite.broker.message import Message
+from amqplite.broker.message import Message, derive
 from amqplite.protocol.properties import decode_properties, encode_properties, replace_headers
 
 REASONS: Final = ("rejected", "expired", "maxlen", "delivery_limit")
@@ -68,22 +68,23 @@ def dead_letter_message(
     exchange: str,
     routing_key: str | None,
 ) -> Message:
-    """The copy of `message` sent to the dead-letter exchange (body shared, expiration removed)."""
+    """The copy of `message` sent to the dead-letter exchange (body shared, expiration removed).
+
+    A paged message's copy stays paged: it reads the same body on disk (never read here).
+    """
     headers = x_death_headers(message.headers, message, queue, reason, wall_time)
     properties_bin = replace_headers(message.properties_bin, headers)
     if message.expiration_ms is not None:
         props = decode_properties(properties_bin)
         props.expiration = None
         properties_bin = encode_properties(props)
-    return Message(
+    return derive(
+        message,
         exchange,
         routing_key if routing_key is not None else message.routing_key,
         properties_bin,
-        message.body,
-        persistent=message.persistent,
-        priority=message.priority,
-        expiration_ms=None,
-        headers=headers,
+        headers,
+        None,
     )
 
 

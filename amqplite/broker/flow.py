@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from amqplite.broker.queue import Queue
+    from amqplite.broker.queue_host import HostedQueue
 
 
 def _nothing() -> None:
@@ -46,7 +47,7 @@ class FlowControl:
         self._touched.clear()
         return touched
 
-    def set_behind(self, queue: Queue, behind: bool) -> None:
+    def set_behind(self, queue: HostedQueue, behind: bool) -> None:
         """A queue fell behind, or caught up (publishers waiting for it may read again)."""
         if queue.behind is behind:
             return

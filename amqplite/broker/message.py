@@ -117,6 +117,31 @@ class PagedMessage(Message):
         return _BODY_SLOT.__get__(self).length  # type: ignore[no-any-return]
 
 
+def derive(
+    message: Message,
+    exchange: str,
+    routing_key: str,
+    properties_bin: bytes,
+    headers: dict[str, Any] | None,
+    expiration_ms: int | None,
+) -> Message:
+    """A copy with other routing facts and properties sharing the body (a paged one stays unread)."""
+    paged = isinstance(message, PagedMessage)
+    copy = Message(
+        exchange,
+        routing_key,
+        properties_bin,
+        b"" if paged else message.body,
+        persistent=message.persistent,
+        priority=message.priority,
+        expiration_ms=expiration_ms,
+        headers=headers,
+    )
+    if isinstance(message, PagedMessage):
+        return PagedMessage.of(copy, message.location)
+    return copy
+
+
 @attrs.define(slots=True, eq=False)
 class QueueEntry:
     """A message's place in one queue: its sequence number and delivery history there."""

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
-from amqplite.broker.message import Message, QueueEntry
+from amqplite.broker.message import Message, QueueEntry, derive
 from amqplite.broker.queue_host import DETACHED, QueueHost
 from amqplite.broker.queue_settings import QueueSettings, parse_settings
 from amqplite.broker.ready_list import ReadyMessages
@@ -22,7 +22,7 @@ from amqplite.protocol.properties import replace_headers
 if TYPE_CHECKING:
     from amqplite.broker.consumer import Consumer
     from amqplite.broker.consumer_groups import Partition
-    from amqplite.broker.durability import QueueJournal, QueueRemote
+    from amqplite.broker.entry_reports import QueueJournal, QueueRemote
     from amqplite.broker.plugin_api import QueueHooks
 
 EXPIRE_BATCH: Final = 500  # messages expired per timer turn, so a flood never stalls the loop
@@ -310,15 +310,13 @@ class Queue:
         old = entry.message
         headers = dict(old.headers or {})
         headers["x-delivery-count"] = entry.delivery_count
-        entry.message = Message(
+        entry.message = derive(  # a paged body stays on disk, unread
+            old,
             old.exchange,
             old.routing_key,
             replace_headers(old.properties_bin, headers),
-            old.body,
-            persistent=old.persistent,
-            priority=old.priority,
-            expiration_ms=old.expiration_ms,
-            headers=headers,
+            headers,
+            old.expiration_ms,
         )
 
     def purge(self) -> int:

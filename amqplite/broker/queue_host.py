@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 from amqplite.broker.message import QueueEntry
 
 if TYPE_CHECKING:
-    from amqplite.broker.durability import TransientSpill
-    from amqplite.broker.queue import Queue
+    from amqplite.broker.entry_reports import TransientSpill
+    from amqplite.broker.queue_settings import QueueSettings
 
 
 class Timed(Protocol):
@@ -19,6 +19,15 @@ class Timed(Protocol):
 
     def on_timer(self, now: float) -> float | None:
         """Do what is due at `now`; the next deadline (or None)."""
+
+
+class HostedQueue(Protocol):
+    """What a host reads and sets of a queue it serves (broker.queue.Queue)."""
+
+    name: str
+    vhost: str
+    settings: QueueSettings
+    behind: bool  # deliverable work waits for output room (flow.py)
 
 
 class QueueHost(Protocol):
@@ -35,16 +44,16 @@ class QueueHost(Protocol):
     def schedule(self, target: Timed, deadline: float) -> None:
         """Call target.on_timer at (or soon after) the monotonic deadline."""
 
-    def dead_letter(self, queue: Queue, entry: QueueEntry, reason: str) -> bool:
+    def dead_letter(self, queue: HostedQueue, entry: QueueEntry, reason: str) -> bool:
         """Republish a message that left `queue` through its dead-letter exchange; True if sent."""
 
-    def policy_for(self, queue: Queue) -> Mapping[str, Any] | None:
+    def policy_for(self, queue: HostedQueue) -> Mapping[str, Any] | None:
         """The definition of the policy that applies to the queue, if any."""
 
     def consumer_timeout_ms(self) -> int | None:
         """The broker-wide consumer acknowledgement timeout (None or 0: none)."""
 
-    def set_behind(self, queue: Queue, behind: bool) -> None:
+    def set_behind(self, queue: HostedQueue, behind: bool) -> None:
         """The queue fell behind on deliverable work, or caught up (pacing, flow.py)."""
 
 
@@ -64,11 +73,11 @@ class DetachedHost:
     def schedule(self, target: Timed, deadline: float) -> None:
         """No timers: nothing is ever called back."""
 
-    def dead_letter(self, queue: Queue, entry: QueueEntry, reason: str) -> bool:
+    def dead_letter(self, queue: HostedQueue, entry: QueueEntry, reason: str) -> bool:
         """No routing: dead letters are dropped."""
         return False
 
-    def policy_for(self, queue: Queue) -> Mapping[str, Any] | None:
+    def policy_for(self, queue: HostedQueue) -> Mapping[str, Any] | None:
         """No policies."""
         return None
 
@@ -76,7 +85,7 @@ class DetachedHost:
         """No default timeout."""
         return None
 
-    def set_behind(self, queue: Queue, behind: bool) -> None:
+    def set_behind(self, queue: HostedQueue, behind: bool) -> None:
         """No publishers to pace: only the flag."""
         queue.behind = behind
 

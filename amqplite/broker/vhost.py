@@ -377,8 +377,7 @@ class VHost:
         for binding in list(self.bindings_by_destination.get(Destination("queue", queue.name), ())):
             self._remove_binding(binding)
         for consumer in list(queue.consumers):
-            consumer.channel.consumers.pop(consumer.tag, None)
-            consumer.channel.sink.cancel_consumer(consumer.channel.channel_id, consumer.tag)
+            consumer.queue_gone()
         queue.consumers.clear()
         queue.purge()
         if queue.hooks is not None:

@@ -30,7 +30,7 @@ from amqplite.cluster.link import (
     Message as LinkMessage,
 )
 from amqplite.protocol.properties import read_facts
-from amqplite.store.commits import CommitDomain
+from amqplite.store.domains import CommitDomain
 
 log = logging.getLogger("amqplite.cluster")
 

@@ -76,6 +76,8 @@ class Response:
     content_type: str = "application/json"
     headers: tuple[tuple[str, str], ...] = ()
     durable_mark: Any = None  # the commit the request's records need before the response is sent
+    finish: Callable[[], Response] | None = None
+    """Builds the real response from disk reads (message bodies): run in a worker thread."""
 
     @classmethod
     def json(
@@ -182,6 +184,8 @@ class HttpConnection:
                     response = HttpError(500, "internal error, see the broker log").response()
                 if response.durable_mark is not None and self.wait_durable is not None:
                     await self.wait_durable(response.durable_mark)  # durable before the answer
+                if response.finish is not None:  # file reads: never on the event loop
+                    response = await self._finish(response.finish)
                 if not await self._send_response(response):
                     return
                 if self.conn.our_state is h11.MUST_CLOSE or self.conn.their_state is h11.MUST_CLOSE:
@@ -195,6 +199,14 @@ class HttpConnection:
         finally:
             with trio.CancelScope(shield=True):
                 await trio.aclose_forcefully(self.stream)
+
+    async def _finish(self, finish: Callable[[], Response]) -> Response:
+        """Run a response's disk reads in a worker thread; a failure is a 500."""
+        try:
+            return await trio.to_thread.run_sync(finish)
+        except Exception:
+            log.exception("management response could not be completed")
+            return HttpError(500, "internal error, see the broker log").response()
 
     async def _next_event(self, wait: float) -> Any:
         """The next h11 event, reading more bytes as needed; raises TooSlow on timeout."""

@@ -28,6 +28,11 @@ class MessagePaging:
         assert isinstance(message, PagedMessage)
         message.location = body
 
+    def location(self, message: JournaledMessage) -> BodyLocation:
+        """Where a paged message's body is."""
+        assert isinstance(message, PagedMessage)
+        return message.location
+
 
 def _builtin(name: str) -> bool:
     return name == "" or name.startswith("amq.")

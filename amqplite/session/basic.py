@@ -19,7 +19,7 @@ from amqplite.protocol.methods import (
     method_ids,
     spec,
 )
-from amqplite.protocol.writers import GetOk, Return, get_ok_parts, return_parts
+from amqplite.protocol.writers import GetOk, Return, return_parts
 from amqplite.session import direct_reply, limits
 from amqplite.session.access import USER_ID_BIT, check_topic, check_user_id
 from amqplite.session.channel import ChannelSession, ConfirmMode
@@ -87,7 +87,7 @@ def basic_get(ctx: SessionContext, channel: ChannelSession, command: Command) ->
         return
     tag, entry, redelivered = got
     get_ok = GetOk(channel.channel_id, tag, redelivered, queue.message_count)
-    ctx.write_parts(get_ok_parts(get_ok, entry.message, ctx.frame_max))
+    ctx.write_get_ok(get_ok, entry.message)
 
 
 def basic_publish(ctx: SessionContext, channel: ChannelSession, command: Command) -> None:

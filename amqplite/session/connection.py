@@ -9,7 +9,7 @@ from typing import Any
 from amqplite.broker.auth import check_access
 from amqplite.broker.broker import Broker, User
 from amqplite.broker.consumer import DeliveryChannel
-from amqplite.broker.message import PagedMessage, QueueEntry
+from amqplite.broker.message import Message, PagedMessage, QueueEntry
 from amqplite.broker.vhost import VHost
 from amqplite.protocol.assembler import Command, ContentAssembler
 from amqplite.protocol.constants import FRAME_MIN_SIZE, PROTOCOL_HEADER, ClassId, ReplyCode
@@ -33,7 +33,7 @@ from amqplite.protocol.methods import (
     method_ids,
     spec,
 )
-from amqplite.protocol.writers import Deliver, Part
+from amqplite.protocol.writers import Deliver, GetOk, Part, get_ok_parts
 from amqplite.session import handshake, limits
 from amqplite.session.basic import ack, publish
 from amqplite.session.channel import ChannelSession, ChannelState
@@ -221,6 +221,13 @@ class Session(SessionOutput, PagedOutput):
         self.write_parts(
             deliver_frames(channel_id, consumer_tag, delivery_tag, entry, self.frame_max)
         )
+
+    def write_get_ok(self, get_ok: GetOk, message: Message) -> None:
+        """Send basic.get-ok with its message (a paged body is read off the loop, in order)."""
+        if self.defer_paged and type(message) is PagedMessage:
+            self.defer_delivery(PagedDelivery(get_ok, message, self.frame_max))
+            return
+        self.write_parts(get_ok_parts(get_ok, message, self.frame_max))
 
     def cancel_consumer(self, channel_id: int, consumer_tag: str) -> None:
         """Server-initiated basic.cancel (consumer_cancel_notify)."""

@@ -6,9 +6,10 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from amqplite.broker.broker import Broker, User
+    from amqplite.broker.message import Message
     from amqplite.broker.vhost import VHost
     from amqplite.protocol.methods import Method
-    from amqplite.protocol.writers import Part
+    from amqplite.protocol.writers import GetOk, Part
     from amqplite.session.channel import ChannelSession
     from amqplite.session.confirms import PublisherConfirms
     from amqplite.session.settings import SessionSettings
@@ -55,6 +56,9 @@ class SessionContext(Protocol):
 
     def write_parts(self, parts: list[Part]) -> None:
         """Queue frames given as a writer's parts (the body among them, uncopied)."""
+
+    def write_get_ok(self, get_ok: GetOk, message: Message) -> None:
+        """Queue a basic.get-ok with its message (a paged body is read off the event loop)."""
 
     def allow(self, access: str, kind: str, name: str, class_id: int, method_id: int) -> None:
         """Raise 403 ACCESS_REFUSED unless the user may have `access` to the resource."""

@@ -1,6 +1,6 @@
 """Deliveries of paged-out messages: their bodies are read off the event loop, output stays in order.
 
-A basic.deliver of a message whose body is on disk only becomes a placeholder; everything the
+A basic.deliver or basic.get-ok of a message whose body is on disk only becomes a placeholder; everything the
 connection sends after it waits behind it. The server takes the placeholders, reads their
 bodies in a worker thread (one batch per connection) and hands them back; the output then
 flows again in its original order. The broker core stays synchronous: tags, unacked tracking
@@ -17,7 +17,7 @@ import attrs
 from amqplite.broker.message import PagedMessage
 from amqplite.protocol.constants import ReplyCode
 from amqplite.protocol.errors import ConnectionException
-from amqplite.protocol.writers import Deliver, Part, deliver_parts
+from amqplite.protocol.writers import Deliver, GetOk, Part, deliver_parts, get_ok_parts
 
 log = logging.getLogger("amqplite.session")
 
@@ -34,9 +34,9 @@ class LoadedContent:
 
 @attrs.define(eq=False)
 class PagedDelivery:
-    """A basic.deliver whose body is still on disk."""
+    """A basic.deliver (or basic.get-ok) whose body is still on disk."""
 
-    deliver: Deliver
+    deliver: Deliver | GetOk
     message: PagedMessage
     frame_max: int
     body: bytes | None = None
@@ -55,6 +55,8 @@ class PagedDelivery:
         m = self.message
         assert self.body is not None
         content = LoadedContent(m.exchange, m.routing_key, m.properties_bin, self.body)
+        if isinstance(self.deliver, GetOk):
+            return get_ok_parts(self.deliver, content, self.frame_max)
         return deliver_parts(self.deliver, content, self.frame_max)
 
 

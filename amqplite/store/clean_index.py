@@ -7,6 +7,7 @@ when needed. Used only after a clean shutdown, and only when it matches the snap
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import struct
@@ -19,6 +20,7 @@ import attrs
 from amqplite.store.bodies import BodyFile, BodyRef
 from amqplite.store.interface import JournaledMessage, RecoveredMessage
 from amqplite.store.journal import fsync_dir, list_segments
+from amqplite.store.records import LocatedMessage
 from amqplite.store.snapshot import SNAPSHOT_NAME
 
 INDEX_NAME = "snapshot.idx"
@@ -33,7 +35,7 @@ _LENGTH = struct.Struct(">I")
 _CRC = struct.Struct(">I")
 
 
-@attrs.frozen
+@attrs.frozen(slots=False)
 class CleanIndex:
     """A loaded index: its entries (still packed) and the string table they point into."""
 
@@ -58,6 +60,31 @@ class CleanIndex:
             self.entries
         ):
             yield seq, count, None if deadline != deadline else deadline, offset + length - size
+
+    def entry(self, number: int) -> tuple[LocatedMessage, int, float | None]:
+        """Entry `number`: the message with its body located in the snapshot, its record bytes
+        and TTL deadline (what crash recovery takes instead of decoding the record)."""
+        seq, count, prio, exp, deadline, offset, length, size, ex, rk, props = _ENTRY.unpack_from(
+            self.entries, number * _ENTRY.size
+        )
+        strings = self.strings
+        located = (
+            seq,
+            count,
+            prio,
+            None if exp < 0 else exp,
+            self.names[ex],
+            self.names[rk],
+            strings[props],
+            offset,
+            length,
+        )
+        return located, size, None if deadline != deadline else deadline
+
+    @functools.cached_property
+    def names(self) -> list[str]:
+        """The string table as text (exchange names and routing keys, lossless)."""
+        return [s.decode("utf-8", "surrogateescape") for s in self.strings]
 
     def messages(
         self, file: BodyFile, data: bytes | memoryview, crashed: bool, room: int

@@ -16,14 +16,12 @@ from typing import Any
 
 from amqplite.config.models import StoreConfig
 from amqplite.store.bodies import close_descriptors
+from amqplite.store.domains import CommitDomain, Mark
 from amqplite.store.journal import SyncJob
 from amqplite.store.metadata import MetadataCompaction, MetadataLog
 from amqplite.store.queue_store import PageOutTask, QueueStore, SnapshotTask
 from amqplite.store.spool import Spool
 from amqplite.store.stream_log import StreamCommitted, StreamLog
-
-Mark = tuple[tuple["CommitDomain", int], ...]
-"""The (domain, ticket) pairs some records need committed."""
 
 
 def _close_retired(fds: list[int], job: SyncJob) -> None:
@@ -32,53 +30,6 @@ def _close_retired(fds: list[int], job: SyncJob) -> None:
 
 def _noop() -> None:
     """Default dirty notification: nobody to wake."""
-
-
-class CommitDomain:
-    """One commit sequence: tickets taken by appends, and how far commits have made them durable."""
-
-    __slots__ = (
-        "after",
-        "busy",
-        "committed",
-        "flushed",
-        "gate",
-        "name",
-        "refused",
-        "synced",
-        "written",
-    )
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.written = 0  # the ticket of the last record appended
-        self.flushed = 0  # the ticket of the last record handed to a job
-        self.synced = 0  # every record up to this ticket is on this node's disk
-        self.committed = 0  # ... and wherever else it must be (what confirms wait for)
-        self.busy = False  # a job of this domain is in flight (at most one)
-        self.after: tuple[CommitDomain, int] | None = None  # a record it depends on elsewhere
-        # cluster mode, a mirrored queue's domain: how far its mirrors let `synced` count
-        self.gate: Callable[[int], int] | None = None
-        # cluster mode: ticket ranges (after, upto] refused, not committed (their confirms are nacks)
-        self.refused: list[tuple[int, int]] | None = None
-
-    def refuse(self, upto: int) -> None:
-        """The records after the committed point up to `upto` will never commit: settle them as refused."""
-        if upto <= self.committed:
-            return
-        if self.refused is None:
-            self.refused = []
-        self.refused.append((self.committed, upto))
-        del self.refused[:-64]  # old ranges: their waiters are long settled
-        self.committed = upto
-
-    def regate(self) -> None:
-        """Recompute the committed point (after a sync, or when the mirrors acked more)."""
-        gate = self.gate
-        self.committed = self.synced if gate is None else gate(self.synced)
-
-    def __repr__(self) -> str:
-        return f"<CommitDomain {self.name} {self.committed}/{self.written}>"
 
 
 class Commits:

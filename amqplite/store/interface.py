@@ -131,6 +131,10 @@ class Paging(Protocol):
         """A paged message's body now lives at body (its old file is going away)."""
         ...
 
+    def location(self, message: JournaledMessage) -> BodyLocation:
+        """Where a paged message's body is."""
+        ...
+
 
 # -- what the store reads of durable entities and configuration ----------------------------
 

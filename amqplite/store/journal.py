@@ -16,6 +16,7 @@ import attrs
 from amqplite.store.records import (
     FILE_HEADER,
     FileKind,
+    LateEnqueue,
     StoreFileError,
     file_header,
     read_header,
@@ -139,6 +140,9 @@ class SegmentWriter:
         self.size = 0
         self.sizes: dict[int, int] = {}  # bytes of every segment on disk, by number
         self.tap: Callable[[bytes], None] | None = None  # sees every record (replication)
+        # buffered bytes and records whose bodies the worker thread reads, before `buffer`
+        self.late: list[bytearray | LateEnqueue] = []
+        self.late_size = 0
 
     @property
     def bytes_on_disk(self) -> int:
@@ -151,6 +155,21 @@ class SegmentWriter:
         if self.tap is not None:
             self.tap(record)
 
+    @property
+    def pending(self) -> int:
+        """Bytes buffered for the next write() (records made late included)."""
+        return self.late_size + len(self.buffer)
+
+    def append_late(self, record: LateEnqueue) -> None:
+        """Buffer a record whose body the worker thread reads from disk at write time."""
+        if self.tap is not None:  # replication sees every record as it is appended
+            self.append(record.encode())
+            return
+        self.late.append(self.buffer)
+        self.late.append(record)
+        self.late_size += len(self.buffer) + record.size
+        self.buffer = bytearray()
+
     def appended_in_place(self, size: int) -> None:
         """A record of `size` bytes was written straight to the end of the buffer: tap it too."""
         if self.tap is not None:
@@ -162,16 +181,22 @@ class SegmentWriter:
         Returns (segment number, file offset) where the buffer lands ((0, 0) when it is empty).
         Only one job of a writer may be in flight: the loop keeps the sizes, the thread the file.
         """
-        if not self.buffer:
+        if not self.buffer and not self.late:
             return 0, 0
         if not self.open or self.size >= self.segment_bytes:
             self.rotate(job)
             self._open_next(job)
         base = self.size
-        data, self.buffer = self.buffer, bytearray()
-        job.ops.append(partial(self._write_op, data))
-        job.bytes_written += len(data)
-        self.size += len(data)
+        size = self.pending
+        if self.late:
+            pieces = [*self.late, self.buffer]
+            self.late, self.late_size, self.buffer = [], 0, bytearray()
+            job.ops.append(partial(self._write_late_op, pieces))
+        else:
+            data, self.buffer = self.buffer, bytearray()
+            job.ops.append(partial(self._write_op, data))
+        job.bytes_written += size
+        self.size += size
         self.sizes[self.number] = self.size
         return self.number, base
 
@@ -202,6 +227,12 @@ class SegmentWriter:
     def _write_op(self, data: bytearray, job: SyncJob) -> None:
         assert self.file is not None
         self.file.write(data)
+        job.add_file(self.file)
+
+    def _write_late_op(self, pieces: list[bytearray | LateEnqueue], job: SyncJob) -> None:
+        assert self.file is not None
+        for piece in pieces:
+            self.file.write(piece if isinstance(piece, bytearray) else piece.encode())
         job.add_file(self.file)
 
     def _retire_op(self, job: SyncJob) -> None:

@@ -86,16 +86,14 @@ class QueueLoader:
         deadlines = recovered.deadlines
         crashed = store.crashed
         small_ints: dict[int, int] = {}  # one object per distinct length (millions of them alike)
-        for stored, size in recovered.stored():
-            props = stored.properties_bin
-            exchange, routing_key = stored.exchange, stored.routing_key
+        for located, source, size in recovered.located():
+            seq, count, priority, expiration, exchange, routing_key, props, start, length = located
             if len(shared) < 30_000:
                 exchange = shared.setdefault(exchange, exchange)
                 routing_key = shared.setdefault(routing_key, routing_key)
                 props = shared.setdefault(props, props)
-            source, start, length = stored.source, stored.body_offset, stored.body_length
-            body: bytes | BodyRef = stored.body
-            if source >= 0 and resident + length > budget:
+            body: bytes | BodyRef
+            if resident + length > budget:
                 file = files.get(source)
                 if file is None:
                     file = files[source] = BodyFile(sources[source][0], store.retired_fds)
@@ -103,18 +101,16 @@ class QueueLoader:
                 body = BodyRef(file, start, length)
                 size = -small_ints.setdefault(size, size)
             else:
-                if source >= 0:
-                    body = bytes(sources[source][1][start : start + length])
+                body = bytes(sources[source][1][start : start + length])
                 resident += length
-            count = stored.delivery_count
             if crashed and not count:
                 count = 1  # may have been delivered before the crash
             yield (
-                stored.seq,
+                seq,
                 count,
-                stored.priority,
-                stored.expiration_ms,
-                deadlines.get(stored.seq),
+                priority,
+                expiration,
+                deadlines.get(seq),
                 exchange,
                 routing_key,
                 props,

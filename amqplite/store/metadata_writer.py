@@ -25,7 +25,7 @@ from amqplite.store.stream_log import StreamLog
 from amqplite.store.stream_records import is_stream
 
 if TYPE_CHECKING:
-    from amqplite.store.commits import CommitDomain
+    from amqplite.store.domains import CommitDomain
 
 
 def _binding_record(vhost: str, binding: DurableBinding) -> BindingRecord:

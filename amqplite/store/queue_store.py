@@ -13,6 +13,7 @@ from amqplite.store.interface import JournaledEntry, JournaledMessage, Journaled
 from amqplite.store.journal import SegmentWriter, SyncJob, SyncTask, segment_path
 from amqplite.store.records import (
     FILE_HEADER,
+    LateEnqueue,
     append_enqueue,
     encode_delivered,
     encode_enqueue,
@@ -25,7 +26,7 @@ from amqplite.store.snapshot import SNAPSHOT_NAME, write_snapshot
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from amqplite.store.commits import CommitDomain
+    from amqplite.store.domains import CommitDomain
 
 log = logging.getLogger("amqplite.store")
 
@@ -169,7 +170,7 @@ class PageOutTask(SyncTask):
 
 
 class QueueStore:
-    """The journal of one durable queue (implements broker.durability.QueueJournal)."""
+    """The journal of one durable queue (implements broker.entry_reports.QueueJournal)."""
 
     def __init__(
         self,
@@ -204,19 +205,35 @@ class QueueStore:
     def enqueue(self, entry: JournaledEntry) -> None:
         """Journal a persistent message that entered the queue; beyond the budget, page it out."""
         message = entry.message
-        size = append_enqueue(  # the body's one copy: straight into the segment buffer
-            self.writer.buffer,
-            entry.seq,
-            entry.delivery_count,
-            message.priority,
-            message.expiration_ms,
-            message.exchange,
-            message.routing_key,
-            message.properties_bin,
-            message.body,
-        )
-        self.writer.appended_in_place(size)
-        end = len(self.writer.buffer)
+        paging = self.store.paging
+        if paging is not None and paging.is_paged(message):
+            # a paged body (a dead-lettered copy): read in the worker thread, never on the loop
+            record = LateEnqueue(
+                entry.seq,
+                entry.delivery_count,
+                message.priority,
+                message.expiration_ms,
+                message.exchange,
+                message.routing_key,
+                message.properties_bin,
+                paging.location(message),
+            )
+            self.writer.append_late(record)
+            size = record.size
+        else:
+            size = append_enqueue(  # the body's one copy: straight into the segment buffer
+                self.writer.buffer,
+                entry.seq,
+                entry.delivery_count,
+                message.priority,
+                message.expiration_ms,
+                message.exchange,
+                message.routing_key,
+                message.properties_bin,
+                message.body,
+            )
+            self.writer.appended_in_place(size)
+        end = self.writer.pending
         self.live_bytes += size
         queue = self.queue
         ttl = queue.settings.message_ttl
@@ -224,7 +241,6 @@ class QueueStore:
             ttl = message.expiration_ms
         if ttl is not None:
             self.writer.append(encode_expires(entry.seq, queue.host.wall_time() * 1000 + ttl))
-        paging = self.store.paging
         if paging is not None and paging.is_paged(message):
             self.live[entry.seq] = (entry, -size)
         else:

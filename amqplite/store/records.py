@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import struct
 import zlib
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 
@@ -150,6 +150,34 @@ class StoredMessage:
     body_length: int = 0
 
 
+def _enqueue_head(
+    seq: int,
+    delivery_count: int,
+    priority: int,
+    expiration_ms: int | None,
+    exchange: str,
+    routing_key: str,
+    properties_bin: bytes,
+) -> bytes:
+    """An ENQUEUE record's type and payload up to the body."""
+    ex = exchange.encode("utf-8", "surrogateescape")  # shortstrs are bytes: keep any, losslessly
+    rk = routing_key.encode("utf-8", "surrogateescape")
+    return b"".join(
+        (
+            _ENQUEUE_TYPE,
+            _ENQUEUE.pack(
+                seq, delivery_count, priority & 0xFF, -1 if expiration_ms is None else expiration_ms
+            ),
+            _U16.pack(len(ex)),
+            ex,
+            _U16.pack(len(rk)),
+            rk,
+            _U32.pack(len(properties_bin)),
+            properties_bin,
+        )
+    )
+
+
 def append_enqueue(
     buffer: bytearray,
     seq: int,
@@ -166,27 +194,56 @@ def append_enqueue(
     The body is copied once, into the buffer: the crc32 is chained over the head and the body
     instead of being computed over a joined copy.
     """
-    ex = exchange.encode("utf-8", "surrogateescape")  # shortstrs are bytes: keep any, losslessly
-    rk = routing_key.encode("utf-8", "surrogateescape")
-    head = b"".join(
-        (
-            _ENQUEUE_TYPE,
-            _ENQUEUE.pack(
-                seq, delivery_count, priority & 0xFF, -1 if expiration_ms is None else expiration_ms
-            ),
-            _U16.pack(len(ex)),
-            ex,
-            _U16.pack(len(rk)),
-            rk,
-            _U32.pack(len(properties_bin)),
-            properties_bin,
-        )
+    head = _enqueue_head(
+        seq, delivery_count, priority, expiration_ms, exchange, routing_key, properties_bin
     )
     length = len(head) + len(body)
     buffer += RECORD_HEAD.pack(length, zlib.crc32(body, zlib.crc32(head)))
     buffer += head
     buffer += body
     return RECORD_HEAD.size + length
+
+
+class BodySource(Protocol):
+    """A body on disk (store.bodies.BodyRef): its length, and a read for the worker thread."""
+
+    length: int
+
+    def read(self) -> bytes:
+        """The body bytes (blocking file I/O)."""
+        ...
+
+
+class LateEnqueue:
+    """An ENQUEUE record whose body is on disk: its bytes are made in the worker thread."""
+
+    __slots__ = ("body", "head", "size")
+
+    def __init__(
+        self,
+        seq: int,
+        delivery_count: int,
+        priority: int,
+        expiration_ms: int | None,
+        exchange: str,
+        routing_key: str,
+        properties_bin: bytes,
+        body: BodySource,
+    ) -> None:
+        self.head = _enqueue_head(
+            seq, delivery_count, priority, expiration_ms, exchange, routing_key, properties_bin
+        )
+        self.body = body
+        self.size = RECORD_HEAD.size + len(self.head) + body.length
+
+    def encode(self) -> bytes:
+        """The record, its body read from disk (blocking: call it in the worker thread)."""
+        body = self.body.read()
+        if len(body) != self.body.length:
+            raise OSError(f"body changed length: {len(body)} of {self.body.length}")
+        head = self.head
+        crc = zlib.crc32(body, zlib.crc32(head))
+        return b"".join((RECORD_HEAD.pack(len(head) + len(body), crc), head, body))
 
 
 def encode_enqueue(
@@ -241,6 +298,37 @@ def decode_enqueue(payload: memoryview, source: int = -1, payload_at: int = 0) -
         source,
         payload_at + start if located else 0,
         len(payload) - start if located else 0,
+    )
+
+
+LocatedMessage = tuple[int, int, int, int | None, str, str, bytes, int, int]
+"""seq, delivery count, priority, expiration ms, exchange, routing key, properties, body offset
+and body length: an ENQUEUE record read without its body."""
+
+
+def decode_enqueue_head(payload: memoryview, payload_at: int) -> LocatedMessage:
+    """An ENQUEUE payload's fields, its body only located (payload_at: where the payload starts)."""
+    seq, count, priority, expiration = _ENQUEUE.unpack_from(payload, 0)
+    offset = _ENQUEUE.size
+    (n,) = _U16.unpack_from(payload, offset)
+    exchange = str(payload[offset + 2 : offset + 2 + n], "utf-8", "surrogateescape")
+    offset += 2 + n
+    (n,) = _U16.unpack_from(payload, offset)
+    routing_key = str(payload[offset + 2 : offset + 2 + n], "utf-8", "surrogateescape")
+    offset += 2 + n
+    (n,) = _U32.unpack_from(payload, offset)
+    properties_bin = bytes(payload[offset + 4 : offset + 4 + n])
+    start = offset + 4 + n
+    return (
+        seq,
+        count,
+        priority,
+        None if expiration < 0 else expiration,
+        exchange,
+        routing_key,
+        properties_bin,
+        payload_at + start,
+        len(payload) - start,
     )
 
 

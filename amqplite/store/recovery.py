@@ -14,10 +14,11 @@ from amqplite.store.journal import cut_tail, list_segments, map_file, read_segme
 from amqplite.store.records import (
     FILE_HEADER,
     RECORD_HEAD,
+    LocatedMessage,
     RecordType,
     StoredMessage,
     decode_delivered,
-    decode_enqueue,
+    decode_enqueue_head,
     decode_expires,
     decode_seq,
     enqueue_seq,
@@ -30,6 +31,8 @@ _LENGTH = struct.Struct(">I")
 
 
 _SOURCE_SHIFT = 48  # a record's place: source index << 48 | offset of the record in that file
+_OFFSET_MASK = (1 << _SOURCE_SHIFT) - 1
+_INDEXED = 1 << 47  # in a place of source 0: the rest is an entry number of the clean index
 
 
 @attrs.frozen
@@ -49,24 +52,38 @@ class RecoveredQueue:
     problems: list[str]
     # the files the records are in (StoredMessage.source indexes this)
     sources: list[tuple[Path, bytes | memoryview]] = attrs.field(factory=list)
+    index: CleanIndex | None = None  # places flagged _INDEXED are entries of this index
 
-    def stored(self) -> Iterator[tuple[StoredMessage, int]]:
-        """(message with its body located, not copied; record bytes) in queue order."""
+    def located(self) -> Iterator[tuple[LocatedMessage, int, int]]:
+        """(message with its body located, its source file, record bytes) in queue order.
+
+        Messages the clean index describes come from its entries (after a crash the index
+        seeds the live set): only records of the journal tail are decoded, and no body is read.
+        """
         counts = self.counts
         views = [memoryview(data) for _, data in self.sources]
         head = RECORD_HEAD.size
+        index = self.index
         for place in self.places:
             source = place >> _SOURCE_SHIFT
-            offset = place & ((1 << _SOURCE_SHIFT) - 1)
-            view = views[source]
-            (length,) = _LENGTH.unpack_from(view, offset)
-            message = decode_enqueue(
-                view[offset + head + 1 : offset + head + length], source, offset + head + 1
-            )
-            count = counts.get(message.seq)
-            if count is not None:
-                message = attrs.evolve(message, delivery_count=count)
-            yield message, head + length
+            offset = place & _OFFSET_MASK
+            if offset & _INDEXED and index is not None:
+                located, size, _ = index.entry(offset ^ _INDEXED)
+            else:
+                view = views[source]
+                (length,) = _LENGTH.unpack_from(view, offset)
+                at = offset + head + 1
+                located = decode_enqueue_head(view[at : offset + head + length], at)
+                size = head + length
+            count = counts.get(located[0])
+            if count is not None and count != located[1]:
+                located = (located[0], count, *located[2:])
+            yield located, source, size
+
+    def stored(self) -> Iterator[tuple[StoredMessage, int]]:
+        """(message with its body located, not copied; record bytes) in queue order."""
+        for (seq, count, prio, exp, ex, rk, props, at, length), source, size in self.located():
+            yield StoredMessage(seq, count, prio, exp, ex, rk, props, b"", source, at, length), size
 
     @property
     def messages(self) -> list[StoredMessage]:
@@ -89,8 +106,8 @@ class _State:
     def seed(self, index: CleanIndex) -> None:
         """Start from a snapshot described by its clean index (source 0)."""
         live, counts, deadlines = self.live, self.counts, self.deadlines
-        for seq, count, deadline, record_at in index.places():
-            live[seq] = record_at
+        for number, (seq, count, deadline, _) in enumerate(index.places()):
+            live[seq] = _INDEXED | number
             if count:
                 counts[seq] = count
             if deadline is not None:
@@ -193,4 +210,5 @@ def recover_queue(directory: Path, index: CleanIndex | None = None) -> Recovered
         sizes,
         problems,
         sources,
+        index,
     )

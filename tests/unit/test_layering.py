@@ -42,8 +42,27 @@ PURE_LAYERS = ("protocol", "broker", "session", "store", "config")
 IO_MODULES = frozenset({"trio", "h11", "httpx", "socket", "asyncio", "selectors"})
 PLUGIN_API = "amqplite.broker.plugin_api"
 PAMQP_SEAMS = frozenset({"amqplite.protocol.methods", "amqplite.protocol.properties"})
-# Layers where no module imports one that imports it back (broker's type-only cycles remain).
-ACYCLIC_LAYERS = ("protocol", "config", "session", "management", "server", "cli")
+# Layers where no module imports one that imports it back (TYPE_CHECKING imports included).
+ACYCLIC_LAYERS = (
+    "protocol",
+    "config",
+    "broker",
+    "store",
+    "session",
+    "management",
+    "server",
+    "cli",
+)
+
+# Type-only import edges "<importer> -> <imported>" that close a cycle, left for another branch to
+# break; the cycle check skips them. Each must still exist (so the list shrinks to empty).
+KNOWN_CYCLE_EDGES: frozenset[str] = frozenset(
+    {
+        "amqplite.broker.entry_reports -> amqplite.broker.queue",
+        "amqplite.broker.queue -> amqplite.broker.consumer",
+        "amqplite.broker.queue -> amqplite.broker.consumer_groups",
+    }
+)
 
 # Violations other branches are removing. Each must still exist (so the list shrinks to empty):
 # "<layer> -> <layer>" for an edge against the arrows, "<module> imports <module>.<_name>" for a
@@ -204,16 +223,36 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
-@pytest.mark.parametrize("layer", ACYCLIC_LAYERS)
-def test_no_import_cycles_inside_the_layer(layer: str) -> None:
+def layer_graph(layer: str) -> dict[str, set[str]]:
+    """Imports between modules of one layer (importer -> imported), TYPE_CHECKING ones included."""
     graph: dict[str, set[str]] = {}
     modules = known_modules()
     for _path, imp in all_imports():
         inside = layer_of(imp.importer) == layer == layer_of(imp.module)
         if inside and imp.module in modules and imp.module != imp.importer:
             graph.setdefault(imp.importer, set()).add(imp.module)
+    return graph
+
+
+@pytest.mark.parametrize("layer", ACYCLIC_LAYERS)
+def test_no_import_cycles_inside_the_layer(layer: str) -> None:
+    graph = layer_graph(layer)
+    for edge in KNOWN_CYCLE_EDGES:
+        importer, _, imported = edge.partition(" -> ")
+        graph.get(importer, set()).discard(imported)
     cycle = find_cycle(graph)
     assert cycle is None, "import cycle: " + " -> ".join(cycle or ())
+
+
+def test_known_cycle_edges_still_exist() -> None:
+    edges = {
+        f"{a} -> {b}"
+        for layer in ACYCLIC_LAYERS
+        for a, bs in layer_graph(layer).items()
+        for b in bs
+    }
+    gone = KNOWN_CYCLE_EDGES - edges
+    assert not gone, f"gone: remove from KNOWN_CYCLE_EDGES: {sorted(gone)}"
 
 
 # The checker itself, on small sources: each kind of import it must see.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from test_session import Client, build
 
@@ -9,7 +11,7 @@ from amqplite.broker.broker import Broker
 from amqplite.broker.message import Message, PagedMessage
 from amqplite.protocol.methods import spec
 from amqplite.session.connection import Session
-from amqplite.session.paged import load_bodies
+from amqplite.session.paged import PagedDelivery, load_bodies
 
 
 class CountedBody:
@@ -23,6 +25,28 @@ class CountedBody:
     def read(self) -> bytes:
         self.reads += 1
         return self.data
+
+
+class WorkerOnlyBody:
+    """A body on 'disk' that refuses to be read on the event loop (the main thread)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.length = len(data)
+        self.reads = 0
+
+    def read(self) -> bytes:
+        if threading.current_thread() is threading.main_thread():
+            raise AssertionError("a paged body was read on the event loop")
+        self.reads += 1
+        return self.data
+
+
+def in_worker_thread(loads: list[PagedDelivery]) -> None:
+    """Run the server's load step in another thread, as trio.to_thread does."""
+    worker = threading.Thread(target=load_bodies, args=(loads,))
+    worker.start()
+    worker.join()
 
 
 def paged_client(broker: Broker) -> tuple[Session, Client, list[CountedBody]]:
@@ -89,6 +113,34 @@ def test_without_a_loader_paged_bodies_are_read_in_place(broker: Broker) -> None
     client.send(1, build(spec.Basic.Consume, queue="q", consumer_tag="c", no_ack=True))
     assert len(client.received()) == 6
     assert [b.reads for b in bodies] == [1, 1, 1]
+
+
+def test_basic_get_of_a_paged_message_reads_its_body_off_the_loop_in_order(
+    broker: Broker,
+) -> None:
+    session = Session(broker)
+    session.defer_paged = True
+    client = Client(session)
+    client.handshake()
+    client.open_channel(1)
+    client.send(1, build(spec.Queue.Declare, queue="q"))
+    client.received()
+    queue = broker.vhost("/").queues["q"]
+    body = WorkerOnlyBody(b"paged body")
+    entry = queue.enqueue(Message("", "q", b"\x00\x00", b"paged body"))
+    assert entry is not None
+    entry.message = PagedMessage.of(entry.message, body)
+    client.send(1, build(spec.Basic.Get, queue="q", no_ack=True))
+    client.send(1, build(spec.Basic.Qos, prefetch_count=5))
+    assert client.received() == []  # the get-ok and all after it wait for the body
+    assert session.output_held
+    in_worker_thread(session.bodies_to_load())
+    session.bodies_loaded()
+    commands = client.received()
+    assert [type(c.method) for c in commands] == [spec.Basic.GetOk, spec.Basic.QosOk]
+    assert commands[0].body == b"paged body"
+    assert commands[0].method.message_count == 0
+    assert body.reads == 1
 
 
 @pytest.fixture

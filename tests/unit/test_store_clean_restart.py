@@ -12,6 +12,7 @@ from amqplite.config.models import StoreConfig
 from amqplite.server.restore import recover_into
 from amqplite.store.clean_index import INDEX_NAME
 from amqplite.store.journal import list_segments
+from amqplite.store.snapshot import SNAPSHOT_NAME
 from amqplite.store.store import Store
 
 PROPS = b"\x10\x00\x02"  # delivery_mode 2
@@ -104,6 +105,30 @@ def test_after_a_crash_the_index_and_the_journal_tail_give_the_queue_as_committe
     broker, store = boot(tmp_path)
     assert not store.journals[("/", "q")].index_current
     assert [body for body, *_ in contents(broker.vhosts["/"].queues["q"])] == expected
+    store.close()
+
+
+def test_after_a_crash_messages_the_index_describes_are_taken_from_it_not_decoded(
+    tmp_path: Path,
+) -> None:
+    broker, store = boot(tmp_path)
+    vhost = broker.vhosts["/"]
+    vhost.declare_queue("q", durable=True)
+    for i in range(5):
+        vhost.publish("", Message("", "q", PROPS, b"body %d" % i, persistent=True))
+    store.close()
+    broker, store = boot(tmp_path)
+    broker.vhosts["/"].publish("", Message("", "q", PROPS, b"tail", persistent=True))
+    store.commit()  # then the crash: the index describes the snapshot, the segment the tail
+    snapshot = queue_dir(tmp_path) / SNAPSHOT_NAME
+    data = snapshot.read_bytes()
+    assert data.count(b"\x00\x01q") == 5  # each record's routing key, as a shortstr
+    snapshot.write_bytes(data.replace(b"\x00\x01q", b"\x00\x01Q"))  # same size: index matches
+    broker, store = boot(tmp_path)
+    ready = list(broker.vhosts["/"].queues["q"].ready)
+    # the five from the index's entries (no record decoded), the tail decoded from its segment
+    assert [e.message.routing_key for e in ready] == ["q"] * 6
+    assert [e.message.body for e in ready] == [b"body %d" % i for i in range(5)] + [b"tail"]
     store.close()
 
 

@@ -4,7 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
+from amqplite.broker.message import BodyLocation, Message, PagedMessage
 from amqplite.management.json_values import jsonable
+
+BodySource = bytes | BodyLocation
+"""A body in memory, or where a paged body is (read it with read_body, in a worker thread)."""
+
+
+def body_source(message: Message) -> BodySource:
+    """The body, or for a paged message its location: nothing is read from disk here."""
+    return message.location if isinstance(message, PagedMessage) else message.body
+
+
+def read_body(source: BodySource) -> bytes:
+    """The body bytes (blocking for a paged body: call it in a worker thread, Response.finish)."""
+    return source if isinstance(source, bytes) else source.read()
+
 
 # Message properties in RabbitMQ's JSON order and spelling; pamqp says message_type for type.
 PROPERTY_FIELDS = (

@@ -281,6 +281,7 @@ def list_consumers(call: Call) -> Response:
     for vhost in vhosts:
         for queue in vhost.queues.values():
             for consumer in queue.consumers:
+                assert isinstance(consumer, Consumer)  # the queue knows them by a protocol
                 conn = by_session.get(id(consumer.channel.sink))
                 items.append(render_consumer(call.app, consumer, conn))
     return Response.json(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import uuid
+from functools import partial
 from typing import Any
 
 from amqplite.broker.publishing import make_message
@@ -11,7 +12,13 @@ from amqplite.management.app import Call
 from amqplite.management.http import HttpError, Response
 from amqplite.management.json_values import jsonable
 from amqplite.management.publishing import decode_payload, encode_json_properties
-from amqplite.management.resources.common import encode_payload, render_properties
+from amqplite.management.resources.common import (
+    BodySource,
+    body_source,
+    encode_payload,
+    read_body,
+    render_properties,
+)
 from amqplite.management.routing import USER, Router
 from amqplite.management.sqs import MAX_DELAY, MAX_RECEIVE, MAX_VISIBILITY_TIMEOUT
 
@@ -82,25 +89,30 @@ def receive_messages(call: Call) -> Response:
         MAX_VISIBILITY_TIMEOUT,
     )
     received = call.app.sqs.receive(queue, count, visibility, call.app.clock())
-    messages = []
+    taken: list[tuple[dict[str, Any], BodySource]] = []
     for item in received:
         message = item.entry.message
-        text, encoding = encode_payload(message.body)
         properties = render_properties(message.properties_bin)
-        messages.append(
-            {
-                "receipt": item.receipt,
-                "message_id": properties.get("message_id"),
-                "body": text,
-                "body_encoding": encoding,
-                "redelivered": item.redelivered,
-                "receive_count": item.entry.delivery_count,
-                "exchange": message.exchange,
-                "routing_key": message.routing_key,
-                "headers": properties.get("headers", {}),
-                "properties": properties,
-            }
-        )
+        fields = {
+            "receipt": item.receipt,
+            "message_id": properties.get("message_id"),
+            "redelivered": item.redelivered,
+            "receive_count": item.entry.delivery_count,
+            "exchange": message.exchange,
+            "routing_key": message.routing_key,
+            "headers": properties.get("headers", {}),
+            "properties": properties,
+        }
+        taken.append((fields, body_source(message)))  # a paged body is read in a worker thread
+    return Response(200, finish=partial(render_received, taken))
+
+
+def render_received(taken: list[tuple[dict[str, Any], BodySource]]) -> Response:
+    """The receive's JSON answer, paged bodies read back from disk (in a worker thread)."""
+    messages = []
+    for fields, source in taken:
+        text, encoding = encode_payload(read_body(source))
+        messages.append({**fields, "body": text, "body_encoding": encoding})
     return Response.json(jsonable({"messages": messages}))
 
 

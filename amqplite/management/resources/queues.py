@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import operator
+from functools import partial
 from typing import Any
 
+from amqplite.broker.consumer import Consumer
 from amqplite.broker.queue import Queue
 from amqplite.management.app import Call
 from amqplite.management.http import HttpError, Response
 from amqplite.management.json_values import body_bool, body_int, jsonable
 from amqplite.management.listing import render_list
 from amqplite.management.queue_rows import queue_fields, render_queue
-from amqplite.management.resources.common import encode_payload, render_properties
+from amqplite.management.resources.common import (
+    BodySource,
+    body_source,
+    encode_payload,
+    read_body,
+    render_properties,
+)
 from amqplite.management.resources.connections import render_consumer
 from amqplite.management.routing import MANAGEMENT, Router
 from amqplite.management.sqs import management_channel
@@ -64,7 +72,9 @@ def show_queue(call: Call) -> Response:
     vhost = call.vhost()
     queue = call.queue(vhost)
     item = render_queue(call.app, queue, call.app.clock())
-    item["consumer_details"] = [render_consumer(call.app, c) for c in queue.consumers]
+    item["consumer_details"] = [
+        render_consumer(call.app, c) for c in queue.consumers if isinstance(c, Consumer)
+    ]
     return call.one(item)
 
 
@@ -143,34 +153,43 @@ def get_messages(call: Call) -> Response:
     if truncate is not None and truncate < 0:
         raise HttpError(400, "'truncate' must be a non-negative integer")
     channel = management_channel()
-    out: list[dict[str, Any]] = []
-    got_any = False
+    taken: list[tuple[dict[str, Any], BodySource]] = []
     for _ in range(count):
         got = channel.get(queue, False)
         if got is None:
             break
-        got_any = True
         _tag, entry, redelivered = got
         message = entry.message
-        payload_bytes = message.body if truncate is None else message.body[:truncate]
-        payload, payload_encoding = encode_payload(payload_bytes, encoding)
-        out.append(
-            {
-                "payload_bytes": len(message.body),
-                "redelivered": redelivered,
-                "exchange": message.exchange,
-                "routing_key": message.routing_key,
-                "message_count": queue.message_count,
-                "properties": render_properties(message.properties_bin),
-                "payload": payload,
-                "payload_encoding": payload_encoding,
-            }
-        )
-    if got_any:
+        fields: dict[str, Any] = {
+            "payload_bytes": message.size,
+            "redelivered": redelivered,
+            "exchange": message.exchange,
+            "routing_key": message.routing_key,
+            "message_count": queue.message_count,
+            "properties": render_properties(message.properties_bin),
+        }
+        taken.append(
+            (fields, body_source(message))
+        )  # a paged body is read later, in a worker thread
+    if taken:
         if ACKMODES[ackmode]:
             call.broker.reject(channel, 0, True, requeue=True)
         elif ackmode.startswith("ack"):
             call.broker.ack(channel, 0, True)
         else:
             call.broker.reject(channel, 0, True, requeue=False)
+    return Response(200, finish=partial(render_got, taken, encoding, truncate))
+
+
+def render_got(
+    taken: list[tuple[dict[str, Any], BodySource]], encoding: str, truncate: int | None
+) -> Response:
+    """The get's JSON answer, paged bodies read back from disk (in a worker thread)."""
+    out: list[dict[str, Any]] = []
+    for fields, body in taken:
+        data = read_body(body)
+        payload, payload_encoding = encode_payload(
+            data if truncate is None else data[:truncate], encoding
+        )
+        out.append({**fields, "payload": payload, "payload_encoding": payload_encoding})
     return Response.json(jsonable(out))

@@ -1,0 +1,49 @@
+"""What a queue reports about its messages: the durable journal and the transient spill."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+from amqplite.broker.message import Message, QueueEntry
+
+if TYPE_CHECKING:
+    from amqplite.broker.queue import Queue
+
+
+class QueueJournal(Protocol):
+    """The journal of one durable queue; only persistent messages are reported to it."""
+
+    def enqueue(self, entry: QueueEntry) -> None:
+        """A persistent message entered the queue."""
+
+    def remove(self, entry: QueueEntry) -> None:
+        """A persistent message left the queue for good (acked, dropped, expired, dead-lettered)."""
+
+    def delivered(self, entry: QueueEntry) -> None:
+        """A persistent message was taken for delivery (its delivery count is journaled)."""
+
+
+class QueueRemote(Protocol):
+    """Cluster mode: a mirrored queue's leader on another node, as this node's queue reaches it."""
+
+    def publish(self, message: Message) -> bool:
+        """Forward a message routed to the queue (False: refused, the publisher gets a nack)."""
+        ...
+
+    def settled(self, entry: QueueEntry) -> None:
+        """An entry left this node's queue for good (a delivery from the leader: ack it there)."""
+
+    def consumers_changed(self) -> None:
+        """A consumer of this node's queue came or went (the leader's deliveries follow them)."""
+
+    @property
+    def placement(self) -> tuple[str, tuple[str, ...], tuple[str, ...]] | None:
+        """(leader, members, online members) as last seen, for management (None: not known)."""
+        ...
+
+
+class TransientSpill(Protocol):
+    """Pages transient messages out to disk beyond a memory threshold (set by the server)."""
+
+    def enqueue(self, queue: Queue, entry: QueueEntry) -> None:
+        """A transient message entered a queue (the spill may page it out later)."""
