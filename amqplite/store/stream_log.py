@@ -48,7 +48,7 @@ from amqplite.store.stream_records import (
 )
 
 if TYPE_CHECKING:
-    from amqplite.store.commits import CommitDomain
+    from amqplite.store.domains import CommitDomain
 
 log = logging.getLogger("amqplite.store")
 
