@@ -89,16 +89,18 @@ async def serve(
     """Accept links on host:port; each gets our hello, then its batches go to handler in order.
 
     handler(batch, link, peer node) returns the replies to send; closed(peer node, link) runs
-    when a link that said hello ends, however it ends.
+    when a link that carried a batch after its hello ends, however it ends.
     """
 
     async def one(stream: trio.SocketStream) -> None:
         link = LinkStream(stream)
         peer: Hello | None = None
+        carried = False  # a link that only said hello (a liveness probe) ends without news
         try:
             peer = await hello(link, node)
             log.info("node link from %s", peer.node)
             while batch := await link.receive():
+                carried = True
                 replies = await handler(batch, link, peer.node)
                 if replies:
                     await link.send(*replies)
@@ -108,8 +110,8 @@ async def serve(
             log.exception("node link from %s failed", peer.node if peer else "?")
         finally:
             await link.aclose()
-            if peer is not None and closed is not None:
-                await closed(peer.node, link)
+            if peer is not None and closed is not None and carried:
+                await closed(peer.node, link)  # (probes answering probes would never end)
 
     listeners = await trio.open_tcp_listeners(port, host=host)
     task_status.started(listeners[0].socket.getsockname()[1])
