@@ -26,6 +26,7 @@ from amqplite.server.restore import recover_into
 from amqplite.store.store import Store
 
 PLUGIN = "tests.plugins.every_hook_plugin"
+README = Path(__file__).resolve().parents[2] / "amqplite_plugins" / "README.md"
 
 
 class Wall:
@@ -103,6 +104,18 @@ def test_the_plugin_imports_every_name_of_the_api(plugin: ModuleType) -> None:
     missing = [
         n for n in plugin_api.__all__ if getattr(plugin, n, None) is not getattr(plugin_api, n)
     ]
+    assert missing == []
+
+
+def test_the_readme_table_lists_every_name_and_member_of_the_api() -> None:
+    section = README.read_text().split("## The API at a glance", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        if line.startswith("| `"):
+            name = line.split("`")[1].split("(")[0]
+            rows[name] = line
+    assert sorted(set(plugin_api.__all__) - set(rows)) == []
+    missing = [m for m in api_members() if f"`{m.split('.')[1]}" not in rows[m.split(".")[0]]]
     assert missing == []
 
 
