@@ -285,8 +285,7 @@ class EveryHookExchangeType(PlainExchangeType):
         registry = traced(context.registry, "ExchangeTypeRegistry")
         assert registry.get(self.type_name) is self
         log(f"create_router_in {context.vhost} {context.name} durable={context.durable}")
-        router: HoldingRouter = EveryHookRouter(context)
-        return cast(SchedulingRouter, router)
+        return EveryHookRouter(context)
 
 
 class EveryHookQueue:
@@ -350,6 +349,14 @@ class EveryHookQueuePlugin:
         if context.arguments.get("x-every-hook") is not True:
             return None
         return EveryHookQueue(context)
+
+
+ROUTERS: tuple[type[Router], type[HoldingRouter], type[SchedulingRouter]] = (
+    FanoutRouter,
+    EveryHookRouter,
+    EveryHookRouter,
+)
+"""The router classes as the protocols they implement (mypy strict checks each)."""
 
 
 def register(registry: ExchangeTypeRegistry) -> None:
