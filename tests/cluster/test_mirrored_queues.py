@@ -299,7 +299,7 @@ def test_a_leader_whose_disk_hangs_gives_up_and_a_mirror_confirms_instead(
             return None
         return current[0]
 
-    successor = wait_for(new_leader, "the leader with a hung disk replaced", timeout=15)
+    successor = wait_for(new_leader, "the leader with a hung disk replaced", timeout=30)
     publish(cluster[successor], [b"after"])
     with connect(cluster[successor]) as conn:
         ch = conn.channel()
