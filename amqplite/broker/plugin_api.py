@@ -126,9 +126,13 @@ class Router(Protocol):
         ...
 
 
+_PAMQP_NAMES: Final = {"type": "message_type"}
+"""AMQP property names pamqp spells otherwise."""
+
+
 def basic_property(message: HeldMessage, name: str) -> Any:
-    """One basic property of a message by its AMQP name ("message_id", "timestamp"...), or None."""
-    return getattr(decode_properties(message.properties_bin), name, None)
+    """One basic property of a message by its AMQP name ("message_id", "type"...), or None."""
+    return getattr(decode_properties(message.properties_bin), _PAMQP_NAMES.get(name, name), None)
 
 
 class ExchangeType(Protocol):
