@@ -43,6 +43,9 @@ class FrameType(enum.IntEnum):
     DELIVER = 12
     SETTLE = 13
     CANCELLED = 14
+    ASK = 15
+    ANSWER = 16
+    RESOLVE = 17
 
 
 @attrs.frozen
@@ -194,6 +197,62 @@ class Cancelled:
     reason: str
 
 
+class AskOp(enum.IntEnum):
+    """What an `Ask` asks the leader of a queue."""
+
+    GET = 1  # basic.get, the message held for this node until resolved
+    GET_NO_ACK = 2  # basic.get with no_ack
+    PURGE = 3  # queue.purge
+    COUNT = 4  # the counts of queue.declare-ok
+
+
+class AnswerStatus(enum.IntEnum):
+    """How the leader answered an `Ask`."""
+
+    OK = 0
+    NOT_LEADING = 1  # ask the next leader
+    FAILED = 2  # `reason` says why (the client hears it)
+
+
+@attrs.frozen
+class Ask:
+    """A request on a queue the other node leads; `request` numbers it on this link."""
+
+    queue: QueueRef
+    epoch: int
+    request: int
+    op: int
+
+
+@attrs.frozen
+class Answer:
+    """The leader's answer to an `Ask`: counts, and for a basic.get the message (`tag` 0: none)."""
+
+    queue: QueueRef
+    epoch: int
+    request: int
+    status: int
+    messages: int
+    consumers: int
+    tag: int
+    delivery_count: int
+    reason: str
+    exchange: str
+    routing_key: str
+    properties: bytes
+    body: bytes
+
+
+@attrs.frozen
+class Resolve:
+    """Messages got by `Ask(GET)` leave the queue (acked or dead-lettered there) or are requeued."""
+
+    queue: QueueRef
+    epoch: int
+    tags: tuple[int, ...]
+    requeue: bool
+
+
 Message = (
     Hello
     | Append
@@ -209,6 +268,9 @@ Message = (
     | Deliver
     | Settle
     | Cancelled
+    | Ask
+    | Answer
+    | Resolve
 )
 
 
@@ -259,8 +321,34 @@ def _payload(message: Message) -> tuple[FrameType, bytes]:
 
 
 def _forwarding_payload(
-    message: Publish | Confirm | NotLeading | Consume | Deliver | Settle | Cancelled, head: bytes
+    message: Publish
+    | Confirm
+    | NotLeading
+    | Consume
+    | Deliver
+    | Settle
+    | Cancelled
+    | Ask
+    | Answer
+    | Resolve,
+    head: bytes,
 ) -> tuple[FrameType, bytes]:
+    if isinstance(message, Ask):
+        return FrameType.ASK, head + _U64.pack(message.request) + _U64.pack(message.op)
+    if isinstance(message, Answer):
+        numbers = (
+            message.request,
+            message.status,
+            message.messages,
+            message.consumers,
+            message.tag,
+            message.delivery_count,
+        )
+        counts = b"".join(map(_U64.pack, numbers))
+        content = _content(message.exchange, message.routing_key, message.properties, message.body)
+        return FrameType.ANSWER, head + counts + _str(message.reason) + content
+    if isinstance(message, Resolve):
+        return FrameType.RESOLVE, head + _u64s(message.tags) + _U64.pack(int(message.requeue))
     if isinstance(message, Publish):
         content = _content(message.exchange, message.routing_key, message.properties, message.body)
         return FrameType.PUBLISH, head + _U64.pack(message.ticket) + content
@@ -374,6 +462,31 @@ def decode(kind: int, payload: memoryview) -> Message:
 
 
 def _decode_forwarding(kind: int, queue: QueueRef, epoch: int, reader: _Reader) -> Message:
+    if kind == FrameType.ASK:
+        request = reader.u64()
+        return Ask(queue, epoch, request, reader.u64())
+    if kind == FrameType.ANSWER:
+        request, status, messages, consumers, tag, count = (reader.u64() for _ in range(6))
+        reason = reader.text()
+        exchange, routing_key, properties, body = reader.content()
+        return Answer(
+            queue,
+            epoch,
+            request,
+            status,
+            messages,
+            consumers,
+            tag,
+            count,
+            reason,
+            exchange,
+            routing_key,
+            properties,
+            body,
+        )
+    if kind == FrameType.RESOLVE:
+        tags = reader.u64s()
+        return Resolve(queue, epoch, tags, bool(reader.u64()))
     if kind == FrameType.PUBLISH:
         ticket = reader.u64()
         return Publish(queue, epoch, ticket, *reader.content())

@@ -9,7 +9,9 @@ from hypothesis import strategies as st
 from amqplite.cluster.link import (
     FRAME_HEAD,
     Ack,
+    Answer,
     Append,
+    Ask,
     Cancelled,
     Confirm,
     Consume,
@@ -22,6 +24,7 @@ from amqplite.cluster.link import (
     Publish,
     QueueRef,
     Refuse,
+    Resolve,
     Settle,
     SnapshotBegin,
     SnapshotChunk,
@@ -59,6 +62,18 @@ messages: st.SearchStrategy[Message] = st.one_of(
     ),
     st.builds(Settle, queues, u64, st.lists(u64, max_size=5).map(tuple)),
     st.builds(Cancelled, queues, u64, text),
+    st.builds(Ask, queues, u64, u64, u64),
+    st.builds(
+        Answer,
+        queues,
+        *[u64] * 7,
+        text,
+        text,
+        text,
+        st.binary(max_size=32),
+        st.binary(max_size=64),
+    ),
+    st.builds(Resolve, queues, u64, st.lists(u64, max_size=5).map(tuple), st.booleans()),
 )
 
 
