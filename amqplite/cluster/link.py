@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import attrs
 
-LINK_VERSION = 1
+LINK_VERSION = 2  # 2: hellos carry a nonce, answered by a proof of the cluster secret
 MAX_FRAME = 64 << 20  # a frame larger than this is a protocol error, not an allocation
 FRAME_HEAD = struct.Struct(">IB")
 _U16 = struct.Struct(">H")
@@ -46,6 +46,7 @@ class FrameType(enum.IntEnum):
     ASK = 15
     ANSWER = 16
     RESOLVE = 17
+    PROOF = 18
 
 
 @attrs.frozen
@@ -58,10 +59,18 @@ class QueueRef:
 
 @attrs.frozen
 class Hello:
-    """The first frame each side sends: who it is and the link version it speaks."""
+    """The first frame each side sends: who it is, the link version it speaks, a fresh nonce."""
 
     node: str
     version: int = LINK_VERSION
+    nonce: bytes = b""
+
+
+@attrs.frozen
+class Proof:
+    """The second frame: an HMAC of the peer's nonce under the cluster secret (see link_stream)."""
+
+    mac: bytes
 
 
 @attrs.frozen
@@ -255,6 +264,7 @@ class Resolve:
 
 Message = (
     Hello
+    | Proof
     | Append
     | Ack
     | SnapshotBegin
@@ -303,7 +313,11 @@ def _queue(queue: QueueRef, epoch: int) -> bytes:
 
 def _payload(message: Message) -> tuple[FrameType, bytes]:
     if isinstance(message, Hello):
-        return FrameType.HELLO, _U16.pack(message.version) + _str(message.node)
+        return FrameType.HELLO, _U16.pack(message.version) + _str(message.node) + _bytes(
+            message.nonce
+        )
+    if isinstance(message, Proof):
+        return FrameType.PROOF, _bytes(message.mac)
     head = _queue(message.queue, message.epoch)
     if isinstance(message, Append):
         return FrameType.APPEND, head + _U64.pack(message.first) + _blobs(message.records)
@@ -437,7 +451,10 @@ def decode(kind: int, payload: memoryview) -> Message:
     message: Message
     if kind == FrameType.HELLO:
         version = reader.u16()
-        message = Hello(reader.text(), version)
+        node = reader.text()
+        message = Hello(node, version, reader.blob())
+    elif kind == FrameType.PROOF:
+        message = Proof(reader.blob())
     elif kind in FrameType.__members__.values():
         queue, epoch = reader.queue()
         if kind == FrameType.APPEND:

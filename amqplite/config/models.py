@@ -160,6 +160,10 @@ class ClusterConfig:
     queue_leaders: str = attrs.field(
         default="mirrored", metadata=limit(choices=("mirrored", "all"))
     )
+    # the node link's shared secret (as Erlang's cookie): a node proves it, never sends it; nodes
+    # with another secret are refused. secret_file: read it from a file instead (one of the two)
+    secret: str = attrs.field(default="", repr=False)
+    secret_file: str = ""
 
 
 @attrs.frozen

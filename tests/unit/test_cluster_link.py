@@ -21,6 +21,7 @@ from amqplite.cluster.link import (
     LinkError,
     Message,
     NotLeading,
+    Proof,
     Publish,
     QueueRef,
     Refuse,
@@ -38,7 +39,8 @@ text = st.text(max_size=40)
 blobs = st.lists(st.binary(max_size=64), max_size=6).map(tuple)
 queues = st.builds(QueueRef, text, text)
 messages: st.SearchStrategy[Message] = st.one_of(
-    st.builds(Hello, text, st.integers(0, 0xFFFF)),
+    st.builds(Hello, text, st.integers(0, 0xFFFF), st.binary(max_size=16)),
+    st.builds(Proof, st.binary(max_size=32)),
     st.builds(Append, queues, u64, u64, blobs),
     st.builds(Ack, queues, u64, u64),
     st.builds(SnapshotBegin, queues, u64, u64),
