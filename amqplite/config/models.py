@@ -157,9 +157,7 @@ class ClusterConfig:
     )
     # which durable queues have one leader node: "all" (every shared queue is owned by one node;
     # the others forward to it) or "mirrored" (replicas > 1; each node keeps its own single copy)
-    queue_leaders: str = attrs.field(
-        default="all", metadata=limit(choices=("mirrored", "all"))
-    )
+    queue_leaders: str = attrs.field(default="all", metadata=limit(choices=("mirrored", "all")))
     # the node link's shared secret (as Erlang's cookie): a node proves it, never sends it; nodes
     # with another secret are refused. secret_file: read it from a file instead (one of the two)
     secret: str = attrs.field(default="", repr=False)
