@@ -144,6 +144,10 @@ class DeliveryChannel:
         entry = queue.take()
         if entry is None:
             return None
+        return self.took(queue, entry, no_ack)
+
+    def took(self, queue: Queue, entry: QueueEntry, no_ack: bool) -> tuple[int, QueueEntry, bool]:
+        """basic.get's entry (taken here, or got from the leader elsewhere): tracked unless no_ack."""
         tag = self._new_tag()
         redelivered = entry.redelivered
         entry.delivery_count += 1

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
+
+import attrs
 
 from amqplite.broker.message import Message, QueueEntry
 
@@ -40,6 +43,27 @@ class QueueRemote(Protocol):
     def placement(self) -> tuple[str, tuple[str, ...], tuple[str, ...]] | None:
         """(leader, members, online members) as last seen, for management (None: not known)."""
         ...
+
+    def ask(self, op: str) -> RemoteAnswer:
+        """Ask the leader: "get", "get-no-ack", "purge" or "count"; the answer fills in later."""
+        ...
+
+    def returned(self, entry: QueueEntry) -> bool:
+        """A requeued entry got from the leader goes back there (True); False: requeue it here."""
+        ...
+
+
+@attrs.define(eq=False)
+class RemoteAnswer:
+    """The leader's answer to a request forwarded to it (basic.get, queue.purge, declare-ok counts)."""
+
+    done: bool = False
+    failed: str = ""  # no leader answered, or it refused: why
+    messages: int = 0  # ready messages there (purged ones, for a purge)
+    consumers: int = 0
+    entry: QueueEntry | None = None  # basic.get: the message got, not in this node's queue
+    # the asker is gone (its channel closed): a message got for it goes back to the leader
+    give_back: Callable[[], None] = lambda: None
 
 
 class TransientSpill(Protocol):

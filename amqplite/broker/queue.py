@@ -256,6 +256,8 @@ class Queue:
         """
         if self.deleted:
             return
+        if self.remote is not None and self.remote.returned(entry):
+            return  # got from the leader by basic.get: requeued there
         limit = self.settings.delivery_limit
         if limit is not None and entry.delivery_count > limit:
             self.settle(entry)

@@ -585,7 +585,8 @@ class VHost:
 
     def _deliver(self, exchange: Exchange, message: Message) -> Routed:
         queue = self.queues.get(message.routing_key) if exchange.name == "" else None
-        if queue is not None and queue.hooks is None:  # the default exchange: the queue it names
+        if queue is not None and queue.hooks is None:  # the default exchange: that queue only
+            # (a queue with plugin hooks takes the path below, which asks them first)
             exchange.publish_out += 1
             taken = queue.enqueue(message) is not None
             routed = Routed([queue], []) if taken else Routed([], [queue])

@@ -16,6 +16,8 @@ import trio
 
 from amqplite.broker.broker import Broker
 from amqplite.cluster.link import (
+    Answer,
+    Ask,
     Cancelled,
     Confirm,
     Consume,
@@ -23,6 +25,7 @@ from amqplite.cluster.link import (
     NotLeading,
     Publish,
     QueueRef,
+    Resolve,
     Settle,
 )
 from amqplite.cluster.link import (
@@ -36,8 +39,8 @@ from amqplite.cluster.replicator import LINK_ERRORS
 log = logging.getLogger("amqplite.cluster")
 
 TICK = 0.05  # seconds between looks at the proxies (retries, timeouts, links to open)
-FORWARDING = (Publish, Consume, Settle)  # what a leader receives
-ANSWERS = (Confirm, NotLeading, Deliver, Cancelled)  # what a follower receives
+FORWARDING = (Publish, Consume, Settle, Ask, Resolve)  # what a leader receives
+ANSWERS = (Confirm, NotLeading, Deliver, Cancelled, Answer)  # what a follower receives
 
 
 class Forwarder:

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import attrs
 
-LINK_VERSION = 1
+LINK_VERSION = 2  # 2: hellos carry a nonce, answered by a proof of the cluster secret
 MAX_FRAME = 64 << 20  # a frame larger than this is a protocol error, not an allocation
 FRAME_HEAD = struct.Struct(">IB")
 _U16 = struct.Struct(">H")
@@ -43,6 +43,10 @@ class FrameType(enum.IntEnum):
     DELIVER = 12
     SETTLE = 13
     CANCELLED = 14
+    ASK = 15
+    ANSWER = 16
+    RESOLVE = 17
+    PROOF = 18
 
 
 @attrs.frozen
@@ -55,10 +59,18 @@ class QueueRef:
 
 @attrs.frozen
 class Hello:
-    """The first frame each side sends: who it is and the link version it speaks."""
+    """The first frame each side sends: who it is, the link version it speaks, a fresh nonce."""
 
     node: str
     version: int = LINK_VERSION
+    nonce: bytes = b""
+
+
+@attrs.frozen
+class Proof:
+    """The second frame: an HMAC of the peer's nonce under the cluster secret (see link_stream)."""
+
+    mac: bytes
 
 
 @attrs.frozen
@@ -194,8 +206,65 @@ class Cancelled:
     reason: str
 
 
+class AskOp(enum.IntEnum):
+    """What an `Ask` asks the leader of a queue."""
+
+    GET = 1  # basic.get, the message held for this node until resolved
+    GET_NO_ACK = 2  # basic.get with no_ack
+    PURGE = 3  # queue.purge
+    COUNT = 4  # the counts of queue.declare-ok
+
+
+class AnswerStatus(enum.IntEnum):
+    """How the leader answered an `Ask`."""
+
+    OK = 0
+    NOT_LEADING = 1  # ask the next leader
+    FAILED = 2  # `reason` says why (the client hears it)
+
+
+@attrs.frozen
+class Ask:
+    """A request on a queue the other node leads; `request` numbers it on this link."""
+
+    queue: QueueRef
+    epoch: int
+    request: int
+    op: int
+
+
+@attrs.frozen
+class Answer:
+    """The leader's answer to an `Ask`: counts, and for a basic.get the message (`tag` 0: none)."""
+
+    queue: QueueRef
+    epoch: int
+    request: int
+    status: int
+    messages: int
+    consumers: int
+    tag: int
+    delivery_count: int
+    reason: str
+    exchange: str
+    routing_key: str
+    properties: bytes
+    body: bytes
+
+
+@attrs.frozen
+class Resolve:
+    """Messages got by `Ask(GET)` leave the queue (acked or dead-lettered there) or are requeued."""
+
+    queue: QueueRef
+    epoch: int
+    tags: tuple[int, ...]
+    requeue: bool
+
+
 Message = (
     Hello
+    | Proof
     | Append
     | Ack
     | SnapshotBegin
@@ -209,6 +278,9 @@ Message = (
     | Deliver
     | Settle
     | Cancelled
+    | Ask
+    | Answer
+    | Resolve
 )
 
 
@@ -241,7 +313,11 @@ def _queue(queue: QueueRef, epoch: int) -> bytes:
 
 def _payload(message: Message) -> tuple[FrameType, bytes]:
     if isinstance(message, Hello):
-        return FrameType.HELLO, _U16.pack(message.version) + _str(message.node)
+        return FrameType.HELLO, _U16.pack(message.version) + _str(message.node) + _bytes(
+            message.nonce
+        )
+    if isinstance(message, Proof):
+        return FrameType.PROOF, _bytes(message.mac)
     head = _queue(message.queue, message.epoch)
     if isinstance(message, Append):
         return FrameType.APPEND, head + _U64.pack(message.first) + _blobs(message.records)
@@ -259,8 +335,34 @@ def _payload(message: Message) -> tuple[FrameType, bytes]:
 
 
 def _forwarding_payload(
-    message: Publish | Confirm | NotLeading | Consume | Deliver | Settle | Cancelled, head: bytes
+    message: Publish
+    | Confirm
+    | NotLeading
+    | Consume
+    | Deliver
+    | Settle
+    | Cancelled
+    | Ask
+    | Answer
+    | Resolve,
+    head: bytes,
 ) -> tuple[FrameType, bytes]:
+    if isinstance(message, Ask):
+        return FrameType.ASK, head + _U64.pack(message.request) + _U64.pack(message.op)
+    if isinstance(message, Answer):
+        numbers = (
+            message.request,
+            message.status,
+            message.messages,
+            message.consumers,
+            message.tag,
+            message.delivery_count,
+        )
+        counts = b"".join(map(_U64.pack, numbers))
+        content = _content(message.exchange, message.routing_key, message.properties, message.body)
+        return FrameType.ANSWER, head + counts + _str(message.reason) + content
+    if isinstance(message, Resolve):
+        return FrameType.RESOLVE, head + _u64s(message.tags) + _U64.pack(int(message.requeue))
     if isinstance(message, Publish):
         content = _content(message.exchange, message.routing_key, message.properties, message.body)
         return FrameType.PUBLISH, head + _U64.pack(message.ticket) + content
@@ -349,7 +451,10 @@ def decode(kind: int, payload: memoryview) -> Message:
     message: Message
     if kind == FrameType.HELLO:
         version = reader.u16()
-        message = Hello(reader.text(), version)
+        node = reader.text()
+        message = Hello(node, version, reader.blob())
+    elif kind == FrameType.PROOF:
+        message = Proof(reader.blob())
     elif kind in FrameType.__members__.values():
         queue, epoch = reader.queue()
         if kind == FrameType.APPEND:
@@ -374,6 +479,31 @@ def decode(kind: int, payload: memoryview) -> Message:
 
 
 def _decode_forwarding(kind: int, queue: QueueRef, epoch: int, reader: _Reader) -> Message:
+    if kind == FrameType.ASK:
+        request = reader.u64()
+        return Ask(queue, epoch, request, reader.u64())
+    if kind == FrameType.ANSWER:
+        request, status, messages, consumers, tag, count = (reader.u64() for _ in range(6))
+        reason = reader.text()
+        exchange, routing_key, properties, body = reader.content()
+        return Answer(
+            queue,
+            epoch,
+            request,
+            status,
+            messages,
+            consumers,
+            tag,
+            count,
+            reason,
+            exchange,
+            routing_key,
+            properties,
+            body,
+        )
+    if kind == FrameType.RESOLVE:
+        tags = reader.u64s()
+        return Resolve(queue, epoch, tags, bool(reader.u64()))
     if kind == FrameType.PUBLISH:
         ticket = reader.u64()
         return Publish(queue, epoch, ticket, *reader.content())

@@ -1,19 +1,52 @@
-"""The node link over trio TCP: a listener for mirrors, a connector for leaders, framed messages."""
+"""The node link over trio TCP: a listener for mirrors, a connector for leaders, framed messages.
+
+Each side's hello carries a fresh nonce; each then proves it knows the cluster secret with an
+HMAC-SHA256 of the other's nonce, its own name and its role (dialler or listener, so a proof
+cannot be reflected back), as Erlang nodes prove their cookie. The secret never crosses.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
+import os
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import trio
 
-from amqplite.cluster.link import Hello, LinkDecoder, LinkError, Message, encode
+from amqplite.cluster.link import Hello, LinkDecoder, LinkError, Message, Proof, encode
 
 log = logging.getLogger("amqplite.cluster")
 
 Handler = Callable[[list[Message], "LinkStream", str], Awaitable[list[Message]]]
 Closed = Callable[[str, "LinkStream"], Awaitable[None]]
 READ_BYTES = 256 * 1024
+NONCE_BYTES = 16
+_secret = b""  # this process's cluster secret (cluster.secret), set once at start
+_refused: set[str] = set()  # peers whose refusal was logged (once each until one gets in)
+First = TypeVar("First", Hello, Proof)
+
+
+class LinkRefused(LinkError):
+    """The peer could not prove it knows the cluster secret."""
+
+    def __init__(self, node: str) -> None:
+        super().__init__(f"node {node!r} does not know this cluster's secret")
+        self.node = node
+
+
+def use_secret(secret: str) -> None:
+    """Set the cluster secret every link of this process proves and checks."""
+    global _secret
+    _secret = secret.encode()
+
+
+def proof(secret: bytes, role: bytes, nonce: bytes, node: str) -> bytes:
+    """What `node`, in `role` (b"dial" or b"accept"), sends for the other side's nonce."""
+    message = b"amqplite-link\0" + role + b"\0" + nonce + node.encode()
+    return hmac.new(secret, message, hashlib.sha256).digest()
 
 
 class LinkStream:
@@ -53,14 +86,29 @@ class LinkStream:
         await self.stream.aclose()
 
 
-async def hello(link: LinkStream, node: str) -> Hello:
-    """Exchange hellos: send ours, wait for the peer's (LinkError if something else comes)."""
-    await link.send(Hello(node))
+async def _first(link: LinkStream, kind: type[First]) -> First:
+    """The next message, which must be a `kind` (LinkError if something else comes)."""
     batch = await link.receive()
-    if not batch or not isinstance(batch[0], Hello):
-        raise LinkError(f"expected a hello, got {batch[:1]}")
+    if not batch or not isinstance(batch[0], kind):
+        raise LinkError(f"expected a {kind.__name__.lower()}, got {batch[:1]}")
     link.hold(batch[1:])  # what came in the same read goes to the next receive()
     return batch[0]
+
+
+async def hello(
+    link: LinkStream, node: str, *, dialler: bool = True, secret: bytes | None = None
+) -> Hello:
+    """Exchange hellos and proofs of the secret; LinkRefused if the peer's proof is wrong."""
+    secret = _secret if secret is None else secret
+    nonce = os.urandom(NONCE_BYTES)
+    await link.send(Hello(node, nonce=nonce))
+    peer = await _first(link, Hello)
+    ours, theirs = (b"dial", b"accept") if dialler else (b"accept", b"dial")
+    await link.send(Proof(proof(secret, ours, peer.nonce, node)))
+    answer = await _first(link, Proof)
+    if not hmac.compare_digest(answer.mac, proof(secret, theirs, nonce, peer.node)):
+        raise LinkRefused(peer.node)
+    return peer
 
 
 async def connect(address: str, node: str) -> tuple[LinkStream, Hello]:
@@ -70,7 +118,7 @@ async def connect(address: str, node: str) -> tuple[LinkStream, Hello]:
     link = LinkStream(stream)
     try:
         with trio.fail_after(5):
-            peer = await hello(link, node)
+            peer = await hello(link, node, dialler=True)
     except BaseException:
         await link.aclose()
         raise
@@ -97,7 +145,12 @@ async def serve(
         peer: Hello | None = None
         carried = False  # a link that only said hello (a liveness probe) ends without news
         try:
-            peer = await hello(link, node)
+            try:
+                peer = await hello(link, node, dialler=False)
+            except LinkRefused as exc:
+                _log_refusal(stream, exc)
+                return
+            _refused.discard(peer.node)
             log.info("node link from %s", peer.node)
             while batch := await link.receive():
                 carried = True
@@ -116,3 +169,18 @@ async def serve(
     listeners = await trio.open_tcp_listeners(port, host=host)
     task_status.started(listeners[0].socket.getsockname()[1])
     await trio.serve_listeners(one, listeners)
+
+
+def _log_refusal(stream: trio.SocketStream, refused: LinkRefused) -> None:
+    """One warning per refused peer (it dials again and again), until a link from it gets in."""
+    if refused.node in _refused:
+        return
+    _refused.add(refused.node)
+    try:
+        host, port = stream.socket.getpeername()[:2]
+        where = f"{host}:{port}"
+    except OSError:
+        where = "?"
+    log.warning(
+        "node link from %s refused: %s (cluster.secret differs between the nodes)", where, refused
+    )

@@ -14,9 +14,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from amqplite.broker.entry_reports import RemoteAnswer
 from amqplite.broker.message import Message, QueueEntry
 from amqplite.broker.queue import Queue
 from amqplite.cluster.link import (
+    Answer,
+    AnswerStatus,
+    Ask,
+    AskOp,
     Cancelled,
     Confirm,
     Consume,
@@ -24,6 +29,7 @@ from amqplite.cluster.link import (
     NotLeading,
     Publish,
     QueueRef,
+    Resolve,
     Settle,
 )
 from amqplite.cluster.link import (
@@ -38,6 +44,14 @@ FORWARD_TIMEOUT = 15.0  # seconds a forwarded publish may wait for a leader to t
 RETRY_AFTER = 0.1  # seconds before publishes a node did not take go out again
 DEFAULT_WINDOW = 100  # messages one local consumer with no prefetch limit may hold
 MAX_WINDOW = 2000  # messages the leader hands this node at most, unsettled
+COUNT_TIMEOUT = 2.0  # seconds a declare-ok waits for the leader's counts: then the local ones
+GOT = -2  # the seq of an entry got from the leader by basic.get (in no queue of this node)
+ASK_OPS = {
+    "get": AskOp.GET,
+    "get-no-ack": AskOp.GET_NO_ACK,
+    "purge": AskOp.PURGE,
+    "count": AskOp.COUNT,
+}
 
 Note = Callable[[CommitDomain], int]
 
@@ -101,6 +115,12 @@ class QueueProxy:
         self.resubscribe_at: float | None = None
         self.members: tuple[str, ...] = ()
         self.online: tuple[str, ...] = ()
+        self.asks: dict[int, tuple[AskOp, RemoteAnswer, float]] = {}  # request -> (op, answer, at)
+        self.ask_again: dict[int, float] = {}  # request -> when to ask again (not leading there)
+        self.next_request = 0
+        self.got: dict[int, tuple[int, QueueEntry]] = {}  # id(got entry) -> (leader's tag, entry)
+        self.resolved: list[tuple[int, bool]] = []  # (leader's tag, requeue) to send
+        self.abandoned: set[int] = set()  # requests whose asker went (a message got goes back)
 
     # -- QueueRemote (called by the broker) ------------------------------------------------
 
@@ -120,8 +140,31 @@ class QueueProxy:
             self.kick()
         return True
 
+    def ask(self, op: str) -> RemoteAnswer:
+        """Forward a basic.get, queue.purge or count request to the leader; answered later."""
+        answer = RemoteAnswer()
+        kind = ASK_OPS[op]
+        self.next_request += 1
+        request = self.next_request
+        answer.give_back = lambda: self._give_back(request, answer)
+        self.asks[request] = (kind, answer, self.clock())
+        if self._sending():
+            self.outbox.append(Ask(self.ref, 0, request, kind))
+            self.kick()
+        return answer
+
+    def returned(self, entry: QueueEntry) -> bool:
+        """An entry got by basic.get was requeued here: requeue it on the leader instead."""
+        if entry.seq != GOT:
+            return False
+        self._resolve(entry, True)
+        return True
+
     def settled(self, entry: QueueEntry) -> None:
         """A proxied delivery left the local queue: ack it on the leader."""
+        if entry.seq == GOT:
+            self._resolve(entry, False)
+            return
         key = id(entry)
         tag = self.tags.pop(key, None)
         if tag is None:
@@ -173,6 +216,8 @@ class QueueProxy:
         self.settled_tags.clear()
         self.window_sent = 0
         self._drop_deliveries()
+        self.got.clear()  # the leader requeued them when the link ended
+        self.resolved.clear()
 
     def link_up(self) -> None:
         """A link to the leader is up: send every publish not yet confirmed, ask for deliveries."""
@@ -180,6 +225,9 @@ class QueueProxy:
         self.retry.clear()
         for ticket, (message, _) in sorted(self.pending.items()):
             self.outbox.append(self._publish(ticket, message))
+        self.ask_again.clear()
+        for request, (kind, _, _) in sorted(self.asks.items()):
+            self.outbox.append(Ask(self.ref, 0, request, kind))
         self.consumers_changed()
         if self.outbox:
             self.kick()
@@ -205,6 +253,8 @@ class QueueProxy:
                     self.retry[ticket] = at
         elif isinstance(message, Deliver):
             self._deliver(message)
+        elif isinstance(message, Answer):
+            self._answered(message)
         elif isinstance(message, Cancelled):
             self.window_sent = 0
             self._drop_deliveries()
@@ -221,11 +271,16 @@ class QueueProxy:
                 held = self.pending.get(ticket)
                 if held is not None:
                     self.outbox.append(self._publish(ticket, held[0]))
+            for request in [r for r, at in self.ask_again.items() if at <= now]:
+                del self.ask_again[request]
+                if request in self.asks:
+                    self.outbox.append(Ask(self.ref, 0, request, self.asks[request][0]))
             if self.resubscribe_at is not None and self.resubscribe_at <= now:
                 self.resubscribe_at = None
                 self.consumers_changed()
             if self.outbox:
                 self.kick()
+        self._ask_timeouts(now)
         late = [t for t, (_, at) in self.pending.items() if now - at > FORWARD_TIMEOUT]
         for ticket in late:
             self._answer(ticket, False)
@@ -238,6 +293,25 @@ class QueueProxy:
             )
             self._advance()
 
+    def _ask_timeouts(self, now: float) -> None:
+        """Answer asks no leader answered in time: counts from the local copy, the rest fail."""
+        late = False
+        for request, (kind, answer, at) in list(self.asks.items()):
+            limit = COUNT_TIMEOUT if kind == AskOp.COUNT else FORWARD_TIMEOUT
+            if now - at <= limit:
+                continue
+            del self.asks[request]
+            self.ask_again.pop(request, None)
+            self.abandoned.discard(request)
+            answer.done = late = True
+            if kind == AskOp.COUNT:
+                answer.messages = self.queue.message_count
+                answer.consumers = len(self.queue.consumers)
+            else:
+                answer.failed = f"no leader answered in {limit:.0f} s"
+        if late:
+            self.wake()
+
     def take_settled(self) -> list[LinkMessage]:
         """What to send now: the acks gathered since the last call (before a window of 0 that would
         requeue them), then the outbox."""
@@ -245,6 +319,11 @@ class QueueProxy:
         if self.settled_tags:
             out.append(Settle(self.ref, 0, tuple(self.settled_tags)))
             self.settled_tags = []
+        for requeue in (False, True):
+            tags = tuple(tag for tag, again in self.resolved if again is requeue)
+            if tags:
+                out.append(Resolve(self.ref, 0, tags, requeue))
+        self.resolved = []
         out.extend(self.outbox)
         self.outbox = []
         return out
@@ -253,6 +332,10 @@ class QueueProxy:
         """The queue is gone here: nack every publish still waiting, drop the deliveries."""
         for ticket in list(self.pending):
             self._answer(ticket, False)
+        for _, answer, _ in self.asks.values():
+            answer.done = True
+            answer.failed = "the queue is gone here"
+        self.asks.clear()
         if self.done:
             log.warning(
                 "%s is gone here: %d forwarded publishes nacked", self.ref.name, len(self.done)
@@ -294,6 +377,48 @@ class QueueProxy:
             moved = True
         if moved:
             self.wake()
+
+    def _answered(self, message: Answer) -> None:
+        asked = self.asks.get(message.request)
+        if asked is None:
+            return  # answered already (asked twice, of two leaders)
+        kind, answer, _ = asked
+        if message.status == AnswerStatus.NOT_LEADING:
+            self.ask_again[message.request] = self.clock() + RETRY_AFTER
+            return
+        del self.asks[message.request]
+        answer.done = True
+        answer.failed = message.reason if message.status == AnswerStatus.FAILED else ""
+        answer.messages = message.messages
+        answer.consumers = message.consumers
+        if message.tag:
+            copy = proxied_message(
+                message.exchange, message.routing_key, message.properties, message.body
+            )
+            entry = QueueEntry(GOT, copy, message.delivery_count)
+            answer.entry = entry
+            if kind == AskOp.GET:
+                self.got[id(entry)] = (message.tag, entry)
+                if message.request in self.abandoned:
+                    self._resolve(entry, True)
+        self.abandoned.discard(message.request)
+        self.wake()
+
+    def _give_back(self, request: int, answer: RemoteAnswer) -> None:
+        """The asker went: a message got for it is requeued on the leader (now or once it comes)."""
+        if answer.done:
+            if answer.entry is not None:
+                self._resolve(answer.entry, True)
+        elif request in self.asks:
+            self.abandoned.add(request)
+
+    def _resolve(self, entry: QueueEntry, requeue: bool) -> None:
+        got = self.got.pop(id(entry), None)
+        if got is None or not self.linked:
+            return  # no_ack, or the link it came over ended (the leader requeued it)
+        if not self.resolved and not self.settled_tags:
+            self.kick()
+        self.resolved.append((got[0], requeue))
 
     def _deliver(self, message: Deliver) -> None:
         if not self.linked or not self.window_sent:

@@ -28,7 +28,7 @@ from amqplite.cluster.forwarder import FORWARDING, Forwarder
 from amqplite.cluster.keys import cluster_prefix, node_key
 from amqplite.cluster.link import Message as LinkMessage
 from amqplite.cluster.link import QueueRef
-from amqplite.cluster.link_stream import LinkStream, connect, serve
+from amqplite.cluster.link_stream import LinkRefused, LinkStream, connect, serve
 from amqplite.cluster.mirror_host import MirrorHost
 from amqplite.cluster.queue_proxy import QueueProxy
 from amqplite.cluster.replicator import LINK_ERRORS, QueueLeader
@@ -243,6 +243,8 @@ class QueueRoles:
                 link, _ = await connect(record.cluster, self.node)
             await link.aclose()
             return  # it is alive: the link ended for another reason
+        except LinkRefused:
+            return  # alive, with another cluster secret: its lease is not ours to end
         except LINK_ERRORS:
             pass
         try:

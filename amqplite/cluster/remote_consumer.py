@@ -19,6 +19,10 @@ from amqplite.broker.durability import CommitMark, is_durable
 from amqplite.broker.message import QueueEntry
 from amqplite.broker.queue import Queue
 from amqplite.cluster.link import (
+    Answer,
+    AnswerStatus,
+    Ask,
+    AskOp,
     Cancelled,
     Confirm,
     Consume,
@@ -26,6 +30,7 @@ from amqplite.cluster.link import (
     NotLeading,
     Publish,
     QueueRef,
+    Resolve,
     Settle,
 )
 from amqplite.cluster.link import (
@@ -90,6 +95,9 @@ class LinkPeer:
         self.kick: Callable[[], None] = _nothing
         self.waiting: dict[QueueRef, deque[tuple[int, bool, CommitMark | None]]] = {}
         self.channels: dict[QueueRef, DeliveryChannel] = {}
+        # basic.get for the other node: what it got stays unacked here until it resolves it
+        self.getter = DeliveryChannel(0, RemoteSink(self, QueueRef("", "")))
+        self.held: list[tuple[CommitMark | None, Answer]] = []  # purge-oks waiting for the disk
 
     def send(self, message: LinkMessage) -> None:
         """Queue a message for the link."""
@@ -103,6 +111,15 @@ class LinkPeer:
             self._publish(message)
         elif isinstance(message, Consume):
             self._consume(message.queue, message.window)
+        elif isinstance(message, Ask):
+            self._ask(message)
+        elif isinstance(message, Resolve):
+            for tag in message.tags:
+                if tag in self.getter.unacked:
+                    if message.requeue:
+                        self.broker.reject(self.getter, tag, False, True)
+                    else:
+                        self.broker.ack(self.getter, tag, False)
         elif isinstance(message, Settle):
             channel = self.channels.get(message.queue)
             if channel is not None:
@@ -129,8 +146,35 @@ class LinkPeer:
         if len(waiting) == 1:
             self.committed()
 
+    def _ask(self, ask: Ask) -> None:
+        """Answer a basic.get, queue.purge or count the other node forwarded."""
+        ref = ask.queue
+        queue = self.leads(ref)
+        if queue is None:
+            self.send(_answer(ask, AnswerStatus.NOT_LEADING))
+            return
+        try:
+            if ask.op in (AskOp.GET, AskOp.GET_NO_ACK):
+                got = self.getter.get(queue, ask.op == AskOp.GET_NO_ACK)
+                self.send(_got(ask, queue, got))
+            elif ask.op == AskOp.PURGE:
+                outer = self.broker.commits.watch()
+                try:
+                    count = queue.purge()
+                finally:
+                    mark = self.broker.commits.watched(outer)
+                self.held.append((mark, _answer(ask, AnswerStatus.OK, count)))
+                self.committed()
+            else:
+                counts = (queue.message_count, len(queue.consumers))
+                self.send(_answer(ask, AnswerStatus.OK, *counts))
+        except AMQPError as exc:
+            self.send(_answer(ask, AnswerStatus.FAILED, reason=str(exc)))
+
     def committed(self) -> None:
         """Records were committed: confirm the forwarded publishes they cover, in order per queue."""
+        while self.held and is_durable(self.held[0][0]):
+            self.send(self.held.pop(0)[1])
         for ref, waiting in self.waiting.items():
             acked: list[int] = []
             nacked: list[int] = []
@@ -199,4 +243,38 @@ class LinkPeer:
         """The link ended: its consumers' unsettled messages are requeued."""
         for ref, channel in list(self.channels.items()):
             self._close(ref, channel)
+        self.broker.recover(self.getter)  # what it got and did not resolve is requeued
         self.waiting.clear()
+        self.held.clear()
+
+
+def _answer(
+    ask: Ask, status: AnswerStatus, messages: int = 0, consumers: int = 0, reason: str = ""
+) -> Answer:
+    """An answer without a message."""
+    return Answer(
+        ask.queue, 0, ask.request, status, messages, consumers, 0, 0, reason, "", "", b"", b""
+    )
+
+
+def _got(ask: Ask, queue: Queue, got: tuple[int, QueueEntry, bool] | None) -> Answer:
+    """The answer to a basic.get: the message, with its count of earlier deliveries."""
+    if got is None:
+        return _answer(ask, AnswerStatus.OK, queue.message_count)
+    tag, entry, _ = got
+    message = entry.message
+    return Answer(
+        ask.queue,
+        0,
+        ask.request,
+        AnswerStatus.OK,
+        queue.message_count,
+        len(queue.consumers),
+        tag,
+        entry.delivery_count - 1,
+        "",
+        message.exchange,
+        message.routing_key,
+        message.properties_bin,
+        message.body,
+    )

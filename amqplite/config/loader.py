@@ -119,7 +119,35 @@ def build_config(src: Source) -> Config:
     """The Config of a parsed document (an empty document gives the defaults)."""
     if src.data is None:
         return Config()
-    return typing.cast(Config, _build(Config, src.data, src, ()))
+    config = typing.cast(Config, _build(Config, src.data, src, ()))
+    return _read_secret(config, src)
+
+
+def _read_secret(config: Config, src: Source) -> Config:
+    """cluster.secret_file's content becomes cluster.secret (setting both is an error)."""
+    cluster = config.cluster
+    if not cluster.secret_file:
+        return config
+    path = ("cluster", "secret_file")
+    if cluster.secret:
+        raise ConfigError(
+            src.file, "cluster.secret_file", "set cluster.secret or it, not both", src.line_of(path)
+        )
+    try:
+        secret = Path(cluster.secret_file).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(
+            src.file,
+            "cluster.secret_file",
+            f"cannot read {cluster.secret_file}: {why}",
+            src.line_of(path),
+        ) from None
+    if not secret:
+        raise ConfigError(
+            src.file, "cluster.secret_file", f"{cluster.secret_file} is empty", src.line_of(path)
+        )
+    return attrs.evolve(config, cluster=attrs.evolve(cluster, secret=secret))
 
 
 def load_config(path: str | Path | None) -> Config:

@@ -155,11 +155,13 @@ class ClusterConfig:
     advertise: str = attrs.field(
         default="", metadata=limit(pattern=r"(|[^\s:]+:[0-9]{1,5})", meaning="host:port or empty")
     )
-    # which durable queues have one leader node: "mirrored" (replicas > 1) or "all" (every shared
-    # queue is owned by one node, as --workers needs; clients elsewhere are sent to it)
-    queue_leaders: str = attrs.field(
-        default="mirrored", metadata=limit(choices=("mirrored", "all"))
-    )
+    # which durable queues have one leader node: "all" (every shared queue is owned by one node;
+    # the others forward to it) or "mirrored" (replicas > 1; each node keeps its own single copy)
+    queue_leaders: str = attrs.field(default="all", metadata=limit(choices=("mirrored", "all")))
+    # the node link's shared secret (as Erlang's cookie): a node proves it, never sends it; nodes
+    # with another secret are refused. secret_file: read it from a file instead (one of the two)
+    secret: str = attrs.field(default="", repr=False)
+    secret_file: str = ""
 
 
 @attrs.frozen

@@ -239,9 +239,11 @@ def stall_hook(node_name: str) -> Callable[[SyncJob], None] | None:
 
 def start_replication(node: Node, committer: Committer) -> QueueRoles:
     """Cluster mode: the node link and this node's roles in mirrored queues."""
+    from amqplite.cluster.link_stream import use_secret
     from amqplite.cluster.queue_roles import QueueRoles
 
     assert node.cluster is not None
+    use_secret(node.config.cluster.secret)  # every node link proves and checks it
 
     def wake() -> None:  # replication acks release confirms as commits do
         for conn in list(node.connections):

@@ -6,20 +6,22 @@ from typing import cast
 
 from amqplite.broker.message import Message
 from amqplite.broker.publishing import make_message
+from amqplite.broker.queue import Queue
 from amqplite.broker.vhost import Routed
 from amqplite.protocol.assembler import Command
 from amqplite.protocol.constants import ClassId, ReplyCode
-from amqplite.protocol.errors import ConnectionException
+from amqplite.protocol.errors import ChannelException, ConnectionException
 from amqplite.protocol.methods import (
     BasicAck,
     BasicNack,
     BasicPublish,
     BasicReject,
     build_method,
+    encode_method,
     method_ids,
     spec,
 )
-from amqplite.protocol.writers import GetOk, Return, return_parts
+from amqplite.protocol.writers import GetOk, Part, Return, get_ok_parts, return_parts
 from amqplite.session import direct_reply, limits
 from amqplite.session.access import USER_ID_BIT, check_topic, check_user_id
 from amqplite.session.channel import ChannelSession, ConfirmMode
@@ -79,6 +81,9 @@ def basic_get(ctx: SessionContext, channel: ChannelSession, command: Command) ->
     ctx.allow("read", "queue", channel.queue_name(m.queue), ClassId.BASIC, 70)
     queue = ctx.open_vhost.queue(channel.queue_name(m.queue), ctx.owner)
     check_get(queue)
+    if queue.remote is not None and queue.led_elsewhere is not None:
+        _forward_get(ctx, channel, queue, m.no_ack)
+        return
     got = channel.delivery.get(queue, m.no_ack)
     if got is None:
         queue.stats.get_empty += 1
@@ -88,6 +93,30 @@ def basic_get(ctx: SessionContext, channel: ChannelSession, command: Command) ->
     tag, entry, redelivered = got
     get_ok = GetOk(channel.channel_id, tag, redelivered, queue.message_count)
     ctx.write_get_ok(get_ok, entry.message)
+
+
+def _forward_get(ctx: SessionContext, channel: ChannelSession, queue: Queue, no_ack: bool) -> None:
+    """basic.get of a queue led by another node: answered once the leader answers."""
+    assert queue.remote is not None
+    answer = queue.remote.ask("get-no-ack" if no_ack else "get")
+
+    def finish() -> list[Part]:
+        if answer.failed:
+            raise ChannelException(
+                ReplyCode.NOT_FOUND,
+                f"queue '{queue.name}' in vhost '{queue.vhost}': {answer.failed}",
+                ClassId.BASIC,
+                70,
+            )
+        if answer.entry is None:
+            queue.stats.get_empty += 1
+            queue.totals.get_empty += 1
+            return [encode_method(channel.channel_id, spec.Basic.GetEmpty())]
+        tag, entry, redelivered = channel.delivery.took(queue, answer.entry, no_ack)
+        get_ok = GetOk(channel.channel_id, tag, redelivered, answer.messages)
+        return get_ok_parts(get_ok, entry.message, ctx.frame_max)
+
+    ctx.reply_when_answered(channel, None, answer, finish)
 
 
 def basic_publish(ctx: SessionContext, channel: ChannelSession, command: Command) -> None:

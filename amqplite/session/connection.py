@@ -514,8 +514,14 @@ class Session(SessionOutput, PagedOutput):
         for channel_id, held in self._held.take_committed():
             if self.state is not ConnectionState.OPEN:
                 return
-            self.write(held.reply)
             channel = self.channels.get(channel_id)
+            if held.finish is None:
+                self.write(held.reply)
+            elif channel is not None:  # the leader's answer: the reply is made now
+                try:
+                    self.write_parts(held.finish())
+                except ChannelException as exc:
+                    self._channel_error(channel, exc, None)
             if channel is not None:
                 self._run_deferred(channel, held.deferred)
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from amqplite.broker.broker import Broker, User
+    from amqplite.broker.entry_reports import RemoteAnswer
     from amqplite.broker.message import Message
     from amqplite.broker.vhost import VHost
     from amqplite.protocol.methods import Method
@@ -70,6 +73,15 @@ class SessionContext(Protocol):
         self, channel: ChannelSession, mark: object, reply: Method | None, then: bytes = b""
     ) -> None:
         """Send `reply`, then the frames `then`, once the records since `mark` are on disk."""
+
+    def reply_when_answered(
+        self,
+        channel: ChannelSession,
+        mark: object | None,
+        answer: RemoteAnswer,
+        finish: Callable[[], list[Part]],
+    ) -> None:
+        """Send finish()'s frames once the leader answered and the records since `mark` are on disk."""
 
     def drop_channel(self, channel: ChannelSession) -> None:
         """Forget a closed channel and release what it held in the broker."""

@@ -5,9 +5,12 @@ from __future__ import annotations
 from typing import cast
 
 from amqplite.broker.plugin_api import Destination
+from amqplite.broker.queue import Queue
 from amqplite.protocol.assembler import Command
-from amqplite.protocol.constants import ClassId
-from amqplite.protocol.methods import build_method, spec
+from amqplite.protocol.constants import ClassId, ReplyCode
+from amqplite.protocol.errors import ChannelException
+from amqplite.protocol.methods import build_method, encode_method, spec
+from amqplite.protocol.writers import Part
 from amqplite.session import direct_reply
 from amqplite.session.access import check_topic
 from amqplite.session.channel import ChannelSession
@@ -82,6 +85,7 @@ def queue_declare(ctx: SessionContext, channel: ChannelSession, command: Command
             ctx.allow("write", "exchange", dlx, ClassId.QUEUE, 10)
             ctx.allow("read", "queue", name or "amq.gen", ClassId.QUEUE, 10)
         check_new_queue(ctx.settings, ctx.open_vhost, name, ctx.broker)
+    existed = bool(name) and name in ctx.open_vhost.queues
     mark = ctx.write_mark()
     queue = ctx.open_vhost.declare_queue(
         name,
@@ -93,6 +97,9 @@ def queue_declare(ctx: SessionContext, channel: ChannelSession, command: Command
         owner=ctx.owner,
     )
     channel.last_queue = queue.name
+    if existed and not m.nowait and queue.remote is not None and queue.led_elsewhere is not None:
+        _declare_ok_from_leader(ctx, channel, mark, queue)
+        return
     reply = None
     if not m.nowait:
         reply = build_method(
@@ -139,9 +146,61 @@ def queue_purge(ctx: SessionContext, channel: ChannelSession, command: Command) 
     m = cast(spec.Queue.Purge, command.method)
     ctx.allow("read", "queue", channel.queue_name(m.queue), ClassId.QUEUE, 30)
     mark = ctx.write_mark()
-    count = ctx.open_vhost.queue(channel.queue_name(m.queue), ctx.owner).purge()
+    queue = ctx.open_vhost.queue(channel.queue_name(m.queue), ctx.owner)
+    count = queue.purge()  # a proxied queue: copies held for consumers here, acked on the leader
+    if queue.remote is not None and queue.led_elsewhere is not None:
+        _purge_on_leader(ctx, channel, mark, queue, count, m.nowait)
+        return
     reply = None if m.nowait else build_method(spec.Queue.PurgeOk, message_count=count)
     ctx.reply_when_durable(channel, mark, reply)  # after the removals are on disk
+
+
+def _declare_ok_from_leader(
+    ctx: SessionContext, channel: ChannelSession, mark: object, queue: Queue
+) -> None:
+    """declare-ok of a queue another node leads: its counts there (here if it cannot answer)."""
+    assert queue.remote is not None
+    answer = queue.remote.ask("count")
+
+    def finish() -> list[Part]:
+        messages, consumers = answer.messages, answer.consumers
+        if answer.failed:
+            messages, consumers = queue.message_count, len(queue.consumers)
+        reply = build_method(
+            spec.Queue.DeclareOk, queue=queue.name, message_count=messages, consumer_count=consumers
+        )
+        return [encode_method(channel.channel_id, reply)]
+
+    ctx.reply_when_answered(channel, mark, answer, finish)
+
+
+def _purge_on_leader(
+    ctx: SessionContext,
+    channel: ChannelSession,
+    mark: object,
+    queue: Queue,
+    here: int,
+    nowait: bool,
+) -> None:
+    """queue.purge of a queue another node leads: purged there, purge-ok once it answers."""
+    assert queue.remote is not None
+    answer = queue.remote.ask("purge")
+    if nowait:
+        ctx.reply_when_durable(channel, mark, None)
+        return
+
+    def finish() -> list[Part]:
+        if answer.failed:
+            raise ChannelException(
+                ReplyCode.NOT_FOUND,
+                f"queue '{queue.name}' in vhost '{queue.vhost}': {answer.failed}",
+                ClassId.QUEUE,
+                30,
+            )
+        reply = build_method(spec.Queue.PurgeOk, message_count=here + answer.messages)
+        return [encode_method(channel.channel_id, reply)]
+
+    ctx.reply_when_answered(channel, mark, answer, finish)
 
 
 def queue_delete(ctx: SessionContext, channel: ChannelSession, command: Command) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from amqplite.broker.broker import Broker
+from amqplite.broker.entry_reports import RemoteAnswer
 from amqplite.protocol.methods import Method, encode_method
 from amqplite.protocol.writers import Part
 from amqplite.session.channel import ChannelSession, ChannelState
@@ -113,6 +114,18 @@ class SessionOutput:
     def write_mark(self) -> object:
         """Start noting the records a command writes (the token for reply_when_durable)."""
         return self._held.mark()
+
+    def reply_when_answered(
+        self,
+        channel: ChannelSession,
+        mark: object | None,
+        answer: RemoteAnswer,
+        finish: Callable[[], list[Part]],
+    ) -> None:
+        """Send finish()'s frames once the queue's leader answered (and `mark`'s records are on
+        disk); the channel's later input waits behind, as for reply_when_durable."""
+        if not self._held.hold_answer(channel, mark, answer, finish):
+            self.write_parts(finish())
 
     def reply_when_durable(
         self, channel: ChannelSession, mark: object, reply: Method | None, then: bytes = b""

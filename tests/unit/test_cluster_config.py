@@ -97,3 +97,38 @@ def test_a_bad_flag_value_is_a_config_error_naming_the_key() -> None:
         resolve_config(_args(node_name="a b"))
     with pytest.raises(ConfigError, match=r"cluster\.listen\.port: got -1"):
         resolve_config(_args(cluster_port=-1))
+
+
+def test_the_secret_comes_from_the_file_or_a_file_it_names(tmp_path: Path) -> None:
+    path = tmp_path / "amqplite.yaml"
+    path.write_text("cluster:\n  secret: s3cret\n")
+    assert load_config(path).cluster.secret == "s3cret"
+    assert "s3cret" not in repr(load_config(path))  # never logged with the config
+    cookie = tmp_path / "cookie"
+    cookie.write_text("from-file\n")
+    path.write_text(f"cluster:\n  secret_file: {cookie}\n")
+    assert load_config(path).cluster.secret == "from-file"
+
+
+@pytest.mark.parametrize(
+    ("section", "problem"),
+    [
+        ("  secret_file: {missing}\n", "cannot read"),
+        ("  secret_file: {empty}\n", "is empty"),
+        ("  secret: x\n  secret_file: {empty}\n", "not both"),
+    ],
+)
+def test_a_bad_secret_file_is_a_config_error_naming_file_line_and_key(
+    tmp_path: Path, section: str, problem: str
+) -> None:
+    empty = tmp_path / "empty"
+    empty.write_text("\n")
+    path = tmp_path / "amqplite.yaml"
+    text = section.format(missing=tmp_path / "nope", empty=empty)
+    path.write_text("cluster:\n" + text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}:")
+    assert "cluster.secret_file" in message
+    assert problem in message

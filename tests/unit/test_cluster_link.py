@@ -9,7 +9,9 @@ from hypothesis import strategies as st
 from amqplite.cluster.link import (
     FRAME_HEAD,
     Ack,
+    Answer,
     Append,
+    Ask,
     Cancelled,
     Confirm,
     Consume,
@@ -19,9 +21,11 @@ from amqplite.cluster.link import (
     LinkError,
     Message,
     NotLeading,
+    Proof,
     Publish,
     QueueRef,
     Refuse,
+    Resolve,
     Settle,
     SnapshotBegin,
     SnapshotChunk,
@@ -35,7 +39,8 @@ text = st.text(max_size=40)
 blobs = st.lists(st.binary(max_size=64), max_size=6).map(tuple)
 queues = st.builds(QueueRef, text, text)
 messages: st.SearchStrategy[Message] = st.one_of(
-    st.builds(Hello, text, st.integers(0, 0xFFFF)),
+    st.builds(Hello, text, st.integers(0, 0xFFFF), st.binary(max_size=16)),
+    st.builds(Proof, st.binary(max_size=32)),
     st.builds(Append, queues, u64, u64, blobs),
     st.builds(Ack, queues, u64, u64),
     st.builds(SnapshotBegin, queues, u64, u64),
@@ -59,6 +64,18 @@ messages: st.SearchStrategy[Message] = st.one_of(
     ),
     st.builds(Settle, queues, u64, st.lists(u64, max_size=5).map(tuple)),
     st.builds(Cancelled, queues, u64, text),
+    st.builds(Ask, queues, u64, u64, u64),
+    st.builds(
+        Answer,
+        queues,
+        *[u64] * 7,
+        text,
+        text,
+        text,
+        st.binary(max_size=32),
+        st.binary(max_size=64),
+    ),
+    st.builds(Resolve, queues, u64, st.lists(u64, max_size=5).map(tuple), st.booleans()),
 )
 
 
