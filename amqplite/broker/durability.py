@@ -44,6 +44,11 @@ class QueueRemote(Protocol):
         """(leader, members, online members) as last seen, for management (None: not known)."""
         ...
 
+    @property
+    def replication(self) -> tuple[tuple[str, ...], Mapping[str, int]] | None:
+        """(in-sync members, each member's lag in records) where this node leads it, else None."""
+        ...
+
 
 class TransientSpill(Protocol):
     """Pages transient messages out to disk beyond a memory threshold (set by the server)."""

@@ -101,6 +101,8 @@ class QueueProxy:
         self.resubscribe_at: float | None = None
         self.members: tuple[str, ...] = ()
         self.online: tuple[str, ...] = ()
+        # this node's term as the queue's leader: (in-sync set, lag per member), for management
+        self.replicating: Callable[[], tuple[tuple[str, ...], dict[str, int]] | None] | None = None
 
     # -- QueueRemote (called by the broker) ------------------------------------------------
 
@@ -110,6 +112,11 @@ class QueueProxy:
         if not self.members:
             return None
         return (self.leader or "", self.members, self.online)
+
+    @property
+    def replication(self) -> tuple[tuple[str, ...], dict[str, int]] | None:
+        """(in-sync members, each member's lag in records) while this node leads the queue."""
+        return None if self.replicating is None else self.replicating()
 
     def publish(self, message: Message) -> bool:
         """Forward a publish to the leader; its confirm waits for the leader's."""
