@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Protocol
 
 import attrs
@@ -42,6 +42,11 @@ class QueueRemote(Protocol):
     @property
     def placement(self) -> tuple[str, tuple[str, ...], tuple[str, ...]] | None:
         """(leader, members, online members) as last seen, for management (None: not known)."""
+        ...
+
+    @property
+    def replication(self) -> tuple[tuple[str, ...], Mapping[str, int]] | None:
+        """(in-sync members, each member's lag in records) where this node leads it, else None."""
         ...
 
     def ask(self, op: str) -> RemoteAnswer:

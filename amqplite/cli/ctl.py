@@ -7,6 +7,8 @@ import json
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+import attrs
+
 from amqplite.cli.api import ApiError, ManagementClient, quote
 
 # What each listing shows: (column header, dotted path into the API's JSON object).
@@ -97,6 +99,8 @@ NODE_COLUMNS = [
     ("running", "running"),
     ("this", "this_node"),
 ]
+
+MIRROR_HEADERS = ("vhost", "queue", "leader", "members", "online", "in_sync", "lag")
 
 _DEFAULT_SORT = {
     "queues": ("vhost", "name"),
@@ -209,7 +213,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         else:
             p.add_argument("--count", type=int, default=100, help="at most this many (100)")
         p.add_argument("--vhost", default="/")
-    sub.add_parser("cluster", help="the cluster's nodes, as registered in etcd")
+    sub.add_parser(
+        "cluster",
+        help="the cluster's nodes, as registered in etcd, and each mirrored queue's leader, "
+        "members, in-sync set and lag",
+    )
     close = sub.add_parser("close-connection", help="close a client connection")
     close.add_argument("name", help="the connection's name, as `ctl list connections` shows it")
     close.add_argument("--reason", default="closed via amqplite ctl")
@@ -233,6 +241,9 @@ def run(args: argparse.Namespace, client: ManagementClient, out: TextIO) -> int:
             return 0
         rows = [[cell(lookup(n, path)) for _, path in NODE_COLUMNS] for n in nodes]
         out.write(format_table([h for h, _ in NODE_COLUMNS], rows) + "\n")
+        mirrored = mirrored_queues(client, nodes)
+        if mirrored:
+            out.write("\n" + format_table(MIRROR_HEADERS, [mirror_row(q) for q in mirrored]) + "\n")
         return 0
     if args.action in ("purge", "delete-queue"):
         path = f"/api/queues/{quote(args.vhost)}/{quote(args.queue)}"
@@ -250,6 +261,41 @@ def run(args: argparse.Namespace, client: ManagementClient, out: TextIO) -> int:
         _act(client, "DELETE", path, missing, headers={"X-Reason": args.reason})
         return _done(args, out, {"closed": args.name})
     return 2
+
+
+def mirrored_queues(client: ManagementClient, nodes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mirrored queues, each as its leader's management API shows it (with in_sync and lag)."""
+    queues = [q for q in client.get("/api/queues") or [] if isinstance(q, dict) and "members" in q]
+    urls = {str(n.get("name")): n.get("management") for n in nodes}
+    listings: dict[str, dict[tuple[Any, Any], dict[str, Any]]] = {}
+    shown = []
+    for queue in queues:
+        leader = str(queue.get("leader") or "")
+        url = urls.get(leader)
+        if "lag" not in queue and url and leader not in listings:
+            listings[leader] = {}
+            try:  # the leader alone knows how far each member is behind
+                items = attrs.evolve(client, url=str(url)).get("/api/queues") or []
+            except ApiError:
+                items = []
+            listings[leader] = {(q.get("vhost"), q.get("name")): q for q in items if "lag" in q}
+        key = (queue.get("vhost"), queue.get("name"))
+        shown.append(listings.get(leader, {}).get(key, queue))
+    return sorted(shown, key=lambda q: (str(q.get("vhost")), str(q.get("name"))))
+
+
+def mirror_row(queue: dict[str, Any]) -> list[str]:
+    """One mirrored queue as a row of MIRROR_HEADERS (lag: member=records behind)."""
+    lag = queue.get("lag")
+    return [
+        str(queue.get("vhost", "")),
+        str(queue.get("name", "")),
+        str(queue.get("leader") or "-"),
+        ",".join(queue.get("members") or []),
+        ",".join(queue.get("online") or []),
+        ",".join(queue["in_sync"]) if "in_sync" in queue else "?",
+        " ".join(f"{m}={n}" for m, n in lag.items()) if isinstance(lag, dict) else "?",
+    ]
 
 
 def _scheduled(args: argparse.Namespace, client: ManagementClient, out: TextIO) -> int:

@@ -121,6 +121,8 @@ class QueueProxy:
         self.got: dict[int, tuple[int, QueueEntry]] = {}  # id(got entry) -> (leader's tag, entry)
         self.resolved: list[tuple[int, bool]] = []  # (leader's tag, requeue) to send
         self.abandoned: set[int] = set()  # requests whose asker went (a message got goes back)
+        # this node's term as the queue's leader: (in-sync set, lag per member), for management
+        self.replicating: Callable[[], tuple[tuple[str, ...], dict[str, int]] | None] | None = None
 
     # -- QueueRemote (called by the broker) ------------------------------------------------
 
@@ -130,6 +132,11 @@ class QueueProxy:
         if not self.members:
             return None
         return (self.leader or "", self.members, self.online)
+
+    @property
+    def replication(self) -> tuple[tuple[str, ...], dict[str, int]] | None:
+        """(in-sync members, each member's lag in records) while this node leads the queue."""
+        return None if self.replicating is None else self.replicating()
 
     def publish(self, message: Message) -> bool:
         """Forward a publish to the leader; its confirm waits for the leader's."""

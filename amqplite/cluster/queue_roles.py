@@ -320,6 +320,7 @@ class QueueRoles:
         leader.wake, leader.lease_valid = self._acked, self.lease_valid
         scope = trio.CancelScope()
         self.leaders[ref] = (leader, scope)
+        proxy.replicating = leader.replication
         nursery.start_soon(self._lead, leader, scope, members)
         log.info("leading %s at epoch %d (%d messages taken over)", ref.name, term.epoch, taken)
 
@@ -343,6 +344,9 @@ class QueueRoles:
             return
         leader, scope = held
         leader.stop()
+        proxy = self.forwarder.proxies.get(ref)
+        if proxy is not None and proxy.replicating == leader.replication:
+            proxy.replicating = None
         scope.cancel()
         self.forwarder.stepped_down(ref)
         log.warning("no longer leading %s: %s", ref.name, why)

@@ -77,6 +77,12 @@ class ReplicaSet:
         if mirror in self.acks:
             self.in_sync.add(mirror)
 
+    def lag(self) -> dict[str, int]:
+        """Records each member lacks of what the leader appended (the leader: not yet on its disk)."""
+        lags = {self.leader: self.end - self.durable}
+        lags.update((m, self.end - a) for m, a in self.acks.items())
+        return lags
+
     def catching_up(self) -> list[str]:
         """Mirrors out of sync that have everything appended so far: ready to be added back."""
         return sorted(m for m, a in self.acks.items() if m not in self.in_sync and a >= self.end)

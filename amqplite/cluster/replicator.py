@@ -105,6 +105,12 @@ class QueueLeader:
         for event in self.wakeups.values():
             event.set()
 
+    def replication(self) -> tuple[tuple[str, ...], dict[str, int]] | None:
+        """(in-sync members, each member's lag in records) while this term lasts, for management."""
+        if self.fenced_at is not None:
+            return None
+        return tuple(sorted(self.replicas.in_sync | {self.term.node})), self.replicas.lag()
+
     def gate(self, committed: int) -> int:
         """The domain ticket up to which confirms may go, given the one on the local disk."""
         if self.fenced_at is not None:

@@ -6,6 +6,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from amqplite.broker.queue import Queue
+from amqplite.management.mirror_metrics import mirror_lines
 from amqplite.management.views import NodeView, alarm_snapshot, open_connections
 from amqplite.store.latency import LatencyHistogram
 
@@ -181,5 +182,6 @@ def render_metrics(
         lines.append(f'{name}_bucket{{le="{bound}"}} {count}')
     lines.append(f"{name}_sum {histogram.sum}")
     lines.append(f"{name}_count {histogram.count}")
+    lines.extend(mirror_lines(queues))
     lines.append("")
     return "\n".join(lines)

@@ -11,6 +11,7 @@ from amqplite import __version__
 from amqplite.broker.queue import Queue
 from amqplite.management.http import HttpError, Request, Response
 from amqplite.management.metrics import CONTENT_TYPE
+from amqplite.management.mirror_metrics import mirror_lines
 from amqplite.management.stream_metrics import stream_lines
 from amqplite.management.views import alarm_snapshot, connection_name, open_connections
 
@@ -216,6 +217,7 @@ def render(app: ManagementApp, per_object: PerObjectLines | None, memory_bytes: 
         _family(lines, name, "counter", text)
         lines.append(f"{name}{{{labels}}} {value}")
     lines.extend(stream_lines(queues))
+    lines.extend(mirror_lines(queues))
     lines.append("")
     return "\n".join(lines)
 

@@ -260,6 +260,20 @@ def _placement(i: int) -> Callable[[QueueRow], Any]:
     return field
 
 
+def _replication(i: int) -> Callable[[QueueRow], Any]:
+    """in_sync / lag of a mirrored queue, on the node that leads it (amqplite's own fields)."""
+
+    def field(row: QueueRow) -> Any:
+        remote = row.queue.remote
+        replication = None if remote is None else remote.replication
+        if replication is None:
+            return _ABSENT
+        in_sync, lag = replication
+        return list(in_sync) if i == 0 else dict(sorted(lag.items()))
+
+    return field
+
+
 def _node(row: QueueRow) -> Any:
     """The node the queue lives on: a mirrored queue's leader (when it has one)."""
     remote = row.queue.remote
@@ -279,6 +293,8 @@ QUEUE_FIELDS: dict[str, Callable[[QueueRow], Any]] = {
     "leader": _placement(0),
     "members": _placement(1),
     "online": _placement(2),
+    "in_sync": _replication(0),
+    "lag": _replication(1),
     "type": lambda row: "stream" if stream_info(row.queue) is not None else "classic",
     "stream": lambda row: stream_info(row.queue),
     "state": lambda row: "running",
@@ -368,6 +384,7 @@ class QueueJsonCache:
             queue.exclusive_owner is not None,
             getattr(queue, "policy", None),
             None if queue.remote is None else queue.remote.placement,
+            None if queue.remote is None else queue.remote.replication,
             len(queue.delayed),
         )
         cached = self._cache.get(queue)

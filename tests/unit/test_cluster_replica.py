@@ -54,6 +54,19 @@ def test_a_dropped_mirror_that_catches_up_is_offered_back_then_counts_again() ->
     assert rs.committed == 4
 
 
+def test_lag_is_what_each_member_lacks_of_the_leaders_appends() -> None:
+    rs = ReplicaSet("a", ("a", "b", "c"), ("a", "b", "c"))
+    assert rs.lag() == {"a": 0, "b": 0, "c": 0}
+    rs.appended(5, 0.0)
+    assert rs.lag() == {"a": 5, "b": 5, "c": 5}  # not on the leader's disk yet either
+    rs.local_synced(5)
+    rs.acked("b", 3)
+    rs.acked("c", 5)
+    assert rs.lag() == {"a": 0, "b": 2, "c": 0}
+    rs.acked("b", 2)  # an older ack does not undo a newer one
+    assert rs.lag()["b"] == 2
+
+
 def test_acks_from_strangers_are_ignored() -> None:
     rs = ReplicaSet("a", ("a", "b"), ("a", "b"))
     assert rs.acked("z", 10) is False
