@@ -79,7 +79,7 @@ class Broker:
         self.commits: CommitTracker = NoCommits()
         self.metadata: MetadataListener | None = None
         self.plugin_state: PluginStateStore | None = None  # plugins' durable records
-        self.spill: TransientSpill | None = None  # transient bodies paged out (the server's)
+        self.spill: TransientSpill[Queue] | None = None  # transient bodies paged out (the server's)
         self.stream_reads = StreamReads()  # stream consumers waiting for a read (server task)
         self.config_listener: ConfigListener | None = None  # the store: users, policies, vhosts
         self.vhosts: dict[str, VHost] = {}

@@ -139,7 +139,7 @@ class ConsumerGroups:
 
     def check_consume(self, queue: Queue, group: str | None) -> None:
         """403 if the queue is consumed by another group, or by consumers outside this one."""
-        partition = queue.partition
+        partition = partition_of(queue)
         if partition is not None and partition.consumers:
             current: str | None = partition.group.name
         elif queue.consumers:
@@ -187,7 +187,7 @@ class ConsumerGroups:
 
     def queue_deleted(self, queue: Queue) -> list[Queue]:
         """A partition queue is gone: forget it and its consumers; the queues whose owner changed."""
-        partition = queue.partition
+        partition = partition_of(queue)
         if partition is None:
             return []
         queue.partition = None
@@ -210,3 +210,9 @@ class ConsumerGroups:
         if not group.partitions:
             self._groups.pop((group.vhost, group.name), None)
         return changed
+
+
+def partition_of(queue: Queue) -> Partition | None:
+    """The group partition a queue belongs to (the queue knows it only as its active picker)."""
+    picker = queue.partition
+    return picker if isinstance(picker, Partition) else None

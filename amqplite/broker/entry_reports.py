@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol, TypeVar
 
 import attrs
 
 from amqplite.broker.message import Message, QueueEntry
 
-if TYPE_CHECKING:
-    from amqplite.broker.queue import Queue
+QueueT_contra = TypeVar("QueueT_contra", contravariant=True)
 
 
 class QueueJournal(Protocol):
@@ -71,8 +70,11 @@ class RemoteAnswer:
     give_back: Callable[[], None] = lambda: None
 
 
-class TransientSpill(Protocol):
-    """Pages transient messages out to disk beyond a memory threshold (set by the server)."""
+class TransientSpill(Protocol[QueueT_contra]):
+    """Pages transient messages out to disk beyond a memory threshold (set by the server).
 
-    def enqueue(self, queue: Queue, entry: QueueEntry) -> None:
+    Generic in the queue type, so that this module needs no import of the queue's.
+    """
+
+    def enqueue(self, queue: QueueT_contra, entry: QueueEntry) -> None:
         """A transient message entered a queue (the spill may page it out later)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import attrs
 
@@ -21,9 +21,17 @@ from amqplite.protocol.properties import replace_headers
 
 if TYPE_CHECKING:
     from amqplite.broker.consumer import Consumer
-    from amqplite.broker.consumer_groups import Partition
     from amqplite.broker.entry_reports import QueueJournal, QueueRemote
     from amqplite.broker.plugin_api import QueueHooks
+
+
+class ActivePicker(Protocol):
+    """Who of a queue's consumers may receive now (a consumer group's partition)."""
+
+    def active(self) -> Consumer | None:
+        """The consumer that may receive now, or None."""
+        ...
+
 
 EXPIRE_BATCH: Final = 500  # messages expired per timer turn, so a flood never stalls the loop
 
@@ -49,7 +57,9 @@ class Queue:
     ready_bytes: int = 0
     next_seq: int = 0
     had_consumer: bool = False
-    partition: Partition | None = None  # set while a consumer group consumes it: it picks who gets
+    partition: ActivePicker | None = (
+        None  # set while a consumer group consumes it: it picks who gets
+    )
     deleted: bool = False
     behind: bool = False  # deliverable work waits for output room (flow.py): publishers wait
     last_used: float = 0.0

@@ -33,7 +33,7 @@ class HostedQueue(Protocol):
 class QueueHost(Protocol):
     """What a queue needs from its broker: clocks, timers, dead-lettering, policies."""
 
-    spill: TransientSpill | None  # pages transient bodies out beyond the memory threshold
+    spill: TransientSpill[Any] | None  # pages transient bodies out beyond the memory threshold
 
     def now(self) -> float:
         """Monotonic seconds."""
@@ -60,7 +60,7 @@ class QueueHost(Protocol):
 class DetachedHost:
     """A host for queues outside a broker (plain VHost in tests): frozen clock, no timers."""
 
-    spill: TransientSpill | None = None
+    spill: TransientSpill[Any] | None = None
 
     def now(self) -> float:
         """Always 0."""
