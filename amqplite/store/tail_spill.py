@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Final
 
-from amqplite.store.bodies import BodyRef, close_descriptors
-from amqplite.store.transient import FILE_BYTES, SpillFile
+from amqplite.store.bodies import BodyRef
+from amqplite.store.transient import SpillFiles
 
 TAIL_SUFFIX: Final = "tail"
 
 
-class TailFiles:
+class TailFiles(SpillFiles):
     """Unlinked, never-fsynced files that paged queue tails are appended to (worker thread).
 
     Each written run is a BodyRef (file, offset, length): a file's descriptor closes once no
@@ -19,10 +19,7 @@ class TailFiles:
     """
 
     def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self._file: SpillFile | None = None
-        self._number = 0
-        self._retired: list[int] = []  # read descriptors no run uses any more
+        super().__init__(directory, TAIL_SUFFIX)
         self.written = 0  # bytes written, all time
         directory.mkdir(parents=True, exist_ok=True)
 
@@ -30,37 +27,8 @@ class TailFiles:
         """Append runs (worker thread); where each went."""
         placed: list[BodyRef] = []
         for run in runs:
-            file = self._writable()
+            file = self.writable()
             offset = file.append([run])
             placed.append(BodyRef(file.reader, offset, len(run)))
             self.written += len(run)
         return placed
-
-    def _writable(self) -> SpillFile:
-        file = self._file
-        if file is None or file.size >= FILE_BYTES:
-            if file is not None:
-                file.close()
-            self._number += 1
-            file = self._file = SpillFile(self.directory, self._number, self._retired, TAIL_SUFFIX)
-        return file
-
-    @property
-    def has_retired(self) -> bool:
-        """True when descriptors wait to be closed."""
-        return bool(self._retired)
-
-    def take_retired(self) -> list[int]:
-        """Descriptors of files no run uses any more (closing one frees its blocks: slow)."""
-        retired = self._retired
-        taken: list[int] = []
-        while retired:
-            taken.append(retired.pop())  # atomic: __del__ may append from any thread
-        return taken
-
-    def close(self) -> None:
-        """Close the write descriptor and what was retired (at shutdown)."""
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-        close_descriptors(self.take_retired())

@@ -75,6 +75,51 @@ class SpillFile:
             self.fd = -1
 
 
+class SpillFiles:
+    """Unlinked spill files appended to in turn (worker thread), a new one past FILE_BYTES.
+
+    A file's read descriptor is retired once nothing written in it is referenced; retired
+    descriptors are closed off the event loop (closing one frees its blocks: slow).
+    """
+
+    def __init__(self, directory: Path, suffix: str = "spill") -> None:
+        self.directory = directory
+        self.suffix = suffix
+        self._file: SpillFile | None = None
+        self._number = 0
+        self._retired: list[int] = []  # read descriptors nothing uses any more
+
+    def writable(self) -> SpillFile:
+        """The spill file to append to (worker thread): a new one past FILE_BYTES."""
+        file = self._file
+        if file is None or file.size >= FILE_BYTES:
+            if file is not None:
+                file.close()
+            self._number += 1
+            file = self._file = SpillFile(self.directory, self._number, self._retired, self.suffix)
+        return file
+
+    @property
+    def has_retired(self) -> bool:
+        """True when descriptors wait to be closed."""
+        return bool(self._retired)
+
+    def take_retired(self) -> list[int]:
+        """Descriptors of files nothing uses any more (closing one frees its blocks: slow)."""
+        retired = self._retired
+        taken: list[int] = []
+        while retired:
+            taken.append(retired.pop())  # atomic: __del__ may append from any thread
+        return taken
+
+    def close(self) -> None:
+        """Close the write descriptor and what was retired (at shutdown)."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        close_descriptors(self.take_retired())
+
+
 class SpillBatch:
     """Bodies to write in a worker thread, then give to their entries on the event loop."""
 
@@ -109,11 +154,11 @@ class SpillBatch:
             log.exception("cannot page transient message bodies out to %s", pager.directory)
 
 
-class TransientPager:
+class TransientPager(SpillFiles):
     """Pages transient bodies out beyond a memory threshold (implements broker TransientSpill)."""
 
     def __init__(self, directory: Path, threshold: int, paging: Paging) -> None:
-        self.directory = directory
+        super().__init__(directory)
         self.threshold = threshold  # process memory (estimated) beyond which bodies page out
         self.paging = paging
         self.measured = 0  # process memory at the last observation
@@ -121,9 +166,6 @@ class TransientPager:
         self.pending: list[tuple[SpilledEntry, JournaledMessage]] = []
         self.pending_bytes = 0
         self.paged_out = 0  # bytes paged out, all time
-        self._file: SpillFile | None = None
-        self._number = 0
-        self._retired: list[int] = []  # read descriptors of paged bodies gone, to close off-loop
         self.on_pending: Callable[[], None] = _nothing  # the pager task's wake-up
         clear_spill_dir(directory)
         directory.mkdir(parents=True, exist_ok=True)
@@ -185,36 +227,6 @@ class TransientPager:
         self.paged_out += freed
         self.recent -= freed
         return freed
-
-    def writable(self) -> SpillFile:
-        """The spill file to append to (worker thread): a new one past FILE_BYTES."""
-        file = self._file
-        if file is None or file.size >= FILE_BYTES:
-            if file is not None:
-                file.close()
-            self._number += 1
-            file = self._file = SpillFile(self.directory, self._number, self._retired)
-        return file
-
-    @property
-    def has_retired(self) -> bool:
-        """True when descriptors wait to be closed."""
-        return bool(self._retired)
-
-    def take_retired(self) -> list[int]:
-        """Descriptors whose last paged body is gone (closing one frees its blocks: slow)."""
-        retired = self._retired
-        taken: list[int] = []
-        while retired:
-            taken.append(retired.pop())  # atomic: __del__ may append from any thread
-        return taken
-
-    def close(self) -> None:
-        """Close the write descriptor and what was retired (at shutdown)."""
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-        close_descriptors(self.take_retired())
 
 
 def clear_spill_dir(directory: Path) -> None:
