@@ -584,17 +584,11 @@ class VHost:
         return self._deliver(exchange, message)
 
     def _deliver(self, exchange: Exchange, message: Message) -> Routed:
-        queue = self.queues.get(message.routing_key) if exchange.name == "" else None
-        if queue is not None and queue.hooks is None:  # the default exchange: that queue only
-            # (a queue with plugin hooks takes the path below, which asks them first)
-            exchange.publish_out += 1
-            taken = queue.enqueue(message) is not None
-            routed = Routed([queue], []) if taken else Routed([], [queue])
-            if queue.consumers:
-                queue.dispatch()
-            queue.expire_if_due_now()
-            return routed
-        queues = self.route(exchange, message.routing_key, message.headers, message)
+        named = self.queues.get(message.routing_key) if exchange.name == "" else None
+        if named is not None:  # the default exchange: the queue the key names, nothing else
+            queues = [named]
+        else:
+            queues = self.route(exchange, message.routing_key, message.headers, message)
         if queues:
             exchange.publish_out += 1
         else:
