@@ -146,7 +146,8 @@ class Committer:
             if self.sync_hook is not None:
                 self.sync_hook(job)
             self._done.append(job)
-            token.run_sync_soon(self._poke)
+            if jobs:  # after the last one, the round's end wakes the loop (_run_round)
+                token.run_sync_soon(self._poke)
 
     def _take_unstarted(self) -> list[SyncJob]:
         """The jobs stuck rounds have not reached yet."""

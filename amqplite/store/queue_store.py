@@ -273,8 +273,10 @@ class QueueStore:
     def delivered(self, entry: JournaledEntry) -> None:
         """A message was handed out: its delivery count is journaled with the next commit."""
         if entry.seq in self.live:
-            self.delivered_pending.append(entry)
-            self.store.touched(self)
+            pending = self.delivered_pending
+            if not pending:  # later ones: already dirty until write() takes the list
+                self.store.touched(self)
+            pending.append(entry)
 
     # -- commit --------------------------------------------------------------------------
 
