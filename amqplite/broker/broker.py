@@ -18,6 +18,7 @@ from amqplite.broker.deadletter import dead_letter_message, is_cycle
 from amqplite.broker.direct_reply import DirectReplies, ReplyConsumer
 from amqplite.broker.durability import (
     CommitTracker,
+    CommitWaiter,
     ConfigListener,
     MetadataListener,
     NoCommits,
@@ -77,6 +78,8 @@ class Broker:
         self._acked_queues: dict[int, Queue] = {}  # settled by acks not yet redispatched
         self._acked_channels: dict[int, DeliveryChannel] = {}
         self.commits: CommitTracker = NoCommits()
+        # the sessions holding confirms or replies for a commit (told after each one), by id
+        self.commit_waiters: dict[int, CommitWaiter] = {}
         self.metadata: MetadataListener | None = None
         self.plugin_state: PluginStateStore | None = None  # plugins' durable records
         self.spill: TransientSpill[Queue] | None = None  # transient bodies paged out (the server's)
