@@ -12,19 +12,18 @@ from __future__ import annotations
 import datetime
 import re
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import Any, Final, Protocol
 
 import attrs
 
+from amqplite.broker.consumer import Consumer
 from amqplite.broker.message import Message, QueueEntry
 from amqplite.broker.publishing import make_message
 from amqplite.broker.queue import Queue
+from amqplite.broker.queue_consumer import QueueConsumer
 from amqplite.protocol.constants import ClassId, ReplyCode
 from amqplite.protocol.errors import ChannelException
 from amqplite.protocol.properties import replace_headers
-
-if TYPE_CHECKING:
-    from amqplite.broker.consumer import Consumer
 
 STREAM_ARGS: Final = frozenset(
     {
@@ -439,8 +438,9 @@ class StreamQueue(Queue):
 
     # -- consumers --------------------------------------------------------------------------
 
-    def add_consumer(self, consumer: Consumer) -> None:
+    def add_consumer(self, consumer: QueueConsumer) -> None:
         """Attach a consumer with its cursor (offset, name, filter from its arguments)."""
+        assert isinstance(consumer, Consumer)  # its cursor reads the channel's credit
         super().add_consumer(consumer)
         args = consumer.arguments
         name = args.get("x-stream-consumer-name")
@@ -473,7 +473,7 @@ class StreamQueue(Queue):
             cursor.match_unfiltered = bool(args.get("x-stream-match-unfiltered", False))
         self.cursors[id(consumer)] = cursor
 
-    def remove_consumer(self, consumer: Consumer) -> None:
+    def remove_consumer(self, consumer: QueueConsumer) -> None:
         """Detach a consumer and drop its cursor."""
         cursor = self.cursors.pop(id(consumer), None)
         if cursor is not None:
