@@ -31,9 +31,10 @@ from amqplite.broker.plugin_api import ExchangeTypeRegistry
 from amqplite.broker.policy import Policy, effective_policy, validate_policy
 from amqplite.broker.queue import Queue
 from amqplite.broker.queue_host import HostedQueue, Timed
+from amqplite.broker.routing import Routed
 from amqplite.broker.stats import Churn, MessageStats
 from amqplite.broker.stream_queue import StreamReads
-from amqplite.broker.vhost import Routed, VHost
+from amqplite.broker.vhost import VHost
 from amqplite.protocol.constants import ClassId, ReplyCode
 from amqplite.protocol.errors import ChannelException, ConnectionException
 
