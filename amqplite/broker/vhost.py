@@ -25,7 +25,8 @@ from amqplite.broker.queue import Queue
 from amqplite.broker.queue_host import DETACHED, QueueHost
 from amqplite.broker.routing import Routed, route_through
 from amqplite.broker.stats import Churn, MessageStats
-from amqplite.broker.stream_queue import StreamQueue, check_stream_declare, is_stream_arguments
+from amqplite.broker.stream_arguments import check_stream_declare, is_stream_arguments
+from amqplite.broker.stream_queue import StreamQueue
 from amqplite.protocol.constants import ClassId, ReplyCode
 from amqplite.protocol.errors import ChannelException
 
