@@ -321,6 +321,7 @@ class Broker:
             item.queue.stats.ack += 1
             item.queue.settle(item.entry, True)
         self.totals.ack += len(settled)
+        self._credit_returns(channel)
         self._redispatch(settled)
 
     def ack_deferred(self, channel: DeliveryChannel, delivery_tag: int, multiple: bool) -> None:
@@ -335,6 +336,13 @@ class Broker:
             if item.consumer is not None:
                 self._acked_channels[id(channel)] = channel
         self.totals.ack += len(settled)
+        self._credit_returns(channel)
+
+    def _credit_returns(self, channel: DeliveryChannel) -> None:
+        """The channel settled deliveries: its acks move, so its credit counts as returning."""
+        channel.acks += 1
+        if not channel.credit_returning:
+            self.flow.credit_returns(channel)
 
     def flush_acks(self) -> None:
         """Deliver on the credit the acks since the last flush freed, each queue once."""
@@ -355,6 +363,7 @@ class Broker:
     ) -> None:
         """basic.nack / basic.reject: requeue to the original place, or drop."""
         settled = channel.settle(delivery_tag, multiple)
+        self._credit_returns(channel)
         self._release(settled, requeue, explicit=True)
 
     def recover(self, channel: DeliveryChannel) -> None:
