@@ -136,7 +136,12 @@ class DeliveryChannel:
             return
         stats.deliver += 1
         totals.deliver += 1
-        self.unacked[tag] = self._track(entry, queue, consumer)
+        timeout = queue.settings.consumer_timeout
+        if timeout is None:
+            timeout = queue.host.consumer_timeout_ms()
+        self.unacked[tag] = (
+            self._track(entry, queue, consumer) if timeout else Unacked(entry, queue, consumer)
+        )
         consumer.unacked += 1
         self.global_unacked += 1
         queue.unacked_count += 1
