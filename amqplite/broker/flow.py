@@ -12,6 +12,8 @@ peer stopped reading, or whose channel made no ack for a sweep interval (see `sw
 not count. A publisher that routed to a queue that is behind reads no more until that queue
 catches up, so the one event loop delivers first; a queue with nothing deliverable soon (no
 consumer, or consumers stalled) never holds a publisher back, and a backlog grows at full speed.
+The server lets a held publisher go, too, once the event loop idles (server/pacing.py): holding
+pays only while the broker is busy, so a slow consumer never sets a publisher's pace.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import trio
+import trio.testing
 
 from amqplite.broker.consumer import DeliveryChannel
 from amqplite.broker.flow import FlowControl, recheck, still_behind
@@ -16,19 +17,28 @@ before it counts as stalled (its consumers stop holding publishers back)."""
 SWEEP_EVERY = STALL_AFTER / 2
 """Seconds between two looks at which channels still ack, while a publisher waits."""
 
+IDLE_AFTER = 0.005
+"""Seconds the event loop may stay idle (no task runnable, no I/O) before a held publisher is let
+go: credit that does not come back within this while the broker has nothing else to do is not
+worth waiting for (a slow consumer; a backlog is then a normal state)."""
+
 
 class Pacer:
     """Wakes the readers held for queues behind on delivery whenever one catches up."""
 
-    def __init__(self, flow: FlowControl) -> None:
+    def __init__(self, flow: FlowControl, idle_after: float | None = IDLE_AFTER) -> None:
         self.flow = flow
-        self._progress = trio.Event()
+        self.idle_after = idle_after  # None: hold until caught up or stalled, idle or not
+        self._waiters: set[trio.CancelScope] = set()
         self._next_sweep = 0.0  # trio time of the next sweep (the first wait sweeps at once)
         flow.on_progress = self._notify
 
     def _notify(self) -> None:
-        self._progress.set()
-        self._progress = trio.Event()
+        waiters = self._waiters
+        if waiters:
+            for scope in waiters:
+                scope.cancel()
+            waiters.clear()
 
     async def wait_for(self, queues: list[Queue], session: Session | None = None) -> None:
         """Return once none of `queues` is behind (each catches up, or its consumers stall).
@@ -46,9 +56,17 @@ class Pacer:
                 for channel in held:
                     recheck(channel.queues_with_consumers())
             while still_behind(queues):
-                # a backstop only: a queue catches up, or its consumers stop acking or reading
-                with trio.move_on_after(SWEEP_EVERY):
-                    await self._progress.wait()
+                # woken when a queue catches up; the timeout is a backstop (consumers that stop
+                # acking or reading), and an idle event loop lets the publisher go at once
+                with trio.move_on_after(SWEEP_EVERY) as scope:
+                    self._waiters.add(scope)
+                    try:
+                        if self.idle_after is None:
+                            await trio.sleep_forever()
+                        await trio.testing.wait_all_tasks_blocked(self.idle_after)
+                        return
+                    finally:
+                        self._waiters.discard(scope)
                 self._sweep_if_due()
         finally:
             for channel in held:

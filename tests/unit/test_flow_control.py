@@ -238,6 +238,7 @@ async def test_a_queue_whose_consumer_stops_acking_takes_the_backlog_at_full_spe
     # the consumer acks its first 150 deliveries, then reads on without acking: its credit no
     # longer returns, so once a sweep finds its acks stalled the publisher is not held again
     node = Node(Config(limits=Limits(heartbeat=0)))
+    node.pacer.idle_after = None  # the sweep alone lets it go (not the idle event loop)
     count = 3000
     async with trio.open_nursery() as nursery:
         consumer = await acking_consumer(node, nursery, 100)
@@ -264,6 +265,7 @@ async def test_a_client_consuming_what_it_publishes_is_not_held_for_its_own_acks
     # one connection publishes to q and acks q's deliveries: while its reader waits, its acks
     # are not read, so its own consumer must not hold it (else it waits for a sweep each time)
     node = Node(Config(limits=Limits(heartbeat=0)))
+    node.pacer.idle_after = None  # not let go by the idle event loop either
     count = 2000
     async with trio.open_nursery() as nursery:
         client = await acking_consumer(node, nursery, 10)
@@ -291,3 +293,40 @@ async def test_a_client_consuming_what_it_publishes_is_not_held_for_its_own_acks
         elapsed = trio.current_time() - start
         stop(node, nursery)
     assert elapsed < SWEEP_EVERY, elapsed  # never held until a sweep let it go
+
+
+async def ack_slowly(client: StreamClient, interval: float) -> None:
+    """A consumer that acks one delivery every `interval` seconds, for ever (a slow worker)."""
+    while True:
+        frame = await client.next_frame()
+        assert frame is not None
+        if isinstance(frame, MethodFrame) and isinstance(frame.method, spec.Basic.Deliver):
+            await trio.sleep(interval)
+            await client.send(1, BasicAck(frame.method.delivery_tag, False))
+
+
+@pytest.mark.trio
+async def test_a_consumer_that_acks_slowly_does_not_hold_a_fast_publisher(
+    autojump_clock: Any,
+) -> None:
+    # a worker that takes 50 ms a message acks all the time, yet its credit does not come back
+    # within IDLE_AFTER while the broker has nothing else to do: the backlog grows at full speed
+    node = Node(Config(limits=Limits(heartbeat=0)))
+    count = 3000
+    async with trio.open_nursery() as nursery:
+        consumer = await acking_consumer(node, nursery, 10)
+        nursery.start_soon(ack_slowly, consumer, 0.05)
+        publisher = await serve_one(node, nursery)
+        await open_channel(publisher)
+        await publisher.stream.send_all(publishes(30))
+        await trio.sleep(0.3)  # virtual: the worker is busy, and has acked a few
+        queue = node.broker.vhosts["/"].queues["q"]
+        assert queue.stats.ack >= 3
+        start = trio.current_time()
+        with trio.move_on_after(60):  # virtual seconds: the worker would need 150 for them all
+            await publish_confirmed(publisher, count, "q")
+        elapsed = trio.current_time() - start
+        ready = queue.message_count
+        stop(node, nursery)
+    assert ready >= count - 10, ready
+    assert elapsed < 1.0, elapsed  # the worker acked a handful meanwhile
