@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import trio
-import trio.testing
+
+try:  # trio.testing's wait_all_tasks_blocked, without the import of pytest that trio.testing makes
+    from trio._core._generated_run import wait_all_tasks_blocked
+except ImportError:  # pragma: no cover - another trio layout: the public name (heavier import)
+    from trio.testing import wait_all_tasks_blocked
 
 from amqplite.broker.consumer import DeliveryChannel
 from amqplite.broker.flow import FlowControl, recheck, still_behind
@@ -63,7 +67,7 @@ class Pacer:
                     try:
                         if self.idle_after is None:
                             await trio.sleep_forever()
-                        await trio.testing.wait_all_tasks_blocked(self.idle_after)
+                        await wait_all_tasks_blocked(self.idle_after)
                         return
                     finally:
                         self._waiters.discard(scope)
