@@ -412,6 +412,7 @@ class Broker:
     def close_channel(self, vhost: VHost, channel: DeliveryChannel) -> None:
         """Channel closed: cancel its consumers and requeue its unacked messages."""
         self.direct_replies.forget(channel)
+        self.flow.forget(channel)
         for tag in list(channel.consumers):
             self.cancel(vhost, channel, tag)
         self._release(channel.settle_all(), requeue=True)

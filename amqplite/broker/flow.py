@@ -72,6 +72,11 @@ class FlowControl:
         channel.credit_returning = True
         self._returning[id(channel)] = channel
 
+    def forget(self, channel: DeliveryChannel) -> None:
+        """The channel closed: it holds nobody back any more (and is not kept alive here)."""
+        channel.credit_returning = False
+        self._returning.pop(id(channel), None)
+
     def sweep(self) -> None:
         """Channels that acked nothing since the last sweep stop holding publishers back.
 

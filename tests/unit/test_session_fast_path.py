@@ -291,3 +291,15 @@ def test_single_acks_read_together_in_a_transaction_wait_for_the_commit(broker: 
     assert queue.unacked_count == 3
     client.send(1, spec.Tx.Commit())
     assert (queue.stats.ack, queue.unacked_count) == (3, 0)
+
+
+def test_a_channel_whose_credit_returned_is_forgotten_by_pacing_when_it_closes(
+    broker: Broker,
+) -> None:
+    client = prefetch_client(broker, 3)
+    client.publish(1, "q", b"m")
+    client.received()
+    client.session.receive_data(acks(1, 1))
+    assert broker.flow.returning_count() == 1  # its credit counts as returning
+    client.send(1, spec.Channel.Close())
+    assert broker.flow.returning_count() == 0  # not kept until a sweep that may never come
