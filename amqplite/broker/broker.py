@@ -317,6 +317,7 @@ class Broker:
             item.queue.stats.ack += 1
             item.queue.settle(item.entry, True)
         self.totals.ack += len(settled)
+        self._credit_returns(channel)
         self._redispatch(settled)
 
     def ack_deferred(self, channel: DeliveryChannel, delivery_tag: int, multiple: bool) -> None:
@@ -331,6 +332,52 @@ class Broker:
             if item.consumer is not None:
                 self._acked_channels[id(channel)] = channel
         self.totals.ack += len(settled)
+        self._credit_returns(channel)
+
+    def ack_each(self, channel: DeliveryChannel, tags: list[int]) -> None:
+        """basic.ack of single tags read together: settle each now, deliver in flush_acks.
+
+        One pass, no list of settled items; an unknown tag is a 406 once the tags before it
+        are settled (the channel then closes, so the ones after it are dropped, as RabbitMQ).
+        """
+        unacked = channel.unacked
+        queues = self._acked_queues
+        last: Queue | None = None
+        done = consumed = 0
+        try:
+            for tag in tags:
+                item = unacked.pop(tag, None)
+                if item is None:
+                    raise ChannelException(
+                        ReplyCode.PRECONDITION_FAILED, f"unknown delivery tag {tag}"
+                    )
+                done += 1
+                queue = item.queue
+                queue.unacked_count -= 1
+                queue.stats.ack += 1
+                consumer = item.consumer
+                if consumer is not None:
+                    consumer.unacked -= 1
+                    consumed += 1
+                queue.settle(item.entry, True)
+                if queue is not last:
+                    queues[id(queue)] = queue
+                    last = queue
+        finally:
+            if done:
+                channel.global_unacked -= consumed
+                if consumed:
+                    self._acked_channels[id(channel)] = channel
+                self.totals.ack += done
+                channel.acks += 1
+                if not channel.credit_returning:
+                    self.flow.credit_returns(channel)
+
+    def _credit_returns(self, channel: DeliveryChannel) -> None:
+        """The channel settled deliveries: its acks move, so its credit counts as returning."""
+        channel.acks += 1
+        if not channel.credit_returning:
+            self.flow.credit_returns(channel)
 
     def flush_acks(self) -> None:
         """Deliver on the credit the acks since the last flush freed, each queue once."""
@@ -351,6 +398,7 @@ class Broker:
     ) -> None:
         """basic.nack / basic.reject: requeue to the original place, or drop."""
         settled = channel.settle(delivery_tag, multiple)
+        self._credit_returns(channel)
         self._release(settled, requeue, explicit=True)
 
     def recover(self, channel: DeliveryChannel) -> None:
@@ -360,6 +408,7 @@ class Broker:
     def close_channel(self, vhost: VHost, channel: DeliveryChannel) -> None:
         """Channel closed: cancel its consumers and requeue its unacked messages."""
         self.direct_replies.forget(channel)
+        self.flow.forget(channel)
         for tag in list(channel.consumers):
             self.cancel(vhost, channel, tag)
         self._release(channel.settle_all(), requeue=True)

@@ -73,15 +73,18 @@ class Consumer:
             return False
         return not (channel.global_prefetch and channel.global_unacked >= channel.global_prefetch)
 
-    def waits_for_room(self) -> bool:
-        """True when only output room, soon back, keeps a delivery from this consumer."""
+    def holds_publishers(self) -> bool:
+        """True when it takes more soon: it waits for output room, or its credit returns (flow.py)."""
         channel = self.channel
-        if not channel.active or channel.sink.has_capacity():
+        if not channel.active:
             return False
         if not self.no_ack and (
             (self.prefetch_count and self.unacked >= self.prefetch_count)
             or (channel.global_prefetch and channel.global_unacked >= channel.global_prefetch)
         ):
+            if not (channel.credit_returning and channel.reading):
+                return False
+        elif channel.sink.has_capacity():
             return False
         return channel.sink.output_moving()
 
@@ -107,7 +110,12 @@ class Consumer:
             return
         stats.deliver += 1
         totals.deliver += 1
-        channel.unacked[tag] = channel.track(entry, queue, self)
+        timeout = queue.settings.consumer_timeout
+        if timeout is None:
+            timeout = queue.host.consumer_timeout_ms()
+        channel.unacked[tag] = (
+            channel.track(entry, queue, self) if timeout else Unacked(entry, queue, self)
+        )
         self.unacked += 1
         channel.global_unacked += 1
         queue.unacked_count += 1
@@ -130,6 +138,10 @@ class DeliveryChannel:
     consumers: dict[str, Consumer] = attrs.field(factory=dict)
     timer_due: float | None = None
     timed_out: bool = False
+    acks: int = 0  # basic.ack/nack/reject frames settled (pacing watches it move, flow.py)
+    acks_swept: int = -1  # `acks` at the last sweep
+    credit_returning: bool = False  # acked lately: credit its consumers are out of comes back
+    reading: bool = True  # False while its connection is not read (it waits for pacing)
 
     def _new_tag(self) -> int:
         tag = self.next_tag

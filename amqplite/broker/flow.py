@@ -1,12 +1,19 @@
 """Pacing: publishers wait for the queues they fill that are behind on deliverable work.
 
-RabbitMQ's credit flow (reader -> channel -> queue) folded into one process. A queue is
-*behind* while it holds ready messages that a consumer would take now but for its
-connection's output room, on a connection whose output is moving (a peer that stopped
-reading does not count: its consumers are as good as out of credit). A publisher that
-routed to a queue that is behind reads no more until that queue catches up, so the one
-event loop delivers first; a queue with nothing deliverable (no consumer, or all out of
-prefetch credit) never holds a publisher back, and a backlog grows at full speed.
+RabbitMQ's credit flow (reader -> channel -> queue) folded into one process. There, a queue
+grants a publisher more credit only as it works through its mailbox, which holds the acks of
+busy consumers as well as publishes: a queue whose consumers ack keeps its publishers to the
+rate it delivers, one with no consumers (or idle ones) takes publishes at full speed.
+
+Here a queue is *behind* while it holds ready messages that a consumer will take soon: one
+that would take now but for its connection's output room, or one out of prefetch credit whose
+credit is returning (its channel acked lately, on a connection being read). A consumer whose
+peer stopped reading, or whose channel made no ack for a sweep interval (see `sweep`), does
+not count. A publisher that routed to a queue that is behind reads no more until that queue
+catches up, so the one event loop delivers first; a queue with nothing deliverable soon (no
+consumer, or consumers stalled) never holds a publisher back, and a backlog grows at full speed.
+The server lets a held publisher go, too, once the event loop idles (server/pacing.py): holding
+pays only while the broker is busy, so a slow consumer never sets a publisher's pace.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from amqplite.broker.consumer import DeliveryChannel
     from amqplite.broker.queue import Queue
     from amqplite.broker.queue_host import HostedQueue
 
@@ -30,6 +38,7 @@ class FlowControl:
         self.behind = 0  # how many queues are behind now
         self.on_progress: Callable[[], None] = _nothing  # the server wakes waiting readers
         self._touched: dict[int, Queue] = {}  # queues behind that publishes reached
+        self._returning: dict[int, DeliveryChannel] = {}  # channels whose credit is returning
 
     def routed(self, queues: Iterable[Queue]) -> None:
         """A publish reached these queues: note the ones it must wait for."""
@@ -57,6 +66,46 @@ class FlowControl:
         else:
             self.behind -= 1
             self.on_progress()
+
+    def credit_returns(self, channel: DeliveryChannel) -> None:
+        """The channel acked (its acks move): its consumers out of credit get it back soon."""
+        channel.credit_returning = True
+        self._returning[id(channel)] = channel
+
+    def forget(self, channel: DeliveryChannel) -> None:
+        """The channel closed: it holds nobody back any more (and is not kept alive here)."""
+        channel.credit_returning = False
+        self._returning.pop(id(channel), None)
+
+    def sweep(self) -> None:
+        """Channels that acked nothing since the last sweep stop holding publishers back.
+
+        Called every half STALL_AFTER or so while a publisher waits (server/pacing.py): a
+        consumer that stopped acking no longer counts within one to two intervals.
+        """
+        if not self._returning:
+            return
+        stalled: list[DeliveryChannel] = []
+        for channel in self._returning.values():
+            if channel.acks == channel.acks_swept:
+                stalled.append(channel)
+            else:
+                channel.acks_swept = channel.acks
+        for channel in stalled:
+            del self._returning[id(channel)]
+            channel.credit_returning = False
+            recheck(channel.queues_with_consumers())
+
+    def returning_count(self) -> int:
+        """How many channels count as acking now (tests, diagnostics)."""
+        return len(self._returning)
+
+
+def recheck(queues: Iterable[Queue]) -> None:
+    """Look again whether queues marked behind still are (a consumer stalled or paused)."""
+    for queue in queues:
+        if queue.behind:
+            queue.update_behind()
 
 
 def still_behind(queues: Iterable[Queue]) -> bool:

@@ -53,7 +53,7 @@ class Queue:
         None  # set while a consumer group consumes it: it picks who gets
     )
     deleted: bool = False
-    behind: bool = False  # deliverable work waits for output room (flow.py): publishers wait
+    behind: bool = False  # ready messages a consumer takes soon (flow.py): publishers wait
     last_used: float = 0.0
     timer_due: float | None = None
     stats: MessageStats = attrs.field(factory=MessageStats)
@@ -472,12 +472,12 @@ class Queue:
             self.update_behind()
 
     def update_behind(self) -> None:
-        """Behind: ready messages a consumer with credit would take but for output room."""
+        """Behind: ready messages a consumer takes soon (output room or credit returns, flow.py)."""
         consumers = self.consumers
         if (self.settings.single_active_consumer or self.partition is not None) and consumers:
             active = self.active_consumer
             consumers = deque(() if active is None else (active,))
-        behind = bool(len(self.ready)) and any(c.waits_for_room() for c in consumers)
+        behind = bool(len(self.ready)) and any(c.holds_publishers() for c in consumers)
         if behind is not self.behind:
             self.host.set_behind(self, behind)
 

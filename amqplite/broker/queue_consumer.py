@@ -22,8 +22,8 @@ class QueueConsumer(Protocol):
         """True when a delivery now would respect prefetch, flow and the outbound buffer."""
         ...
 
-    def waits_for_room(self) -> bool:
-        """True when only output room, soon back, keeps a delivery from this consumer."""
+    def holds_publishers(self) -> bool:
+        """True when it takes more soon: it waits for output room, or its credit returns (flow.py)."""
         ...
 
     def deliver(self, entry: QueueEntry) -> None:

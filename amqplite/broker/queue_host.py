@@ -27,7 +27,7 @@ class HostedQueue(Protocol):
     name: str
     vhost: str
     settings: QueueSettings
-    behind: bool  # deliverable work waits for output room (flow.py)
+    behind: bool  # ready messages a consumer takes soon (flow.py)
 
 
 class QueueHost(Protocol):

@@ -114,6 +114,7 @@ _HOT_PREFIX: Final = struct.Struct(">BHII")
 _TAG_BITS: Final = struct.Struct(">QB")
 _PUBLISH_IDS: Final = 0x003C0028
 _ACK_IDS: Final = 0x003C0050
+_ACK_FRAME: Final = struct.Struct(">BHIIQBB")  # a whole basic.ack frame, frame end included
 
 HOT_PUBLISH: Final = 0
 """`FrameReader.peek_hot` kind: basic.publish with its content."""
@@ -390,6 +391,26 @@ class FrameReader:
     def skip(self, size: int) -> None:
         """Consume `size` bytes that `peek_hot` decoded."""
         self._consume(size)
+
+    def take_acks(self, channel: int, tags: list[int]) -> None:
+        """Consume the basic.acks (no `multiple`) on `channel` next in the buffer; tags to `tags`."""
+        if self._error is not None or not self._header_seen:
+            return
+        buffer = self._buffer
+        start = pos = self._offset
+        last = len(buffer) - _ACK_FRAME.size
+        unpack = _ACK_FRAME.unpack_from
+        append = tags.append
+        while pos <= last:
+            frame_type, on, size, ids, tag, bits, end = unpack(buffer, pos)
+            if frame_type != 1 or on != channel or size != 13 or ids != _ACK_IDS or bits:
+                break
+            if end != FRAME_END:
+                break
+            append(tag)
+            pos += 21
+        if pos != start:
+            self._consume(pos - start)
 
     def _check(self) -> None:
         """Assert the buffer invariants (for tests): a bytearray drops its consumed prefix in time."""

@@ -219,7 +219,7 @@ class ClientConnection:
                 self._wake.set()  # the writer sends what is queued, then sets _room
                 await self._room.wait()
             if owed and not session.closed:
-                await self.pacer.wait_for(owed)
+                await self.pacer.wait_for(owed, session)
         finally:
             self._paused = False
 

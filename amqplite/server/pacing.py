@@ -4,28 +4,87 @@ from __future__ import annotations
 
 import trio
 
-from amqplite.broker.flow import FlowControl, still_behind
+try:  # trio.testing's wait_all_tasks_blocked, without the import of pytest that trio.testing makes
+    from trio._core._generated_run import wait_all_tasks_blocked
+except ImportError:  # pragma: no cover - another trio layout: the public name (heavier import)
+    from trio.testing import wait_all_tasks_blocked
+
+from amqplite.broker.consumer import DeliveryChannel
+from amqplite.broker.flow import FlowControl, recheck, still_behind
 from amqplite.broker.queue import Queue
+from amqplite.session.connection import Session
 
 STALL_AFTER = 1.0
-"""Seconds a connection's output may stay unwritten before its peer counts as not reading."""
+"""Seconds a connection's output may stay unwritten, or a consuming channel may make no ack,
+before it counts as stalled (its consumers stop holding publishers back)."""
+
+SWEEP_EVERY = STALL_AFTER / 2
+"""Seconds between two looks at which channels still ack, while a publisher waits."""
+
+IDLE_AFTER = 0.005
+"""Seconds the event loop may stay idle (no task runnable, no I/O) before a held publisher is let
+go: credit that does not come back within this while the broker has nothing else to do is not
+worth waiting for (a slow consumer; a backlog is then a normal state)."""
 
 
 class Pacer:
     """Wakes the readers held for queues behind on delivery whenever one catches up."""
 
-    def __init__(self, flow: FlowControl) -> None:
+    def __init__(self, flow: FlowControl, idle_after: float | None = IDLE_AFTER) -> None:
         self.flow = flow
-        self._progress = trio.Event()
+        self.idle_after = idle_after  # None: hold until caught up or stalled, idle or not
+        self._waiters: set[trio.CancelScope] = set()
+        self._next_sweep = 0.0  # trio time of the next sweep (the first wait sweeps at once)
         flow.on_progress = self._notify
 
     def _notify(self) -> None:
-        self._progress.set()
-        self._progress = trio.Event()
+        waiters = self._waiters
+        if waiters:
+            for scope in waiters:
+                scope.cancel()
+            waiters.clear()
 
-    async def wait_for(self, queues: list[Queue]) -> None:
-        """Return once none of `queues` is behind (each catches up, or its consumers stall)."""
-        while still_behind(queues):
-            # a backstop only: a queue catches up, or the server finds its consumer stalled
-            with trio.move_on_after(STALL_AFTER):
-                await self._progress.wait()
+    async def wait_for(self, queues: list[Queue], session: Session | None = None) -> None:
+        """Return once none of `queues` is behind (each catches up, or its consumers stall).
+
+        While it waits, `session`'s connection is not read: its own consumers' acks do not
+        come, so they hold nobody back (a client that publishes to the queue it consumes from
+        is never held for itself).
+        """
+        held = _consuming_channels(session)
+        for channel in held:
+            channel.reading = False
+        try:
+            if held:
+                recheck(queues)
+                for channel in held:
+                    recheck(channel.queues_with_consumers())
+            while still_behind(queues):
+                # woken when a queue catches up; the timeout is a backstop (consumers that stop
+                # acking or reading), and an idle event loop lets the publisher go at once
+                with trio.move_on_after(SWEEP_EVERY) as scope:
+                    self._waiters.add(scope)
+                    try:
+                        if self.idle_after is None:
+                            await trio.sleep_forever()
+                        await wait_all_tasks_blocked(self.idle_after)
+                        return
+                    finally:
+                        self._waiters.discard(scope)
+                self._sweep_if_due()
+        finally:
+            for channel in held:
+                channel.reading = True
+
+    def _sweep_if_due(self) -> None:
+        now = trio.current_time()
+        if now >= self._next_sweep:
+            self._next_sweep = now + SWEEP_EVERY
+            self.flow.sweep()
+
+
+def _consuming_channels(session: Session | None) -> list[DeliveryChannel]:
+    """The channels of a connection that have consumers (whose acks it reads)."""
+    if session is None:
+        return []
+    return [c.delivery for c in session.channels.values() if c.delivery.consumers]

@@ -202,6 +202,15 @@ def basic_ack(ctx: SessionContext, channel: ChannelSession, command: Command) ->
     ack(ctx, channel, m.delivery_tag, m.multiple)
 
 
+def ack_each(ctx: SessionContext, channel: ChannelSession, tags: list[int]) -> None:
+    """basic.acks of single tags read together (fast path); the caller runs broker.flush_acks."""
+    if channel.mode is ConfirmMode.TX:
+        for tag in tags:
+            ack(ctx, channel, tag, False)
+    else:
+        ctx.broker.ack_each(channel.delivery, tags)
+
+
 def ack(
     ctx: SessionContext,
     channel: ChannelSession,

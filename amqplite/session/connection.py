@@ -35,7 +35,7 @@ from amqplite.protocol.methods import (
 )
 from amqplite.protocol.writers import Deliver, GetOk, Part, get_ok_parts
 from amqplite.session import handshake, limits
-from amqplite.session.basic import ack, publish
+from amqplite.session.basic import ack, ack_each, publish
 from amqplite.session.channel import ChannelSession, ChannelState
 from amqplite.session.channel_commands import check_channel_open
 from amqplite.session.commands import handle_command
@@ -186,7 +186,12 @@ class Session(SessionOutput, PagedOutput):
                 _, _, size, delivery_tag, multiple = hot
                 reader.skip(size)
                 try:
-                    ack(self, channel, delivery_tag, multiple, deferred=True)
+                    if multiple:
+                        ack(self, channel, delivery_tag, multiple, deferred=True)
+                    else:  # the single acks read with it are settled in one pass
+                        tags = [delivery_tag]
+                        reader.take_acks(channel_id, tags)
+                        ack_each(self, channel, tags)
                 except ChannelException as exc:
                     checked = -1
                     self._channel_error(channel, exc, BasicAck(delivery_tag, multiple))

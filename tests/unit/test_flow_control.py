@@ -12,12 +12,12 @@ from test_server_streams import StreamClient, build, serve_lockstep, serve_one
 
 from amqplite.broker.queue import Queue
 from amqplite.config.models import Config, Limits
-from amqplite.protocol.frames import MethodFrame
+from amqplite.protocol.frames import NEED_DATA, MethodFrame
 from amqplite.protocol.methods import BasicAck, BasicPublish, encode_method, spec
 from amqplite.protocol.writers import encode_content
 from amqplite.server.connection import RECEIVE_SIZE
 from amqplite.server.node import Node
-from amqplite.server.pacing import STALL_AFTER
+from amqplite.server.pacing import STALL_AFTER, SWEEP_EVERY
 
 BODY = 1000
 
@@ -159,3 +159,174 @@ async def test_a_client_that_publishes_unroutable_mandatory_messages_and_never_r
         stop(node, nursery)
     # one read's worth of returns beyond the bound at most, never the 20 MB it asked for
     assert 0 < buffered <= bound + RECEIVE_SIZE + 64 * 1024, buffered
+
+
+async def ack_each(client: StreamClient, total: int, stop_acking_after: int | None = None) -> None:
+    """A consumer that sends one basic.ack per delivery (those of a read together) until `total`
+    deliveries came; past `stop_acking_after` deliveries it keeps reading but acks no more."""
+    seen = 0
+    while seen < total:
+        acks = bytearray()
+        while (frame := client.reader.next_frame()) is not NEED_DATA:
+            assert frame is not None
+            if isinstance(frame, MethodFrame) and isinstance(frame.method, spec.Basic.Deliver):
+                seen += 1
+                if stop_acking_after is None or seen <= stop_acking_after:
+                    acks += encode_method(1, BasicAck(frame.method.delivery_tag, False))
+        if acks:
+            await client.stream.send_all(bytes(acks))
+        if seen >= total:
+            return
+        data = await client.stream.receive_some(65536)
+        assert data
+        client.reader.receive_data(data)
+
+
+async def acking_consumer(node: Node, nursery: trio.Nursery, prefetch: int) -> StreamClient:
+    """A consumer of q with prefetch `prefetch` and manual acks (the caller reads and acks)."""
+    consumer = await serve_one(node, nursery)
+    await open_channel(consumer)
+    await consumer.send(1, build(spec.Basic.Qos, prefetch_count=prefetch))
+    await consumer.expect(spec.Basic.QosOk)
+    await consumer.send(1, build(spec.Basic.Consume, queue="q", consumer_tag="c"))
+    await consumer.expect(spec.Basic.ConsumeOk)
+    return consumer
+
+
+async def watch_ready_steady(
+    queue: Queue, peaks: list[int], done: trio.Event, steady_after: int
+) -> None:
+    """Record the queue's largest ready count, overall and once `steady_after` were acked."""
+    while not done.is_set():
+        peaks[0] = max(peaks[0], queue.message_count)
+        if queue.stats.ack >= steady_after:
+            peaks[1] = max(peaks[1], queue.message_count)
+        await trio.lowlevel.checkpoint()
+
+
+@pytest.mark.trio
+async def test_a_fast_publisher_is_held_to_a_consumer_that_acks_each_message() -> None:
+    # prefetch 100 and one ack per message: the consumer is out of credit almost all the time
+    # (its acks are on their way), yet its credit returns, so the queue counts as behind and
+    # the publisher reads again only once the queue caught up, as RabbitMQ's credit flow holds it
+    node = Node(Config(limits=Limits(heartbeat=0)))
+    count = 10_000
+    per_receive = RECEIVE_SIZE // BODY
+    async with trio.open_nursery() as nursery:
+        consumer = await acking_consumer(node, nursery, 100)
+        queue = node.broker.vhosts["/"].queues["q"]
+        publisher = await serve_one(node, nursery)
+        await open_channel(publisher, "other")
+        peaks = [0, 0]
+        done = trio.Event()
+        nursery.start_soon(watch_ready_steady, queue, peaks, done, count // 2)
+        nursery.start_soon(publisher.stream.send_all, publishes(count))
+        await ack_each(consumer, count)
+        done.set()
+        stop(node, nursery)
+    assert queue.stats.deliver == count
+    # before its first ack arrives, a consumer holds nobody (one that never acks must not): the
+    # few reads until then wait in the queue; once they drained, one read's worth at most
+    assert peaks[0] <= 4 * per_receive, peaks
+    assert peaks[1] <= per_receive + 10, peaks
+
+
+@pytest.mark.trio
+async def test_a_queue_whose_consumer_stops_acking_takes_the_backlog_at_full_speed(
+    autojump_clock: Any,
+) -> None:
+    # the consumer acks its first 150 deliveries, then reads on without acking: its credit no
+    # longer returns, so once a sweep finds its acks stalled the publisher is not held again
+    node = Node(Config(limits=Limits(heartbeat=0)))
+    node.pacer.idle_after = None  # the sweep alone lets it go (not the idle event loop)
+    count = 3000
+    async with trio.open_nursery() as nursery:
+        consumer = await acking_consumer(node, nursery, 100)
+        nursery.start_soon(ack_each, consumer, 250, 150)
+        publisher = await serve_one(node, nursery)
+        await open_channel(publisher)
+        start = trio.current_time()
+        with trio.move_on_after(60):  # virtual seconds
+            await publish_confirmed(publisher, count, "q")
+        elapsed = trio.current_time() - start
+        queue = node.broker.vhosts["/"].queues["q"]
+        unacked, ready = queue.unacked_count, queue.message_count
+        stop(node, nursery)
+    assert unacked == 100  # out of credit, for good
+    assert ready == count - 250
+    # held at most once, until a sweep finds the channel's acks stalled; not per read
+    assert elapsed <= STALL_AFTER + 1.0, elapsed
+
+
+@pytest.mark.trio
+async def test_a_client_consuming_what_it_publishes_is_not_held_for_its_own_acks(
+    autojump_clock: Any,
+) -> None:
+    # one connection publishes to q and acks q's deliveries: while its reader waits, its acks
+    # are not read, so its own consumer must not hold it (else it waits for a sweep each time)
+    node = Node(Config(limits=Limits(heartbeat=0)))
+    node.pacer.idle_after = None  # not let go by the idle event loop either
+    count = 2000
+    async with trio.open_nursery() as nursery:
+        client = await acking_consumer(node, nursery, 10)
+        lock = trio.Lock()
+
+        async def publish_in_chunks() -> None:
+            for _ in range(count // 500):
+                async with lock:
+                    await client.stream.send_all(publishes(500))
+
+        start = trio.current_time()
+        nursery.start_soon(publish_in_chunks)
+        seen = 0
+        while seen < count:
+            acks = bytearray()
+            while (frame := client.reader.next_frame()) is not NEED_DATA:
+                if isinstance(frame, MethodFrame) and isinstance(frame.method, spec.Basic.Deliver):
+                    seen += 1
+                    acks += encode_method(1, BasicAck(frame.method.delivery_tag, False))
+            if acks:
+                async with lock:
+                    await client.stream.send_all(bytes(acks))
+            if seen < count:
+                client.reader.receive_data(await client.stream.receive_some(65536))
+        elapsed = trio.current_time() - start
+        stop(node, nursery)
+    assert elapsed < SWEEP_EVERY, elapsed  # never held until a sweep let it go
+
+
+async def ack_slowly(client: StreamClient, interval: float) -> None:
+    """A consumer that acks one delivery every `interval` seconds, for ever (a slow worker)."""
+    while True:
+        frame = await client.next_frame()
+        assert frame is not None
+        if isinstance(frame, MethodFrame) and isinstance(frame.method, spec.Basic.Deliver):
+            await trio.sleep(interval)
+            await client.send(1, BasicAck(frame.method.delivery_tag, False))
+
+
+@pytest.mark.trio
+async def test_a_consumer_that_acks_slowly_does_not_hold_a_fast_publisher(
+    autojump_clock: Any,
+) -> None:
+    # a worker that takes 50 ms a message acks all the time, yet its credit does not come back
+    # within IDLE_AFTER while the broker has nothing else to do: the backlog grows at full speed
+    node = Node(Config(limits=Limits(heartbeat=0)))
+    count = 3000
+    async with trio.open_nursery() as nursery:
+        consumer = await acking_consumer(node, nursery, 10)
+        nursery.start_soon(ack_slowly, consumer, 0.05)
+        publisher = await serve_one(node, nursery)
+        await open_channel(publisher)
+        await publisher.stream.send_all(publishes(30))
+        await trio.sleep(0.3)  # virtual: the worker is busy, and has acked a few
+        queue = node.broker.vhosts["/"].queues["q"]
+        assert queue.stats.ack >= 3
+        start = trio.current_time()
+        with trio.move_on_after(60):  # virtual seconds: the worker would need 150 for them all
+            await publish_confirmed(publisher, count, "q")
+        elapsed = trio.current_time() - start
+        ready = queue.message_count
+        stop(node, nursery)
+    assert ready >= count - 10, ready
+    assert elapsed < 1.0, elapsed  # the worker acked a handful meanwhile

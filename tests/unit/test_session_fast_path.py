@@ -204,3 +204,102 @@ def test_fast_publish_to_a_missing_exchange_names_basic_publish(broker: Broker) 
     assert isinstance(close, spec.Channel.Close)
     assert close.reply_code == ReplyCode.NOT_FOUND
     assert (close.class_id, close.method_id) == (60, 40)
+
+
+def acks(channel: int, *tags: int, multiple: bool = False) -> bytes:
+    return b"".join(encode_method(channel, BasicAck(tag, multiple)) for tag in tags)
+
+
+def test_take_acks_consumes_the_run_of_single_acks_on_one_channel_and_no_further() -> None:
+    reader = FrameReader(4096)
+    reader.receive_data(
+        b"AMQP\x00\x00\x09\x01" + acks(2, 1, 2, 3) + acks(2, 4, multiple=True) + acks(3, 5)
+    )
+    reader.next_frame()
+    tags = [0]
+    reader.take_acks(2, tags)
+    assert tags == [0, 1, 2, 3]
+    assert reader.peek_hot() == (HOT_ACK, 2, 21, 4, True)  # a multiple ack ends the run
+    reader.skip(21)
+    reader.take_acks(2, tags)  # another channel's ack ends it too
+    assert tags == [0, 1, 2, 3]
+    assert reader.peek_hot() == (HOT_ACK, 3, 21, 5, False)
+
+
+def prefetch_client(broker: Broker, prefetch: int) -> Client:
+    client = Client(Session(broker))
+    client.handshake()
+    client.open_channel(1)
+    client.send(1, build(spec.Queue.Declare, queue="q"))
+    client.send(1, build(spec.Basic.Qos, prefetch_count=prefetch))
+    client.send(1, build(spec.Basic.Consume, queue="q", consumer_tag="c"))
+    client.received()
+    return client
+
+
+def delivered_tags(client: Client) -> list[int]:
+    return [
+        c.method.delivery_tag for c in client.received() if isinstance(c.method, spec.Basic.Deliver)
+    ]
+
+
+def test_single_acks_read_together_settle_each_and_deliver_on_the_freed_credit(
+    broker: Broker,
+) -> None:
+    client = prefetch_client(broker, 3)
+    for i in range(7):
+        client.publish(1, "q", b"m%d" % i)
+    assert delivered_tags(client) == [1, 2, 3]
+    client.session.receive_data(acks(1, 2, 1, 3))  # out of order, one receive
+    assert delivered_tags(client) == [4, 5, 6]
+    queue = broker.vhosts["/"].queues["q"]
+    assert (queue.stats.ack, queue.unacked_count, queue.message_count) == (3, 3, 1)
+    consumer = client.session.channels[1].delivery.consumers["c"]
+    assert consumer.unacked == 3
+    queue._check()
+
+
+def test_an_unknown_tag_among_single_acks_read_together_settles_those_before_it(
+    broker: Broker,
+) -> None:
+    client = prefetch_client(broker, 3)
+    for i in range(3):
+        client.publish(1, "q", b"m%d" % i)
+    client.received()
+    client.session.receive_data(acks(1, 1, 9, 2))
+    close = client.received()[-1].method
+    assert isinstance(close, spec.Channel.Close)
+    assert close.reply_code == ReplyCode.PRECONDITION_FAILED
+    assert "unknown delivery tag 9" in close.reply_text
+    queue = broker.vhosts["/"].queues["q"]
+    assert queue.stats.ack == 1  # tag 1; tag 2 came after the error, on a closing channel
+    client.send(1, spec.Channel.CloseOk())
+    assert (queue.unacked_count, queue.message_count) == (0, 2)  # 2 and 3 requeued
+
+
+def test_single_acks_read_together_in_a_transaction_wait_for_the_commit(broker: Broker) -> None:
+    client = prefetch_client(broker, 3)
+    client.send(1, spec.Tx.Select())
+    for i in range(3):
+        client.publish(1, "q", b"m%d" % i)
+    client.received()
+    queue = broker.vhosts["/"].queues["q"]
+    assert queue.unacked_count == 0  # the publishes wait for the commit too
+    client.send(1, spec.Tx.Commit())
+    assert delivered_tags(client) == [1, 2, 3]
+    client.session.receive_data(acks(1, 1, 2, 3))
+    assert queue.unacked_count == 3
+    client.send(1, spec.Tx.Commit())
+    assert (queue.stats.ack, queue.unacked_count) == (3, 0)
+
+
+def test_a_channel_whose_credit_returned_is_forgotten_by_pacing_when_it_closes(
+    broker: Broker,
+) -> None:
+    client = prefetch_client(broker, 3)
+    client.publish(1, "q", b"m")
+    client.received()
+    client.session.receive_data(acks(1, 1))
+    assert broker.flow.returning_count() == 1  # its credit counts as returning
+    client.send(1, spec.Channel.Close())
+    assert broker.flow.returning_count() == 0  # not kept until a sweep that may never come
