@@ -1,4 +1,4 @@
-"""Fixtures of the cluster tests: a real etcd on loopback ports."""
+"""Fixtures of the cluster tests: a real etcd on loopback ports, three real nodes on it."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cluster_helpers import EtcdProcess, start_etcd
+from broker_process import BrokerProcess
+from cluster_helpers import INSYNC_SETTINGS, EtcdProcess, running_nodes, start_etcd
 
 
 @pytest.fixture(scope="module")
@@ -23,3 +24,10 @@ def etcd(tmp_path: Path) -> Iterator[EtcdProcess]:
     process = start_etcd(tmp_path / "etcd")
     yield process
     process.stop()
+
+
+@pytest.fixture
+def nodes(etcd: EtcdProcess, tmp_path: Path) -> Iterator[dict[str, BrokerProcess]]:
+    """Nodes a, b, c (lease TTL 2 s, in-sync timeout 500 ms), stopped (resumed first) after."""
+    with running_nodes(etcd, tmp_path, cluster_settings=INSYNC_SETTINGS) as started:
+        yield started

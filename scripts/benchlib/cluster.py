@@ -1,0 +1,63 @@
+"""Cluster benchmarks' plumbing: free loopback ports, a listening check, a queue's leadership in etcd."""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import urllib.parse
+import urllib.request
+from typing import Any
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def free_run(count: int) -> int:
+    """A port p such that p .. p + count - 1 are free now."""
+    while True:
+        base = free_port()
+        if base + count > 65000:
+            continue
+        try:
+            for port in range(base, base + count):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+
+
+def listening(port: int) -> bool:
+    """True when something accepts TCP connections on 127.0.0.1:port."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
+
+
+def _queue_record(etcd: str, queue: str, leaf: str) -> Any:
+    """One leadership record of a queue of vhost "/" (etcd's JSON gateway), decoded; None if absent."""
+    key = f"/amqplite/amqplite/queues/%2F/{urllib.parse.quote(queue, safe='')}/{leaf}".encode()
+    body = json.dumps({"key": base64.b64encode(key).decode()}).encode()
+    request = urllib.request.Request(etcd + "/v3/kv/range", body)
+    with urllib.request.urlopen(request, timeout=5) as response:
+        kvs = json.load(response).get("kvs") or []
+    return json.loads(base64.b64decode(kvs[0]["value"])) if kvs else None
+
+
+def queue_leader(etcd: str, queue: str) -> str | None:
+    """The node leading the queue, or None if none does yet."""
+    record = _queue_record(etcd, queue, "leader")
+    return None if record is None else str(record["node"])
+
+
+def queue_in_sync(etcd: str, queue: str) -> list[str]:
+    """The queue's in-sync set."""
+    record = _queue_record(etcd, queue, "isr")
+    return [] if record is None else [str(member) for member in record["members"]]
