@@ -31,9 +31,9 @@ from pathlib import Path
 
 import pika
 import pika.exceptions
-from benchlib.cluster import free_port, listening
 from benchlib.cluster import queue_in_sync as in_sync
 from benchlib.cluster import queue_leader as etcd_leader
+from benchlib.ports import free_port, listening
 
 from amqplite.cluster.etcd_binary import etcd_binary, etcd_command
 

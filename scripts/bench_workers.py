@@ -27,8 +27,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchlib.client import Client
-from benchlib.cluster import free_run, listening
 from benchlib.cluster import queue_leader as leader_of
+from benchlib.ports import free_run, listening
 from benchlib.roles import Flow, Shared, consumer_main, publisher_main
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from benchlib.cluster import listening
+from benchlib.ports import listening
 
 from amqplite.cluster.etcd_binary import etcd_binary, etcd_command, etcd_healthy
 

@@ -20,6 +20,7 @@ from broker_process import BrokerProcess, free_port, start_broker
 from amqplite.cluster.etcd_binary import etcd_binary, etcd_command, etcd_healthy
 
 T = TypeVar("T")
+StartNode = Callable[..., BrokerProcess]  # the cluster conftest's `node` fixture
 
 INSYNC_TIMEOUT_MS = 500  # short, so that a paused mirror leaves the in-sync set quickly
 INSYNC_SETTINGS = f"  insync_timeout_ms: {INSYNC_TIMEOUT_MS}\n"  # a line of the cluster section

@@ -15,7 +15,7 @@ from pathlib import Path
 import attrs
 
 from benchlib.client import DEFAULT_URL, BrokerURL, Client
-from benchlib.cluster import free_port
+from benchlib.ports import free_port
 from benchlib.procinfo import find_listener_pid
 from benchlib.scenarios import Target
 

@@ -35,3 +35,8 @@ def idle_rss(tmp_path: Path) -> int:
             return readings[-1]
     finally:
         probe.stop()
+
+
+def alarms_config(watermark: int, more: str = "") -> str:
+    """A config file's alarms section: the memory watermark, checked every 50 ms, and `more` lines."""
+    return f"alarms:\n  memory_high_watermark_bytes: {watermark}\n  check_interval: 0.05\n{more}"

@@ -224,3 +224,14 @@ def _check_close(exc: pika.exceptions.AMQPError, code: int, words: tuple[str, ..
     assert exc.reply_code == code, f"expected {code}, got {exc.reply_code} {exc.reply_text!r}"
     for word in words:
         assert word in exc.reply_text, f"{word!r} not in {exc.reply_text!r}"
+
+
+def declare_delayed_route(
+    ch: BlockingChannel, kind: str = "direct", routing_key: str = "k", durable: bool = False
+) -> None:
+    """Exchange "later" (x-delayed-message of `kind`) bound with routing_key to queue "due"."""
+    ch.exchange_declare(
+        "later", "x-delayed-message", durable=durable, arguments={"x-delayed-type": kind}
+    )
+    ch.queue_declare("due", durable=durable)
+    ch.queue_bind("due", "later", routing_key=routing_key)

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from broker_process import BrokerProcess, Serve, start_broker
-from memory_helpers import MB, idle_rss
+from broker_process import BrokerProcess, Serve, start_configured
+from memory_helpers import MB, alarms_config, idle_rss
 from mgmt_helpers import call, wait_for
 from pamqp import commands
 from pika_helpers import connect, connection, watchdog
@@ -73,12 +73,8 @@ def test_publisher_is_blocked_past_the_watermark_and_unblocked_as_a_consumer_dra
     tmp_path: Path, uid: str
 ) -> None:
     watermark = idle_rss(tmp_path) + MARGIN
-    config = tmp_path / "amqplite.yaml"
-    config.write_text(
-        f"alarms:\n  memory_high_watermark_bytes: {watermark}\n  check_interval: 0.05\n"
-        "  memory_paging_ratio: 2.0\n"  # no transient paging before the alarm: it must fire
-    )
-    broker = start_broker(tmp_path / "data", "--config", str(config))
+    # no transient paging before the alarm: it must fire
+    broker = start_configured(tmp_path, alarms_config(watermark, "  memory_paging_ratio: 2.0\n"))
     try:
         with connection(broker) as admin:
             admin.channel().queue_declare(uid)

@@ -9,7 +9,7 @@ import pika
 import pika.exceptions
 import pytest
 from broker_process import Serve
-from pika_helpers import connection, watchdog
+from pika_helpers import connection, declare_delayed_route, watchdog
 
 
 def test_a_bundled_plugin_enabled_by_name_adds_its_exchange_type(serve: Serve) -> None:
@@ -48,11 +48,7 @@ def test_delayed_messages_arrive_in_due_order_and_not_before_their_delay(serve: 
     with watchdog(), connection(broker) as conn:
         channel = conn.channel()
         channel.confirm_delivery()
-        channel.exchange_declare(
-            "later", "x-delayed-message", arguments={"x-delayed-type": "direct"}
-        )
-        channel.queue_declare("due")
-        channel.queue_bind("due", "later", routing_key="k")
+        declare_delayed_route(channel)
         sent: dict[bytes, float] = {}
         for i, delay in enumerate(DELAYS_MS):
             body = f"{i}:{delay}".encode()
@@ -90,11 +86,7 @@ def test_confirmed_delayed_messages_of_a_durable_exchange_survive_a_restart(
     with watchdog(), connection(broker) as conn:
         channel = conn.channel()
         channel.confirm_delivery()
-        channel.exchange_declare(
-            "later", "x-delayed-message", durable=True, arguments={"x-delayed-type": "direct"}
-        )
-        channel.queue_declare("due", durable=True)
-        channel.queue_bind("due", "later", routing_key="k")
+        declare_delayed_route(channel, durable=True)
         sent = time.monotonic()
         for body, delay, mode in (
             (b"after-restart", AFTER_RESTART_MS, 2),

@@ -8,7 +8,7 @@ import time
 import pika
 from broker_process import Serve
 from mgmt_helpers import call, ctl, q
-from pika_helpers import connection, watchdog
+from pika_helpers import connection, declare_delayed_route, watchdog
 
 HOUR_MS = 3_600_000
 
@@ -18,11 +18,7 @@ def test_list_look_at_and_cancel_scheduled_messages(serve: Serve) -> None:
     with watchdog(), connection(broker) as conn:
         channel = conn.channel()
         channel.confirm_delivery()
-        channel.exchange_declare(
-            "later", "x-delayed-message", durable=True, arguments={"x-delayed-type": "direct"}
-        )
-        channel.queue_declare("due", durable=True)
-        channel.queue_bind("due", "later", routing_key="k")
+        declare_delayed_route(channel, durable=True)
         published_ms = time.time() * 1000
         for body, delay in ((b"second", 2 * HOUR_MS), (b"first", HOUR_MS), (b"third", 1200)):
             props = pika.BasicProperties(
@@ -82,11 +78,7 @@ def test_delays_are_honoured_within_the_stated_tolerance(serve: Serve) -> None:
     broker = serve("plugins: [delayed_message]\n")
     with watchdog(), connection(broker) as conn:
         channel = conn.channel()
-        channel.exchange_declare(
-            "later", "x-delayed-message", arguments={"x-delayed-type": "topic"}
-        )
-        channel.queue_declare("due")
-        channel.queue_bind("due", "later", routing_key="#")
+        declare_delayed_route(channel, "topic", routing_key="#")
         sent: dict[bytes, tuple[float, int]] = {}
         for i in range(COUNT):
             delay = (i * 7919) % 2000  # 0 .. 1999 ms, shuffled

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from broker_process import start_broker
-from memory_helpers import MB, idle_rss, rss
+from broker_process import start_configured
+from memory_helpers import MB, alarms_config, idle_rss, rss
 from pika_helpers import connect, watchdog
 
 COUNT = 60_000
@@ -32,11 +32,8 @@ def test_a_backlog_beyond_the_watermark_pages_its_tail_and_drains_in_order(
     tmp_path: Path, uid: str
 ) -> None:
     watermark = idle_rss(tmp_path) + MARGIN
-    config = tmp_path / "amqplite.yaml"
-    config.write_text(
-        f"alarms:\n  memory_high_watermark_bytes: {watermark}\n  check_interval: 0.05\n"
-    )  # paging from half the watermark (below an idle broker): the tail pages out at once
-    broker = start_broker(tmp_path / "data", "--config", str(config))
+    # paging from half the watermark (below an idle broker): the tail pages out at once
+    broker = start_configured(tmp_path, alarms_config(watermark))
     try:
         # held by a memory alarm for 20 s, the publisher fails (ConnectionBlockedTimeout)
         conn = connect(broker, blocked_connection_timeout=20)
