@@ -145,30 +145,29 @@ def wait_ready_count(
         ch.connection.sleep(0.02)
 
 
-def queue_exists(conn: BlockingConnection, queue: str) -> bool:
-    """True if a passive declare of `queue` succeeds (uses a throwaway channel)."""
+def _passively_declared(
+    conn: BlockingConnection, declare: Callable[[BlockingChannel], Any]
+) -> bool:
+    """True if the passive declare succeeds on a throwaway channel, False on a 404."""
     ch = conn.channel()
     try:
-        ch.queue_declare(queue, passive=True)
+        declare(ch)
     except pika.exceptions.ChannelClosedByBroker as exc:
         if exc.reply_code != 404:
             raise
         return False
     ch.close()
     return True
+
+
+def queue_exists(conn: BlockingConnection, queue: str) -> bool:
+    """True if a passive declare of `queue` succeeds (uses a throwaway channel)."""
+    return _passively_declared(conn, lambda ch: ch.queue_declare(queue, passive=True))
 
 
 def exchange_exists(conn: BlockingConnection, exchange: str) -> bool:
     """True if a passive declare of `exchange` succeeds (uses a throwaway channel)."""
-    ch = conn.channel()
-    try:
-        ch.exchange_declare(exchange, passive=True)
-    except pika.exceptions.ChannelClosedByBroker as exc:
-        if exc.reply_code != 404:
-            raise
-        return False
-    ch.close()
-    return True
+    return _passively_declared(conn, lambda ch: ch.exchange_declare(exchange, passive=True))
 
 
 def wait_queue_gone(conn: BlockingConnection, queue: str, timeout: float = DEADLINE) -> None:
