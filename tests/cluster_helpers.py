@@ -92,18 +92,22 @@ def start_etcd(data_dir: Path) -> EtcdProcess:
 def start_node(
     data_dir: Path,
     name: str,
-    etcd: EtcdProcess,
+    etcd: EtcdProcess | str,
     *extra_args: str,
-    lease_ttl: int = 2,
+    lease_ttl: int | None = 2,
     cluster_settings: str = "",
+    cluster_port: int | None = None,
+    port: int | None = None,
 ) -> BrokerProcess:
     """`amqplite serve --node-name name --etcd url --cluster-port P` with a short lease TTL.
 
-    cluster_settings: more lines of the cluster section ("  insync_timeout_ms: 500\n").
+    etcd: the process or the URL to give (a proxy's route); cluster_settings: more lines of the
+    cluster section ("  insync_timeout_ms: 500\n"); lease_ttl None: as cluster_settings say.
     """
     data_dir.mkdir(parents=True, exist_ok=True)
     config = data_dir.parent / f"{data_dir.name}.yaml"
-    config.write_text(f"cluster:\n  lease_ttl: {lease_ttl}\n{cluster_settings}")
+    ttl = "" if lease_ttl is None else f"  lease_ttl: {lease_ttl}\n"
+    config.write_text(f"cluster:\n{ttl}{cluster_settings}", encoding="utf-8")
     return start_broker(
         data_dir,
         "--config",
@@ -111,10 +115,11 @@ def start_node(
         "--node-name",
         name,
         "--etcd",
-        etcd.url,
+        etcd if isinstance(etcd, str) else etcd.url,
         "--cluster-port",
-        str(free_port()),
+        str(cluster_port or free_port()),
         *extra_args,
+        port=port,
     )
 
 

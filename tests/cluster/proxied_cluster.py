@@ -10,8 +10,8 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
-from broker_process import BrokerProcess, free_port, start_broker
-from cluster_helpers import EtcdProcess, stop_nodes
+from broker_process import BrokerProcess, free_port
+from cluster_helpers import EtcdProcess, start_node, stop_nodes
 from fault_proxy import FaultProxy
 from mirror_helpers import in_sync_of, leader_of
 
@@ -38,20 +38,13 @@ class ProxiedCluster:
         if log.exists():  # a restart: keep what the previous run logged
             runs = len(list(self.base.glob(f"{log.name}.*")))
             log.rename(log.with_name(f"{log.name}.{runs + 1}"))
-        config = self.base / f"{name}.yaml"
-        config.write_text(
-            f"cluster:\n  advertise: {self.advertised[name]}\n{self.settings}", encoding="utf-8"
-        )
-        node = start_broker(
+        node = start_node(
             data_dir,
-            "--config",
-            str(config),
-            "--node-name",
             name,
-            "--etcd",
             self.etcd_urls[name],
-            "--cluster-port",
-            str(self.link_ports[name]),
+            lease_ttl=None,  # as self.settings say
+            cluster_settings=f"  advertise: {self.advertised[name]}\n{self.settings}",
+            cluster_port=self.link_ports[name],
             port=self.amqp_ports[name],
         )
         self.nodes[name] = node

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import os
 import queue
 import re
@@ -13,7 +12,6 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 
 import celery
 import celery.exceptions
@@ -21,25 +19,10 @@ import celery.result
 import pika
 import pika.exceptions
 import pytest
-from celery_helpers import CeleryWorker, client_app, result_of
+from celery_helpers import CeleryWorker, client_app, load_example, result_of
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
-
-
-def load_example(relative: str) -> ModuleType:
-    """Import an example file as a module of its own (examples/ is not a package)."""
-    path = EXAMPLES / relative
-    name = "example_" + re.sub(r"\W", "_", relative.removesuffix(".py"))
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 producer = load_example("work_queue/producer.py")

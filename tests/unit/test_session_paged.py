@@ -44,8 +44,8 @@ def in_worker_thread(loads: list[PagedDelivery]) -> None:
     worker.join()
 
 
-def paged_client(broker: Broker) -> tuple[Session, Client, list[CountedBody]]:
-    """A session that defers paged bodies, consuming q where three of five messages are paged."""
+def deferring_session(broker: Broker) -> tuple[Session, Client]:
+    """A session that defers paged bodies, with channel 1 open and queue q declared."""
     session = Session(broker)
     session.defer_paged = True
     client = Client(session)
@@ -53,6 +53,12 @@ def paged_client(broker: Broker) -> tuple[Session, Client, list[CountedBody]]:
     client.open_channel(1)
     client.send(1, build(spec.Queue.Declare, queue="q"))
     assert [type(c.method) for c in client.received()] == [spec.Queue.DeclareOk]
+    return session, client
+
+
+def paged_client(broker: Broker) -> tuple[Session, Client, list[CountedBody]]:
+    """A session that defers paged bodies, consuming q where three of five messages are paged."""
+    session, client = deferring_session(broker)
     queue = broker.vhost("/").queues["q"]
     bodies = []
     for i in range(5):
@@ -113,13 +119,7 @@ def test_without_a_loader_paged_bodies_are_read_in_place(broker: Broker) -> None
 def test_basic_get_of_a_paged_message_reads_its_body_off_the_loop_in_order(
     broker: Broker,
 ) -> None:
-    session = Session(broker)
-    session.defer_paged = True
-    client = Client(session)
-    client.handshake()
-    client.open_channel(1)
-    client.send(1, build(spec.Queue.Declare, queue="q"))
-    client.received()
+    session, client = deferring_session(broker)
     queue = broker.vhost("/").queues["q"]
     body = WorkerOnlyBody(b"paged body")
     entry = queue.enqueue(Message("", "q", b"\x00\x00", b"paged body"))
