@@ -32,7 +32,8 @@ if __package__ in (None, ""):
         0, os.environ.get("AMQPLITE_TREE") or str(Path(__file__).resolve().parent.parent)
     )
 
-from benchlib.client import Client, Consumer, publish_frames
+from benchlib.client import Client, publish_frames, send_confirmed
+from benchlib.ports import free_port
 
 from amqplite.broker.broker import Broker
 from amqplite.broker.message import Message
@@ -56,13 +57,6 @@ PERSISTENT_PROPS = b"\x10\x00\x02"
 
 
 # -- a broker subprocess -------------------------------------------------------------------
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Broker_:
@@ -129,16 +123,8 @@ def publish_confirmed(url: str, queue: str, count: int, persistent: bool, window
     client.open_channel()
     client.confirm_select()
     frames = publish_frames("", queue, BODY, persistent=persistent)
-    confirms = Consumer()
-    sent = 0
     started = time.perf_counter()
-    while confirms.confirmed < count:
-        room = min(window - (sent - confirms.confirmed), count - sent)
-        if room > 0:
-            client.send(frames * room)
-            sent += room
-        client.receive(timeout=60)
-        confirms.feed(client.buffer, 0)
+    confirms = send_confirmed(client, frames, count, window, timeout=60)
     elapsed = time.perf_counter() - started
     assert confirms.nacked == 0
     client.close()

@@ -29,7 +29,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench_durability import free_port
-from benchlib.client import Client, Consumer, acks_each, publish_frames
+from benchlib.client import Client, Consumer, acks_each, publish_frames, send_confirmed
 
 from amqplite.protocol.methods import spec
 
@@ -109,15 +109,7 @@ def publish(port: int, count: int, body: bytes, window: int) -> None:
     client.declare_queue(QUEUE, durable=True)
     client.confirm_select()
     frames = publish_frames("", QUEUE, body, persistent=True)
-    confirms = Consumer()
-    sent = 0
-    while confirms.confirmed < count:
-        room = min(window - (sent - confirms.confirmed), count - sent)
-        if room > 0:
-            client.send(frames * room)
-            sent += room
-        client.receive(timeout=120)
-        confirms.feed(client.buffer, 0)
+    send_confirmed(client, frames, count, window, timeout=120)
     client.close()
 
 

@@ -36,19 +36,13 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchlib.client import Client
+from benchlib.ports import free_port
 from benchlib.procinfo import sample
 from benchlib.roles import Flow
 from benchlib.scenarios import Progress, Target, _flow_metrics, run_flow
 
 ROOT = Path(__file__).resolve().parent.parent
 AUTH = "Basic " + base64.b64encode(b"guest:guest").decode()
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_port(port: int, timeout: float = 30.0) -> None:

@@ -19,32 +19,26 @@ directory, then, in the same run:
 from __future__ import annotations
 
 import argparse
-import json
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
 import pika
 import pika.exceptions
+from benchlib.cluster import queue_in_sync as in_sync
+from benchlib.cluster import queue_leader as etcd_leader
+from benchlib.ports import free_port, listening
 
-from amqplite.cluster.etcd_binary import etcd_binary
+from amqplite.cluster.etcd_binary import etcd_binary, etcd_command
 
 ROOT = Path(__file__).resolve().parent.parent
 PERSISTENT = pika.BasicProperties(delivery_mode=2)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait(ready: Callable[[], object], what: str, timeout: float = 30.0) -> None:
@@ -53,38 +47,6 @@ def wait(ready: Callable[[], object], what: str, timeout: float = 30.0) -> None:
         if time.monotonic() > deadline:
             sys.exit(f"bench_replication: {what} not ready in {timeout} s")
         time.sleep(0.05)
-
-
-def listening(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-        return True
-    except OSError:
-        return False
-
-
-def etcd_leader(etcd: str, queue: str) -> str | None:
-    """The node leading the queue (read through etcd's JSON gateway), or None."""
-    from base64 import b64decode, b64encode
-
-    key = f"/amqplite/amqplite/queues/%2F/{queue}/leader".encode()
-    body = json.dumps({"key": b64encode(key).decode()}).encode()
-    request = urllib.request.Request(etcd + "/v3/kv/range", body)
-    with urllib.request.urlopen(request, timeout=5) as response:
-        kvs = json.load(response).get("kvs") or []
-    return str(json.loads(b64decode(kvs[0]["value"]))["node"]) if kvs else None
-
-
-def in_sync(etcd: str, queue: str) -> list[str]:
-    """The queue's in-sync set (read through etcd's JSON gateway)."""
-    from base64 import b64decode, b64encode
-
-    key = f"/amqplite/amqplite/queues/%2F/{queue}/isr".encode()
-    body = json.dumps({"key": b64encode(key).decode()}).encode()
-    request = urllib.request.Request(etcd + "/v3/kv/range", body)
-    with urllib.request.urlopen(request, timeout=5) as response:
-        kvs = json.load(response).get("kvs") or []
-    return list(json.loads(b64decode(kvs[0]["value"]))["members"]) if kvs else []
 
 
 def publish_for(port: int, queue: str, seconds: float, threads: int) -> float:
@@ -134,15 +96,12 @@ def main(argv: list[str] | None = None) -> int:
     procs: dict[str, subprocess.Popen[bytes]] = {}
     etcd_port, peer_port = free_port(), free_port()
     etcd = f"http://127.0.0.1:{etcd_port}"
-    peer = f"http://127.0.0.1:{peer_port}"
     log = open(base / "etcd.log", "wb")  # noqa: SIM115 - lives as long as the run
     procs["etcd"] = subprocess.Popen(
-        [binary, "--name=b", f"--data-dir={base / 'etcd'}", f"--listen-client-urls={etcd}",
-         f"--advertise-client-urls={etcd}", f"--listen-peer-urls={peer}",
-         f"--initial-advertise-peer-urls={peer}", f"--initial-cluster=b={peer}",
-         "--log-level=warn"],
-        stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        etcd_command(binary, base / "etcd", etcd_port, "b", peer_port),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     wait(lambda: listening(etcd_port), "etcd")
     config = base / "node.yaml"
     config.write_text("cluster:\n  lease_ttl: 2\n  insync_timeout_ms: 500\n")

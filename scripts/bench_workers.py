@@ -13,65 +13,25 @@ Messages are 1 KB, transient by default (--persistent: persistent, confirms, 100
 from __future__ import annotations
 
 import argparse
-import base64
-import json
 import multiprocessing
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchlib.client import Client
+from benchlib.cluster import queue_leader as leader_of
+from benchlib.ports import free_run, listening
 from benchlib.roles import Flow, Shared, consumer_main, publisher_main
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_run(count: int) -> int:
-    """A port p such that p .. p + count - 1 are free now."""
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = int(s.getsockname()[1])
-        if base + count > 65000:
-            continue
-        ok = True
-        for port in range(base, base + count):
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", port))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
-            return base
-
-
-def leader_of(etcd: str, queue: str) -> str | None:
-    """The node leading the queue, read through etcd's JSON gateway (None if none yet)."""
-    key = f"/amqplite/amqplite/queues/%2F/{queue}/leader".encode()
-    body = json.dumps({"key": base64.b64encode(key).decode()}).encode()
-    request = urllib.request.Request(etcd + "/v3/kv/range", body)
-    with urllib.request.urlopen(request, timeout=5) as response:
-        kvs = json.load(response).get("kvs") or []
-    return str(json.loads(base64.b64decode(kvs[0]["value"]))["node"]) if kvs else None
-
-
-def listening(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-        return True
-    except OSError:
-        return False
 
 
 class Workers:

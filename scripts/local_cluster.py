@@ -14,17 +14,16 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from amqplite.cluster.etcd_binary import etcd_binary
+from benchlib.ports import listening
+
+from amqplite.cluster.etcd_binary import etcd_binary, etcd_command, etcd_healthy
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -40,22 +39,6 @@ def _wait(
         if time.monotonic() > deadline:
             sys.exit(f"local_cluster: {what} not ready within {timeout}s (see its log)")
         time.sleep(0.1)
-
-
-def _listening(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url + "/health", timeout=1.0) as response:
-            return bool(json.load(response).get("health") == "true")
-    except (OSError, ValueError):
-        return False
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -79,7 +62,6 @@ def main(argv: list[str] | None = None) -> int:
     base = Path(args.dir).resolve()
     base.mkdir(parents=True, exist_ok=True)
     etcd_url = f"http://127.0.0.1:{args.etcd_port}"
-    peer = f"http://127.0.0.1:{args.etcd_port + 1}"
     procs: list[subprocess.Popen[bytes]] = []
 
     def spawn(cmd: list[str], log_name: str) -> subprocess.Popen[bytes]:
@@ -90,21 +72,8 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        etcd = spawn(
-            [
-                binary,
-                "--name=local",
-                f"--data-dir={base / 'etcd'}",
-                f"--listen-client-urls={etcd_url}",
-                f"--advertise-client-urls={etcd_url}",
-                f"--listen-peer-urls={peer}",
-                f"--initial-advertise-peer-urls={peer}",
-                f"--initial-cluster=local={peer}",
-                "--log-level=warn",
-            ],
-            "etcd.log",
-        )
-        _wait(lambda: _healthy(etcd_url), "etcd", etcd)
+        etcd = spawn(etcd_command(binary, base / "etcd", args.etcd_port, "local"), "etcd.log")
+        _wait(lambda: etcd_healthy(etcd_url), "etcd", etcd)
         print(f"etcd     {etcd_url}")
         for i in range(args.nodes):
             name = f"node{i + 1}"
@@ -130,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                 ],
                 f"{name}.log",
             )
-            _wait(functools.partial(_listening, mgmt), name, node)
+            _wait(functools.partial(listening, mgmt), name, node)
             print(f"{name}    amqp://guest:guest@127.0.0.1:{amqp}/  http://127.0.0.1:{mgmt}/")
         print(f"logs in {base}; Ctrl-C stops everything")
         while all(p.poll() is None for p in procs):

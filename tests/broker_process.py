@@ -9,6 +9,7 @@ import sys
 import time
 import urllib.parse
 from pathlib import Path
+from typing import Any, Protocol
 
 import attrs
 
@@ -20,6 +21,28 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def free_run(count: int) -> int:
+    """A port p such that p .. p + count - 1 are free on 127.0.0.1 now."""
+    while True:
+        base = free_port()
+        try:
+            for port in range(base, base + count):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+
+
+def listening(port: int) -> bool:
+    """True when something accepts TCP connections on 127.0.0.1:port."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
 
 
 def wait_for_port(
@@ -140,6 +163,45 @@ def start_broker(
         broker.stop()
         raise
     return broker
+
+
+def run_serve(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `amqplite serve ARGS` to its end (a refused start ends at once); output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "amqplite", "serve", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def start_configured(
+    base: Path,
+    config: str | None = None,
+    *extra_args: str,
+    data: str = "data",
+    port: int | None = None,
+    management: bool = True,
+) -> BrokerProcess:
+    """start_broker with its data in base/data and, given `config`, base/amqplite.yaml holding it."""
+    if config is not None:
+        path = base / "amqplite.yaml"
+        path.write_text(config)
+        extra_args = ("--config", str(path), *extra_args)
+    return start_broker(base / data, *extra_args, port=port, management=management)
+
+
+class Serve(Protocol):
+    """The `serve` fixture: start_configured in the test's tmp_path."""
+
+    def __call__(
+        self, config: str | None = None, *extra_args: str, **options: Any
+    ) -> BrokerProcess:
+        """Start a broker (options: data, port, management); it is stopped after the test."""
+        ...
 
 
 def external_broker() -> BrokerProcess | None:

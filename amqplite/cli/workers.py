@@ -14,17 +14,15 @@ stops them all.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
-from amqplite.cluster.etcd_binary import etcd_binary
+from amqplite.cluster.etcd_binary import etcd_binary, etcd_command, etcd_healthy
 from amqplite.config.models import Config
 
 STARTUP_GRACE = 5.0  # seconds: a worker that exits sooner failed to start (no restart)
@@ -34,37 +32,12 @@ class WorkerError(Exception):
     """The workers cannot be started as asked (one line for the user)."""
 
 
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url + "/health", timeout=1.0) as response:
-            return bool(json.load(response).get("health") == "true")
-    except (OSError, ValueError):
-        return False
-
-
 def _listening(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=0.5):
             return True
     except OSError:
         return False
-
-
-def etcd_command(binary: str, data_dir: Path, client_port: int) -> list[str]:
-    """A single-member etcd on loopback: client port, peer port + 1, data in data_dir."""
-    url = f"http://127.0.0.1:{client_port}"
-    peer = f"http://127.0.0.1:{client_port + 1}"
-    return [
-        binary,
-        "--name=amqplite",
-        f"--data-dir={data_dir}",
-        f"--listen-client-urls={url}",
-        f"--advertise-client-urls={url}",
-        f"--listen-peer-urls={peer}",
-        f"--initial-advertise-peer-urls={peer}",
-        "--initial-cluster=amqplite=" + peer,
-        "--log-level=warn",
-    ]
 
 
 def worker_command(
@@ -143,7 +116,7 @@ class Supervisor:
                 etcd_command(binary, data, port), stdout=log, stderr=subprocess.STDOUT
             )
         deadline = time.monotonic() + 30
-        while not _healthy(url):
+        while not etcd_healthy(url):
             if self.etcd.poll() is not None or time.monotonic() > deadline:
                 raise WorkerError(f"--workers: etcd did not start (see {data.parent}/etcd.log)")
             time.sleep(0.1)

@@ -262,25 +262,11 @@ class Resolve:
     requeue: bool
 
 
+Forwarding = (
+    Publish | Confirm | NotLeading | Consume | Deliver | Settle | Cancelled | Ask | Answer | Resolve
+)
 Message = (
-    Hello
-    | Proof
-    | Append
-    | Ack
-    | SnapshotBegin
-    | SnapshotChunk
-    | SnapshotEnd
-    | Refuse
-    | Publish
-    | Confirm
-    | NotLeading
-    | Consume
-    | Deliver
-    | Settle
-    | Cancelled
-    | Ask
-    | Answer
-    | Resolve
+    Hello | Proof | Append | Ack | SnapshotBegin | SnapshotChunk | SnapshotEnd | Refuse | Forwarding
 )
 
 
@@ -334,19 +320,7 @@ def _payload(message: Message) -> tuple[FrameType, bytes]:
     return _forwarding_payload(message, head)
 
 
-def _forwarding_payload(
-    message: Publish
-    | Confirm
-    | NotLeading
-    | Consume
-    | Deliver
-    | Settle
-    | Cancelled
-    | Ask
-    | Answer
-    | Resolve,
-    head: bytes,
-) -> tuple[FrameType, bytes]:
+def _forwarding_payload(message: Forwarding, head: bytes) -> tuple[FrameType, bytes]:
     if isinstance(message, Ask):
         return FrameType.ASK, head + _U64.pack(message.request) + _U64.pack(message.op)
     if isinstance(message, Answer):

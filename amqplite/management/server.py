@@ -49,28 +49,18 @@ async def run_management(
     port = listeners[0].socket.getsockname()[1]
     prometheus = await _prometheus_listeners(config)
     https, prometheus_https = await _tls_listeners(config, tls_context)
+    limits = limits or HttpLimits()
+    serve_api = partial(serve_http, wait_durable=wait_durable)
     async with trio.open_nursery() as nursery:
-        await nursery.start(
-            partial(serve_http, wait_durable=wait_durable),
-            app.handle,
-            listeners,
-            limits or HttpLimits(),
-        )
-        if https:
-            await nursery.start(
-                partial(serve_http, wait_durable=wait_durable),
-                app.handle,
-                https,
-                limits or HttpLimits(),
-            )
+        for api_listeners in (listeners, https):  # HTTP, then HTTPS if configured
+            if api_listeners:
+                await nursery.start(serve_api, app.handle, api_listeners, limits)
         if prometheus_https:
             endpoint = PrometheusEndpoint(app)
-            await nursery.start(
-                serve_http, endpoint.handle, prometheus_https, limits or HttpLimits()
-            )
+            await nursery.start(serve_http, endpoint.handle, prometheus_https, limits)
         if prometheus:
             endpoint = PrometheusEndpoint(app)
-            await nursery.start(serve_http, endpoint.handle, prometheus, limits or HttpLimits())
+            await nursery.start(serve_http, endpoint.handle, prometheus, limits)
             where = prometheus[0].socket.getsockname()
             app.prometheus_port = int(where[1])
             log.info("rabbitmq_* metrics on http://%s:%s/metrics", where[0], where[1])

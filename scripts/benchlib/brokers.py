@@ -15,15 +15,9 @@ from pathlib import Path
 import attrs
 
 from benchlib.client import DEFAULT_URL, BrokerURL, Client
+from benchlib.ports import free_port
 from benchlib.procinfo import find_listener_pid
 from benchlib.scenarios import Target
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextmanager

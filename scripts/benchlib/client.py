@@ -417,3 +417,22 @@ class Consumer:
         if ids in (CONNECTION_BLOCKED_IDS, CONNECTION_UNBLOCKED_IDS):
             return
         _raise_on_close(decode_method(payload))
+
+
+def send_confirmed(
+    client: Client, frames: bytes, count: int, window: int, timeout: float = 60.0
+) -> Consumer:
+    """Send one publish's `frames` count times on a confirm channel, at most `window` unconfirmed.
+
+    Returns the tally once every one is confirmed (or nacked: see its `nacked`).
+    """
+    confirms = Consumer()
+    sent = 0
+    while confirms.confirmed < count:
+        room = min(window - (sent - confirms.confirmed), count - sent)
+        if room > 0:
+            client.send(frames * room)
+            sent += room
+        client.receive(timeout=timeout)
+        confirms.feed(client.buffer, 0)
+    return confirms

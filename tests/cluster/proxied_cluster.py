@@ -7,45 +7,13 @@ directories across kill/restart. Leadership is read from etcd directly (never th
 
 from __future__ import annotations
 
-import base64
-import json
 import signal
-import urllib.parse
-import urllib.request
 from pathlib import Path
 
-from broker_process import BrokerProcess, free_port, start_broker
-from cluster_helpers import EtcdProcess
+from broker_process import BrokerProcess, free_port
+from cluster_helpers import EtcdProcess, start_node, stop_nodes
 from fault_proxy import FaultProxy
-
-
-def _range(etcd_url: str, key: str) -> bytes | None:
-    body = json.dumps({"key": base64.b64encode(key.encode()).decode()}).encode()
-    request = urllib.request.Request(etcd_url + "/v3/kv/range", body)
-    with urllib.request.urlopen(request, timeout=5) as response:
-        kvs = json.load(response).get("kvs") or []
-    return base64.b64decode(kvs[0]["value"]) if kvs else None
-
-
-def queue_key(queue: str, leaf: str, vhost: str = "/") -> str:
-    """The etcd key of one of a queue's leadership records (cluster "amqplite")."""
-    parts = "/".join(urllib.parse.quote(p, safe="") for p in (vhost, queue))
-    return f"/amqplite/amqplite/queues/{parts}/{leaf}"
-
-
-def leader_of(etcd_url: str, queue: str) -> tuple[str, int] | None:
-    """(node, epoch) leading the queue as etcd holds it now, or None."""
-    value = _range(etcd_url, queue_key(queue, "leader"))
-    if value is None:
-        return None
-    obj = json.loads(value)
-    return str(obj["node"]), int(obj["epoch"])
-
-
-def in_sync_of(etcd_url: str, queue: str) -> tuple[str, ...]:
-    """The queue's in-sync set as etcd holds it now."""
-    value = _range(etcd_url, queue_key(queue, "isr"))
-    return () if value is None else tuple(json.loads(value)["members"])
+from mirror_helpers import in_sync_of, leader_of
 
 
 class ProxiedCluster:
@@ -70,20 +38,13 @@ class ProxiedCluster:
         if log.exists():  # a restart: keep what the previous run logged
             runs = len(list(self.base.glob(f"{log.name}.*")))
             log.rename(log.with_name(f"{log.name}.{runs + 1}"))
-        config = self.base / f"{name}.yaml"
-        config.write_text(
-            f"cluster:\n  advertise: {self.advertised[name]}\n{self.settings}", encoding="utf-8"
-        )
-        node = start_broker(
+        node = start_node(
             data_dir,
-            "--config",
-            str(config),
-            "--node-name",
             name,
-            "--etcd",
             self.etcd_urls[name],
-            "--cluster-port",
-            str(self.link_ports[name]),
+            lease_ttl=None,  # as self.settings say
+            cluster_settings=f"  advertise: {self.advertised[name]}\n{self.settings}",
+            cluster_port=self.link_ports[name],
             port=self.amqp_ports[name],
         )
         self.nodes[name] = node
@@ -124,8 +85,5 @@ class ProxiedCluster:
     def close(self) -> None:
         """Heal, resume and stop every node, then the proxy."""
         self.proxy.heal()
-        for node in self.nodes.values():
-            if node.proc is not None and node.proc.poll() is None:
-                node.proc.send_signal(signal.SIGCONT)
-            node.stop()
+        stop_nodes(self.nodes.values())
         self.proxy.close()

@@ -5,13 +5,12 @@ from __future__ import annotations
 import base64
 import json
 import urllib.request
-from pathlib import Path
 from typing import Any
 
 import pika
 import pytest
 from broker_process import BrokerProcess
-from cluster_helpers import EtcdProcess, api_get, start_node, wait_for
+from cluster_helpers import EtcdProcess, StartNode, api_get, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -47,121 +46,97 @@ def bindings(node: BrokerProcess) -> set[tuple[str, str, str]]:
 
 
 def test_entities_declared_on_one_node_appear_on_the_other(
-    tmp_path: Path, etcd: EtcdProcess
+    node: StartNode, etcd: EtcdProcess
 ) -> None:
-    a = start_node(tmp_path / "a", "node-a", etcd)
-    b = start_node(tmp_path / "b", "node-b", etcd)
-    try:
-        with pika.BlockingConnection(pika.URLParameters(a.url)) as conn:
-            ch = conn.channel()
-            ch.exchange_declare("orders", "topic", durable=True)
-            ch.queue_declare("orders.eu", durable=True)
-            ch.queue_bind("orders.eu", "orders", "eu.#")
-            ch.queue_declare("scratch", durable=False)  # transient: stays on node-a
-        send(a, "PUT", "/api/users/alice", {"password": "s3cret", "tags": "management"})
-        send(a, "PUT", "/api/permissions/%2F/alice", {"configure": "", "write": ".*", "read": ".*"})
-        send(
-            a,
-            "PUT",
-            "/api/policies/%2F/cap",
-            {"pattern": "^orders", "definition": {"max-length": 9}},
-        )
-        wait_for(lambda: "orders.eu" in names(b, "queues"), "queue on node-b")
-        wait_for(lambda: ("orders", "orders.eu", "eu.#") in bindings(b), "binding on node-b")
-        wait_for(lambda: "alice" in names(b, "users"), "user on node-b")
-        wait_for(lambda: "cap" in names(b, "policies"), "policy on node-b")
-        wait_for(lambda: any(p["user"] == "alice" for p in defs(b)["permissions"]), "permission")
-        assert "orders" in names(b, "exchanges")
-        assert "scratch" not in names(b, "queues")
-        # alice's password works on node-b too
-        params = pika.URLParameters(f"amqp://alice:s3cret@127.0.0.1:{b.port}/%2F")
-        with pika.BlockingConnection(params) as conn:
-            conn.channel().queue_declare("orders.eu", passive=True)
-    finally:
-        a.stop()
-        b.stop()
+    a = node("node-a")
+    b = node("node-b")
+    with pika.BlockingConnection(pika.URLParameters(a.url)) as conn:
+        ch = conn.channel()
+        ch.exchange_declare("orders", "topic", durable=True)
+        ch.queue_declare("orders.eu", durable=True)
+        ch.queue_bind("orders.eu", "orders", "eu.#")
+        ch.queue_declare("scratch", durable=False)  # transient: stays on node-a
+    send(a, "PUT", "/api/users/alice", {"password": "s3cret", "tags": "management"})
+    send(a, "PUT", "/api/permissions/%2F/alice", {"configure": "", "write": ".*", "read": ".*"})
+    send(
+        a,
+        "PUT",
+        "/api/policies/%2F/cap",
+        {"pattern": "^orders", "definition": {"max-length": 9}},
+    )
+    wait_for(lambda: "orders.eu" in names(b, "queues"), "queue on node-b")
+    wait_for(lambda: ("orders", "orders.eu", "eu.#") in bindings(b), "binding on node-b")
+    wait_for(lambda: "alice" in names(b, "users"), "user on node-b")
+    wait_for(lambda: "cap" in names(b, "policies"), "policy on node-b")
+    wait_for(lambda: any(p["user"] == "alice" for p in defs(b)["permissions"]), "permission")
+    assert "orders" in names(b, "exchanges")
+    assert "scratch" not in names(b, "queues")
+    # alice's password works on node-b too
+    params = pika.URLParameters(f"amqp://alice:s3cret@127.0.0.1:{b.port}/%2F")
+    with pika.BlockingConnection(params) as conn:
+        conn.channel().queue_declare("orders.eu", passive=True)
 
 
 def test_a_node_that_joins_late_catches_up_and_deletes_reach_everyone(
-    tmp_path: Path, etcd: EtcdProcess
+    node: StartNode, etcd: EtcdProcess
 ) -> None:
-    a = start_node(tmp_path / "a", "node-a", etcd)
-    try:
-        send(a, "PUT", "/api/exchanges/%2F/events", {"type": "fanout", "durable": True})
-        send(a, "PUT", "/api/queues/%2F/audit", {"durable": True})
-        send(a, "POST", "/api/bindings/%2F/e/events/q/audit", {"routing_key": ""})
-        wait_for(lambda: ("events", "audit", "") in bindings(a), "binding on node-a")
-        late = start_node(tmp_path / "late", "node-late", etcd)
-        try:
-            wait_for(lambda: ("events", "audit", "") in bindings(late), "late joiner caught up")
-            assert {"events"} <= names(late, "exchanges")
-            send(late, "DELETE", "/api/queues/%2F/audit")
-            wait_for(lambda: "audit" not in names(a, "queues"), "delete reached node-a")
-            assert ("events", "audit", "") not in bindings(a)
-            assert "events" in names(a, "exchanges")
-        finally:
-            late.stop()
-    finally:
-        a.stop()
+    a = node("node-a")
+    send(a, "PUT", "/api/exchanges/%2F/events", {"type": "fanout", "durable": True})
+    send(a, "PUT", "/api/queues/%2F/audit", {"durable": True})
+    send(a, "POST", "/api/bindings/%2F/e/events/q/audit", {"routing_key": ""})
+    wait_for(lambda: ("events", "audit", "") in bindings(a), "binding on node-a")
+    late = node("node-late")
+    wait_for(lambda: ("events", "audit", "") in bindings(late), "late joiner caught up")
+    assert {"events"} <= names(late, "exchanges")
+    send(late, "DELETE", "/api/queues/%2F/audit")
+    wait_for(lambda: "audit" not in names(a, "queues"), "delete reached node-a")
+    assert ("events", "audit", "") not in bindings(a)
+    assert "events" in names(a, "exchanges")
 
 
 def test_definitions_are_offered_again_to_an_etcd_that_lost_every_key(
-    tmp_path: Path, etcd: EtcdProcess
+    node: StartNode, etcd: EtcdProcess
 ) -> None:
-    a = start_node(tmp_path / "a", "node-a", etcd)
-    try:
-        send(a, "PUT", "/api/queues/%2F/kept", {"durable": True})
-        etcd.stop()
-        etcd.wipe()
-        etcd.start()
-        late = start_node(tmp_path / "late", "node-late", etcd)
-        try:
-            wait_for(lambda: "kept" in names(late, "queues"), "node-a's queue republished")
-            assert "kept" in names(a, "queues")  # an empty etcd deletes nothing
-        finally:
-            late.stop()
-    finally:
-        a.stop()
+    a = node("node-a")
+    send(a, "PUT", "/api/queues/%2F/kept", {"durable": True})
+    etcd.stop()
+    etcd.wipe()
+    etcd.start()
+    late = node("node-late")
+    wait_for(lambda: "kept" in names(late, "queues"), "node-a's queue republished")
+    assert "kept" in names(a, "queues")  # an empty etcd deletes nothing
 
 
 def test_a_declare_during_an_etcd_outage_reaches_the_other_node_once_etcd_is_back(
-    tmp_path: Path, etcd: EtcdProcess
+    node: StartNode, etcd: EtcdProcess
 ) -> None:
-    a = start_node(tmp_path / "a", "node-a", etcd)
-    b = start_node(tmp_path / "b", "node-b", etcd)
-    try:
-        etcd.stop()
-        assert send(a, "PUT", "/api/queues/%2F/during-outage", {"durable": True}) == 201
-        etcd.start()
-        wait_for(lambda: "during-outage" in names(b, "queues"), "queue on node-b after the outage")
-        assert a.proc is not None
-        assert a.proc.poll() is None
-    finally:
-        a.stop()
-        b.stop()
+    a = node("node-a")
+    b = node("node-b")
+    etcd.stop()
+    assert send(a, "PUT", "/api/queues/%2F/during-outage", {"durable": True}) == 201
+    etcd.start()
+    wait_for(lambda: "during-outage" in names(b, "queues"), "queue on node-b after the outage")
+    assert a.proc is not None
+    assert a.proc.poll() is None
 
 
 def test_a_consumer_on_one_node_is_cancelled_when_another_node_deletes_its_queue(
-    tmp_path: Path, etcd: EtcdProcess
+    node: StartNode, etcd: EtcdProcess
 ) -> None:
-    a = start_node(tmp_path / "a", "node-a", etcd)
-    b = start_node(tmp_path / "b", "node-b", etcd)
-    try:
-        with pika.BlockingConnection(pika.URLParameters(b.url)) as conn:
-            ch = conn.channel()
-            ch.queue_declare("watched", durable=True)
-            cancelled: list[str] = []
-            ch.add_on_cancel_callback(lambda frame: cancelled.append(frame.method.consumer_tag))
-            tag = ch.basic_consume("watched", lambda *args: None)
-            wait_for(lambda: "watched" in names(a, "queues"), "queue on node-a")
-            send(a, "DELETE", "/api/queues/%2F/watched")
+    a = node("node-a")
+    b = node("node-b")
+    with pika.BlockingConnection(pika.URLParameters(b.url)) as conn:
+        ch = conn.channel()
+        ch.queue_declare("watched", durable=True)
+        cancelled: list[str] = []
+        ch.add_on_cancel_callback(lambda frame: cancelled.append(frame.method.consumer_tag))
+        tag = ch.basic_consume("watched", lambda *args: None)
+        wait_for(lambda: "watched" in names(a, "queues"), "queue on node-a")
+        send(a, "DELETE", "/api/queues/%2F/watched")
 
-            def seen() -> bool:
-                conn.process_data_events(time_limit=0.1)
-                return bool(cancelled)
+        def seen() -> bool:
+            conn.process_data_events(time_limit=0.1)
+            return bool(cancelled)
 
-            wait_for(seen, "basic.cancel on node-b")
-            assert cancelled == [tag]
-    finally:
-        a.stop()
-        b.stop()
+        wait_for(seen, "basic.cancel on node-b")
+        assert cancelled == [tag]

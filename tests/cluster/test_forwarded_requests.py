@@ -11,10 +11,11 @@ import pika
 import pytest
 from broker_process import BrokerProcess
 from cluster_helpers import EtcdProcess, api_get, wait_for
-from test_forwarding import PERSISTENT, QUEUE, cluster, connect, declare
+from mirror_helpers import connect, declare_replicated, publish_confirmed
 
 pytestmark = pytest.mark.cluster
-__all__ = ["cluster"]  # the fixture, shared with test_forwarding
+
+QUEUE = "forwarded"
 
 
 def ready_and_unacked(node: BrokerProcess) -> tuple[int, int]:
@@ -29,16 +30,12 @@ def count(ch: pika.adapters.blocking_connection.BlockingChannel) -> int:
 
 
 def test_get_purge_and_declare_counts_through_a_follower_act_on_the_leader(
-    etcd: EtcdProcess, cluster: dict[str, BrokerProcess]
+    etcd: EtcdProcess, nodes: dict[str, BrokerProcess]
 ) -> None:
-    leader = declare(etcd, cluster["a"])
-    follower = cluster[next(n for n in cluster if n != leader)]
-    with connect(cluster[leader]) as conn:
-        ch = conn.channel()
-        ch.confirm_delivery()
-        for i in range(6):
-            ch.basic_publish("", QUEUE, f"m{i}".encode(), PERSISTENT)
-    with connect(follower) as conn:
+    leader = declare_replicated(etcd.url, nodes["a"].url, QUEUE)
+    follower = nodes[next(n for n in nodes if n != leader)]
+    publish_confirmed(nodes[leader].url, QUEUE, [f"m{i}".encode() for i in range(6)])
+    with connect(follower.url) as conn:
         ch = conn.channel()
         wait_for(lambda: count(ch) == 6, "the follower's declare-ok counting the leader's 6")
         first, _, body = ch.basic_get(QUEUE)
@@ -47,7 +44,7 @@ def test_get_purge_and_declare_counts_through_a_follower_act_on_the_leader(
         second, _, body = ch.basic_get(QUEUE)
         assert second is not None
         assert body == b"m1"
-        assert ready_and_unacked(cluster[leader]) == (4, 2)  # held on the leader for this client
+        assert ready_and_unacked(nodes[leader]) == (4, 2)  # held on the leader for this client
         ch.basic_ack(first.delivery_tag)
         ch.basic_nack(second.delivery_tag, requeue=True)
         assert count(ch) == 5  # m1 back on the leader, m0 gone
@@ -69,6 +66,6 @@ def test_get_purge_and_declare_counts_through_a_follower_act_on_the_leader(
         assert count(ch) == 3
         assert ch.queue_purge(QUEUE).method.message_count == 3
         assert ch.basic_get(QUEUE) == (None, None, None)
-    assert ready_and_unacked(cluster[leader]) == (0, 0)
-    with connect(cluster[leader]) as conn:
+    assert ready_and_unacked(nodes[leader]) == (0, 0)
+    with connect(nodes[leader].url) as conn:
         assert count(conn.channel()) == 0

@@ -18,13 +18,14 @@ from typing import Any
 
 import pytest
 from broker_process import BrokerProcess, free_port
-from cluster_helpers import EtcdProcess, api_get, start_node, wait_for
+from cluster_helpers import INSYNC_SETTINGS, EtcdProcess, api_get, running_nodes, wait_for
+from mirror_helpers import declare_replicated, publish_confirmed
 from prometheus_client.parser import text_string_to_metric_families
-from test_mirrored_queues import INSYNC_TIMEOUT_MS, QUEUE, declare_mirrored, publish
 
 pytestmark = pytest.mark.cluster
 
 ROOT = Path(__file__).resolve().parents[2]
+QUEUE = "mirrored"
 # (in-sync members, lag per member) as one view shows them
 View = tuple[list[str], dict[str, int]]
 
@@ -34,26 +35,10 @@ def cluster(
     etcd: EtcdProcess, tmp_path: Path
 ) -> Iterator[tuple[dict[str, BrokerProcess], dict[str, int]]]:
     """Three nodes a, b, c with a short in-sync timeout, each with a Prometheus port."""
-    settings = f"  insync_timeout_ms: {INSYNC_TIMEOUT_MS}\n"
-    nodes: dict[str, BrokerProcess] = {}
-    prometheus: dict[str, int] = {}
-    try:
-        for name in ("a", "b", "c"):
-            prometheus[name] = free_port()
-            nodes[name] = start_node(
-                tmp_path / name,
-                name,
-                etcd,
-                "--prometheus-port",
-                str(prometheus[name]),
-                cluster_settings=settings,
-            )
+    prometheus = {name: free_port() for name in ("a", "b", "c")}
+    args = {name: ("--prometheus-port", str(port)) for name, port in prometheus.items()}
+    with running_nodes(etcd, tmp_path, cluster_settings=INSYNC_SETTINGS, extra_args=args) as nodes:
         yield nodes, prometheus
-    finally:
-        for node in nodes.values():
-            if node.proc is not None and node.proc.poll() is None:
-                node.proc.send_signal(signal.SIGCONT)
-            node.stop()
 
 
 def api_view(leader: BrokerProcess) -> View:
@@ -124,9 +109,9 @@ def test_a_paused_mirror_lags_and_leaves_the_in_sync_set_in_every_view_then_catc
     etcd: EtcdProcess, cluster: tuple[dict[str, BrokerProcess], dict[str, int]]
 ) -> None:
     nodes, prometheus = cluster
-    leader = declare_mirrored(etcd, nodes)
+    leader = declare_replicated(etcd.url, nodes["a"].url, QUEUE)
     paused, other = [n for n in sorted(nodes) if n != leader]
-    publish(nodes[leader], [b"before"])
+    publish_confirmed(nodes[leader].url, QUEUE, [b"before"])
 
     def all_in_sync_and_caught_up() -> dict[str, View] | None:
         seen = views(nodes, prometheus, leader, other)
@@ -137,10 +122,11 @@ def test_a_paused_mirror_lags_and_leaves_the_in_sync_set_in_every_view_then_catc
     proc = nodes[paused].proc
     assert proc is not None
     proc.send_signal(signal.SIGSTOP)
-    publish(nodes[leader], [f"p{i}".encode() for i in range(10)])  # confirmed once it is dropped
+    # confirmed once it is dropped from the in-sync set
+    publish_confirmed(nodes[leader].url, QUEUE, [f"p{i}".encode() for i in range(10)])
     first = api_view(nodes[leader])[1][paused]
     assert first >= 10
-    publish(nodes[leader], [f"q{i}".encode() for i in range(10)])
+    publish_confirmed(nodes[leader].url, QUEUE, [f"q{i}".encode() for i in range(10)])
     behind = sorted(set(nodes) - {paused})
 
     def paused_out_of_sync() -> dict[str, View] | None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,36 +12,13 @@ from pathlib import Path
 
 import pika
 import pytest
-from broker_process import ROOT, BrokerProcess
+from broker_process import ROOT, BrokerProcess, free_run, listening
 from cluster_helpers import api_get, wait_for
-from proxied_cluster import leader_of
+from mirror_helpers import leader_of
 
 pytestmark = pytest.mark.cluster
 
 PERSISTENT = pika.BasicProperties(delivery_mode=2)
-
-
-def free_run(count: int) -> int:
-    """A port p such that p .. p + count - 1 are free now."""
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = int(s.getsockname()[1])
-        try:
-            for port in range(base, base + count):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-
-
-def listening(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-        return True
-    except OSError:
-        return False
 
 
 def process_age(pid: int) -> float:

@@ -1,9 +1,10 @@
-"""Celery worker subprocesses and client apps for the Celery end-to-end tests."""
+"""Celery worker subprocesses and client apps for the Celery end-to-end tests; example loading."""
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -22,18 +23,23 @@ EXAMPLES = ROOT / "examples"
 T = TypeVar("T")
 
 
-def example_tasks() -> ModuleType:
-    """examples/celery_app/tasks.py, imported as a module of its own (examples/ is not a package)."""
-    name = "example_celery_app_tasks"
+def load_example(relative: str) -> ModuleType:
+    """Import an example file as a module of its own (examples/ is not a package)."""
+    name = "example_" + re.sub(r"\W", "_", relative.removesuffix(".py"))
     if name in sys.modules:
         return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, EXAMPLES / "celery_app" / "tasks.py")
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / relative)
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def example_tasks() -> ModuleType:
+    """examples/celery_app/tasks.py, imported as a module of its own."""
+    return load_example("celery_app/tasks.py")
 
 
 def client_app(url: str, queue: str) -> celery.Celery:

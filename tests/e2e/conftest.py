@@ -1,4 +1,4 @@
-"""Fixtures shared by the end-to-end tests: pika connections and channels, cleanup, a hang watchdog."""
+"""End-to-end fixtures: pika and raw clients, cleanup, a hang watchdog, the management API."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from mgmt_helpers import Reply, call
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 from pika_helpers import Cleanup, connection, watchdog
+from raw_client import RawClient, connected
 
 
 @pytest.fixture(autouse=True)
@@ -50,3 +52,26 @@ def queue(ch: BlockingChannel, cleanup: Cleanup, uid: str) -> str:
     """A fresh, empty queue named after the test."""
     ch.queue_declare(cleanup.queue(uid))
     return uid
+
+
+@pytest.fixture
+def api(broker: Any) -> Any:
+    """call() bound to the shared broker's management URL."""
+    if not broker.is_amqplite:
+        pytest.skip("management tests run against amqplite's own endpoint")
+    base = broker.management_url
+
+    def bound(method: str, path: str, body: Any = None, **kwargs: Any) -> Reply:
+        return call(base, method, path, body, **kwargs)
+
+    return bound
+
+
+@pytest.fixture
+def raw(broker: Any) -> Iterator[RawClient]:
+    """A raw client that has completed the handshake (heartbeats off)."""
+    client = connected(broker)
+    try:
+        yield client
+    finally:
+        client.close()

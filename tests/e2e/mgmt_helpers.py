@@ -1,8 +1,9 @@
-"""A small HTTP client for the management API tests (urllib, basic auth, JSON)."""
+"""A small HTTP client for the management API tests (urllib, basic auth, JSON), and `amqplite ctl`."""
 
 from __future__ import annotations
 
 import base64
+import io
 import json
 import time
 import urllib.error
@@ -12,6 +13,9 @@ from collections.abc import Callable
 from typing import Any
 
 import attrs
+from broker_process import BrokerProcess
+
+from amqplite.cli.main import main
 
 
 @attrs.frozen
@@ -77,3 +81,11 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: floa
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         time.sleep(interval)
+
+
+def ctl(broker: BrokerProcess, *args: str) -> str:
+    """Run `amqplite ctl` in process against the broker's management API; its stdout."""
+    out = io.StringIO()
+    status = main(["ctl", "--url", broker.management_url, *args], out=out)
+    assert status == 0, out.getvalue()
+    return out.getvalue()

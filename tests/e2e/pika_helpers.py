@@ -145,30 +145,29 @@ def wait_ready_count(
         ch.connection.sleep(0.02)
 
 
-def queue_exists(conn: BlockingConnection, queue: str) -> bool:
-    """True if a passive declare of `queue` succeeds (uses a throwaway channel)."""
+def _passively_declared(
+    conn: BlockingConnection, declare: Callable[[BlockingChannel], Any]
+) -> bool:
+    """True if the passive declare succeeds on a throwaway channel, False on a 404."""
     ch = conn.channel()
     try:
-        ch.queue_declare(queue, passive=True)
+        declare(ch)
     except pika.exceptions.ChannelClosedByBroker as exc:
         if exc.reply_code != 404:
             raise
         return False
     ch.close()
     return True
+
+
+def queue_exists(conn: BlockingConnection, queue: str) -> bool:
+    """True if a passive declare of `queue` succeeds (uses a throwaway channel)."""
+    return _passively_declared(conn, lambda ch: ch.queue_declare(queue, passive=True))
 
 
 def exchange_exists(conn: BlockingConnection, exchange: str) -> bool:
     """True if a passive declare of `exchange` succeeds (uses a throwaway channel)."""
-    ch = conn.channel()
-    try:
-        ch.exchange_declare(exchange, passive=True)
-    except pika.exceptions.ChannelClosedByBroker as exc:
-        if exc.reply_code != 404:
-            raise
-        return False
-    ch.close()
-    return True
+    return _passively_declared(conn, lambda ch: ch.exchange_declare(exchange, passive=True))
 
 
 def wait_queue_gone(conn: BlockingConnection, queue: str, timeout: float = DEADLINE) -> None:
@@ -224,3 +223,14 @@ def _check_close(exc: pika.exceptions.AMQPError, code: int, words: tuple[str, ..
     assert exc.reply_code == code, f"expected {code}, got {exc.reply_code} {exc.reply_text!r}"
     for word in words:
         assert word in exc.reply_text, f"{word!r} not in {exc.reply_text!r}"
+
+
+def declare_delayed_route(
+    ch: BlockingChannel, kind: str = "direct", routing_key: str = "k", durable: bool = False
+) -> None:
+    """Exchange "later" (x-delayed-message of `kind`) bound with routing_key to queue "due"."""
+    ch.exchange_declare(
+        "later", "x-delayed-message", durable=durable, arguments={"x-delayed-type": kind}
+    )
+    ch.queue_declare("due", durable=durable)
+    ch.queue_bind("due", "later", routing_key=routing_key)

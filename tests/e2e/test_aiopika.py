@@ -45,6 +45,18 @@ async def connect(
         await connection.close()
 
 
+@asynccontextmanager
+async def exclusive_queue(
+    url: str, name: str
+) -> AsyncIterator[
+    tuple[aio_pika.abc.AbstractConnection, aio_pika.abc.AbstractChannel, aio_pika.abc.AbstractQueue]
+]:
+    """A robust connection, a channel on it and an exclusive queue `name` declared there."""
+    async with connect(url) as connection:
+        channel = await connection.channel()
+        yield connection, channel, await channel.declare_queue(name, exclusive=True)
+
+
 async def get_within(
     queue: aio_pika.abc.AbstractQueue, *, no_ack: bool = False, within: float = 3.0
 ) -> aio_pika.abc.AbstractIncomingMessage:
@@ -168,9 +180,7 @@ def test_declared_exchange_does_not_route_non_matching_message(
 
 def test_consumer_manual_ack_removes_message_from_queue(broker, uid):
     async def main() -> None:
-        async with connect(broker.url) as connection:
-            channel = await connection.channel()
-            queue = await channel.declare_queue(uid, exclusive=True)
+        async with exclusive_queue(broker.url, uid) as (connection, channel, queue):
             inbox = await start_consumer(queue)
             await channel.default_exchange.publish(aio_pika.Message(b"job"), uid)
             message = await next_message(inbox)
@@ -208,9 +218,7 @@ def test_unacked_message_returns_redelivered_when_consumer_channel_closes(broker
 
 def test_message_process_context_acks_on_success(broker, uid):
     async def main() -> None:
-        async with connect(broker.url) as connection:
-            channel = await connection.channel()
-            queue = await channel.declare_queue(uid, exclusive=True)
+        async with exclusive_queue(broker.url, uid) as (connection, channel, queue):
             await channel.default_exchange.publish(aio_pika.Message(b"work"), uid)
             message = await get_within(queue)
             async with message.process():
@@ -226,9 +234,7 @@ def test_message_process_context_acks_on_success(broker, uid):
 
 def test_message_process_context_with_requeue_redelivers_on_exception(broker, uid):
     async def main() -> None:
-        async with connect(broker.url) as connection:
-            channel = await connection.channel()
-            queue = await channel.declare_queue(uid, exclusive=True)
+        async with exclusive_queue(broker.url, uid) as (_connection, channel, queue):
             await channel.default_exchange.publish(aio_pika.Message(b"flaky"), uid)
             message = await get_within(queue)
             with pytest.raises(RuntimeError):
@@ -243,9 +249,7 @@ def test_message_process_context_with_requeue_redelivers_on_exception(broker, ui
 
 def test_message_process_context_without_requeue_drops_on_exception(broker, uid):
     async def main() -> None:
-        async with connect(broker.url) as connection:
-            channel = await connection.channel()
-            queue = await channel.declare_queue(uid, exclusive=True)
+        async with exclusive_queue(broker.url, uid) as (_connection, channel, queue):
             await channel.default_exchange.publish(aio_pika.Message(b"poison"), uid)
             message = await get_within(queue)
             with pytest.raises(RuntimeError):
@@ -259,9 +263,7 @@ def test_message_process_context_without_requeue_drops_on_exception(broker, uid)
 
 def test_nack_with_requeue_redelivers_with_redelivered_true(broker, uid):
     async def main() -> None:
-        async with connect(broker.url) as connection:
-            channel = await connection.channel()
-            queue = await channel.declare_queue(uid, exclusive=True)
+        async with exclusive_queue(broker.url, uid) as (_connection, channel, queue):
             inbox = await start_consumer(queue)
             await channel.default_exchange.publish(aio_pika.Message(b"retry me"), uid)
             first = await next_message(inbox)
@@ -278,9 +280,7 @@ def test_nack_with_requeue_redelivers_with_redelivered_true(broker, uid):
 
 def test_reject_without_requeue_drops_message(broker, uid):
     async def main() -> None:
-        async with connect(broker.url) as connection:
-            channel = await connection.channel()
-            queue = await channel.declare_queue(uid, exclusive=True)
+        async with exclusive_queue(broker.url, uid) as (connection, channel, queue):
             await channel.default_exchange.publish(aio_pika.Message(b"bad"), uid)
             message = await get_within(queue)
             await message.reject(requeue=False)
@@ -319,9 +319,7 @@ def test_qos_prefetch_limits_unacked_messages_in_flight(broker, uid):
 
 def test_publisher_confirm_publish_returns_basic_ack(broker, uid):
     async def main() -> None:
-        async with connect(broker.url) as connection:
-            channel = await connection.channel()
-            queue = await channel.declare_queue(uid, exclusive=True)
+        async with exclusive_queue(broker.url, uid) as (_connection, channel, queue):
             results = [
                 await channel.default_exchange.publish(aio_pika.Message(b"%d" % i), queue.name)
                 for i in range(3)
@@ -375,9 +373,7 @@ def test_mandatory_unroutable_publish_calls_return_callback(broker, uid):
 
 def test_queue_get_returns_message_then_none_with_fail_false_when_empty(broker, uid):
     async def main() -> None:
-        async with connect(broker.url) as connection:
-            channel = await connection.channel()
-            queue = await channel.declare_queue(uid, exclusive=True)
+        async with exclusive_queue(broker.url, uid) as (_connection, channel, queue):
             await channel.default_exchange.publish(
                 aio_pika.Message(b"once", content_type="text/plain", priority=3), uid
             )
@@ -394,9 +390,7 @@ def test_queue_get_returns_message_then_none_with_fail_false_when_empty(broker, 
 
 def test_queue_get_on_empty_queue_raises_queue_empty(broker, uid):
     async def main() -> None:
-        async with connect(broker.url) as connection:
-            channel = await connection.channel()
-            queue = await channel.declare_queue(uid, exclusive=True)
+        async with exclusive_queue(broker.url, uid) as (_connection, _channel, queue):
             with pytest.raises(aio_pika.exceptions.QueueEmpty):
                 await queue.get()
 
@@ -405,9 +399,7 @@ def test_queue_get_on_empty_queue_raises_queue_empty(broker, uid):
 
 def test_queue_purge_returns_number_of_messages_removed(broker, uid):
     async def main() -> None:
-        async with connect(broker.url) as connection:
-            channel = await connection.channel()
-            queue = await channel.declare_queue(uid, exclusive=True)
+        async with exclusive_queue(broker.url, uid) as (_connection, channel, queue):
             for _ in range(4):
                 await channel.default_exchange.publish(aio_pika.Message(b"x"), uid)
             result = await queue.purge()

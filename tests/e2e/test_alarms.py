@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -10,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from broker_process import BrokerProcess, start_broker
+from broker_process import BrokerProcess, Serve, start_configured
+from memory_helpers import MB, alarms_config, idle_rss
 from mgmt_helpers import call, wait_for
 from pamqp import commands
 from pika_helpers import connect, connection, watchdog
@@ -22,7 +22,6 @@ from raw_client import (
     start_ok_frame,
 )
 
-MB = 2**20
 BODY = b"x" * (256 * 1024)
 MARGIN = 48 * MB  # the watermark sits this far above an idle broker's RSS
 
@@ -32,30 +31,6 @@ def _watchdog() -> Iterator[None]:
     """Two brokers and a 50 MB backlog: a longer watchdog than the other e2e tests."""
     with watchdog(150.0):
         yield
-
-
-def _rss(broker: BrokerProcess) -> int:
-    assert broker.proc is not None
-    pages = int(Path(f"/proc/{broker.proc.pid}/statm").read_text().split()[1])
-    return pages * os.sysconf("SC_PAGE_SIZE")
-
-
-def _idle_rss(tmp_path: Path) -> int:
-    """The RSS of a broker like the one under test, with a connection open and nothing queued."""
-    probe = start_broker(tmp_path / "probe")
-    try:
-        with connection(probe) as conn:
-            conn.channel()
-            readings = [_rss(probe)]
-
-            def settled() -> bool:
-                readings.append(_rss(probe))
-                return abs(readings[-1] - readings[-2]) < MB
-
-            wait_for(settled, interval=0.2)
-            return readings[-1]
-    finally:
-        probe.stop()
 
 
 def _publish_until_blocked(broker: BrokerProcess, queue: str, out: dict[str, Any]) -> None:
@@ -97,13 +72,9 @@ def _alarm_status(broker: BrokerProcess) -> int:
 def test_publisher_is_blocked_past_the_watermark_and_unblocked_as_a_consumer_drains(
     tmp_path: Path, uid: str
 ) -> None:
-    watermark = _idle_rss(tmp_path) + MARGIN
-    config = tmp_path / "amqplite.yaml"
-    config.write_text(
-        f"alarms:\n  memory_high_watermark_bytes: {watermark}\n  check_interval: 0.05\n"
-        "  memory_paging_ratio: 2.0\n"  # no transient paging before the alarm: it must fire
-    )
-    broker = start_broker(tmp_path / "data", "--config", str(config))
+    watermark = idle_rss(tmp_path) + MARGIN
+    # no transient paging before the alarm: it must fire
+    broker = start_configured(tmp_path, alarms_config(watermark, "  memory_paging_ratio: 2.0\n"))
     try:
         with connection(broker) as admin:
             admin.channel().queue_declare(uid)
@@ -170,42 +141,37 @@ def test_publisher_is_blocked_past_the_watermark_and_unblocked_as_a_consumer_dra
 
 
 def test_a_disk_alarm_blocks_publishers_that_published_and_not_other_clients(
-    tmp_path: Path, uid: str
+    serve: Serve, uid: str
 ) -> None:
-    config = tmp_path / "amqplite.yaml"
-    config.write_text(f"alarms:\n  disk_free_limit: {2**62}\n  check_interval: 0.05\n")
-    broker = start_broker(tmp_path / "data", "--config", str(config))
-    try:
-        wait_for(lambda: _alarm_status(broker) == 503)
-        health = call(broker.management_url, "GET", "/api/health/checks/alarms").json
-        assert health["alarms"] == ["disk"]
-        node = call(broker.management_url, "GET", "/api/nodes").json[0]
-        assert node["disk_free_alarm"] is True
-        assert node["mem_alarm"] is False
-        assert node["disk_free_limit"] == 2**62 > node["disk_free"]
-        with connection(broker) as conn:
-            ch = conn.channel()
-            ch.queue_declare(uid)
-            # a client announcing the capability: its first publish is read, then it is held
-            with RawClient.for_broker(broker) as raw:
-                raw.send_protocol_header()
-                raw.read_start()
-                capabilities = {"capabilities": {"connection.blocked": True}}
-                raw.send(start_ok_frame("PLAIN", plain_response("guest", "guest"), capabilities))
-                raw.read_tune()
-                raw.tune_ok()
-                raw.open_vhost()
-                raw.expect(commands.Connection.OpenOk, channel=0)
-                raw.open_channel()
-                raw.publish(1, uid, b"before the hold")
-                blocked = raw.expect(commands.Connection.Blocked, channel=0)
-                assert blocked.reason == "low on disk"
-                raw.publish(1, uid, b"held")
-                # a client that has not published is still read: it declares and gets
-                method, _props, body = ch.basic_get(uid, auto_ack=True)
-                assert method is not None
-                assert body == b"before the hold"
-                assert ch.queue_declare(uid, passive=True).method.message_count == 0
-        assert "disk alarm set" in broker.output()
-    finally:
-        broker.stop()
+    broker = serve(f"alarms:\n  disk_free_limit: {2**62}\n  check_interval: 0.05\n")
+    wait_for(lambda: _alarm_status(broker) == 503)
+    health = call(broker.management_url, "GET", "/api/health/checks/alarms").json
+    assert health["alarms"] == ["disk"]
+    node = call(broker.management_url, "GET", "/api/nodes").json[0]
+    assert node["disk_free_alarm"] is True
+    assert node["mem_alarm"] is False
+    assert node["disk_free_limit"] == 2**62 > node["disk_free"]
+    with connection(broker) as conn:
+        ch = conn.channel()
+        ch.queue_declare(uid)
+        # a client announcing the capability: its first publish is read, then it is held
+        with RawClient.for_broker(broker) as raw:
+            raw.send_protocol_header()
+            raw.read_start()
+            capabilities = {"capabilities": {"connection.blocked": True}}
+            raw.send(start_ok_frame("PLAIN", plain_response("guest", "guest"), capabilities))
+            raw.read_tune()
+            raw.tune_ok()
+            raw.open_vhost()
+            raw.expect(commands.Connection.OpenOk, channel=0)
+            raw.open_channel()
+            raw.publish(1, uid, b"before the hold")
+            blocked = raw.expect(commands.Connection.Blocked, channel=0)
+            assert blocked.reason == "low on disk"
+            raw.publish(1, uid, b"held")
+            # a client that has not published is still read: it declares and gets
+            method, _props, body = ch.basic_get(uid, auto_ack=True)
+            assert method is not None
+            assert body == b"before the hold"
+            assert ch.queue_declare(uid, passive=True).method.message_count == 0
+    assert "disk alarm set" in broker.output()

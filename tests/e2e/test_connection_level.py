@@ -24,16 +24,6 @@ from amqplite.protocol.constants import ReplyCode
 
 
 @pytest.fixture
-def raw(broker: Any) -> Iterator[RawClient]:
-    """A raw client that has completed the handshake (heartbeats off)."""
-    client = connected(broker)
-    try:
-        yield client
-    finally:
-        client.close()
-
-
-@pytest.fixture
 def fresh_socket(broker: Any) -> Iterator[RawClient]:
     """A raw client that has only opened the TCP connection."""
     client = RawClient.for_broker(broker)

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
 import pika
 from broker_process import start_broker
-
-from amqplite.cli.main import main
+from mgmt_helpers import ctl
 
 
 def test_unreadable_queue_journal_is_kept_and_listed_by_ctl(tmp_path: Path) -> None:
@@ -33,20 +31,13 @@ def test_unreadable_queue_journal_is_kept_and_listed_by_ctl(tmp_path: Path) -> N
         ]
         (journal / "0000009999.seg").mkdir()  # reading this queue's journal now fails
         broker = start_broker(data_dir)
-        out = io.StringIO()
-        assert (
-            main(["ctl", "--url", broker.management_url, "--json", "list", "quarantine"], out=out)
-            == 0
-        )
-        (entry,) = json.loads(out.getvalue())
+        (entry,) = json.loads(ctl(broker, "--json", "list", "quarantine"))
         assert (entry["vhost"], entry["name"]) == ("/", "broken")
         assert "could not be read" in entry["reason"]
         kept = Path(entry["path"])
         assert any(b"kept:broken" in p.read_bytes() for p in kept.rglob("*") if p.is_file())
         assert journal.name in broker.output()  # the error names the file
-        table = io.StringIO()
-        assert main(["ctl", "--url", broker.management_url, "list", "quarantine"], out=table) == 0
-        assert "broken" in table.getvalue()
+        assert "broken" in ctl(broker, "list", "quarantine")
         conn = pika.BlockingConnection(pika.URLParameters(broker.url))
         channel = conn.channel()
         _method, _props, body = channel.basic_get("fine", auto_ack=True)

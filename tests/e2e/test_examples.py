@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import os
 import queue
 import re
@@ -13,33 +12,17 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 
-import attrs
 import celery
 import celery.exceptions
 import celery.result
 import pika
 import pika.exceptions
 import pytest
+from celery_helpers import CeleryWorker, client_app, load_example, result_of
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
-
-
-def load_example(relative: str) -> ModuleType:
-    """Import an example file as a module of its own (examples/ is not a package)."""
-    path = EXAMPLES / relative
-    name = "example_" + re.sub(r"\W", "_", relative.removesuffix(".py"))
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 producer = load_example("work_queue/producer.py")
@@ -411,80 +394,22 @@ def test_topic_scripts_emit_and_receive_by_pattern(broker, uid, scripts):
 # --- celery_app ----------------------------------------------------------------------------
 
 
-@attrs.frozen
-class CeleryWorker:
-    """A running `celery worker` subprocess on a queue of its own."""
-
-    queue: str
-    hostname: str
-    log_path: Path
-
-    def log_tail(self, lines: int = 40) -> str:
-        """The end of the worker's log, for failure messages."""
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-
-def make_client_app(url: str, worker: CeleryWorker) -> celery.Celery:
-    """The example app as a client whose tasks go to the worker's queue by default."""
-    tasks = load_example("celery_app/tasks.py")
-    app = tasks.create_app(url)
-    app.conf.task_default_queue = worker.queue
-    return app
-
-
-def result_of(
-    result: celery.result.AsyncResult, worker: CeleryWorker, within: float = 30
-) -> object:
-    """result.get(), failing with the worker's log if no result comes back in time."""
-    try:
-        return result.get(timeout=within)
-    except celery.exceptions.TimeoutError:
-        raise AssertionError(
-            f"no result within {within}s; worker log:\n{worker.log_tail()}"
-        ) from None
-
-
 @pytest.fixture(scope="module")
 def celery_worker(broker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[CeleryWorker]:
     """A Celery worker subprocess (solo pool) for this module, stopped by a remote shutdown."""
     name = f"celery-e2e-{os.getpid()}-{time.monotonic_ns() % 10**9}"
-    worker = CeleryWorker(name, f"{name}@e2e", tmp_path_factory.mktemp("celery") / "worker.log")
-    env = {**os.environ, "AMQP_URL": broker.url}
-    command = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "celery_app.tasks",
-        "worker",
-        "--pool=solo",
-        "--loglevel=info",
-        f"--queues={worker.queue}",
-        f"--hostname={worker.hostname}",
-        "--without-gossip",
-        "--without-mingle",
-        "--without-heartbeat",
-        # AMQP heartbeats every 2s also put a timer in the worker's event loop, which bounds
-        # its poll timeout; without one, kombu's hub may sit up to 10s on a frame it has already
-        # scheduled to read (celery/celery#3978), which makes a test slow, not wrong.
-        "--",
-        "broker.heartbeat=2",
-    ]
-    with worker.log_path.open("w") as log:
-        proc = subprocess.Popen(
-            command, cwd=EXAMPLES, env=env, stdout=log, stderr=subprocess.STDOUT
-        )
+    log_path = tmp_path_factory.mktemp("celery") / "worker.log"
+    # --without-heartbeat: no worker heartbeat events (the helper sets broker.heartbeat=2)
+    worker = CeleryWorker(
+        broker.url, name, f"{name}@e2e", log_path, f"--queues={name}", "--without-heartbeat"
+    )
     try:
         yield worker
     finally:
         # A remote-control shutdown is acted on at once; SIGTERM waits for the idle poll.
-        app = make_client_app(broker.url, worker)
+        app = client_app(broker.url, worker.queue)
         try:
-            app.control.shutdown(destination=[worker.hostname])
-            proc.wait(timeout=10)
-        except Exception:
-            proc.kill()
-            proc.wait()
+            worker.stop(app)
         finally:
             app.close()
         delete_queue(broker.url, worker.queue)
@@ -494,7 +419,7 @@ def celery_worker(broker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 @pytest.fixture
 def celery_app(broker, celery_worker: CeleryWorker) -> Iterator[celery.Celery]:
     """The example Celery app, pointed at the broker under test and the worker's queue."""
-    app = make_client_app(broker.url, celery_worker)
+    app = client_app(broker.url, celery_worker.queue)
     yield app
     app.close()
 

@@ -102,14 +102,10 @@ def healthy(broker: Any, uid: str) -> Iterator[Healthy]:
 
 
 @pytest.fixture
-def raw(broker: Any) -> Iterator[RawClient]:
-    """A raw client that has completed the handshake and opened channel 1."""
-    client = connected(broker)
-    try:
-        client.open_channel(1)
-        yield client
-    finally:
-        client.close()
+def raw(raw: RawClient) -> RawClient:
+    """The shared raw client with channel 1 open."""
+    raw.open_channel(1)
+    return raw
 
 
 def publish_frames(channel: int, routing_key: str, body: bytes) -> bytes:

@@ -8,22 +8,9 @@ from typing import Any
 
 import pika
 import pytest
-from mgmt_helpers import Reply, call, q, wait_for
+from mgmt_helpers import call, q, wait_for
 
 VH = q("/")
-
-
-@pytest.fixture
-def api(broker: Any) -> Any:
-    """call() bound to the shared broker's management URL."""
-    if not broker.is_amqplite:
-        pytest.skip("management tests run against amqplite's own endpoint")
-    base = broker.management_url
-
-    def bound(method: str, path: str, body: Any = None, **kwargs: Any) -> Reply:
-        return call(base, method, path, body, **kwargs)
-
-    return bound
 
 
 def test_booleans_and_numbers_as_strings_are_read_as_rabbitmq_does(api: Any, uid: str) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from broker_process import BrokerProcess, free_port, start_broker
+from broker_process import BrokerProcess, free_port, run_serve, start_broker
 
 trustme = pytest.importorskip("trustme")
 
@@ -146,22 +146,10 @@ def test_a_missing_certificate_is_one_line_naming_the_key(tmp_path: Path) -> Non
         f"management:\n  tls:\n    enabled: true\n    port: {free_port()}\n"
         f"    certfile: {tmp_path / 'none.pem'}\n"
     )
-    result = subprocess.run(
-        [
-            *(
-                sys.executable,
-                "-m",
-                "amqplite",
-                "serve",
-                "--config",
-                str(tmp_path / "amqplite.yaml"),
-            ),
-            *("--port", str(free_port()), "--management-port", str(free_port())),
-            *("--prometheus-port", "0", "--data-dir", str(tmp_path)),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
+    result = run_serve(
+        *("--config", str(tmp_path / "amqplite.yaml")),
+        *("--port", str(free_port()), "--management-port", str(free_port())),
+        *("--prometheus-port", "0", "--data-dir", str(tmp_path)),
     )
     assert result.returncode == 2, result.stderr
     assert "management.tls.certfile" in result.stderr

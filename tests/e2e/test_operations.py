@@ -18,6 +18,7 @@ import pika
 import pika.exceptions
 import pytest
 from broker_process import BrokerProcess, start_broker
+from mgmt_helpers import ctl
 from pika_helpers import connect, connection
 
 from amqplite.cli.main import main
@@ -47,14 +48,6 @@ def service(broker: BrokerProcess, **overrides: Any) -> pika.BlockingConnection:
     for key, value in overrides.items():
         setattr(params, key, value)
     return pika.BlockingConnection(params)
-
-
-def ctl(broker: BrokerProcess, *args: str) -> str:
-    """Run `amqplite ctl` in process against the broker's management API; its stdout."""
-    out = io.StringIO()
-    status = main(["ctl", "--url", broker.management_url, *args], out=out)
-    assert status == 0, out.getvalue()
-    return out.getvalue()
 
 
 def management_available(broker: BrokerProcess) -> bool:

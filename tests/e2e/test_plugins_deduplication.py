@@ -12,7 +12,7 @@ from typing import Any
 
 import pika
 import pika.exceptions
-from broker_process import free_port, start_broker
+from broker_process import Serve, free_port
 from pika_helpers import DEADLINE, connection, watchdog
 
 QUEUE = "orders"
@@ -23,39 +23,33 @@ PER_PUBLISHER = 400  # ids each publisher thread sends after them
 KILL_AFTER = 150  # confirms of the threads' ids before the kill
 
 
-def config_file(tmp_path: Path) -> Path:
-    path = tmp_path / "amqplite.yaml"
-    path.write_text("plugins: [deduplication]\n")
-    return path
+PLUGINS = "plugins: [deduplication]\n"  # the config file of every broker here
 
 
 def persistent(message_id: str, **headers: Any) -> pika.BasicProperties:
     return pika.BasicProperties(delivery_mode=2, message_id=message_id, headers=headers or None)
 
 
-def test_a_duplicate_is_confirmed_but_enqueued_once(tmp_path: Path) -> None:
-    broker = start_broker(tmp_path / "data", "--config", str(config_file(tmp_path)))
-    try:
-        with watchdog(), connection(broker) as conn:
-            channel = conn.channel()
-            channel.confirm_delivery()
-            channel.queue_declare(QUEUE, durable=True, arguments=DEDUP_ARGS)
-            for body in (b"first", b"retry", b"retry again"):
-                # mandatory and confirmed: a dropped duplicate is neither returned nor nacked
-                channel.basic_publish("", QUEUE, body, persistent("order-1"), mandatory=True)
-            channel.basic_publish("", QUEUE, b"other", persistent("order-2"), mandatory=True)
-            assert channel.queue_declare(QUEUE, passive=True).method.message_count == 2
-            channel.exchange_declare(
-                "dedup-x", "x-message-deduplication", arguments={"x-cache-size": 10}
-            )
-            channel.queue_declare("from-x")
-            channel.queue_bind("from-x", "dedup-x")
-            for _ in range(3):
-                props = pika.BasicProperties(headers={"x-deduplication-header": "h-1"})
-                channel.basic_publish("dedup-x", "", b"x", props, mandatory=True)
-            assert channel.queue_declare("from-x", passive=True).method.message_count == 1
-    finally:
-        broker.stop()
+def test_a_duplicate_is_confirmed_but_enqueued_once(serve: Serve) -> None:
+    broker = serve(PLUGINS)
+    with watchdog(), connection(broker) as conn:
+        channel = conn.channel()
+        channel.confirm_delivery()
+        channel.queue_declare(QUEUE, durable=True, arguments=DEDUP_ARGS)
+        for body in (b"first", b"retry", b"retry again"):
+            # mandatory and confirmed: a dropped duplicate is neither returned nor nacked
+            channel.basic_publish("", QUEUE, body, persistent("order-1"), mandatory=True)
+        channel.basic_publish("", QUEUE, b"other", persistent("order-2"), mandatory=True)
+        assert channel.queue_declare(QUEUE, passive=True).method.message_count == 2
+        channel.exchange_declare(
+            "dedup-x", "x-message-deduplication", arguments={"x-cache-size": 10}
+        )
+        channel.queue_declare("from-x")
+        channel.queue_bind("from-x", "dedup-x")
+        for _ in range(3):
+            props = pika.BasicProperties(headers={"x-deduplication-header": "h-1"})
+            channel.basic_publish("dedup-x", "", b"x", props, mandatory=True)
+        assert channel.queue_declare("from-x", passive=True).method.message_count == 1
 
 
 class Publisher:
@@ -102,14 +96,12 @@ def drain(broker: Any) -> list[str]:
 
 
 def test_publishers_retrying_after_kill_9_leave_exactly_one_copy_of_each_id(
-    tmp_path: Path,
+    serve: Serve,
 ) -> None:
-    config = config_file(tmp_path)
-    data = tmp_path / "data"
     port = free_port()
     first = [f"first-{i}" for i in range(CONSUMED_FIRST)]
     with watchdog(120):
-        broker = start_broker(data, "--config", str(config), port=port)
+        broker = serve(PLUGINS, port=port)
         with connection(broker) as conn:
             channel = conn.channel()
             channel.queue_declare(QUEUE, durable=True, arguments=DEDUP_ARGS)
@@ -136,15 +128,13 @@ def test_publishers_retrying_after_kill_9_leave_exactly_one_copy_of_each_id(
         confirmed = [m for p in publishers for m in p.confirmed]
         assert len(confirmed) < PUBLISHERS * PER_PUBLISHER, "killed too late: nothing to retry"
 
-        broker = start_broker(data, "--config", str(config), port=port)
-        try:
-            # each producer re-sends everything it ever sent: unconfirmed ids (some of which
-            # the broker may have stored before it died) and confirmed ones alike
-            retry = first + [m for p in publishers for m in p.ids]
-            publish_all(broker, retry)
-            consumed += drain(broker)
-        finally:
-            broker.stop()
+        broker = serve(PLUGINS, port=port)
+        # each producer re-sends everything it ever sent: unconfirmed ids (some of which
+        # the broker may have stored before it died) and confirmed ones alike
+        retry = first + [m for p in publishers for m in p.ids]
+        publish_all(broker, retry)
+        consumed += drain(broker)
+        broker.stop()
     everything = first + [m for p in publishers for m in p.ids]
     counts: dict[str, int] = {}
     for message_id in consumed:
@@ -157,20 +147,17 @@ def test_publishers_retrying_after_kill_9_leave_exactly_one_copy_of_each_id(
     print(f"\nconfirmed before the kill: {len(confirmed)}; consumed once each: {len(consumed)}")
 
 
-def test_the_exactly_once_example_applies_each_payment_once(tmp_path: Path) -> None:
-    broker = start_broker(tmp_path / "data", "--config", str(config_file(tmp_path)))
-    try:
-        example = Path(__file__).resolve().parents[2] / "examples/exactly_once/payments.py"
-        done = subprocess.run(
-            [sys.executable, str(example), "--url", broker.url, "--count", "50"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        )
-        # every payment was sent twice; the broker kept one copy, so none reached the consumer twice
-        assert done.stdout.strip() == (
-            "sent 100 publishes for 50 payments; applied 50, 0 duplicates delivered"
-        )
-    finally:
-        broker.stop()
+def test_the_exactly_once_example_applies_each_payment_once(serve: Serve) -> None:
+    broker = serve(PLUGINS)
+    example = Path(__file__).resolve().parents[2] / "examples/exactly_once/payments.py"
+    done = subprocess.run(
+        [sys.executable, str(example), "--url", broker.url, "--count", "50"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    # every payment was sent twice; the broker kept one copy, so none reached the consumer twice
+    assert done.stdout.strip() == (
+        "sent 100 publishes for 50 payments; applied 50, 0 duplicates delivered"
+    )

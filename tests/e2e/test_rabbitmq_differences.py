@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pika
@@ -15,7 +14,6 @@ from pika_helpers import Cleanup, channel_error, connection, connection_error
 from raw_client import (
     RawClient,
     assert_connection_closed_with,
-    connected,
     content_header_frame,
     method_frame,
 )
@@ -27,16 +25,6 @@ LOCKED_TEXT = (
     "It could be originally declared on another connection or the exclusive property value does "
     "not match that of the original declaration."
 )
-
-
-@pytest.fixture
-def raw(broker: Any) -> Iterator[RawClient]:
-    """A raw client that has completed the handshake (heartbeats off)."""
-    client = connected(broker)
-    try:
-        yield client
-    finally:
-        client.close()
 
 
 def rabbitmq_version(conn: BlockingConnection) -> tuple[int, ...]:

@@ -2,89 +2,68 @@
 
 from __future__ import annotations
 
-import io
 import json
 import time
-from pathlib import Path
 
 import pika
-from broker_process import BrokerProcess, start_broker
-from mgmt_helpers import call, q
-from pika_helpers import connection, watchdog
-
-from amqplite.cli.main import main
+from broker_process import Serve
+from mgmt_helpers import call, ctl, q
+from pika_helpers import connection, declare_delayed_route, watchdog
 
 HOUR_MS = 3_600_000
 
 
-def ctl(broker: BrokerProcess, *args: str) -> str:
-    """Run `amqplite ctl` in process against the broker; its stdout."""
-    out = io.StringIO()
-    status = main(["ctl", "--url", broker.management_url, *args], out=out)
-    assert status == 0, out.getvalue()
-    return out.getvalue()
-
-
-def test_list_look_at_and_cancel_scheduled_messages(tmp_path: Path) -> None:
-    config = tmp_path / "amqplite.yaml"
-    config.write_text("plugins: [delayed_message]\n")
-    broker = start_broker(tmp_path / "data", "--config", str(config))
-    try:
-        with watchdog(), connection(broker) as conn:
-            channel = conn.channel()
-            channel.confirm_delivery()
-            channel.exchange_declare(
-                "later", "x-delayed-message", durable=True, arguments={"x-delayed-type": "direct"}
+def test_list_look_at_and_cancel_scheduled_messages(serve: Serve) -> None:
+    broker = serve("plugins: [delayed_message]\n")
+    with watchdog(), connection(broker) as conn:
+        channel = conn.channel()
+        channel.confirm_delivery()
+        declare_delayed_route(channel, durable=True)
+        published_ms = time.time() * 1000
+        for body, delay in ((b"second", 2 * HOUR_MS), (b"first", HOUR_MS), (b"third", 1200)):
+            props = pika.BasicProperties(
+                delivery_mode=2, headers={"x-delay": delay}, message_id=body.decode()
             )
-            channel.queue_declare("due", durable=True)
-            channel.queue_bind("due", "later", routing_key="k")
-            published_ms = time.time() * 1000
-            for body, delay in ((b"second", 2 * HOUR_MS), (b"first", HOUR_MS), (b"third", 1200)):
-                props = pika.BasicProperties(
-                    delivery_mode=2, headers={"x-delay": delay}, message_id=body.decode()
-                )
-                channel.basic_publish("later", "k", body, props)
-            api = broker.management_url
-            listed = call(api, "GET", "/api/amqplite/scheduled").json
-            assert [(i["exchange"], i["scheduled"]) for i in listed] == [("later", 3)]
-            assert published_ms + 1200 <= listed[0]["next_due_ms"] < published_ms + HOUR_MS
+            channel.basic_publish("later", "k", body, props)
+        api = broker.management_url
+        listed = call(api, "GET", "/api/amqplite/scheduled").json
+        assert [(i["exchange"], i["scheduled"]) for i in listed] == [("later", 3)]
+        assert published_ms + 1200 <= listed[0]["next_due_ms"] < published_ms + HOUR_MS
 
-            base = f"/api/amqplite/scheduled/{q('/')}/later"
-            shown = call(api, "GET", base).json
-            assert [m["properties"]["message_id"] for m in shown["messages"]] == [
-                "third",
-                "first",
-                "second",
-            ]
-            first = shown["messages"][1]
-            one = call(api, "GET", f"{base}/{first['id']}").json
-            assert one["payload"] == "first"
-            assert one["routing_key"] == "k"
-            assert one["due_ms"] >= published_ms + HOUR_MS
+        base = f"/api/amqplite/scheduled/{q('/')}/later"
+        shown = call(api, "GET", base).json
+        assert [m["properties"]["message_id"] for m in shown["messages"]] == [
+            "third",
+            "first",
+            "second",
+        ]
+        first = shown["messages"][1]
+        one = call(api, "GET", f"{base}/{first['id']}").json
+        assert one["payload"] == "first"
+        assert one["routing_key"] == "k"
+        assert one["due_ms"] >= published_ms + HOUR_MS
 
-            table = ctl(broker, "list", "scheduled")
-            assert table.splitlines()[1].split()[:3] == ["/", "later", "3"]
-            assert "first" in ctl(broker, "show-scheduled", "later", first["id"])
-            ctl(broker, "cancel-scheduled", "later", first["id"])
-            assert call(api, "GET", f"{base}/{first['id']}").status == 404
-            assert call(api, "DELETE", f"{base}/{first['id']}").status == 404
-            assert call(api, "DELETE", f"{base}/nonsense").status == 400
-            assert call(api, "GET", f"/api/amqplite/scheduled/{q('/')}/amq.direct").status == 400
-            remaining = json.loads(ctl(broker, "--json", "scheduled", "later"))
-            assert remaining["scheduled"] == 2
-            second_id = remaining["messages"][1]["id"]
-            # the short one is routed; the cancelled one never is, across a restart too
-            for _method, _props, body in channel.consume("due", auto_ack=True):
-                assert body == b"third"
-                break
-            channel.cancel()
-        broker.stop()
-        broker = start_broker(tmp_path / "data", "--config", str(config), port=broker.port)
-        kept = call(broker.management_url, "GET", base).json
-        assert [m["id"] for m in kept["messages"]] == [second_id]
-        assert kept["messages"][0]["payload_bytes"] == len(b"second")
-    finally:
-        broker.stop()
+        table = ctl(broker, "list", "scheduled")
+        assert table.splitlines()[1].split()[:3] == ["/", "later", "3"]
+        assert "first" in ctl(broker, "show-scheduled", "later", first["id"])
+        ctl(broker, "cancel-scheduled", "later", first["id"])
+        assert call(api, "GET", f"{base}/{first['id']}").status == 404
+        assert call(api, "DELETE", f"{base}/{first['id']}").status == 404
+        assert call(api, "DELETE", f"{base}/nonsense").status == 400
+        assert call(api, "GET", f"/api/amqplite/scheduled/{q('/')}/amq.direct").status == 400
+        remaining = json.loads(ctl(broker, "--json", "scheduled", "later"))
+        assert remaining["scheduled"] == 2
+        second_id = remaining["messages"][1]["id"]
+        # the short one is routed; the cancelled one never is, across a restart too
+        for _method, _props, body in channel.consume("due", auto_ack=True):
+            assert body == b"third"
+            break
+        channel.cancel()
+    broker.stop()
+    broker = serve("plugins: [delayed_message]\n", port=broker.port)
+    kept = call(broker.management_url, "GET", base).json
+    assert [m["id"] for m in kept["messages"]] == [second_id]
+    assert kept["messages"][0]["payload_bytes"] == len(b"second")
 
 
 TOLERANCE_S = 5.0
@@ -95,35 +74,26 @@ broker reads each publish is not known to the client."""
 COUNT = 300
 
 
-def test_delays_are_honoured_within_the_stated_tolerance(tmp_path: Path) -> None:
-    config = tmp_path / "amqplite.yaml"
-    config.write_text("plugins: [delayed_message]\n")
-    broker = start_broker(tmp_path / "data", "--config", str(config))
-    try:
-        with watchdog(), connection(broker) as conn:
-            channel = conn.channel()
-            channel.exchange_declare(
-                "later", "x-delayed-message", arguments={"x-delayed-type": "topic"}
-            )
-            channel.queue_declare("due")
-            channel.queue_bind("due", "later", routing_key="#")
-            sent: dict[bytes, tuple[float, int]] = {}
-            for i in range(COUNT):
-                delay = (i * 7919) % 2000  # 0 .. 1999 ms, shuffled
-                body = str(i).encode()
-                sent[body] = (time.monotonic(), delay)
-                props = pika.BasicProperties(headers={"x-delay": delay})
-                channel.basic_publish("later", f"k.{i}", body, props)
-            arrived: list[tuple[bytes, float]] = []
-            for _method, _props, body in channel.consume("due", auto_ack=True):
-                arrived.append((body, time.monotonic()))
-                if len(arrived) == COUNT:
-                    break
-            channel.cancel()
-        assert sorted(body for body, _ in arrived) == sorted(sent)
-        for body, at in arrived:
-            published, delay = sent[body]
-            assert at - published >= delay / 1000, body  # never early
-            assert at - published <= delay / 1000 + TOLERANCE_S, body
-    finally:
-        broker.stop()
+def test_delays_are_honoured_within_the_stated_tolerance(serve: Serve) -> None:
+    broker = serve("plugins: [delayed_message]\n")
+    with watchdog(), connection(broker) as conn:
+        channel = conn.channel()
+        declare_delayed_route(channel, "topic", routing_key="#")
+        sent: dict[bytes, tuple[float, int]] = {}
+        for i in range(COUNT):
+            delay = (i * 7919) % 2000  # 0 .. 1999 ms, shuffled
+            body = str(i).encode()
+            sent[body] = (time.monotonic(), delay)
+            props = pika.BasicProperties(headers={"x-delay": delay})
+            channel.basic_publish("later", f"k.{i}", body, props)
+        arrived: list[tuple[bytes, float]] = []
+        for _method, _props, body in channel.consume("due", auto_ack=True):
+            arrived.append((body, time.monotonic()))
+            if len(arrived) == COUNT:
+                break
+        channel.cancel()
+    assert sorted(body for body, _ in arrived) == sorted(sent)
+    for body, at in arrived:
+        published, delay = sent[body]
+        assert at - published >= delay / 1000, body  # never early
+        assert at - published <= delay / 1000 + TOLERANCE_S, body

@@ -7,13 +7,12 @@ import json
 import os
 import socket
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pika
 import pytest
-from broker_process import ROOT, BrokerProcess, start_broker
+from broker_process import BrokerProcess, run_serve, start_broker
 
 from amqplite.cli.main import main
 
@@ -64,19 +63,6 @@ RABBITMQ_EXPORT = {
 }
 
 
-def serve(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run `amqplite serve ARGS` to its end (a refused start ends at once)."""
-    return subprocess.run(
-        [sys.executable, "-m", "amqplite", "serve", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=60,
-        check=False,
-        env={**os.environ, **(env or {})},
-    )
-
-
 def last_line(result: subprocess.CompletedProcess[str]) -> str:
     """The refusal: the last line on standard error, after any log lines; never a traceback."""
     assert "Traceback" not in result.stderr, result.stderr
@@ -97,7 +83,9 @@ def taken_port() -> Iterator[int]:
 def test_management_port_in_use_is_one_line_naming_the_flag(
     taken_port: int, tmp_path: Path
 ) -> None:
-    result = serve("--port", "0", "--management-port", str(taken_port), "--data-dir", str(tmp_path))
+    result = run_serve(
+        "--port", "0", "--management-port", str(taken_port), "--data-dir", str(tmp_path)
+    )
     assert result.returncode == 1
     line = last_line(result)
     assert line.startswith(f"amqplite: cannot listen on 127.0.0.1:{taken_port}"), line
@@ -106,7 +94,9 @@ def test_management_port_in_use_is_one_line_naming_the_flag(
 
 
 def test_amqp_port_in_use_is_one_line_naming_the_flag(taken_port: int, tmp_path: Path) -> None:
-    result = serve("--port", str(taken_port), "--management-port", "0", "--data-dir", str(tmp_path))
+    result = run_serve(
+        "--port", str(taken_port), "--management-port", "0", "--data-dir", str(tmp_path)
+    )
     assert result.returncode == 1
     line = last_line(result)
     assert line.startswith(f"amqplite: cannot listen on 127.0.0.1:{taken_port} for AMQP (--port")
@@ -125,7 +115,7 @@ def test_amqp_port_in_use_is_one_line_naming_the_flag(taken_port: int, tmp_path:
 def test_a_port_flag_out_of_range_is_a_usage_error(
     args: tuple[str, ...], named: str, tmp_path: Path
 ) -> None:
-    result = serve(*args, "--data-dir", str(tmp_path))
+    result = run_serve(*args, "--data-dir", str(tmp_path))
     assert result.returncode == 2
     line = last_line(result)
     assert line == (
@@ -139,7 +129,7 @@ def test_a_port_flag_out_of_range_is_a_usage_error(
 def test_a_port_in_the_environment_out_of_range_is_a_config_error(
     name: str, tmp_path: Path
 ) -> None:
-    result = serve("--data-dir", str(tmp_path), env={name: "99999"})
+    result = run_serve("--data-dir", str(tmp_path), env={name: "99999"})
     assert result.returncode == 2
     assert last_line(result) == (
         f"amqplite: configuration error: environment: {name}: got '99999',"
@@ -150,7 +140,7 @@ def test_a_port_in_the_environment_out_of_range_is_a_config_error(
 def test_a_data_dir_that_is_a_file_is_refused(tmp_path: Path) -> None:
     file = tmp_path / "not-a-dir"
     file.write_text("x")
-    result = serve("--port", "0", "--management-port", "0", "--data-dir", str(file))
+    result = run_serve("--port", "0", "--management-port", "0", "--data-dir", str(file))
     assert result.returncode == 2
     assert last_line(result) == (
         f"amqplite: configuration error: command line: --data-dir: got '{file}',"
@@ -163,7 +153,7 @@ def test_a_data_dir_that_cannot_be_created_is_refused(tmp_path: Path) -> None:
     file.write_text("x")
     config = tmp_path / "amqplite.yaml"
     config.write_text(f"listener: {{port: 0}}\ndata_dir: {file}/data\n")
-    result = serve("--config", str(config), "--management-port", "0")
+    result = run_serve("--config", str(config), "--management-port", "0")
     assert result.returncode == 2
     assert last_line(result) == (
         f"amqplite: configuration error: {config}:2: data_dir: got '{file}/data',"
@@ -180,7 +170,7 @@ def test_a_read_only_data_dir_is_refused(tmp_path: Path) -> None:
         read_only = Path("/sys/fs")
     else:
         pytest.skip("running as root and no read-only directory (/sys/fs) to try")
-    result = serve(
+    result = run_serve(
         "--port", "0", "--management-port", "0", env={"AMQPLITE_DATA_DIR": str(read_only)}
     )
     assert result.returncode == 2

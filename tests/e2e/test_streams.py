@@ -4,7 +4,6 @@ named consumers that resume, filtering (a broker of our own per module, restarte
 from __future__ import annotations
 
 import datetime
-import io
 import json
 import math
 import re
@@ -19,9 +18,8 @@ import pika
 import pika.exceptions
 import pytest
 from broker_process import BrokerProcess, free_port, start_broker
+from mgmt_helpers import ctl
 from pika.adapters.blocking_connection import BlockingChannel
-
-from amqplite.cli.main import main
 
 STREAM = {"x-queue-type": "stream"}
 DEADLINE_S = 20.0
@@ -388,15 +386,9 @@ def test_management_ctl_and_metrics_show_offsets_bytes_segments_and_lag(
         assert stream["segments"] > 1
         assert stream["bytes_on_disk"] > 31 * 20
         assert stream["consumer_offsets"] == {"billing": {"offset": 9, "lag": 21}}
-        out = io.StringIO()
-        assert (
-            main(["ctl", "--url", broker.management_url, "--json", "list", "streams"], out=out) == 0
-        )
-        listed = json.loads(out.getvalue())
+        listed = json.loads(ctl(broker, "--json", "list", "streams"))
         assert [item["name"] for item in listed] == ["m"]
-        table = io.StringIO()
-        assert main(["ctl", "--url", broker.management_url, "list", "streams"], out=table) == 0
-        assert "billing" in table.getvalue()
+        assert "billing" in ctl(broker, "list", "streams")
         text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
         assert 'amqplite_stream_messages{vhost="/",queue="m"} 31' in text
         assert 'amqplite_stream_consumer_lag{vhost="/",queue="m",consumer="billing"} 21' in text

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from broker_process import BrokerProcess, start_broker
-from mgmt_helpers import wait_for
-from pika_helpers import connect, connection, watchdog
+from broker_process import start_configured
+from memory_helpers import MB, alarms_config, idle_rss, rss
+from pika_helpers import connect, watchdog
 
-MB = 2**20
 COUNT = 60_000
 SIZE = 100
 # the watermark sits this far above an idle broker's RSS: 60,000 paged messages at the ~320 B
@@ -30,39 +28,12 @@ def body(i: int) -> bytes:
     return (b"%07d:" % i).ljust(SIZE, bytes([97 + i % 26]))
 
 
-def _rss(broker: BrokerProcess) -> int:
-    assert broker.proc is not None
-    pages = int(Path(f"/proc/{broker.proc.pid}/statm").read_text().split()[1])
-    return pages * os.sysconf("SC_PAGE_SIZE")
-
-
-def _idle_rss(tmp_path: Path) -> int:
-    """The RSS of a broker like the one under test, with a connection open and nothing queued."""
-    probe = start_broker(tmp_path / "probe")
-    try:
-        with connection(probe) as conn:
-            conn.channel()
-            readings = [_rss(probe)]
-
-            def settled() -> bool:
-                readings.append(_rss(probe))
-                return abs(readings[-1] - readings[-2]) < MB
-
-            wait_for(settled, interval=0.2)
-            return readings[-1]
-    finally:
-        probe.stop()
-
-
 def test_a_backlog_beyond_the_watermark_pages_its_tail_and_drains_in_order(
     tmp_path: Path, uid: str
 ) -> None:
-    watermark = _idle_rss(tmp_path) + MARGIN
-    config = tmp_path / "amqplite.yaml"
-    config.write_text(
-        f"alarms:\n  memory_high_watermark_bytes: {watermark}\n  check_interval: 0.05\n"
-    )  # paging from half the watermark (below an idle broker): the tail pages out at once
-    broker = start_broker(tmp_path / "data", "--config", str(config))
+    watermark = idle_rss(tmp_path) + MARGIN
+    # paging from half the watermark (below an idle broker): the tail pages out at once
+    broker = start_configured(tmp_path, alarms_config(watermark))
     try:
         # held by a memory alarm for 20 s, the publisher fails (ConnectionBlockedTimeout)
         conn = connect(broker, blocked_connection_timeout=20)
@@ -77,9 +48,9 @@ def test_a_backlog_beyond_the_watermark_pages_its_tail_and_drains_in_order(
             ch.basic_publish("", uid, body(i))
             if i % 5000 == 0:
                 conn.process_data_events(0)
-                peak = max(peak, _rss(broker))
+                peak = max(peak, rss(broker))
         assert ch.queue_declare(uid, passive=True).method.message_count == COUNT
-        peak = max(peak, _rss(broker))
+        peak = max(peak, rss(broker))
         assert blocked == []  # the backlog fit: no memory alarm
         assert peak < watermark, (peak, watermark)
 

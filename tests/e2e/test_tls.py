@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import socket
 import ssl
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +12,7 @@ import pika
 import pika.credentials
 import pika.exceptions
 import pytest
-from broker_process import BrokerProcess, free_port, start_broker
+from broker_process import BrokerProcess, free_port, run_serve, start_broker
 from mgmt_helpers import call
 
 trustme = pytest.importorskip("trustme")
@@ -143,21 +141,9 @@ def test_a_missing_certificate_file_is_one_line_naming_the_key(tmp_path: Path) -
     (tmp_path / "amqplite.yaml").write_text(
         f"tls:\n  enabled: true\n  port: {free_port()}\n  certfile: {tmp_path / 'none.pem'}\n"
     )
-    result = subprocess.run(
-        [
-            *(
-                sys.executable,
-                "-m",
-                "amqplite",
-                "serve",
-                "--config",
-                str(tmp_path / "amqplite.yaml"),
-            ),
-            *("--port", str(free_port()), "--management-port", "0", "--data-dir", str(tmp_path)),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
+    result = run_serve(
+        *("--config", str(tmp_path / "amqplite.yaml")),
+        *("--port", str(free_port()), "--management-port", "0", "--data-dir", str(tmp_path)),
     )
     assert result.returncode == 2, result.stderr
     assert "tls.certfile" in result.stderr

@@ -29,6 +29,13 @@ class FakeClock:
 
 
 @attrs.define
+class Wall(FakeClock):
+    """A settable POSIX clock."""
+
+    now: float = WALL
+
+
+@attrs.define
 class Client:
     """A client connection as the core sees it; closes channels the way the session does."""
 

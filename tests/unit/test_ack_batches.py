@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import pytest
-from test_session import Client, build
+from session_helpers import Client, guest_broker
 
-from amqplite.broker.auth import Permission
 from amqplite.broker.broker import Broker
 from amqplite.protocol.methods import BasicAck, encode_method, spec
+from amqplite.protocol.methods import build_method as build
 from amqplite.session.connection import Session
 
 
 @pytest.fixture
 def broker() -> Broker:
-    b = Broker()
-    b.add_vhost("/")
-    b.add_user("guest", "guest")
-    b.set_permissions("guest", "/", Permission())
-    return b
+    return guest_broker()
 
 
 def prefetch_client(broker: Broker, prefetch: int, messages: int) -> Client:

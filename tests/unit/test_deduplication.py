@@ -9,31 +9,20 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from pamqp import commands
-from queue_helpers import Client, FakeClock, get_all
+from queue_helpers import Client, FakeClock, Wall, get_all
+from store_helpers import recovered
 
 from amqplite.broker.broker import Broker
 from amqplite.broker.exchange_types import builtin_registry
 from amqplite.broker.message import Message
 from amqplite.broker.plugin_api import Destination
-from amqplite.config.models import StoreConfig
 from amqplite.protocol.errors import ChannelException, ConnectionException
 from amqplite.protocol.properties import decode_properties, encode_properties, read_message_id
 from amqplite.server.plugin_loader import load_plugin
-from amqplite.server.restore import recover_into
 from amqplite.store.store import Store
 from amqplite_plugins.deduplication import DedupCache
 
 DEDUP = {"x-message-deduplication": True}
-
-
-class Wall:
-    """A settable POSIX clock."""
-
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def message(
@@ -67,10 +56,7 @@ def new_broker(wall: Wall, clock: FakeClock | None = None) -> Broker:
 
 
 def boot(directory: Path, wall: Wall) -> tuple[Broker, Store]:
-    broker = new_broker(wall)
-    store = Store(directory, StoreConfig(fsync=False))
-    recover_into(broker, store)
-    return broker, store
+    return recovered(directory, new_broker(wall), fsync=False)
 
 
 # -- the window ------------------------------------------------------------------------------

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from store_helpers import recovered
+
 from amqplite.broker.auth import TopicPermission
 from amqplite.broker.broker import Broker
 from amqplite.config.definitions import PUBLISH_RATE
-from amqplite.config.models import StoreConfig
-from amqplite.server.restore import recover_into
 from amqplite.store.metadata import MetadataLog
 from amqplite.store.records import RecordType
 from amqplite.store.store import Store
@@ -18,11 +18,7 @@ TOPIC = TopicPermission("amq.topic", "^carol\\.", ".*")
 
 def boot(directory: Path) -> tuple[Broker, Store]:
     """A broker over the store in `directory`, with the users and vhosts the store recorded."""
-    broker = Broker()
-    broker.add_vhost("/")
-    store = Store(directory, StoreConfig(fsync=False))
-    recover_into(broker, store)
-    return broker, store
+    return recovered(directory, fsync=False)
 
 
 def restart(broker: Broker, store: Store, directory: Path) -> tuple[Broker, Store]:

@@ -10,7 +10,8 @@ from typing import Any
 import attrs
 import pytest
 from pamqp import commands
-from queue_helpers import Client, FakeClock, get_all
+from queue_helpers import Client, FakeClock, Wall, get_all
+from store_helpers import recovered
 
 from amqplite.broker import plugin_api
 from amqplite.broker.broker import Broker
@@ -18,23 +19,13 @@ from amqplite.broker.durability import is_durable
 from amqplite.broker.exchange_types import builtin_registry
 from amqplite.broker.message import Message
 from amqplite.broker.plugin_api import Destination
-from amqplite.config.models import StoreConfig
 from amqplite.management.resources.scheduled import scheduling_router
 from amqplite.protocol.properties import encode_properties
 from amqplite.server.plugin_loader import load_plugin
-from amqplite.server.restore import recover_into
 from amqplite.store.store import Store
 
 PLUGIN = "tests.plugins.every_hook_plugin"
 README = Path(__file__).resolve().parents[2] / "amqplite_plugins" / "README.md"
-
-
-class Wall:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def message(
@@ -68,9 +59,7 @@ def boot(plugin: ModuleType, directory: Path, clock: FakeClock, wall: Wall) -> t
     plugin.register(registry)
     broker = Broker(registry, clock=clock, wall_clock=wall)
     broker.add_vhost("/")
-    store = Store(directory, StoreConfig(fsync=False))
-    recover_into(broker, store)
-    return broker, store
+    return recovered(directory, broker, fsync=False)
 
 
 def drain_events(plugin: ModuleType) -> list[str]:

@@ -8,12 +8,14 @@ import pytest
 import trio
 import trio.lowlevel
 import trio.testing
-from test_server_streams import StreamClient, build, serve_lockstep, serve_one
+from stream_client import StreamClient
+from test_server_streams import serve_lockstep, serve_one
 
 from amqplite.broker.queue import Queue
 from amqplite.config.models import Config, Limits
 from amqplite.protocol.frames import NEED_DATA, MethodFrame
 from amqplite.protocol.methods import BasicAck, BasicPublish, encode_method, spec
+from amqplite.protocol.methods import build_method as build
 from amqplite.protocol.writers import encode_content
 from amqplite.server.connection import RECEIVE_SIZE
 from amqplite.server.node import Node

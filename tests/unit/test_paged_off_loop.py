@@ -11,15 +11,14 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from store_helpers import recovered
 from test_management import make_app
 from test_session_paged import WorkerOnlyBody
 
 from amqplite.broker.broker import Broker
 from amqplite.broker.message import Message, PagedMessage
 from amqplite.broker.queue import Queue
-from amqplite.config.models import StoreConfig
 from amqplite.management.http import HttpConnection, HttpLimits
-from amqplite.server.restore import recover_into
 from amqplite.store.store import Store
 
 AUTH = "Basic " + base64.b64encode(b"guest:guest").decode()
@@ -84,11 +83,7 @@ PERSISTENT = b"\x10\x00\x02"  # delivery_mode 2
 
 
 def boot(directory: Path, budget: int = 1 << 30) -> tuple[Broker, Store]:
-    broker = Broker()
-    broker.add_vhost("/")
-    store = Store(directory, StoreConfig(fsync=False, memory_budget_bytes=budget))
-    recover_into(broker, store)
-    return broker, store
+    return recovered(directory, fsync=False, memory_budget_bytes=budget)
 
 
 def reject_paged(broker: Broker, body: WorkerOnlyBody, durable_target: bool) -> Queue:

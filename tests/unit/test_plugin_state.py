@@ -5,15 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from queue_helpers import FakeClock, get_all
+from store_helpers import recovered
 
 from amqplite.broker.broker import Broker
 from amqplite.broker.durability import is_durable
 from amqplite.broker.exchange_types import builtin_registry
 from amqplite.broker.message import Message
 from amqplite.broker.plugin_api import Destination
-from amqplite.config.models import StoreConfig
 from amqplite.server.plugin_loader import load_plugin
-from amqplite.server.restore import recover_into
 from amqplite.store.metadata import MetadataLog
 from amqplite.store.records import RecordType
 from amqplite.store.store import Store
@@ -38,9 +37,7 @@ def boot(directory: Path, clock: FakeClock, wall: Wall) -> tuple[Broker, Store]:
     load_plugin("delayed_message").register(registry)
     broker = Broker(registry, clock=clock, wall_clock=wall)
     broker.add_vhost("/")
-    store = Store(directory, StoreConfig(fsync=False))
-    recover_into(broker, store)
-    return broker, store
+    return recovered(directory, broker, fsync=False)
 
 
 def delayed(body: bytes, delay_ms: int, props: bytes = PERSISTENT_PROPS) -> Message:

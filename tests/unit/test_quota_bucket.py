@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from test_server_streams import StreamClient, serve_one
+from stream_client import StreamClient
+from test_server_streams import serve_one
 
 from amqplite.broker.broker import Broker
 from amqplite.config.definitions import DELIVER_RATE, PUBLISH_RATE

@@ -7,11 +7,12 @@ from typing import Any
 
 import pytest
 import trio
-from test_server_streams import StreamClient, build
+from stream_client import StreamClient
 
 from amqplite.config.models import Config
 from amqplite.protocol.frames import MethodFrame
 from amqplite.protocol.methods import BasicPublish, encode_method, spec
+from amqplite.protocol.methods import build_method as build
 from amqplite.protocol.writers import encode_content
 from amqplite.server.node import Node
 

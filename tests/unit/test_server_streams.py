@@ -7,69 +7,13 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from stream_client import StreamClient
 
 from amqplite.config.models import Config, Limits
 from amqplite.protocol.constants import PROTOCOL_HEADER, ReplyCode
-from amqplite.protocol.frames import (
-    NEED_DATA,
-    FrameReader,
-    HeartbeatFrame,
-    MethodFrame,
-    ProtocolHeaderReceived,
-)
 from amqplite.protocol.methods import build_method as build
-from amqplite.protocol.methods import encode_method, spec
+from amqplite.protocol.methods import spec
 from amqplite.server.node import Node
-
-
-class StreamClient:
-    """A client on one end of a memory stream pair."""
-
-    def __init__(self, stream: trio.abc.Stream) -> None:
-        self.stream = stream
-        self.reader = FrameReader(1 << 20)
-        self.reader.receive_data(PROTOCOL_HEADER)
-        assert isinstance(self.reader.next_frame(), ProtocolHeaderReceived)
-
-    async def send(self, channel: int, method: Any) -> None:
-        await self.stream.send_all(encode_method(channel, method))
-
-    async def next_frame(self) -> Any:
-        """The next frame from the server, or None once it closed the stream."""
-        while (frame := self.reader.next_frame()) is NEED_DATA:
-            data = await self.stream.receive_some(65536)
-            if not data:
-                return None
-            self.reader.receive_data(data)
-        return frame
-
-    async def expect(self, cls: type) -> Any:
-        frame = await self.next_frame()
-        while isinstance(frame, HeartbeatFrame):
-            frame = await self.next_frame()
-        assert isinstance(frame, MethodFrame), frame
-        assert isinstance(frame.method, cls), frame.method
-        return frame.method
-
-    async def handshake(self, heartbeat: int) -> None:
-        await self.stream.send_all(PROTOCOL_HEADER)
-        await self.expect(spec.Connection.Start)
-        await self.send(
-            0, build(spec.Connection.StartOk, mechanism="PLAIN", response="\x00guest\x00guest")
-        )
-        await self.expect(spec.Connection.Tune)
-        await self.send(
-            0, build(spec.Connection.TuneOk, channel_max=0, frame_max=131072, heartbeat=heartbeat)
-        )
-        await self.send(0, build(spec.Connection.Open, virtual_host="/"))
-        await self.expect(spec.Connection.OpenOk)
-
-    async def wait_closed(self) -> int:
-        """Read until the server closes the stream; returns how many heartbeats arrived."""
-        heartbeats = 0
-        while (frame := await self.next_frame()) is not None:
-            heartbeats += isinstance(frame, HeartbeatFrame)
-        return heartbeats
 
 
 async def serve_one(node: Node, nursery: trio.Nursery) -> StreamClient:

@@ -6,12 +6,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_session import Client, build
+from session_helpers import Client
 
 from amqplite.broker.auth import Permission
 from amqplite.broker.broker import Broker
 from amqplite.config.models import StoreConfig
 from amqplite.protocol.methods import BasicAck, spec
+from amqplite.protocol.methods import build_method as build
 from amqplite.server.restore import recover_into
 from amqplite.session.connection import Session
 from amqplite.store.store import Store

@@ -6,24 +6,21 @@ import random
 import sys
 
 import pytest
-from test_session import Client, build
+from session_helpers import Client, guest_broker
 
 from amqplite.broker.auth import Permission
 from amqplite.broker.broker import Broker
 from amqplite.protocol.constants import ReplyCode
 from amqplite.protocol.frames import HOT_ACK, HOT_PARTIAL, HOT_PUBLISH, FrameReader
 from amqplite.protocol.methods import BasicAck, BasicPublish, encode_method, spec
+from amqplite.protocol.methods import build_method as build
 from amqplite.protocol.writers import encode_content
 from amqplite.session.connection import Session, SessionSettings
 
 
 @pytest.fixture
 def broker() -> Broker:
-    b = Broker()
-    b.add_vhost("/")
-    b.add_user("guest", "guest")
-    b.set_permissions("guest", "/", Permission())
-    return b
+    return guest_broker()
 
 
 def publish_bytes(channel: int, routing_key: str, body: bytes, frame_max: int = 131072) -> bytes:

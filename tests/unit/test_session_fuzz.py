@@ -16,9 +16,8 @@ import struct
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from session_helpers import guest_broker
 
-from amqplite.broker.auth import Permission
-from amqplite.broker.broker import Broker
 from amqplite.protocol.constants import PROTOCOL_HEADER, ReplyCode
 from amqplite.protocol.errors import AMQPError
 from amqplite.protocol.methods import build_method as build
@@ -141,14 +140,6 @@ class _Internal(logging.Handler):
         self.records.append(record)
 
 
-def _broker() -> Broker:
-    broker = Broker()
-    broker.add_vhost("/")
-    broker.add_user("guest", "guest")
-    broker.set_permissions("guest", "/", Permission())
-    return broker
-
-
 class _Output:
     """The session's output read structurally, as a client would: whole frames, each ending in
     0xCE, no close carrying 541 INTERNAL_ERROR. Names are echoed as the client sent them (AMQP
@@ -192,7 +183,7 @@ def _run(stream: list[bytes], handshake: bool, split: int) -> None:
     logger = logging.getLogger("amqplite")
     logger.addHandler(handler)
     try:
-        session = Session(_broker(), SessionSettings(max_unfinished_content_bytes=20000))
+        session = Session(guest_broker(), SessionSettings(max_unfinished_content_bytes=20000))
         data = (_handshake() + SETUP if handshake else b"") + b"".join(stream)
         output = _Output()
         for start in range(0, len(data), split):  # arbitrary read boundaries

@@ -5,10 +5,11 @@ from __future__ import annotations
 import threading
 
 import pytest
-from test_session import Client, build
+from session_helpers import Client, guest_broker
 
 from amqplite.broker.broker import Broker
 from amqplite.broker.message import Message, PagedMessage
+from amqplite.protocol.methods import build_method as build
 from amqplite.protocol.methods import spec
 from amqplite.session.connection import Session
 from amqplite.session.paged import PagedDelivery, load_bodies
@@ -27,19 +28,13 @@ class CountedBody:
         return self.data
 
 
-class WorkerOnlyBody:
+class WorkerOnlyBody(CountedBody):
     """A body on 'disk' that refuses to be read on the event loop (the main thread)."""
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.length = len(data)
-        self.reads = 0
 
     def read(self) -> bytes:
         if threading.current_thread() is threading.main_thread():
             raise AssertionError("a paged body was read on the event loop")
-        self.reads += 1
-        return self.data
+        return super().read()
 
 
 def in_worker_thread(loads: list[PagedDelivery]) -> None:
@@ -49,8 +44,8 @@ def in_worker_thread(loads: list[PagedDelivery]) -> None:
     worker.join()
 
 
-def paged_client(broker: Broker) -> tuple[Session, Client, list[CountedBody]]:
-    """A session that defers paged bodies, consuming q where three of five messages are paged."""
+def deferring_session(broker: Broker) -> tuple[Session, Client]:
+    """A session that defers paged bodies, with channel 1 open and queue q declared."""
     session = Session(broker)
     session.defer_paged = True
     client = Client(session)
@@ -58,6 +53,12 @@ def paged_client(broker: Broker) -> tuple[Session, Client, list[CountedBody]]:
     client.open_channel(1)
     client.send(1, build(spec.Queue.Declare, queue="q"))
     assert [type(c.method) for c in client.received()] == [spec.Queue.DeclareOk]
+    return session, client
+
+
+def paged_client(broker: Broker) -> tuple[Session, Client, list[CountedBody]]:
+    """A session that defers paged bodies, consuming q where three of five messages are paged."""
+    session, client = deferring_session(broker)
     queue = broker.vhost("/").queues["q"]
     bodies = []
     for i in range(5):
@@ -118,13 +119,7 @@ def test_without_a_loader_paged_bodies_are_read_in_place(broker: Broker) -> None
 def test_basic_get_of_a_paged_message_reads_its_body_off_the_loop_in_order(
     broker: Broker,
 ) -> None:
-    session = Session(broker)
-    session.defer_paged = True
-    client = Client(session)
-    client.handshake()
-    client.open_channel(1)
-    client.send(1, build(spec.Queue.Declare, queue="q"))
-    client.received()
+    session, client = deferring_session(broker)
     queue = broker.vhost("/").queues["q"]
     body = WorkerOnlyBody(b"paged body")
     entry = queue.enqueue(Message("", "q", b"\x00\x00", b"paged body"))
@@ -145,10 +140,4 @@ def test_basic_get_of_a_paged_message_reads_its_body_off_the_loop_in_order(
 
 @pytest.fixture
 def broker() -> Broker:
-    from amqplite.broker.auth import Permission
-
-    b = Broker()
-    b.add_vhost("/")
-    b.add_user("guest", "guest")
-    b.set_permissions("guest", "/", Permission())
-    return b
+    return guest_broker()

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from store_helpers import recovered
+
 from amqplite.broker.broker import Broker
 from amqplite.broker.message import Message, PagedMessage
 from amqplite.broker.plugin_api import Destination
 from amqplite.broker.queue import Queue
-from amqplite.config.models import StoreConfig
-from amqplite.server.restore import recover_into
 from amqplite.store.clean_index import INDEX_NAME
 from amqplite.store.journal import list_segments
 from amqplite.store.snapshot import SNAPSHOT_NAME
@@ -20,11 +20,7 @@ KEY = b"k-\xff".decode("utf-8", "surrogateescape")
 
 
 def boot(directory: Path, **config: int) -> tuple[Broker, Store]:
-    broker = Broker()
-    broker.add_vhost("/")
-    store = Store(directory, StoreConfig(fsync=False, **config))  # type: ignore[arg-type]
-    recover_into(broker, store)
-    return broker, store
+    return recovered(directory, fsync=False, **config)
 
 
 def queue_dir(directory: Path) -> Path:

@@ -12,6 +12,7 @@ import attrs
 import pytest
 import trio
 import trio.testing
+from stream_client import open_channel_one
 
 from amqplite.config.models import Config, StoreConfig
 from amqplite.protocol import encode_content, encode_method
@@ -100,19 +101,8 @@ class Frames:
         await self.stream.send_all(frames)
 
     async def open(self) -> None:
-        await self.stream.send_all(PROTOCOL_HEADER)
-        await self.expect(spec.Connection.Start)
-        await self.send(
-            0, build(spec.Connection.StartOk, mechanism="PLAIN", response="\x00guest\x00guest")
-        )
-        await self.expect(spec.Connection.Tune)
-        await self.send(
-            0, build(spec.Connection.TuneOk, channel_max=0, frame_max=131072, heartbeat=0)
-        )
-        await self.send(0, build(spec.Connection.Open, virtual_host="/"))
-        await self.expect(spec.Connection.OpenOk)
-        await self.send(1, spec.Channel.Open())
-        await self.expect(spec.Channel.OpenOk)
+        """Handshake (no heartbeats), then open channel 1."""
+        await open_channel_one(self)
 
 
 @asynccontextmanager

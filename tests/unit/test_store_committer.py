@@ -3,25 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 import trio
 import trio.testing
+from stream_client import StreamClient
 
 from amqplite.broker.broker import Broker
 from amqplite.config.models import Config, StoreConfig
 from amqplite.protocol import encode_content, encode_method
-from amqplite.protocol.constants import PROTOCOL_HEADER
-from amqplite.protocol.frames import (
-    NEED_DATA,
-    FrameReader,
-    HeartbeatFrame,
-    MethodFrame,
-    ProtocolHeaderReceived,
-)
 from amqplite.protocol.methods import BasicAck, spec
-from amqplite.protocol.methods import build_method as build
 from amqplite.server.committer import Committer, open_store
 from amqplite.server.node import Node
 from amqplite.server.restore import recover_into
@@ -40,44 +31,6 @@ def enqueues_on_disk(data_dir: Path) -> int:
     return count
 
 
-class Client:
-    """A minimal AMQP client on a memory stream."""
-
-    def __init__(self, stream: trio.abc.Stream) -> None:
-        self.stream = stream
-        self.reader = FrameReader(1 << 20)
-        self.reader.receive_data(PROTOCOL_HEADER)
-        assert isinstance(self.reader.next_frame(), ProtocolHeaderReceived)
-
-    async def send(self, channel: int, method: Any) -> None:
-        await self.stream.send_all(encode_method(channel, method))
-
-    async def expect(self, cls: type) -> Any:
-        while True:
-            while (frame := self.reader.next_frame()) is NEED_DATA:
-                self.reader.receive_data(await self.stream.receive_some(65536))
-            if not isinstance(frame, HeartbeatFrame):
-                break
-        assert isinstance(frame, MethodFrame), frame
-        assert isinstance(frame.method, cls), frame.method
-        return frame.method
-
-    async def open(self) -> None:
-        await self.stream.send_all(PROTOCOL_HEADER)
-        await self.expect(spec.Connection.Start)
-        await self.send(
-            0, build(spec.Connection.StartOk, mechanism="PLAIN", response="\x00guest\x00guest")
-        )
-        await self.expect(spec.Connection.Tune)
-        await self.send(
-            0, build(spec.Connection.TuneOk, channel_max=0, frame_max=131072, heartbeat=0)
-        )
-        await self.send(0, build(spec.Connection.Open, virtual_host="/"))
-        await self.expect(spec.Connection.OpenOk)
-        await self.send(1, spec.Channel.Open())
-        await self.expect(spec.Channel.OpenOk)
-
-
 @pytest.mark.trio
 async def test_confirms_of_persistent_messages_follow_the_group_commit(tmp_path: Path) -> None:
     config = Config(data_dir=str(tmp_path / "data"), store=StoreConfig())
@@ -89,7 +42,7 @@ async def test_confirms_of_persistent_messages_follow_the_group_commit(tmp_path:
             nursery.start_soon(committer.run)
             client_end, server_end = trio.testing.memory_stream_pair()
             nursery.start_soon(node.serve_stream, server_end, "memory")
-            client = Client(client_end)
+            client = StreamClient(client_end)
             await client.open()
             await client.send(1, spec.Confirm.Select())
             await client.expect(spec.Confirm.SelectOk)

@@ -7,14 +7,13 @@ import random
 from pathlib import Path
 
 import pytest
+from store_helpers import recovered
 
 from amqplite.broker.broker import Broker
 from amqplite.broker.durability import is_durable
 from amqplite.broker.message import Message
 from amqplite.broker.plugin_api import Destination
 from amqplite.broker.queue import Queue
-from amqplite.config.models import StoreConfig
-from amqplite.server.restore import recover_into
 from amqplite.store.journal import list_segments
 from amqplite.store.records import (
     FILE_HEADER,
@@ -29,7 +28,6 @@ from amqplite.store.records import (
 )
 from amqplite.store.recovery import recover_queue
 from amqplite.store.snapshot import STEPS, SnapshotInterrupted, write_snapshot
-from amqplite.store.store import Store
 
 PERSISTENT_PROPS = b"\x10\x00\x02"  # flags: delivery_mode, value 2
 
@@ -40,13 +38,7 @@ def message(body: bytes, persistent: bool = True) -> Message:
     )
 
 
-def boot(directory: Path, **store: object) -> tuple[Broker, Store]:
-    """A broker with the store recovered from `directory` and attached."""
-    broker = Broker()
-    broker.add_vhost("/")
-    st = Store(directory, StoreConfig(**store))  # type: ignore[arg-type]
-    recover_into(broker, st)
-    return broker, st
+boot = recovered
 
 
 def queue_of(broker: Broker, name: str = "q") -> Queue:

@@ -5,13 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from store_helpers import recovered
 
 from amqplite.broker.broker import Broker
 from amqplite.broker.message import Message, QueueEntry
 from amqplite.broker.plugin_api import Destination
 from amqplite.broker.queue import Queue
-from amqplite.config.models import StoreConfig
-from amqplite.server.restore import recover_into
 from amqplite.store.records import decode_enqueue, encode_enqueue
 from amqplite.store.store import Store
 
@@ -21,11 +20,7 @@ EXCHANGE = b"ex-\x80".decode("utf-8", "surrogateescape")
 
 
 def boot(directory: Path) -> tuple[Broker, Store]:
-    broker = Broker()
-    broker.add_vhost("/")
-    store = Store(directory, StoreConfig(fsync=False))
-    recover_into(broker, store)
-    return broker, store
+    return recovered(directory, fsync=False)
 
 
 def test_enqueue_record_keeps_names_that_are_not_utf8_byte_for_byte() -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from store_helpers import recovered
+
 from amqplite.broker.broker import Broker
 from amqplite.broker.message import Message, PagedMessage
 from amqplite.broker.plugin_api import Destination
@@ -16,12 +18,7 @@ from amqplite.store.store import Store
 PERSISTENT_PROPS = b"\x10\x00\x02"
 
 
-def boot(directory: Path, **store: object) -> tuple[Broker, Store]:
-    broker = Broker()
-    broker.add_vhost("/")
-    st = Store(directory, StoreConfig(**store))  # type: ignore[arg-type]
-    recover_into(broker, st)
-    return broker, st
+boot = recovered
 
 
 def body(i: int, size: int = 1024) -> bytes:

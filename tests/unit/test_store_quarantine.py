@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 import pytest
+from store_helpers import recovered
 
 from amqplite.broker.broker import Broker
 from amqplite.broker.message import Message
@@ -18,11 +19,7 @@ PERSISTENT_PROPS = b"\x10\x00\x02"
 
 
 def boot(directory: Path) -> tuple[Broker, Store]:
-    broker = Broker()
-    broker.add_vhost("/")
-    store = Store(directory, StoreConfig(fsync=False))
-    recover_into(broker, store)
-    return broker, store
+    return recovered(directory, fsync=False)
 
 
 def publish(broker: Broker, queue: str, *bodies: bytes) -> None:

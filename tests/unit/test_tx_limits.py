@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from test_session import Client
+from session_helpers import Client
 
 from amqplite.broker.auth import Permission
 from amqplite.broker.broker import Broker
