@@ -155,7 +155,9 @@ def publish(
         check_topic(
             ctx.broker, ctx.user, vhost.name, exchange, routing_key, "write", ClassId.BASIC, 40
         )
-    if direct_reply.MARK in properties_bin:  # reply_to=amq.rabbitmq.reply-to, most likely
+    # `bytes in bytes` first tries the operand as an int (a TypeError raised and cleared):
+    # the flag test spares that on every publish without reply_to
+    if properties_bin[0] & direct_reply.REPLY_TO_BIT and direct_reply.MARK in properties_bin:
         properties_bin = direct_reply.stamp_reply_to(ctx, channel, properties_bin)
     message = make_message(exchange, routing_key, properties_bin, body)
     if channel.mode is ConfirmMode.TX:
