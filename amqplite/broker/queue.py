@@ -74,7 +74,7 @@ class Queue:
     # cluster mode: forwards publishes to that leader and proxies its deliveries to our consumers
     remote: QueueRemote | None = None
     _groups: list[deque[Consumer]] | None = None  # consumers by x-priority, when they differ
-    _due_now: QueueEntry | None = None  # a TTL-0 entry being offered to consumers at publish
+    due_now: QueueEntry | None = None  # a TTL-0 entry being offered to consumers at publish
 
     def check_led_here(self, class_id: int, method_id: int) -> None:
         """A 404 naming the leader when another node leads this mirrored queue and nothing proxies it."""
@@ -177,7 +177,7 @@ class Queue:
         if ttl is not None:
             self._add_deadline(entry, self.host.now() + ttl / 1000)
             if ttl == 0:
-                self._due_now = entry
+                self.due_now = entry
         if settings.max_length is not None or settings.max_length_bytes is not None:
             self._enforce_limits()
         return entry
@@ -252,7 +252,7 @@ class Queue:
             expires_at = entry.expires_at
             if expires_at is not None:
                 self.deadlines.remove(entry)
-                if expires_at <= self.host.now() and entry is not self._due_now:
+                if expires_at <= self.host.now() and entry is not self.due_now:
                     self._expired(entry)
                     continue
             if self.journal is not None and entry.message.persistent:
@@ -355,7 +355,7 @@ class Queue:
         """Expire ready messages whose deadline has passed; True if more are due."""
         if now is None:
             now = self.host.now()
-        self._due_now = None
+        self.due_now = None
         deadlines = self.deadlines
         done = 0
         while done < budget:
@@ -382,7 +382,7 @@ class Queue:
 
     def expire_if_due_now(self) -> None:
         """Messages with TTL 0 that no consumer took at publish expire at once."""
-        if self._due_now is not None:
+        if self.due_now is not None:
             self.expire_due()
 
     def next_deadline(self) -> float | None:

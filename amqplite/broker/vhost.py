@@ -52,8 +52,8 @@ class Routed:
 
     @property
     def queues(self) -> list[Queue]:
-        """Every queue the message was routed to (empty: unroutable)."""
-        return self.accepted + self.rejected if self.rejected else self.accepted
+        """Every queue the message was routed to (empty: unroutable), as a list of its own."""
+        return self.accepted + self.rejected  # `accepted` may be shared (VHost._alone)
 
 
 class VHost:
@@ -75,6 +75,9 @@ class VHost:
         self.bindings_by_destination: dict[Destination, dict[Binding, None]] = {}
         self.on_queue_deleted: list[Callable[[Queue], None]] = []
         self.exchange_policies: list[Policy] = []  # this vhost's policies, for exchanges
+        # by queue name: a message routed to that queue alone (the default exchange's usual
+        # outcome), made once instead of per publish; dropped with the queue
+        self._alone: dict[str, Routed] = {}
         self._add_exchange(Exchange("", "direct", self._router("direct"), durable=True))
         for name_, type_name in BUILTIN_EXCHANGES:
             self._add_exchange(Exchange(name_, type_name, self._router(type_name), durable=True))
@@ -374,6 +377,7 @@ class VHost:
         queue.deleted = True
         self.churn.queue_deleted += 1
         self.queues.pop(queue.name, None)
+        self._alone.pop(queue.name, None)
         for binding in list(self.bindings_by_destination.get(Destination("queue", queue.name), ())):
             self._remove_binding(binding)
         for consumer in list(queue.consumers):
@@ -584,28 +588,35 @@ class VHost:
         return self._deliver(exchange, message)
 
     def _deliver(self, exchange: Exchange, message: Message) -> Routed:
+        routed = None
         named = self.queues.get(message.routing_key) if exchange.name == "" else None
         if named is not None:  # the default exchange: the queue the key names, nothing else
-            queues = [named]
+            routed = self._alone.get(named.name)
+            if routed is None or routed.accepted[0] is not named:
+                routed = self._alone[named.name] = Routed([named], [])
+            queues = routed.accepted
         else:
             queues = self.route(exchange, message.routing_key, message.headers, message)
         if queues:
             exchange.publish_out += 1
         else:
             self.totals.unroutable += 1
-        rejected: list[Queue] = []
+        rejected: list[Queue] | None = None
         for queue in queues:
             hooks = queue.hooks
             if hooks is not None and hooks.before_enqueue(message) is not Verdict.ACCEPT:
                 continue  # a plugin dropped or held it: taken, so confirmed
             if queue.enqueue(message) is None:
+                if rejected is None:
+                    rejected = []
                 rejected.append(queue)
                 if hooks is not None:
                     hooks.refused(message)
         for queue in queues:
             if queue.consumers:
                 queue.dispatch()
-            queue.expire_if_due_now()
+            if queue.due_now is not None:  # a TTL-0 message no consumer took: expires now
+                queue.expire_due()
         if rejected:
             return Routed([q for q in queues if q not in rejected], rejected)
-        return Routed(queues, rejected)
+        return routed or Routed(queues, [])

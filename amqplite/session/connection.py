@@ -112,9 +112,13 @@ class Session(SessionOutput, PagedOutput):
             return
         reader = self.reader
         reader.receive_data(data)
+        # enum members read once: each read off its class costs ~1k instructions (the
+        # EnumType.__getattr__ hook keeps the attribute lookup off the fast path)
+        closed = ConnectionState.CLOSED
+        open_ = ConnectionState.OPEN
         try:
-            while self.state is not ConnectionState.CLOSED:
-                if self.state is ConnectionState.OPEN and self._receive_hot():
+            while self.state is not closed:
+                if self.state is open_ and self._receive_hot():
                     break  # a publish waits for the rest of its content, to be taken whole
                 frame = reader.next_frame()
                 if frame is NEED_DATA:
@@ -148,7 +152,9 @@ class Session(SessionOutput, PagedOutput):
         max_body = assembler.max_body_size
         checked = -1  # a channel found open and idle; only hot commands ran on it since
         channel: ChannelSession | None = None
-        while self.state is ConnectionState.OPEN:
+        open_ = ConnectionState.OPEN  # read once (see receive_data)
+        channel_open = ChannelState.OPEN
+        while self.state is open_:
             hot = reader.peek_hot()
             if hot is None:
                 return False
@@ -157,7 +163,7 @@ class Session(SessionOutput, PagedOutput):
                 channel = channels.get(channel_id)
                 if (
                     channel is None
-                    or channel.state is not ChannelState.OPEN
+                    or channel.state is not channel_open
                     or assembler.has_pending(channel_id)
                     or channel_id in held
                 ):

@@ -218,6 +218,20 @@ def test_delete_if_empty_and_if_unused(broker: Broker, vhost: VHost) -> None:
     assert vhost.delete_queue("q") == 2
 
 
+def test_a_queue_declared_again_after_delete_takes_the_default_exchanges_messages(
+    vhost: VHost,
+) -> None:
+    old = vhost.declare_queue("q")
+    assert vhost.publish("", msg(b"1", "q")) == [old]
+    vhost.delete_queue("q")
+    new = vhost.declare_queue("q")
+    routed = vhost.publish("", msg(b"2", "q"))
+    assert routed == [new]
+    assert routed is not vhost.publish("", msg(b"3", "q"))  # each caller gets its own list
+    assert (old.message_count, new.message_count) == (0, 2)
+    assert vhost.publish("", msg(b"4", "gone")) == []
+
+
 def test_redeclare_with_other_durability_is_inequivalent(vhost: VHost) -> None:
     vhost.declare_queue("q", durable=True)
     with pytest.raises(ChannelException) as info:
