@@ -33,6 +33,7 @@ from amqplite.session.stream_consume import check_consume, check_get
 # (EnumType.__getattr__ keeps that lookup off the interpreter's fast path).
 _TX: Final = ConfirmMode.TX
 _CONFIRM: Final = ConfirmMode.CONFIRM
+_BASIC: Final = ClassId.BASIC
 
 
 def basic_qos(ctx: SessionContext, channel: ChannelSession, command: Command) -> None:
@@ -151,22 +152,20 @@ def publish(
     """basic.publish (fast path or assembled): check access and exchange, then route or buffer."""
     vhost = ctx.open_vhost
     ctx.publishing = True
-    ctx.allow("write", "exchange", exchange, ClassId.BASIC, 40)
+    ctx.allow("write", "exchange", exchange, _BASIC, 40)
     if exchange not in vhost.exchanges:
         vhost.exchange(exchange)  # 404 before anything else
     if properties_bin[1] & USER_ID_BIT:
-        check_user_id(ctx.user, properties_bin, ClassId.BASIC, 40)
+        check_user_id(ctx.user, properties_bin, _BASIC, 40)
     if ctx.broker.topic_permissions:
-        check_topic(
-            ctx.broker, ctx.user, vhost.name, exchange, routing_key, "write", ClassId.BASIC, 40
-        )
+        check_topic(ctx.broker, ctx.user, vhost.name, exchange, routing_key, "write", _BASIC, 40)
     # `bytes in bytes` first tries the operand as an int (a TypeError raised and cleared):
     # the flag test spares that on every publish without reply_to
     if properties_bin[0] & direct_reply.REPLY_TO_BIT and direct_reply.MARK in properties_bin:
         properties_bin = direct_reply.stamp_reply_to(ctx, channel, properties_bin)
     message = make_message(exchange, routing_key, properties_bin, body)
     if channel.mode is _TX:
-        limits.hold_in_tx(ctx.settings, channel, len(body), ClassId.BASIC, 40)
+        limits.hold_in_tx(ctx.settings, channel, len(body), _BASIC, 40)
         channel.tx_ops.append(("publish", exchange, mandatory, message))
         return
     route(ctx, channel, exchange, mandatory, message)

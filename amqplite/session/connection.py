@@ -57,6 +57,8 @@ def _noop() -> None:
 class Session(SessionOutput, PagedOutput):
     """AMQP 0-9-1 for one client connection: feed bytes in, take bytes out (h11 style)."""
 
+    open_vhost: VHost  # the vhost opened (set by connection.open: commands run only after it)
+
     def __init__(
         self,
         broker: Broker,
@@ -381,6 +383,7 @@ class Session(SessionOutput, PagedOutput):
         vhost = handshake.open_vhost(self.broker, self.peer, self.user, method)
         limits.admit_connection(self.broker, self.user.name if self.user else "", vhost.name)
         self.vhost = vhost  # from here on counted: _release uncounts it
+        self.open_vhost = vhost
         self._permission_key = (self.user.name if self.user else "", vhost.name)
         self.state = ConnectionState.OPEN
         self.broker.churn.connection_created += 1
@@ -486,12 +489,6 @@ class Session(SessionOutput, PagedOutput):
             self.broker.close_channel(self.vhost, channel.delivery)
 
     # -- commands on an open channel ---------------------------------------------------------
-
-    @property
-    def open_vhost(self) -> VHost:
-        """The virtual host this connection opened (commands run only once it is open)."""
-        assert self.vhost is not None
-        return self.vhost
 
     @property
     def owner(self) -> object:
