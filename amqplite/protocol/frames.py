@@ -39,6 +39,7 @@ from amqplite.protocol.constants import (
 )
 from amqplite.protocol.errors import ConnectionException
 from amqplite.protocol.methods import Method, decode_method
+from amqplite.protocol.properties import EMPTY_PROPERTIES
 
 
 class _NeedData:
@@ -376,20 +377,23 @@ class FrameReader:
         else:
             body = b""
             stop = body_at
+        if header_size == 14 and not buffer[header + 19] and not buffer[header + 20]:
+            properties = EMPTY_PROPERTIES  # the usual case: one shared object, no slice
+        elif type(buffer) is bytes:
+            properties = buffer[header + 19 : header_end]
+        else:
+            properties = bytes(memoryview(buffer)[header + 19 : header_end])
         return (
             HOT_PUBLISH,
             channel,
             stop - start,
-            buffer[at + 1 : key_at].decode("utf-8", "surrogateescape"),
+            # the default exchange ("") is the usual one: no slice and decode for it
+            buffer[at + 1 : key_at].decode("utf-8", "surrogateescape") if key_at > at + 1 else "",
             buffer[key_at + 1 : bits_at].decode("utf-8", "surrogateescape"),
             buffer[bits_at],
-            _take(buffer, header + 19, header_end),
+            properties,
             body,
         )
-
-    def skip(self, size: int) -> None:
-        """Consume `size` bytes that `peek_hot` decoded."""
-        self._consume(size)
 
     def _check(self) -> None:
         """Assert the buffer invariants (for tests): a bytearray drops its consumed prefix in time."""
@@ -413,6 +417,9 @@ class FrameReader:
         ):
             del buffer[: self._offset]
             self._offset = 0
+
+    skip = _consume
+    """Consume `size` bytes that `peek_hot` decoded (one call: the hot loop runs it per publish)."""
 
 
 def _frame_head(joined: memoryview, chunk: bytes, pos: int) -> tuple[int, int, int] | None:
@@ -439,13 +446,6 @@ def _starts_frame(buffer: bytes | bytearray, at: int, frame_type: int, channel: 
     if available >= 1 and buffer[at] != frame_type:
         return False
     return available < 3 or buffer[at + 1] << 8 | buffer[at + 2] == channel
-
-
-def _take(buffer: bytes | bytearray, start: int, end: int) -> bytes:
-    """buffer[start:end] as bytes, copied once."""
-    if type(buffer) is bytes:
-        return buffer[start:end]
-    return bytes(memoryview(buffer)[start:end])
 
 
 HEARTBEAT_FRAME: Final = _FRAME_HEADER.pack(FrameType.HEARTBEAT, 0, 0) + _END
