@@ -145,9 +145,8 @@ class Queue:
                 return None
             return QueueEntry(-1, message)  # an entry of the leader's queue, not of this one
         settings = self.settings
-        if (settings.max_length is not None or settings.max_length_bytes is not None) and (
-            settings.overflow != "drop-head" and self._is_full()
-        ):
+        limited = settings.max_length is not None or settings.max_length_bytes is not None
+        if limited and settings.overflow != "drop-head" and self._is_full():
             self.stats.dropped += 1
             self.totals.dropped += 1
             if settings.overflow == "reject-publish-dlx":
@@ -167,7 +166,8 @@ class Queue:
         else:
             spill = self.host.spill
         self.ready.append(entry)
-        self.ready_bytes += message.size
+        # `size` of a paged message is a property: an in-memory one has its body at hand
+        self.ready_bytes += len(message.body) if type(message) is Message else message.size
         if spill is not None:  # transient: it may page out beyond the memory threshold
             spill.enqueue(self, entry)
         self.stats.publish += 1
@@ -178,7 +178,7 @@ class Queue:
             self._add_deadline(entry, self.host.now() + ttl / 1000)
             if ttl == 0:
                 self.due_now = entry
-        if settings.max_length is not None or settings.max_length_bytes is not None:
+        if limited:
             self._enforce_limits()
         return entry
 

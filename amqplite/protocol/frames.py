@@ -334,11 +334,11 @@ class FrameReader:
         bits_at = key_at + 1 + buffer[key_at]
         if bits_at + 1 != end:
             return None
-        # the rest of this publish is in a chunk not read yet (`_rest`): let next_frame go on
-        waiting = None if self._rest else (HOT_PARTIAL, channel)
         header = end + 1
         if total - header < 22:
-            return waiting if _starts_frame(buffer, header, 2, channel) else None
+            if self._rest or not _starts_frame(buffer, header, 2, channel):
+                return None  # the rest is in a chunk not read yet (`_rest`): next_frame goes on
+            return (HOT_PARTIAL, channel)
         header_type, header_channel, header_size, class_id, _weight, body_size = (
             _HEADER_FRAME_PREFIX.unpack_from(buffer, header)
         )
@@ -353,19 +353,21 @@ class FrameReader:
         ):
             return None
         if header_end >= total:
-            return waiting
+            return None if self._rest else (HOT_PARTIAL, channel)
         if buffer[header_end] != FRAME_END:
             return None
         body_at = header_end + 1
         if body_size:
             if total - body_at < FRAME_HEADER_SIZE:
-                return waiting if _starts_frame(buffer, body_at, 3, channel) else None
+                if self._rest or not _starts_frame(buffer, body_at, 3, channel):
+                    return None
+                return (HOT_PARTIAL, channel)
             body_type, body_channel, body_frame_size = _FRAME_HEADER.unpack_from(buffer, body_at)
             body_end = body_at + FRAME_HEADER_SIZE + body_frame_size
             if body_type != 3 or body_channel != channel or body_frame_size != body_size:
                 return None
             if body_end >= total:
-                return waiting
+                return None if self._rest else (HOT_PARTIAL, channel)
             if buffer[body_end] != FRAME_END:
                 return None
             body = (
