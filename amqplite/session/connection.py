@@ -180,7 +180,7 @@ class Session(SessionOutput, PagedOutput):
                 reader.skip(size)
                 try:
                     publish(
-                        self, channel, exchange, routing_key, bool(bits & 1), properties_bin, body
+                        self, channel, exchange, routing_key, bits & 1 != 0, properties_bin, body
                     )
                 except ChannelException as exc:
                     checked = -1
