@@ -66,7 +66,7 @@ class Queue:
     # cluster mode: forwards publishes to that leader and proxies its deliveries to our consumers
     remote: QueueRemote | None = None
     _groups: list[deque[QueueConsumer]] | None = None  # consumers by x-priority, when they differ
-    _due_now: QueueEntry | None = None  # a TTL-0 entry being offered to consumers at publish
+    due_now: QueueEntry | None = None  # a TTL-0 entry being offered to consumers at publish
 
     def check_led_here(self, class_id: int, method_id: int) -> None:
         """A 404 naming the leader when another node leads this mirrored queue and nothing proxies it."""
@@ -137,9 +137,8 @@ class Queue:
                 return None
             return QueueEntry(-1, message)  # an entry of the leader's queue, not of this one
         settings = self.settings
-        if (settings.max_length is not None or settings.max_length_bytes is not None) and (
-            settings.overflow != "drop-head" and self._is_full()
-        ):
+        limited = settings.max_length is not None or settings.max_length_bytes is not None
+        if limited and settings.overflow != "drop-head" and self._is_full():
             self.stats.dropped += 1
             self.totals.dropped += 1
             if settings.overflow == "reject-publish-dlx":
@@ -159,7 +158,8 @@ class Queue:
         else:
             spill = self.host.spill
         self.ready.append(entry)
-        self.ready_bytes += message.size
+        # `size` of a paged message is a property: an in-memory one has its body at hand
+        self.ready_bytes += len(message.body) if type(message) is Message else message.size
         if spill is not None:  # transient: it may page out beyond the memory threshold
             spill.enqueue(self, entry)
         self.stats.publish += 1
@@ -169,8 +169,8 @@ class Queue:
         if ttl is not None:
             self._add_deadline(entry, self.host.now() + ttl / 1000)
             if ttl == 0:
-                self._due_now = entry
-        if settings.max_length is not None or settings.max_length_bytes is not None:
+                self.due_now = entry
+        if limited:
             self._enforce_limits()
         return entry
 
@@ -244,7 +244,7 @@ class Queue:
             expires_at = entry.expires_at
             if expires_at is not None:
                 self.deadlines.remove(entry)
-                if expires_at <= self.host.now() and entry is not self._due_now:
+                if expires_at <= self.host.now() and entry is not self.due_now:
                     self._expired(entry)
                     continue
             if self.journal is not None and entry.message.persistent:
@@ -347,7 +347,7 @@ class Queue:
         """Expire ready messages whose deadline has passed; True if more are due."""
         if now is None:
             now = self.host.now()
-        self._due_now = None
+        self.due_now = None
         deadlines = self.deadlines
         done = 0
         while done < budget:
@@ -374,7 +374,7 @@ class Queue:
 
     def expire_if_due_now(self) -> None:
         """Messages with TTL 0 that no consumer took at publish expire at once."""
-        if self._due_now is not None:
+        if self.due_now is not None:
             self.expire_due()
 
     def next_deadline(self) -> float | None:

@@ -21,8 +21,8 @@ class Routed:
 
     @property
     def queues(self) -> list[Queue]:
-        """Every queue the message was routed to (empty: unroutable)."""
-        return self.accepted + self.rejected if self.rejected else self.accepted
+        """Every queue the message was routed to (empty: unroutable), as a list of its own."""
+        return self.accepted + self.rejected  # `accepted` may be shared (VHost._alone)
 
 
 def route_through(

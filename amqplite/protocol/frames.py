@@ -39,6 +39,7 @@ from amqplite.protocol.constants import (
 )
 from amqplite.protocol.errors import ConnectionException
 from amqplite.protocol.methods import Method, decode_method
+from amqplite.protocol.properties import EMPTY_PROPERTIES
 
 
 class _NeedData:
@@ -334,11 +335,11 @@ class FrameReader:
         bits_at = key_at + 1 + buffer[key_at]
         if bits_at + 1 != end:
             return None
-        # the rest of this publish is in a chunk not read yet (`_rest`): let next_frame go on
-        waiting = None if self._rest else (HOT_PARTIAL, channel)
         header = end + 1
         if total - header < 22:
-            return waiting if _starts_frame(buffer, header, 2, channel) else None
+            if self._rest or not _starts_frame(buffer, header, 2, channel):
+                return None  # the rest is in a chunk not read yet (`_rest`): next_frame goes on
+            return (HOT_PARTIAL, channel)
         header_type, header_channel, header_size, class_id, _weight, body_size = (
             _HEADER_FRAME_PREFIX.unpack_from(buffer, header)
         )
@@ -353,19 +354,21 @@ class FrameReader:
         ):
             return None
         if header_end >= total:
-            return waiting
+            return None if self._rest else (HOT_PARTIAL, channel)
         if buffer[header_end] != FRAME_END:
             return None
         body_at = header_end + 1
         if body_size:
             if total - body_at < FRAME_HEADER_SIZE:
-                return waiting if _starts_frame(buffer, body_at, 3, channel) else None
+                if self._rest or not _starts_frame(buffer, body_at, 3, channel):
+                    return None
+                return (HOT_PARTIAL, channel)
             body_type, body_channel, body_frame_size = _FRAME_HEADER.unpack_from(buffer, body_at)
             body_end = body_at + FRAME_HEADER_SIZE + body_frame_size
             if body_type != 3 or body_channel != channel or body_frame_size != body_size:
                 return None
             if body_end >= total:
-                return waiting
+                return None if self._rest else (HOT_PARTIAL, channel)
             if buffer[body_end] != FRAME_END:
                 return None
             body = (
@@ -377,20 +380,23 @@ class FrameReader:
         else:
             body = b""
             stop = body_at
+        if header_size == 14 and not buffer[header + 19] and not buffer[header + 20]:
+            properties = EMPTY_PROPERTIES  # the usual case: one shared object, no slice
+        elif type(buffer) is bytes:
+            properties = buffer[header + 19 : header_end]
+        else:
+            properties = bytes(memoryview(buffer)[header + 19 : header_end])
         return (
             HOT_PUBLISH,
             channel,
             stop - start,
-            buffer[at + 1 : key_at].decode("utf-8", "surrogateescape"),
+            # the default exchange ("") is the usual one: no slice and decode for it
+            buffer[at + 1 : key_at].decode("utf-8", "surrogateescape") if key_at > at + 1 else "",
             buffer[key_at + 1 : bits_at].decode("utf-8", "surrogateescape"),
             buffer[bits_at],
-            _take(buffer, header + 19, header_end),
+            properties,
             body,
         )
-
-    def skip(self, size: int) -> None:
-        """Consume `size` bytes that `peek_hot` decoded."""
-        self._consume(size)
 
     def take_acks(self, channel: int, tags: list[int]) -> None:
         """Consume the basic.acks (no `multiple`) on `channel` next in the buffer; tags to `tags`."""
@@ -435,6 +441,9 @@ class FrameReader:
             del buffer[: self._offset]
             self._offset = 0
 
+    skip = _consume
+    """Consume `size` bytes that `peek_hot` decoded (one call: the hot loop runs it per publish)."""
+
 
 def _frame_head(joined: memoryview, chunk: bytes, pos: int) -> tuple[int, int, int] | None:
     """(type, channel, size) of the frame at `pos` of joined + chunk, None if it is cut short."""
@@ -460,13 +469,6 @@ def _starts_frame(buffer: bytes | bytearray, at: int, frame_type: int, channel: 
     if available >= 1 and buffer[at] != frame_type:
         return False
     return available < 3 or buffer[at + 1] << 8 | buffer[at + 2] == channel
-
-
-def _take(buffer: bytes | bytearray, start: int, end: int) -> bytes:
-    """buffer[start:end] as bytes, copied once."""
-    if type(buffer) is bytes:
-        return buffer[start:end]
-    return bytes(memoryview(buffer)[start:end])
 
 
 HEARTBEAT_FRAME: Final = _FRAME_HEADER.pack(FrameType.HEARTBEAT, 0, 0) + _END

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Final
 
 from amqplite.broker.entry_codec import decode_entries, encode_entries
-from amqplite.broker.message import QueueEntry
+from amqplite.broker.message import Message, QueueEntry
 from amqplite.broker.queue import Queue
 from amqplite.broker.ready_list import PagedBlock, ReadyList
 from amqplite.store.bodies import BodyRef
@@ -106,7 +106,10 @@ class TailPager:
         """A transient message entered a queue: over the threshold, its tail pages out."""
         if queue.journal is not None:
             self.bodies.enqueue(entry)  # a durable queue: its journal pages per message
-        elif self.bodies.account(entry.message.size) and queue not in self.growing:
+            return
+        message = entry.message  # an in-memory body's size without the (paged-aware) property
+        size = len(message.body) if type(message) is Message else message.size
+        if self.bodies.account(size) and queue not in self.growing:
             if not self.growing:
                 self.wake()  # the pager task may be idle
             self.growing[queue] = None

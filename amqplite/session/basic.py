@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import cast
+from typing import Final, cast
 
 from amqplite.broker.message import Message
 from amqplite.broker.publishing import make_message
@@ -28,6 +28,12 @@ from amqplite.session.channel import ChannelSession, ConfirmMode
 from amqplite.session.context import SessionContext
 from amqplite.session.limits import check_consumers
 from amqplite.session.stream_consume import check_consume, check_get
+
+# Module constants: an enum member read off its class costs ~1k instructions on every publish
+# (EnumType.__getattr__ keeps that lookup off the interpreter's fast path).
+_TX: Final = ConfirmMode.TX
+_CONFIRM: Final = ConfirmMode.CONFIRM
+_BASIC: Final = ClassId.BASIC
 
 
 def basic_qos(ctx: SessionContext, channel: ChannelSession, command: Command) -> None:
@@ -146,20 +152,20 @@ def publish(
     """basic.publish (fast path or assembled): check access and exchange, then route or buffer."""
     vhost = ctx.open_vhost
     ctx.publishing = True
-    ctx.allow("write", "exchange", exchange, ClassId.BASIC, 40)
+    ctx.allow("write", "exchange", exchange, _BASIC, 40)
     if exchange not in vhost.exchanges:
         vhost.exchange(exchange)  # 404 before anything else
     if properties_bin[1] & USER_ID_BIT:
-        check_user_id(ctx.user, properties_bin, ClassId.BASIC, 40)
+        check_user_id(ctx.user, properties_bin, _BASIC, 40)
     if ctx.broker.topic_permissions:
-        check_topic(
-            ctx.broker, ctx.user, vhost.name, exchange, routing_key, "write", ClassId.BASIC, 40
-        )
-    if direct_reply.MARK in properties_bin:  # reply_to=amq.rabbitmq.reply-to, most likely
+        check_topic(ctx.broker, ctx.user, vhost.name, exchange, routing_key, "write", _BASIC, 40)
+    # `bytes in bytes` first tries the operand as an int (a TypeError raised and cleared):
+    # the flag test spares that on every publish without reply_to
+    if properties_bin[0] & direct_reply.REPLY_TO_BIT and direct_reply.MARK in properties_bin:
         properties_bin = direct_reply.stamp_reply_to(ctx, channel, properties_bin)
     message = make_message(exchange, routing_key, properties_bin, body)
-    if channel.mode is ConfirmMode.TX:
-        limits.hold_in_tx(ctx.settings, channel, len(body), ClassId.BASIC, 40)
+    if channel.mode is _TX:
+        limits.hold_in_tx(ctx.settings, channel, len(body), _BASIC, 40)
         channel.tx_ops.append(("publish", exchange, mandatory, message))
         return
     route(ctx, channel, exchange, mandatory, message)
@@ -169,7 +175,7 @@ def route(
     ctx: SessionContext, channel: ChannelSession, exchange: str, mandatory: bool, message: Message
 ) -> None:
     """Route a message; basic.return when mandatory and unrouted; queue its confirm."""
-    confirming = channel.mode is ConfirmMode.CONFIRM
+    confirming = channel.mode is _CONFIRM
     mark = None
     if exchange == "" and message.routing_key.startswith(direct_reply.PREFIX):
         routed = Routed([], [])
@@ -184,7 +190,7 @@ def route(
         delivered = bool(routed.queues)
     else:
         routed = ctx.broker.route(ctx.open_vhost, exchange, message)
-        delivered = bool(routed.queues)
+        delivered = bool(routed.accepted or routed.rejected)
     if not delivered and mandatory and not routed.held:
         ctx.broker.totals.returned += 1
         returned = Return(channel.channel_id, int(ReplyCode.NO_ROUTE), "NO_ROUTE")
@@ -222,7 +228,7 @@ def ack(
 
     `deferred`: the caller runs broker.flush_acks after a run of acks, to deliver once.
     """
-    if channel.mode is ConfirmMode.TX:
+    if channel.mode is _TX:
         limits.hold_in_tx(ctx.settings, channel, 0, ClassId.BASIC, 80)
         channel.tx_ops.append(("ack", delivery_tag, multiple))
     elif deferred:

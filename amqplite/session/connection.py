@@ -57,6 +57,8 @@ def _noop() -> None:
 class Session(SessionOutput, PagedOutput):
     """AMQP 0-9-1 for one client connection: feed bytes in, take bytes out (h11 style)."""
 
+    open_vhost: VHost  # the vhost opened (set by connection.open: commands run only after it)
+
     def __init__(
         self,
         broker: Broker,
@@ -112,9 +114,13 @@ class Session(SessionOutput, PagedOutput):
             return
         reader = self.reader
         reader.receive_data(data)
+        # enum members read once: each read off its class costs ~1k instructions (the
+        # EnumType.__getattr__ hook keeps the attribute lookup off the fast path)
+        closed = ConnectionState.CLOSED
+        open_ = ConnectionState.OPEN
         try:
-            while self.state is not ConnectionState.CLOSED:
-                if self.state is ConnectionState.OPEN and self._receive_hot():
+            while self.state is not closed:
+                if self.state is open_ and self._receive_hot():
                     break  # a publish waits for the rest of its content, to be taken whole
                 frame = reader.next_frame()
                 if frame is NEED_DATA:
@@ -150,7 +156,9 @@ class Session(SessionOutput, PagedOutput):
         max_body = assembler.max_body_size
         checked = -1  # a channel found open and idle; only hot commands ran on it since
         channel: ChannelSession | None = None
-        while self.state is ConnectionState.OPEN:
+        open_ = ConnectionState.OPEN  # read once (see receive_data)
+        channel_open = ChannelState.OPEN
+        while self.state is open_:
             hot = reader.peek_hot()
             if hot is None:
                 return False
@@ -159,7 +167,7 @@ class Session(SessionOutput, PagedOutput):
                 channel = channels.get(channel_id)
                 if (
                     channel is None
-                    or channel.state is not ChannelState.OPEN
+                    or channel.state is not channel_open
                     or assembler.has_pending(channel_id)
                     or channel_id in held
                 ):
@@ -174,7 +182,7 @@ class Session(SessionOutput, PagedOutput):
                 reader.skip(size)
                 try:
                     publish(
-                        self, channel, exchange, routing_key, bool(bits & 1), properties_bin, body
+                        self, channel, exchange, routing_key, bits & 1 != 0, properties_bin, body
                     )
                 except ChannelException as exc:
                     checked = -1
@@ -382,6 +390,7 @@ class Session(SessionOutput, PagedOutput):
         vhost = handshake.open_vhost(self.broker, self.peer, self.user, method)
         limits.admit_connection(self.broker, self.user.name if self.user else "", vhost.name)
         self.vhost = vhost  # from here on counted: _release uncounts it
+        self.open_vhost = vhost
         self._permission_key = (self.user.name if self.user else "", vhost.name)
         self.state = ConnectionState.OPEN
         self.broker.churn.connection_created += 1
@@ -488,12 +497,6 @@ class Session(SessionOutput, PagedOutput):
             self.broker.close_channel(self.vhost, channel.delivery)
 
     # -- commands on an open channel ---------------------------------------------------------
-
-    @property
-    def open_vhost(self) -> VHost:
-        """The virtual host this connection opened (commands run only once it is open)."""
-        assert self.vhost is not None
-        return self.vhost
 
     @property
     def owner(self) -> object:

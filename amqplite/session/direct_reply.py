@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 from amqplite.broker.direct_reply import PREFIX as PREFIX
 from amqplite.broker.direct_reply import PSEUDO_QUEUE as PSEUDO_QUEUE
 from amqplite.broker.message import Message
@@ -13,6 +15,8 @@ from amqplite.session.channel import ChannelSession
 from amqplite.session.context import SessionContext
 
 MARK = PSEUDO_QUEUE.encode()  # a cheap test on the raw properties before decoding them
+REPLY_TO_BIT: Final = 0x02
+"""The reply_to flag in the first byte of a content header's property flags."""
 
 
 def is_reply_queue(name: str) -> bool:

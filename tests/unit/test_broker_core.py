@@ -11,9 +11,12 @@ from amqplite.broker.broker import Broker
 from amqplite.broker.consumer import DeliveryChannel
 from amqplite.broker.message import Message, QueueEntry
 from amqplite.broker.plugin_api import Destination
+from amqplite.broker.publishing import make_message
 from amqplite.broker.vhost import VHost
 from amqplite.protocol.constants import ReplyCode
 from amqplite.protocol.errors import ChannelException
+from amqplite.protocol.methods import spec
+from amqplite.protocol.properties import encode_properties
 
 
 @attrs.define
@@ -218,6 +221,20 @@ def test_delete_if_empty_and_if_unused(broker: Broker, vhost: VHost) -> None:
     assert vhost.delete_queue("q") == 2
 
 
+def test_a_queue_declared_again_after_delete_takes_the_default_exchanges_messages(
+    vhost: VHost,
+) -> None:
+    old = vhost.declare_queue("q")
+    assert vhost.publish("", msg(b"1", "q")) == [old]
+    vhost.delete_queue("q")
+    new = vhost.declare_queue("q")
+    routed = vhost.publish("", msg(b"2", "q"))
+    assert routed == [new]
+    assert routed is not vhost.publish("", msg(b"3", "q"))  # each caller gets its own list
+    assert (old.message_count, new.message_count) == (0, 2)
+    assert vhost.publish("", msg(b"4", "gone")) == []
+
+
 def test_redeclare_with_other_durability_is_inequivalent(vhost: VHost) -> None:
     vhost.declare_queue("q", durable=True)
     with pytest.raises(ChannelException) as info:
@@ -288,3 +305,38 @@ def test_random_operations_keep_queue_invariants(broker: Broker, vhost: VHost) -
             broker.resume(ch)
         queue._check()
         assert queue.unacked_count == sum(len(c.unacked) for c in channels)
+
+
+def test_messages_with_the_same_properties_each_get_their_routing_facts() -> None:
+    props = encode_properties(spec.Basic.Properties(delivery_mode=2, priority=3, expiration="1500"))
+    for key in ("a", "b"):  # the second from what the first read
+        m = make_message("x", key, props, key.encode())
+        assert (m.routing_key, m.body, m.persistent, m.priority, m.expiration_ms) == (
+            key,
+            key.encode(),
+            True,
+            3,
+            1500,
+        )
+    plain = make_message("x", "k", b"\x00\x00", b"")
+    assert (plain.persistent, plain.priority, plain.expiration_ms, plain.headers) == (
+        False,
+        0,
+        None,
+        None,
+    )
+
+
+def test_a_bad_expiration_is_refused_every_time() -> None:
+    props = encode_properties(spec.Basic.Properties(expiration="soon"))
+    for _ in range(2):
+        with pytest.raises(ChannelException) as info:
+            make_message("", "q", props, b"")
+        assert info.value.reply_code == ReplyCode.PRECONDITION_FAILED
+
+
+def test_messages_with_equal_headers_do_not_share_them() -> None:
+    props = encode_properties(spec.Basic.Properties(headers={"k": "v"}))
+    first, second = (make_message("", "q", props, b"") for _ in range(2))
+    assert first.headers == second.headers == {"k": "v"}
+    assert first.headers is not second.headers

@@ -56,6 +56,30 @@ def test_peek_hot_decodes_a_complete_publish_and_leaves_partial_ones() -> None:
     assert reader.buffered_bytes == 0
 
 
+@pytest.mark.parametrize(
+    ("exchange", "properties_bin"),
+    [
+        ("", b"\x00\x00"),
+        ("x", b"\x00\x00"),
+        ("amq.direct", b"\x10\x00\x02"),
+        ("", b"\x00\x20"),  # a flag without its property: handed on as received
+        ("e", b"\x80\x00\x00"),  # an empty content_type
+    ],
+)
+def test_peek_hot_gives_exchange_and_properties_as_sent(
+    exchange: str, properties_bin: bytes
+) -> None:
+    data = encode_method(1, BasicPublish(exchange, "k", False, False)) + encode_content(
+        1, 60, properties_bin, b"b", 131072
+    )
+    reader = FrameReader(131072)
+    reader.receive_data(b"AMQP\x00\x00\x09\x01" + data)
+    reader.next_frame()
+    hot = reader.peek_hot()
+    assert hot is not None
+    assert (hot[3], hot[4], hot[6], hot[7]) == (exchange, "k", properties_bin, b"b")
+
+
 def test_peek_hot_decodes_an_ack_and_refuses_a_body_in_several_frames() -> None:
     reader = FrameReader(4096)
     reader.receive_data(b"AMQP\x00\x00\x09\x01" + encode_method(2, BasicAck(77, True)))
