@@ -1,5 +1,9 @@
 """`python -m amqplite` runs the command line."""
 
-from amqplite.cli.main import main
+import gc
 
+gc.disable()  # importing the command line makes long-lived objects only: nothing to collect
+from amqplite.cli.main import main  # noqa: E402
+
+gc.enable()
 raise SystemExit(main())
