@@ -27,6 +27,7 @@ MANAGEMENT = ("amqplite.management", "h11")
 CLUSTER = ("amqplite.cluster", "httpx")
 PLUGIN_DISCOVERY = ("importlib.metadata",)  # entry points of third-party plugins
 API_CLIENT = ("amqplite.cli.api", "amqplite.cli.ctl")  # `amqplite ctl` and definitions import
+BOOT_DEFINITIONS = ("amqplite.broker.definitions",)  # a definitions file applied at boot
 
 
 def loaded_by_serve(tmp_path: Path, management_port: int, *flags: str) -> set[str]:
@@ -64,6 +65,7 @@ def test_serve_without_management_loads_no_http_cluster_or_plugin_discovery(
     assert under(modules, CLUSTER) == []
     assert under(modules, PLUGIN_DISCOVERY) == []
     assert under(modules, API_CLIENT) == []
+    assert under(modules, BOOT_DEFINITIONS) == []
 
 
 def test_serve_with_management_and_a_plugin_loads_them_and_still_no_cluster(
