@@ -2,8 +2,7 @@
 
 import gc
 
-gc.disable()  # importing the command line makes long-lived objects only: nothing to collect
+gc.disable()  # imports make long-lived objects only; main() turns collection on (serve: later)
 from amqplite.cli.main import main  # noqa: E402
 
-gc.enable()
 raise SystemExit(main())

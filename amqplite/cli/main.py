@@ -381,6 +381,8 @@ def _bench(argv: list[str]) -> int:
 def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     """Entry point of the `amqplite` command; the exit status."""
     rest = sys.argv[1:] if argv is None else argv
+    if rest[:1] != ["serve"]:
+        gc.enable()  # off while `python -m amqplite` imports; serve keeps it off (_serve)
     if rest[:1] == ["bench"]:
         return _bench(rest[1:])
     args = _parser(rest[0] if rest else None).parse_args(argv)
