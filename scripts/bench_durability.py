@@ -7,6 +7,7 @@ Examples (from the repository root):
     .venv/bin/python scripts/bench_durability.py recovery --counts 100000 1000000
     .venv/bin/python scripts/bench_durability.py disk --messages 1000000
     .venv/bin/python scripts/bench_durability.py restart --counts 100000 --baseline /path/to/main
+    .venv/bin/python scripts/bench_durability.py restart --counts 100000 --baseline /old /older
     .venv/bin/python scripts/bench_durability.py recovery-cpu --counts 100000 --baseline /path/to/main
 """
 
@@ -313,9 +314,15 @@ KIND_NAMES = {
 }
 
 
-def restart(counts: list[int], baseline: Path | None, repeats: int) -> None:
-    """Restart time with a backlog after SIGTERM and SIGKILL: this tree and a baseline, interleaved."""
-    trees = [("this tree", ROOT)] + ([("baseline", baseline)] if baseline else [])
+def labelled_trees(baselines: list[Path]) -> list[tuple[str, Path]]:
+    """This tree, then each baseline: "baseline" (the first, that ratios refer to), "other 1", ..."""
+    labels = ["baseline"] + [f"other {i}" for i in range(1, len(baselines))]
+    return [("this tree", ROOT), *zip(labels, baselines, strict=True)]
+
+
+def restart(counts: list[int], baselines: list[Path], repeats: int) -> None:
+    """Restart time with a backlog after SIGTERM and SIGKILL: this tree and baselines, interleaved."""
+    trees = labelled_trees(baselines)
     kinds = ("empty", "first", "sigterm", "sigkill")
     for _, tree in trees:
         compile_bytecode(tree)
@@ -351,14 +358,18 @@ def restart(counts: list[int], baseline: Path | None, repeats: int) -> None:
                         for kind in kinds
                     )
                 )
-            if baseline:
-                ratios = (medians["this tree"][k] / medians["baseline"][k] for k in kinds)
-                print(
-                    "  wall time, this tree / baseline: "
-                    + ", ".join(
-                        f"{KIND_NAMES[k]} {r:.2f}" for k, r in zip(kinds, ratios, strict=True)
-                    )
-                )
+            for label, _ in trees if baselines else []:
+                if label != "baseline":
+                    print_ratios(label, medians, kinds)
+
+
+def print_ratios(label: str, medians: dict[str, dict[str, float]], kinds: tuple[str, ...]) -> None:
+    """One line: the wall-time medians of `label` over the baseline's."""
+    ratios = (medians[label][k] / medians["baseline"][k] for k in kinds)
+    print(
+        f"  wall time, {label} / baseline: "
+        + ", ".join(f"{KIND_NAMES[k]} {r:.2f}" for k, r in zip(kinds, ratios, strict=True))
+    )
 
 
 def recovery_cpu_child(count: int) -> None:
@@ -401,9 +412,9 @@ def recovery_cpu_child(count: int) -> None:
     print(f"{journal:.2f} {min(clean):.2f} {min(crash):.2f}")
 
 
-def recovery_cpu(counts: list[int], baseline: Path | None, repeats: int) -> None:
+def recovery_cpu(counts: list[int], baselines: list[Path], repeats: int) -> None:
     """CPU seconds of in-process recovery (less sensitive to a loaded machine than wall time)."""
-    trees = [("this tree", ROOT)] + ([("baseline", baseline)] if baseline else [])
+    trees = labelled_trees(baselines)
     for count in counts:
         results: dict[str, list[list[float]]] = {label: [] for label, _ in trees}
         for _ in range(repeats):
@@ -475,7 +486,13 @@ def main() -> None:
     p.add_argument("--window", type=int, default=1000)
     p.add_argument("--no-fsync", action="store_true", help="store.fsync: false")
     p.add_argument("--counts", type=int, nargs="+", default=[100_000, 1_000_000])
-    p.add_argument("--baseline", type=Path, help="restart: another source tree to compare with")
+    p.add_argument(
+        "--baseline",
+        type=Path,
+        nargs="+",
+        default=[],
+        help="restart, recovery-cpu: source trees to compare with (ratios refer to the first)",
+    )
     p.add_argument("--repeats", type=int, default=3, help="restart: runs per figure (median)")
     args = p.parse_args()
     for what in args.what:
