@@ -86,8 +86,33 @@ class Consumer:
         return channel.sink.output_moving()
 
     def deliver(self, entry: QueueEntry) -> None:
-        """Hand one entry taken from the queue to this consumer's channel."""
-        self.channel.deliver(self, entry)
+        """Hand one entry taken from the queue to this consumer's channel.
+
+        The channel assigns a delivery tag and tracks the message unless it is auto-acked.
+        """
+        channel = self.channel
+        tag = channel.next_tag
+        channel.next_tag = tag + 1
+        queue = self.queue
+        stats, totals = queue.stats, queue.totals
+        if entry.delivery_count:
+            stats.redeliver += 1
+            totals.redeliver += 1
+        if self.no_ack:
+            stats.deliver_no_ack += 1
+            totals.deliver_no_ack += 1
+            channel.sink.deliver(channel.channel_id, self.tag, tag, entry)
+            entry.delivery_count += 1
+            queue.settle(entry, True)
+            return
+        stats.deliver += 1
+        totals.deliver += 1
+        channel.unacked[tag] = channel.track(entry, queue, self)
+        self.unacked += 1
+        channel.global_unacked += 1
+        queue.unacked_count += 1
+        channel.sink.deliver(channel.channel_id, self.tag, tag, entry)
+        entry.delivery_count += 1
 
 
 @attrs.define(eq=False)
@@ -110,31 +135,6 @@ class DeliveryChannel:
         tag = self.next_tag
         self.next_tag += 1
         return tag
-
-    def deliver(self, consumer: Consumer, entry: QueueEntry) -> None:
-        """Assign a delivery tag, track the message unless auto-acked, and send it."""
-        tag = self.next_tag
-        self.next_tag = tag + 1
-        queue = consumer.queue
-        stats, totals = queue.stats, queue.totals
-        if entry.delivery_count:
-            stats.redeliver += 1
-            totals.redeliver += 1
-        if consumer.no_ack:
-            stats.deliver_no_ack += 1
-            totals.deliver_no_ack += 1
-            self.sink.deliver(self.channel_id, consumer.tag, tag, entry)
-            entry.delivery_count += 1
-            queue.settle(entry, True)
-            return
-        stats.deliver += 1
-        totals.deliver += 1
-        self.unacked[tag] = self._track(entry, queue, consumer)
-        consumer.unacked += 1
-        self.global_unacked += 1
-        queue.unacked_count += 1
-        self.sink.deliver(self.channel_id, consumer.tag, tag, entry)
-        entry.delivery_count += 1
 
     def get(self, queue: Queue, no_ack: bool) -> tuple[int, QueueEntry, bool] | None:
         """basic.get: take the head (tag, entry, redelivered), tracked as unacked unless no_ack."""
@@ -161,11 +161,11 @@ class DeliveryChannel:
         if no_ack:
             queue.settle(entry, True)
         else:
-            self.unacked[tag] = self._track(entry, queue, None)
+            self.unacked[tag] = self.track(entry, queue, None)
             queue.unacked_count += 1
         return tag, entry, redelivered
 
-    def _track(self, entry: QueueEntry, queue: Queue, consumer: Consumer | None) -> Unacked:
+    def track(self, entry: QueueEntry, queue: Queue, consumer: Consumer | None) -> Unacked:
         """An unacked delivery, with its acknowledgement deadline when the queue has a timeout."""
         timeout = queue.settings.consumer_timeout
         if timeout is None:
