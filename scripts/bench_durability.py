@@ -7,12 +7,14 @@ Examples (from the repository root):
     .venv/bin/python scripts/bench_durability.py recovery --counts 100000 1000000
     .venv/bin/python scripts/bench_durability.py disk --messages 1000000
     .venv/bin/python scripts/bench_durability.py restart --counts 100000 --baseline /path/to/main
+    .venv/bin/python scripts/bench_durability.py restart --counts 100000 --baseline /old /older
     .venv/bin/python scripts/bench_durability.py recovery-cpu --counts 100000 --baseline /path/to/main
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import shutil
@@ -221,11 +223,21 @@ def compile_bytecode(tree: Path) -> None:
     )
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (Linux's /proc; nan elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return math.nan
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def spawn_until_ready(
     tree: Path, data_dir: Path, queue: str
-) -> tuple[subprocess.Popen[bytes], float, int]:
+) -> tuple[subprocess.Popen[bytes], float, int, float]:
     """Start the broker of a source tree; seconds until its port accepts and a passive declare of
-    `queue` is answered, and the message count it gave."""
+    `queue` is answered, the message count it gave, and the CPU seconds the broker used until
+    then (less sensitive than wall time to other work on the machine)."""
     port, management = free_port(), free_port()
     cmd = [sys.executable, "-m", "amqplite", "serve", "--port", str(port)]
     cmd += ["--data-dir", str(data_dir), "--management-port", str(management)]
@@ -246,8 +258,9 @@ def spawn_until_ready(
         client.open_channel()
         depth = client.queue_depth(queue) if queue else 0
         ready = time.monotonic() - started
+        cpu = cpu_seconds(proc.pid)
         client.close()
-        return proc, ready, depth
+        return proc, ready, depth, cpu
 
 
 def stop_broker(proc: subprocess.Popen[bytes], sig: int) -> None:
@@ -256,28 +269,46 @@ def stop_broker(proc: subprocess.Popen[bytes], sig: int) -> None:
     proc.wait(timeout=300)
 
 
-def restart_cycle(tree: Path, backlog: Path, work: Path, count: int) -> dict[str, float]:
-    """Seconds from spawn to ready: empty, first boot from the journal, after SIGTERM, after SIGKILL."""
+def restart_cycle(
+    tree: Path, backlog: Path, work: Path, count: int
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Seconds from spawn to ready, and the broker's CPU seconds until then: empty, first boot
+    from the journal, after SIGTERM, after SIGKILL."""
     times: dict[str, float] = {}
+    cpu: dict[str, float] = {}
     empty = work / "empty"
     shutil.rmtree(work, ignore_errors=True)
     empty.mkdir(parents=True)
-    proc, times["empty"], _ = spawn_until_ready(tree, empty, "")
+    proc, times["empty"], _, cpu["empty"] = spawn_until_ready(tree, empty, "")
     stop_broker(proc, signal.SIGTERM)
     data = work / "data"
     shutil.copytree(backlog, data)
-    proc, times["first"], depth = spawn_until_ready(tree, data, "backlog")
+    proc, times["first"], depth, cpu["first"] = spawn_until_ready(tree, data, "backlog")
     for sig, name in ((signal.SIGTERM, "sigterm"), (signal.SIGKILL, "sigkill")):
         stop_broker(proc, sig)
-        proc, times[name], depth = spawn_until_ready(tree, data, "backlog")
+        proc, times[name], depth, cpu[name] = spawn_until_ready(tree, data, "backlog")
         assert depth == count, f"{tree}: {depth} messages after {name}, expected {count}"
     stop_broker(proc, signal.SIGTERM)
-    return times
+    return times, cpu
 
 
-def restart(counts: list[int], baseline: Path | None, repeats: int) -> None:
-    """Restart time with a backlog after SIGTERM and SIGKILL: this tree and a baseline, interleaved."""
-    trees = [("this tree", ROOT)] + ([("baseline", baseline)] if baseline else [])
+KIND_NAMES = {
+    "empty": "empty broker",
+    "first": "first boot from the journal",
+    "sigterm": "after SIGTERM",
+    "sigkill": "after SIGKILL",
+}
+
+
+def labelled_trees(baselines: list[Path]) -> list[tuple[str, Path]]:
+    """This tree, then each baseline: "baseline" (the first, that ratios refer to), "other 1", ..."""
+    labels = ["baseline"] + [f"other {i}" for i in range(1, len(baselines))]
+    return [("this tree", ROOT), *zip(labels, baselines, strict=True)]
+
+
+def restart(counts: list[int], baselines: list[Path], repeats: int) -> None:
+    """Restart time with a backlog after SIGTERM and SIGKILL: this tree and baselines, interleaved."""
+    trees = labelled_trees(baselines)
     kinds = ("empty", "first", "sigterm", "sigkill")
     for _, tree in trees:
         compile_bytecode(tree)
@@ -285,25 +316,46 @@ def restart(counts: list[int], baseline: Path | None, repeats: int) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             backlog = Path(tmp) / "backlog"
             build_backlog(backlog, count)
-            results: dict[str, dict[str, list[float]]] = {
+            walls: dict[str, dict[str, list[float]]] = {
+                label: {kind: [] for kind in kinds} for label, _ in trees
+            }
+            cpus: dict[str, dict[str, list[float]]] = {
                 label: {kind: [] for kind in kinds} for label, _ in trees
             }
             for _ in range(repeats):  # the trees take turns, so that load on the machine hits both
                 for label, tree in trees:
-                    cycle = restart_cycle(tree, backlog, Path(tmp) / "work", count)
+                    wall, cpu = restart_cycle(tree, backlog, Path(tmp) / "work", count)
                     for kind in kinds:
-                        results[label][kind].append(cycle[kind])
+                        walls[label][kind].append(wall[kind])
+                        cpus[label][kind].append(cpu[kind])
             print(
                 f"restart with {count:,} persistent 1 KB messages, seconds from spawn to ready "
-                f"(port accepting + passive declare answered), median of {repeats}:"
+                f"(port accepting + passive declare answered), median of {repeats}; in brackets "
+                f"the broker's CPU seconds until then:"
             )
+            medians: dict[str, dict[str, float]] = {}
             for label, tree in trees:
-                med = {kind: statistics.median(v) for kind, v in results[label].items()}
+                med = medians[label] = {k: statistics.median(v) for k, v in walls[label].items()}
+                cpu_med = {k: statistics.median(v) for k, v in cpus[label].items()}
                 print(
-                    f"  {label:10} ({tree}): empty broker {med['empty']:.2f}, first boot from the "
-                    f"journal {med['first']:.2f}, after SIGTERM {med['sigterm']:.2f}, "
-                    f"after SIGKILL {med['sigkill']:.2f}"
+                    f"  {label:10} ({tree}): "
+                    + ", ".join(
+                        f"{KIND_NAMES[kind]} {med[kind]:.2f} ({cpu_med[kind]:.2f})"
+                        for kind in kinds
+                    )
                 )
+            for label, _ in trees if baselines else []:
+                if label != "baseline":
+                    print_ratios(label, medians, kinds)
+
+
+def print_ratios(label: str, medians: dict[str, dict[str, float]], kinds: tuple[str, ...]) -> None:
+    """One line: the wall-time medians of `label` over the baseline's."""
+    ratios = (medians[label][k] / medians["baseline"][k] for k in kinds)
+    print(
+        f"  wall time, {label} / baseline: "
+        + ", ".join(f"{KIND_NAMES[k]} {r:.2f}" for k, r in zip(kinds, ratios, strict=True))
+    )
 
 
 def recovery_cpu_child(count: int) -> None:
@@ -346,9 +398,9 @@ def recovery_cpu_child(count: int) -> None:
     print(f"{journal:.2f} {min(clean):.2f} {min(crash):.2f}")
 
 
-def recovery_cpu(counts: list[int], baseline: Path | None, repeats: int) -> None:
+def recovery_cpu(counts: list[int], baselines: list[Path], repeats: int) -> None:
     """CPU seconds of in-process recovery (less sensitive to a loaded machine than wall time)."""
-    trees = [("this tree", ROOT)] + ([("baseline", baseline)] if baseline else [])
+    trees = labelled_trees(baselines)
     for count in counts:
         results: dict[str, list[list[float]]] = {label: [] for label, _ in trees}
         for _ in range(repeats):
@@ -420,7 +472,13 @@ def main() -> None:
     p.add_argument("--window", type=int, default=1000)
     p.add_argument("--no-fsync", action="store_true", help="store.fsync: false")
     p.add_argument("--counts", type=int, nargs="+", default=[100_000, 1_000_000])
-    p.add_argument("--baseline", type=Path, help="restart: another source tree to compare with")
+    p.add_argument(
+        "--baseline",
+        type=Path,
+        nargs="+",
+        default=[],
+        help="restart, recovery-cpu: source trees to compare with (ratios refer to the first)",
+    )
     p.add_argument("--repeats", type=int, default=3, help="restart: runs per figure (median)")
     args = p.parse_args()
     for what in args.what:

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import attrs
 import yaml
 
 from amqplite import __version__
-from amqplite.cli import ctl
-from amqplite.cli.api import DEFAULT_URL, ApiError, ManagementClient, client_from
 from amqplite.cli.logs import setup_logging
 from amqplite.cli.startup import (
     OneLineParser,
@@ -31,10 +30,14 @@ from amqplite.config.models import ClusterConfig, Config
 from amqplite.config.source import ListenError, Source, read_yaml
 from amqplite.server.plugin_loader import BadPlugin, UnknownPlugin, load_plugin
 
+if TYPE_CHECKING:  # the management API client loads for the commands that use it, not for serve
+    from amqplite.cli.api import ManagementClient
+
 DEFAULT_CONFIG = Path("conf/amqplite.yaml")
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The command line's parser; for `serve`, without the other commands' options (start-up)."""
     parser = OneLineParser(prog="amqplite", description="An AMQP 0-9-1 broker on trio.")
     parser.add_argument("--version", action="version", version=f"amqplite {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -84,6 +87,13 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     defs = sub.add_parser("definitions", help="validate, export and import routing definitions")
+    ctl_parser = sub.add_parser("ctl", help="inspect and operate a running broker")
+    sub.add_parser("bench", help="benchmark suite (scripts/bench.py; amqplite bench --help)")
+    if command == "serve":
+        return parser
+    from amqplite.cli import ctl
+
+    ctl.add_arguments(ctl_parser)
     defs_sub = defs.add_subparsers(dest="action", required=True)
     validate = defs_sub.add_parser("validate", help="check definitions files, start nothing")
     validate.add_argument("files", nargs="+", metavar="FILE")
@@ -100,9 +110,6 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--output", "-o", help="write to this file instead of stdout")
         else:
             p.add_argument("file", metavar="FILE", help="YAML or JSON definitions")
-
-    ctl.add_arguments(sub.add_parser("ctl", help="inspect and operate a running broker"))
-    sub.add_parser("bench", help="benchmark suite (scripts/bench.py; amqplite bench --help)")
     return parser
 
 
@@ -224,6 +231,16 @@ def _data_dir_origin(args: argparse.Namespace) -> tuple[str, str, int | None]:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    # Start-up's imports make long-lived objects only: no cyclic collection until the node
+    # collects once before recovery and freezes the survivors (server.node.run_node).
+    gc.disable()
+    try:
+        return _serve_node(args)
+    finally:
+        gc.enable()
+
+
+def _serve_node(args: argparse.Namespace) -> int:
     try:
         config = resolve_config(args)
         _check_startable(config, args)
@@ -234,6 +251,7 @@ def _serve(args: argparse.Namespace) -> int:
     if workers is not None:
         from amqplite.cli.workers import run_workers
 
+        gc.enable()  # the supervisor runs as long as its nodes
         return run_workers(args, config, workers)
     setup_logging(config)
     import trio
@@ -262,6 +280,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _client(args: argparse.Namespace) -> ManagementClient:
     """The management API client of --url, the environment, conf/amqplite.yaml or the default."""
+    from amqplite.cli.api import DEFAULT_URL, client_from
+
     url, source = DEFAULT_URL, "default"
     if DEFAULT_CONFIG.exists():
         try:
@@ -307,6 +327,8 @@ def _definitions(args: argparse.Namespace, out: TextIO) -> int:
         else:
             out.write(text)
         return 0
+    from amqplite.cli.api import ApiError
+
     src = read_yaml(args.file)
     parse_definitions(src)  # refuse a bad file here, with its line numbers
     try:
@@ -323,8 +345,23 @@ def _definitions(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _ctl(args: argparse.Namespace, out: TextIO) -> int:
+    from amqplite.cli import ctl
+
     client = _client(args)
     return ctl.run(args, client, out)
+
+
+def _api_command(
+    command: Callable[[argparse.Namespace, TextIO], int], args: argparse.Namespace, out: TextIO
+) -> int:
+    """Run a command that may call the management API: an API error is one line, status 1."""
+    from amqplite.cli.api import ApiError
+
+    try:
+        return command(args, out)
+    except ApiError as exc:
+        print(f"amqplite: {exc}", file=sys.stderr)
+        return 1
 
 
 def _bench(argv: list[str]) -> int:
@@ -344,20 +381,19 @@ def _bench(argv: list[str]) -> int:
 def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     """Entry point of the `amqplite` command; the exit status."""
     rest = sys.argv[1:] if argv is None else argv
+    if rest[:1] != ["serve"]:
+        gc.enable()  # off while `python -m amqplite` imports; serve keeps it off (_serve)
     if rest[:1] == ["bench"]:
         return _bench(rest[1:])
-    args = _parser().parse_args(argv)
+    args = _parser(rest[0] if rest else None).parse_args(argv)
     stdout = out or sys.stdout
     commands: dict[str, Callable[[], int]] = {
         "serve": lambda: _serve(args),
-        "definitions": lambda: _definitions(args, stdout),
-        "ctl": lambda: _ctl(args, stdout),
+        "definitions": lambda: _api_command(_definitions, args, stdout),
+        "ctl": lambda: _api_command(_ctl, args, stdout),
     }
     try:
         return commands[args.command]()
     except ConfigError as exc:
         print(f"amqplite: {exc}", file=sys.stderr)
         return 2
-    except ApiError as exc:
-        print(f"amqplite: {exc}", file=sys.stderr)
-        return 1

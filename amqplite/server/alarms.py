@@ -8,7 +8,6 @@ capability) until the alarm clears (`connection.unblocked`); consumers keep drai
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 import os
 import time
@@ -75,9 +74,11 @@ def disk_free(path: str) -> int:
 
 def _malloc_trim() -> Callable[[], None]:
     """glibc's malloc_trim(0): give freed heap pages back to the system (a no-op elsewhere)."""
-    name = ctypes.util.find_library("c")
-    libc = ctypes.CDLL(name) if name else None
-    trim = getattr(libc, "malloc_trim", None)
+    try:  # the symbols already loaded into the process (libc's among them); find_library("c")
+        loaded = ctypes.CDLL(None)  # would spawn ldconfig at every start
+    except OSError:
+        return lambda: None
+    trim = getattr(loaded, "malloc_trim", None)
     if trim is None:
         return lambda: None
     return lambda: trim(0) and None

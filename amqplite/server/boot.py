@@ -7,9 +7,7 @@ import time
 
 from amqplite.broker.auth import FULL_ACCESS
 from amqplite.broker.broker import Broker
-from amqplite.broker.definitions import apply_definitions
 from amqplite.broker.exchange_types import builtin_registry
-from amqplite.config.definitions import load_definitions
 from amqplite.config.models import Config
 from amqplite.server.plugin_loader import load_plugin
 from amqplite.session.connection import SessionSettings
@@ -44,6 +42,9 @@ def apply_boot_definitions(broker: Broker, config: Config) -> None:
     """
     if not config.definitions:
         return
+    from amqplite.broker.definitions import apply_definitions  # only with a definitions file
+    from amqplite.config.definitions import load_definitions
+
     path = config.definitions
     report = apply_definitions(broker, load_definitions(path))
     log.info(

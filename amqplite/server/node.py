@@ -133,6 +133,10 @@ async def run_node(
         from amqplite.cluster.agent import ClusterAgent
 
         node.cluster = await ClusterAgent.connect(config.cluster)
+    if config.management.enabled:  # loaded only when on, and here: while collection is off
+        from amqplite.management.server import run_management
+    gc.collect()  # the garbage of start-up (cli.main._serve turns collection off), before
+    # recovery freezes what is left
     committer = Committer(  # recover durable state before listening
         open_store(config, node.broker),
         lambda: list(node.broker.commit_waiters.values()),  # only the sessions that wait
@@ -188,8 +192,6 @@ async def run_node(
             handlers.start_soon(run_pager, pager)
             handlers.start_soon(run_stream_reads, node.broker)
             if config.management.enabled:
-                from amqplite.management.server import run_management
-
                 https = config.management.tls
                 await handlers.start(
                     partial(
@@ -280,6 +282,7 @@ def tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
+    gc.enable()
 
 
 async def _exit_on_second_signal(signals: AsyncIterator[int]) -> None:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import functools
 import importlib
-import importlib.metadata
 import importlib.util
-import pkgutil
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -32,6 +30,9 @@ class BadPlugin(ValueError):
 
 def known_plugins() -> dict[str, Callable[[], Any]]:
     """Every plugin name with its loader: bundled first, then entry points (not shadowing)."""
+    import importlib.metadata  # ~20 ms of imports: only when a plugin is named
+    import pkgutil
+
     found: dict[str, Callable[[], Any]] = {}
     bundled = importlib.import_module(BUNDLED_PACKAGE)
     for info in sorted(pkgutil.iter_modules(bundled.__path__), key=lambda i: i.name):

@@ -185,7 +185,8 @@ def test_exchange_and_binding_limits_are_406(broker: BrokerProcess) -> None:
 def test_connection_limit_is_530_at_open(tmp_path: Path) -> None:
     proc = _start(tmp_path, "limits:\n  max_connections: 2\n")
     try:
-        first, second = connected(proc), connected(proc)
+        # start_broker's port probe counts until the broker reads its close: wait for room
+        first, second = connected_when_room(proc), connected_when_room(proc)
         third = RawClient.for_broker(proc)
         try:
             third.start(proc.user, proc.password, "PLAIN")
@@ -198,16 +199,20 @@ def test_connection_limit_is_530_at_open(tmp_path: Path) -> None:
         finally:
             third.close()
         first.close()
-        deadline = time.monotonic() + 10  # the broker notices the close; then one more fits
-        while True:
-            try:
-                connected(proc).close()
-                break
-            except (AssertionError, PeerClosed):
-                assert time.monotonic() < deadline, "no room after a connection closed"
+        connected_when_room(proc).close()  # the broker notices the close; then one more fits
         second.close()
     finally:
         proc.stop()
+
+
+def connected_when_room(proc: BrokerProcess, timeout: float = 10.0) -> RawClient:
+    """A handshaken client, retried while the connection limit is still held by closed ones."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return connected(proc)
+        except (AssertionError, PeerClosed):
+            assert time.monotonic() < deadline, "no room after a connection closed"
 
 
 PER_USER_AND_VHOST = """
