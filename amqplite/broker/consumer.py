@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, Protocol
+from itertools import islice
+from typing import Any, NamedTuple, Protocol
 
 import attrs
 
@@ -31,9 +32,8 @@ class DeliverySink(Protocol):
         """True unless the peer stopped taking output (a full buffer then is its own doing)."""
 
 
-@attrs.define(slots=True, eq=False)
-class Unacked:
-    """A delivered message awaiting ack: where it came from and who got it."""
+class Unacked(NamedTuple):
+    """A delivered message awaiting ack: where it came from and who got it (a tuple: cheap)."""
 
     entry: QueueEntry
     queue: Queue
@@ -116,20 +116,26 @@ class DeliveryChannel:
         tag = self.next_tag
         self.next_tag = tag + 1
         queue = consumer.queue
-        stats, totals = queue.stats, queue.totals
         if entry.delivery_count:
-            stats.redeliver += 1
-            totals.redeliver += 1
+            queue.stats.redeliver += 1
+            queue.totals.redeliver += 1
         if consumer.no_ack:
-            stats.deliver_no_ack += 1
-            totals.deliver_no_ack += 1
+            queue.stats.deliver_no_ack += 1
+            queue.totals.deliver_no_ack += 1
             self.sink.deliver(self.channel_id, consumer.tag, tag, entry)
             entry.delivery_count += 1
             queue.settle(entry, True)
             return
-        stats.deliver += 1
-        totals.deliver += 1
-        self.unacked[tag] = self._track(entry, queue, consumer)
+        queue.stats.deliver += 1
+        queue.totals.deliver += 1
+        timeout = queue.settings.consumer_timeout
+        if timeout is None:
+            timeout = queue.host.consumer_timeout_ms()
+        self.unacked[tag] = (
+            self._track(entry, queue, consumer, timeout)
+            if timeout
+            else Unacked(entry, queue, consumer)
+        )
         consumer.unacked += 1
         self.global_unacked += 1
         queue.unacked_count += 1
@@ -161,15 +167,17 @@ class DeliveryChannel:
         if no_ack:
             queue.settle(entry, True)
         else:
-            self.unacked[tag] = self._track(entry, queue, None)
+            timeout = queue.settings.consumer_timeout
+            if timeout is None:
+                timeout = queue.host.consumer_timeout_ms()
+            self.unacked[tag] = self._track(entry, queue, None, timeout)
             queue.unacked_count += 1
         return tag, entry, redelivered
 
-    def _track(self, entry: QueueEntry, queue: Queue, consumer: Consumer | None) -> Unacked:
-        """An unacked delivery, with its acknowledgement deadline when the queue has a timeout."""
-        timeout = queue.settings.consumer_timeout
-        if timeout is None:
-            timeout = queue.host.consumer_timeout_ms()
+    def _track(
+        self, entry: QueueEntry, queue: Queue, consumer: Consumer | None, timeout: int | None
+    ) -> Unacked:
+        """An unacked delivery, with its acknowledgement deadline when `timeout` (ms) is set."""
         if not timeout:
             return Unacked(entry, queue, consumer)
         host = queue.host
@@ -222,17 +230,41 @@ class DeliveryChannel:
     def settle(self, delivery_tag: int, multiple: bool) -> list[Unacked]:
         """Remove the deliveries an ack/nack/reject names; unknown tags are a 406."""
         if multiple:
-            tags = [t for t in self._tags_up_to(delivery_tag)]
-            if delivery_tag and not tags and delivery_tag not in self.unacked:
-                raise ChannelException(
-                    ReplyCode.PRECONDITION_FAILED, f"unknown delivery tag {delivery_tag}"
-                )
-            return [self._settle(t) for t in tags]
+            return self._settle_up_to(delivery_tag)
         if delivery_tag not in self.unacked:
             raise ChannelException(
                 ReplyCode.PRECONDITION_FAILED, f"unknown delivery tag {delivery_tag}"
             )
         return [self._settle(delivery_tag)]
+
+    def _settle_up_to(self, delivery_tag: int) -> list[Unacked]:
+        """`settle` with multiple: the unacked tags up to delivery_tag, taken as one run."""
+        unacked = self.unacked
+        count = len(unacked)
+        if count and (not delivery_tag or delivery_tag >= next(reversed(unacked))):
+            items = list(unacked.values())  # all of them: ack multiple of the latest tag
+            unacked.clear()
+        else:
+            first = next(iter(unacked)) if count else 0
+            if count and next(reversed(unacked)) - first + 1 == count:  # tags without gaps
+                taken = max(0, delivery_tag - first + 1)
+                tags = list(islice(unacked, taken))
+            else:
+                tags = list(self._tags_up_to(delivery_tag))
+            if delivery_tag and not tags and delivery_tag not in unacked:
+                raise ChannelException(
+                    ReplyCode.PRECONDITION_FAILED, f"unknown delivery tag {delivery_tag}"
+                )
+            items = list(map(unacked.pop, tags))
+        held = 0
+        for item in items:  # release the credit they held
+            item.queue.unacked_count -= 1
+            consumer = item.consumer
+            if consumer is not None:
+                consumer.unacked -= 1
+                held += 1
+        self.global_unacked -= held
+        return items
 
     def _tags_up_to(self, delivery_tag: int) -> Iterator[int]:
         """Unacked tags up to and including delivery_tag (all of them for 0), oldest first."""

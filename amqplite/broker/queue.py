@@ -237,6 +237,14 @@ class Queue:
         if acked and self.hooks is not None:
             self.hooks.after_ack(entry.message)
 
+    def acked(self, entries: list[QueueEntry]) -> None:
+        """Entries acked (a run of an ack multiple): counted, and settled where it tells anyone."""
+        self.stats.ack += len(entries)
+        if self.remote is None and self.journal is None and self.hooks is None:
+            return  # a transient queue without plugins: nothing to tell, entry by entry
+        for entry in entries:
+            self.settle(entry, True)
+
     def take(self) -> QueueEntry | None:
         """Remove the head entry for delivery; it becomes unacked (or gone if auto-acked).
 
@@ -248,14 +256,16 @@ class Queue:
             entry = ready.popleft()
             if entry is None:
                 return None
-            self.ready_bytes -= entry.message.size
+            message = entry.message
+            # `size` of a paged message is a property: an in-memory one has its body at hand
+            self.ready_bytes -= len(message.body) if type(message) is Message else message.size
             expires_at = entry.expires_at
             if expires_at is not None:
                 self.deadlines.remove(entry)
                 if expires_at <= self.host.now() and entry is not self._due_now:
                     self._expired(entry)
                     continue
-            if self.journal is not None and entry.message.persistent:
+            if self.journal is not None and message.persistent:
                 self.journal.delivered(entry)
             return entry
 
@@ -464,15 +474,16 @@ class Queue:
 
     def dispatch(self) -> None:
         """Deliver ready messages to consumers that have room (round-robin, by priority)."""
-        if not len(self.ready):
+        ready = self.ready
+        before = ready.count
+        if not before:
             if self.behind:
                 self.host.set_behind(self, False)
             return
         if not self.consumers:
             return
-        before = len(self.ready)
         self._deliver_ready()
-        left = len(self.ready)
+        left = ready.count
         if not left:
             if self.behind:
                 self.host.set_behind(self, False)
@@ -495,7 +506,7 @@ class Queue:
             active = self.active_consumer
             if active is None:
                 return
-            while len(ready) and active.can_take():
+            while ready.count and active.can_take():
                 entry = self.take()
                 if entry is None:
                     return
@@ -505,7 +516,19 @@ class Queue:
             self._dispatch_by_priority(self._groups)
             return
         consumers = self.consumers
-        while len(ready) and consumers:
+        if len(consumers) == 1:  # the usual case: no round to make
+            consumer = consumers[0]
+            channel = consumer.channel
+            while ready.count and consumer.can_take():
+                entry = self.take()
+                if entry is None:
+                    return
+                channel.deliver(consumer, entry)
+                if len(consumers) != 1 or consumers[0] is not consumer:
+                    break  # the delivery changed the consumers: go round them below
+            else:
+                return
+        while ready.count and consumers:
             for _ in range(len(consumers)):
                 consumer = consumers[0]
                 consumers.rotate(-1)
@@ -520,7 +543,7 @@ class Queue:
 
     def _dispatch_by_priority(self, groups: list[deque[Consumer]]) -> None:
         ready = self.ready
-        while len(ready) and self._groups is groups:
+        while ready.count and self._groups is groups:
             chosen: Consumer | None = None
             for group in groups:
                 for _ in range(len(group)):
