@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from itertools import islice
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Final, NamedTuple, Protocol
 
 import attrs
 
@@ -42,6 +42,10 @@ class Unacked(NamedTuple):
     timeout_ms: int = 0
 
 
+NO_LIMIT: Final = 1 << 62  # Consumer.credit without a prefetch limit
+_new_unacked = tuple.__new__  # an Unacked without the Python call of its __new__
+
+
 @attrs.define(eq=False)
 class Consumer:
     """A basic.consume subscription of one channel to one queue."""
@@ -72,6 +76,18 @@ class Consumer:
         if self.prefetch_count and self.unacked >= self.prefetch_count:
             return False
         return not (channel.global_prefetch and channel.global_unacked >= channel.global_prefetch)
+
+    def credit(self) -> int:
+        """How many deliveries prefetch and flow allow now, output room aside (NO_LIMIT: any)."""
+        channel = self.channel
+        if not channel.active:
+            return 0
+        if self.no_ack:
+            return NO_LIMIT
+        room = self.prefetch_count - self.unacked if self.prefetch_count else NO_LIMIT
+        if channel.global_prefetch:
+            room = min(room, channel.global_prefetch - channel.global_unacked)
+        return room
 
     def waits_for_room(self) -> bool:
         """True when only output room, soon back, keeps a delivery from this consumer."""
@@ -128,14 +144,15 @@ class DeliveryChannel:
             return
         queue.stats.deliver += 1
         queue.totals.deliver += 1
-        timeout = queue.settings.consumer_timeout
-        if timeout is None:
-            timeout = queue.host.consumer_timeout_ms()
-        self.unacked[tag] = (
-            self._track(entry, queue, consumer, timeout)
-            if timeout
-            else Unacked(entry, queue, consumer)
-        )
+        timeout = queue.ack_timeout_ms
+        if timeout:
+            host = queue.host
+            deadline = host.now() + timeout / 1000
+            if self.timer_due is None:
+                host.schedule(self, deadline)
+            self.unacked[tag] = _new_unacked(Unacked, (entry, queue, consumer, deadline, timeout))
+        else:
+            self.unacked[tag] = _new_unacked(Unacked, (entry, queue, consumer, None, 0))
         consumer.unacked += 1
         self.global_unacked += 1
         queue.unacked_count += 1
@@ -167,10 +184,7 @@ class DeliveryChannel:
         if no_ack:
             queue.settle(entry, True)
         else:
-            timeout = queue.settings.consumer_timeout
-            if timeout is None:
-                timeout = queue.host.consumer_timeout_ms()
-            self.unacked[tag] = self._track(entry, queue, None, timeout)
+            self.unacked[tag] = self._track(entry, queue, None, queue.ack_timeout_ms)
             queue.unacked_count += 1
         return tag, entry, redelivered
 

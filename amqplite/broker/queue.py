@@ -11,7 +11,7 @@ import attrs
 from amqplite.broker.message import Message, QueueEntry, derive
 from amqplite.broker.queue_host import DETACHED, QueueHost
 from amqplite.broker.queue_settings import QueueSettings, parse_settings
-from amqplite.broker.ready_list import ReadyMessages
+from amqplite.broker.ready_list import ReadyList, ReadyMessages
 from amqplite.broker.retry import DEFAULT_DELIVERY_LIMIT, RetryHold, RetrySettings, parse_retry
 from amqplite.broker.stats import MessageStats
 from amqplite.broker.ttl_index import TtlIndex
@@ -48,7 +48,8 @@ class Queue:
     arguments: dict[str, Any] = attrs.field(factory=dict)
     host: QueueHost = DETACHED
     settings: QueueSettings = attrs.field(init=False)
-    ready: ReadyMessages = attrs.field(init=False)
+    ack_timeout_ms: int | None = attrs.field(init=False, default=None)  # consumer timeout in effect
+    ready: ReadyList | ReadyMessages = attrs.field(init=False)  # levels only with priorities
     deadlines: TtlIndex = attrs.field(init=False)
     retry: RetrySettings | None = attrs.field(init=False, default=None)  # retry with backoff
     delayed: RetryHold = attrs.field(init=False)  # requeued entries waiting out their delay
@@ -94,7 +95,8 @@ class Queue:
     def __attrs_post_init__(self) -> None:
         self._parse_settings()
         self.delayed = RetryHold(self._ready_again)
-        self.ready = ReadyMessages((self.settings.max_priority or 0) + 1)
+        max_priority = self.settings.max_priority
+        self.ready = ReadyMessages(max_priority + 1) if max_priority else ReadyList()
         self.deadlines = TtlIndex()
         self.last_used = self.host.now()
         self._schedule_expiry()
@@ -118,6 +120,8 @@ class Queue:
         if self.retry is not None and settings.delivery_limit is None:
             settings = attrs.evolve(settings, delivery_limit=DEFAULT_DELIVERY_LIMIT)
         self.settings = settings
+        timeout = settings.consumer_timeout  # read on every delivery: resolved here, once
+        self.ack_timeout_ms = self.host.consumer_timeout_ms() if timeout is None else timeout
 
     def reconfigure(self) -> None:
         """Recompute the settings after a policy change; limits apply at once."""
@@ -516,14 +520,17 @@ class Queue:
             self._dispatch_by_priority(self._groups)
             return
         consumers = self.consumers
-        if len(consumers) == 1:  # the usual case: no round to make
+        if len(consumers) == 1:  # the usual case: no round to make, its credit known at once
             consumer = consumers[0]
             channel = consumer.channel
-            while ready.count and consumer.can_take():
+            sink = channel.sink
+            credit = consumer.credit()  # only these deliveries change it meanwhile
+            while credit > 0 and ready.count and sink.has_capacity():
                 entry = self.take()
                 if entry is None:
                     return
                 channel.deliver(consumer, entry)
+                credit -= 1
                 if len(consumers) != 1 or consumers[0] is not consumer:
                     break  # the delivery changed the consumers: go round them below
             else:

@@ -334,6 +334,11 @@ class ReadyList:
         """Blocks on disk."""
         return len(self._paged)
 
+    @property
+    def levels(self) -> list[ReadyList]:
+        """As ReadyMessages': a queue without priorities keeps its one level as its ready list."""
+        return [self]
+
 
 class ReadyMessages:
     """Ready entries of a queue: one ReadyList per priority level, served highest first."""
