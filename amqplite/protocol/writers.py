@@ -68,6 +68,10 @@ class Return:
     reply_text: str
 
 
+# frame types as plain ints: an enum member costs a class attribute lookup on every use
+_METHOD: Final = int(FrameType.METHOD)
+_HEADER: Final = int(FrameType.HEADER)
+_BODY: Final = int(FrameType.BODY)
 _FRAME_HEADER: Final = struct.Struct(">BHI")
 _HEADER_FRAME_PREFIX: Final = struct.Struct(">BHIHHQ")
 _END: Final = bytes([FRAME_END])
@@ -103,7 +107,7 @@ def _cached_shortstr(value: str) -> bytes:
 
 
 def _method_frame(channel: int, payload: bytes) -> bytes:
-    return _FRAME_HEADER.pack(FrameType.METHOD, channel, len(payload)) + payload + _END
+    return _FRAME_HEADER.pack(_METHOD, channel, len(payload)) + payload + _END
 
 
 def _content_parts(
@@ -117,7 +121,7 @@ def _content_parts(
     size = len(body)
     parts.append(
         _HEADER_FRAME_PREFIX.pack(
-            FrameType.HEADER, channel, 12 + len(properties_bin), class_id, 0, size
+            _HEADER, channel, 12 + len(properties_bin), class_id, 0, size
         )
     )
     parts.append(properties_bin)
@@ -126,14 +130,14 @@ def _content_parts(
         return
     chunk = frame_max - FRAME_OVERHEAD if frame_max > 0 else size
     if size <= chunk:
-        parts.append(_FRAME_HEADER.pack(FrameType.BODY, channel, size))
+        parts.append(_FRAME_HEADER.pack(_BODY, channel, size))
         parts.append(body)
         parts.append(_END)
         return
     view = memoryview(body)
     for start in range(0, size, chunk):
         piece = view[start : start + chunk]
-        parts.append(_FRAME_HEADER.pack(FrameType.BODY, channel, len(piece)))
+        parts.append(_FRAME_HEADER.pack(_BODY, channel, len(piece)))
         parts.append(piece)
         parts.append(_END)
 
@@ -197,7 +201,7 @@ def deliver_parts_of(
         )
         return [
             head.pack(
-                FrameType.METHOD,
+                _METHOD,
                 channel,
                 13 + len(tag) + exchange_size + key_size,
                 0x003C003C,
@@ -207,7 +211,7 @@ def deliver_parts_of(
                 exchange_bin,
                 key_bin,
                 FRAME_END,
-                FrameType.HEADER,
+                _HEADER,
                 channel,
                 12 + len(properties_bin),
                 60,
@@ -215,7 +219,7 @@ def deliver_parts_of(
                 size,
                 properties_bin,
                 FRAME_END,
-                FrameType.BODY,
+                _BODY,
                 channel,
                 size,
             ),
@@ -226,7 +230,7 @@ def deliver_parts_of(
         b"".join(
             (
                 _DELIVER_HEAD.pack(
-                    FrameType.METHOD,
+                    _METHOD,
                     channel,
                     13 + len(tag) + len(exchange_bin) + len(key_bin),
                     0x003C003C,
@@ -267,10 +271,10 @@ def deliver_tail(channel: int, content: Content, size: int, frame_max: int) -> D
         (
             names,
             _END_HEADER_PREFIX.pack(
-                FRAME_END, FrameType.HEADER, channel, 12 + len(properties_bin), 60, 0, size
+                FRAME_END, _HEADER, channel, 12 + len(properties_bin), 60, 0, size
             ),
             properties_bin,
-            _END_FRAME_HEADER.pack(FRAME_END, FrameType.BODY, channel, size),
+            _END_FRAME_HEADER.pack(FRAME_END, _BODY, channel, size),
         )
     )
     return DeliverTail(channel, frame_max, len(names), data)
@@ -283,7 +287,7 @@ def deliver_parts_with_tail(
     tag = _cached_shortstr(consumer_tag)
     head = (
         _DELIVER_HEAD.pack(
-            FrameType.METHOD, tail.channel, 13 + len(tag) + tail.names_size, 0x003C003C
+            _METHOD, tail.channel, 13 + len(tag) + tail.names_size, 0x003C003C
         )
         + tag
         + _TAG_REDELIVERED.pack(delivery_tag, redelivered)
@@ -341,10 +345,10 @@ def encode_return(returned: Return, content: Content, frame_max: int) -> bytes:
 
 def encode_ack(channel: int, delivery_tag: int, multiple: bool) -> bytes:
     """Encode basic.ack (a publisher confirm)."""
-    return _ACK_PREFIX.pack(FrameType.METHOD, channel, 13, _ACK_IDS, delivery_tag, multiple) + _END
+    return _ACK_PREFIX.pack(_METHOD, channel, 13, _ACK_IDS, delivery_tag, multiple) + _END
 
 
 def encode_nack(channel: int, delivery_tag: int, multiple: bool, requeue: bool) -> bytes:
     """Encode basic.nack (a negative publisher confirm)."""
     bits = multiple | requeue << 1
-    return _ACK_PREFIX.pack(FrameType.METHOD, channel, 13, _NACK_IDS, delivery_tag, bits) + _END
+    return _ACK_PREFIX.pack(_METHOD, channel, 13, _NACK_IDS, delivery_tag, bits) + _END
