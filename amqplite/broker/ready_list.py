@@ -77,6 +77,7 @@ class ReadyList:
         self._stale = 0  # keys in _keys whose block was dropped
         self._tail_key = -1
         self._requeued: SortedKeyList[QueueEntry] = SortedKeyList(key=_entry_seq)
+        self._requeued_count = 0  # len(_requeued), whose __len__ is a Python call
         self.count = 0  # entries ready, in memory or paged (len(); read as is on hot paths)
         self.paged_count = 0  # entries on disk
         self.paged_bytes = 0  # their body bytes
@@ -108,14 +109,15 @@ class ReadyList:
         entry.ready = True
         self.count += 1
         self._requeued.add(entry)
+        self._requeued_count += 1
 
     def popleft(self) -> QueueEntry | None:
         """Take the entry at the head, or None if empty."""
         if not self.count:
             return None
-        requeued = self._requeued
-        if requeued:
-            entry: QueueEntry = requeued.pop(0)
+        if self._requeued_count:
+            entry: QueueEntry = self._requeued.pop(0)
+            self._requeued_count -= 1
         else:
             keys = self._keys
             blocks = self._blocks
@@ -177,8 +179,9 @@ class ReadyList:
         entry.ready = False
         self.count -= 1
         requeued = self._requeued
-        if requeued and entry.seq <= requeued[-1].seq:
+        if self._requeued_count and entry.seq <= requeued[-1].seq:
             requeued.remove(entry)
+            self._requeued_count -= 1
             return
         key = entry.seq >> _BLOCK_SHIFT
         block = self._blocks[key]
@@ -201,6 +204,7 @@ class ReadyList:
         for entry in entries:
             entry.ready = False
         self._requeued.clear()
+        self._requeued_count = 0
         self._blocks.clear()
         self._paged.clear()  # their runs on disk are freed with the last handle
         self._writing.clear()
