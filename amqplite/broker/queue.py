@@ -486,10 +486,7 @@ class Queue:
             return
         if not self.consumers:
             return
-        if self._deliver_ready():  # out of credit, nobody waits for output room: not behind
-            if self.behind:
-                self.host.set_behind(self, False)
-            return
+        self._deliver_ready()
         left = ready.count
         if not left:
             if self.behind:
@@ -507,22 +504,21 @@ class Queue:
         if behind is not self.behind:
             self.host.set_behind(self, behind)
 
-    def _deliver_ready(self) -> bool:
-        """Deliver what consumers take; True when the lone consumer stopped for lack of credit."""
+    def _deliver_ready(self) -> None:
         ready = self.ready
         if self.settings.single_active_consumer or self.partition is not None:
             active = self.active_consumer
             if active is None:
-                return False
+                return
             while ready.count and active.can_take():
                 entry = self.take()
                 if entry is None:
-                    return False
+                    return
                 active.channel.deliver(active, entry)
-            return False
+            return
         if self._groups is not None:
             self._dispatch_by_priority(self._groups)
-            return False
+            return
         consumers = self.consumers
         if len(consumers) == 1:  # the usual case: no round to make, its credit known at once
             consumer = consumers[0]
@@ -532,13 +528,13 @@ class Queue:
             while credit > 0 and ready.count and sink.has_capacity():
                 entry = self.take()
                 if entry is None:
-                    return False
+                    return
                 channel.deliver(consumer, entry)
                 credit -= 1
                 if len(consumers) != 1 or consumers[0] is not consumer:
                     break  # the delivery changed the consumers: go round them below
             else:
-                return credit <= 0
+                return
         while ready.count and consumers:
             for _ in range(len(consumers)):
                 consumer = consumers[0]
@@ -546,12 +542,11 @@ class Queue:
                 if consumer.can_take():
                     break
             else:
-                return False
+                return
             entry = self.take()
             if entry is None:
-                return False
+                return
             consumer.channel.deliver(consumer, entry)
-        return False
 
     def _dispatch_by_priority(self, groups: list[deque[Consumer]]) -> None:
         ready = self.ready
