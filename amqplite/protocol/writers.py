@@ -120,9 +120,7 @@ def _content_parts(
 ) -> None:
     size = len(body)
     parts.append(
-        _HEADER_FRAME_PREFIX.pack(
-            _HEADER, channel, 12 + len(properties_bin), class_id, 0, size
-        )
+        _HEADER_FRAME_PREFIX.pack(_HEADER, channel, 12 + len(properties_bin), class_id, 0, size)
     )
     parts.append(properties_bin)
     parts.append(_END)
@@ -286,9 +284,7 @@ def deliver_parts_with_tail(
     """basic.deliver as parts from its shared tail (see deliver_tail) and the body, uncopied."""
     tag = _cached_shortstr(consumer_tag)
     head = (
-        _DELIVER_HEAD.pack(
-            _METHOD, tail.channel, 13 + len(tag) + tail.names_size, 0x003C003C
-        )
+        _DELIVER_HEAD.pack(_METHOD, tail.channel, 13 + len(tag) + tail.names_size, 0x003C003C)
         + tag
         + _TAG_REDELIVERED.pack(delivery_tag, redelivered)
     )
