@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import heapq
-import itertools
-import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Final
+from typing import Any
 
 import attrs
 
@@ -18,6 +15,7 @@ from amqplite.broker.deadletter import dead_letter_message, is_cycle
 from amqplite.broker.direct_reply import DirectReplies, ReplyConsumer
 from amqplite.broker.durability import (
     CommitTracker,
+    CommitWaiter,
     ConfigListener,
     MetadataListener,
     NoCommits,
@@ -31,15 +29,13 @@ from amqplite.broker.plugin_api import ExchangeTypeRegistry
 from amqplite.broker.policy import Policy, effective_policy, validate_policy
 from amqplite.broker.queue import Queue
 from amqplite.broker.queue_host import HostedQueue, Timed
+from amqplite.broker.routing import Routed
 from amqplite.broker.stats import Churn, MessageStats
 from amqplite.broker.stream_queue import StreamReads
-from amqplite.broker.vhost import Routed, VHost
+from amqplite.broker.timer_heap import TimerHeap
+from amqplite.broker.vhost import VHost
 from amqplite.protocol.constants import ClassId, ReplyCode
 from amqplite.protocol.errors import ChannelException, ConnectionException
-
-log = logging.getLogger("amqplite.broker")
-
-TIMER_RETRY_S: Final = 1.0  # a failed timer callback runs again this much later (bounded log rate)
 
 
 @attrs.frozen
@@ -68,15 +64,15 @@ class Broker:
         self.wall_clock = wall_clock or _frozen_clock  # POSIX seconds, for x-death times
         self.default_consumer_timeout_ms = consumer_timeout_ms
         self.policies: dict[tuple[str, str], Policy] = {}
-        self.on_timer_change: Callable[[], None] = _no_wake  # the timer task's wake-up
-        self._timers: list[tuple[float, int, Timed]] = []
-        self._timer_seq = itertools.count()
+        self.timers = TimerHeap()  # TTL expiry, x-expires, consumer timeouts, plugins' call_at
         self.totals = MessageStats()
         self.churn = Churn()
         self.flow = FlowControl()
         self._acked_queues: dict[int, Queue] = {}  # settled by acks not yet redispatched
         self._acked_channels: dict[int, DeliveryChannel] = {}
         self.commits: CommitTracker = NoCommits()
+        # the sessions holding confirms or replies for a commit (told after each one), by id
+        self.commit_waiters: dict[int, CommitWaiter] = {}
         self.metadata: MetadataListener | None = None
         self.plugin_state: PluginStateStore | None = None  # plugins' durable records
         self.spill: TransientSpill[Queue] | None = None  # transient bodies paged out (the server's)
@@ -448,50 +444,24 @@ class Broker:
 
     def schedule(self, target: Timed, deadline: float) -> None:
         """Call target.on_timer at the deadline (kept if the target already has an earlier one)."""
-        if target.timer_due is not None and target.timer_due <= deadline:
-            return
-        target.timer_due = deadline
-        earliest = self._timers[0][0] if self._timers else None
-        heapq.heappush(self._timers, (deadline, next(self._timer_seq), target))
-        if earliest is None or deadline < earliest:
-            self.on_timer_change()
+        self.timers.schedule(target, deadline)
 
     def next_deadline(self) -> float | None:
         """When fire_timers next has something to do (monotonic seconds), or None."""
-        timers = self._timers
-        while timers and timers[0][2].timer_due != timers[0][0]:
-            heapq.heappop(timers)  # superseded by an earlier deadline of the same target
-        return timers[0][0] if timers else None
+        return self.timers.next_deadline()
 
     def fire_timers(self, now: float | None = None) -> int:
         """Run every timer due at `now` once (TTL expiry, x-expires, consumer timeouts)."""
-        if now is None:
-            now = self.clock()
-        timers = self._timers
-        again: list[Timed] = []
-        fired = 0
-        while timers and timers[0][0] <= now:
-            deadline, _, target = heapq.heappop(timers)
-            if target.timer_due != deadline:
-                continue
-            target.timer_due = None
-            fired += 1
-            try:
-                following = target.on_timer(now)
-            except Exception:  # one failing callback must not stop this target's timer for good
-                log.exception(
-                    "timer of %s failed; retrying in %s s", _describe(target), TIMER_RETRY_S
-                )
-                following = now + TIMER_RETRY_S
-            if following is None:
-                continue
-            if following <= now:
-                again.append(target)  # more work than one turn: continue on the next turn
-            else:
-                self.schedule(target, following)
-        for target in again:
-            self.schedule(target, now)
-        return fired
+        return self.timers.fire(self.clock() if now is None else now)
+
+    @property
+    def on_timer_change(self) -> Callable[[], None]:
+        """The timer task's wake-up, called when an earlier deadline appears."""
+        return self.timers.on_change
+
+    @on_timer_change.setter
+    def on_timer_change(self, wake: Callable[[], None]) -> None:
+        self.timers.on_change = wake
 
     # -- dead-lettering and policies (QueueHost) -----------------------------------------
 
@@ -571,10 +541,6 @@ def _frozen_clock() -> float:
     return 0.0
 
 
-def _no_wake() -> None:
-    """Default timer wake-up: nothing to wake."""
-
-
 def _dispatch(queues: Iterable[Queue]) -> None:
     """Deliver from queues whose consumer changed (a group moved them)."""
     for queue in queues:
@@ -593,10 +559,3 @@ def _consumer_priority(arguments: Mapping[str, Any] | None) -> int:
             20,
         )
     return value
-
-
-def _describe(target: Timed) -> str:
-    """A short name for a timer target in a log line (a queue's repr holds all its state)."""
-    if isinstance(target, Queue):
-        return f"queue '{target.name}' in vhost '{target.vhost}'"
-    return type(target).__name__

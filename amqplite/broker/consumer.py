@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from itertools import islice
 from typing import Any, Final, NamedTuple, Protocol
 
@@ -89,6 +89,10 @@ class Consumer:
             room = min(room, channel.global_prefetch - channel.global_unacked)
         return room
 
+    def room_check(self) -> Callable[[], bool]:
+        """What tells whether its connection's output has room (taken once per dispatch)."""
+        return self.channel.sink.has_capacity
+
     def waits_for_room(self) -> bool:
         """True when only output room, soon back, keeps a delivery from this consumer."""
         channel = self.channel
@@ -102,8 +106,37 @@ class Consumer:
         return channel.sink.output_moving()
 
     def deliver(self, entry: QueueEntry) -> None:
-        """Hand one entry taken from the queue to this consumer's channel."""
-        self.channel.deliver(self, entry)
+        """Hand one entry taken from the queue to this consumer's channel.
+
+        The channel assigns a delivery tag and tracks the message unless it is auto-acked.
+        """
+        channel = self.channel
+        tag = channel.next_tag
+        channel.next_tag = tag + 1
+        queue = self.queue
+        stats, totals = queue.stats, queue.totals
+        if entry.delivery_count:
+            stats.redeliver += 1
+            totals.redeliver += 1
+        if self.no_ack:
+            stats.deliver_no_ack += 1
+            totals.deliver_no_ack += 1
+            channel.sink.deliver(channel.channel_id, self.tag, tag, entry)
+            entry.delivery_count += 1
+            queue.settle(entry, True)
+            return
+        stats.deliver += 1
+        totals.deliver += 1
+        channel.unacked[tag] = (
+            channel.track(entry, queue, self)
+            if queue.ack_timeout_ms
+            else _new_unacked(Unacked, (entry, queue, self, None, 0))
+        )
+        self.unacked += 1
+        channel.global_unacked += 1
+        queue.unacked_count += 1
+        channel.sink.deliver(channel.channel_id, self.tag, tag, entry)
+        entry.delivery_count += 1
 
 
 @attrs.define(eq=False)
@@ -126,38 +159,6 @@ class DeliveryChannel:
         tag = self.next_tag
         self.next_tag += 1
         return tag
-
-    def deliver(self, consumer: Consumer, entry: QueueEntry) -> None:
-        """Assign a delivery tag, track the message unless auto-acked, and send it."""
-        tag = self.next_tag
-        self.next_tag = tag + 1
-        queue = consumer.queue
-        if entry.delivery_count:
-            queue.stats.redeliver += 1
-            queue.totals.redeliver += 1
-        if consumer.no_ack:
-            queue.stats.deliver_no_ack += 1
-            queue.totals.deliver_no_ack += 1
-            self.sink.deliver(self.channel_id, consumer.tag, tag, entry)
-            entry.delivery_count += 1
-            queue.settle(entry, True)
-            return
-        queue.stats.deliver += 1
-        queue.totals.deliver += 1
-        timeout = queue.ack_timeout_ms
-        if timeout:
-            host = queue.host
-            deadline = host.now() + timeout / 1000
-            if self.timer_due is None:
-                host.schedule(self, deadline)
-            self.unacked[tag] = _new_unacked(Unacked, (entry, queue, consumer, deadline, timeout))
-        else:
-            self.unacked[tag] = _new_unacked(Unacked, (entry, queue, consumer, None, 0))
-        consumer.unacked += 1
-        self.global_unacked += 1
-        queue.unacked_count += 1
-        self.sink.deliver(self.channel_id, consumer.tag, tag, entry)
-        entry.delivery_count += 1
 
     def get(self, queue: Queue, no_ack: bool) -> tuple[int, QueueEntry, bool] | None:
         """basic.get: take the head (tag, entry, redelivered), tracked as unacked unless no_ack."""
@@ -184,21 +185,20 @@ class DeliveryChannel:
         if no_ack:
             queue.settle(entry, True)
         else:
-            self.unacked[tag] = self._track(entry, queue, None, queue.ack_timeout_ms)
+            self.unacked[tag] = self.track(entry, queue, None)
             queue.unacked_count += 1
         return tag, entry, redelivered
 
-    def _track(
-        self, entry: QueueEntry, queue: Queue, consumer: Consumer | None, timeout: int | None
-    ) -> Unacked:
-        """An unacked delivery, with its acknowledgement deadline when `timeout` (ms) is set."""
+    def track(self, entry: QueueEntry, queue: Queue, consumer: Consumer | None) -> Unacked:
+        """An unacked delivery, with its acknowledgement deadline when the queue has a timeout."""
+        timeout = queue.ack_timeout_ms
         if not timeout:
-            return Unacked(entry, queue, consumer)
+            return _new_unacked(Unacked, (entry, queue, consumer, None, 0))
         host = queue.host
         deadline = host.now() + timeout / 1000
         if self.timer_due is None:
             host.schedule(self, deadline)
-        return Unacked(entry, queue, consumer, deadline, timeout)
+        return _new_unacked(Unacked, (entry, queue, consumer, deadline, timeout))
 
     def on_timer(self, now: float) -> float | None:
         """Timer callback: a delivery unacked past its deadline closes the channel (406)."""

@@ -139,6 +139,13 @@ class CommitTracker(Protocol):
         """Stop noting: the mark of the records appended since watch() (None: none appended)."""
 
 
+class CommitWaiter(Protocol):
+    """Something holding replies or confirms until records commit (a connection's session)."""
+
+    def on_commit(self) -> None:
+        """More records are durable: send what they cover."""
+
+
 def is_durable(mark: CommitMark | None) -> bool:
     """True once every record the mark names is on disk."""
     if mark is None:

@@ -1,4 +1,4 @@
-"""The broker's side of the plugin API: a Scheduler over the timer wheel, plugin state, queue hooks."""
+"""The broker's side of the plugin API: exchange routers' context, scheduler, plugin state, queue hooks."""
 
 from __future__ import annotations
 
@@ -9,10 +9,14 @@ from amqplite.broker.durability import HeldSpool, PluginStateStore
 from amqplite.broker.message import Message
 from amqplite.broker.plugin_api import (
     Arguments,
+    ExchangeContext,
+    ExchangeType,
+    ExchangeTypeRegistry,
     HeldMessage,
     QueueContext,
     QueueHooks,
     QueuePlugin,
+    Router,
     Scheduled,
     Verdict,
 )
@@ -164,6 +168,38 @@ class CombinedHooks:
         """Close every plugin's hooks."""
         for hooks in self.hooks:
             hooks.close()
+
+
+def exchange_router(
+    exchange_type: ExchangeType,
+    vhost: str,
+    name: str,
+    durable: bool,
+    arguments: Arguments,
+    registry: ExchangeTypeRegistry,
+    host_of: Callable[[], QueueHost],
+    state_of: Callable[[], PluginStateStore | None],
+    release: Callable[[HeldMessage], None],
+) -> Router:
+    """The type's router; one with create_router_in gets the exchange and the scheduler."""
+    create_in = getattr(exchange_type, "create_router_in", None)
+    if create_in is None:
+        return exchange_type.create_router()
+    context = ExchangeContext(
+        vhost,
+        name,
+        durable,
+        dict(arguments),
+        HostScheduler(host_of),
+        registry,
+        release,
+        ExchangeState(vhost, name, durable, state_of),
+        encode_message,
+        decode_message,
+        HostSpool(vhost, name, durable, state_of, release),
+    )
+    router: Router = create_in(context)
+    return router
 
 
 def attach_queue_hooks(

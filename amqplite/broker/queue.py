@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
 from amqplite.broker.message import Message, QueueEntry, derive
+from amqplite.broker.queue_consumer import ActivePicker, QueueConsumer
 from amqplite.broker.queue_host import DETACHED, QueueHost
 from amqplite.broker.queue_settings import QueueSettings, parse_settings
 from amqplite.broker.ready_list import ReadyList, ReadyMessages
@@ -20,17 +21,8 @@ from amqplite.protocol.errors import ChannelException
 from amqplite.protocol.properties import replace_headers
 
 if TYPE_CHECKING:
-    from amqplite.broker.consumer import Consumer
     from amqplite.broker.entry_reports import QueueJournal, QueueRemote
     from amqplite.broker.plugin_api import QueueHooks
-
-
-class ActivePicker(Protocol):
-    """Who of a queue's consumers may receive now (a consumer group's partition)."""
-
-    def active(self) -> Consumer | None:
-        """The consumer that may receive now, or None."""
-        ...
 
 
 EXPIRE_BATCH: Final = 500  # messages expired per timer turn, so a flood never stalls the loop
@@ -53,7 +45,7 @@ class Queue:
     deadlines: TtlIndex = attrs.field(init=False)
     retry: RetrySettings | None = attrs.field(init=False, default=None)  # retry with backoff
     delayed: RetryHold = attrs.field(init=False)  # requeued entries waiting out their delay
-    consumers: deque[Consumer] = attrs.field(factory=deque)
+    consumers: deque[QueueConsumer] = attrs.field(factory=deque)
     unacked_count: int = 0
     ready_bytes: int = 0
     next_seq: int = 0
@@ -74,7 +66,7 @@ class Queue:
     hooks: QueueHooks | None = None  # plugins' queue hooks (set by the vhost); None: no plugin
     # cluster mode: forwards publishes to that leader and proxies its deliveries to our consumers
     remote: QueueRemote | None = None
-    _groups: list[deque[Consumer]] | None = None  # consumers by x-priority, when they differ
+    _groups: list[deque[QueueConsumer]] | None = None  # consumers by x-priority, when they differ
     _due_now: QueueEntry | None = None  # a TTL-0 entry being offered to consumers at publish
 
     def check_led_here(self, class_id: int, method_id: int) -> None:
@@ -440,7 +432,7 @@ class Queue:
 
     # -- consumers -------------------------------------------------------------------------
 
-    def add_consumer(self, consumer: Consumer) -> None:
+    def add_consumer(self, consumer: QueueConsumer) -> None:
         """Attach a consumer (ordered by x-priority when priorities differ)."""
         self.consumers.append(consumer)
         self.had_consumer = True
@@ -448,7 +440,7 @@ class Queue:
         if self.remote is not None:
             self.remote.consumers_changed()
 
-    def remove_consumer(self, consumer: Consumer) -> None:
+    def remove_consumer(self, consumer: QueueConsumer) -> None:
         """Detach a consumer; the queue's x-expires period starts when the last one leaves."""
         try:
             self.consumers.remove(consumer)
@@ -470,7 +462,7 @@ class Queue:
         self._groups = [deque(c for c in self.consumers if c.priority == p) for p in priorities]
 
     @property
-    def active_consumer(self) -> Consumer | None:
+    def active_consumer(self) -> QueueConsumer | None:
         """With x-single-active-consumer or a consumer group: the one consumer that receives."""
         if self.partition is not None:
             return self.partition.active()
@@ -514,7 +506,7 @@ class Queue:
                 entry = self.take()
                 if entry is None:
                     return
-                active.channel.deliver(active, entry)
+                active.deliver(entry)
             return
         if self._groups is not None:
             self._dispatch_by_priority(self._groups)
@@ -522,14 +514,13 @@ class Queue:
         consumers = self.consumers
         if len(consumers) == 1:  # the usual case: no round to make, its credit known at once
             consumer = consumers[0]
-            channel = consumer.channel
-            sink = channel.sink
+            has_room = consumer.room_check()
             credit = consumer.credit()  # only these deliveries change it meanwhile
-            while credit > 0 and ready.count and sink.has_capacity():
+            while credit > 0 and ready.count and has_room():
                 entry = self.take()
                 if entry is None:
                     return
-                channel.deliver(consumer, entry)
+                consumer.deliver(entry)
                 credit -= 1
                 if len(consumers) != 1 or consumers[0] is not consumer:
                     break  # the delivery changed the consumers: go round them below
@@ -546,12 +537,12 @@ class Queue:
             entry = self.take()
             if entry is None:
                 return
-            consumer.channel.deliver(consumer, entry)
+            consumer.deliver(entry)
 
-    def _dispatch_by_priority(self, groups: list[deque[Consumer]]) -> None:
+    def _dispatch_by_priority(self, groups: list[deque[QueueConsumer]]) -> None:
         ready = self.ready
         while ready.count and self._groups is groups:
-            chosen: Consumer | None = None
+            chosen: QueueConsumer | None = None
             for group in groups:
                 for _ in range(len(group)):
                     consumer = group[0]
@@ -566,7 +557,7 @@ class Queue:
             entry = self.take()
             if entry is None:
                 return
-            chosen.channel.deliver(chosen, entry)
+            chosen.deliver(entry)
 
     def _check(self) -> None:
         """Assert the queue's invariants (tests call this between operations)."""

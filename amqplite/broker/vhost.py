@@ -1,11 +1,9 @@
-"""VHost: the exchanges, queues and bindings of one virtual host, and routing through them."""
+"""VHost: the exchanges, queues and bindings of one virtual host, and publishing into them."""
 
 from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Iterable
-
-import attrs
 
 from amqplite.broker.binding import Binding
 from amqplite.broker.durability import MetadataListener, PluginStateStore
@@ -15,45 +13,25 @@ from amqplite.broker.message import Message
 from amqplite.broker.plugin_api import (
     Arguments,
     Destination,
-    ExchangeContext,
     ExchangeType,
     ExchangeTypeRegistry,
     HeldMessage,
     Router,
     Verdict,
 )
-from amqplite.broker.plugin_host import (
-    ExchangeState,
-    HostScheduler,
-    HostSpool,
-    decode_message,
-    encode_message,
-    queue_hooks,
-)
+from amqplite.broker.plugin_host import exchange_router, queue_hooks
 from amqplite.broker.policy import Policy, effective_exchange_policy
 from amqplite.broker.queue import Queue
 from amqplite.broker.queue_host import DETACHED, QueueHost
+from amqplite.broker.routing import Routed, route_through
 from amqplite.broker.stats import Churn, MessageStats
-from amqplite.broker.stream_queue import StreamQueue, check_stream_declare, is_stream_arguments
+from amqplite.broker.stream_arguments import check_stream_declare, is_stream_arguments
+from amqplite.broker.stream_queue import StreamQueue
 from amqplite.protocol.constants import ClassId, ReplyCode
 from amqplite.protocol.errors import ChannelException
 
-# Binding and Exchange moved to their own modules; still importable from here.
+# Binding, Exchange and Routed moved to their own modules; still importable from here.
 __all__ = ["Binding", "Exchange", "Routed", "VHost"]
-
-
-@attrs.frozen
-class Routed:
-    """Where a published message went: queues that took it, and queues whose limits refused it."""
-
-    accepted: list[Queue]
-    rejected: list[Queue]
-    held: bool = False  # a plugin's router took it, to route later (not unroutable)
-
-    @property
-    def queues(self) -> list[Queue]:
-        """Every queue the message was routed to (empty: unroutable)."""
-        return self.accepted + self.rejected if self.rejected else self.accepted
 
 
 class VHost:
@@ -207,25 +185,17 @@ class VHost:
         self, exchange_type: ExchangeType, name: str, durable: bool, arguments: Arguments
     ) -> Router:
         """The type's router; one with create_router_in gets the exchange and the scheduler."""
-        create_in = getattr(exchange_type, "create_router_in", None)
-        if create_in is None:
-            return exchange_type.create_router()
-        scheduler = HostScheduler(lambda: self.host)
-        context = ExchangeContext(
+        return exchange_router(
+            exchange_type,
             self.name,
             name,
             durable,
-            dict(arguments),
-            scheduler,
+            arguments,
             self.registry,
+            lambda: self.host,
+            lambda: self.plugin_state,
             self._releaser(name),
-            ExchangeState(self.name, name, durable, lambda: self.plugin_state),
-            encode_message,
-            decode_message,
-            HostSpool(self.name, name, durable, lambda: self.plugin_state, self._releaser(name)),
         )
-        router: Router = create_in(context)
-        return router
 
     def _releaser(self, exchange_name: str) -> Callable[[HeldMessage], None]:
         def release(message: HeldMessage) -> None:
@@ -504,54 +474,7 @@ class VHost:
         message: HeldMessage | None = None,
     ) -> list[Queue]:
         """The distinct queues a message reaches, through e2e bindings and alternate exchanges."""
-        found: dict[str, Queue] = {}
-        visited: set[str] = set()
-        pending = [exchange]
-        while pending:
-            current = pending.pop()
-            if current.name in visited:
-                continue
-            visited.add(current.name)
-            before = len(found)
-            routed_any = self._route_one(current, routing_key, headers, found, pending, message)
-            if not routed_any and len(found) == before:
-                alternate = current.alternate_exchange()
-                if alternate is not None and alternate in self.exchanges:
-                    pending.append(self.exchanges[alternate])
-        return list(found.values())
-
-    def _route_one(
-        self,
-        exchange: Exchange,
-        routing_key: str,
-        headers: Arguments | None,
-        found: dict[str, Queue],
-        pending: list[Exchange],
-        message: HeldMessage | None = None,
-    ) -> bool:
-        if exchange.name == "":
-            queue = self.queues.get(routing_key)
-            if queue is not None:
-                found[queue.name] = queue
-                return True
-            return False
-        routed_any = False
-        route_message = getattr(exchange.router, "route_message", None)
-        if route_message is not None and message is not None:
-            destinations = route_message(message)
-        else:
-            destinations = exchange.router.route(routing_key, headers)
-        for dest in destinations:
-            routed_any = True
-            if dest.kind == "queue":
-                queue = self.queues.get(dest.name)
-                if queue is not None:
-                    found[queue.name] = queue
-            else:
-                target = self.exchanges.get(dest.name)
-                if target is not None:
-                    pending.append(target)
-        return routed_any
+        return route_through(self.exchanges, self.queues, exchange, routing_key, headers, message)
 
     def publish(self, exchange_name: str, message: Message) -> list[Queue]:
         """Route a message and enqueue it; returns the queues it reached (empty: unroutable)."""
@@ -588,7 +511,9 @@ class VHost:
         if named is not None:  # the default exchange: the queue the key names, nothing else
             queues = [named]
         else:
-            queues = self.route(exchange, message.routing_key, message.headers, message)
+            queues = route_through(
+                self.exchanges, self.queues, exchange, message.routing_key, message.headers, message
+            )
         if queues:
             exchange.publish_out += 1
         else:

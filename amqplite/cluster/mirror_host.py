@@ -32,6 +32,7 @@ from amqplite.store.records import (
     decode_delivered,
     decode_enqueue,
     decode_seq,
+    decode_seqs,
     scan,
 )
 
@@ -78,6 +79,11 @@ def live_messages(data: bytes) -> list[StoredMessage]:
             seq, count = decode_delivered(payload)
             if seq in live:
                 live[seq] = attrs.evolve(live[seq], delivery_count=count)
+        elif kind == RecordType.DELIVERED_ONCE:
+            for seq in decode_seqs(payload):
+                once = live.get(seq)
+                if once is not None and once.delivery_count < 1:
+                    live[seq] = attrs.evolve(once, delivery_count=1)
     return [live[seq] for seq in sorted(live)]
 
 

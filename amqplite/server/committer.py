@@ -14,10 +14,9 @@ import attrs
 import trio
 
 from amqplite.broker.broker import Broker
-from amqplite.broker.durability import CommitMark, is_durable
+from amqplite.broker.durability import CommitMark, CommitWaiter, is_durable
 from amqplite.config.models import Config
 from amqplite.server.restore import recover_into
-from amqplite.session.connection import Session
 from amqplite.store.journal import SyncJob
 from amqplite.store.latency import LatencyHistogram
 from amqplite.store.store import Store
@@ -78,7 +77,7 @@ class Committer:
     def __init__(
         self,
         store: Store,
-        sessions: Callable[[], Iterable[Session]],
+        sessions: Callable[[], Iterable[CommitWaiter]],
         *,
         sync_hook: Callable[[SyncJob], None] | None = None,
     ) -> None:
@@ -146,7 +145,8 @@ class Committer:
             if self.sync_hook is not None:
                 self.sync_hook(job)
             self._done.append(job)
-            token.run_sync_soon(self._poke)
+            if jobs:  # after the last one, the round's end wakes the loop (_run_round)
+                token.run_sync_soon(self._poke)
 
     def _take_unstarted(self) -> list[SyncJob]:
         """The jobs stuck rounds have not reached yet."""
@@ -165,7 +165,7 @@ class Committer:
             return
         while self._done:
             self.store.complete(self._done.popleft())
-        for session in list(self.sessions()):
+        for session in list(self.sessions()):  # those waiting for a commit
             session.on_commit()
         for listener in self.listeners:
             listener()

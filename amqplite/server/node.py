@@ -135,7 +135,7 @@ async def run_node(
         node.cluster = await ClusterAgent.connect(config.cluster)
     committer = Committer(  # recover durable state before listening
         open_store(config, node.broker),
-        lambda: [c.session for c in node.connections],
+        lambda: list(node.broker.commit_waiters.values()),  # only the sessions that wait
         sync_hook=stall_hook(config.cluster.node_name),
     )
     apply_boot_definitions(node.broker, config)  # after recovery: durable entities reach the store
@@ -246,8 +246,8 @@ def start_replication(node: Node, committer: Committer) -> QueueRoles:
     use_secret(node.config.cluster.secret)  # every node link proves and checks it
 
     def wake() -> None:  # replication acks release confirms as commits do
-        for conn in list(node.connections):
-            conn.session.on_commit()
+        for waiter in list(node.broker.commit_waiters.values()):
+            waiter.on_commit()
         committer.committed_elsewhere()  # and HTTP answers waiting for a mark
 
     roles = QueueRoles(node.cluster, node.broker, committer.store, wake)

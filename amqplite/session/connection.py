@@ -134,6 +134,8 @@ class Session(SessionOutput, PagedOutput):
             )
         self.broker.flush_acks()
         self._flush_confirms()
+        if self.confirms or self._held:  # told after each commit until nothing waits
+            self.broker.commit_waiters[id(self)] = self
 
     def _receive_hot(self) -> bool:
         """Publishes and acks straight from the read buffer while they come in a row.
@@ -439,6 +441,7 @@ class Session(SessionOutput, PagedOutput):
         self.channels.clear()
         self.confirms.clear()
         self._held.clear()
+        self.broker.commit_waiters.pop(id(self), None)
         self._held_out = None
         self.broker.close_connection(vhost, self)
 
@@ -557,8 +560,12 @@ class Session(SessionOutput, PagedOutput):
 
     def on_commit(self) -> None:
         """The store made more records durable: release the confirms and replies they cover."""
-        if self.state is not ConnectionState.OPEN:
-            return
+        if self.state is ConnectionState.OPEN:
+            self._release_committed()
+        if self.state is not ConnectionState.OPEN or not (self.confirms or self._held):
+            self.broker.commit_waiters.pop(id(self), None)
+
+    def _release_committed(self) -> None:
         self._flush_confirms()
         if not self._held:
             return

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from amqplite.broker.queue import Queue
-from amqplite.broker.stream_queue import StreamQueue, parse_offset
+from amqplite.broker.stream_arguments import parse_offset
+from amqplite.broker.stream_queue import StreamQueue
 from amqplite.protocol.constants import ClassId, ReplyCode
 from amqplite.protocol.errors import ChannelException, ConnectionException
 from amqplite.session.channel import ChannelSession

@@ -116,7 +116,11 @@ class Commits:
         domain.written += 1
         if self._watching is not None:
             self._watching[domain] = None
-        self.touched(journal)
+        if journal is not None:
+            self._dirty[id(journal)] = journal
+        if not self._signalled:
+            self._signalled = True
+            self.on_dirty()
 
     def touched(self, journal: QueueStore | StreamLog | None) -> None:
         """Something needs writing at the next commit."""

@@ -16,6 +16,7 @@ from amqplite.store.records import (
     LateEnqueue,
     append_enqueue,
     encode_delivered,
+    encode_delivered_once,
     encode_enqueue,
     encode_expires,
     encode_remove,
@@ -194,7 +195,7 @@ class QueueStore:
             tuple[JournaledEntry, int]
         ] = []  # (entry, end of its record in the buffer)
         self.body_files: dict[int, BodyFile] = {}  # open segments that paged bodies point into
-        self.delivered_pending: dict[int, JournaledEntry] = {}
+        self.delivered_pending: list[JournaledEntry] = []  # journaled at write() if still live
         self.snapshot_running = False
         self.dead = False
         self.snapshots_taken = 0
@@ -205,8 +206,12 @@ class QueueStore:
     def enqueue(self, entry: JournaledEntry) -> None:
         """Journal a persistent message that entered the queue; beyond the budget, page it out."""
         message = entry.message
-        paging = self.store.paging
-        if paging is not None and paging.is_paged(message):
+        store = self.store
+        paging = store.paging
+        writer = self.writer
+        paged = paging is not None and paging.is_paged(message)
+        if paged:
+            assert paging is not None
             # a paged body (a dead-lettered copy): read in the worker thread, never on the loop
             record = LateEnqueue(
                 entry.seq,
@@ -218,11 +223,11 @@ class QueueStore:
                 message.properties_bin,
                 paging.location(message),
             )
-            self.writer.append_late(record)
+            writer.append_late(record)
             size = record.size
         else:
             size = append_enqueue(  # the body's one copy: straight into the segment buffer
-                self.writer.buffer,
+                writer.buffer,
                 entry.seq,
                 entry.delivery_count,
                 message.priority,
@@ -232,31 +237,30 @@ class QueueStore:
                 message.properties_bin,
                 message.body,
             )
-            self.writer.appended_in_place(size)
-        end = self.writer.pending
+            if writer.tap is not None:
+                writer.appended_in_place(size)
+        end = writer.pending  # where the record ends in the buffer (a page-out finds its body)
         self.live_bytes += size
-        queue = self.queue
-        ttl = queue.settings.message_ttl
-        if message.expiration_ms is not None and (ttl is None or message.expiration_ms < ttl):
-            ttl = message.expiration_ms
+        expiration = message.expiration_ms
+        ttl = self.queue.settings.message_ttl
+        if expiration is not None and (ttl is None or expiration < ttl):
+            ttl = expiration
         if ttl is not None:
-            self.writer.append(encode_expires(entry.seq, queue.host.wall_time() * 1000 + ttl))
-        if paging is not None and paging.is_paged(message):
+            writer.append(encode_expires(entry.seq, self.queue.host.wall_time() * 1000 + ttl))
+        if paged:
             self.live[entry.seq] = (entry, -size)
         else:
             self.live[entry.seq] = (entry, size)
-            store = self.store
             store.resident_bytes += message.size
             if store.resident_bytes > store.config.memory_budget_bytes and paging is not None:
                 self.page_out.append((entry, end))
-        self.store.appended(self)
+        store.appended(self)
 
     def remove(self, entry: JournaledEntry) -> None:
         """Journal that a message left the queue for good."""
         item = self.live.pop(entry.seq, None)
         if item is None:
             return
-        self.delivered_pending.pop(entry.seq, None)
         size = item[1]
         if size > 0:
             self.live_bytes -= size
@@ -269,17 +273,17 @@ class QueueStore:
     def delivered(self, entry: JournaledEntry) -> None:
         """A message was handed out: its delivery count is journaled with the next commit."""
         if entry.seq in self.live:
-            self.delivered_pending[entry.seq] = entry
-            self.store.touched(self)
+            pending = self.delivered_pending
+            if not pending:  # later ones: already dirty until write() takes the list
+                self.store.touched(self)
+            pending.append(entry)
 
     # -- commit --------------------------------------------------------------------------
 
     def write(self, job: SyncJob) -> None:
         """Hand pending records to the job; start a snapshot when the journal outgrew live data."""
         if self.delivered_pending:
-            for seq, entry in self.delivered_pending.items():
-                self.writer.append(encode_delivered(seq, max(entry.delivery_count, 1)))
-            self.delivered_pending.clear()
+            self.write_delivered()
         number, base = self.writer.write(job)
         if self.page_out:
             # bodies are dropped from memory once the job has written them (page_out_done)
@@ -293,6 +297,26 @@ class QueueStore:
         )
         if on_disk > threshold:
             self.start_snapshot(job)
+
+    def write_delivered(self) -> None:
+        """Journal the delivery counts of messages handed out since the last write (still live)."""
+        live = self.live
+        once: dict[int, None] = {}
+        again: dict[int, int] = {}
+        for entry in self.delivered_pending:
+            seq = entry.seq
+            item = live.get(seq)
+            if item is None or item[0] is not entry:
+                continue  # acked (or gone) before its delivery reached the journal
+            if entry.delivery_count > 1:
+                again[seq] = entry.delivery_count
+            else:
+                once[seq] = None
+        self.delivered_pending = []
+        if once:
+            self.writer.append(encode_delivered_once(list(once)))
+        for seq, count in again.items():
+            self.writer.append(encode_delivered(seq, count))
 
     def page_out_done(self, task: PageOutTask) -> None:
         """Drop the bodies the job wrote from memory: they are read from the segment."""

@@ -18,6 +18,8 @@ RECORD_HEAD = struct.Struct(">II")  # length of type+payload, crc32 of type+payl
 MAX_RECORD = 1 << 31
 
 _ENQUEUE = struct.Struct(">QIBq")  # seq, delivery count, priority, expiration ms (-1: none)
+_TYPED_ENQUEUE = struct.Struct(">BQIBq")  # the type byte, then _ENQUEUE
+_TYPED_SEQ = struct.Struct(">BQ")  # the type byte and a seq (REMOVE)
 _U64 = struct.Struct(">Q")
 _DELIVERED = struct.Struct(">QI")
 _EXPIRES = struct.Struct(">Qd")
@@ -40,6 +42,9 @@ class RecordType(enum.IntEnum):
     REMOVE = 2
     DELIVERED = 3
     EXPIRES = 4  # the message's TTL deadline as POSIX milliseconds (absolute across restarts)
+    DELIVERED_ONCE = (
+        5  # u64 seqs handed out (a delivery count of at least 1), one record per commit
+    )
     SNAPSHOT_END = 9
     EXCHANGE = 10
     EXCHANGE_DELETED = 11
@@ -66,9 +71,6 @@ class RecordType(enum.IntEnum):
 
 class StoreFileError(Exception):
     """A store file has a wrong magic, kind or schema version."""
-
-
-_ENQUEUE_TYPE = bytes((RecordType.ENQUEUE,))
 
 
 def file_header(kind: FileKind, extra: int = 0) -> bytes:
@@ -150,6 +152,26 @@ class StoredMessage:
     body_length: int = 0
 
 
+_NAMES: dict[tuple[str, str], bytes] = {}
+_NAMES_MAX = 4096
+
+
+def _names(exchange: str, routing_key: str) -> bytes:
+    """The exchange and routing key as an ENQUEUE record carries them (cached: they repeat)."""
+    key = (exchange, routing_key)
+    names = _NAMES.get(key)
+    if names is None:
+        ex = exchange.encode(
+            "utf-8", "surrogateescape"
+        )  # shortstrs are bytes: keep any, losslessly
+        rk = routing_key.encode("utf-8", "surrogateescape")
+        names = _U16.pack(len(ex)) + ex + _U16.pack(len(rk)) + rk
+        if len(_NAMES) >= _NAMES_MAX:
+            _NAMES.clear()
+        _NAMES[key] = names
+    return names
+
+
 def _enqueue_head(
     seq: int,
     delivery_count: int,
@@ -160,18 +182,16 @@ def _enqueue_head(
     properties_bin: bytes,
 ) -> bytes:
     """An ENQUEUE record's type and payload up to the body."""
-    ex = exchange.encode("utf-8", "surrogateescape")  # shortstrs are bytes: keep any, losslessly
-    rk = routing_key.encode("utf-8", "surrogateescape")
     return b"".join(
         (
-            _ENQUEUE_TYPE,
-            _ENQUEUE.pack(
-                seq, delivery_count, priority & 0xFF, -1 if expiration_ms is None else expiration_ms
+            _TYPED_ENQUEUE.pack(
+                RecordType.ENQUEUE,
+                seq,
+                delivery_count,
+                priority & 0xFF,
+                -1 if expiration_ms is None else expiration_ms,
             ),
-            _U16.pack(len(ex)),
-            ex,
-            _U16.pack(len(rk)),
-            rk,
+            _names(exchange, routing_key),
             _U32.pack(len(properties_bin)),
             properties_bin,
         )
@@ -194,8 +214,19 @@ def append_enqueue(
     The body is copied once, into the buffer: the crc32 is chained over the head and the body
     instead of being computed over a joined copy.
     """
-    head = _enqueue_head(
-        seq, delivery_count, priority, expiration_ms, exchange, routing_key, properties_bin
+    head = b"".join(
+        (
+            _TYPED_ENQUEUE.pack(
+                1,  # RecordType.ENQUEUE (a literal: this runs once per persistent message)
+                seq,
+                delivery_count,
+                priority & 0xFF,
+                -1 if expiration_ms is None else expiration_ms,
+            ),
+            _NAMES.get((exchange, routing_key)) or _names(exchange, routing_key),
+            _U32.pack(len(properties_bin)),
+            properties_bin,
+        )
     )
     length = len(head) + len(body)
     buffer += RECORD_HEAD.pack(length, zlib.crc32(body, zlib.crc32(head)))
@@ -347,7 +378,18 @@ def enqueue_body_offset(payload: memoryview) -> int:
 
 def encode_remove(seq: int) -> bytes:
     """A REMOVE record: the message left the queue for good."""
-    return frame(RecordType.REMOVE, _U64.pack(seq))
+    body = _TYPED_SEQ.pack(2, seq)  # RecordType.REMOVE (a literal: once per acked message)
+    return RECORD_HEAD.pack(9, zlib.crc32(body)) + body
+
+
+def encode_delivered_once(seqs: list[int]) -> bytes:
+    """A DELIVERED_ONCE record: these messages have been handed out (at least once)."""
+    return frame(RecordType.DELIVERED_ONCE, struct.pack(f">{len(seqs)}Q", *seqs))
+
+
+def decode_seqs(payload: memoryview) -> tuple[int, ...]:
+    """The seqs of a DELIVERED_ONCE payload."""
+    return struct.unpack(f">{len(payload) // 8}Q", payload)
 
 
 def encode_delivered(seq: int, delivery_count: int) -> bytes:

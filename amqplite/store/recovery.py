@@ -21,6 +21,7 @@ from amqplite.store.records import (
     decode_enqueue_head,
     decode_expires,
     decode_seq,
+    decode_seqs,
     enqueue_seq,
 )
 from amqplite.store.snapshot import SNAPSHOT_NAME, read_snapshot, remove_temp_files
@@ -76,7 +77,7 @@ class RecoveredQueue:
                 located = decode_enqueue_head(view[at : offset + head + length], at)
                 size = head + length
             count = counts.get(located[0])
-            if count is not None and count != located[1]:
+            if count is not None and count > located[1]:  # counts only grow
                 located = (located[0], count, *located[2:])
             yield located, source, size
 
@@ -136,6 +137,11 @@ class _State:
             seq, count = decode_delivered(payload)
             if seq in self.live:
                 self.counts[seq] = max(count, self.counts.get(seq, 0))
+        elif record_type == RecordType.DELIVERED_ONCE:
+            counts = self.counts
+            for seq in decode_seqs(payload):
+                if seq in self.live and seq not in counts:
+                    counts[seq] = 1
 
 
 def recover_queue(directory: Path, index: CleanIndex | None = None) -> RecoveredQueue:

@@ -16,7 +16,12 @@ from amqplite.cluster.link import (
     SnapshotEnd,
 )
 from amqplite.cluster.mirror_host import MirrorHost, live_messages
-from amqplite.store.records import encode_delivered, encode_enqueue, encode_remove
+from amqplite.store.records import (
+    encode_delivered,
+    encode_delivered_once,
+    encode_enqueue,
+    encode_remove,
+)
 
 Q = QueueRef("/", "q")
 
@@ -39,6 +44,21 @@ def test_live_messages_apply_removes_and_delivery_counts() -> None:
         (1, b"a", 0),
         (3, b"c", 1),
     ]
+
+
+def test_a_batch_of_first_deliveries_marks_each_live_message_once() -> None:
+    log = b"".join(
+        [
+            enqueue(1, b"a"),
+            enqueue(2, b"b"),
+            enqueue(3, b"c"),
+            enqueue(4, b"d"),
+            encode_delivered(4, 3),
+            encode_remove(2),
+            encode_delivered_once([1, 2, 4]),  # 2 is gone; 4 was delivered more than once
+        ]
+    )
+    assert [(m.seq, m.delivery_count) for m in live_messages(log)] == [(1, 1), (3, 0), (4, 3)]
 
 
 @pytest.mark.trio

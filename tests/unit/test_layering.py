@@ -54,14 +54,6 @@ ACYCLIC_LAYERS = (
     "cli",
 )
 
-# Type-only import edges "<importer> -> <imported>" that close a cycle, left for another branch to
-# break; the cycle check skips them. Each must still exist (so the list shrinks to empty).
-KNOWN_CYCLE_EDGES: frozenset[str] = frozenset(
-    {
-        "amqplite.broker.queue -> amqplite.broker.consumer",
-    }
-)
-
 # Violations other branches are removing. Each must still exist (so the list shrinks to empty):
 # "<layer> -> <layer>" for an edge against the arrows, "<module> imports <module>.<_name>" for a
 # private name imported across modules.
@@ -234,23 +226,8 @@ def layer_graph(layer: str) -> dict[str, set[str]]:
 
 @pytest.mark.parametrize("layer", ACYCLIC_LAYERS)
 def test_no_import_cycles_inside_the_layer(layer: str) -> None:
-    graph = layer_graph(layer)
-    for edge in KNOWN_CYCLE_EDGES:
-        importer, _, imported = edge.partition(" -> ")
-        graph.get(importer, set()).discard(imported)
-    cycle = find_cycle(graph)
+    cycle = find_cycle(layer_graph(layer))  # no allowlist: a type-only cycle is a cycle too
     assert cycle is None, "import cycle: " + " -> ".join(cycle or ())
-
-
-def test_known_cycle_edges_still_exist() -> None:
-    edges = {
-        f"{a} -> {b}"
-        for layer in ACYCLIC_LAYERS
-        for a, bs in layer_graph(layer).items()
-        for b in bs
-    }
-    gone = KNOWN_CYCLE_EDGES - edges
-    assert not gone, f"gone: remove from KNOWN_CYCLE_EDGES: {sorted(gone)}"
 
 
 # The checker itself, on small sources: each kind of import it must see.

@@ -316,3 +316,29 @@ def test_purge_ok_of_a_durable_queue_waits_for_the_commit(stored: tuple[Broker, 
     reopened = Broker()
     recover_into(reopened, Store(store.directory))
     assert reopened.vhost("/").queues["dq"].message_count == 0
+
+
+def test_only_sessions_with_something_waiting_are_told_of_commits(
+    stored: tuple[Broker, Store],
+) -> None:
+    broker, store = stored
+    session, client = connect(broker)
+    _, idle_client = connect(broker)
+    client.send(1, build(spec.Queue.Declare, queue="dq", durable=True))
+    idle_client.send(1, build(spec.Basic.Qos, prefetch_count=10))
+    assert list(broker.commit_waiters.values()) == [session]  # its declare-ok waits
+    store.commit()
+    for waiter in list(broker.commit_waiters.values()):
+        waiter.on_commit()
+    assert kinds(client) == [spec.Queue.DeclareOk]
+    assert broker.commit_waiters == {}  # nothing left to wait for
+    client.send(1, build(spec.Confirm.Select))
+    client.received()
+    client.publish(1, "dq", b"x")  # persistent
+    assert list(broker.commit_waiters.values()) == [session]  # its confirm waits
+    store.commit()
+    for waiter in list(broker.commit_waiters.values()):
+        waiter.on_commit()
+    assert kinds(client) == [BasicAck]
+    assert broker.commit_waiters == {}
+    assert kinds(idle_client) == [spec.Basic.QosOk]

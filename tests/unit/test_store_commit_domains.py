@@ -78,7 +78,7 @@ async def test_a_stalled_queue_does_not_delay_confirms_of_another_queue(tmp_path
     node = Node(config)
     committer = Committer(
         open_store(config, node.broker),
-        lambda: [c.session for c in node.connections],
+        lambda: list(node.broker.commit_waiters.values()),
         sync_hook=stall,
     )
     try:

@@ -123,7 +123,7 @@ async def broker_with_gate(data_dir: Path) -> AsyncIterator[tuple[Frames, FsyncG
     node = Node(config)
     committer = Committer(
         open_store(config, node.broker),
-        lambda: [c.session for c in node.connections],
+        lambda: list(node.broker.commit_waiters.values()),
         sync_hook=gate,
     )
     try:

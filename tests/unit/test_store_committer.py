@@ -83,7 +83,7 @@ async def test_confirms_of_persistent_messages_follow_the_group_commit(tmp_path:
     config = Config(data_dir=str(tmp_path / "data"), store=StoreConfig())
     node = Node(config)
     store = open_store(config, node.broker)
-    committer = Committer(store, lambda: [c.session for c in node.connections])
+    committer = Committer(store, lambda: list(node.broker.commit_waiters.values()))
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(committer.run)

@@ -373,3 +373,28 @@ def test_an_enqueue_appended_in_place_is_the_record_framed_over_its_whole_payloa
     assert record == frame(RecordType.ENQUEUE, payload)
     decoded = decode_enqueue(memoryview(payload))
     assert (decoded.seq, decoded.routing_key, bytes(decoded.body)) == (7, "rk.\udcff", body)
+
+
+def test_delivery_counts_journaled_before_a_crash_come_back(tmp_path: Path) -> None:
+    broker, store = boot(tmp_path)
+    broker.vhosts["/"].declare_queue("q", durable=True)
+    publish(broker, 4)
+    queue = queue_of(broker)
+    store.commit()
+    taken = []
+    for _ in range(3):  # m0, m1, m2 handed out once (a consumer that never acks)
+        entry = queue.take()
+        assert entry is not None
+        entry.delivery_count += 1
+        taken.append(entry)
+    store.commit()
+    queue.requeue(taken[0])  # m0 again: handed out twice
+    entry = queue.take()
+    assert entry is taken[0]
+    entry.delivery_count += 1
+    store.commit()  # durable, then the process dies without close()
+    broker, after = boot(tmp_path)
+    assert after.crashed is True
+    entries = sorted(queue_of(broker).ready, key=lambda e: e.message.body)
+    assert [e.message.body for e in entries] == [b"m0", b"m1", b"m2", b"m3"]
+    assert [e.delivery_count for e in entries] == [2, 1, 1, 1]  # after a crash: at least 1

@@ -6,7 +6,7 @@ import datetime
 
 import pytest
 
-from amqplite.broker.stream_queue import check_stream_declare, parse_age, parse_offset
+from amqplite.broker.stream_arguments import check_stream_declare, parse_age, parse_offset
 from amqplite.protocol.errors import ChannelException
 
 
