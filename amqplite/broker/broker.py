@@ -322,15 +322,24 @@ class Broker:
 
     def ack_deferred(self, channel: DeliveryChannel, delivery_tag: int, multiple: bool) -> None:
         """basic.ack read among others: settle now, deliver on the freed credit in flush_acks."""
+        held = channel.global_unacked
         settled = channel.settle(delivery_tag, multiple)
         queues = self._acked_queues
-        for item in settled:
+        last: Queue | None = None
+        run: list[QueueEntry] = []
+        for item in settled:  # an ack multiple's entries come in runs of one queue
             queue = item.queue
-            queue.stats.ack += 1
-            queue.settle(item.entry, True)
-            queues[id(queue)] = queue
-            if item.consumer is not None:
-                self._acked_channels[id(channel)] = channel
+            if queue is not last:
+                if last is not None:
+                    last.acked(run)
+                    run = []
+                last = queue
+                queues[id(queue)] = queue
+            run.append(item.entry)
+        if last is not None:
+            last.acked(run)
+        if channel.global_unacked != held:  # consumers' credit came back
+            self._acked_channels[id(channel)] = channel
         self.totals.ack += len(settled)
         self._credit_returns(channel)
 

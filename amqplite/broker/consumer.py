@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any, Protocol
+from collections.abc import Callable, Iterator
+from itertools import islice
+from typing import Any, Final, NamedTuple, Protocol
 
 import attrs
 
@@ -31,15 +32,18 @@ class DeliverySink(Protocol):
         """True unless the peer stopped taking output (a full buffer then is its own doing)."""
 
 
-@attrs.define(slots=True, eq=False)
-class Unacked:
-    """A delivered message awaiting ack: where it came from and who got it."""
+class Unacked(NamedTuple):
+    """A delivered message awaiting ack: where it came from and who got it (a tuple: cheap)."""
 
     entry: QueueEntry
     queue: Queue
     consumer: Consumer | None
     deadline: float | None = None  # consumer acknowledgement timeout (monotonic seconds)
     timeout_ms: int = 0
+
+
+NO_LIMIT: Final = 1 << 62  # Consumer.credit without a prefetch limit
+_new_unacked = tuple.__new__  # an Unacked without the Python call of its __new__
 
 
 @attrs.define(eq=False)
@@ -72,6 +76,22 @@ class Consumer:
         if self.prefetch_count and self.unacked >= self.prefetch_count:
             return False
         return not (channel.global_prefetch and channel.global_unacked >= channel.global_prefetch)
+
+    def credit(self) -> int:
+        """How many deliveries prefetch and flow allow now, output room aside (NO_LIMIT: any)."""
+        channel = self.channel
+        if not channel.active:
+            return 0
+        if self.no_ack:
+            return NO_LIMIT
+        room = self.prefetch_count - self.unacked if self.prefetch_count else NO_LIMIT
+        if channel.global_prefetch:
+            room = min(room, channel.global_prefetch - channel.global_unacked)
+        return room
+
+    def room_check(self) -> Callable[[], bool]:
+        """What tells whether its connection's output has room (taken once per dispatch)."""
+        return self.channel.sink.has_capacity
 
     def holds_publishers(self) -> bool:
         """True when it takes more soon: it waits for output room, or its credit returns (flow.py)."""
@@ -110,11 +130,10 @@ class Consumer:
             return
         stats.deliver += 1
         totals.deliver += 1
-        timeout = queue.settings.consumer_timeout
-        if timeout is None:
-            timeout = queue.host.consumer_timeout_ms()
         channel.unacked[tag] = (
-            channel.track(entry, queue, self) if timeout else Unacked(entry, queue, self)
+            channel.track(entry, queue, self)
+            if queue.ack_timeout_ms
+            else _new_unacked(Unacked, (entry, queue, self, None, 0))
         )
         self.unacked += 1
         channel.global_unacked += 1
@@ -179,16 +198,14 @@ class DeliveryChannel:
 
     def track(self, entry: QueueEntry, queue: Queue, consumer: Consumer | None) -> Unacked:
         """An unacked delivery, with its acknowledgement deadline when the queue has a timeout."""
-        timeout = queue.settings.consumer_timeout
-        if timeout is None:
-            timeout = queue.host.consumer_timeout_ms()
+        timeout = queue.ack_timeout_ms
         if not timeout:
-            return Unacked(entry, queue, consumer)
+            return _new_unacked(Unacked, (entry, queue, consumer, None, 0))
         host = queue.host
         deadline = host.now() + timeout / 1000
         if self.timer_due is None:
             host.schedule(self, deadline)
-        return Unacked(entry, queue, consumer, deadline, timeout)
+        return _new_unacked(Unacked, (entry, queue, consumer, deadline, timeout))
 
     def on_timer(self, now: float) -> float | None:
         """Timer callback: a delivery unacked past its deadline closes the channel (406)."""
@@ -234,17 +251,41 @@ class DeliveryChannel:
     def settle(self, delivery_tag: int, multiple: bool) -> list[Unacked]:
         """Remove the deliveries an ack/nack/reject names; unknown tags are a 406."""
         if multiple:
-            tags = [t for t in self._tags_up_to(delivery_tag)]
-            if delivery_tag and not tags and delivery_tag not in self.unacked:
-                raise ChannelException(
-                    ReplyCode.PRECONDITION_FAILED, f"unknown delivery tag {delivery_tag}"
-                )
-            return [self._settle(t) for t in tags]
+            return self._settle_up_to(delivery_tag)
         if delivery_tag not in self.unacked:
             raise ChannelException(
                 ReplyCode.PRECONDITION_FAILED, f"unknown delivery tag {delivery_tag}"
             )
         return [self._settle(delivery_tag)]
+
+    def _settle_up_to(self, delivery_tag: int) -> list[Unacked]:
+        """`settle` with multiple: the unacked tags up to delivery_tag, taken as one run."""
+        unacked = self.unacked
+        count = len(unacked)
+        if count and (not delivery_tag or delivery_tag >= next(reversed(unacked))):
+            items = list(unacked.values())  # all of them: ack multiple of the latest tag
+            unacked.clear()
+        else:
+            first = next(iter(unacked)) if count else 0
+            if count and next(reversed(unacked)) - first + 1 == count:  # tags without gaps
+                taken = max(0, delivery_tag - first + 1)
+                tags = list(islice(unacked, taken))
+            else:
+                tags = list(self._tags_up_to(delivery_tag))
+            if delivery_tag and not tags and delivery_tag not in unacked:
+                raise ChannelException(
+                    ReplyCode.PRECONDITION_FAILED, f"unknown delivery tag {delivery_tag}"
+                )
+            items = list(map(unacked.pop, tags))
+        held = 0
+        for item in items:  # release the credit they held
+            item.queue.unacked_count -= 1
+            consumer = item.consumer
+            if consumer is not None:
+                consumer.unacked -= 1
+                held += 1
+        self.global_unacked -= held
+        return items
 
     def _tags_up_to(self, delivery_tag: int) -> Iterator[int]:
         """Unacked tags up to and including delivery_tag (all of them for 0), oldest first."""

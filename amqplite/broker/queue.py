@@ -12,7 +12,7 @@ from amqplite.broker.message import Message, QueueEntry, derive
 from amqplite.broker.queue_consumer import ActivePicker, QueueConsumer
 from amqplite.broker.queue_host import DETACHED, QueueHost
 from amqplite.broker.queue_settings import QueueSettings, parse_settings
-from amqplite.broker.ready_list import ReadyMessages
+from amqplite.broker.ready_list import ReadyList, ReadyMessages
 from amqplite.broker.retry import DEFAULT_DELIVERY_LIMIT, RetryHold, RetrySettings, parse_retry
 from amqplite.broker.stats import MessageStats
 from amqplite.broker.ttl_index import TtlIndex
@@ -40,7 +40,8 @@ class Queue:
     arguments: dict[str, Any] = attrs.field(factory=dict)
     host: QueueHost = DETACHED
     settings: QueueSettings = attrs.field(init=False)
-    ready: ReadyMessages = attrs.field(init=False)
+    ack_timeout_ms: int | None = attrs.field(init=False, default=None)  # consumer timeout in effect
+    ready: ReadyList | ReadyMessages = attrs.field(init=False)  # levels only with priorities
     deadlines: TtlIndex = attrs.field(init=False)
     retry: RetrySettings | None = attrs.field(init=False, default=None)  # retry with backoff
     delayed: RetryHold = attrs.field(init=False)  # requeued entries waiting out their delay
@@ -86,7 +87,8 @@ class Queue:
     def __attrs_post_init__(self) -> None:
         self._parse_settings()
         self.delayed = RetryHold(self._ready_again)
-        self.ready = ReadyMessages((self.settings.max_priority or 0) + 1)
+        max_priority = self.settings.max_priority
+        self.ready = ReadyMessages(max_priority + 1) if max_priority else ReadyList()
         self.deadlines = TtlIndex()
         self.last_used = self.host.now()
         self._schedule_expiry()
@@ -110,6 +112,8 @@ class Queue:
         if self.retry is not None and settings.delivery_limit is None:
             settings = attrs.evolve(settings, delivery_limit=DEFAULT_DELIVERY_LIMIT)
         self.settings = settings
+        timeout = settings.consumer_timeout  # read on every delivery: resolved here, once
+        self.ack_timeout_ms = self.host.consumer_timeout_ms() if timeout is None else timeout
 
     def reconfigure(self) -> None:
         """Recompute the settings after a policy change; limits apply at once."""
@@ -229,6 +233,14 @@ class Queue:
         if acked and self.hooks is not None:
             self.hooks.after_ack(entry.message)
 
+    def acked(self, entries: list[QueueEntry]) -> None:
+        """Entries acked (a run of an ack multiple): counted, and settled where it tells anyone."""
+        self.stats.ack += len(entries)
+        if self.remote is None and self.journal is None and self.hooks is None:
+            return  # a transient queue without plugins: nothing to tell, entry by entry
+        for entry in entries:
+            self.settle(entry, True)
+
     def take(self) -> QueueEntry | None:
         """Remove the head entry for delivery; it becomes unacked (or gone if auto-acked).
 
@@ -240,14 +252,16 @@ class Queue:
             entry = ready.popleft()
             if entry is None:
                 return None
-            self.ready_bytes -= entry.message.size
+            message = entry.message
+            # `size` of a paged message is a property: an in-memory one has its body at hand
+            self.ready_bytes -= len(message.body) if type(message) is Message else message.size
             expires_at = entry.expires_at
             if expires_at is not None:
                 self.deadlines.remove(entry)
                 if expires_at <= self.host.now() and entry is not self.due_now:
                     self._expired(entry)
                     continue
-            if self.journal is not None and entry.message.persistent:
+            if self.journal is not None and message.persistent:
                 self.journal.delivered(entry)
             return entry
 
@@ -456,15 +470,16 @@ class Queue:
 
     def dispatch(self) -> None:
         """Deliver ready messages to consumers that have room (round-robin, by priority)."""
-        if not len(self.ready):
+        ready = self.ready
+        before = ready.count
+        if not before:
             if self.behind:
                 self.host.set_behind(self, False)
             return
         if not self.consumers:
             return
-        before = len(self.ready)
         self._deliver_ready()
-        left = len(self.ready)
+        left = ready.count
         if not left:
             if self.behind:
                 self.host.set_behind(self, False)
@@ -487,7 +502,7 @@ class Queue:
             active = self.active_consumer
             if active is None:
                 return
-            while len(ready) and active.can_take():
+            while ready.count and active.can_take():
                 entry = self.take()
                 if entry is None:
                     return
@@ -497,7 +512,21 @@ class Queue:
             self._dispatch_by_priority(self._groups)
             return
         consumers = self.consumers
-        while len(ready) and consumers:
+        if len(consumers) == 1:  # the usual case: no round to make, its credit known at once
+            consumer = consumers[0]
+            has_room = consumer.room_check()
+            credit = consumer.credit()  # only these deliveries change it meanwhile
+            while credit > 0 and ready.count and has_room():
+                entry = self.take()
+                if entry is None:
+                    return
+                consumer.deliver(entry)
+                credit -= 1
+                if len(consumers) != 1 or consumers[0] is not consumer:
+                    break  # the delivery changed the consumers: go round them below
+            else:
+                return
+        while ready.count and consumers:
             for _ in range(len(consumers)):
                 consumer = consumers[0]
                 consumers.rotate(-1)
@@ -512,7 +541,7 @@ class Queue:
 
     def _dispatch_by_priority(self, groups: list[deque[QueueConsumer]]) -> None:
         ready = self.ready
-        while len(ready) and self._groups is groups:
+        while ready.count and self._groups is groups:
             chosen: QueueConsumer | None = None
             for group in groups:
                 for _ in range(len(group)):

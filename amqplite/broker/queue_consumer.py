@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from amqplite.broker.message import QueueEntry
@@ -20,6 +21,14 @@ class QueueConsumer(Protocol):
 
     def can_take(self) -> bool:
         """True when a delivery now would respect prefetch, flow and the outbound buffer."""
+        ...
+
+    def credit(self) -> int:
+        """How many deliveries prefetch and flow allow now, output room aside."""
+        ...
+
+    def room_check(self) -> Callable[[], bool]:
+        """What tells whether its connection's output has room (taken once per dispatch)."""
         ...
 
     def holds_publishers(self) -> bool:

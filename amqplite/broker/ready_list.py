@@ -77,19 +77,20 @@ class ReadyList:
         self._stale = 0  # keys in _keys whose block was dropped
         self._tail_key = -1
         self._requeued: SortedKeyList[QueueEntry] = SortedKeyList(key=_entry_seq)
-        self._count = 0
+        self._requeued_count = 0  # len(_requeued), whose __len__ is a Python call
+        self.count = 0  # entries ready, in memory or paged (len(); read as is on hot paths)
         self.paged_count = 0  # entries on disk
         self.paged_bytes = 0  # their body bytes
         self.paged_deadlines = 0  # paged blocks holding an entry with a TTL deadline
         self.watcher: Callable[[], None] | None = None  # told when paged blocks near the head
 
     def __len__(self) -> int:
-        return self._count
+        return self.count
 
     def append(self, entry: QueueEntry) -> None:
         """Add a newly published entry at the tail (sequence numbers only grow)."""
         entry.ready = True
-        self._count += 1
+        self.count += 1
         key = entry.seq >> _BLOCK_SHIFT
         if key == self._tail_key:
             block = self._blocks[key]
@@ -106,16 +107,17 @@ class ReadyList:
     def requeue(self, entry: QueueEntry) -> None:
         """Put a delivered entry back at its original position."""
         entry.ready = True
-        self._count += 1
+        self.count += 1
         self._requeued.add(entry)
+        self._requeued_count += 1
 
     def popleft(self) -> QueueEntry | None:
         """Take the entry at the head, or None if empty."""
-        if not self._count:
+        if not self.count:
             return None
-        requeued = self._requeued
-        if requeued:
-            entry: QueueEntry = requeued.pop(0)
+        if self._requeued_count:
+            entry: QueueEntry = self._requeued.pop(0)
+            self._requeued_count -= 1
         else:
             keys = self._keys
             blocks = self._blocks
@@ -145,7 +147,7 @@ class ReadyList:
                     break
                 self._drop_block(key, block)
         entry.ready = False
-        self._count -= 1
+        self.count -= 1
         return entry
 
     def _drop_block(self, key: int, block: _Block) -> None:
@@ -175,10 +177,11 @@ class ReadyList:
     def remove(self, entry: QueueEntry) -> None:
         """Take a ready entry out from anywhere (expiry): O(log n + block size)."""
         entry.ready = False
-        self._count -= 1
+        self.count -= 1
         requeued = self._requeued
-        if requeued and entry.seq <= requeued[-1].seq:
+        if self._requeued_count and entry.seq <= requeued[-1].seq:
             requeued.remove(entry)
+            self._requeued_count -= 1
             return
         key = entry.seq >> _BLOCK_SHIFT
         block = self._blocks[key]
@@ -201,13 +204,14 @@ class ReadyList:
         for entry in entries:
             entry.ready = False
         self._requeued.clear()
+        self._requeued_count = 0
         self._blocks.clear()
         self._paged.clear()  # their runs on disk are freed with the last handle
         self._writing.clear()
         self._keys.clear()
         self._stale = 0
         self._tail_key = -1
-        self._count = 0
+        self.count = 0
         self.paged_count = 0
         self.paged_bytes = 0
         self.paged_deadlines = 0
@@ -334,48 +338,55 @@ class ReadyList:
         """Blocks on disk."""
         return len(self._paged)
 
+    @property
+    def levels(self) -> list[ReadyList]:
+        """As ReadyMessages': a queue without priorities keeps its one level as its ready list."""
+        return [self]
+
 
 class ReadyMessages:
     """Ready entries of a queue: one ReadyList per priority level, served highest first."""
 
     def __init__(self, levels: int = 1) -> None:
         self.levels = [ReadyList() for _ in range(max(1, levels))]
-        self._count = 0
+        self.count = 0  # entries ready over all levels (len(); read as is on hot paths)
         self._top = 0  # no level above this one holds entries
 
     def __len__(self) -> int:
-        return self._count
+        return self.count
 
     def append(self, entry: QueueEntry) -> None:
         """Add a fresh entry at the tail of its level."""
         self.levels[entry.level].append(entry)
-        self._count += 1
+        self.count += 1
         if entry.level > self._top:
             self._top = entry.level
 
     def requeue(self, entry: QueueEntry) -> None:
         """Return an entry to its original place in its level."""
         self.levels[entry.level].requeue(entry)
-        self._count += 1
+        self.count += 1
         if entry.level > self._top:
             self._top = entry.level
 
     def popleft(self) -> QueueEntry | None:
         """Take the next entry: the head of the highest non-empty level."""
-        if not self._count:
+        if not self.count:
             return None
         levels = self.levels
-        while not len(levels[self._top]):
-            self._top -= 1
-        entry = levels[self._top].popleft()
+        top = self._top
+        while not levels[top].count:
+            top -= 1
+        self._top = top
+        entry = levels[top].popleft()
         if entry is not None:  # None: the head is paged out and being read back
-            self._count -= 1
+            self.count -= 1
         return entry
 
     def remove(self, entry: QueueEntry) -> None:
         """Take out an entry that is ready (expiry)."""
         self.levels[entry.level].remove(entry)
-        self._count -= 1
+        self.count -= 1
 
     @property
     def paged_count(self) -> int:
@@ -392,7 +403,7 @@ class ReadyMessages:
         entries: list[QueueEntry] = []
         for level in reversed(self.levels):
             entries.extend(level.clear())
-        self._count = 0
+        self.count = 0
         self._top = 0
         return entries
 

@@ -440,6 +440,12 @@ class StreamQueue(Queue):
         if name is not None and stream is not None and not self.deleted:
             stream.track(name, entry.seq)
 
+    def acked(self, entries: list[QueueEntry]) -> None:
+        """Acks of a run: each moves its consumer's offset."""
+        self.stats.ack += len(entries)
+        for entry in entries:
+            self.settle(entry, True)
+
     def requeue(self, entry: QueueEntry, explicit: bool = False) -> None:
         """Nothing returns to a stream: the credit is freed, the message stays in the log."""
 

@@ -68,6 +68,10 @@ class Return:
     reply_text: str
 
 
+# frame types as plain ints: an enum member costs a class attribute lookup on every use
+_METHOD: Final = int(FrameType.METHOD)
+_HEADER: Final = int(FrameType.HEADER)
+_BODY: Final = int(FrameType.BODY)
 _FRAME_HEADER: Final = struct.Struct(">BHI")
 _HEADER_FRAME_PREFIX: Final = struct.Struct(">BHIHHQ")
 _END: Final = bytes([FRAME_END])
@@ -103,7 +107,7 @@ def _cached_shortstr(value: str) -> bytes:
 
 
 def _method_frame(channel: int, payload: bytes) -> bytes:
-    return _FRAME_HEADER.pack(FrameType.METHOD, channel, len(payload)) + payload + _END
+    return _FRAME_HEADER.pack(_METHOD, channel, len(payload)) + payload + _END
 
 
 def _content_parts(
@@ -116,9 +120,7 @@ def _content_parts(
 ) -> None:
     size = len(body)
     parts.append(
-        _HEADER_FRAME_PREFIX.pack(
-            FrameType.HEADER, channel, 12 + len(properties_bin), class_id, 0, size
-        )
+        _HEADER_FRAME_PREFIX.pack(_HEADER, channel, 12 + len(properties_bin), class_id, 0, size)
     )
     parts.append(properties_bin)
     parts.append(_END)
@@ -126,14 +128,14 @@ def _content_parts(
         return
     chunk = frame_max - FRAME_OVERHEAD if frame_max > 0 else size
     if size <= chunk:
-        parts.append(_FRAME_HEADER.pack(FrameType.BODY, channel, size))
+        parts.append(_FRAME_HEADER.pack(_BODY, channel, size))
         parts.append(body)
         parts.append(_END)
         return
     view = memoryview(body)
     for start in range(0, size, chunk):
         piece = view[start : start + chunk]
-        parts.append(_FRAME_HEADER.pack(FrameType.BODY, channel, len(piece)))
+        parts.append(_FRAME_HEADER.pack(_BODY, channel, len(piece)))
         parts.append(piece)
         parts.append(_END)
 
@@ -159,6 +161,19 @@ def deliver_parts(deliver: Deliver, content: Content, frame_max: int) -> list[Pa
     )
 
 
+_DELIVER_HEADS: Final[dict[int, struct.Struct]] = {}
+_DELIVER_HEADS_SIZE: Final = 1024
+
+
+def _deliver_head(tag: int, exchange: int, key: int, properties: int) -> struct.Struct:
+    """The struct of a basic.deliver up to its body for these encoded field sizes (remembered)."""
+    head = struct.Struct(f">BHII{tag}sQB{exchange}s{key}sBBHIHHQ{properties}sBBHI")
+    if len(_DELIVER_HEADS) >= _DELIVER_HEADS_SIZE:
+        _DELIVER_HEADS.clear()
+    _DELIVER_HEADS[tag | exchange << 9 | key << 18 | properties << 27] = head
+    return head
+
+
 def deliver_parts_of(
     channel: int,
     consumer_tag: str,
@@ -175,27 +190,36 @@ def deliver_parts_of(
     properties_bin = content.properties_bin
     body = content.body
     size = len(body)
-    # the method frame up to the end of the content header's prefix, in one bytes object
+    # the method frame up to the body frame's header, in one bytes object from one pack
     if 0 < size <= frame_max - FRAME_OVERHEAD:  # the usual case: exactly one body frame
+        exchange_size, key_size = len(exchange_bin), len(key_bin)
+        shape = len(tag) | exchange_size << 9 | key_size << 18 | len(properties_bin) << 27
+        head = _DELIVER_HEADS.get(shape) or _deliver_head(
+            len(tag), exchange_size, key_size, len(properties_bin)
+        )
         return [
-            b"".join(
-                (
-                    _DELIVER_HEAD.pack(
-                        FrameType.METHOD,
-                        channel,
-                        13 + len(tag) + len(exchange_bin) + len(key_bin),
-                        0x003C003C,
-                    ),
-                    tag,
-                    _TAG_REDELIVERED.pack(delivery_tag, redelivered),
-                    exchange_bin,
-                    key_bin,
-                    _END_HEADER_PREFIX.pack(
-                        FRAME_END, FrameType.HEADER, channel, 12 + len(properties_bin), 60, 0, size
-                    ),
-                    properties_bin,
-                    _END_FRAME_HEADER.pack(FRAME_END, FrameType.BODY, channel, size),
-                )
+            head.pack(
+                _METHOD,
+                channel,
+                13 + len(tag) + exchange_size + key_size,
+                0x003C003C,
+                tag,
+                delivery_tag,
+                redelivered,
+                exchange_bin,
+                key_bin,
+                FRAME_END,
+                _HEADER,
+                channel,
+                12 + len(properties_bin),
+                60,
+                0,
+                size,
+                properties_bin,
+                FRAME_END,
+                _BODY,
+                channel,
+                size,
             ),
             body,
             _END,
@@ -204,7 +228,7 @@ def deliver_parts_of(
         b"".join(
             (
                 _DELIVER_HEAD.pack(
-                    FrameType.METHOD,
+                    _METHOD,
                     channel,
                     13 + len(tag) + len(exchange_bin) + len(key_bin),
                     0x003C003C,
@@ -245,10 +269,10 @@ def deliver_tail(channel: int, content: Content, size: int, frame_max: int) -> D
         (
             names,
             _END_HEADER_PREFIX.pack(
-                FRAME_END, FrameType.HEADER, channel, 12 + len(properties_bin), 60, 0, size
+                FRAME_END, _HEADER, channel, 12 + len(properties_bin), 60, 0, size
             ),
             properties_bin,
-            _END_FRAME_HEADER.pack(FRAME_END, FrameType.BODY, channel, size),
+            _END_FRAME_HEADER.pack(FRAME_END, _BODY, channel, size),
         )
     )
     return DeliverTail(channel, frame_max, len(names), data)
@@ -260,9 +284,7 @@ def deliver_parts_with_tail(
     """basic.deliver as parts from its shared tail (see deliver_tail) and the body, uncopied."""
     tag = _cached_shortstr(consumer_tag)
     head = (
-        _DELIVER_HEAD.pack(
-            FrameType.METHOD, tail.channel, 13 + len(tag) + tail.names_size, 0x003C003C
-        )
+        _DELIVER_HEAD.pack(_METHOD, tail.channel, 13 + len(tag) + tail.names_size, 0x003C003C)
         + tag
         + _TAG_REDELIVERED.pack(delivery_tag, redelivered)
     )
@@ -319,10 +341,10 @@ def encode_return(returned: Return, content: Content, frame_max: int) -> bytes:
 
 def encode_ack(channel: int, delivery_tag: int, multiple: bool) -> bytes:
     """Encode basic.ack (a publisher confirm)."""
-    return _ACK_PREFIX.pack(FrameType.METHOD, channel, 13, _ACK_IDS, delivery_tag, multiple) + _END
+    return _ACK_PREFIX.pack(_METHOD, channel, 13, _ACK_IDS, delivery_tag, multiple) + _END
 
 
 def encode_nack(channel: int, delivery_tag: int, multiple: bool, requeue: bool) -> bytes:
     """Encode basic.nack (a negative publisher confirm)."""
     bits = multiple | requeue << 1
-    return _ACK_PREFIX.pack(FrameType.METHOD, channel, 13, _NACK_IDS, delivery_tag, bits) + _END
+    return _ACK_PREFIX.pack(_METHOD, channel, 13, _NACK_IDS, delivery_tag, bits) + _END

@@ -33,14 +33,14 @@ from amqplite.protocol.methods import (
     method_ids,
     spec,
 )
-from amqplite.protocol.writers import Deliver, GetOk, Part, get_ok_parts
+from amqplite.protocol.writers import Deliver, GetOk, Part, deliver_parts_of, get_ok_parts
 from amqplite.session import handshake, limits
 from amqplite.session.basic import ack, ack_each, publish
 from amqplite.session.channel import ChannelSession, ChannelState
 from amqplite.session.channel_commands import check_channel_open
 from amqplite.session.commands import handle_command
 from amqplite.session.confirms import PublisherConfirms
-from amqplite.session.delivery_frames import deliver_frames
+from amqplite.session.delivery_frames import DELIVERED_ONCE, deliver_frames
 from amqplite.session.durable_replies import DurableReplies
 from amqplite.session.output import SessionOutput
 from amqplite.session.paged import HeldOutput, PagedDelivery, PagedOutput
@@ -229,13 +229,23 @@ class Session(SessionOutput, PagedOutput):
     ) -> None:
         """Send basic.deliver for a queue entry (its body joins the outbound bytes uncopied)."""
         m = entry.message
-        if self.defer_paged and type(m) is PagedMessage:  # never read a body on the event loop
+        if self.defer_paged and type(m) is PagedMessage:
             deliver = Deliver(channel_id, consumer_tag, delivery_tag, entry.redelivered)
-            self.defer_delivery(PagedDelivery(deliver, m, self.frame_max))
+            self.defer_delivery(PagedDelivery(deliver, m, self.frame_max))  # read off the loop
             return
-        self.write_parts(
-            deliver_frames(channel_id, consumer_tag, delivery_tag, entry, self.frame_max)
-        )
+        if m.deliver_tail is None:  # most messages are delivered once: encoded whole
+            m.deliver_tail = DELIVERED_ONCE
+            parts = deliver_parts_of(
+                channel_id, consumer_tag, delivery_tag, entry.delivery_count > 0, m, self.frame_max
+            )
+        else:  # delivered before (fanout, requeue): from the shared part
+            parts = deliver_frames(channel_id, consumer_tag, delivery_tag, entry, self.frame_max)
+        out = self._out
+        if out and self._held_out is None:  # the server was told when the first of these came
+            out += parts
+            self._out_size += sum(map(len, parts))
+            return
+        self.write_parts(parts)
 
     def write_get_ok(self, get_ok: GetOk, message: Message) -> None:
         """Send basic.get-ok with its message (a paged body is read off the loop, in order)."""

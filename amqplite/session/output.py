@@ -75,21 +75,27 @@ class SessionOutput:
 
     def write(self, data: bytes) -> None:
         """Queue already-encoded frames for the client."""
+        self._out_size += len(data)
         if self._held_out is not None:
             self._held_out.append(data)  # stays in order behind a paged delivery
+        elif self._out:
+            self._out.append(data)
+            return  # the server was told when the first bytes still queued came
         else:
             self._out.append(data)
-        self._out_size += len(data)
         self.on_output()
 
     def write_parts(self, parts: list[Part]) -> None:
         """Queue frames given as parts (a writer's output, the body among them uncopied)."""
+        self._out_size += sum(map(len, parts))
         if self._held_out is not None:
             for part in parts:  # stays in order behind a paged delivery
                 self._held_out.append(part)
+        elif self._out:
+            self._out += parts
+            return  # the server was told when the first bytes still queued came
         else:
             self._out += parts
-        self._out_size += sum(map(len, parts))
         self.on_output()
 
     def send(self, channel_id: int, method: Method) -> None:
