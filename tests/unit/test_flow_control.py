@@ -91,9 +91,8 @@ async def test_a_fast_publisher_waits_while_its_queue_is_behind_on_delivery() ->
     assert peak[0] <= per_receive + 10, peak[0]
 
 
-async def stuck_consumer(node: Node, nursery: trio.Nursery, prefetch: int) -> StreamClient:
-    """A consumer with prefetch `prefetch` that reads nothing once it consumes."""
-    consumer = await serve_lockstep(node, nursery)
+async def consumer_of_q(consumer: StreamClient, prefetch: int) -> StreamClient:
+    """The client consuming q with prefetch `prefetch` and manual acks."""
     await open_channel(consumer)
     await consumer.send(1, build(spec.Basic.Qos, prefetch_count=prefetch))
     await consumer.expect(spec.Basic.QosOk)
@@ -184,15 +183,14 @@ async def ack_each(client: StreamClient, total: int, stop_acking_after: int | No
         client.reader.receive_data(data)
 
 
+async def stuck_consumer(node: Node, nursery: trio.Nursery, prefetch: int) -> StreamClient:
+    """A consumer with prefetch `prefetch` that reads nothing once it consumes."""
+    return await consumer_of_q(await serve_lockstep(node, nursery), prefetch)
+
+
 async def acking_consumer(node: Node, nursery: trio.Nursery, prefetch: int) -> StreamClient:
     """A consumer of q with prefetch `prefetch` and manual acks (the caller reads and acks)."""
-    consumer = await serve_one(node, nursery)
-    await open_channel(consumer)
-    await consumer.send(1, build(spec.Basic.Qos, prefetch_count=prefetch))
-    await consumer.expect(spec.Basic.QosOk)
-    await consumer.send(1, build(spec.Basic.Consume, queue="q", consumer_tag="c"))
-    await consumer.expect(spec.Basic.ConsumeOk)
-    return consumer
+    return await consumer_of_q(await serve_one(node, nursery), prefetch)
 
 
 async def watch_ready_steady(
