@@ -30,8 +30,8 @@ from amqplite.broker.stream_queue import StreamQueue
 from amqplite.protocol.constants import ClassId, ReplyCode
 from amqplite.protocol.errors import ChannelException
 
-# Binding, Exchange and Routed moved to their own modules; still importable from here.
-__all__ = ["Binding", "Exchange", "Routed", "VHost"]
+# Binding and Exchange moved to their own modules; still importable from here.
+__all__ = ["Binding", "Exchange", "VHost"]
 
 
 class VHost:

@@ -7,7 +7,7 @@ from typing import Final, cast
 from amqplite.broker.message import Message
 from amqplite.broker.publishing import make_message
 from amqplite.broker.queue import Queue
-from amqplite.broker.vhost import Routed
+from amqplite.broker.routing import Routed
 from amqplite.protocol.assembler import Command
 from amqplite.protocol.constants import ClassId, ReplyCode
 from amqplite.protocol.errors import ChannelException, ConnectionException
