@@ -1,7 +1,8 @@
 """The pure, synchronous broker core: vhosts, exchanges, queues, consumers."""
 
+from amqplite.broker.auth import User
 from amqplite.broker.binding import Binding
-from amqplite.broker.broker import Broker, User
+from amqplite.broker.broker import Broker
 from amqplite.broker.consumer import Consumer, DeliveryChannel, DeliverySink
 from amqplite.broker.exchange import Exchange
 from amqplite.broker.message import Message, QueueEntry

@@ -18,6 +18,16 @@ HASHING_ALGORITHM = "rabbit_password_hashing_sha256"
 
 
 @attrs.frozen
+class User:
+    """A user that may log in, with its management tags."""
+
+    name: str
+    password: str  # "" when only the hash is known (imported definitions)
+    tags: tuple[str, ...] = ()
+    password_hash: str = ""  # RabbitMQ's rabbit_password_hashing_sha256 form (hash_password)
+
+
+@attrs.frozen
 class Permission:
     """What a user may do in one vhost: regexes matched against resource names, as RabbitMQ."""
 

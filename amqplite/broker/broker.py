@@ -6,10 +6,14 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-import attrs
-
-from amqplite.broker.auth import Permission, TopicPermission, check_password, hash_password
-from amqplite.broker.consumer import Consumer, DeliveryChannel, Unacked
+from amqplite.broker.auth import (
+    Permission,
+    TopicPermission,
+    User,
+    check_password,
+    hash_password,
+)
+from amqplite.broker.consumer import Consumer, DeliveryChannel, Unacked, consumer_priority
 from amqplite.broker.consumer_groups import ConsumerGroups, group_argument
 from amqplite.broker.deadletter import dead_letter_message, is_cycle
 from amqplite.broker.direct_reply import DirectReplies, ReplyConsumer
@@ -36,16 +40,6 @@ from amqplite.broker.timer_heap import TimerHeap
 from amqplite.broker.vhost import VHost
 from amqplite.protocol.constants import ClassId, ReplyCode
 from amqplite.protocol.errors import ChannelException, ConnectionException
-
-
-@attrs.frozen
-class User:
-    """A user that may log in, with its management tags."""
-
-    name: str
-    password: str  # "" when only the hash is known (imported definitions)
-    tags: tuple[str, ...] = ()
-    password_hash: str = ""  # RabbitMQ's rabbit_password_hashing_sha256 form (auth.py)
 
 
 class Broker:
@@ -260,7 +254,7 @@ class Broker:
             exclusive=exclusive,
             prefetch_count=channel.prefetch_count,
             arguments=arguments or {},
-            priority=_consumer_priority(arguments),
+            priority=consumer_priority(arguments),
         )
         channel.consumers[tag] = consumer
         queue.add_consumer(consumer)
@@ -595,16 +589,3 @@ def _dispatch(queues: Iterable[Queue]) -> None:
     for queue in queues:
         if queue.consumers and not queue.deleted:
             queue.dispatch()
-
-
-def _consumer_priority(arguments: Mapping[str, Any] | None) -> int:
-    """The x-priority consume argument (406 unless an integer)."""
-    value = (arguments or {}).get("x-priority", 0)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ChannelException(
-            ReplyCode.PRECONDITION_FAILED,
-            f"invalid arg 'x-priority' for consumer: {value!r}",
-            ClassId.BASIC,
-            20,
-        )
-    return value

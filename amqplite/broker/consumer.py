@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from itertools import islice
 from typing import Any, Final, NamedTuple, Protocol
 
@@ -304,3 +304,16 @@ class DeliveryChannel:
         for consumer in self.consumers.values():
             seen.setdefault(id(consumer.queue), consumer.queue)
         return list(seen.values())
+
+
+def consumer_priority(arguments: Mapping[str, Any] | None) -> int:
+    """The x-priority consume argument (406 unless an integer)."""
+    value = (arguments or {}).get("x-priority", 0)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ChannelException(
+            ReplyCode.PRECONDITION_FAILED,
+            f"invalid arg 'x-priority' for consumer: {value!r}",
+            ClassId.BASIC,
+            20,
+        )
+    return value

@@ -13,8 +13,8 @@ from typing import Any
 
 import attrs
 
-from amqplite.broker.auth import FULL_ACCESS, Permission
-from amqplite.broker.broker import Broker, User
+from amqplite.broker.auth import FULL_ACCESS, Permission, User
+from amqplite.broker.broker import Broker
 from amqplite.broker.queue import Queue
 from amqplite.broker.vhost import VHost
 from amqplite.management.http import HttpError, Request, Response

@@ -6,8 +6,8 @@ import ipaddress
 import logging
 from typing import Final
 
-from amqplite.broker.auth import check_topic_access
-from amqplite.broker.broker import Broker, User
+from amqplite.broker.auth import User, check_topic_access
+from amqplite.broker.broker import Broker
 from amqplite.protocol.constants import ReplyCode
 from amqplite.protocol.errors import ChannelException, ConnectionException
 from amqplite.protocol.properties import decode_properties

@@ -6,8 +6,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from amqplite.broker.auth import check_access
-from amqplite.broker.broker import Broker, User
+from amqplite.broker.auth import User, check_access
+from amqplite.broker.broker import Broker
 from amqplite.broker.consumer import DeliveryChannel
 from amqplite.broker.message import Message, PagedMessage, QueueEntry
 from amqplite.broker.vhost import VHost

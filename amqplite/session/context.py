@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from amqplite.broker.broker import Broker, User
+    from amqplite.broker.auth import User
+    from amqplite.broker.broker import Broker
     from amqplite.broker.entry_reports import RemoteAnswer
     from amqplite.broker.message import Message
     from amqplite.broker.vhost import VHost

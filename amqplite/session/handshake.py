@@ -8,8 +8,8 @@ from typing import Any
 import attrs
 
 from amqplite import __version__
-from amqplite.broker.auth import vhost_refused
-from amqplite.broker.broker import Broker, User
+from amqplite.broker.auth import User, vhost_refused
+from amqplite.broker.broker import Broker
 from amqplite.broker.vhost import VHost
 from amqplite.protocol.constants import FRAME_MIN_SIZE, ClassId, ReplyCode
 from amqplite.protocol.errors import ConnectionException

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from amqplite.broker.auth import Permission
-from amqplite.broker.broker import User
+from amqplite.broker.auth import Permission, User
 from amqplite.broker.policy import Policy
 from amqplite.management.app import Call
 from amqplite.management.http import HttpError, Response
