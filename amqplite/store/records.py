@@ -172,6 +172,9 @@ def _names(exchange: str, routing_key: str) -> bytes:
     return names
 
 
+_ENQUEUE_TYPE = int(RecordType.ENQUEUE)  # a plain int: an enum member read costs on every message
+
+
 def _enqueue_head(
     seq: int,
     delivery_count: int,
@@ -185,13 +188,13 @@ def _enqueue_head(
     return b"".join(
         (
             _TYPED_ENQUEUE.pack(
-                RecordType.ENQUEUE,
+                _ENQUEUE_TYPE,
                 seq,
                 delivery_count,
                 priority & 0xFF,
                 -1 if expiration_ms is None else expiration_ms,
             ),
-            _names(exchange, routing_key),
+            _NAMES.get((exchange, routing_key)) or _names(exchange, routing_key),
             _U32.pack(len(properties_bin)),
             properties_bin,
         )
@@ -214,19 +217,8 @@ def append_enqueue(
     The body is copied once, into the buffer: the crc32 is chained over the head and the body
     instead of being computed over a joined copy.
     """
-    head = b"".join(
-        (
-            _TYPED_ENQUEUE.pack(
-                1,  # RecordType.ENQUEUE (a literal: this runs once per persistent message)
-                seq,
-                delivery_count,
-                priority & 0xFF,
-                -1 if expiration_ms is None else expiration_ms,
-            ),
-            _NAMES.get((exchange, routing_key)) or _names(exchange, routing_key),
-            _U32.pack(len(properties_bin)),
-            properties_bin,
-        )
+    head = _enqueue_head(
+        seq, delivery_count, priority, expiration_ms, exchange, routing_key, properties_bin
     )
     length = len(head) + len(body)
     buffer += RECORD_HEAD.pack(length, zlib.crc32(body, zlib.crc32(head)))
@@ -305,31 +297,11 @@ def encode_enqueue(
 
 def decode_enqueue(payload: memoryview, source: int = -1, payload_at: int = 0) -> StoredMessage:
     """The message of an ENQUEUE payload; with a source, the body is located (at payload_at) not copied."""
-    seq, count, priority, expiration = _ENQUEUE.unpack_from(payload, 0)
-    offset = _ENQUEUE.size
-    (n,) = _U16.unpack_from(payload, offset)
-    exchange = str(payload[offset + 2 : offset + 2 + n], "utf-8", "surrogateescape")
-    offset += 2 + n
-    (n,) = _U16.unpack_from(payload, offset)
-    routing_key = str(payload[offset + 2 : offset + 2 + n], "utf-8", "surrogateescape")
-    offset += 2 + n
-    (n,) = _U32.unpack_from(payload, offset)
-    properties_bin = bytes(payload[offset + 4 : offset + 4 + n])
-    start = offset + 4 + n
-    located = source >= 0  # the body stays in the source file; only its place is kept
-    return StoredMessage(
-        seq,
-        count,
-        priority,
-        None if expiration < 0 else expiration,
-        exchange,
-        routing_key,
-        properties_bin,
-        b"" if located else bytes(payload[start:]),
-        source,
-        payload_at + start if located else 0,
-        len(payload) - start if located else 0,
-    )
+    seq, count, prio, exp, ex, rk, props, at, length = decode_enqueue_head(payload, payload_at)
+    if source >= 0:  # the body stays in the source file; only its place is kept
+        return StoredMessage(seq, count, prio, exp, ex, rk, props, b"", source, at, length)
+    body = bytes(payload[at - payload_at :])
+    return StoredMessage(seq, count, prio, exp, ex, rk, props, body)
 
 
 LocatedMessage = tuple[int, int, int, int | None, str, str, bytes, int, int]
