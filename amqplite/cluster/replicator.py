@@ -145,7 +145,7 @@ class QueueLeader:
         """The live messages as enqueue records in chunks, and the log offset they stand for."""
         chunks: list[list[bytes]] = [[]]
         size = 0
-        for entry, _ in list(self.journal.live.values()):
+        for entry in list(self.journal.live.values()):
             record = encode_entry(entry.seq, entry.delivery_count, entry.message)
             if size + len(record) > CHUNK_BYTES and chunks[-1]:
                 chunks.append([])

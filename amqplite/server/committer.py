@@ -113,6 +113,8 @@ class Committer:
                     await self._wake.wait()
                 self._wake = trio.Event()
                 self._finish()
+                if self.store.finish_step():  # the rest after the other tasks had their turn
+                    self._wake.set()
                 now = trio.current_time()
                 if any(now < r.started + STALL_SECONDS for r in self._rounds):
                     continue  # the running round makes progress: the next one batches behind it
@@ -164,7 +166,7 @@ class Committer:
         if not self._done:
             return
         while self._done:
-            self.store.complete(self._done.popleft())
+            self.store.complete(self._done.popleft(), in_steps=True)
         for session in list(self.sessions()):  # those waiting for a commit
             session.on_commit()
         for listener in self.listeners:

@@ -9,7 +9,8 @@ committer runs a round's jobs in one worker-thread call and completes each as it
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,9 @@ from amqplite.store.stream_log import StreamCommitted, StreamLog
 
 def _close_retired(fds: list[int], job: SyncJob) -> None:
     close_descriptors(fds)
+
+
+_DONE: Any = object()  # next()'s default: a generator of completion work has finished
 
 
 def _noop() -> None:
@@ -52,6 +56,8 @@ class Commits:
         self.spools: dict[tuple[str, str, bool], Spool] = {}  # held messages (store/spool.py)
         self.cleared_spools: list[Path] = []  # moved-aside spools, removed at the next commit
         self._signalled = False
+        # page-outs and repointing after a snapshot, run a chunk per event-loop step (finish_step)
+        self.finishing: deque[Iterator[None]] = deque()
         self.commit_count = self.fsync_calls = self.bytes_written = 0
         # the server may set one (management.metrics.LatencyHistogram): observe(seconds) per commit
         self.fsync_histogram: Any = None
@@ -184,8 +190,8 @@ class Commits:
         del self.retired_fds[: len(fds)]  # appends meanwhile (any thread) stay for next time
         return fds
 
-    def complete(self, job: SyncJob) -> None:
-        """The job ran: its domain's records are committed; finish its page-outs and snapshots."""
+    def complete(self, job: SyncJob, *, in_steps: bool = False) -> None:
+        """The job's records are committed; its page-outs and snapshots finish now (in_steps: later)."""
         domain: CommitDomain = job.domain
         domain.synced = max(domain.synced, job.ticket)
         domain.regate()
@@ -197,9 +203,9 @@ class Commits:
             self.fsync_histogram.observe(job.sync_seconds)
         for task in job.after_sync:
             if isinstance(task, PageOutTask):
-                task.journal.page_out_done(task)
+                self.finishing.append(task.journal.page_out_done(task))
             elif isinstance(task, SnapshotTask):
-                task.journal.snapshot_done(task)
+                self.finishing.append(task.journal.snapshot_done(task))
             elif isinstance(task, MetadataCompaction):
                 self.metadata_log.compaction_done(task)
             elif isinstance(task, StreamCommitted):
@@ -208,6 +214,19 @@ class Commits:
             self.touched(None)  # appended while it was syncing: another round
         elif any(s.waiting and s.dirty for s in self.spools.values()):
             self.touched(None)  # released messages now on disk: forget their spooled records
+        if not in_steps:
+            while self.finish_step():
+                pass
+
+    def finish_step(self) -> bool:
+        """Run one chunk of completion work; True while more is left (the committer runs one per step)."""
+        finishing = self.finishing
+        while finishing:
+            if next(finishing[0], _DONE) is _DONE:
+                finishing.popleft()
+                continue
+            return True
+        return False
 
     def commit(self) -> None:
         """Flush, sync and complete every domain in the calling thread (tests, shutdown)."""

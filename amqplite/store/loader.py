@@ -133,9 +133,11 @@ class QueueLoader:
         journal = store.attach_journal(queue, self.directory, self.recovered)
         journal.index_current = self.index is not None
         live = journal.live
+        sizes = journal.sizes
         live_bytes = resident = 0
         for entry, size in kept:
-            live[entry.seq] = (entry, size)
+            live[entry.seq] = entry
+            sizes[entry.seq] = size
             if size > 0:
                 live_bytes += size
                 resident += entry.message.size

@@ -118,7 +118,7 @@ class MetadataWriter:
         if journal is not None:
             journal.dead = True
             self.resident_bytes -= sum(
-                e.message.size for e, size in journal.live.values() if size > 0
+                e.message.size for seq, e in journal.live.items() if journal.sizes[seq] > 0
             )
             self.doom(journal)
         self.appended(None)

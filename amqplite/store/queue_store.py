@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -53,6 +54,9 @@ class JournalOwner(Protocol):
 
 _INTS: dict[int, int] = {}
 
+FINISH_CHUNK = 512
+"""Entries a commit's completion work (page-outs, repointing after a snapshot) handles per event-loop step."""
+
 
 def shared_int(value: int) -> int:
     """One object per distinct size: paged messages keep millions of equal lengths."""
@@ -82,7 +86,7 @@ class SnapshotTask(SyncTask):
         self,
         journal: QueueStore,
         covers_through: int,
-        live: list[tuple[JournaledEntry, int]],
+        live: list[JournaledEntry],
     ) -> None:
         self.journal = journal
         self.live = live  # the queue's live entries when the snapshot was taken
@@ -117,10 +121,10 @@ class SnapshotTask(SyncTask):
         directory = self.journal.directory
         # prepared here, off the event loop: a later delivery count or a paged copy of the same
         # message is harmless (the records after covers_through replay on top of it)
-        self.items = [(e.seq, e.delivery_count, e.message) for e, _ in self.live]
+        self.items = [(e.seq, e.delivery_count, e.message) for e in self.live]
         to_wall = self.to_wall
         self.deadlines = {
-            e.seq: e.expires_at * 1000 + to_wall for e, _ in self.live if e.expires_at is not None
+            e.seq: e.expires_at * 1000 + to_wall for e in self.live if e.expires_at is not None
         }
         self.live = []
         try:
@@ -188,8 +192,10 @@ class QueueStore:
         self.writer = SegmentWriter(directory, next_segment, store.config.segment_bytes)
         if recovered is not None:
             self.writer.sizes.update(recovered.segment_sizes)
-        # seq -> (entry, record bytes); the size is negative while the body is paged out (on disk only)
-        self.live: dict[int, tuple[JournaledEntry, int]] = {}
+        # seq -> entry, and seq -> its record's bytes, negative while the body is paged out (on disk
+        # only): two maps, so that no tuple per message adds to the objects the cyclic GC scans
+        self.live: dict[int, JournaledEntry] = {}
+        self.sizes: dict[int, int] = {}
         self.live_bytes = 0
         self.page_out: list[
             tuple[JournaledEntry, int]
@@ -247,10 +253,11 @@ class QueueStore:
             ttl = expiration
         if ttl is not None:
             writer.append(encode_expires(entry.seq, self.queue.host.wall_time() * 1000 + ttl))
+        self.live[entry.seq] = entry
         if paged:
-            self.live[entry.seq] = (entry, -size)
+            self.sizes[entry.seq] = -size
         else:
-            self.live[entry.seq] = (entry, size)
+            self.sizes[entry.seq] = size
             store.resident_bytes += message.size
             if store.resident_bytes > store.config.memory_budget_bytes and paging is not None:
                 self.page_out.append((entry, end))
@@ -258,13 +265,13 @@ class QueueStore:
 
     def remove(self, entry: JournaledEntry) -> None:
         """Journal that a message left the queue for good."""
-        item = self.live.pop(entry.seq, None)
-        if item is None:
+        live = self.live.pop(entry.seq, None)
+        if live is None:
             return
-        size = item[1]
+        size = self.sizes.pop(entry.seq)
         if size > 0:
             self.live_bytes -= size
-            self.store.resident_bytes -= item[0].message.size
+            self.store.resident_bytes -= live.message.size
         else:
             self.live_bytes += size
         self.writer.append(encode_remove(entry.seq))
@@ -305,8 +312,7 @@ class QueueStore:
         again: dict[int, int] = {}
         for entry in self.delivered_pending:
             seq = entry.seq
-            item = live.get(seq)
-            if item is None or item[0] is not entry:
+            if live.get(seq) is not entry:
                 continue  # acked (or gone) before its delivery reached the journal
             if entry.delivery_count > 1:
                 again[seq] = entry.delivery_count
@@ -318,31 +324,37 @@ class QueueStore:
         for seq, count in again.items():
             self.writer.append(encode_delivered(seq, count))
 
-    def page_out_done(self, task: PageOutTask) -> None:
-        """Drop the bodies the job wrote from memory: they are read from the segment."""
+    def page_out_done(self, task: PageOutTask) -> Iterator[None]:
+        """Drop the bodies the job wrote from memory, a chunk between yields (read from the segment)."""
         file = task.body_file
         if file is None or self.dead:
             return
         self.body_files.setdefault(task.number, file)
         live = self.live
-        freed = 0
+        sizes = self.sizes
         paging = self.store.paging
         assert paging is not None  # nothing is queued for paging out without it
         base = task.base
-        for entry, end in task.entries:
-            item = live.get(entry.seq)
-            if item is None or item[0] is not entry or item[1] < 0:
-                continue
-            message = entry.message
-            if paging.is_paged(message):
-                continue
-            length = message.size
-            location = BodyRef(file, base + end - length, shared_int(length))
-            paging.page_out(entry, location)
-            live[entry.seq] = (entry, shared_int(-item[1]))
-            freed += length
-        self.store.resident_bytes -= freed
-        self.store.paged_out += freed
+        entries = task.entries
+        for start in range(0, len(entries), FINISH_CHUNK):
+            if self.dead:
+                return
+            freed = 0
+            for entry, end in entries[start : start + FINISH_CHUNK]:
+                seq = entry.seq
+                if live.get(seq) is not entry or sizes[seq] < 0:
+                    continue
+                message = entry.message
+                if paging.is_paged(message):
+                    continue
+                length = message.size
+                location = BodyRef(file, base + end - length, shared_int(length))
+                paging.page_out(entry, location)
+                sizes[seq] = shared_int(-sizes[seq])
+                freed += length
+            self.store.resident_bytes -= freed
+            self.store.paged_out += freed
+            yield
 
     def start_snapshot(self, job: SyncJob) -> SnapshotTask:
         """Retire the open segment and snapshot the live messages after this commit's fsync."""
@@ -361,8 +373,8 @@ class QueueStore:
             return
         self.start_snapshot(job).index = True
 
-    def snapshot_done(self, task: SnapshotTask) -> None:
-        """Forget the segments a finished snapshot replaced."""
+    def snapshot_done(self, task: SnapshotTask) -> Iterator[None]:
+        """Forget the segments a finished snapshot replaced; the repointing of paged bodies is returned."""
         self.snapshot_running = False
         if task.ok and not self.dead:
             self.snapshots_taken += 1
@@ -371,21 +383,27 @@ class QueueStore:
             for number in [n for n in self.body_files if n <= task.covers_through]:
                 del self.body_files[number]
             if task.body_file is not None:
-                self._repoint(task, task.body_file)
+                return self._repoint(task, task.body_file)
+        return iter(())
 
-    def _repoint(self, task: SnapshotTask, file: BodyFile) -> None:
+    def _repoint(self, task: SnapshotTask, file: BodyFile) -> Iterator[None]:
         """Paged bodies now read from the snapshot (the segments they were in are deleted)."""
         live = self.live
         paging = self.store.paging
         if paging is None:
             return
-        for (seq, _, _message), offset in zip(task.items, task.body_offsets, strict=True):
-            item = live.get(seq)
-            if item is None:
-                continue
-            current = item[0].message
-            if paging.is_paged(current):
-                paging.move(current, BodyRef(file, offset, current.size))
+        placed = list(zip(task.items, task.body_offsets, strict=True))
+        for start in range(0, len(placed), FINISH_CHUNK):
+            if self.dead:
+                return
+            for (seq, _, _message), offset in placed[start : start + FINISH_CHUNK]:
+                entry = live.get(seq)
+                if entry is None:
+                    continue
+                current = entry.message
+                if paging.is_paged(current):
+                    paging.move(current, BodyRef(file, offset, current.size))
+            yield
 
     @property
     def journal_bytes(self) -> int:

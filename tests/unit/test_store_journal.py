@@ -341,7 +341,7 @@ def test_snapshot_interrupted_after_each_step_loses_and_duplicates_nothing(
         encode_enqueue(
             seq, e.delivery_count, 0, None, "", "q", e.message.properties_bin, e.message.body
         )
-        for seq, (e, _) in journal.live.items()
+        for seq, e in journal.live.items()
     ]
     directory = only_queue_dir(tmp_path)
     with pytest.raises(SnapshotInterrupted):
