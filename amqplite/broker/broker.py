@@ -441,7 +441,7 @@ class Broker:
         """Route and enqueue a message; which queues took it and which refused it (limits)."""
         routed = vhost.route_message(exchange, message)
         if self.flow.behind:
-            self.flow.routed(routed.queues)
+            self.flow.routed(routed.accepted, routed.rejected)  # no list of both to make
         return routed
 
     # -- clocks and timers (QueueHost) ---------------------------------------------------

@@ -40,11 +40,14 @@ class FlowControl:
         self._touched: dict[int, Queue] = {}  # queues behind that publishes reached
         self._returning: dict[int, DeliveryChannel] = {}  # channels whose credit is returning
 
-    def routed(self, queues: Iterable[Queue]) -> None:
-        """A publish reached these queues: note the ones it must wait for."""
+    def routed(self, accepted: Iterable[Queue], rejected: Iterable[Queue] = ()) -> None:
+        """A publish reached these queues (took it, or refused it): note the ones it waits for."""
         if not self.behind:
             return
-        for queue in queues:
+        for queue in accepted:
+            if queue.behind:
+                self._touched[id(queue)] = queue
+        for queue in rejected:
             if queue.behind:
                 self._touched[id(queue)] = queue
 

@@ -84,3 +84,27 @@ def test_acks_of_persistent_messages_read_together_leave_the_store_each(tmp_path
     recover_into(reopened, Store(store.directory))  # what a crash right now would leave
     left = reopened.vhost("/").queues["d"]
     assert [entry.message.body for entry in left.ready] == [b"m2", b"m4"]
+
+
+def test_a_publish_refused_by_a_queue_behind_on_delivery_waits_for_it_too() -> None:
+    broker = guest_broker()
+    consumer = Client(Session(broker))
+    consumer.handshake()
+    consumer.open_channel(1)
+    limit = {"x-max-length": 1, "x-overflow": "reject-publish"}
+    consumer.send(1, build(spec.Queue.Declare, queue="q", arguments=limit))
+    consumer.send(1, build(spec.Basic.Qos, prefetch_count=1))
+    consumer.send(1, build(spec.Basic.Consume, queue="q", consumer_tag="c"))
+    publisher = Client(Session(broker))
+    publisher.handshake()
+    publisher.open_channel(1)
+    publisher.publish(1, "q", b"m1")
+    publisher.publish(1, "q", b"m2")
+    consumer.session.receive_data(acks(1))  # its credit returns: m2 goes, m3 waits for it
+    publisher.publish(1, "q", b"m3")
+    queue = broker.vhosts["/"].queues["q"]
+    assert queue.behind
+    broker.flow.take_touched()
+    publisher.publish(1, "q", b"m4")  # refused: the queue is full
+    assert queue.message_count == 1
+    assert broker.flow.take_touched() == [queue]
