@@ -440,8 +440,9 @@ class Broker:
     def route(self, vhost: VHost, exchange: str, message: Message) -> Routed:
         """Route and enqueue a message; which queues took it and which refused it (limits)."""
         routed = vhost.route_message(exchange, message)
-        if self.flow.behind:
-            self.flow.routed(routed.accepted, routed.rejected)  # no list of both to make
+        flow = self.flow
+        if flow.behind and (routed.accepted is not flow.noted or routed.rejected):
+            flow.routed(routed.accepted, routed.rejected)  # (noted: nothing new to note)
         return routed
 
     # -- clocks and timers (QueueHost) ---------------------------------------------------

@@ -9,6 +9,7 @@ import trio
 import trio.testing
 
 from amqplite.broker.broker import Broker
+from amqplite.broker.message import Message
 from amqplite.broker.queue import Queue
 from amqplite.server.pacing import SWEEP_EVERY, Pacer
 
@@ -86,3 +87,23 @@ async def test_a_reader_held_on_a_busy_loop_looks_again_after_each_sweep(
         queue.behind = False  # caught up without telling (a sweep finds it)
         await trio.sleep(SWEEP_EVERY * 1.5)
         assert returned == ["a"]
+
+
+def test_publishes_note_each_queue_behind_once_per_read_even_one_fallen_behind_meanwhile() -> None:
+    broker, other = behind_queue()  # some queue is behind: publishes are looked at
+    vhost = broker.vhost("/")
+    queue = vhost.declare_queue("q1")
+
+    def publish() -> None:
+        broker.route(vhost, "", Message("", "q1", b"\x00\x00", b"x"))
+
+    broker.flow.take_touched()  # a read begins
+    publish()
+    broker.flow.set_behind(queue, True)  # it falls behind after a publish to it
+    publish()  # the same route as the first: noted all the same
+    publish()
+    assert broker.flow.take_touched() == [queue]
+    publish()  # the next read notes it again
+    assert broker.flow.take_touched() == [queue]
+    assert broker.flow.take_touched() == []
+    assert other.behind
