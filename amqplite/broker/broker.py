@@ -440,9 +440,10 @@ class Broker:
     def route(self, vhost: VHost, exchange: str, message: Message) -> Routed:
         """Route and enqueue a message; which queues took it and which refused it (limits)."""
         routed = vhost.route_message(exchange, message)
-        flow = self.flow
-        if flow.behind and (routed.accepted is not flow.noted or routed.rejected):
-            flow.routed(routed.accepted, routed.rejected)  # (noted: nothing new to note)
+        if self.flow.behind:  # (noted: nothing new to note)
+            flow = self.flow
+            if routed.accepted is not flow.noted or routed.rejected:
+                flow.routed(routed.accepted, routed.rejected)
         return routed
 
     # -- clocks and timers (QueueHost) ---------------------------------------------------
