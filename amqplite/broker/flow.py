@@ -39,15 +39,15 @@ class FlowControl:
         self.on_progress: Callable[[], None] = _nothing  # the server wakes waiting readers
         self._touched: dict[int, Queue] = {}  # queues behind that publishes reached
         self._returning: dict[int, DeliveryChannel] = {}  # channels whose credit is returning
-        self.noted: list[Queue] | None = None  # a routed list all of whose queues are noted
+        self.noted: object = None  # a routed collection all of whose queues are noted
 
-    def routed(self, accepted: list[Queue], rejected: Iterable[Queue] = ()) -> None:
+    def routed(self, accepted: Iterable[Queue], rejected: Iterable[Queue] = ()) -> None:
         """A publish reached these queues (took it, or refused it): note the ones it waits for.
 
-        When every queue of `accepted` was behind (all noted), that list is kept as `noted`:
-        the next publishes routed to that very list (a queue's cached route) need no call.
+        When every queue of `accepted` was behind (all noted), that collection is kept as
+        `noted`: publishes routed to that very one again (a queue's cached route) add nothing.
         """
-        if not self.behind:
+        if not self.behind or (accepted is self.noted and not rejected):
             return
         touched = self._touched
         every = True
