@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from amqplite.broker.auth import (
@@ -337,44 +337,21 @@ class Broker:
         self.totals.ack += len(settled)
         self._credit_returns(channel)
 
-    def ack_each(self, channel: DeliveryChannel, tags: list[int]) -> None:
+    def ack_each(self, channel: DeliveryChannel, tags: Sequence[int]) -> None:
         """basic.ack of single tags read together: settle each now, deliver in flush_acks.
 
-        One pass, no list of settled items; an unknown tag is a 406 once the tags before it
-        are settled (the channel then closes, so the ones after it are dropped, as RabbitMQ).
+        An unknown tag is a 406 once the tags before it are settled (the channel then closes,
+        so the ones after it are dropped, as RabbitMQ).
         """
-        unacked = channel.unacked
-        queues = self._acked_queues
-        last: Queue | None = None
-        done = consumed = 0
-        try:
-            for tag in tags:
-                item = unacked.pop(tag, None)
-                if item is None:
-                    raise ChannelException(
-                        ReplyCode.PRECONDITION_FAILED, f"unknown delivery tag {tag}"
-                    )
-                done += 1
-                queue = item.queue
-                queue.unacked_count -= 1
-                queue.stats.ack += 1
-                consumer = item.consumer
-                if consumer is not None:
-                    consumer.unacked -= 1
-                    consumed += 1
-                queue.settle(item.entry, True)
-                if queue is not last:
-                    queues[id(queue)] = queue
-                    last = queue
-        finally:
-            if done:
-                channel.global_unacked -= consumed
-                if consumed:
-                    self._acked_channels[id(channel)] = channel
-                self.totals.ack += done
-                channel.acks += 1
-                if not channel.credit_returning:
-                    self.flow.credit_returns(channel)
+        held = channel.global_unacked
+        done, unknown = channel.settle_each(tags, self._acked_queues)
+        if done:
+            if channel.global_unacked != held:  # consumers' credit came back
+                self._acked_channels[id(channel)] = channel
+            self.totals.ack += done
+            self._credit_returns(channel)
+        if unknown is not None:
+            raise ChannelException(ReplyCode.PRECONDITION_FAILED, f"unknown delivery tag {unknown}")
 
     def _credit_returns(self, channel: DeliveryChannel) -> None:
         """The channel settled deliveries: its acks move, so its credit counts as returning."""
@@ -463,8 +440,10 @@ class Broker:
     def route(self, vhost: VHost, exchange: str, message: Message) -> Routed:
         """Route and enqueue a message; which queues took it and which refused it (limits)."""
         routed = vhost.route_message(exchange, message)
-        if self.flow.behind:
-            self.flow.routed(routed.queues)
+        if self.flow.behind:  # (noted: nothing new to note)
+            flow = self.flow
+            if routed.accepted is not flow.noted or routed.rejected:
+                flow.routed(routed.accepted, routed.rejected)
         return routed
 
     # -- clocks and timers (QueueHost) ---------------------------------------------------

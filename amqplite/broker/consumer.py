@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from itertools import islice
 from typing import Any, Final, NamedTuple, Protocol
 
@@ -286,6 +286,51 @@ class DeliveryChannel:
                 held += 1
         self.global_unacked -= held
         return items
+
+    def settle_each(self, tags: Sequence[int], queues: dict[int, Queue]) -> tuple[int, int | None]:
+        """Settle single acks in order, their queues into `queues`: (how many, unknown tag).
+
+        Stops at the first unknown tag (None: all known). The counters of a queue and of a
+        consumer move once per run of acks to them, unless the queue has someone to tell of
+        each ack (`Queue.quiet_acks`): then as one ack at a time.
+        """
+        pop = self.unacked.pop
+        queue: Queue | None = None
+        consumer: Consumer | None = None
+        quiet = True
+        run = done = 0  # run: acks to `queue` and `consumer` not counted yet
+        unknown: int | None = None
+        try:
+            for tag in tags:
+                item = pop(tag, None)
+                if item is None:
+                    unknown = tag
+                    break
+                if item[1] is not queue or item[2] is not consumer:
+                    if run:
+                        done += self._count_acks(queue, consumer, run)
+                    queue, consumer, run = item[1], item[2], 0
+                    quiet = queue.quiet_acks()
+                    queues[id(queue)] = queue
+                run += 1
+                if not quiet:  # counted first, then settled: as one ack at a time
+                    done += self._count_acks(queue, consumer, run)
+                    run = 0
+                    queue.settle(item[0], True)
+        finally:
+            if run:
+                done += self._count_acks(queue, consumer, run)
+        return done, unknown
+
+    def _count_acks(self, queue: Queue | None, consumer: Consumer | None, count: int) -> int:
+        """`count` deliveries of `queue` to `consumer` acked: the credit they held comes back."""
+        assert queue is not None
+        queue.unacked_count -= count
+        queue.stats.ack += count
+        if consumer is not None:  # not basic.get's
+            consumer.unacked -= count
+            self.global_unacked -= count
+        return count
 
     def _tags_up_to(self, delivery_tag: int) -> Iterator[int]:
         """Unacked tags up to and including delivery_tag (all of them for 0), oldest first."""

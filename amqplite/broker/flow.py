@@ -39,17 +39,32 @@ class FlowControl:
         self.on_progress: Callable[[], None] = _nothing  # the server wakes waiting readers
         self._touched: dict[int, Queue] = {}  # queues behind that publishes reached
         self._returning: dict[int, DeliveryChannel] = {}  # channels whose credit is returning
+        self.noted: object = None  # a routed collection all of whose queues are noted
 
-    def routed(self, queues: Iterable[Queue]) -> None:
-        """A publish reached these queues: note the ones it must wait for."""
-        if not self.behind:
+    def routed(self, accepted: Iterable[Queue], rejected: Iterable[Queue] = ()) -> None:
+        """A publish reached these queues (took it, or refused it): note the ones it waits for.
+
+        When every queue of `accepted` was behind (all noted), that collection is kept as
+        `noted`: publishes routed to that very one again (a queue's cached route) add nothing.
+        """
+        if not self.behind or (accepted is self.noted and not rejected):
             return
-        for queue in queues:
+        touched = self._touched
+        every = True
+        for queue in accepted:
             if queue.behind:
-                self._touched[id(queue)] = queue
+                touched[id(queue)] = queue
+            else:
+                every = False
+        for queue in rejected:
+            if queue.behind:
+                touched[id(queue)] = queue
+        if every:
+            self.noted = accepted
 
     def take_touched(self) -> list[Queue]:
         """The queues behind that publishes reached since the last call (one reader's batch)."""
+        self.noted = None
         if not self._touched:
             return []
         touched = list(self._touched.values())

@@ -236,10 +236,14 @@ class Queue:
     def acked(self, entries: list[QueueEntry]) -> None:
         """Entries acked (a run of an ack multiple): counted, and settled where it tells anyone."""
         self.stats.ack += len(entries)
-        if self.remote is None and self.journal is None and self.hooks is None:
+        if self.quiet_acks():
             return  # a transient queue without plugins: nothing to tell, entry by entry
         for entry in entries:
             self.settle(entry, True)
+
+    def quiet_acks(self) -> bool:
+        """True when an ack has nobody to tell (`settle` of an acked entry does nothing)."""
+        return self.remote is None and self.journal is None and self.hooks is None
 
     def take(self) -> QueueEntry | None:
         """Remove the head entry for delivery; it becomes unacked (or gone if auto-acked).

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import trio
 
 try:  # trio.testing's wait_all_tasks_blocked, without the import of pytest that trio.testing makes
@@ -13,6 +15,8 @@ from amqplite.broker.consumer import DeliveryChannel
 from amqplite.broker.flow import FlowControl, recheck, still_behind
 from amqplite.broker.queue import Queue
 from amqplite.session.connection import Session
+
+log = logging.getLogger("amqplite.server")
 
 STALL_AFTER = 1.0
 """Seconds a connection's output may stay unwritten, or a consuming channel may make no ack,
@@ -28,21 +32,30 @@ worth waiting for (a slow consumer; a backlog is then a normal state)."""
 
 
 class Pacer:
-    """Wakes the readers held for queues behind on delivery whenever one catches up."""
+    """Wakes the readers held for queues behind on delivery whenever one catches up.
+
+    A held reader parks (no cancel scope, no timer of its own: a hold and its release cost
+    one reschedule); one watcher task, while anyone is parked, lets them all go once the
+    event loop idles and sweeps for stalled consumers every SWEEP_EVERY.
+    """
 
     def __init__(self, flow: FlowControl, idle_after: float | None = IDLE_AFTER) -> None:
         self.flow = flow
         self.idle_after = idle_after  # None: hold until caught up or stalled, idle or not
-        self._waiters: set[trio.CancelScope] = set()
-        self._next_sweep = 0.0  # trio time of the next sweep (the first wait sweeps at once)
+        self._parked: dict[trio.lowlevel.Task, None] = {}  # held readers, woken all at once
+        self._idled = 0  # how many times the watcher let the parked readers go for good
+        self._watching = False  # the watcher task runs
+        self._next_sweep = 0.0  # trio time of the next sweep (the first one comes at once)
         flow.on_progress = self._notify
 
     def _notify(self) -> None:
-        waiters = self._waiters
-        if waiters:
-            for scope in waiters:
-                scope.cancel()
-            waiters.clear()
+        if self._parked:
+            self._wake_all()
+
+    def _wake_all(self) -> None:
+        parked, self._parked = self._parked, {}
+        for task in parked:
+            trio.lowlevel.reschedule(task)
 
     async def wait_for(self, queues: list[Queue], session: Session | None = None) -> None:
         """Return once none of `queues` is behind (each catches up, or its consumers stall).
@@ -60,21 +73,48 @@ class Pacer:
                 for channel in held:
                     recheck(channel.queues_with_consumers())
             while still_behind(queues):
-                # woken when a queue catches up; the timeout is a backstop (consumers that stop
-                # acking or reading), and an idle event loop lets the publisher go at once
-                with trio.move_on_after(SWEEP_EVERY) as scope:
-                    self._waiters.add(scope)
-                    try:
-                        if self.idle_after is None:
-                            await trio.sleep_forever()
-                        await wait_all_tasks_blocked(self.idle_after)
-                        return
-                    finally:
-                        self._waiters.discard(scope)
-                self._sweep_if_due()
+                # woken when a queue catches up, after a sweep, or (let go) on an idle loop
+                idled = self._idled
+                await self._park()
+                if self._idled != idled:
+                    return
         finally:
             for channel in held:
                 channel.reading = True
+
+    async def _park(self) -> None:
+        task = trio.lowlevel.current_task()
+        parked = self._parked
+        parked[task] = None
+        if not self._watching:
+            self._watching = True
+            trio.lowlevel.spawn_system_task(self._watch)
+
+        def abort(_: object) -> trio.lowlevel.Abort:
+            parked.pop(task, None)  # cancelled (its connection ends): nobody wakes it now
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+
+    async def _watch(self) -> None:
+        """While readers are parked: let them go on an idle loop; sweep every SWEEP_EVERY."""
+        try:
+            while self._parked:
+                with trio.move_on_after(SWEEP_EVERY):
+                    if self.idle_after is None:
+                        await trio.sleep_forever()
+                    await wait_all_tasks_blocked(self.idle_after)
+                    if self._parked:
+                        self._idled += 1
+                        self._wake_all()
+                    continue
+                try:
+                    self._sweep_if_due()
+                except Exception:  # a system task: an error here would end the whole server
+                    log.exception("pacing sweep failed")
+                self._wake_all()  # to look again at the queues they wait for
+        finally:
+            self._watching = False
 
     def _sweep_if_due(self) -> None:
         now = trio.current_time()

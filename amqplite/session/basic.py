@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Final, cast
 
 from amqplite.broker.message import Message
@@ -208,7 +209,7 @@ def basic_ack(ctx: SessionContext, channel: ChannelSession, command: Command) ->
     ack(ctx, channel, m.delivery_tag, m.multiple)
 
 
-def ack_each(ctx: SessionContext, channel: ChannelSession, tags: list[int]) -> None:
+def ack_each(ctx: SessionContext, channel: ChannelSession, tags: Sequence[int]) -> None:
     """basic.acks of single tags read together (fast path); the caller runs broker.flush_acks."""
     if channel.mode is ConfirmMode.TX:
         for tag in tags:

@@ -192,13 +192,15 @@ class Session(SessionOutput, PagedOutput):
                 return True
             else:
                 _, _, size, delivery_tag, multiple = hot
-                reader.skip(size)
                 try:
                     if multiple:
+                        reader.skip(size)
                         ack(self, channel, delivery_tag, multiple, deferred=True)
-                    else:  # the single acks read with it are settled in one pass
-                        tags = [delivery_tag]
-                        reader.take_acks(channel_id, tags)
+                    else:  # it and the single acks read after it are settled in one pass
+                        tags = reader.take_acks(channel_id)
+                        if not tags:  # reserved bits set: this one alone
+                            reader.skip(size)
+                            tags = (delivery_tag,)
                         ack_each(self, channel, tags)
                 except ChannelException as exc:
                     checked = -1

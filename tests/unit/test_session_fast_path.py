@@ -11,7 +11,7 @@ from session_helpers import Client, guest_broker
 from amqplite.broker.auth import Permission
 from amqplite.broker.broker import Broker
 from amqplite.protocol.constants import ReplyCode
-from amqplite.protocol.frames import HOT_ACK, HOT_PARTIAL, HOT_PUBLISH, FrameReader
+from amqplite.protocol.frames import HOT_ACK, HOT_PARTIAL, HOT_PUBLISH, NEED_DATA, FrameReader
 from amqplite.protocol.methods import BasicAck, BasicPublish, encode_method, spec
 from amqplite.protocol.methods import build_method as build
 from amqplite.protocol.writers import encode_content
@@ -237,14 +237,51 @@ def test_take_acks_consumes_the_run_of_single_acks_on_one_channel_and_no_further
         b"AMQP\x00\x00\x09\x01" + acks(2, 1, 2, 3) + acks(2, 4, multiple=True) + acks(3, 5)
     )
     reader.next_frame()
-    tags = [0]
-    reader.take_acks(2, tags)
-    assert tags == [0, 1, 2, 3]
+    assert reader.take_acks(2) == (1, 2, 3)
     assert reader.peek_hot() == (HOT_ACK, 2, 21, 4, True)  # a multiple ack ends the run
+    assert reader.take_acks(2) == ()
     reader.skip(21)
-    reader.take_acks(2, tags)  # another channel's ack ends it too
-    assert tags == [0, 1, 2, 3]
+    assert reader.take_acks(2) == ()  # another channel's ack ends it too
     assert reader.peek_hot() == (HOT_ACK, 3, 21, 5, False)
+
+
+def test_take_acks_stops_before_an_ack_cut_short_or_with_reserved_bits() -> None:
+    reader = FrameReader(4096)
+    odd = bytearray(acks(1, 3))
+    odd[19] = 2  # a reserved bit: not an ack of the run (the slow path reads it)
+    reader.receive_data(b"AMQP\x00\x00\x09\x01" + acks(1, 1, 2) + odd + acks(1, 4)[:20])
+    reader.next_frame()
+    assert reader.take_acks(1) == (1, 2)
+    assert reader.take_acks(1) == ()
+    reader.skip(21)
+    assert reader.take_acks(1) == ()  # its frame end is still to come
+    reader.receive_data(acks(1, 4)[20:] + acks(1, 5))
+    assert reader.take_acks(1) + reader.take_acks(1) == (4, 5)  # the joined frame, then the rest
+    assert reader.peek_hot() is None
+
+
+def test_take_acks_takes_a_long_run_in_bounded_parts_and_loses_none() -> None:
+    reader = FrameReader(131072)
+    reader.receive_data(b"AMQP\x00\x00\x09\x01" + acks(7, *range(1, 1001)))
+    reader.next_frame()
+    taken: list[int] = []
+    while part := reader.take_acks(7):
+        assert len(part) <= 256
+        taken += part
+    assert taken == list(range(1, 1001))
+    assert reader.next_frame() is NEED_DATA
+
+
+def test_single_acks_with_reserved_bits_are_settled_one_by_one(broker: Broker) -> None:
+    client = prefetch_client(broker, 3)
+    for i in range(5):
+        client.publish(1, "q", b"m%d" % i)
+    assert delivered_tags(client) == [1, 2, 3]
+    odd = bytearray(acks(1, 2))
+    odd[19] = 4  # reserved bits set, `multiple` not: a single ack all the same
+    client.session.receive_data(acks(1, 1) + odd + acks(1, 3))
+    assert delivered_tags(client) == [4, 5]
+    assert broker.vhosts["/"].queues["q"].unacked_count == 2
 
 
 def prefetch_client(broker: Broker, prefetch: int) -> Client:
