@@ -178,6 +178,7 @@ def route(
     confirming = channel.mode is _CONFIRM
     mark = None
     if exchange == "" and message.routing_key.startswith(direct_reply.PREFIX):
+        ctx.broker.batch.flush()  # the publishes before it deliver first, as they came
         routed = Routed([], [])
         delivered = direct_reply.route_reply(ctx, message)
     elif confirming:  # the confirm waits for the commit domains its records went to
@@ -192,6 +193,7 @@ def route(
         routed = ctx.broker.route(ctx.open_vhost, exchange, message)
         delivered = bool(routed.accepted or routed.rejected)
     if not delivered and mandatory and not routed.held:
+        ctx.broker.batch.flush()  # the publishes before it deliver first, as they came
         ctx.broker.totals.returned += 1
         returned = Return(channel.channel_id, int(ReplyCode.NO_ROUTE), "NO_ROUTE")
         ctx.write_parts(return_parts(returned, message, ctx.frame_max))
