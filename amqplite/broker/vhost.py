@@ -528,10 +528,12 @@ class VHost:
         at_once = not batch.open or message.expiration_ms is not None
         rejected: list[Queue] | None = None
         for queue in queues:
-            if queue.dispatch_at_once and not at_once:
+            if at_once or queue.dispatch_at_once:
                 at_once = True
-            if at_once and batch.pending:  # earlier publishes go first, as they came
-                batch.flush()
+                if batch.pending:  # earlier publishes go first, as they came
+                    batch.flush()
+            elif queue.consumers:  # dispatched when the read's publishes are done
+                batch.pending[queue] = None
             hooks = queue.hooks
             if hooks is not None and hooks.before_enqueue(message) is not Verdict.ACCEPT:
                 continue  # a plugin dropped or held it: taken, so confirmed
@@ -547,12 +549,7 @@ class VHost:
                     queue.dispatch()
                 if queue.due_now is not None:  # a TTL-0 message no consumer took: expires now
                     queue.expire_due()
-            batch.routed(queues)
-        else:  # dispatched when the read's publishes are done (pacing notes them then)
-            pending = batch.pending
-            for queue in queues:
-                if queue.consumers:
-                    pending[queue] = None
+            batch.routed(queues)  # pacing: the deferred ones are noted when dispatched
         if rejected:
             return Routed([q for q in queues if q not in rejected], rejected)
         return routed or Routed(queues, [])

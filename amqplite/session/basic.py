@@ -185,12 +185,12 @@ def route(
         commits = ctx.broker.commits
         outer = commits.watch()
         try:
-            routed = ctx.broker.route(ctx.open_vhost, exchange, message)
+            routed = ctx.open_vhost.route_message(exchange, message)
         finally:
             mark = commits.watched(outer)
         delivered = bool(routed.queues)
     else:
-        routed = ctx.broker.route(ctx.open_vhost, exchange, message)
+        routed = ctx.open_vhost.route_message(exchange, message)
         delivered = bool(routed.accepted or routed.rejected)
     if not delivered and mandatory and not routed.held:
         ctx.broker.batch.flush()  # the publishes before it deliver first, as they came
