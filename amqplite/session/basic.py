@@ -32,6 +32,7 @@ from amqplite.session.stream_consume import check_consume, check_get
 # Module constants: an enum member read off its class costs ~1k instructions on every publish
 # (EnumType.__getattr__ keeps that lookup off the interpreter's fast path).
 _TX: Final = ConfirmMode.TX
+_NONE: Final = ConfirmMode.NONE
 _CONFIRM: Final = ConfirmMode.CONFIRM
 _BASIC: Final = ClassId.BASIC
 
@@ -164,7 +165,13 @@ def publish(
     if properties_bin[0] & direct_reply.REPLY_TO_BIT and direct_reply.MARK in properties_bin:
         properties_bin = direct_reply.stamp_reply_to(ctx, channel, properties_bin)
     message = make_message(exchange, routing_key, properties_bin, body)
-    if channel.mode is _TX:
+    mode = channel.mode
+    if mode is _NONE and not (exchange == "" and routing_key.startswith(direct_reply.PREFIX)):
+        routed = vhost.route_message(exchange, message)  # the usual publish: `route`, inlined
+        if mandatory and not (routed.accepted or routed.rejected or routed.held):
+            _return(ctx, channel, message)
+        return
+    if mode is _TX:
         limits.hold_in_tx(ctx.settings, channel, len(body), _BASIC, 40)
         channel.tx_ops.append(("publish", exchange, mandatory, message))
         return
@@ -193,16 +200,21 @@ def route(
         routed = ctx.open_vhost.route_message(exchange, message)
         delivered = bool(routed.accepted or routed.rejected)
     if not delivered and mandatory and not routed.held:
-        ctx.broker.batch.flush()  # the publishes before it deliver first, as they came
-        ctx.broker.totals.returned += 1
-        returned = Return(channel.channel_id, int(ReplyCode.NO_ROUTE), "NO_ROUTE")
-        ctx.write_parts(return_parts(returned, message, ctx.frame_max))
+        _return(ctx, channel, message)
     if confirming:
         # reject-publish: a queue refused it, so the publisher gets basic.nack (as RabbitMQ)
         ok = not routed.rejected
         ctx.broker.totals.confirm += ok
         channel.pending_confirms.append((channel.next_publish_seq(), ok, mark))
         ctx.confirms.track(channel)
+
+
+def _return(ctx: SessionContext, channel: ChannelSession, message: Message) -> None:
+    """basic.return of a mandatory message no queue took (after what came before it)."""
+    ctx.broker.batch.flush()  # the publishes before it deliver first, as they came
+    ctx.broker.totals.returned += 1
+    returned = Return(channel.channel_id, int(ReplyCode.NO_ROUTE), "NO_ROUTE")
+    ctx.write_parts(return_parts(returned, message, ctx.frame_max))
 
 
 def basic_ack(ctx: SessionContext, channel: ChannelSession, command: Command) -> None:

@@ -45,7 +45,8 @@ class HotPath:
             return self._receive_hot_run(batch)
         finally:
             batch.open = False
-            batch.flush()
+            if batch.pending:
+                batch.flush()
 
     def _receive_hot_run(self, batch: DispatchBatch) -> bool:
         ctx = cast("SessionContext", self)  # a Session (the handlers' context) is what runs this
