@@ -8,6 +8,7 @@ import pytest
 from session_helpers import Client, guest_broker
 
 from amqplite.broker.broker import Broker
+from amqplite.broker.publishing import make_message
 from amqplite.broker.queue import Queue
 from amqplite.protocol.assembler import Command
 from amqplite.protocol.constants import ReplyCode
@@ -283,3 +284,15 @@ def test_pacing_notes_a_queue_behind_after_the_dispatch_of_a_read(broker: Broker
     assert queue.behind  # one delivered, two wait for the credit the consumer's acks return
     assert broker.flow.take_touched() == [queue]
     assert bodies(consumer.received()) == [b"0"]
+
+
+def test_a_publish_after_a_read_is_dispatched_at_once(broker: Broker) -> None:
+    consumer = connect(broker, 1)
+    consume(consumer, 1, "q")
+    publisher = connect(broker, 1)
+    publisher.session.receive_data(publish(1, "q", b"m1") + publish(1, "", b"x", exchange="nope"))
+    assert bodies(consumer.received()) == [b"m1"]
+    # e.g. the management API's publish, between reads: no read will come to dispatch it
+    broker.publish(broker.vhosts["/"], "", make_message("", "q", b"\x00\x00", b"m2"))
+    assert bodies(consumer.received()) == [b"m2"]
+    assert not broker.batch.pending
