@@ -149,11 +149,16 @@ def publish(
     mandatory: bool,
     properties_bin: bytes,
     body: bytes,
+    allowed: bool = False,
 ) -> None:
-    """basic.publish (fast path or assembled): check access and exchange, then route or buffer."""
+    """basic.publish (fast path or assembled): check access and exchange, then route or buffer.
+
+    `allowed`: the write access to this exchange was checked in this read (the fast path's run).
+    """
     vhost = ctx.open_vhost
     ctx.publishing = True
-    ctx.allow("write", "exchange", exchange, _BASIC, 40)
+    if not allowed:
+        ctx.allow("write", "exchange", exchange, _BASIC, 40)
     if exchange not in vhost.exchanges:
         vhost.exchange(exchange)  # 404 before anything else
     if properties_bin[1] & USER_ID_BIT:

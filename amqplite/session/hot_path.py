@@ -59,6 +59,7 @@ class HotPath:
         channel: ChannelSession | None = None
         open_ = ConnectionState.OPEN  # read once (see receive_data)
         channel_open = ChannelState.OPEN
+        allowed: str | None = None  # the exchange a publish of this run was allowed to write to
         while self.state is open_:
             hot = reader.peek_hot()
             if hot is None:
@@ -83,10 +84,19 @@ class HotPath:
                 reader.skip(size)
                 try:
                     publish(
-                        ctx, channel, exchange, routing_key, bits & 1 != 0, properties_bin, body
+                        ctx,
+                        channel,
+                        exchange,
+                        routing_key,
+                        bits & 1 != 0,
+                        properties_bin,
+                        body,
+                        exchange == allowed,
                     )
+                    allowed = exchange  # permissions do not change while a read is handled
                 except ChannelException as exc:
                     checked = -1
+                    allowed = None
                     method = BasicPublish(exchange, routing_key, bool(bits & 1), bool(bits & 2))
                     self._channel_error(channel, exc, method)
             elif kind == HOT_PARTIAL:  # the rest of this publish is on its way: take it whole
