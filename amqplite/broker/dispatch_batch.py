@@ -30,7 +30,6 @@ class DispatchBatch:
     def __init__(self, flow: FlowControl | None = None) -> None:
         self.open = False  # set by the session while it takes a read's publishes in a row
         self.pending: dict[Queue, None] = {}  # in the order publishes first reached them
-        self.flushes = 0  # flushes that dispatched something (tests, diagnostics)
         self._flow = flow
 
     def flush(self) -> None:
@@ -39,9 +38,8 @@ class DispatchBatch:
         if not pending:
             return
         self.pending = {}
-        self.flushes += 1
         was_open = self.open
-        self.open = False  # what the deliveries route (dead-lettering) is dispatched at once
+        self.open = False  # anything routed while delivering is dispatched at once
         try:
             for queue in pending:
                 if queue.consumers and not queue.deleted:

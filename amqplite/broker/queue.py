@@ -70,7 +70,7 @@ class Queue:
     due_now: QueueEntry | None = None  # a TTL-0 entry being offered to consumers at publish
     # limits, priorities or a TTL: a publish is dispatched at once, never batched (dispatch_batch)
     dispatch_at_once: bool = attrs.field(init=False, default=False)
-    dispatch_passes: int = 0  # dispatch calls that found ready messages (tests, diagnostics)
+    dispatch_passes: int = 0  # dispatches over ready messages with consumers (tests, diagnostics)
 
     def check_led_here(self, class_id: int, method_id: int) -> None:
         """A 404 naming the leader when another node leads this mirrored queue and nothing proxies it."""
