@@ -17,6 +17,7 @@ from amqplite.broker.consumer import Consumer, DeliveryChannel, Unacked, consume
 from amqplite.broker.consumer_groups import ConsumerGroups, group_argument
 from amqplite.broker.deadletter import dead_letter_message, is_cycle
 from amqplite.broker.direct_reply import DirectReplies, ReplyConsumer
+from amqplite.broker.dispatch_batch import DispatchBatch
 from amqplite.broker.durability import (
     CommitTracker,
     CommitWaiter,
@@ -62,6 +63,7 @@ class Broker:
         self.totals = MessageStats()
         self.churn = Churn()
         self.flow = FlowControl()
+        self.batch = DispatchBatch(self.flow)  # publishes read in a row: each queue dispatched once
         self._acked_queues: dict[int, Queue] = {}  # settled by acks not yet redispatched
         self._acked_channels: dict[int, DeliveryChannel] = {}
         self.commits: CommitTracker = NoCommits()
@@ -96,6 +98,7 @@ class Broker:
             vhost.plugin_state = self.plugin_state
             vhost.churn = self.churn
             vhost.host = self
+            vhost.batch = self.batch
             vhost.on_queue_deleted.append(self._partition_deleted)
             vhost.apply_policies(p for p in self.policies.values() if p.vhost == name)
             if self.config_listener is not None:
@@ -439,12 +442,7 @@ class Broker:
 
     def route(self, vhost: VHost, exchange: str, message: Message) -> Routed:
         """Route and enqueue a message; which queues took it and which refused it (limits)."""
-        routed = vhost.route_message(exchange, message)
-        if self.flow.behind:  # (noted: nothing new to note)
-            flow = self.flow
-            if routed.accepted is not flow.noted or routed.rejected:
-                flow.routed(routed.accepted, routed.rejected)
-        return routed
+        return vhost.route_message(exchange, message)  # pacing notes its queues (dispatch_batch)
 
     # -- clocks and timers (QueueHost) ---------------------------------------------------
 

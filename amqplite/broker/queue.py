@@ -68,6 +68,9 @@ class Queue:
     remote: QueueRemote | None = None
     _groups: list[deque[QueueConsumer]] | None = None  # consumers by x-priority, when they differ
     due_now: QueueEntry | None = None  # a TTL-0 entry being offered to consumers at publish
+    # limits, priorities or a TTL: a publish is dispatched at once, never batched (dispatch_batch)
+    dispatch_at_once: bool = attrs.field(init=False, default=False)
+    dispatch_passes: int = 0  # dispatches over ready messages with consumers (tests, diagnostics)
 
     def check_led_here(self, class_id: int, method_id: int) -> None:
         """A 404 naming the leader when another node leads this mirrored queue and nothing proxies it."""
@@ -112,6 +115,12 @@ class Queue:
         if self.retry is not None and settings.delivery_limit is None:
             settings = attrs.evolve(settings, delivery_limit=DEFAULT_DELIVERY_LIMIT)
         self.settings = settings
+        self.dispatch_at_once = (
+            settings.max_length is not None
+            or settings.max_length_bytes is not None
+            or settings.max_priority is not None
+            or settings.message_ttl is not None
+        )
         timeout = settings.consumer_timeout  # read on every delivery: resolved here, once
         self.ack_timeout_ms = self.host.consumer_timeout_ms() if timeout is None else timeout
 
@@ -482,6 +491,7 @@ class Queue:
             return
         if not self.consumers:
             return
+        self.dispatch_passes += 1
         self._deliver_ready()
         left = ready.count
         if not left:

@@ -6,6 +6,7 @@ import secrets
 from collections.abc import Callable, Iterable
 
 from amqplite.broker.binding import Binding
+from amqplite.broker.dispatch_batch import DispatchBatch
 from amqplite.broker.durability import MetadataListener, PluginStateStore
 from amqplite.broker.equivalence import check_exchange_equivalent, check_queue_equivalent
 from amqplite.broker.exchange import BUILTIN_EXCHANGES, Exchange
@@ -47,6 +48,7 @@ class VHost:
         self.metadata: MetadataListener | None = None
         self.plugin_state: PluginStateStore | None = None  # plugins' durable records
         self.host: QueueHost = DETACHED  # the broker: clocks, timers, dead-lettering, policies
+        self.batch = DispatchBatch()  # the broker's: publishes read in a row dispatch once
         self.exchanges: dict[str, Exchange] = {}
         self.queues: dict[str, Queue] = {}
         self.bindings_by_source: dict[str, dict[Binding, None]] = {}
@@ -521,8 +523,17 @@ class VHost:
             exchange.publish_out += 1
         else:
             self.totals.unroutable += 1
+        batch = self.batch
+        # dispatched at once: outside a batch, or when the time of dispatch decides its fate
+        at_once = not batch.open or message.expiration_ms is not None
         rejected: list[Queue] | None = None
         for queue in queues:
+            if at_once or queue.dispatch_at_once:
+                at_once = True
+                if batch.pending:  # earlier publishes go first, as they came
+                    batch.flush()
+            elif queue.consumers:  # dispatched when the read's publishes are done
+                batch.pending[queue] = None
             hooks = queue.hooks
             if hooks is not None and hooks.before_enqueue(message) is not Verdict.ACCEPT:
                 continue  # a plugin dropped or held it: taken, so confirmed
@@ -532,11 +543,13 @@ class VHost:
                 rejected.append(queue)
                 if hooks is not None:
                     hooks.refused(message)
-        for queue in queues:
-            if queue.consumers:
-                queue.dispatch()
-            if queue.due_now is not None:  # a TTL-0 message no consumer took: expires now
-                queue.expire_due()
+        if at_once:
+            for queue in queues:
+                if queue.consumers:
+                    queue.dispatch()
+                if queue.due_now is not None:  # a TTL-0 message no consumer took: expires now
+                    queue.expire_due()
+            batch.routed(queues)  # pacing: the deferred ones are noted when dispatched
         if rejected:
             return Routed([q for q in queues if q not in rejected], rejected)
         return routed or Routed(queues, [])

@@ -33,6 +33,7 @@ from amqplite.session.stream_consume import check_consume, check_get
 # Module constants: an enum member read off its class costs ~1k instructions on every publish
 # (EnumType.__getattr__ keeps that lookup off the interpreter's fast path).
 _TX: Final = ConfirmMode.TX
+_NONE: Final = ConfirmMode.NONE
 _CONFIRM: Final = ConfirmMode.CONFIRM
 _BASIC: Final = ClassId.BASIC
 
@@ -149,11 +150,16 @@ def publish(
     mandatory: bool,
     properties_bin: bytes,
     body: bytes,
+    allowed: bool = False,
 ) -> None:
-    """basic.publish (fast path or assembled): check access and exchange, then route or buffer."""
+    """basic.publish (fast path or assembled): check access and exchange, then route or buffer.
+
+    `allowed`: the write access to this exchange was checked in this read (the fast path's run).
+    """
     vhost = ctx.open_vhost
     ctx.publishing = True
-    ctx.allow("write", "exchange", exchange, _BASIC, 40)
+    if not allowed:
+        ctx.allow("write", "exchange", exchange, _BASIC, 40)
     if exchange not in vhost.exchanges:
         vhost.exchange(exchange)  # 404 before anything else
     if properties_bin[1] & USER_ID_BIT:
@@ -165,7 +171,13 @@ def publish(
     if properties_bin[0] & direct_reply.REPLY_TO_BIT and direct_reply.MARK in properties_bin:
         properties_bin = direct_reply.stamp_reply_to(ctx, channel, properties_bin)
     message = make_message(exchange, routing_key, properties_bin, body)
-    if channel.mode is _TX:
+    mode = channel.mode
+    if mode is _NONE and not (exchange == "" and routing_key.startswith(direct_reply.PREFIX)):
+        routed = vhost.route_message(exchange, message)  # the usual publish: `route`, inlined
+        if mandatory and not (routed.accepted or routed.rejected or routed.held):
+            _return(ctx, channel, message)
+        return
+    if mode is _TX:
         limits.hold_in_tx(ctx.settings, channel, len(body), _BASIC, 40)
         channel.tx_ops.append(("publish", exchange, mandatory, message))
         return
@@ -179,29 +191,36 @@ def route(
     confirming = channel.mode is _CONFIRM
     mark = None
     if exchange == "" and message.routing_key.startswith(direct_reply.PREFIX):
+        ctx.broker.batch.flush()  # the publishes before it deliver first, as they came
         routed = Routed([], [])
         delivered = direct_reply.route_reply(ctx, message)
     elif confirming:  # the confirm waits for the commit domains its records went to
         commits = ctx.broker.commits
         outer = commits.watch()
         try:
-            routed = ctx.broker.route(ctx.open_vhost, exchange, message)
+            routed = ctx.open_vhost.route_message(exchange, message)
         finally:
             mark = commits.watched(outer)
         delivered = bool(routed.queues)
     else:
-        routed = ctx.broker.route(ctx.open_vhost, exchange, message)
+        routed = ctx.open_vhost.route_message(exchange, message)
         delivered = bool(routed.accepted or routed.rejected)
     if not delivered and mandatory and not routed.held:
-        ctx.broker.totals.returned += 1
-        returned = Return(channel.channel_id, int(ReplyCode.NO_ROUTE), "NO_ROUTE")
-        ctx.write_parts(return_parts(returned, message, ctx.frame_max))
+        _return(ctx, channel, message)
     if confirming:
         # reject-publish: a queue refused it, so the publisher gets basic.nack (as RabbitMQ)
         ok = not routed.rejected
         ctx.broker.totals.confirm += ok
         channel.pending_confirms.append((channel.next_publish_seq(), ok, mark))
         ctx.confirms.track(channel)
+
+
+def _return(ctx: SessionContext, channel: ChannelSession, message: Message) -> None:
+    """basic.return of a mandatory message no queue took (after what came before it)."""
+    ctx.broker.batch.flush()  # the publishes before it deliver first, as they came
+    ctx.broker.totals.returned += 1
+    returned = Return(channel.channel_id, int(ReplyCode.NO_ROUTE), "NO_ROUTE")
+    ctx.write_parts(return_parts(returned, message, ctx.frame_max))
 
 
 def basic_ack(ctx: SessionContext, channel: ChannelSession, command: Command) -> None:

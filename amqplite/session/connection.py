@@ -15,8 +15,6 @@ from amqplite.protocol.assembler import Command, ContentAssembler
 from amqplite.protocol.constants import FRAME_MIN_SIZE, PROTOCOL_HEADER, ClassId, ReplyCode
 from amqplite.protocol.errors import AMQPError, ChannelException, ConnectionException
 from amqplite.protocol.frames import (
-    HOT_PARTIAL,
-    HOT_PUBLISH,
     NEED_DATA,
     BadProtocolHeader,
     FrameReader,
@@ -25,8 +23,6 @@ from amqplite.protocol.frames import (
     ProtocolHeaderReceived,
 )
 from amqplite.protocol.methods import (
-    BasicAck,
-    BasicPublish,
     Method,
     build_method,
     encode_method,
@@ -35,13 +31,13 @@ from amqplite.protocol.methods import (
 )
 from amqplite.protocol.writers import Deliver, GetOk, Part, deliver_parts_of, get_ok_parts
 from amqplite.session import handshake, limits
-from amqplite.session.basic import ack, ack_each, publish
 from amqplite.session.channel import ChannelSession, ChannelState
 from amqplite.session.channel_commands import check_channel_open
 from amqplite.session.commands import handle_command
 from amqplite.session.confirms import PublisherConfirms
 from amqplite.session.delivery_frames import DELIVERED_ONCE, deliver_frames
 from amqplite.session.durable_replies import DurableReplies
+from amqplite.session.hot_path import HotPath
 from amqplite.session.output import SessionOutput
 from amqplite.session.paged import HeldOutput, PagedDelivery, PagedOutput
 from amqplite.session.settings import SessionSettings
@@ -54,7 +50,7 @@ def _noop() -> None:
     """Default output notification: nothing to wake."""
 
 
-class Session(SessionOutput, PagedOutput):
+class Session(SessionOutput, PagedOutput, HotPath):
     """AMQP 0-9-1 for one client connection: feed bytes in, take bytes out (h11 style)."""
 
     open_vhost: VHost  # the vhost opened (set by connection.open: commands run only after it)
@@ -142,70 +138,6 @@ class Session(SessionOutput, PagedOutput):
         self._flush_confirms()
         if self.confirms or self._held:  # told after each commit until nothing waits
             self.broker.commit_waiters[id(self)] = self
-
-    def _receive_hot(self) -> bool:
-        """Publishes and acks straight from the read buffer while they come in a row.
-
-        True when the next publish has not fully arrived: reading waits for the rest of it.
-        The credit the acks free is delivered on once, when the received bytes are done.
-        """
-        reader = self.reader
-        channels = self.channels
-        assembler = self.assembler
-        held = self._held
-        max_body = assembler.max_body_size
-        checked = -1  # a channel found open and idle; only hot commands ran on it since
-        channel: ChannelSession | None = None
-        open_ = ConnectionState.OPEN  # read once (see receive_data)
-        channel_open = ChannelState.OPEN
-        while self.state is open_:
-            hot = reader.peek_hot()
-            if hot is None:
-                return False
-            channel_id = hot[1]
-            if channel_id != checked:
-                channel = channels.get(channel_id)
-                if (
-                    channel is None
-                    or channel.state is not channel_open
-                    or assembler.has_pending(channel_id)
-                    or channel_id in held
-                ):
-                    return False
-                checked = channel_id
-            assert channel is not None
-            kind = hot[0]
-            if kind == HOT_PUBLISH:
-                _, _, size, exchange, routing_key, bits, properties_bin, body = hot
-                if len(body) > max_body or bits & 2:  # immediate: refused on the slow path
-                    return False
-                reader.skip(size)
-                try:
-                    publish(
-                        self, channel, exchange, routing_key, bits & 1 != 0, properties_bin, body
-                    )
-                except ChannelException as exc:
-                    checked = -1
-                    method = BasicPublish(exchange, routing_key, bool(bits & 1), bool(bits & 2))
-                    self._channel_error(channel, exc, method)
-            elif kind == HOT_PARTIAL:  # the rest of this publish is on its way: take it whole
-                return True
-            else:
-                _, _, size, delivery_tag, multiple = hot
-                try:
-                    if multiple:
-                        reader.skip(size)
-                        ack(self, channel, delivery_tag, multiple, deferred=True)
-                    else:  # it and the single acks read after it are settled in one pass
-                        tags = reader.take_acks(channel_id)
-                        if not tags:  # reserved bits set: this one alone
-                            reader.skip(size)
-                            tags = (delivery_tag,)
-                        ack_each(self, channel, tags)
-                except ChannelException as exc:
-                    checked = -1
-                    self._channel_error(channel, exc, BasicAck(delivery_tag, multiple))
-        return False
 
     def connection_lost(self) -> None:
         """The socket is gone: release channels, requeue unacked, drop exclusive queues."""
@@ -491,6 +423,7 @@ class Session(SessionOutput, PagedOutput):
         class_id, method_id = exc.class_id, exc.method_id
         if not class_id and method is not None:
             class_id, method_id = method_ids(method)
+        self.broker.batch.flush()  # what the publishes before the error deliver goes first
         self._flush_confirms()
         self.send(
             channel.channel_id,

@@ -361,3 +361,22 @@ def test_a_channel_whose_credit_returned_is_forgotten_by_pacing_when_it_closes(
     assert broker.flow.returning_count() == 1  # its credit counts as returning
     client.send(1, spec.Channel.Close())
     assert broker.flow.returning_count() == 0  # not kept until a sweep that may never come
+
+
+def test_a_run_of_publishes_checks_write_access_to_each_exchange_it_names(broker: Broker) -> None:
+    broker.set_permissions("guest", "/", Permission(write="^amq\\.(default|direct)$"))
+    client = consuming_client(broker)
+    client.open_channel(2)
+    allowed = publish_bytes(2, "q", b"a") + encode_method(
+        2, BasicPublish("amq.direct", "q", False, False)
+    )
+    allowed += encode_content(2, 60, b"\x00\x00", b"b", 131072)
+    refused = encode_method(2, BasicPublish("amq.topic", "q", False, False))
+    refused += encode_content(2, 60, b"\x00\x00", b"c", 131072)
+    client.session.receive_data(allowed + publish_bytes(2, "q", b"d") + refused)
+    replies = client.received()
+    assert [c.body for c in replies if isinstance(c.method, spec.Basic.Deliver)] == [b"a", b"d"]
+    close = replies[-1]
+    assert (close.channel, type(close.method)) == (2, spec.Channel.Close)
+    assert close.method.reply_code == ReplyCode.ACCESS_REFUSED
+    assert "amq.topic" in close.method.reply_text
