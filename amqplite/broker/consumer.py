@@ -130,11 +130,14 @@ class Consumer:
             return
         stats.deliver += 1
         totals.deliver += 1
-        channel.unacked[tag] = (
-            channel.track(entry, queue, self)
-            if queue.ack_timeout_ms
-            else _new_unacked(Unacked, (entry, queue, self, None, 0))
-        )
+        timeout = queue.ack_timeout_ms
+        if timeout:  # `track` inline (a consumer timeout is on by default): no call but the clock's
+            deadline = queue.host.clock() + queue.ack_timeout
+            channel.unacked[tag] = _new_unacked(Unacked, (entry, queue, self, deadline, timeout))
+            if channel.timer_due is None:
+                queue.host.schedule(channel, deadline)
+        else:
+            channel.unacked[tag] = _new_unacked(Unacked, (entry, queue, self, None, 0))
         self.unacked += 1
         channel.global_unacked += 1
         queue.unacked_count += 1
@@ -202,7 +205,7 @@ class DeliveryChannel:
         if not timeout:
             return _new_unacked(Unacked, (entry, queue, consumer, None, 0))
         host = queue.host
-        deadline = host.now() + timeout / 1000
+        deadline = host.clock() + queue.ack_timeout
         if self.timer_due is None:
             host.schedule(self, deadline)
         return _new_unacked(Unacked, (entry, queue, consumer, deadline, timeout))

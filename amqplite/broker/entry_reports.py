@@ -70,11 +70,24 @@ class RemoteAnswer:
     give_back: Callable[[], None] = lambda: None
 
 
+class SpillBudget(Protocol):
+    """The bytes transient messages may still take in memory (a TransientSpill's)."""
+
+    room: int  # below 0: over the threshold, every transient message goes to the spill
+    entry_bytes: int  # counted per message beside its body
+
+
 class TransientSpill(Protocol[QueueT_contra]):
     """Pages transient messages out to disk beyond a memory threshold (set by the server).
 
-    Generic in the queue type, so that this module needs no import of the queue's.
+    A queue counts each transient message it takes against the budget (body bytes and
+    `entry_bytes`) and calls enqueue only while the room is below zero: under the threshold
+    a publish makes no call. Generic in the queue type (no import of the queue's here).
     """
 
+    @property
+    def budget(self) -> SpillBudget:
+        """What queues count their transient messages against."""
+
     def enqueue(self, queue: QueueT_contra, entry: QueueEntry) -> None:
-        """A transient message entered a queue (the spill may page it out later)."""
+        """A transient message, counted, entered a queue past the threshold: it pages out later."""

@@ -41,6 +41,7 @@ class Queue:
     host: QueueHost = DETACHED
     settings: QueueSettings = attrs.field(init=False)
     ack_timeout_ms: int | None = attrs.field(init=False, default=None)  # consumer timeout in effect
+    ack_timeout: float = attrs.field(init=False, default=0.0)  # the same in seconds (0.0: none)
     ready: ReadyList | ReadyMessages = attrs.field(init=False)  # levels only with priorities
     deadlines: TtlIndex = attrs.field(init=False)
     retry: RetrySettings | None = attrs.field(init=False, default=None)  # retry with backoff
@@ -123,6 +124,7 @@ class Queue:
         )
         timeout = settings.consumer_timeout  # read on every delivery: resolved here, once
         self.ack_timeout_ms = self.host.consumer_timeout_ms() if timeout is None else timeout
+        self.ack_timeout = (self.ack_timeout_ms or 0) / 1000
 
     def reconfigure(self) -> None:
         """Recompute the settings after a policy change; limits apply at once."""
@@ -172,9 +174,13 @@ class Queue:
             spill = self.host.spill
         self.ready.append(entry)
         # `size` of a paged message is a property: an in-memory one has its body at hand
-        self.ready_bytes += len(message.body) if type(message) is Message else message.size
-        if spill is not None:  # transient: it may page out beyond the memory threshold
-            spill.enqueue(self, entry)
+        size = len(message.body) if type(message) is Message else message.size
+        self.ready_bytes += size
+        if spill is not None:  # transient: counted, and past the memory threshold paged out
+            budget = spill.budget
+            budget.room -= size + budget.entry_bytes
+            if budget.room < 0:
+                spill.enqueue(self, entry)
         self.stats.publish += 1
         self.totals.publish += 1
         if settings.delivery_limit is not None:

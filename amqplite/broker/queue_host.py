@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from amqplite.broker.message import QueueEntry
@@ -38,6 +38,10 @@ class QueueHost(Protocol):
     def now(self) -> float:
         """Monotonic seconds."""
 
+    @property
+    def clock(self) -> Callable[[], float]:
+        """What now() reads: called directly on the delivery path (a call fewer per message)."""
+
     def wall_time(self) -> float:
         """POSIX seconds (for x-death timestamps)."""
 
@@ -65,6 +69,8 @@ class DetachedHost:
     def now(self) -> float:
         """Always 0."""
         return 0.0
+
+    clock = now
 
     def wall_time(self) -> float:
         """Always 0."""

@@ -18,12 +18,12 @@ from collections.abc import Callable
 from typing import Final
 
 from amqplite.broker.entry_codec import decode_entries, encode_entries
-from amqplite.broker.message import Message, QueueEntry
+from amqplite.broker.message import QueueEntry
 from amqplite.broker.queue import Queue
 from amqplite.broker.ready_list import PagedBlock, ReadyList
 from amqplite.store.bodies import BodyRef
 from amqplite.store.tail_spill import TailFiles
-from amqplite.store.transient import TransientPager
+from amqplite.store.transient import MemoryBudget, TransientPager
 
 log = logging.getLogger("amqplite.server")
 
@@ -85,6 +85,7 @@ class TailPager:
 
     def __init__(self, bodies: TransientPager, files: TailFiles, now: Callable[[], float]) -> None:
         self.bodies = bodies  # memory figures, and body paging for durable queues
+        self.budget: MemoryBudget = bodies.budget  # what queues count transient messages against
         self.files = files
         self.now = now
         self.growing: dict[Queue, None] = {}  # queues that took messages while over
@@ -103,13 +104,11 @@ class TailPager:
         return self.bodies.over
 
     def enqueue(self, queue: Queue, entry: QueueEntry) -> None:
-        """A transient message entered a queue: over the threshold, its tail pages out."""
+        """A transient message entered a queue past the threshold (counted): its tail pages out."""
         if queue.journal is not None:
-            self.bodies.enqueue(entry)  # a durable queue: its journal pages per message
+            self.bodies.counted(entry)  # a durable queue: its journal pages per message
             return
-        message = entry.message  # an in-memory body's size without the (paged-aware) property
-        size = len(message.body) if type(message) is Message else message.size
-        if self.bodies.account(size) and queue not in self.growing:
+        if queue not in self.growing:
             if not self.growing:
                 self.wake()  # the pager task may be idle
             self.growing[queue] = None

@@ -154,15 +154,31 @@ class SpillBatch:
             log.exception("cannot page transient message bodies out to %s", pager.directory)
 
 
+class MemoryBudget:
+    """The bytes transient messages may still take in memory before they page out (below 0: over).
+
+    Queues count each transient message they take against `room` themselves (its body's bytes
+    and `entry_bytes`), and hand it to the pager only once `room` is below zero: under the
+    threshold a publish costs the pager no call (broker SpillBudget).
+    """
+
+    __slots__ = ("entry_bytes", "room")
+
+    def __init__(self, room: int) -> None:
+        self.room = room
+        self.entry_bytes = ENTRY_OVERHEAD
+
+
 class TransientPager(SpillFiles):
     """Pages transient bodies out beyond a memory threshold (implements broker TransientSpill)."""
 
     def __init__(self, directory: Path, threshold: int, paging: Paging) -> None:
         super().__init__(directory)
-        self.threshold = threshold  # process memory (estimated) beyond which bodies page out
+        self._threshold = threshold  # process memory (estimated) beyond which bodies page out
         self.paging = paging
         self.measured = 0  # process memory at the last observation
-        self.recent = 0  # bytes of transient messages taken since then
+        # threshold - measured - the bytes of transient messages taken since the observation
+        self.budget = MemoryBudget(threshold)
         self.pending: list[tuple[SpilledEntry, JournaledMessage]] = []
         self.pending_bytes = 0
         self.paged_out = 0  # bytes paged out, all time
@@ -170,32 +186,42 @@ class TransientPager(SpillFiles):
         clear_spill_dir(directory)
         directory.mkdir(parents=True, exist_ok=True)
 
+    @property
+    def threshold(self) -> int:
+        """Process memory (estimated) beyond which transient bodies page out."""
+        return self._threshold
+
+    @threshold.setter
+    def threshold(self, threshold: int) -> None:
+        self.budget.room += threshold - self._threshold
+        self._threshold = threshold
+
     def observe(self, memory_used: int) -> None:
         """The process's memory was measured (the alarms' timer)."""
         self.measured = memory_used
-        self.recent = 0
+        self.budget.room = self._threshold - memory_used
 
     @property
     def over(self) -> bool:
         """True while new transient bodies go to disk."""
-        return self.measured + self.recent > self.threshold
-
-    def account(self, size: int) -> bool:
-        """A transient message of `size` body bytes stays in memory for now; True when over."""
-        self.recent += size + ENTRY_OVERHEAD
-        return self.measured + self.recent > self.threshold
+        return self.budget.room < 0
 
     def freed(self, size: int) -> None:
         """Bytes of transient messages left memory for disk (a paged queue tail)."""
         self.paged_out += size
-        self.recent -= size
+        self.budget.room += size
 
     def enqueue(self, entry: SpilledEntry) -> None:
-        """A transient message entered a queue: beyond the threshold, queue it for paging out."""
+        """A transient message entered a queue: counted, and beyond the threshold paged out."""
+        budget = self.budget  # a body already paged counts too: an overestimate
+        budget.room -= entry.message.size + budget.entry_bytes
+        self.counted(entry)
+
+    def counted(self, entry: SpilledEntry) -> None:
+        """A transient message entered a queue, counted in the budget: if over, page it out."""
         message = entry.message
         size = message.size
-        self.recent += size + ENTRY_OVERHEAD  # a body already paged counts too: an overestimate
-        if self.measured + self.recent > self.threshold and size:
+        if self.budget.room < 0 and size:
             if self.paging.is_paged(message):
                 return
             if not self.pending:
@@ -225,7 +251,7 @@ class TransientPager(SpillFiles):
             paging.page_out(entry, BodyRef(file, offset, shared_int(length)))
             freed += length
         self.paged_out += freed
-        self.recent -= freed
+        self.budget.room += freed
         return freed
 
 

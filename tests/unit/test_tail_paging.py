@@ -20,7 +20,7 @@ from amqplite.protocol.properties import encode_properties, read_facts
 from amqplite.server.store_link import MessagePaging
 from amqplite.server.tail_pager import KEEP_HEAD, TailPager
 from amqplite.store.tail_spill import TailFiles
-from amqplite.store.transient import TransientPager
+from amqplite.store.transient import ENTRY_OVERHEAD, TransientPager
 
 BLOCK = 1024  # sequence numbers per block of a ready list
 
@@ -166,6 +166,33 @@ def test_under_the_threshold_nothing_pages(clock: FakeClock, tmp_path: Path) -> 
     publish(broker, [msg(i) for i in range(20 * BLOCK)])
     assert pager.take_page_outs() == []
     assert queue.ready.paged_count == 0
+
+
+def test_the_tail_pages_out_from_the_first_message_past_the_threshold(
+    clock: FakeClock, tmp_path: Path
+) -> None:
+    count = 20 * BLOCK  # each counted with its body and ENTRY_OVERHEAD
+    broker, pager = paging_broker(clock, tmp_path, threshold=count * (100 + ENTRY_OVERHEAD))
+    queue = broker.vhosts["/"].declare_queue("q")
+    publish(broker, [msg(i) for i in range(count)])
+    assert not pager.over
+    assert pager.take_page_outs() == []
+    publish(broker, [msg(count)])
+    assert pager.over
+    assert page_out(pager) > 0
+    assert queue.ready.paged_count > 0
+    pager.observe(0)  # memory measured again: room under the threshold again
+    assert not pager.over
+
+
+def test_durable_queues_page_only_bodies_past_the_threshold(
+    clock: FakeClock, tmp_path: Path
+) -> None:
+    broker, pager = paging_broker(clock, tmp_path, threshold=5 * (100 + ENTRY_OVERHEAD))
+    queue = broker.vhosts["/"].declare_queue("q")
+    queue.journal = object()  # type: ignore[assignment]  # as the store sets on durable queues
+    publish(broker, [msg(i) for i in range(8)])
+    assert pager.bodies.pending_bytes == 3 * 100  # the first five fit under the threshold
 
 
 def test_priority_levels_page_their_tails_and_stay_highest_first(
