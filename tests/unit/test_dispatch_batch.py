@@ -139,31 +139,22 @@ def test_a_cancel_after_a_publish_in_one_read_comes_after_its_delivery(broker: B
     assert (queue.message_count, queue.unacked_count) == (0, 1)
 
 
-def test_a_queue_delete_after_a_publish_in_one_read_counts_it_delivered(broker: Broker) -> None:
+@pytest.mark.parametrize(
+    ("command", "reply"),
+    [(spec.Queue.Delete, spec.Queue.DeleteOk), (spec.Queue.Purge, spec.Queue.PurgeOk)],
+)
+def test_a_delete_or_purge_after_a_publish_in_one_read_finds_it_delivered(
+    broker: Broker, command: Any, reply: Any
+) -> None:
     consumer = connect(broker, 1)
     consume(consumer, 1, "q")
     publisher = connect(broker, 1)
-    publisher.session.receive_data(
-        publish(1, "q", b"m1") + method(1, build(spec.Queue.Delete, queue="q"))
-    )
+    publisher.session.receive_data(publish(1, "q", b"m1") + method(1, build(command, queue="q")))
     replies = publisher.received()
-    assert kinds(replies) == [(spec.Queue.DeleteOk, 1)]
+    assert kinds(replies) == [(reply, 1)]
     assert replies[0].method.message_count == 0
     assert bodies(consumer.received()) == [b"m1"]
-    assert "q" not in broker.vhosts["/"].queues
-
-
-def test_a_purge_after_a_publish_in_one_read_leaves_its_delivery(broker: Broker) -> None:
-    consumer = connect(broker, 1)
-    consume(consumer, 1, "q")
-    publisher = connect(broker, 1)
-    publisher.session.receive_data(
-        publish(1, "q", b"m1") + method(1, build(spec.Queue.Purge, queue="q"))
-    )
-    replies = publisher.received()
-    assert kinds(replies) == [(spec.Queue.PurgeOk, 1)]
-    assert replies[0].method.message_count == 0
-    assert bodies(consumer.received()) == [b"m1"]
+    assert ("q" in broker.vhosts["/"].queues) is (command is spec.Queue.Purge)
 
 
 def test_an_ack_after_a_publish_in_one_read_settles_what_it_delivered(broker: Broker) -> None:
