@@ -44,7 +44,7 @@ def queue_contents(queue: Queue) -> Contents:
     if not live:
         return NOTHING
     persistent_bytes = paged_ready = paged_unacked = paged_bytes = 0
-    for entry, _size in live.values():
+    for entry in live.values():
         message = entry.message
         size = body_size(message)
         persistent_bytes += size
