@@ -125,6 +125,8 @@ def start_broker(
     """
     port = port or free_port()
     management_port = free_port()
+    while management_port == port:  # a restart on a fixed port: that port is free right now
+        management_port = free_port()
     cmd = [
         sys.executable,
         "-m",
