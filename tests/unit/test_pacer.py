@@ -11,7 +11,7 @@ import trio.testing
 from amqplite.broker.broker import Broker
 from amqplite.broker.message import Message
 from amqplite.broker.queue import Queue
-from amqplite.server.pacing import SWEEP_EVERY, Pacer
+from amqplite.server.pacing import IDLE_AFTER, SWEEP_EVERY, Pacer
 
 
 def behind_queue() -> tuple[Broker, Queue]:
@@ -20,6 +20,13 @@ def behind_queue() -> tuple[Broker, Queue]:
     queue = broker.add_vhost("/").declare_queue("q")
     broker.flow.set_behind(queue, True)
     return broker, queue
+
+
+def paced(idle_after: float | None = IDLE_AFTER) -> tuple[Broker, Queue, Pacer, list[str]]:
+    """A queue behind, its pacer, and the list the readers it lets go append their names to."""
+    broker, queue = behind_queue()
+    pacer = Pacer(broker.flow, idle_after=idle_after)
+    return broker, queue, pacer, []
 
 
 async def hold(pacer: Pacer, queue: Queue, returned: list[str], name: str) -> None:
@@ -31,9 +38,7 @@ async def hold(pacer: Pacer, queue: Queue, returned: list[str], name: str) -> No
 async def test_readers_held_for_a_queue_all_go_when_it_catches_up_and_not_before(
     mock_clock: Any,
 ) -> None:
-    broker, queue = behind_queue()
-    pacer = Pacer(broker.flow, idle_after=None)
-    returned: list[str] = []
+    broker, queue, pacer, returned = paced(idle_after=None)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(hold, pacer, queue, returned, "a")
         nursery.start_soon(hold, pacer, queue, returned, "b")
@@ -46,9 +51,7 @@ async def test_readers_held_for_a_queue_all_go_when_it_catches_up_and_not_before
 
 @pytest.mark.trio
 async def test_a_held_reader_cancelled_is_forgotten_and_the_others_still_go() -> None:
-    broker, queue = behind_queue()
-    pacer = Pacer(broker.flow, idle_after=None)
-    returned: list[str] = []
+    broker, queue, pacer, returned = paced(idle_after=None)
     async with trio.open_nursery() as nursery:
         with trio.CancelScope() as dropped:
             nursery.start_soon(hold, pacer, queue, returned, "kept")
@@ -63,9 +66,7 @@ async def test_a_held_reader_cancelled_is_forgotten_and_the_others_still_go() ->
 
 @pytest.mark.trio
 async def test_an_idle_event_loop_lets_every_held_reader_go() -> None:
-    broker, queue = behind_queue()
-    pacer = Pacer(broker.flow)
-    returned: list[str] = []
+    _, queue, pacer, returned = paced()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(hold, pacer, queue, returned, "a")
         nursery.start_soon(hold, pacer, queue, returned, "b")
@@ -77,9 +78,7 @@ async def test_an_idle_event_loop_lets_every_held_reader_go() -> None:
 async def test_a_reader_held_on_a_busy_loop_looks_again_after_each_sweep(
     autojump_clock: Any,
 ) -> None:
-    broker, queue = behind_queue()
-    pacer = Pacer(broker.flow, idle_after=None)
-    returned: list[str] = []
+    _, queue, pacer, returned = paced(idle_after=None)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(hold, pacer, queue, returned, "a")
         await trio.sleep(SWEEP_EVERY * 3)
