@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -23,8 +24,8 @@ from amqplite.cluster.definitions import (
 )
 from amqplite.cluster.definitions_apply import apply_delete, apply_put
 from amqplite.cluster.etcd_client import EtcdClient
-from amqplite.cluster.etcd_codec import Compare, Delete, EtcdError, Put, RangeResult
-from amqplite.cluster.keys import range_of
+from amqplite.cluster.etcd_codec import Compare, Delete, EtcdError, Get, Put, RangeResult
+from amqplite.cluster.keys import incarnation_key, range_of
 
 if TYPE_CHECKING:
     from amqplite.broker.auth import Permission, TopicPermission
@@ -59,6 +60,7 @@ class DefinitionsSync:
         self._wake = trio.Event()
         self._ready = trio.Event()  # the first range is in: local items may be published
         self._etcd_id = 0  # the cluster id of the etcd that `state` reflects
+        self._incarnation = b""  # and its incarnation token (incarnation_key)
         self._watch_scope: trio.CancelScope | None = None
 
     def attach(self) -> None:
@@ -96,7 +98,8 @@ class DefinitionsSync:
 
     async def _range_then_watch(self) -> None:
         key, end = range_of(defs_prefix(self.cluster))
-        self._resync(await self.client.range(key, end))
+        incarnation = await self._incarnation_token()
+        self._resync(await self.client.range(key, end), incarnation)
         start = self.state.revision + 1
         async with self.client.watch(key, end, start_revision=start) as stream:
             async for response in stream:
@@ -109,12 +112,31 @@ class DefinitionsSync:
                 self.state.revision = max(self.state.revision, response.revision)
                 self._wake.set()
 
-    def _resync(self, result: RangeResult) -> None:
+    async def _incarnation_token(self) -> bytes:
+        """The etcd's incarnation token; an etcd without one (new, or wiped) gets ours now."""
+        key = incarnation_key(self.cluster)
+        token = secrets.token_hex(8).encode()
+        absent = [Compare(key, "version", "==", 0)]
+        result = await self.client.txn(absent, [Put(key, token)], [Get(key)])
+        if result.succeeded:
+            return token
+        current = result.responses[0]
+        assert isinstance(current, RangeResult)
+        return current.kvs[0].value if current.kvs else b""
+
+    def _resync(self, result: RangeResult, incarnation: bytes = b"") -> None:
         """Queue what changed in etcd while unwatched; after a data loss, offer ours again."""
         fresh = {kv.key: kv.value for kv in result.kvs}
-        # etcd came back without our history: a new cluster id, or a revision behind ours
-        lost = result.cluster_id != self._etcd_id or result.revision < self.state.revision
+        # etcd came back without our history: a new incarnation token (an etcd wiped and started
+        # again keeps its cluster id, and its revision may already have passed ours), a new
+        # cluster id, or a revision behind ours
+        lost = (
+            incarnation != self._incarnation
+            or result.cluster_id != self._etcd_id
+            or result.revision < self.state.revision
+        )
         self._etcd_id = result.cluster_id
+        self._incarnation = incarnation
         for key in list(self.state.remote):
             if key not in fresh:
                 if lost:

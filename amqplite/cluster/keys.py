@@ -30,6 +30,11 @@ def node_of_key(cluster: str, key: bytes) -> str | None:
     return key[len(prefix) :].decode("utf-8", "replace")
 
 
+def incarnation_key(cluster: str) -> bytes:
+    """/amqplite/<cluster>/incarnation: a token put once into an empty etcd (a new one: data lost)."""
+    return cluster_prefix(cluster) + b"incarnation"
+
+
 def range_of(prefix: bytes) -> tuple[bytes, bytes]:
     """(key, range_end) covering every key under prefix."""
     return prefix, prefix_end(prefix)

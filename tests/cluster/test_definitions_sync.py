@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import signal
 import urllib.request
 from typing import Any
 
@@ -105,6 +106,41 @@ def test_definitions_are_offered_again_to_an_etcd_that_lost_every_key(
     late = node("node-late")
     wait_for(lambda: "kept" in names(late, "queues"), "node-a's queue republished")
     assert "kept" in names(a, "queues")  # an empty etcd deletes nothing
+
+
+def etcd_call(etcd: EtcdProcess, path: str, body: dict[str, str]) -> Any:
+    """One etcd v3 JSON API call (keys and values base64, as the gateway takes them)."""
+    data = json.dumps({k: base64.b64encode(v.encode()).decode() for k, v in body.items()})
+    request = urllib.request.Request(etcd.url + path, data=data.encode(), method="POST")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def in_etcd(etcd: EtcdProcess, fragment: str) -> bool:
+    """True when a key under /amqplite/ contains fragment."""
+    answer = etcd_call(etcd, "/v3/kv/range", {"key": "/amqplite/", "range_end": "/amqplite0"})
+    return any(fragment in base64.b64decode(kv["key"]).decode() for kv in answer.get("kvs", []))
+
+
+def test_a_wiped_etcd_whose_revision_passed_ours_gets_our_definitions_again(
+    node: StartNode, etcd: EtcdProcess
+) -> None:
+    a = node("node-a")
+    send(a, "PUT", "/api/queues/%2F/kept", {"durable": True})
+    wait_for(lambda: in_etcd(etcd, "kept"), "node-a's queue published")
+    assert a.proc is not None
+    a.proc.send_signal(signal.SIGSTOP)  # it reconnects only once the new etcd is far ahead
+    try:
+        etcd.stop()
+        etcd.wipe()
+        etcd.start()  # the same member and cluster id, no keys, revision 1
+        for n in range(100):
+            etcd_call(etcd, "/v3/kv/put", {"key": f"/elsewhere/{n}", "value": "x"})
+    finally:
+        a.proc.send_signal(signal.SIGCONT)
+    late = node("node-late")
+    wait_for(lambda: "kept" in names(late, "queues"), "node-a's queue republished")
+    assert "kept" in names(a, "queues")  # not taken for a delete made while it was away
 
 
 def test_a_declare_during_an_etcd_outage_reaches_the_other_node_once_etcd_is_back(
