@@ -14,35 +14,13 @@ from typing import Any, Protocol
 import attrs
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
 
+from benchlib import ports  # noqa: E402  (the one port helper, shared with the scripts)
 
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def free_run(count: int) -> int:
-    """A port p such that p .. p + count - 1 are free on 127.0.0.1 now."""
-    while True:
-        base = free_port()
-        try:
-            for port in range(base, base + count):
-                with socket.socket() as sock:
-                    sock.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-
-
-def listening(port: int) -> bool:
-    """True when something accepts TCP connections on 127.0.0.1:port."""
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-        return True
-    except OSError:
-        return False
+free_port = ports.free_port
+free_run = ports.free_run
+listening = ports.listening
 
 
 def wait_for_port(
