@@ -17,7 +17,7 @@ from amqplite.protocol.frames import (
 from amqplite.protocol.methods import BasicPublish, encode_method, spec
 from amqplite.protocol.methods import build_method as build
 from amqplite.protocol.writers import encode_content
-from amqplite.session.connection import Session
+from amqplite.session.connection import Session, SessionSettings
 
 
 def plain(user: str, password: str) -> str:
@@ -78,3 +78,18 @@ class Client:
     def open_channel(self, channel: int) -> None:
         self.send(channel, spec.Channel.Open())
         assert [type(c.method) for c in self.received()] == [spec.Channel.OpenOk]
+
+
+def consuming_client(
+    broker: Broker, prefetch: int | None = None, settings: SessionSettings | None = None
+) -> Client:
+    """A client consuming queue q (declared here) as consumer c on channel 1; replies read."""
+    client = Client(Session(broker, settings))
+    client.handshake()
+    client.open_channel(1)
+    client.send(1, build(spec.Queue.Declare, queue="q"))
+    if prefetch is not None:
+        client.send(1, build(spec.Basic.Qos, prefetch_count=prefetch))
+    client.send(1, build(spec.Basic.Consume, queue="q", consumer_tag="c"))
+    client.received()
+    return client

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from session_helpers import Client, guest_broker
+from session_helpers import Client, consuming_client, guest_broker
 
 from amqplite.broker.broker import Broker
 from amqplite.protocol.methods import BasicAck, encode_method, spec
-from amqplite.protocol.methods import build_method as build
 from amqplite.session.connection import Session
 
 
@@ -17,12 +16,7 @@ def broker() -> Broker:
 
 
 def prefetch_client(broker: Broker, prefetch: int, messages: int) -> Client:
-    client = Client(Session(broker))
-    client.handshake()
-    client.open_channel(1)
-    client.send(1, build(spec.Queue.Declare, queue="q"))
-    client.send(1, build(spec.Basic.Qos, prefetch_count=prefetch))
-    client.send(1, build(spec.Basic.Consume, queue="q", consumer_tag="c"))
+    client = consuming_client(broker, prefetch)
     for i in range(messages):
         client.publish(1, "q", b"m%d" % i)
     return client

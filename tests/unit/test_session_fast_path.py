@@ -6,7 +6,7 @@ import random
 import sys
 
 import pytest
-from session_helpers import Client, guest_broker
+from session_helpers import Client, consuming_client, guest_broker
 
 from amqplite.broker.auth import Permission
 from amqplite.broker.broker import Broker
@@ -27,16 +27,6 @@ def publish_bytes(channel: int, routing_key: str, body: bytes, frame_max: int = 
     return encode_method(channel, BasicPublish("", routing_key, False, False)) + encode_content(
         channel, 60, b"\x10\x00\x01", body, frame_max
     )
-
-
-def consuming_client(broker: Broker, settings: SessionSettings | None = None) -> Client:
-    client = Client(Session(broker, settings))
-    client.handshake()
-    client.open_channel(1)
-    client.send(1, build(spec.Queue.Declare, queue="q"))
-    client.send(1, build(spec.Basic.Consume, queue="q", consumer_tag="c"))
-    client.received()
-    return client
 
 
 def test_peek_hot_decodes_a_complete_publish_and_leaves_partial_ones() -> None:
@@ -205,7 +195,7 @@ def test_fast_ack_of_an_unknown_tag_closes_the_channel_with_406(broker: Broker) 
 
 
 def test_fast_publish_over_max_message_size_is_refused_with_406(broker: Broker) -> None:
-    client = consuming_client(broker, SessionSettings(max_message_size=10))
+    client = consuming_client(broker, settings=SessionSettings(max_message_size=10))
     client.session.receive_data(publish_bytes(1, "q", b"x" * 11) + publish_bytes(1, "q", b"y"))
     commands = client.received()
     close = commands[-1].method
@@ -273,7 +263,7 @@ def test_take_acks_takes_a_long_run_in_bounded_parts_and_loses_none() -> None:
 
 
 def test_single_acks_with_reserved_bits_are_settled_one_by_one(broker: Broker) -> None:
-    client = prefetch_client(broker, 3)
+    client = consuming_client(broker, 3)
     for i in range(5):
         client.publish(1, "q", b"m%d" % i)
     assert delivered_tags(client) == [1, 2, 3]
@@ -282,17 +272,6 @@ def test_single_acks_with_reserved_bits_are_settled_one_by_one(broker: Broker) -
     client.session.receive_data(acks(1, 1) + odd + acks(1, 3))
     assert delivered_tags(client) == [4, 5]
     assert broker.vhosts["/"].queues["q"].unacked_count == 2
-
-
-def prefetch_client(broker: Broker, prefetch: int) -> Client:
-    client = Client(Session(broker))
-    client.handshake()
-    client.open_channel(1)
-    client.send(1, build(spec.Queue.Declare, queue="q"))
-    client.send(1, build(spec.Basic.Qos, prefetch_count=prefetch))
-    client.send(1, build(spec.Basic.Consume, queue="q", consumer_tag="c"))
-    client.received()
-    return client
 
 
 def delivered_tags(client: Client) -> list[int]:
@@ -304,7 +283,7 @@ def delivered_tags(client: Client) -> list[int]:
 def test_single_acks_read_together_settle_each_and_deliver_on_the_freed_credit(
     broker: Broker,
 ) -> None:
-    client = prefetch_client(broker, 3)
+    client = consuming_client(broker, 3)
     for i in range(7):
         client.publish(1, "q", b"m%d" % i)
     assert delivered_tags(client) == [1, 2, 3]
@@ -320,7 +299,7 @@ def test_single_acks_read_together_settle_each_and_deliver_on_the_freed_credit(
 def test_an_unknown_tag_among_single_acks_read_together_settles_those_before_it(
     broker: Broker,
 ) -> None:
-    client = prefetch_client(broker, 3)
+    client = consuming_client(broker, 3)
     for i in range(3):
         client.publish(1, "q", b"m%d" % i)
     client.received()
@@ -336,7 +315,7 @@ def test_an_unknown_tag_among_single_acks_read_together_settles_those_before_it(
 
 
 def test_single_acks_read_together_in_a_transaction_wait_for_the_commit(broker: Broker) -> None:
-    client = prefetch_client(broker, 3)
+    client = consuming_client(broker, 3)
     client.send(1, spec.Tx.Select())
     for i in range(3):
         client.publish(1, "q", b"m%d" % i)
@@ -354,7 +333,7 @@ def test_single_acks_read_together_in_a_transaction_wait_for_the_commit(broker: 
 def test_a_channel_whose_credit_returned_is_forgotten_by_pacing_when_it_closes(
     broker: Broker,
 ) -> None:
-    client = prefetch_client(broker, 3)
+    client = consuming_client(broker, 3)
     client.publish(1, "q", b"m")
     client.received()
     client.session.receive_data(acks(1, 1))
